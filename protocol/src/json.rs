@@ -1,0 +1,221 @@
+//! The JSON form of an event: MQTT payloads in, Kafka message values out.
+//!
+//! The shape is flat, so that Spark's `from_json` and plain Python read it without unwrapping:
+//!
+//! ```json
+//! {"device_id":"env-1","seq":7,"time_ms":1700000000000,"kind":"reading",
+//!  "values":[{"name":"temperature","value":21.5,"unit":"Cel"}]}
+//! {"device_id":"truck-1","seq":9,"time_ms":1700000000000,"kind":"position",
+//!  "lat":52.52,"lon":13.4,"alt_m":34.0,"speed_mps":12.5,"heading_deg":90.0,
+//!  "hdop":0.9,"satellites":9,"fix":"gps"}
+//! ```
+//!
+//! In MQTT payloads `device_id` and `kind` may be left out: the topic
+//! `devices/{device_id}/{kind}` supplies them (see [`JsonEvent::into_event`]).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Body, Event, FixQuality, Kind, Position, Reading, SensorValue};
+
+/// An event as JSON. `device_id` and `kind` are optional on input only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    pub seq: u64,
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub body: JsonBody,
+}
+
+/// The body, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JsonBody {
+    Reading {
+        values: Vec<SensorValue>,
+    },
+    Position {
+        lat: f64,
+        lon: f64,
+        #[serde(default)]
+        alt_m: Option<f32>,
+        #[serde(default)]
+        speed_mps: Option<f32>,
+        #[serde(default)]
+        heading_deg: Option<f32>,
+        #[serde(default)]
+        hdop: Option<f32>,
+        #[serde(default)]
+        satellites: Option<u8>,
+        #[serde(default = "default_fix")]
+        fix: FixQuality,
+    },
+}
+
+fn default_fix() -> FixQuality {
+    FixQuality::Gps
+}
+
+/// Why a JSON event does not fit the topic it came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonMismatch {
+    /// The payload names another device than the topic.
+    DeviceId { topic: String, payload: String },
+    /// The payload's kind is not the topic's.
+    Kind { topic: Kind, payload: Kind },
+}
+
+impl core::fmt::Display for JsonMismatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::DeviceId { topic, payload } => write!(
+                f,
+                "payload device_id {payload:?} differs from the topic's {topic:?}"
+            ),
+            Self::Kind { topic, payload } => {
+                write!(f, "payload kind {payload} differs from the topic's {topic}")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for JsonMismatch {}
+
+impl JsonBody {
+    pub fn kind(&self) -> Kind {
+        match self {
+            JsonBody::Reading { .. } => Kind::Reading,
+            JsonBody::Position { .. } => Kind::Position,
+        }
+    }
+}
+
+impl JsonEvent {
+    /// Completes the event with the device id from its topic, refusing a payload that names
+    /// another device or kind. Validation of the result is [`Event::validate`]'s job.
+    pub fn into_event(self, device_id: &str, kind: Kind) -> Result<Event, JsonMismatch> {
+        if let Some(payload) = &self.device_id {
+            if payload != device_id {
+                return Err(JsonMismatch::DeviceId {
+                    topic: device_id.into(),
+                    payload: payload.clone(),
+                });
+            }
+        }
+        if self.body.kind() != kind {
+            return Err(JsonMismatch::Kind {
+                topic: kind,
+                payload: self.body.kind(),
+            });
+        }
+        Ok(Event {
+            device_id: device_id.into(),
+            seq: self.seq,
+            time_ms: self.time_ms,
+            body: self.body.into(),
+        })
+    }
+}
+
+impl From<JsonBody> for Body {
+    fn from(body: JsonBody) -> Self {
+        match body {
+            JsonBody::Reading { values } => Body::Reading(Reading { values }),
+            JsonBody::Position {
+                lat,
+                lon,
+                alt_m,
+                speed_mps,
+                heading_deg,
+                hdop,
+                satellites,
+                fix,
+            } => Body::Position(Position {
+                lat,
+                lon,
+                alt_m,
+                speed_mps,
+                heading_deg,
+                hdop,
+                satellites,
+                fix,
+            }),
+        }
+    }
+}
+
+impl From<Event> for JsonEvent {
+    fn from(e: Event) -> Self {
+        let body = match e.body {
+            Body::Reading(r) => JsonBody::Reading { values: r.values },
+            Body::Position(p) => JsonBody::Position {
+                lat: p.lat,
+                lon: p.lon,
+                alt_m: p.alt_m,
+                speed_mps: p.speed_mps,
+                heading_deg: p.heading_deg,
+                hdop: p.hdop,
+                satellites: p.satellites,
+                fix: p.fix,
+            },
+        };
+        JsonEvent {
+            device_id: Some(e.device_id),
+            seq: e.seq,
+            time_ms: e.time_ms,
+            body,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::{position, reading};
+
+    #[test]
+    fn events_round_trip_through_json() {
+        for e in [reading("env-1", 3), position("truck-1", 4)] {
+            let text = serde_json::to_string(&JsonEvent::from(e.clone())).unwrap();
+            let back: JsonEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.into_event(&e.device_id, e.kind()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn the_json_shape_is_flat_and_tagged_by_kind() {
+        let v = serde_json::to_value(JsonEvent::from(reading("env-1", 3))).unwrap();
+        assert_eq!(v["kind"], "reading");
+        assert_eq!(v["device_id"], "env-1");
+        assert_eq!(v["values"][0]["unit"], "Cel");
+    }
+
+    #[test]
+    fn a_minimal_mqtt_payload_takes_device_and_kind_from_the_topic() {
+        let j: JsonEvent = serde_json::from_str(
+            r#"{"seq":1,"time_ms":5,"kind":"position","lat":1.0,"lon":2.0}"#,
+        )
+        .unwrap();
+        let e = j.into_event("car-2", Kind::Position).unwrap();
+        assert_eq!(e.device_id, "car-2");
+        assert!(matches!(e.body, Body::Position(Position { fix: FixQuality::Gps, .. })));
+    }
+
+    #[test]
+    fn a_payload_for_another_device_or_kind_is_refused() {
+        let j = JsonEvent::from(reading("a", 1));
+        assert!(matches!(
+            j.clone().into_event("b", Kind::Reading),
+            Err(JsonMismatch::DeviceId { .. })
+        ));
+        assert!(matches!(
+            j.into_event("a", Kind::Position),
+            Err(JsonMismatch::Kind { .. })
+        ));
+    }
+}

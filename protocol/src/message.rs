@@ -1,0 +1,212 @@
+//! The TCP protocol's messages and their framing.
+//!
+//! A session: the device sends [`Message::Hello`], then any number of [`Message::Events`]
+//! batches. The gateway answers each batch with [`Message::Ack`] once every event in it is
+//! committed to its spool (`up_to_seq` is the highest seq of the batch), or with
+//! [`Message::Nack`] saying why not. Acks are cumulative per connection: a device may drop
+//! everything up to `up_to_seq` from its buffer. Retransmitting an acknowledged event is safe:
+//! the gateway recognises `(device_id, seq)` and acknowledges it again without storing it twice.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::frame::{self, FrameError, FRAME_HEADER_LEN};
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Hello(Hello),
+    Events(Vec<Event>),
+    Ack(Ack),
+    Nack(Nack),
+}
+
+/// The first message of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the device speaks.
+    pub protocol_version: u8,
+    pub device_id: String,
+    /// A shared secret, where the gateway requires one.
+    pub token: Option<String>,
+}
+
+/// Everything up to and including `up_to_seq` is durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub up_to_seq: u64,
+}
+
+/// A refusal, with a machine-readable code and a human-readable text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    pub code: NackCode,
+    pub text: String,
+}
+
+/// Why the gateway refused. `Busy` is the only code after which the same data may succeed
+/// unchanged; the others describe the data or the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NackCode {
+    /// The frame could not be decoded (CRC, length, version, postcard).
+    Malformed,
+    /// An event failed validation; the text names it.
+    InvalidEvent,
+    /// The token was missing or wrong.
+    Unauthorized,
+    /// The gateway cannot store right now (spool full, shutting down); retry later.
+    Busy,
+    /// EVENTS before HELLO, a second HELLO, or an event for another device.
+    ProtocolViolation,
+}
+
+impl fmt::Display for NackCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NackCode::Malformed => "malformed",
+            NackCode::InvalidEvent => "invalid_event",
+            NackCode::Unauthorized => "unauthorized",
+            NackCode::Busy => "busy",
+            NackCode::ProtocolViolation => "protocol_violation",
+        })
+    }
+}
+
+/// Encodes `message` as one frame (header, version byte, postcard body).
+pub fn encode_frame(message: &Message) -> Result<Vec<u8>, FrameError> {
+    let payload = postcard::to_allocvec(message).map_err(|e| FrameError::Malformed {
+        reason: postcard_reason(&e),
+    })?;
+    let mut out = alloc::vec![0u8; FRAME_HEADER_LEN + 1 + payload.len()];
+    out[FRAME_HEADER_LEN + 1..].copy_from_slice(&payload);
+    frame::seal_in_place(&mut out, payload.len())?;
+    Ok(out)
+}
+
+/// Decodes the frame at the start of `buf`; returns the message and the bytes it used.
+/// Device ids in HELLO and EVENTS are validated here, so a decoded message is safe to route.
+pub fn decode_frame(buf: &[u8], max_body: usize) -> Result<(Message, usize), FrameError> {
+    let (payload, used) = frame::open(buf, max_body)?;
+    let message: Message = postcard::from_bytes(payload).map_err(|e| FrameError::Malformed {
+        reason: postcard_reason(&e),
+    })?;
+    let invalid = match &message {
+        Message::Hello(h) => crate::validate_device_id(&h.device_id).err(),
+        Message::Events(events) => events
+            .iter()
+            .find_map(|e| crate::validate_device_id(&e.device_id).err()),
+        Message::Ack(_) | Message::Nack(_) => None,
+    };
+    match invalid {
+        Some(e) => Err(FrameError::InvalidDeviceId(e)),
+        None => Ok((message, used)),
+    }
+}
+
+fn postcard_reason(e: &postcard::Error) -> &'static str {
+    use postcard::Error as E;
+    match e {
+        E::DeserializeUnexpectedEnd => "payload ends early",
+        E::DeserializeBadVarint => "bad varint",
+        E::DeserializeBadBool => "bad bool",
+        E::DeserializeBadChar => "bad char",
+        E::DeserializeBadUtf8 => "bad UTF-8 in a string",
+        E::DeserializeBadOption => "bad option tag",
+        E::DeserializeBadEnum => "unknown message or enum variant",
+        E::DeserializeBadEncoding => "bad encoding",
+        E::SerializeBufferFull => "buffer full",
+        _ => "postcard error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::{position, reading};
+    use crate::{DeviceIdError, DEFAULT_MAX_FRAME_BYTES};
+    use alloc::string::ToString;
+    use alloc::vec;
+    use proptest::prelude::*;
+
+    fn roundtrip(m: &Message) {
+        let bytes = encode_frame(m).unwrap();
+        let (back, used) = decode_frame(&bytes, DEFAULT_MAX_FRAME_BYTES).unwrap();
+        assert_eq!(&back, m);
+        assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        roundtrip(&Message::Hello(Hello {
+            protocol_version: 1,
+            device_id: "truck-7".to_string(),
+            token: Some("s3cret".to_string()),
+        }));
+        roundtrip(&Message::Events(vec![reading("d", 1), position("d", 2)]));
+        roundtrip(&Message::Ack(Ack { up_to_seq: 42 }));
+        roundtrip(&Message::Nack(Nack {
+            code: NackCode::Busy,
+            text: "spool full".to_string(),
+        }));
+    }
+
+    #[test]
+    fn a_frame_followed_by_more_bytes_reports_its_own_length() {
+        let mut bytes = encode_frame(&Message::Ack(Ack { up_to_seq: 1 })).unwrap();
+        let n = bytes.len();
+        bytes.extend_from_slice(&[0xff; 5]);
+        assert_eq!(decode_frame(&bytes, 1024).unwrap().1, n);
+    }
+
+    #[test]
+    fn an_invalid_device_id_in_a_batch_is_its_own_error() {
+        let bytes = encode_frame(&Message::Events(vec![reading("ok", 1), reading("no/pe", 2)]))
+            .unwrap();
+        assert_eq!(
+            decode_frame(&bytes, 1024),
+            Err(FrameError::InvalidDeviceId(DeviceIdError::InvalidByte {
+                position: 2,
+                byte: b'/'
+            }))
+        );
+    }
+
+    #[test]
+    fn a_valid_frame_with_garbage_inside_is_malformed() {
+        let mut raw = vec![0u8; FRAME_HEADER_LEN + 1 + 3];
+        raw[FRAME_HEADER_LEN + 1..].copy_from_slice(&[200, 1, 2]);
+        crate::frame::seal_in_place(&mut raw, 3).unwrap();
+        assert!(matches!(
+            decode_frame(&raw, 1024),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame(&bytes, 256);
+        }
+
+        #[test]
+        fn any_single_bit_flip_is_detected(bit in 0usize..(8 * 60)) {
+            let bytes = encode_frame(&Message::Events(vec![reading("dev-1", 7)])).unwrap();
+            let bit = bit % (bytes.len() * 8);
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(decode_frame(&flipped, DEFAULT_MAX_FRAME_BYTES).is_err());
+        }
+
+        #[test]
+        fn events_round_trip(seq in any::<u64>(), time_ms in any::<u64>(), value in -1e9f64..1e9) {
+            let mut e = reading("d", seq);
+            e.time_ms = time_ms;
+            if let crate::Body::Reading(r) = &mut e.body { r.values[0].value = value; }
+            roundtrip(&Message::Events(vec![e]));
+        }
+    }
+}
