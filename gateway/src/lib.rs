@@ -1,1 +1,122 @@
+//! Tributary's gateway: devices in (MQTT, TCP), a durable spool, Kafka out.
+//!
+//! Data flows one way: [`ingest`] validates and routes events ([`route`]) into [`record`]s,
+//! appends them to the [`spool`] and acknowledges devices after the commit; [`forward`] reads
+//! the spool in order, delivers to Kafka (or the file sink) and deletes rows once delivery is
+//! confirmed. [`config`] is read and validated once; [`shutdown`] orders the stop; [`stats`]
+//! counts what happened. [`run`] wires it together; the `tributary` binary only parses the
+//! command line and calls it.
 
+pub mod config;
+pub mod forward;
+pub mod ingest;
+pub mod record;
+pub mod route;
+pub mod shutdown;
+pub mod spool;
+pub mod stats;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, SinkConfig};
+use crate::forward::Drain;
+use crate::ingest::Ingest;
+use crate::route::Router;
+use crate::spool::{Spool, SpoolError};
+use crate::stats::{Stats, Summary};
+
+/// Why the gateway could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("cannot listen for TCP on {addr}: {source}")]
+    TcpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Mqtt(#[from] ingest::mqtt::MqttError),
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
+}
+
+/// Runs the gateway until `stop` is cancelled, then shuts down in order and returns the
+/// counters. Start-up errors (spool, ports) are returned before anything is accepted.
+pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, GatewayError> {
+    let stats = Stats::default();
+    let spool_config = config.spool.clone();
+    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_config))
+        .await
+        .map_err(|_| SpoolError::Closed)??;
+    tracing::info!(message = "Spool open.", path = %config.spool.path.display());
+    let ingest = Ingest::new(spool.clone(), Router::new(config.routes.clone()), stats.clone());
+
+    let ingest_stop = stop.child_token();
+    let ingest_tasks = TaskTracker::new();
+    if let Some(tcp) = &config.tcp {
+        let listener = TcpListener::bind(tcp.listen)
+            .await
+            .map_err(|source| GatewayError::TcpBind {
+                addr: tcp.listen,
+                source,
+            })?;
+        tracing::info!(message = "TCP ingest listening.", addr = %tcp.listen);
+        ingest_tasks.spawn(ingest::tcp::serve(
+            listener,
+            tcp.clone(),
+            ingest.clone(),
+            ingest_stop.clone(),
+            ingest_tasks.clone(),
+        ));
+    }
+    if let Some(mqtt) = &config.mqtt {
+        let link = ingest::mqtt::start_broker(mqtt)?;
+        tracing::info!(message = "MQTT ingest listening.", addr = %mqtt.listen);
+        ingest_tasks.spawn(ingest::mqtt::run(link, ingest.clone(), ingest_stop.clone()));
+    }
+
+    // The forwarder drains after ingest has stopped, so it gets its own token.
+    let forward_stop = CancellationToken::new();
+    let drain = Drain {
+        stop: forward_stop.clone(),
+        grace: config.shutdown_grace,
+    };
+    let forwarder = match config.sink.clone() {
+        SinkConfig::Kafka(kafka) => {
+            tracing::info!(message = "Forwarding to Kafka.", brokers = %kafka.brokers);
+            tokio::spawn(forward::kafka::run(kafka, spool.clone(), stats.clone(), drain))
+        }
+        SinkConfig::File { dir } => {
+            tracing::info!(message = "Forwarding to the file sink.", dir = %dir.display());
+            tokio::spawn(forward::file::run(dir, spool.clone(), stats.clone(), drain))
+        }
+    };
+    tracing::info!(message = "Gateway ready.");
+
+    stop.cancelled().await;
+    ingest_stop.cancel();
+    ingest_tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, ingest_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(message = "Ingest did not stop within the grace period.");
+    }
+    drop(ingest);
+    forward_stop.cancel();
+    let forwarded = forwarder.await;
+    spool.close().await;
+    match forwarded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => tracing::error!(message = "Forwarder task failed.", error = %e),
+    }
+    let summary = stats.snapshot();
+    tracing::info!(message = "Gateway stopped.");
+    Ok(summary)
+}

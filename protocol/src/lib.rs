@@ -26,6 +26,8 @@ extern crate std;
 pub mod device_id;
 pub mod frame;
 
+#[cfg(feature = "codec")]
+pub mod codec;
 #[cfg(feature = "alloc")]
 pub mod event;
 #[cfg(feature = "alloc")]

@@ -1,0 +1,356 @@
+//! Configuration: TOML as read ([`RawConfig`]), then validated once into [`Config`].
+//!
+//! Two phases, as ripgrep does it: the raw structs mirror the file (every field optional, unknown
+//! keys refused), and [`Config::from_raw`] turns them into typed values (`SocketAddr`,
+//! `Duration`, `NonZeroUsize`, paths) or a [`ConfigError`] that names the key and says what is
+//! wrong. Nothing after start-up parses configuration again. The shipped file
+//! `config/gateway.toml` documents every key, its unit and its default; `tributary
+//! print-config` prints it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The documented default configuration, shipped as `config/gateway.toml`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/gateway.toml");
+
+/// A configuration problem, naming the key (`section.key`) where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    #[serde(default)]
+    pub tcp: RawTcp,
+    #[serde(default)]
+    pub mqtt: RawMqtt,
+    #[serde(default)]
+    pub spool: RawSpool,
+    #[serde(default)]
+    pub kafka: RawKafka,
+    #[serde(default)]
+    pub routes: RawRoutes,
+    #[serde(default)]
+    pub file_sink: RawFileSink,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub data_dir: Option<PathBuf>,
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub max_frame_bytes: Option<usize>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub max_payload_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    pub path: Option<PathBuf>,
+    pub group_commit_max_events: Option<usize>,
+    pub group_commit_wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub brokers: Option<String>,
+    pub max_in_flight: Option<usize>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutes {
+    pub readings: Option<String>,
+    pub positions: Option<String>,
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSink {
+    pub dir: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown may take before it gives up waiting.
+    pub shutdown_grace: Duration,
+    pub tcp: Option<TcpConfig>,
+    pub mqtt: Option<MqttConfig>,
+    pub spool: SpoolConfig,
+    pub sink: SinkConfig,
+    pub routes: RoutesConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    pub listen: SocketAddr,
+    pub max_frame_bytes: NonZeroUsize,
+    /// When set, HELLO must carry this token.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub listen: SocketAddr,
+    pub max_payload_bytes: NonZeroUsize,
+    pub max_connections: NonZeroUsize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub path: PathBuf,
+    /// Most events one transaction (one fsync) commits.
+    pub group_commit_max_events: NonZeroUsize,
+    /// How long the writer waits for more events before it commits a partial group.
+    pub group_commit_wait: Duration,
+}
+
+/// Where forwarded events go.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Kafka(KafkaConfig),
+    /// No brokers configured: JSON lines per topic in this directory.
+    File { dir: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Most messages handed to the producer and not yet acknowledged.
+    pub max_in_flight: NonZeroUsize,
+    /// librdkafka properties, passed through after Tributary's own.
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutesConfig {
+    pub readings: String,
+    pub positions: String,
+    pub dead_letter: String,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        Self::from_raw(raw)
+    }
+
+    /// Validates a raw config, applying the documented defaults.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let data_dir = raw.gateway.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("gateway.data_dir", "must not be empty"));
+        }
+        let shutdown_grace = Duration::from_millis(raw.gateway.shutdown_grace_ms.unwrap_or(10_000));
+
+        let tcp = if raw.tcp.enabled.unwrap_or(true) {
+            Some(TcpConfig {
+                listen: socket_addr("tcp.listen", raw.tcp.listen, "0.0.0.0:7878")?,
+                max_frame_bytes: non_zero(
+                    "tcp.max_frame_bytes",
+                    raw.tcp.max_frame_bytes,
+                    tributary_protocol::DEFAULT_MAX_FRAME_BYTES,
+                )?,
+                token: match raw.tcp.token {
+                    Some(t) if t.is_empty() => {
+                        return Err(invalid("tcp.token", "must not be empty; leave it out instead"))
+                    }
+                    t => t,
+                },
+            })
+        } else {
+            None
+        };
+        let mqtt = if raw.mqtt.enabled.unwrap_or(true) {
+            Some(MqttConfig {
+                listen: socket_addr("mqtt.listen", raw.mqtt.listen, "0.0.0.0:1883")?,
+                max_payload_bytes: non_zero(
+                    "mqtt.max_payload_bytes",
+                    raw.mqtt.max_payload_bytes,
+                    256 * 1024,
+                )?,
+                max_connections: non_zero("mqtt.max_connections", raw.mqtt.max_connections, 20_000)?,
+            })
+        } else {
+            None
+        };
+        if tcp.is_none() && mqtt.is_none() {
+            return Err(invalid(
+                "tcp.enabled",
+                "both tcp and mqtt ingest are disabled; enable at least one",
+            ));
+        }
+
+        let spool = SpoolConfig {
+            path: raw.spool.path.unwrap_or_else(|| data_dir.join("spool.db")),
+            group_commit_max_events: non_zero(
+                "spool.group_commit_max_events",
+                raw.spool.group_commit_max_events,
+                1000,
+            )?,
+            group_commit_wait: Duration::from_millis(raw.spool.group_commit_wait_ms.unwrap_or(2)),
+        };
+        if spool.group_commit_wait > Duration::from_secs(1) {
+            return Err(invalid(
+                "spool.group_commit_wait_ms",
+                "must be at most 1000: every acknowledgement waits this long at worst",
+            ));
+        }
+
+        let brokers = raw.kafka.brokers.unwrap_or_default();
+        let sink = if brokers.trim().is_empty() {
+            SinkConfig::File {
+                dir: raw.file_sink.dir.unwrap_or_else(|| data_dir.join("sink")),
+            }
+        } else {
+            for b in brokers.split(',') {
+                let b = b.trim();
+                let port_ok = b
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !port_ok {
+                    return Err(invalid(
+                        "kafka.brokers",
+                        format!("{b:?} is not host:port (brokers are a comma-separated list)"),
+                    ));
+                }
+            }
+            for key in ["bootstrap.servers", "enable.idempotence"] {
+                if raw.kafka.properties.contains_key(key) {
+                    return Err(invalid(
+                        "kafka.properties",
+                        format!("{key:?} is set by Tributary and may not be overridden"),
+                    ));
+                }
+            }
+            SinkConfig::Kafka(KafkaConfig {
+                brokers: brokers.trim().to_owned(),
+                max_in_flight: non_zero("kafka.max_in_flight", raw.kafka.max_in_flight, 10_000)?,
+                properties: raw.kafka.properties,
+            })
+        };
+
+        let routes = RoutesConfig {
+            readings: topic("routes.readings", raw.routes.readings, "telemetry.readings")?,
+            positions: topic("routes.positions", raw.routes.positions, "telemetry.positions")?,
+            dead_letter: topic(
+                "routes.dead_letter",
+                raw.routes.dead_letter,
+                "telemetry.dead-letter",
+            )?,
+        };
+
+        Ok(Config {
+            data_dir,
+            shutdown_grace,
+            tcp,
+            mqtt,
+            spool,
+            sink,
+            routes,
+        })
+    }
+}
+
+fn socket_addr(
+    key: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let text = value.as_deref().unwrap_or(default);
+    text.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{text:?} is not an address such as \"0.0.0.0:1883\" or \"[::1]:7878\""),
+        )
+    })
+}
+
+fn non_zero(
+    key: &'static str,
+    value: Option<usize>,
+    default: usize,
+) -> Result<NonZeroUsize, ConfigError> {
+    NonZeroUsize::new(value.unwrap_or(default)).ok_or_else(|| invalid(key, "must be at least 1"))
+}
+
+/// Kafka's topic name rules: 1 to 249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn topic(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let name = value.unwrap_or_else(|| default.to_owned());
+    let legal = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name.len() > 249 || !legal || name == "." || name == ".." {
+        return Err(invalid(
+            key,
+            format!("{name:?} is not a legal Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"),
+        ));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests;

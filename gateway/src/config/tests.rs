@@ -1,0 +1,47 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+#[test]
+fn the_shipped_config_is_valid_and_uses_the_file_sink() {
+    let config = parse(DEFAULT_CONFIG_TOML).unwrap();
+    assert!(matches!(config.sink, SinkConfig::File { .. }));
+    assert_eq!(config.routes.readings, "telemetry.readings");
+    assert_eq!(config.spool.path, PathBuf::from("data/spool.db"));
+}
+
+#[test]
+fn an_empty_file_gets_every_default() {
+    let config = parse("").unwrap();
+    assert_eq!(config.tcp.unwrap().listen.port(), 7878);
+    assert_eq!(config.mqtt.unwrap().listen.port(), 1883);
+    assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+}
+
+#[test]
+fn errors_name_the_key_and_the_problem() {
+    let err = parse("[tcp]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+    assert!(err.contains("tcp.listen") && err.contains("nowhere"), "{err}");
+    let err = parse("[kafka]\nbrokers = \"localhost\"\n").unwrap_err().to_string();
+    assert!(err.contains("kafka.brokers"), "{err}");
+    let err = parse("[routes]\nreadings = \"a/b\"\n").unwrap_err().to_string();
+    assert!(err.contains("routes.readings"), "{err}");
+    let err = parse("[spool]\ngroup_commit_max_events = 0\n").unwrap_err().to_string();
+    assert!(err.contains("spool.group_commit_max_events"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name() {
+    let err = parse("[spool]\nmax_size = 3\n").unwrap_err().to_string();
+    assert!(err.contains("max_size"), "{err}");
+}
+
+#[test]
+fn tributarys_own_kafka_settings_cannot_be_overridden() {
+    let err = parse("[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"enable.idempotence\" = \"false\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enable.idempotence"), "{err}");
+}

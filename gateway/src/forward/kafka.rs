@@ -1,0 +1,207 @@
+//! The Kafka sink: an idempotent rdkafka producer fed from the spool in id order.
+//!
+//! # Settings and why
+//! - `enable.idempotence=true`, `acks=all`: no duplicates or reordering from librdkafka's own
+//!   retries, and an acknowledgement means the in-sync replicas have it.
+//! - `message.timeout.ms=0` (infinite): during an outage messages wait in librdkafka instead of
+//!   failing, so a long outage never drops or reorders anything; the spool keeps accepting.
+//! - `partitioner=murmur2_random`: the Java client's partitioner, so a key lands on the
+//!   partition Java, kafka-python and Spark expect.
+//! - Key = device id, timestamp = event time, headers `event-id`, `kind`, `content-type`.
+//!
+//! # Flow
+//! At most `max_in_flight` records are handed to the producer and not yet confirmed. Each
+//! successful delivery report queues the row's id for deletion; ids are deleted in batches. A
+//! failed delivery (only permanent errors reach us, such as an unknown topic) stops new sends;
+//! once the in-flight records settle, confirmed ids are deleted and reading restarts at the
+//! failed row after a backoff, so rows are never skipped.
+//!
+//! Only this module names rdkafka types.
+
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::time::Instant;
+
+use super::{Backoff, Drain, ForwardError};
+use crate::config::KafkaConfig;
+use crate::spool::{Spool, Spooled};
+use crate::stats::Stats;
+
+const FETCH: usize = 1000;
+const ACK_BATCH: usize = 1000;
+
+/// The producer configuration Tributary uses; `config.properties` are applied last.
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "5")
+        .set("client.id", "tributary");
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+type Outcome = (i64, String, bool);
+
+/// Forwards spooled records to Kafka until drained after `drain.stop`.
+pub async fn run(
+    config: KafkaConfig,
+    spool: Spool,
+    stats: Stats,
+    drain: Drain,
+) -> Result<(), ForwardError> {
+    let producer: FutureProducer = client_config(&config)
+        .create()
+        .map_err(|e| ForwardError::Producer(e.to_string()))?;
+    let max = config.max_in_flight.get();
+    let mut inflight = FuturesUnordered::new();
+    let mut cursor = 0i64;
+    let mut rewind: Option<i64> = None;
+    let mut confirmed: Vec<(i64, String)> = Vec::new();
+    let mut backoff = Backoff::default();
+    let mut idle = false;
+    let mut deadline: Option<Instant> = None;
+    let mut ack_tick = tokio::time::interval(Duration::from_millis(50));
+
+    loop {
+        if deadline.is_none() && drain.stop.is_cancelled() {
+            deadline = Some(drain.deadline());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            ack(&spool, &stats, &mut confirmed).await;
+            tracing::warn!(
+                message = "Shutdown grace period ran out; unforwarded events stay in the spool.",
+                in_flight = inflight.len()
+            );
+            break;
+        }
+        if rewind.is_none() && !idle && inflight.len() < max {
+            match spool.fetch(cursor, (max - inflight.len()).min(FETCH)).await {
+                Ok(rows) if rows.is_empty() => idle = true,
+                Ok(rows) => {
+                    for row in rows {
+                        cursor = row.id;
+                        inflight.push(send(&producer, row));
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Reading the spool failed.", %error);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            }
+        }
+        if let (Some(failed), true) = (rewind, inflight.is_empty()) {
+            ack(&spool, &stats, &mut confirmed).await;
+            let delay = backoff.next_delay();
+            tracing::warn!(message = "Retrying from the first undelivered row.", id = failed, delay_ms = delay.as_millis() as u64);
+            tokio::time::sleep(delay).await;
+            cursor = failed - 1;
+            rewind = None;
+            idle = false;
+            continue;
+        }
+        if deadline.is_some() && idle && inflight.is_empty() {
+            break;
+        }
+        let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some((id, topic, ok)) = inflight.next(), if !inflight.is_empty() => {
+                if ok {
+                    confirmed.push((id, topic));
+                    if rewind.is_none() {
+                        backoff.reset();
+                    }
+                } else {
+                    rewind = Some(rewind.map_or(id, |r| r.min(id)));
+                }
+                if confirmed.len() >= ACK_BATCH {
+                    ack(&spool, &stats, &mut confirmed).await;
+                }
+            }
+            _ = spool.appended(), if idle && rewind.is_none() => idle = false,
+            _ = ack_tick.tick() => ack(&spool, &stats, &mut confirmed).await,
+            _ = drain.stop.cancelled(), if deadline.is_none() => {}
+            _ = tokio::time::sleep_until(until), if deadline.is_some() => {}
+        }
+    }
+    ack(&spool, &stats, &mut confirmed).await;
+    // Anything still queued inside librdkafka was not confirmed and stays in the spool.
+    let _ = producer.flush(Duration::from_millis(100));
+    Ok(())
+}
+
+/// Hands one record to the producer; the future resolves with its delivery outcome.
+fn send(
+    producer: &FutureProducer,
+    row: Spooled,
+) -> impl std::future::Future<Output = Outcome> + use<> {
+    let Spooled { id, record } = row;
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (key, value) in &record.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    let queued = producer.send_result(
+        FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.value)
+            .timestamp(record.timestamp_ms)
+            .headers(headers),
+    );
+    let topic = record.topic.clone();
+    let delivery = queued.map_err(|(error, _)| error);
+    async move {
+        let ok = match delivery {
+            Err(error) => {
+                tracing::warn!(message = "Kafka producer refused a record.", %error, %topic, id);
+                false
+            }
+            Ok(future) => match future.await {
+                Ok(Ok(_)) => true,
+                Ok(Err((error, _))) => {
+                    tracing::warn!(message = "Kafka delivery failed.", %error, %topic, id);
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(message = "Kafka delivery report lost.", %topic, id);
+                    false
+                }
+            },
+        };
+        (id, topic, ok)
+    }
+}
+
+/// Deletes confirmed rows from the spool and counts them forwarded.
+async fn ack(spool: &Spool, stats: &Stats, confirmed: &mut Vec<(i64, String)>) {
+    if confirmed.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(confirmed);
+    let ids = batch.iter().map(|(id, _)| *id).collect();
+    match spool.ack(ids).await {
+        Ok(()) => {
+            for (_, topic) in &batch {
+                stats.record_forwarded(topic, 1);
+            }
+        }
+        Err(error) => {
+            // The rows stay; a restart sends them again (duplicates carry the event-id header).
+            tracing::warn!(message = "Deleting delivered rows from the spool failed.", %error);
+        }
+    }
+}

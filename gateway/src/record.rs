@@ -1,0 +1,52 @@
+//! [`Record`]: what ingest hands to the spool and the spool hands to a sink.
+//!
+//! A record is already in its final form (topic, key, value, timestamp, headers), so the spool
+//! stores exactly what will be sent and a restart resends the same bytes. `origin` carries the
+//! event's identity for de-duplication; dead letters have none.
+
+/// The identity of a device event: `(device_id, seq)`, also the `event-id` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventId {
+    pub device_id: String,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.device_id, self.seq)
+    }
+}
+
+/// One message bound for one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The Kafka timestamp (CreateTime): the event's time, in ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, String)>,
+    /// `Some` for device events (de-duplicated by it), `None` for dead letters.
+    pub origin: Option<EventId>,
+}
+
+impl Record {
+    /// Bytes this record occupies, roughly: key, value and headers.
+    pub fn size(&self) -> usize {
+        self.key.len()
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

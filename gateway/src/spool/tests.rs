@@ -1,0 +1,206 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::record::EventId;
+
+fn record(device: &str, seq: u64) -> Record {
+    Record {
+        topic: format!("t.{}", seq % 3),
+        key: device.as_bytes().to_vec(),
+        value: format!("{{\"seq\":{seq}}}").into_bytes(),
+        timestamp_ms: seq as i64,
+        headers: vec![("event-id".into(), format!("{device}:{seq}"))],
+        origin: Some(EventId {
+            device_id: device.into(),
+            seq,
+        }),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> SpoolDb {
+    SpoolDb::open(&dir.path().join("spool.db")).unwrap()
+}
+
+#[test]
+fn appended_records_read_back_in_order_with_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let records = vec![record("a", 1), record("b", 1), record("a", 2)];
+    let out = db.append(records.clone()).unwrap();
+    assert!(out.iter().all(|o| matches!(o, Appended::Stored { .. })));
+    let rows = db.fetch(0, 10).unwrap();
+    assert_eq!(rows.into_iter().map(|r| r.record).collect::<Vec<_>>(), records);
+}
+
+#[test]
+fn a_retransmission_is_recognised_even_after_it_was_forwarded_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    db.append(vec![record("a", 1), record("a", 2)]).unwrap();
+    let ids: Vec<i64> = db.fetch(0, 10).unwrap().iter().map(|r| r.id).collect();
+    db.ack(&ids).unwrap();
+    drop(db);
+    let mut db = open(&dir);
+    let out = db.append(vec![record("a", 2), record("a", 3)]).unwrap();
+    assert_eq!(out[0], Appended::Duplicate);
+    assert!(matches!(out[1], Appended::Stored { .. }));
+    assert_eq!(db.fetch(0, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn a_duplicate_within_one_batch_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let out = db.append(vec![record("a", 5), record("a", 5)]).unwrap();
+    assert_eq!(out[1], Appended::Duplicate);
+}
+
+#[test]
+fn dead_letters_have_no_identity_and_are_never_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let mut dead = record("a", 1);
+    dead.origin = None;
+    db.append(vec![dead.clone(), dead]).unwrap();
+    assert_eq!(db.fetch(0, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn stats_count_rows_and_bytes_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    db.append((1..=6).map(|s| record("a", s)).collect()).unwrap();
+    let stats = db.stats().unwrap();
+    assert_eq!(stats.rows, 6);
+    assert_eq!(stats.topics.len(), 3);
+    assert_eq!(stats.topics["t.0"].rows, 2);
+    assert!(stats.bytes > 0 && stats.oldest_received_ms.is_some());
+}
+
+#[test]
+fn a_spool_from_a_newer_gateway_is_refused_not_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    assert!(matches!(
+        SpoolDb::open(&path),
+        Err(SpoolError::TooNew { found: 99, .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::SpoolConfig {
+        path: dir.path().join("spool.db"),
+        group_commit_max_events: std::num::NonZeroUsize::new(100).unwrap(),
+        group_commit_wait: std::time::Duration::from_millis(2),
+    };
+    let spool = Spool::open(&config).unwrap();
+    let mut tasks = Vec::new();
+    for d in 0..20 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            spool
+                .append(vec![record(&format!("d{d}"), 1), record(&format!("d{d}"), 2)])
+                .await
+        }));
+    }
+    for t in tasks {
+        let out = t.await.unwrap().unwrap();
+        assert_eq!(out.len(), 2);
+    }
+    assert_eq!(spool.stats().await.unwrap().rows, 40);
+    let rows = spool.fetch(0, 100).await.unwrap();
+    spool.ack(rows.iter().map(|r| r.id).collect()).await.unwrap();
+    assert_eq!(spool.stats().await.unwrap().rows, 0);
+    spool.close().await;
+}
+
+/// Operations of the model check.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<(u8, u64)>),
+    /// Read the first n rows after the read cursor.
+    Read(usize),
+    /// Acknowledge the oldest n rows read and not yet acknowledged.
+    Ack(usize),
+    /// Close and reopen the database (a restart; the read cursor starts over).
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => proptest::collection::vec((0u8..4, 0u64..20), 1..6).prop_map(Op::Append),
+        3 => (1usize..8).prop_map(Op::Read),
+        3 => (1usize..8).prop_map(Op::Ack),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The spool against a simple in-memory model: a queue of (device, seq) plus the highest
+    /// seq per device. Stored rows come back in order, duplicates never enter, acknowledged
+    /// rows never come back, and nothing unacknowledged is lost across reopen.
+    #[test]
+    fn the_spool_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = open(&dir);
+        let mut queue: Vec<(i64, String, u64)> = Vec::new();
+        let mut max_seq: BTreeMap<String, u64> = BTreeMap::new();
+        let mut cursor = 0i64;
+        let mut read: Vec<i64> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append(items) => {
+                    let records: Vec<Record> = items.iter().map(|(d, s)| record(&format!("d{d}"), *s)).collect();
+                    let out = db.append(records.clone()).unwrap();
+                    for (r, o) in records.iter().zip(out) {
+                        let id = r.origin.as_ref().unwrap();
+                        let dup = max_seq.get(&id.device_id).is_some_and(|&m| id.seq <= m);
+                        match o {
+                            Appended::Duplicate => prop_assert!(dup, "{id} wrongly a duplicate"),
+                            Appended::Stored { id: row } => {
+                                prop_assert!(!dup, "{id} stored twice");
+                                max_seq.insert(id.device_id.clone(), id.seq);
+                                queue.push((row, id.device_id.clone(), id.seq));
+                            }
+                        }
+                    }
+                }
+                Op::Read(n) => {
+                    let rows = db.fetch(cursor, n).unwrap();
+                    let expected: Vec<_> = queue.iter().filter(|q| q.0 > cursor).take(n).collect();
+                    prop_assert_eq!(rows.len(), expected.len());
+                    for (row, exp) in rows.iter().zip(expected) {
+                        let origin = row.record.origin.as_ref().unwrap();
+                        prop_assert_eq!((row.id, &origin.device_id, origin.seq), (exp.0, &exp.1, exp.2));
+                        read.push(row.id);
+                        cursor = row.id;
+                    }
+                }
+                Op::Ack(n) => {
+                    let n = n.min(read.len());
+                    let ids: Vec<i64> = read.drain(..n).collect();
+                    db.ack(&ids).unwrap();
+                    queue.retain(|q| !ids.contains(&q.0));
+                }
+                Op::Reopen => {
+                    drop(db);
+                    db = open(&dir);
+                    cursor = 0;
+                    read.clear();
+                }
+            }
+        }
+        let left: Vec<i64> = db.fetch(0, 10_000).unwrap().iter().map(|r| r.id).collect();
+        prop_assert_eq!(left, queue.iter().map(|q| q.0).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,220 @@
+//! The writer thread: the only owner of the spool's connection, and its group commit.
+//!
+//! Requests arrive on a channel. Appends and acks that arrive together (up to
+//! `group_commit_max_events` events, waiting at most `group_commit_wait` for more) share one
+//! transaction and one fsync; reads are answered between groups. Replies go back on oneshot
+//! channels, so async callers never block a runtime worker on SQLite.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::{oneshot, Notify};
+
+use super::{Appended, SpoolDb, SpoolError, SpoolStats, Spooled};
+use crate::config::SpoolConfig;
+use crate::record::Record;
+
+type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
+
+pub(super) enum Command {
+    Append {
+        records: Vec<Record>,
+        reply: Reply<Vec<Appended>>,
+    },
+    Ack {
+        ids: Vec<i64>,
+        reply: Reply<()>,
+    },
+    Read(Read),
+}
+
+/// Requests that only read; answered between write groups.
+pub(super) enum Read {
+    Fetch {
+        after: i64,
+        limit: usize,
+        reply: Reply<Vec<Spooled>>,
+    },
+    Stats {
+        reply: Reply<SpoolStats>,
+    },
+}
+
+#[derive(Clone)]
+pub(super) struct Handle {
+    tx: mpsc::Sender<Command>,
+    pub(super) appended: Arc<Notify>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Handle {
+    pub(super) async fn request<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| SpoolError::Closed)?;
+        rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    pub(super) async fn close(self) {
+        let Handle { tx, thread, .. } = self;
+        drop(tx);
+        let handle = thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            // Other clones of the sender may still exist (a straggling task); the thread ends
+            // when the last one goes. Joining happens off the async workers either way.
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+pub(super) fn start(db: SpoolDb, config: &SpoolConfig) -> Result<Handle, SpoolError> {
+    let (tx, rx) = mpsc::channel();
+    let appended = Arc::new(Notify::new());
+    let writer = Writer {
+        db,
+        rx,
+        appended: appended.clone(),
+        max_events: config.group_commit_max_events.get(),
+        wait: config.group_commit_wait,
+    };
+    let thread = std::thread::Builder::new()
+        .name("spool-writer".into())
+        .spawn(move || writer.run())
+        .map_err(|e| SpoolError::Dir {
+            path: config.path.clone(),
+            source: e.into(),
+        })?;
+    Ok(Handle {
+        tx,
+        appended,
+        thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+    })
+}
+
+struct Writer {
+    db: SpoolDb,
+    rx: mpsc::Receiver<Command>,
+    appended: Arc<Notify>,
+    max_events: usize,
+    wait: std::time::Duration,
+}
+
+/// The writes gathered for one transaction, and the reads that arrived meanwhile.
+#[derive(Default)]
+struct Group {
+    appends: Vec<(Vec<Record>, Reply<Vec<Appended>>)>,
+    acks: Vec<(Vec<i64>, Reply<()>)>,
+    reads: Vec<Read>,
+    events: usize,
+}
+
+impl Group {
+    fn add(&mut self, command: Command) {
+        match command {
+            Command::Append { records, reply } => {
+                self.events += records.len();
+                self.appends.push((records, reply));
+            }
+            Command::Ack { ids, reply } => {
+                self.events += ids.len();
+                self.acks.push((ids, reply));
+            }
+            Command::Read(read) => self.reads.push(read),
+        }
+    }
+
+    fn has_writes(&self) -> bool {
+        !self.appends.is_empty() || !self.acks.is_empty()
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut group = Group::default();
+            group.add(first);
+            if group.has_writes() {
+                self.gather(&mut group);
+                self.commit(&mut group);
+            }
+            for read in group.reads.drain(..) {
+                self.read(read);
+            }
+        }
+        tracing::debug!(message = "Spool writer stopped.");
+    }
+
+    /// Takes what is already queued, then waits up to `wait` for more, until the group is full.
+    fn gather(&mut self, group: &mut Group) {
+        let deadline = Instant::now() + self.wait;
+        while group.events < self.max_events {
+            let next = match self.rx.try_recv() {
+                Ok(c) => Ok(c),
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    self.rx.recv_timeout(left)
+                }
+            };
+            match next {
+                Ok(c) => group.add(c),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    fn commit(&mut self, group: &mut Group) {
+        let appends = std::mem::take(&mut group.appends);
+        let acks = std::mem::take(&mut group.acks);
+        let (batches, append_replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
+        let (ack_ids, ack_replies): (Vec<_>, Vec<_>) = acks.into_iter().unzip();
+        let ids: Vec<i64> = ack_ids.into_iter().flatten().collect();
+        match self.db.commit_group(&batches, &ids) {
+            Ok(outcomes) => {
+                let stored = outcomes
+                    .iter()
+                    .flatten()
+                    .any(|o| matches!(o, Appended::Stored { .. }));
+                for (reply, out) in append_replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(out));
+                }
+                for reply in ack_replies {
+                    let _ = reply.send(Ok(()));
+                }
+                if stored {
+                    self.appended.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(message = "Spool commit failed.", error = %e, events = group.events);
+                for reply in append_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for reply in ack_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, read: Read) {
+        match read {
+            Read::Fetch {
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.db.fetch(after, limit));
+            }
+            Read::Stats { reply } => {
+                let _ = reply.send(self.db.stats());
+            }
+        }
+    }
+}
