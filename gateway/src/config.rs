@@ -160,7 +160,9 @@ pub struct SpoolConfig {
 pub enum SinkConfig {
     Kafka(KafkaConfig),
     /// No brokers configured: JSON lines per topic in this directory.
-    File { dir: PathBuf },
+    File {
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -200,7 +202,10 @@ impl Config {
 
     /// Validates a raw config, applying the documented defaults.
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let data_dir = raw.gateway.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let data_dir = raw
+            .gateway
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("data"));
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("gateway.data_dir", "must not be empty"));
         }
@@ -216,7 +221,10 @@ impl Config {
                 )?,
                 token: match raw.tcp.token {
                     Some(t) if t.is_empty() => {
-                        return Err(invalid("tcp.token", "must not be empty; leave it out instead"))
+                        return Err(invalid(
+                            "tcp.token",
+                            "must not be empty; leave it out instead",
+                        ))
                     }
                     t => t,
                 },
@@ -232,7 +240,11 @@ impl Config {
                     raw.mqtt.max_payload_bytes,
                     256 * 1024,
                 )?,
-                max_connections: non_zero("mqtt.max_connections", raw.mqtt.max_connections, 20_000)?,
+                max_connections: non_zero(
+                    "mqtt.max_connections",
+                    raw.mqtt.max_connections,
+                    20_000,
+                )?,
             })
         } else {
             None
@@ -295,7 +307,11 @@ impl Config {
 
         let routes = RoutesConfig {
             readings: topic("routes.readings", raw.routes.readings, "telemetry.readings")?,
-            positions: topic("routes.positions", raw.routes.positions, "telemetry.positions")?,
+            positions: topic(
+                "routes.positions",
+                raw.routes.positions,
+                "telemetry.positions",
+            )?,
             dead_letter: topic(
                 "routes.dead_letter",
                 raw.routes.dead_letter,

@@ -54,17 +54,22 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
         .await
         .map_err(|_| SpoolError::Closed)??;
     tracing::info!(message = "Spool open.", path = %config.spool.path.display());
-    let ingest = Ingest::new(spool.clone(), Router::new(config.routes.clone()), stats.clone());
+    let ingest = Ingest::new(
+        spool.clone(),
+        Router::new(config.routes.clone()),
+        stats.clone(),
+    );
 
     let ingest_stop = stop.child_token();
     let ingest_tasks = TaskTracker::new();
     if let Some(tcp) = &config.tcp {
-        let listener = TcpListener::bind(tcp.listen)
-            .await
-            .map_err(|source| GatewayError::TcpBind {
-                addr: tcp.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(tcp.listen)
+                .await
+                .map_err(|source| GatewayError::TcpBind {
+                    addr: tcp.listen,
+                    source,
+                })?;
         tracing::info!(message = "TCP ingest listening.", addr = %tcp.listen);
         ingest_tasks.spawn(ingest::tcp::serve(
             listener,
@@ -89,7 +94,12 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
     let forwarder = match config.sink.clone() {
         SinkConfig::Kafka(kafka) => {
             tracing::info!(message = "Forwarding to Kafka.", brokers = %kafka.brokers);
-            tokio::spawn(forward::kafka::run(kafka, spool.clone(), stats.clone(), drain))
+            tokio::spawn(forward::kafka::run(
+                kafka,
+                spool.clone(),
+                stats.clone(),
+                drain,
+            ))
         }
         SinkConfig::File { dir } => {
             tracing::info!(message = "Forwarding to the file sink.", dir = %dir.display());

@@ -51,7 +51,10 @@ impl DeadLetter {
     ) -> Self {
         let (payload, payload_hex) = match std::str::from_utf8(payload) {
             Ok(s) => (Some(s.to_owned()), None),
-            Err(_) => (None, Some(payload.iter().map(|b| format!("{b:02x}")).collect())),
+            Err(_) => (
+                None,
+                Some(payload.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
         };
         Self {
             source,
@@ -98,7 +101,10 @@ impl Router {
             headers: vec![
                 (headers::EVENT_ID.to_owned(), id.to_string()),
                 (headers::KIND.to_owned(), kind.as_str().to_owned()),
-                (headers::CONTENT_TYPE.to_owned(), "application/json".to_owned()),
+                (
+                    headers::CONTENT_TYPE.to_owned(),
+                    "application/json".to_owned(),
+                ),
             ],
             origin: Some(id),
         }
@@ -117,7 +123,10 @@ impl Router {
             timestamp_ms: letter.received_ms,
             headers: vec![
                 (headers::REASON.to_owned(), letter.reason.clone()),
-                (headers::CONTENT_TYPE.to_owned(), "application/json".to_owned()),
+                (
+                    headers::CONTENT_TYPE.to_owned(),
+                    "application/json".to_owned(),
+                ),
             ],
             origin: None,
         }

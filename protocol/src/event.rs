@@ -133,15 +133,26 @@ pub enum EventError {
     DeviceId(DeviceIdError),
     /// A reading with no values.
     NoValues,
-    TooManyValues { count: usize },
+    TooManyValues {
+        count: usize,
+    },
     /// Value `index` has an empty, too long or badly formed name.
-    BadName { index: usize },
+    BadName {
+        index: usize,
+    },
     /// Value `index` has a unit longer than [`MAX_UNIT_LEN`].
-    BadUnit { index: usize },
+    BadUnit {
+        index: usize,
+    },
     /// Value `index` is NaN or infinite.
-    NotFinite { index: usize },
+    NotFinite {
+        index: usize,
+    },
     /// Latitude or longitude out of range or not finite.
-    BadCoordinates { lat: f64, lon: f64 },
+    BadCoordinates {
+        lat: f64,
+        lon: f64,
+    },
 }
 
 impl fmt::Display for EventError {

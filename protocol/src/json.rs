@@ -197,13 +197,18 @@ mod tests {
 
     #[test]
     fn a_minimal_mqtt_payload_takes_device_and_kind_from_the_topic() {
-        let j: JsonEvent = serde_json::from_str(
-            r#"{"seq":1,"time_ms":5,"kind":"position","lat":1.0,"lon":2.0}"#,
-        )
-        .unwrap();
+        let j: JsonEvent =
+            serde_json::from_str(r#"{"seq":1,"time_ms":5,"kind":"position","lat":1.0,"lon":2.0}"#)
+                .unwrap();
         let e = j.into_event("car-2", Kind::Position).unwrap();
         assert_eq!(e.device_id, "car-2");
-        assert!(matches!(e.body, Body::Position(Position { fix: FixQuality::Gps, .. })));
+        assert!(matches!(
+            e.body,
+            Body::Position(Position {
+                fix: FixQuality::Gps,
+                ..
+            })
+        ));
     }
 
     #[test]

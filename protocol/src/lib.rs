@@ -36,7 +36,9 @@ pub mod json;
 pub mod message;
 
 pub use device_id::{validate_device_id, DeviceIdError, MAX_DEVICE_ID_LEN};
-pub use frame::{FrameError, FrameHeader, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, PROTOCOL_VERSION};
+pub use frame::{
+    FrameError, FrameHeader, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+};
 
 #[cfg(feature = "alloc")]
 pub use event::{Body, Event, EventError, FixQuality, Kind, Position, Reading, SensorValue};

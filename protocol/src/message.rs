@@ -164,8 +164,11 @@ mod tests {
 
     #[test]
     fn an_invalid_device_id_in_a_batch_is_its_own_error() {
-        let bytes = encode_frame(&Message::Events(vec![reading("ok", 1), reading("no/pe", 2)]))
-            .unwrap();
+        let bytes = encode_frame(&Message::Events(vec![
+            reading("ok", 1),
+            reading("no/pe", 2),
+        ]))
+        .unwrap();
         assert_eq!(
             decode_frame(&bytes, 1024),
             Err(FrameError::InvalidDeviceId(DeviceIdError::InvalidByte {

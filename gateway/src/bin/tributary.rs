@@ -11,7 +11,11 @@ use tributary_gateway::config::{Config, DEFAULT_CONFIG_TOML};
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "tributary", version, about = "Edge telemetry gateway: MQTT and TCP devices into Kafka, through a durable spool.")]
+#[command(
+    name = "tributary",
+    version,
+    about = "Edge telemetry gateway: MQTT and TCP devices into Kafka, through a durable spool."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,7 +42,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

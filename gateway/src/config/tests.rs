@@ -22,13 +22,24 @@ fn an_empty_file_gets_every_default() {
 
 #[test]
 fn errors_name_the_key_and_the_problem() {
-    let err = parse("[tcp]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
-    assert!(err.contains("tcp.listen") && err.contains("nowhere"), "{err}");
-    let err = parse("[kafka]\nbrokers = \"localhost\"\n").unwrap_err().to_string();
+    let err = parse("[tcp]\nlisten = \"nowhere\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tcp.listen") && err.contains("nowhere"),
+        "{err}"
+    );
+    let err = parse("[kafka]\nbrokers = \"localhost\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("kafka.brokers"), "{err}");
-    let err = parse("[routes]\nreadings = \"a/b\"\n").unwrap_err().to_string();
+    let err = parse("[routes]\nreadings = \"a/b\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("routes.readings"), "{err}");
-    let err = parse("[spool]\ngroup_commit_max_events = 0\n").unwrap_err().to_string();
+    let err = parse("[spool]\ngroup_commit_max_events = 0\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("spool.group_commit_max_events"), "{err}");
 }
 
@@ -40,8 +51,10 @@ fn unknown_keys_are_refused_by_name() {
 
 #[test]
 fn tributarys_own_kafka_settings_cannot_be_overridden() {
-    let err = parse("[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"enable.idempotence\" = \"false\"\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse(
+        "[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"enable.idempotence\" = \"false\"\n",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("enable.idempotence"), "{err}");
 }

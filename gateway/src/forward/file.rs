@@ -21,7 +21,12 @@ use crate::stats::Stats;
 const BATCH: usize = 2000;
 
 /// Forwards spooled records to files under `dir` until drained after `drain.stop`.
-pub async fn run(dir: PathBuf, spool: Spool, stats: Stats, drain: Drain) -> Result<(), ForwardError> {
+pub async fn run(
+    dir: PathBuf,
+    spool: Spool,
+    stats: Stats,
+    drain: Drain,
+) -> Result<(), ForwardError> {
     std::fs::create_dir_all(&dir).map_err(|source| ForwardError::File {
         path: dir.clone(),
         source,

@@ -105,7 +105,11 @@ pub async fn run(
         if let (Some(failed), true) = (rewind, inflight.is_empty()) {
             ack(&spool, &stats, &mut confirmed).await;
             let delay = backoff.next_delay();
-            tracing::warn!(message = "Retrying from the first undelivered row.", id = failed, delay_ms = delay.as_millis() as u64);
+            tracing::warn!(
+                message = "Retrying from the first undelivered row.",
+                id = failed,
+                delay_ms = delay.as_millis() as u64
+            );
             tokio::time::sleep(delay).await;
             cursor = failed - 1;
             rewind = None;

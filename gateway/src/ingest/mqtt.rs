@@ -23,7 +23,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, Config as BrokerConfig, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use rumqttd::{
+    Broker, Config as BrokerConfig, ConnectionSettings, Notification, RouterConfig, ServerSettings,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tributary_protocol::json::JsonEvent;
@@ -164,11 +166,7 @@ fn decode_batch(publishes: impl Iterator<Item = Publish>) -> (Vec<Event>, Vec<De
         match decode(&p.topic, &p.payload) {
             Ok(mut decoded) => events.append(&mut decoded),
             Err((device_id, reason)) => dead.push(DeadLetter::new(
-                "mqtt",
-                p.topic,
-                device_id,
-                reason,
-                &p.payload,
+                "mqtt", p.topic, device_id, reason, &p.payload,
             )),
         }
     }
@@ -181,7 +179,12 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<Event>, (Option<String>, St
     let (device_id, segment, postcard) = match parts.as_slice() {
         ["devices", id, seg] => (*id, *seg, false),
         ["devices", id, seg, "pc"] => (*id, *seg, true),
-        _ => return Err((None, format!("topic {topic:?} is not devices/{{device_id}}/{{kind}}"))),
+        _ => {
+            return Err((
+                None,
+                format!("topic {topic:?} is not devices/{{device_id}}/{{kind}}"),
+            ))
+        }
     };
     if let Err(e) = tributary_protocol::validate_device_id(device_id) {
         return Err((None, format!("topic {topic:?}: {e}")));
@@ -267,7 +270,10 @@ mod tests {
         .into_event("car-1", Kind::Position)
         .unwrap();
         let bytes = postcard::to_allocvec(&event).unwrap();
-        assert_eq!(decode("devices/car-1/position/pc", &bytes).unwrap(), vec![event]);
+        assert_eq!(
+            decode("devices/car-1/position/pc", &bytes).unwrap(),
+            vec![event]
+        );
     }
 
     #[test]

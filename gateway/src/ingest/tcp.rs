@@ -88,8 +88,11 @@ impl Connection {
                 }
                 Ok(Message::Events(events)) => self.events(events).await?,
                 Ok(Message::Ack(_) | Message::Nack(_)) => {
-                    self.nack(NackCode::ProtocolViolation, "devices send HELLO and EVENTS only".into())
-                        .await?;
+                    self.nack(
+                        NackCode::ProtocolViolation,
+                        "devices send HELLO and EVENTS only".into(),
+                    )
+                    .await?;
                 }
                 Err(bad) => {
                     let fatal = bad.fatal;
@@ -157,10 +160,9 @@ impl Connection {
                 None => valid.push(event),
                 Some(reason) => {
                     let text = format!("event seq {}: {reason}", event.seq);
-                    let payload = serde_json::to_vec(&tributary_protocol::json::JsonEvent::from(
-                        event,
-                    ))
-                    .unwrap_or_default();
+                    let payload =
+                        serde_json::to_vec(&tributary_protocol::json::JsonEvent::from(event))
+                            .unwrap_or_default();
                     dead.push(DeadLetter::new(
                         "tcp",
                         self.peer.to_string(),
@@ -184,9 +186,7 @@ impl Connection {
                 for text in refusals {
                     self.nack(NackCode::InvalidEvent, text).await?;
                 }
-                self.framed
-                    .send(&Message::Ack(Ack { up_to_seq }))
-                    .await
+                self.framed.send(&Message::Ack(Ack { up_to_seq })).await
             }
             Err(error) => {
                 tracing::warn!(message = "Events not stored; device told to retry.", device_id = %device, %error);

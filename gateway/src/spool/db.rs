@@ -78,7 +78,9 @@ impl SpoolDb {
                 .prepare("SELECT device_id, max_seq FROM devices")
                 .map_err(SpoolError::sqlite("load devices"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
                 .map_err(SpoolError::sqlite("load devices"))?;
             rows.collect::<Result<HashMap<_, _>, _>>()
                 .map_err(SpoolError::sqlite("load devices"))?
@@ -297,10 +299,7 @@ fn delete_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<(), SpoolError> {
         .prepare_cached("DELETE FROM records WHERE id = ?1")
         .map_err(SpoolError::sqlite("delete"))?;
     for id in ids {
-        delete
-            .execute([id])
-            .map_err(SpoolError::sqlite("delete"))?;
+        delete.execute([id]).map_err(SpoolError::sqlite("delete"))?;
     }
     Ok(())
 }
-

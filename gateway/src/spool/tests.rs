@@ -31,7 +31,10 @@ fn appended_records_read_back_in_order_with_every_field() {
     let out = db.append(records.clone()).unwrap();
     assert!(out.iter().all(|o| matches!(o, Appended::Stored { .. })));
     let rows = db.fetch(0, 10).unwrap();
-    assert_eq!(rows.into_iter().map(|r| r.record).collect::<Vec<_>>(), records);
+    assert_eq!(
+        rows.into_iter().map(|r| r.record).collect::<Vec<_>>(),
+        records
+    );
 }
 
 #[test]
@@ -71,7 +74,8 @@ fn dead_letters_have_no_identity_and_are_never_deduplicated() {
 fn stats_count_rows_and_bytes_per_topic() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = open(&dir);
-    db.append((1..=6).map(|s| record("a", s)).collect()).unwrap();
+    db.append((1..=6).map(|s| record("a", s)).collect())
+        .unwrap();
     let stats = db.stats().unwrap();
     assert_eq!(stats.rows, 6);
     assert_eq!(stats.topics.len(), 3);
@@ -107,7 +111,10 @@ async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
         let spool = spool.clone();
         tasks.push(tokio::spawn(async move {
             spool
-                .append(vec![record(&format!("d{d}"), 1), record(&format!("d{d}"), 2)])
+                .append(vec![
+                    record(&format!("d{d}"), 1),
+                    record(&format!("d{d}"), 2),
+                ])
                 .await
         }));
     }
@@ -117,7 +124,10 @@ async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
     }
     assert_eq!(spool.stats().await.unwrap().rows, 40);
     let rows = spool.fetch(0, 100).await.unwrap();
-    spool.ack(rows.iter().map(|r| r.id).collect()).await.unwrap();
+    spool
+        .ack(rows.iter().map(|r| r.id).collect())
+        .await
+        .unwrap();
     assert_eq!(spool.stats().await.unwrap().rows, 0);
     spool.close().await;
 }

@@ -1,0 +1,128 @@
+//! A device speaking the TCP protocol: HELLO, EVENTS batches, ACK-driven release.
+//!
+//! The device keeps every event until an ACK covers it; after a reconnect it resends what is
+//! unacknowledged, as real firmware does. The gateway recognises the retransmissions.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tributary_protocol::codec::MessageCodec;
+use tributary_protocol::{Event, Hello, Message, Nack, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the gateway closed the connection")]
+    Closed,
+    #[error("the gateway sent a frame this client cannot read: {0}")]
+    BadFrame(String),
+    #[error("the gateway refused: {code}: {text}")]
+    Refused { code: String, text: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One connected device.
+pub struct TcpDevice {
+    framed: Framed<TcpStream, MessageCodec>,
+    /// NACKs received, kept for the caller to inspect.
+    pub nacks: Vec<Nack>,
+}
+
+impl TcpDevice {
+    /// Connects and sends HELLO.
+    pub async fn connect(
+        addr: SocketAddr,
+        device_id: &str,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        stream.set_nodelay(true)?;
+        let mut framed = Framed::new(stream, MessageCodec::new(DEFAULT_MAX_FRAME_BYTES));
+        framed
+            .send(&Message::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                device_id: device_id.to_owned(),
+                token,
+            }))
+            .await?;
+        Ok(Self {
+            framed,
+            nacks: Vec::new(),
+        })
+    }
+
+    /// Sends one batch and waits for the ACK that covers it; NACKs on the way are collected.
+    /// A `busy` NACK is returned as an error: the batch was not stored.
+    pub async fn send_batch(&mut self, events: &[Event]) -> Result<u64, ClientError> {
+        self.framed.send(&Message::Events(events.to_vec())).await?;
+        let wait = Duration::from_secs(30);
+        loop {
+            let next = tokio::time::timeout(wait, self.framed.next())
+                .await
+                .map_err(|_| ClientError::Timeout(wait))?;
+            match next {
+                None => return Err(ClientError::Closed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Err(bad))) => return Err(ClientError::BadFrame(bad.error.to_string())),
+                Some(Ok(Ok(Message::Ack(ack)))) => return Ok(ack.up_to_seq),
+                Some(Ok(Ok(Message::Nack(nack)))) => {
+                    if nack.code == tributary_protocol::NackCode::Busy {
+                        return Err(ClientError::Refused {
+                            code: nack.code.to_string(),
+                            text: nack.text,
+                        });
+                    }
+                    self.nacks.push(nack);
+                }
+                Some(Ok(Ok(other))) => {
+                    return Err(ClientError::BadFrame(format!("unexpected {other:?}")))
+                }
+            }
+        }
+    }
+
+    /// Sends raw bytes (for tests of malformed input) and returns the next message.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<Option<Message>, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        self.framed.get_mut().write_all(bytes).await?;
+        match tokio::time::timeout(Duration::from_secs(10), self.framed.next()).await {
+            Err(_) => Err(ClientError::Timeout(Duration::from_secs(10))),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err(e.into()),
+            Ok(Some(Ok(Err(bad)))) => Err(ClientError::BadFrame(bad.error.to_string())),
+            Ok(Some(Ok(Ok(m)))) => Ok(Some(m)),
+        }
+    }
+}
+
+/// A device's unacknowledged events, resent after every reconnect.
+#[derive(Default)]
+pub struct Outbox {
+    pub pending: VecDeque<Event>,
+    pub resent: u64,
+}
+
+impl Outbox {
+    /// Drops everything the ACK covers.
+    pub fn ack(&mut self, up_to_seq: u64) -> usize {
+        let before = self.pending.len();
+        while self.pending.front().is_some_and(|e| e.seq <= up_to_seq) {
+            self.pending.pop_front();
+        }
+        before - self.pending.len()
+    }
+}
