@@ -1,0 +1,148 @@
+//! The gateway as a child process with its own config, data directory and ports.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{binary, free_port, loopback};
+
+/// Topics one gateway writes to.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub readings: String,
+    pub positions: String,
+    pub dead_letter: String,
+}
+
+impl Topics {
+    pub fn unique(stem: &str) -> Self {
+        Self {
+            readings: crate::unique_topic(&format!("{stem}.readings")),
+            positions: crate::unique_topic(&format!("{stem}.positions")),
+            dead_letter: crate::unique_topic(&format!("{stem}.dead")),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 3] {
+        [&self.readings, &self.positions, &self.dead_letter]
+    }
+}
+
+/// A running gateway; killed on drop if not stopped.
+pub struct Gateway {
+    child: Option<Child>,
+    pub tcp: SocketAddr,
+    pub mqtt: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+/// What a stopped gateway left behind.
+pub struct Stopped {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Gateway {
+    /// Starts a gateway forwarding to `brokers` (`None`: the file sink) and waits until both
+    /// listeners accept connections.
+    pub fn start(brokers: Option<&str>, topics: &Topics) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tcp = loopback(free_port());
+        let mqtt = loopback(free_port());
+        let config = dir.path().join("gateway.toml");
+        let text = format!(
+            "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n\
+             [tcp]\nlisten = \"{tcp}\"\n[mqtt]\nlisten = \"{mqtt}\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\n\
+             [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n",
+            data = dir.path().join("data"),
+            brokers = brokers.unwrap_or(""),
+            r = topics.readings,
+            p = topics.positions,
+            d = topics.dead_letter,
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut gateway = Gateway {
+            child: None,
+            tcp,
+            mqtt,
+            dir,
+            config,
+        };
+        gateway.spawn();
+        gateway
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::File::create(self.dir.path().join("stderr.log")).expect("log file");
+        let child = Command::new(binary("tributary"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,rumqttd=warn")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start tributary");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for addr in [self.tcp, self.mqtt] {
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "gateway did not listen on {addr}; its log:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The gateway's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit (at most 60 s).
+    pub fn stop(&mut self) -> Stopped {
+        let mut child = self.child.take().expect("gateway is running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for gateway") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "gateway did not stop within 60 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stdout = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        Stopped {
+            status,
+            stdout,
+            stderr: self.log(),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! End-to-end: the real `tributary` binary, real MQTT and TCP clients, a real Kafka-compatible
+//! broker, and consumers reading what arrived. Run with `tests/run`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tributary_protocol::Message;
+use tributary_sim::run::{run, RunReport, RunSpec, Transport};
+use tributary_tests::gateway::{Gateway, Topics};
+use tributary_tests::kafka::{check_stream, consume, create_topics};
+use tributary_tests::{binary, env, free_port, loopback};
+
+const IDLE: Duration = Duration::from_secs(30);
+
+fn spec(transport: Transport, prefix: &str, devices: usize, events: u64) -> RunSpec {
+    RunSpec {
+        transport,
+        devices,
+        events_per_device: events,
+        prefix: prefix.to_owned(),
+        seq_start: 1,
+        batch: 10,
+        rate_per_device: 0.0,
+        position_every: 2,
+    }
+}
+
+/// What `spec` sends, per device, split by topic (readings, positions).
+fn expected(spec: &RunSpec) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, Vec<u64>>) {
+    let (mut readings, mut positions) = (BTreeMap::new(), BTreeMap::new());
+    for i in 0..spec.devices {
+        let events = spec.events_for(i);
+        let seqs = events.iter().map(|e| e.seq).collect();
+        match events[0].kind() {
+            tributary_protocol::Kind::Reading => readings.insert(spec.device_id(i), seqs),
+            tributary_protocol::Kind::Position => positions.insert(spec.device_id(i), seqs),
+        };
+    }
+    (readings, positions)
+}
+
+fn assert_all_acked(report: &RunReport) {
+    assert!(
+        report.failed_devices.is_empty(),
+        "{:?}",
+        report.failed_devices
+    );
+    assert_eq!(report.acked, report.sent, "{report:?}");
+}
+
+async fn fleet_arrives_exactly_once_in_order(stem: &str, tcp: bool) {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique(stem);
+    create_topics(&brokers, &topics.all(), 3).await;
+    let mut gateway = Gateway::start(Some(&brokers), &topics);
+    let transport = if tcp {
+        Transport::Tcp(gateway.tcp)
+    } else {
+        Transport::Mqtt {
+            host: "127.0.0.1".into(),
+            port: gateway.mqtt.port(),
+        }
+    };
+    let spec = spec(transport, stem, 10, 100);
+    let report = run(spec.clone()).await;
+    assert_all_acked(&report);
+    let (readings, positions) = expected(&spec);
+    let got = consume(&brokers, &topics.readings, 500, IDLE);
+    check_stream(&got, &readings, "reading");
+    let got = consume(&brokers, &topics.positions, 500, IDLE);
+    check_stream(&got, &positions, "position");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_tcp_devices_arrive_exactly_once_keyed_and_in_order() {
+    fleet_arrives_exactly_once_in_order("tcp", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_mqtt_devices_arrive_exactly_once_keyed_and_in_order() {
+    fleet_arrives_exactly_once_in_order("mqtt", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mosquitto_pub_reading_is_read_by_kafka_python() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let python = env("TRIBUTARY_TEST_PYTHON");
+    let topics = Topics::unique("mosq");
+    create_topics(&brokers, &topics.all(), 3).await;
+    let gateway = Gateway::start(Some(&brokers), &topics);
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &gateway.mqtt.port().to_string(), "-q", "1"])
+        .args(["-t", "devices/greenhouse-1/readings"])
+        .args([
+            "-m",
+            r#"{"seq":7,"time_ms":1700000000123,"values":[{"name":"co2","value":612,"unit":"ppm"}]}"#,
+        ])
+        .status()
+        .expect("mosquitto_pub (mosquitto-clients) is installed");
+    assert!(status.success());
+    let script = r#"
+import json, sys
+from kafka import KafkaConsumer
+c = KafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], auto_offset_reset="earliest",
+                  consumer_timeout_ms=30000, group_id=None)
+for m in c:
+    print(json.dumps({"key": m.key.decode(), "timestamp": m.timestamp,
+                      "headers": {k: v.decode() for k, v in m.headers},
+                      "value": json.loads(m.value)}))
+    break
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &brokers, &topics.readings])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(line["key"], "greenhouse-1");
+    assert_eq!(line["timestamp"], 1700000000123i64);
+    assert_eq!(line["headers"]["event-id"], "greenhouse-1:7");
+    assert_eq!(line["value"]["kind"], "reading");
+    assert_eq!(line["value"]["values"][0]["name"], "co2");
+    assert_eq!(line["value"]["values"][0]["value"], 612.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_resending_acknowledged_events_makes_no_duplicates_in_kafka() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("resend");
+    create_topics(&brokers, &topics.all(), 3).await;
+    let gateway = Gateway::start(Some(&brokers), &topics);
+    let mut spec = spec(Transport::Tcp(gateway.tcp), "resend", 4, 50);
+    spec.position_every = 0;
+    assert_all_acked(&run(spec.clone()).await);
+    // Let the first round reach Kafka, so the resend meets forwarded (deleted) rows too.
+    assert_eq!(consume(&brokers, &topics.readings, 200, IDLE).len(), 200);
+    // After "reconnecting", each device resends everything plus 10 new events.
+    spec.events_per_device = 60;
+    assert_all_acked(&run(spec.clone()).await);
+    let got = consume(&brokers, &topics.readings, 240, IDLE);
+    check_stream(&got, &expected(&spec).0, "reading");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_input_is_refused_counted_and_dead_lettered_while_others_carry_on() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("bad");
+    create_topics(&brokers, &topics.all(), 3).await;
+    let mut gateway = Gateway::start(Some(&brokers), &topics);
+
+    // MQTT: a payload that is not JSON.
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gateway.mqtt.port().to_string(),
+            "-q",
+            "1",
+        ])
+        .args(["-t", "devices/broken-1/readings", "-m", "{not json"])
+        .status()
+        .expect("mosquitto_pub");
+    assert!(status.success());
+
+    // TCP: a frame with a bad CRC gets a NACK that says so, then the connection closes.
+    let mut device = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "broken-2", None)
+        .await
+        .unwrap();
+    let mut frame = tributary_protocol::encode_frame(&Message::Events(vec![])).unwrap();
+    let last = frame.len() - 1;
+    frame[last] ^= 0xff;
+    match device.send_raw(&frame).await.unwrap() {
+        Some(Message::Nack(nack)) => {
+            assert_eq!(nack.code, tributary_protocol::NackCode::Malformed);
+            assert!(nack.text.contains("CRC"), "{}", nack.text);
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+
+    // Other devices are unaffected.
+    let mut good = spec(Transport::Tcp(gateway.tcp), "good", 2, 20);
+    good.position_every = 0;
+    assert_all_acked(&run(good.clone()).await);
+    check_stream(
+        &consume(&brokers, &topics.readings, 40, IDLE),
+        &expected(&good).0,
+        "reading",
+    );
+
+    let dead = consume(&brokers, &topics.dead_letter, 2, IDLE);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let mqtt = dead
+        .iter()
+        .find(|m| m.key == "broken-1")
+        .expect("MQTT dead letter");
+    assert!(mqtt.value["reason"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(mqtt.value["payload"], "{not json");
+    let tcp = dead
+        .iter()
+        .find(|m| m.key == "broken-2")
+        .expect("TCP dead letter");
+    assert!(tcp.value["reason"].as_str().unwrap().contains("CRC"));
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success());
+    let dead_row = stopped
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&topics.dead_letter))
+        .unwrap_or_else(|| panic!("summary has the dead-letter topic:\n{}", stopped.stdout));
+    assert_eq!(dead_row.split_whitespace().nth(1), Some("2"), "{dead_row}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_kafka_down_at_start_events_are_spooled_and_arrive_in_order_once_it_is_up() {
+    let tansu = env("TRIBUTARY_TEST_TANSU");
+    let port = free_port();
+    let brokers = loopback(port).to_string();
+    let topics = Topics::unique("late");
+    let mut gateway = Gateway::start(Some(&brokers), &topics);
+    let mut spec = spec(Transport::Tcp(gateway.tcp), "late", 6, 50);
+    spec.position_every = 3;
+    assert_all_acked(&run(spec.clone()).await);
+
+    let url = format!("tcp://{brokers}");
+    let mut broker = std::process::Command::new(tansu)
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a second tansu");
+    let result = async {
+        create_topics(&brokers, &topics.all(), 3).await;
+        let (readings, positions) = expected(&spec);
+        check_stream(
+            &consume(&brokers, &topics.readings, 200, IDLE),
+            &readings,
+            "reading",
+        );
+        check_stream(
+            &consume(&brokers, &topics.positions, 100, IDLE),
+            &positions,
+            "position",
+        );
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(180), result).await;
+    let stopped = gateway.stop();
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert!(
+        outcome.is_ok(),
+        "events did not arrive; gateway log:\n{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_bad_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[mqtt]\nlisten = \"not-an-address\"\n").unwrap();
+    let out = std::process::Command::new(binary("tributary"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mqtt.listen") && stderr.contains("not-an-address"),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, "[spool]\nsize = 3\n").unwrap();
+    let out = std::process::Command::new(binary("tributary"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
+}
