@@ -53,7 +53,7 @@ impl RunSpec {
     /// The events device `index` sends, in order.
     pub fn events_for(&self, index: usize) -> Vec<Event> {
         let id = self.device_id(index);
-        let positions = self.position_every > 0 && index % self.position_every == 0;
+        let positions = self.position_every > 0 && index.is_multiple_of(self.position_every);
         let t0 = generate::now_ms();
         (0..self.events_per_device)
             .map(|n| generate::event(index, &id, self.seq_start + n, t0 + n * 1000, positions))
