@@ -82,7 +82,7 @@ impl Gateway {
         let child = Command::new(binary("tributary"))
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info,rumqttd=warn")
+            .env("RUST_LOG", "info,rumqttd=off")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -289,3 +289,28 @@ fn a_bad_config_exits_64_naming_the_key() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
 }
+
+/// Found by the demo: MQTT events that rumqttd had acknowledged just before SIGTERM were
+/// still in its buffers when the gateway stopped reading, and were lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_events_acknowledged_just_before_sigterm_are_all_forwarded() {
+    let topics = Topics::unique("sigterm");
+    let mut gateway = Gateway::start(None, &topics);
+    let mut spec = spec(
+        Transport::Mqtt {
+            host: "127.0.0.1".into(),
+            port: gateway.mqtt.port(),
+        },
+        "sigterm",
+        20,
+        200,
+    );
+    spec.position_every = 0;
+    assert_all_acked(&run(spec).await);
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let sink = gateway.dir.path().join("data/sink");
+    let lines = std::fs::read_to_string(sink.join(format!("{}.jsonl", topics.readings)))
+        .unwrap_or_default();
+    assert_eq!(lines.lines().count(), 4000, "summary:\n{}", stopped.stdout);
+}

@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tributary_gateway::config::{Config, DEFAULT_CONFIG_TOML};
 
+/// Log filter when RUST_LOG is unset. rumqttd logs every client disconnect at ERROR level, so its
+/// own logs are off unless asked for (`RUST_LOG=info,rumqttd=info`).
+const DEFAULT_LOG: &str = "info,rumqttd=off";
+
 /// Exit code for a bad config or command line (sysexits.h EX_USAGE).
 const EX_USAGE: u8 = 64;
 
@@ -42,7 +46,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

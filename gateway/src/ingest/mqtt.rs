@@ -49,6 +49,9 @@ pub enum MqttError {
     Thread(std::io::Error),
 }
 
+/// How long the link must be quiet, after stop, before the reader gives up draining it.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One publish taken off the link: topic and payload.
 struct Publish {
     topic: String,
@@ -108,7 +111,8 @@ pub fn start_broker(config: &MqttConfig) -> Result<(LinkTx, LinkRx), MqttError> 
     Ok((tx, rx))
 }
 
-/// Reads publishes from the link and submits them in batches until `stop` is cancelled.
+/// Reads publishes from the link and submits them in batches until `stop` is cancelled and the
+/// link has gone quiet.
 pub async fn run(link: (LinkTx, LinkRx), ingest: Ingest, stop: CancellationToken) {
     // The link's tx must live as long as we read, or the router drops the subscription.
     let (_link_tx, mut link_rx) = link;
@@ -116,9 +120,18 @@ pub async fn run(link: (LinkTx, LinkRx), ingest: Ingest, stop: CancellationToken
     let reader_stop = stop.clone();
     let reader = tokio::spawn(async move {
         loop {
-            let next = tokio::select! {
-                _ = reader_stop.cancelled() => break,
-                n = link_rx.next() => n,
+            // After stop, keep draining what rumqttd already accepted (and PUBACKed) until the
+            // link has been quiet for QUIET; the caller bounds the whole drain by the grace period.
+            let next = if reader_stop.is_cancelled() {
+                match tokio::time::timeout(QUIET, link_rx.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    _ = reader_stop.cancelled() => continue,
+                    n = link_rx.next() => n,
+                }
             };
             match next {
                 Ok(Some(Notification::Forward(forward))) => {
