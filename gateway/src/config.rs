@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::spool::{FullPolicy, Limits};
+
 /// The documented default configuration, shipped as `config/gateway.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/gateway.toml");
 
@@ -93,6 +95,10 @@ pub struct RawSpool {
     pub path: Option<PathBuf>,
     pub group_commit_max_events: Option<usize>,
     pub group_commit_wait_ms: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub min_free_bytes: Option<u64>,
+    pub when_full: Option<String>,
+    pub max_age_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +159,8 @@ pub struct SpoolConfig {
     pub group_commit_max_events: NonZeroUsize,
     /// How long the writer waits for more events before it commits a partial group.
     pub group_commit_wait: Duration,
+    /// Size, free-disk and age bounds, and the policy when full.
+    pub limits: Limits,
 }
 
 /// Where forwarded events go.
@@ -264,7 +272,22 @@ impl Config {
                 1000,
             )?,
             group_commit_wait: Duration::from_millis(raw.spool.group_commit_wait_ms.unwrap_or(2)),
+            limits: Limits {
+                max_bytes: raw.spool.max_bytes.unwrap_or(1 << 30),
+                min_free_bytes: raw.spool.min_free_bytes.unwrap_or(100 << 20),
+                policy: match raw.spool.when_full.as_deref() {
+                    None => FullPolicy::Block,
+                    Some(p) => p.parse().map_err(|e| invalid("spool.when_full", e))?,
+                },
+                max_age: match raw.spool.max_age_ms {
+                    None | Some(0) => None,
+                    Some(ms) => Some(Duration::from_millis(ms)),
+                },
+            },
         };
+        if spool.limits.max_bytes == 0 {
+            return Err(invalid("spool.max_bytes", "must be at least 1"));
+        }
         if spool.group_commit_wait > Duration::from_secs(1) {
             return Err(invalid(
                 "spool.group_commit_wait_ms",

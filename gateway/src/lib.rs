@@ -50,9 +50,20 @@ pub enum GatewayError {
 pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, GatewayError> {
     let stats = Stats::default();
     let spool_config = config.spool.clone();
-    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_config))
-        .await
-        .map_err(|_| SpoolError::Closed)??;
+    let spool_stats = stats.clone();
+    let (spool, recovery) =
+        tokio::task::spawn_blocking(move || Spool::open(&spool_config, spool_stats))
+            .await
+            .map_err(|_| SpoolError::Closed)??;
+    if let Some(r) = recovery {
+        tracing::error!(
+            message = "The spool was corrupt: moved aside and salvaged.",
+            problem = %r.problem,
+            moved_to = %r.moved_to.display(),
+            salvaged_rows = r.salvaged_rows,
+            unreadable_id_ranges = ?r.unreadable,
+        );
+    }
     tracing::info!(message = "Spool open.", path = %config.spool.path.display());
     let ingest = Ingest::new(
         spool.clone(),

@@ -5,35 +5,48 @@
 //! connection; everything else talks to it through [`Spool`], a cheap cloneable handle. The
 //! writer batches what arrives within `group_commit_wait` (up to `group_commit_max_events`) into
 //! one transaction, so one fsync covers many events from many connections (group commit).
+//! Offline tools read the file through their own read-only connections; WAL readers never block
+//! the writer.
 //!
-//! # Schema (version 1, `PRAGMA user_version = 1`)
+//! # Schema ([`schema`], `PRAGMA user_version`)
 //! - `records(id INTEGER PRIMARY KEY AUTOINCREMENT, topic, key, value, timestamp_ms, headers,
 //!   device_id, seq, received_ms)`: one row per message still to be forwarded; `id` is the
 //!   queue order. `headers` is a JSON array of `[name, value]` pairs.
 //! - `devices(device_id PRIMARY KEY, max_seq)`: the highest seq stored per device.
+//! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
 //!
 //! # Invariants
 //! - An [`Appended::Stored`] reply means the row's transaction committed with
 //!   `synchronous=FULL`: it survives a crash or power cut. Ingest acknowledges only then.
-//! - A row is deleted only by [`Spool::ack`], which sinks call only after the destination
-//!   (Kafka's delivery report, or the file sink's fsync) confirmed it.
+//! - A row is deleted only by [`Spool::ack`], which sinks call after the destination (Kafka's
+//!   delivery report, or the file sink's fsync) confirmed it; or by an explicit policy the
+//!   operator chose: `drop_oldest` when full, or `max_age`. Those deletions are counted per
+//!   topic in `counters` and logged.
 //! - Sequence numbers are strictly increasing per device. An event whose seq is at or below
 //!   its device's `max_seq` is a retransmission: it is reported [`Appended::Duplicate`] (and
-//!   acknowledged again by ingest) and not stored. `devices` is kept after the events are
-//!   forwarded, so this holds across forwarding and restarts.
+//!   acknowledged again by ingest) and not stored. `devices` outlives the rows, so this holds
+//!   after forwarding and across restarts.
 //! - Rows are read in `id` order, which for one device is seq order; a restart resends what was
 //!   not acknowledged, in that order. A consumer may therefore see an event twice (sent, but
 //!   the gateway stopped before the delivery report); the `event-id` header identifies it.
 //!
 //! # Crash recovery
 //! SQLite's WAL replays committed transactions on open; an uncommitted group was never
-//! acknowledged to anyone. Forwarding restarts from the lowest remaining id.
+//! acknowledged to anyone. Forwarding restarts from the lowest remaining id. At every start
+//! `PRAGMA quick_check` runs; a corrupt file is moved aside (never deleted) and its readable
+//! rows are salvaged into a fresh spool ([`recover`]).
 //!
-//! # Errors
-//! A failed commit (disk full, I/O error) fails every request in the group with a
-//! [`SpoolError`]; ingest turns that into "busy, retry later", and nothing is acknowledged.
+//! # Full disk ([`limits`])
+//! Bounded by `max_bytes` and by `min_free_bytes` on the filesystem. When an append does not
+//! fit, the `block` policy refuses it ("busy, retry later" to devices) and the `drop_oldest`
+//! policy deletes the oldest unforwarded rows. A real ENOSPC is the same "busy" refusal. Deletes
+//! of forwarded rows still commit, so the spool recovers by itself as space frees; it never
+//! exits or crash-loops on a full disk.
 
 mod db;
+pub mod limits;
+pub mod recover;
+pub mod schema;
 mod writer;
 
 #[cfg(test)]
@@ -41,10 +54,13 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use db::{SpoolDb, SpoolStats, TopicStats};
+pub use db::{payload_size, GroupOutcome, SpoolDb, SpoolStats, TopicStats, DROPPED_FULL, EXPIRED};
+pub use limits::{FullPolicy, Limits};
+pub use recover::Recovery;
 
 use crate::config::SpoolConfig;
 use crate::record::Record;
+use crate::stats::Stats;
 
 /// What happened to one appended record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +81,16 @@ pub struct Spooled {
 /// Spool failures. Cloneable: one failed group commit fails every request in it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SpoolError {
+    /// No room: the spool's bounds, or the disk itself. Retry later.
+    #[error("spool full: {reason}")]
+    Full { reason: String },
     #[error("spool {op} failed: {source}")]
     Sqlite {
         op: &'static str,
         #[source]
         source: Arc<rusqlite::Error>,
     },
-    #[error("cannot create spool directory {path}: {source}")]
+    #[error("cannot use spool path {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
         #[source]
@@ -86,10 +105,19 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
+    /// Wraps an SQLite error from `op`; a full disk becomes [`SpoolError::Full`].
     pub(crate) fn sqlite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
-        move |e| SpoolError::Sqlite {
-            op,
-            source: Arc::new(e),
+        move |e| {
+            if db::is_full(&e) {
+                SpoolError::Full {
+                    reason: format!("disk full during {op}: {e}"),
+                }
+            } else {
+                SpoolError::Sqlite {
+                    op,
+                    source: Arc::new(e),
+                }
+            }
         }
     }
 }
@@ -102,12 +130,15 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool and starts its writer thread.
-    pub fn open(config: &SpoolConfig) -> Result<Self, SpoolError> {
-        let db = SpoolDb::open(&config.path)?;
-        Ok(Self {
-            inner: writer::start(db, config)?,
-        })
+    /// Opens (or creates) the spool, recovering a corrupt file first, and starts its writer
+    /// thread. Blocking: call it before serving, or from `spawn_blocking`.
+    pub fn open(
+        config: &SpoolConfig,
+        stats: Stats,
+    ) -> Result<(Self, Option<Recovery>), SpoolError> {
+        let (db, recovery) = recover::open_checked(&config.path, config.limits)?;
+        let inner = writer::start(db, config, stats)?;
+        Ok((Self { inner }, recovery))
     }
 
     /// Stores records durably; one outcome per record, in order.

@@ -16,6 +16,10 @@ pub struct TopicCounters {
     pub spooled: u64,
     pub duplicates: u64,
     pub forwarded: u64,
+    /// Deleted unforwarded because the spool was full (policy `drop_oldest`).
+    pub dropped: u64,
+    /// Deleted unforwarded because they were older than `spool.max_age_ms`.
+    pub expired: u64,
 }
 
 /// Shared counters; cheap to clone.
@@ -60,6 +64,17 @@ impl Stats {
         self.with(topic, |c| c.forwarded += n);
     }
 
+    /// Counts rows the spool deleted unforwarded, by reason (`dropped_full` or `expired`).
+    pub fn record_discarded(&self, topic: &str, reason: &str, n: u64) {
+        self.with(topic, |c| {
+            if reason == crate::spool::EXPIRED {
+                c.expired += n;
+            } else {
+                c.dropped += n;
+            }
+        });
+    }
+
     pub fn snapshot(&self) -> Summary {
         Summary {
             topics: self
@@ -88,16 +103,18 @@ impl fmt::Display for Summary {
             .unwrap_or(5);
         writeln!(
             f,
-            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}",
-            "topic", "received", "spooled", "duplicates", "forwarded"
+            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}",
+            "topic", "received", "spooled", "duplicates", "forwarded", "dropped", "expired"
         )?;
         let mut total = TopicCounters::default();
         for (topic, c) in &self.topics {
             writeln!(
                 f,
-                "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}",
-                topic, c.received, c.spooled, c.duplicates, c.forwarded
+                "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}",
+                topic, c.received, c.spooled, c.duplicates, c.forwarded, c.dropped, c.expired
             )?;
+            total.dropped += c.dropped;
+            total.expired += c.expired;
             total.received += c.received;
             total.spooled += c.spooled;
             total.duplicates += c.duplicates;
@@ -105,8 +122,14 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}",
-            "total", total.received, total.spooled, total.duplicates, total.forwarded
+            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}",
+            "total",
+            total.received,
+            total.spooled,
+            total.duplicates,
+            total.forwarded,
+            total.dropped,
+            total.expired
         )
     }
 }

@@ -58,3 +58,19 @@ fn tributarys_own_kafka_settings_cannot_be_overridden() {
     .to_string();
     assert!(err.contains("enable.idempotence"), "{err}");
 }
+
+#[test]
+fn spool_limits_have_documented_defaults_and_a_bad_policy_is_named() {
+    let config = parse("").unwrap();
+    assert_eq!(config.spool.limits.max_bytes, 1 << 30);
+    assert_eq!(config.spool.limits.min_free_bytes, 100 << 20);
+    assert_eq!(config.spool.limits.policy, FullPolicy::Block);
+    assert_eq!(config.spool.limits.max_age, None);
+    let err = parse("[spool]\nwhen_full = \"panic\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spool.when_full") && err.contains("drop_oldest"),
+        "{err}"
+    );
+}

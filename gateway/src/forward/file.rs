@@ -82,9 +82,14 @@ pub async fn run(
                     continue;
                 };
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                if let Err(error) = spool.ack(ids).await {
-                    // The lines are written; they will be written again after a restart.
-                    tracing::warn!(message = "Acknowledging forwarded rows failed.", %error);
+                // The lines are written: retry the delete rather than write them again. If the
+                // gateway stops first, a restart writes them again (same event-id headers).
+                while let Err(error) = spool.ack(ids.clone()).await {
+                    tracing::warn!(message = "Deleting forwarded rows failed; will retry.", %error);
+                    if drain.stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 for row in &rows {
                     stats.record_forwarded(&row.record.topic, 1);

@@ -204,8 +204,10 @@ async fn ack(spool: &Spool, stats: &Stats, confirmed: &mut Vec<(i64, String)>) {
             }
         }
         Err(error) => {
-            // The rows stay; a restart sends them again (duplicates carry the event-id header).
-            tracing::warn!(message = "Deleting delivered rows from the spool failed.", %error);
+            // Keep them for the next try; if the gateway stops first, a restart sends them
+            // again (duplicates carry the event-id header).
+            tracing::warn!(message = "Deleting delivered rows from the spool failed; will retry.", %error);
+            confirmed.extend(batch);
         }
     }
 }

@@ -1,64 +1,68 @@
 //! [`SpoolDb`]: the SQL behind the spool, synchronous, on one connection.
 //!
-//! Used by the writer thread, and directly by offline tools and tests. Pragmas and schema
-//! set-up live here and nowhere else.
+//! Used by the writer thread, and directly by offline tools and tests. Pragmas and schema live
+//! in [`super::schema`]; bounds in [`super::limits`]; corruption handling in [`super::recover`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction};
 
-use super::{Appended, SpoolError, Spooled};
+use super::limits::{self, FullPolicy, Limits};
+use super::{schema, Appended, SpoolError, Spooled};
 use crate::record::{now_ms, EventId, Record};
 
-/// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Counter reasons, as stored in `counters.reason`.
+pub const DROPPED_FULL: &str = "dropped_full";
+pub const EXPIRED: &str = "expired";
 
-const SCHEMA_V1: &str = "
-CREATE TABLE records (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic        TEXT    NOT NULL,
-    key          BLOB    NOT NULL,
-    value        BLOB    NOT NULL,
-    timestamp_ms INTEGER NOT NULL,
-    headers      TEXT    NOT NULL,
-    device_id    TEXT,
-    seq          INTEGER,
-    received_ms  INTEGER NOT NULL
-);
-CREATE TABLE devices (
-    device_id TEXT PRIMARY KEY,
-    max_seq   INTEGER NOT NULL
-) WITHOUT ROWID;
-";
-
-/// Row counts and sizes, in total and per topic.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Row counts and sizes, in total and per topic, and what the spool discarded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SpoolStats {
     pub rows: u64,
     pub bytes: u64,
     pub oldest_received_ms: Option<i64>,
     pub topics: BTreeMap<String, TopicStats>,
+    /// `(topic, reason) -> count` of rows the spool deleted unforwarded.
+    pub discarded: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TopicStats {
     pub rows: u64,
     pub bytes: u64,
     pub oldest_received_ms: Option<i64>,
 }
 
+/// What one group commit did.
+#[derive(Debug)]
+pub struct GroupOutcome {
+    /// One outcome list per appended group, or why the appends were refused.
+    pub appended: Result<Vec<Vec<Appended>>, SpoolError>,
+    /// Rows deleted unforwarded to make room, per topic.
+    pub dropped: BTreeMap<String, u64>,
+}
+
 /// The spool database.
 pub struct SpoolDb {
     conn: Connection,
+    path: PathBuf,
+    limits: Limits,
     /// Highest stored seq per device, mirrored from `devices`.
     max_seq: HashMap<String, u64>,
+    /// Keys plus values of the queued rows.
+    bytes: u64,
 }
 
 impl SpoolDb {
-    /// Opens or creates the database at `path`, sets the pragmas, and brings the schema up to
-    /// [`SCHEMA_VERSION`] in one transaction.
+    /// Opens or creates the database with no bounds.
     pub fn open(path: &Path) -> Result<Self, SpoolError> {
+        Self::open_with(path, Limits::unlimited())
+    }
+
+    /// Opens or creates the database at `path`, sets the pragmas, and brings the schema up to
+    /// date in one transaction.
+    pub fn open_with(path: &Path, limits: Limits) -> Result<Self, SpoolError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| SpoolError::Dir {
                 path: dir.to_owned(),
@@ -66,31 +70,49 @@ impl SpoolDb {
             })?;
         }
         let mut conn = Connection::open(path).map_err(SpoolError::sqlite("open"))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;",
+        conn.execute_batch(schema::PRAGMAS)
+            .map_err(SpoolError::sqlite("set pragmas"))?;
+        schema::migrate(&mut conn)?;
+        let max_seq = load_devices(&conn)?;
+        let bytes = conn
+            .query_row(
+                "SELECT coalesce(sum(length(key) + length(value)), 0) FROM records",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(SpoolError::sqlite("measure"))? as u64;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            limits,
+            max_seq,
+            bytes,
+        })
+    }
+
+    /// Opens an existing spool for reading only, without changing it; safe beside a running
+    /// gateway (WAL readers never block the writer).
+    pub fn open_read_only(path: &Path) -> Result<Connection, SpoolError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(SpoolError::sqlite("set pragmas"))?;
-        migrate(&mut conn)?;
-        let max_seq = {
-            let mut stmt = conn
-                .prepare("SELECT device_id, max_seq FROM devices")
-                .map_err(SpoolError::sqlite("load devices"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })
-                .map_err(SpoolError::sqlite("load devices"))?;
-            rows.collect::<Result<HashMap<_, _>, _>>()
-                .map_err(SpoolError::sqlite("load devices"))?
-        };
-        Ok(Self { conn, max_seq })
+        .map_err(SpoolError::sqlite("open read-only"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(SpoolError::sqlite("set busy timeout"))?;
+        let found = schema::version(&conn)?;
+        if found > schema::SCHEMA_VERSION {
+            return Err(SpoolError::TooNew {
+                found,
+                supported: schema::SCHEMA_VERSION,
+            });
+        }
+        Ok(conn)
     }
 
     /// Appends one group of records in its own transaction.
     pub fn append(&mut self, records: Vec<Record>) -> Result<Vec<Appended>, SpoolError> {
-        let mut out = self.commit_group(&[records], &[])?;
+        let mut out = self.commit_group(&[records], &[])?.appended?;
         Ok(out.pop().unwrap_or_default())
     }
 
@@ -99,140 +121,233 @@ impl SpoolDb {
         self.commit_group(&[], ids).map(drop)
     }
 
-    /// Appends and deletes in one transaction: the writer's group commit.
+    /// Deletes `acks` and appends `groups` in one transaction: the writer's group commit.
+    /// Acks commit even when the appends are refused for lack of room.
     pub fn commit_group(
         &mut self,
         groups: &[Vec<Record>],
         acks: &[i64],
-    ) -> Result<Vec<Vec<Appended>>, SpoolError> {
+    ) -> Result<GroupOutcome, SpoolError> {
+        let incoming: u64 = groups.iter().flatten().map(payload_size).sum();
         let mut seen: HashMap<String, u64> = HashMap::new();
         let tx = self
             .conn
             .transaction()
             .map_err(SpoolError::sqlite("begin"))?;
-        let outcomes = append_in(&tx, groups, &self.max_seq, &mut seen)?;
-        delete_in(&tx, acks)?;
+        let mut bytes = self.bytes.saturating_sub(delete_in(&tx, acks)?);
+        let mut dropped = BTreeMap::new();
+        let appended = if groups.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let free = limits::free_on_disk(&self.path).saturating_add(free_pages(&tx)?);
+            let room = match limits::check(&self.limits, bytes, incoming, free) {
+                Ok(()) => Ok(()),
+                Err((need, full)) if self.limits.policy == FullPolicy::DropOldest => {
+                    let freed = drop_oldest(&tx, need, &mut dropped)?;
+                    bytes = bytes.saturating_sub(freed);
+                    if freed >= need {
+                        Ok(())
+                    } else {
+                        Err(full)
+                    }
+                }
+                Err((_, full)) => Err(full),
+            };
+            match room {
+                Ok(()) => {
+                    let out = append_in(&tx, groups, &self.max_seq, &mut seen)?;
+                    bytes += stored_size(groups, &out);
+                    Ok(out)
+                }
+                Err(full) => Err(full),
+            }
+        };
+        add_counters(&tx, &dropped, DROPPED_FULL)?;
         tx.commit().map_err(SpoolError::sqlite("commit"))?;
+        self.bytes = bytes;
         self.max_seq.extend(seen);
-        Ok(outcomes)
+        Ok(GroupOutcome { appended, dropped })
+    }
+
+    /// Deletes unforwarded rows received before `cutoff_ms`; returns the count per topic.
+    pub fn expire(&mut self, cutoff_ms: i64) -> Result<BTreeMap<String, u64>, SpoolError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(SpoolError::sqlite("begin"))?;
+        let mut expired = BTreeMap::new();
+        let mut freed = 0;
+        loop {
+            // Rows are received in id order, so the oldest are first: no index needed.
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM records WHERE id IN
+                       (SELECT id FROM records ORDER BY id LIMIT 1000) AND received_ms < ?1
+                     RETURNING topic, length(key) + length(value)",
+                )
+                .map_err(SpoolError::sqlite("expire"))?;
+            let n = count_deleted(&mut stmt, params![cutoff_ms], &mut expired, &mut freed)?;
+            if n < 1000 {
+                break;
+            }
+        }
+        add_counters(&tx, &expired, EXPIRED)?;
+        tx.commit().map_err(SpoolError::sqlite("commit"))?;
+        self.bytes = self.bytes.saturating_sub(freed);
+        Ok(expired)
     }
 
     /// Up to `limit` rows with ids above `after`, in id order.
     pub fn fetch(&self, after: i64, limit: usize) -> Result<Vec<Spooled>, SpoolError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq
-                 FROM records WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )
-            .map_err(SpoolError::sqlite("fetch"))?;
-        let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                ))
-            })
-            .map_err(SpoolError::sqlite("fetch"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, topic, key, value, timestamp_ms, headers, device_id, seq) =
-                row.map_err(SpoolError::sqlite("fetch"))?;
-            let headers: Vec<(String, String)> =
-                serde_json::from_str(&headers).map_err(|e| SpoolError::BadRow {
-                    id,
-                    reason: format!("headers are not a JSON list of pairs: {e}"),
-                })?;
-            let origin = match (device_id, seq) {
-                (Some(device_id), Some(seq)) => Some(EventId {
-                    device_id,
-                    seq: seq as u64,
-                }),
-                _ => None,
-            };
-            out.push(Spooled {
-                id,
-                record: Record {
-                    topic,
-                    key,
-                    value,
-                    timestamp_ms,
-                    headers,
-                    origin,
-                },
-            });
-        }
-        Ok(out)
+        fetch(&self.conn, after, limit)
     }
 
     /// Rows, bytes and the oldest row's age, in total and per topic.
     pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT topic, count(*), coalesce(sum(length(key) + length(value)), 0),
-                        min(received_ms)
-                 FROM records GROUP BY topic",
-            )
-            .map_err(SpoolError::sqlite("stats"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    TopicStats {
-                        rows: r.get::<_, i64>(1)? as u64,
-                        bytes: r.get::<_, i64>(2)? as u64,
-                        oldest_received_ms: r.get(3)?,
-                    },
-                ))
-            })
-            .map_err(SpoolError::sqlite("stats"))?;
-        let mut stats = SpoolStats::default();
-        for row in rows {
-            let (topic, t) = row.map_err(SpoolError::sqlite("stats"))?;
-            stats.rows += t.rows;
-            stats.bytes += t.bytes;
-            stats.oldest_received_ms = match (stats.oldest_received_ms, t.oldest_received_ms) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            stats.topics.insert(topic, t);
-        }
-        Ok(stats)
+        stats(&self.conn)
     }
 
     /// The highest seq stored for `device_id`, if any.
     pub fn max_seq(&self, device_id: &str) -> Option<u64> {
         self.max_seq.get(device_id).copied()
     }
+
+    /// Keys plus values of the queued rows.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Inserts salvaged rows as they were (no de-duplication) and raises `devices` to at least
+    /// the given seqs, in one transaction.
+    pub fn restore(
+        &mut self,
+        rows: &[Record],
+        devices: &HashMap<String, u64>,
+    ) -> Result<(), SpoolError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(SpoolError::sqlite("begin"))?;
+        let mut highest = devices.clone();
+        for record in rows {
+            insert(&tx, record, now_ms())?;
+            if let Some(o) = &record.origin {
+                let e = highest.entry(o.device_id.clone()).or_insert(o.seq);
+                *e = (*e).max(o.seq);
+            }
+        }
+        for (device, seq) in &highest {
+            tx.execute(
+                "INSERT INTO devices (device_id, max_seq) VALUES (?1, ?2)
+                 ON CONFLICT(device_id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)",
+                params![device, *seq as i64],
+            )
+            .map_err(SpoolError::sqlite("restore devices"))?;
+        }
+        tx.commit().map_err(SpoolError::sqlite("commit"))?;
+        self.max_seq = load_devices(&self.conn)?;
+        self.bytes += rows.iter().map(payload_size).sum::<u64>();
+        Ok(())
+    }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
-    let tx = conn
-        .transaction()
-        .map_err(SpoolError::sqlite("begin migration"))?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(SpoolError::sqlite("read schema version"))?;
-    if version > SCHEMA_VERSION {
-        return Err(SpoolError::TooNew {
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
+/// Keys plus values: what `max_bytes` counts.
+pub fn payload_size(record: &Record) -> u64 {
+    (record.key.len() + record.value.len()) as u64
+}
+
+fn stored_size(groups: &[Vec<Record>], outcomes: &[Vec<Appended>]) -> u64 {
+    groups
+        .iter()
+        .flatten()
+        .zip(outcomes.iter().flatten())
+        .filter(|(_, o)| matches!(o, Appended::Stored { .. }))
+        .map(|(r, _)| payload_size(r))
+        .sum()
+}
+
+pub(super) fn load_devices(conn: &Connection) -> Result<HashMap<String, u64>, SpoolError> {
+    let mut stmt = conn
+        .prepare("SELECT device_id, max_seq FROM devices")
+        .map_err(SpoolError::sqlite("load devices"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(SpoolError::sqlite("load devices"))?;
+    rows.collect::<Result<HashMap<_, _>, _>>()
+        .map_err(SpoolError::sqlite("load devices"))
+}
+
+/// Bytes in pages SQLite holds free inside the file; new rows reuse them before it grows.
+fn free_pages(tx: &Transaction<'_>) -> Result<u64, SpoolError> {
+    let (free, size): (i64, i64) = tx
+        .query_row(
+            "SELECT (SELECT freelist_count FROM pragma_freelist_count),
+                    (SELECT page_size FROM pragma_page_size)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(SpoolError::sqlite("read free pages"))?;
+    Ok((free.max(0) * size.max(0)) as u64)
+}
+
+/// Deletes the oldest rows until `need` bytes are freed or the spool is empty.
+fn drop_oldest(
+    tx: &Transaction<'_>,
+    need: u64,
+    dropped: &mut BTreeMap<String, u64>,
+) -> Result<u64, SpoolError> {
+    let mut freed = 0;
+    let mut stmt = tx
+        .prepare_cached(
+            "DELETE FROM records WHERE id = (SELECT min(id) FROM records)
+             RETURNING topic, length(key) + length(value)",
+        )
+        .map_err(SpoolError::sqlite("drop oldest"))?;
+    while freed < need {
+        if count_deleted(&mut stmt, [], dropped, &mut freed)? == 0 {
+            break;
+        }
     }
-    if version < 1 {
-        tx.execute_batch(SCHEMA_V1)
-            .map_err(SpoolError::sqlite("create schema"))?;
+    Ok(freed)
+}
+
+fn count_deleted(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    per_topic: &mut BTreeMap<String, u64>,
+    freed: &mut u64,
+) -> Result<usize, SpoolError> {
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(SpoolError::sqlite("delete"))?;
+    let mut n = 0;
+    for row in rows {
+        let (topic, size) = row.map_err(SpoolError::sqlite("delete"))?;
+        *per_topic.entry(topic).or_default() += 1;
+        *freed += size.max(0) as u64;
+        n += 1;
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(SpoolError::sqlite("write schema version"))?;
-    tx.commit().map_err(SpoolError::sqlite("commit migration"))
+    Ok(n)
+}
+
+fn add_counters(
+    tx: &Transaction<'_>,
+    counts: &BTreeMap<String, u64>,
+    reason: &str,
+) -> Result<(), SpoolError> {
+    for (topic, n) in counts {
+        tx.execute(
+            "INSERT INTO counters (topic, reason, count) VALUES (?1, ?2, ?3)
+             ON CONFLICT(topic, reason) DO UPDATE SET count = count + excluded.count",
+            params![topic, reason, *n as i64],
+        )
+        .map_err(SpoolError::sqlite("count discarded rows"))?;
+    }
+    Ok(())
 }
 
 fn append_in(
@@ -242,13 +357,6 @@ fn append_in(
     seen: &mut HashMap<String, u64>,
 ) -> Result<Vec<Vec<Appended>>, SpoolError> {
     let received_ms = now_ms();
-    let mut insert = tx
-        .prepare_cached(
-            "INSERT INTO records
-               (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(SpoolError::sqlite("append"))?;
     let mut upsert = tx
         .prepare_cached(
             "INSERT INTO devices (device_id, max_seq) VALUES (?1, ?2)
@@ -272,34 +380,176 @@ fn append_in(
                     .map_err(SpoolError::sqlite("append"))?;
                 seen.insert(origin.device_id.clone(), origin.seq);
             }
-            let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
-            insert
-                .execute(params![
-                    record.topic,
-                    record.key,
-                    record.value,
-                    record.timestamp_ms,
-                    headers,
-                    record.origin.as_ref().map(|o| o.device_id.as_str()),
-                    record.origin.as_ref().map(|o| o.seq as i64),
-                    received_ms,
-                ])
-                .map_err(SpoolError::sqlite("append"))?;
-            out.push(Appended::Stored {
-                id: tx.last_insert_rowid(),
-            });
+            let id = insert(tx, record, received_ms)?;
+            out.push(Appended::Stored { id });
         }
         outcomes.push(out);
     }
     Ok(outcomes)
 }
 
-fn delete_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<(), SpoolError> {
+fn insert(tx: &Transaction<'_>, record: &Record, received_ms: i64) -> Result<i64, SpoolError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO records
+               (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(SpoolError::sqlite("append"))?;
+    let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
+    stmt.execute(params![
+        record.topic,
+        record.key,
+        record.value,
+        record.timestamp_ms,
+        headers,
+        record.origin.as_ref().map(|o| o.device_id.as_str()),
+        record.origin.as_ref().map(|o| o.seq as i64),
+        received_ms,
+    ])
+    .map_err(SpoolError::sqlite("append"))?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Deletes rows by id; returns the bytes freed.
+fn delete_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64, SpoolError> {
     let mut delete = tx
-        .prepare_cached("DELETE FROM records WHERE id = ?1")
+        .prepare_cached("DELETE FROM records WHERE id = ?1 RETURNING length(key) + length(value)")
         .map_err(SpoolError::sqlite("delete"))?;
+    let mut freed = 0u64;
     for id in ids {
-        delete.execute([id]).map_err(SpoolError::sqlite("delete"))?;
+        let mut rows = delete.query([id]).map_err(SpoolError::sqlite("delete"))?;
+        if let Some(row) = rows.next().map_err(SpoolError::sqlite("delete"))? {
+            freed += row
+                .get::<_, i64>(0)
+                .map_err(SpoolError::sqlite("delete"))?
+                .max(0) as u64;
+        }
     }
-    Ok(())
+    Ok(freed)
+}
+
+/// Up to `limit` rows with ids above `after`, in id order.
+pub(super) fn fetch(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<Spooled>, SpoolError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq
+             FROM records WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .map_err(SpoolError::sqlite("fetch"))?;
+    let rows = stmt
+        .query_map(params![after, limit as i64], row_to_spooled)
+        .map_err(SpoolError::sqlite("fetch"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(SpoolError::sqlite("fetch"))??);
+    }
+    Ok(out)
+}
+
+/// Decodes a `records` row selected as `id, topic, key, value, timestamp_ms, headers,
+/// device_id, seq`.
+pub(super) fn row_to_spooled(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<Spooled, SpoolError>> {
+    let id: i64 = r.get(0)?;
+    let headers: String = r.get(5)?;
+    let device_id: Option<String> = r.get(6)?;
+    let seq: Option<i64> = r.get(7)?;
+    let record = Record {
+        topic: r.get(1)?,
+        key: r.get(2)?,
+        value: r.get(3)?,
+        timestamp_ms: r.get(4)?,
+        headers: Vec::new(),
+        origin: match (device_id, seq) {
+            (Some(device_id), Some(seq)) => Some(EventId {
+                device_id,
+                seq: seq as u64,
+            }),
+            _ => None,
+        },
+    };
+    Ok(match serde_json::from_str(&headers) {
+        Ok(headers) => Ok(Spooled {
+            id,
+            record: Record { headers, ..record },
+        }),
+        Err(e) => Err(SpoolError::BadRow {
+            id,
+            reason: format!("headers are not a JSON list of pairs: {e}"),
+        }),
+    })
+}
+
+/// Rows, bytes and the oldest row's age, in total and per topic, and the discard counters.
+pub(super) fn stats(conn: &Connection) -> Result<SpoolStats, SpoolError> {
+    let mut stats = SpoolStats::default();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT topic, count(*), coalesce(sum(length(key) + length(value)), 0),
+                        min(received_ms)
+                 FROM records GROUP BY topic",
+            )
+            .map_err(SpoolError::sqlite("stats"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    TopicStats {
+                        rows: r.get::<_, i64>(1)? as u64,
+                        bytes: r.get::<_, i64>(2)? as u64,
+                        oldest_received_ms: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(SpoolError::sqlite("stats"))?;
+        for row in rows {
+            let (topic, t) = row.map_err(SpoolError::sqlite("stats"))?;
+            stats.rows += t.rows;
+            stats.bytes += t.bytes;
+            stats.oldest_received_ms = match (stats.oldest_received_ms, t.oldest_received_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            stats.topics.insert(topic, t);
+        }
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT topic, reason, count FROM counters")
+        .map_err(SpoolError::sqlite("stats"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(SpoolError::sqlite("stats"))?;
+    for row in rows {
+        let (topic, reason, n) = row.map_err(SpoolError::sqlite("stats"))?;
+        stats
+            .discarded
+            .entry(topic)
+            .or_default()
+            .insert(reason, n.max(0) as u64);
+    }
+    Ok(stats)
+}
+
+/// Whether an SQLite error means the disk or database is full.
+pub fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull)
+}
+
+/// Whether an SQLite error means the file is corrupt or not a database.
+pub fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
 }

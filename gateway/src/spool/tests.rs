@@ -104,8 +104,10 @@ async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
         path: dir.path().join("spool.db"),
         group_commit_max_events: std::num::NonZeroUsize::new(100).unwrap(),
         group_commit_wait: std::time::Duration::from_millis(2),
+        limits: Limits::unlimited(),
     };
-    let spool = Spool::open(&config).unwrap();
+    let (spool, recovery) = Spool::open(&config, crate::stats::Stats::default()).unwrap();
+    assert!(recovery.is_none());
     let mut tasks = Vec::new();
     for d in 0..20 {
         let spool = spool.clone();
@@ -130,6 +132,158 @@ async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
         .unwrap();
     assert_eq!(spool.stats().await.unwrap().rows, 0);
     spool.close().await;
+}
+
+fn limited(dir: &tempfile::TempDir, max_bytes: u64, policy: FullPolicy) -> SpoolDb {
+    let limits = Limits {
+        max_bytes,
+        policy,
+        ..Limits::unlimited()
+    };
+    SpoolDb::open_with(&dir.path().join("spool.db"), limits).unwrap()
+}
+
+#[test]
+fn when_full_the_block_policy_refuses_appends_but_still_commits_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = payload_size(&record("a", 1));
+    let mut db = limited(&dir, 3 * size, FullPolicy::Block);
+    db.append(vec![record("a", 1), record("a", 2), record("a", 3)])
+        .unwrap();
+    let err = db.append(vec![record("a", 4)]).unwrap_err();
+    assert!(matches!(err, SpoolError::Full { .. }), "{err}");
+    assert!(err.to_string().contains("max_bytes"), "{err}");
+    let first = db.fetch(0, 1).unwrap()[0].id;
+    let outcome = db.commit_group(&[vec![record("a", 4)]], &[first]).unwrap();
+    assert!(
+        outcome.appended.is_ok(),
+        "the ack in the same group made room"
+    );
+    assert_eq!(db.fetch(0, 10).unwrap().len(), 3);
+    assert_eq!(db.max_seq("a"), Some(4));
+}
+
+#[test]
+fn when_full_drop_oldest_deletes_the_oldest_rows_and_counts_them_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = payload_size(&record("a", 1));
+    let mut db = limited(&dir, 3 * size, FullPolicy::DropOldest);
+    db.append(vec![record("a", 1), record("a", 2), record("a", 3)])
+        .unwrap();
+    let outcome = db
+        .commit_group(&[vec![record("a", 4), record("a", 5)]], &[])
+        .unwrap();
+    assert!(outcome.appended.is_ok());
+    assert_eq!(outcome.dropped.values().sum::<u64>(), 2);
+    let seqs: Vec<u64> = db
+        .fetch(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.record.origin.as_ref().unwrap().seq)
+        .collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    let stats = db.stats().unwrap();
+    let discarded: u64 = stats.discarded.values().map(|m| m[DROPPED_FULL]).sum();
+    assert_eq!(discarded, 2);
+    assert!(db.bytes() <= 3 * size);
+}
+
+#[test]
+fn rows_older_than_the_cutoff_expire_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    db.append(vec![record("a", 1), record("a", 2)]).unwrap();
+    assert!(
+        db.expire(0).unwrap().is_empty(),
+        "nothing is older than the epoch"
+    );
+    let expired = db.expire(crate::record::now_ms() + 1).unwrap();
+    assert_eq!(expired.values().sum::<u64>(), 2);
+    assert!(db.fetch(0, 10).unwrap().is_empty());
+    assert_eq!(db.bytes(), 0);
+    assert_eq!(
+        db.stats()
+            .unwrap()
+            .discarded
+            .values()
+            .map(|m| m[EXPIRED])
+            .sum::<u64>(),
+        2
+    );
+}
+
+#[test]
+fn a_spool_of_the_first_schema_migrates_and_keeps_its_rows_and_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spool-v1.db"),
+        &path,
+    )
+    .unwrap();
+    let mut db = SpoolDb::open(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(schema::version(&conn).unwrap(), schema::SCHEMA_VERSION);
+    let rows = db.fetch(0, 10).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2].record.headers[0].1, "v1-dev:3");
+    assert_eq!(
+        db.append(vec![record("v1-dev", 3)]).unwrap()[0],
+        Appended::Duplicate
+    );
+    assert!(
+        db.stats().unwrap().discarded.is_empty(),
+        "the v2 table exists"
+    );
+}
+
+#[test]
+fn a_corrupt_spool_is_moved_aside_and_its_readable_rows_salvaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    {
+        let mut db = SpoolDb::open(&path).unwrap();
+        for chunk in 0..20u64 {
+            db.append((1..=50).map(|s| record("a", chunk * 50 + s)).collect())
+                .unwrap();
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    // Damage a page in the middle of the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096;
+    let target = (bytes.len() / page / 2) * page;
+    for b in &mut bytes[target + 100..target + 400] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    assert!(
+        recover::check(&path).unwrap().is_some(),
+        "quick_check sees it"
+    );
+    let (mut db, recovery) = recover::open_checked(&path, Limits::unlimited()).unwrap();
+    let recovery = recovery.expect("a recovery happened");
+    assert!(recovery.moved_to.exists(), "the corrupt file is kept");
+    assert!(
+        recovery.salvaged_rows > 0 && recovery.salvaged_rows < 1000,
+        "{recovery:?}"
+    );
+    assert_eq!(
+        db.fetch(0, 2000).unwrap().len() as u64,
+        recovery.salvaged_rows
+    );
+    assert!(
+        recover::check(&path).unwrap().is_none(),
+        "the new spool is healthy"
+    );
+    // De-duplication survived: the highest seq is still known.
+    assert_eq!(
+        db.append(vec![record("a", 1000)]).unwrap()[0],
+        Appended::Duplicate
+    );
 }
 
 /// Operations of the model check.

@@ -8,13 +8,14 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
 
 use super::{Appended, SpoolDb, SpoolError, SpoolStats, Spooled};
 use crate::config::SpoolConfig;
-use crate::record::Record;
+use crate::record::{now_ms, Record};
+use crate::stats::Stats;
 
 type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 
@@ -71,7 +72,7 @@ impl Handle {
     }
 }
 
-pub(super) fn start(db: SpoolDb, config: &SpoolConfig) -> Result<Handle, SpoolError> {
+pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<Handle, SpoolError> {
     let (tx, rx) = mpsc::channel();
     let appended = Arc::new(Notify::new());
     let writer = Writer {
@@ -80,6 +81,9 @@ pub(super) fn start(db: SpoolDb, config: &SpoolConfig) -> Result<Handle, SpoolEr
         appended: appended.clone(),
         max_events: config.group_commit_max_events.get(),
         wait: config.group_commit_wait,
+        max_age: config.limits.max_age,
+        last_expiry: Instant::now(),
+        stats,
     };
     let thread = std::thread::Builder::new()
         .name("spool-writer".into())
@@ -100,8 +104,14 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     appended: Arc<Notify>,
     max_events: usize,
-    wait: std::time::Duration,
+    wait: Duration,
+    max_age: Option<Duration>,
+    last_expiry: Instant,
+    stats: Stats,
 }
+
+/// How often the writer looks for rows past `max_age`.
+const EXPIRY_EVERY: Duration = Duration::from_secs(5);
 
 /// The writes gathered for one transaction, and the reads that arrived meanwhile.
 #[derive(Default)]
@@ -134,7 +144,16 @@ impl Group {
 
 impl Writer {
     fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
+        loop {
+            let first = match self.rx.recv_timeout(EXPIRY_EVERY) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.housekeeping();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.housekeeping();
             let mut group = Group::default();
             group.add(first);
             if group.has_writes() {
@@ -146,6 +165,25 @@ impl Writer {
             }
         }
         tracing::debug!(message = "Spool writer stopped.");
+    }
+
+    /// Expires rows past `max_age`, at most every [`EXPIRY_EVERY`].
+    fn housekeeping(&mut self) {
+        let Some(max_age) = self.max_age else { return };
+        if self.last_expiry.elapsed() < EXPIRY_EVERY {
+            return;
+        }
+        self.last_expiry = Instant::now();
+        let cutoff = now_ms().saturating_sub(max_age.as_millis() as i64);
+        match self.db.expire(cutoff) {
+            Ok(expired) => {
+                for (topic, n) in expired {
+                    tracing::warn!(message = "Unforwarded events expired (spool.max_age_ms).", %topic, count = n);
+                    self.stats.record_discarded(&topic, super::EXPIRED, n);
+                }
+            }
+            Err(error) => tracing::warn!(message = "Expiring old spool rows failed.", %error),
+        }
     }
 
     /// Takes what is already queued, then waits up to `wait` for more, until the group is full.
@@ -175,7 +213,27 @@ impl Writer {
         let (batches, append_replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
         let (ack_ids, ack_replies): (Vec<_>, Vec<_>) = acks.into_iter().unzip();
         let ids: Vec<i64> = ack_ids.into_iter().flatten().collect();
-        match self.db.commit_group(&batches, &ids) {
+        let outcome = match self.db.commit_group(&batches, &ids) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(message = "Spool commit failed.", error = %e, events = group.events);
+                for reply in append_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for reply in ack_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        for reply in ack_replies {
+            let _ = reply.send(Ok(()));
+        }
+        for (topic, n) in &outcome.dropped {
+            tracing::warn!(message = "Spool full: oldest unforwarded events dropped (policy drop_oldest).", %topic, count = n);
+            self.stats.record_discarded(topic, super::DROPPED_FULL, *n);
+        }
+        match outcome.appended {
             Ok(outcomes) => {
                 let stored = outcomes
                     .iter()
@@ -184,19 +242,13 @@ impl Writer {
                 for (reply, out) in append_replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(out));
                 }
-                for reply in ack_replies {
-                    let _ = reply.send(Ok(()));
-                }
                 if stored {
                     self.appended.notify_one();
                 }
             }
             Err(e) => {
-                tracing::warn!(message = "Spool commit failed.", error = %e, events = group.events);
+                tracing::warn!(message = "Spool full: events refused.", error = %e, events = group.events);
                 for reply in append_replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                for reply in ack_replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }

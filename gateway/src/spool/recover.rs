@@ -1,0 +1,154 @@
+//! Start-up integrity: recognising a corrupt spool, moving it aside, salvaging what is readable.
+//!
+//! `PRAGMA quick_check` runs at every start. A file that fails it, or that SQLite calls corrupt
+//! or "not a database", is **moved aside, never deleted**: `spool.db` becomes
+//! `spool.db.corrupt-<unix ms>` (its `-wal` and `-shm` move with it, so the WAL's committed
+//! transactions stay readable). A fresh spool is created in its place; every `records` row that
+//! can still be read is copied into it in id order, and `devices` is restored (or rebuilt from
+//! the salvaged rows), so de-duplication keeps working. The gateway then starts and logs what it
+//! did. An I/O or permission error is not corruption: it is returned, and nothing is moved.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::db::{is_corrupt, load_devices, row_to_spooled, SpoolDb};
+use super::limits::Limits;
+use super::SpoolError;
+use crate::record::{now_ms, Record};
+
+/// What a recovery did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Recovery {
+    /// What was wrong with the file.
+    pub problem: String,
+    /// Where the corrupt file now is.
+    pub moved_to: PathBuf,
+    /// Rows copied into the fresh spool.
+    pub salvaged_rows: u64,
+    /// Ranges of ids that could not be read (first, last), as far as they are known.
+    pub unreadable: Vec<(i64, i64)>,
+}
+
+/// Checks the spool at `path`: `Ok(None)` if healthy or absent, `Ok(Some(problem))` if corrupt.
+pub fn check(path: &Path) -> Result<Option<String>, SpoolError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+        Ok(c) => c,
+        Err(e) if is_corrupt(&e) => return Ok(Some(e.to_string())),
+        Err(e) => return Err(SpoolError::sqlite("open for check")(e)),
+    };
+    let result: Result<Vec<String>, rusqlite::Error> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect());
+    match result {
+        Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Ok(None),
+        Ok(lines) => Ok(Some(lines.join("; "))),
+        Err(e) if is_corrupt(&e) => Ok(Some(e.to_string())),
+        Err(e) => Err(SpoolError::sqlite("quick_check")(e)),
+    }
+}
+
+/// Opens the spool, recovering it first if it is corrupt.
+pub fn open_checked(
+    path: &Path,
+    limits: Limits,
+) -> Result<(SpoolDb, Option<Recovery>), SpoolError> {
+    let recovery = match check(path)? {
+        None => None,
+        Some(problem) => Some(salvage(path, problem)?),
+    };
+    let db = SpoolDb::open_with(path, limits)?;
+    Ok((db, recovery))
+}
+
+/// Moves the spool at `path` aside and salvages its readable rows into a fresh one.
+pub fn salvage(path: &Path, problem: String) -> Result<Recovery, SpoolError> {
+    let moved_to = PathBuf::from(format!("{}.corrupt-{}", path.display(), now_ms()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", moved_to.display()));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| SpoolError::Dir {
+                path: from.clone(),
+                source: e.into(),
+            })?;
+        }
+    }
+    let (rows, devices, unreadable) = read_what_we_can(&moved_to);
+    let mut fresh = SpoolDb::open(path)?;
+    fresh.restore(&rows, &devices)?;
+    Ok(Recovery {
+        problem,
+        moved_to,
+        salvaged_rows: rows.len() as u64,
+        unreadable,
+    })
+}
+
+/// Reads every readable row of a damaged spool, skipping ahead past unreadable ranges.
+fn read_what_we_can(path: &Path) -> (Vec<Record>, HashMap<String, u64>, Vec<(i64, i64)>) {
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else {
+        return (Vec::new(), HashMap::new(), vec![(1, i64::MAX)]);
+    };
+    let devices = load_devices(&conn).unwrap_or_default();
+    let max_id: i64 = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'records'",
+            [],
+            |r| r.get(0),
+        )
+        .or_else(|_| conn.query_row("SELECT max(id) FROM records", [], |r| r.get(0)))
+        .unwrap_or(i64::MAX);
+    let mut rows = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut after = 0i64;
+    let mut step = 1i64;
+    while after < max_id {
+        match read_batch(&conn, after) {
+            Ok(batch) if batch.is_empty() => break,
+            Ok(batch) => {
+                step = 1;
+                after = batch.last().map(|(id, _)| *id).unwrap_or(max_id);
+                rows.extend(batch.into_iter().map(|(_, r)| r));
+            }
+            Err(()) => {
+                // Probe forward in growing steps until rows read again.
+                let skip_to = after.saturating_add(step).min(max_id);
+                match unreadable.last_mut() {
+                    Some((_, last)) if *last == after => *last = skip_to,
+                    _ => unreadable.push((after + 1, skip_to)),
+                }
+                after = skip_to;
+                step = step.saturating_mul(2);
+            }
+        }
+    }
+    (rows, devices, unreadable)
+}
+
+fn read_batch(conn: &Connection, after: i64) -> Result<Vec<(i64, Record)>, ()> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq
+             FROM records WHERE id > ?1 ORDER BY id LIMIT 500",
+        )
+        .map_err(drop)?;
+    let rows = stmt
+        .query_map(params![after], row_to_spooled)
+        .map_err(drop)?;
+    let mut out = Vec::new();
+    for row in rows {
+        match row {
+            Ok(Ok(s)) => out.push((s.id, s.record)),
+            // A row whose headers cannot be decoded is left out.
+            Ok(Err(_)) => {}
+            Err(_) if !out.is_empty() => break,
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(out)
+}
