@@ -87,6 +87,7 @@ pub struct RawMqtt {
     pub listen: Option<String>,
     pub max_payload_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub broker_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +151,8 @@ pub struct MqttConfig {
     pub listen: SocketAddr,
     pub max_payload_bytes: NonZeroUsize,
     pub max_connections: NonZeroUsize,
+    /// The embedded broker for subscribers and local apps; `None` when disabled.
+    pub broker_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +256,10 @@ impl Config {
                     raw.mqtt.max_connections,
                     20_000,
                 )?,
+                broker_listen: match raw.mqtt.broker_listen {
+                    Some(s) if s.is_empty() => None,
+                    other => Some(socket_addr("mqtt.broker_listen", other, "127.0.0.1:1884")?),
+                },
             })
         } else {
             None

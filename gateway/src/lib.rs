@@ -91,9 +91,24 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
         ));
     }
     if let Some(mqtt) = &config.mqtt {
-        let link = ingest::mqtt::start_broker(mqtt)?;
+        let republish = match mqtt.broker_listen {
+            Some(addr) => {
+                let r = ingest::mqtt::start_broker(addr, mqtt.max_connections.get())?;
+                tracing::info!(message = "Embedded MQTT broker for subscribers listening.", addr = %addr);
+                Some(r)
+            }
+            None => None,
+        };
+        let listener = ingest::mqtt::bind(mqtt).await?;
         tracing::info!(message = "MQTT ingest listening.", addr = %mqtt.listen);
-        ingest_tasks.spawn(ingest::mqtt::run(link, ingest.clone(), ingest_stop.clone()));
+        ingest_tasks.spawn(ingest::mqtt::serve(
+            listener,
+            mqtt.clone(),
+            ingest.clone(),
+            republish,
+            ingest_stop.clone(),
+            ingest_tasks.clone(),
+        ));
     }
 
     // The forwarder drains after ingest has stopped, so it gets its own token.

@@ -43,6 +43,29 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The record as one JSON object: `{"topic", "key", "timestamp_ms", "headers": {..},
+    /// "value"}`, with a JSON value inlined (anything else as a string). The file sink's line
+    /// format, and what `tributary spool inspect` and `export` print.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        let value = serde_json::from_slice::<Value>(&self.value)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.value).into_owned()));
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        serde_json::json!({
+            "topic": self.topic,
+            "key": String::from_utf8_lossy(&self.key),
+            "timestamp_ms": self.timestamp_ms,
+            "headers": headers,
+            "value": value,
+        })
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

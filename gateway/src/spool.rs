@@ -47,6 +47,7 @@ mod db;
 pub mod limits;
 pub mod recover;
 pub mod schema;
+pub mod tools;
 mod writer;
 
 #[cfg(test)]

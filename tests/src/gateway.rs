@@ -35,6 +35,8 @@ pub struct Gateway {
     child: Option<Child>,
     pub tcp: SocketAddr,
     pub mqtt: SocketAddr,
+    /// The embedded broker for subscribers.
+    pub broker: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
 }
@@ -53,10 +55,11 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let tcp = loopback(free_port());
         let mqtt = loopback(free_port());
+        let broker = loopback(free_port());
         let config = dir.path().join("gateway.toml");
         let text = format!(
             "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n\
-             [tcp]\nlisten = \"{tcp}\"\n[mqtt]\nlisten = \"{mqtt}\"\n\
+             [tcp]\nlisten = \"{tcp}\"\n[mqtt]\nlisten = \"{mqtt}\"\nbroker_listen = \"{broker}\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n\
              [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n",
             data = dir.path().join("data"),
@@ -70,6 +73,7 @@ impl Gateway {
             child: None,
             tcp,
             mqtt,
+            broker,
             dir,
             config,
         };
@@ -89,7 +93,7 @@ impl Gateway {
             .expect("start tributary");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        for addr in [self.tcp, self.mqtt] {
+        for addr in [self.tcp, self.mqtt, self.broker] {
             while std::net::TcpStream::connect(addr).is_err() {
                 assert!(
                     Instant::now() < deadline,

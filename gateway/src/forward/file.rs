@@ -11,10 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
 use super::{Backoff, Drain, ForwardError};
-use crate::record::Record;
 use crate::spool::{Spool, Spooled};
 use crate::stats::Stats;
 
@@ -126,7 +123,7 @@ impl Files {
             let Some(out) = self.open.get_mut(topic) else {
                 continue;
             };
-            let mut line = serde_json::to_vec(&line(&row.record)).unwrap_or_default();
+            let mut line = serde_json::to_vec(&row.record.to_json()).unwrap_or_default();
             line.push(b'\n');
             out.write_all(&line).map_err(|source| ForwardError::File {
                 path: self.dir.join(format!("{topic}.jsonl")),
@@ -158,21 +155,4 @@ impl Files {
 /// The file a topic's messages go to.
 pub fn path_for(dir: &Path, topic: &str) -> PathBuf {
     dir.join(format!("{topic}.jsonl"))
-}
-
-fn line(record: &Record) -> Value {
-    let value = serde_json::from_slice::<Value>(&record.value)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.value).into_owned()));
-    let headers: serde_json::Map<String, Value> = record
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    json!({
-        "topic": record.topic,
-        "key": String::from_utf8_lossy(&record.key),
-        "timestamp_ms": record.timestamp_ms,
-        "headers": headers,
-        "value": value,
-    })
 }

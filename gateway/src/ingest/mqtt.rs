@@ -1,41 +1,57 @@
-//! MQTT ingest: an embedded rumqttd broker, read through its in-process link.
+//! MQTT ingest: Tributary's own MQTT 3.1.1 listener for devices, plus an embedded rumqttd broker
+//! for subscribers and local apps.
 //!
-//! The broker runs on its own threads for the life of the process (rumqttd has no shutdown
-//! API). The gateway holds a local link subscribed to `devices/+/+` and `devices/+/+/pc`:
+//! # Why Tributary owns device connections
+//! rumqttd acknowledges a QoS 1 publish as soon as its router has it, before anything is on
+//! disk, so a crash in between loses events the device saw acknowledged. The device listener
+//! ([`session`]) speaks MQTT with rumqttc's public codec (`rumqttc::mqttbytes::v4`), and sends
+//! PUBACK (QoS 1) or PUBREC (QoS 2) only after the spool committed the publish. Publishes that
+//! arrive together share one spool commit. If the spool cannot store them (full, or failing),
+//! the connection is closed without acknowledging: the device reconnects and resends with DUP,
+//! and de-duplication by `(device_id, seq)` makes that safe.
 //!
+//! After the commit, accepted publishes are passed on to the embedded broker ([`broker`],
+//! `mqtt.broker_listen`), so subscribers and local apps see device traffic as they would on any
+//! broker. That copy is best-effort, like QoS 0.
+//!
+//! # Topics and payloads
 //! - `devices/{device_id}/readings` and `devices/{device_id}/position`: a JSON event
 //!   ([`tributary_protocol::json`]) or a JSON array of them. `device_id` and `kind` may be left
 //!   out of the payload; the topic supplies them, and a payload that contradicts its topic is
 //!   refused.
 //! - the same topics with `/pc` appended: one postcard-encoded [`Event`].
 //!
-//! Anything else under `devices/` that cannot be decoded or validated is a dead letter: logged
-//! with device and reason, counted, and stored for the dead-letter topic.
+//! Anything else that cannot be decoded or validated is a dead letter: logged with device and
+//! reason, counted, stored for the dead-letter topic, and acknowledged (it is stored, and a
+//! resend would not help).
 //!
-//! # What MQTT acknowledges
-//! rumqttd sends PUBACK for QoS 1 when its router has the message, before the spool committed
-//! it; a crash in that window loses events the device saw acknowledged. QoS 0 is
-//! fire-and-forget. Devices that need "acknowledged means stored" use the TCP protocol.
+//! # What each QoS promises
+//! - QoS 0: nothing; fire-and-forget, as MQTT defines it.
+//! - QoS 1: PUBACK means the event is committed to the spool (`synchronous=FULL`).
+//! - QoS 2: PUBREC means the same; PUBREL/PUBCOMP complete the handshake.
 //!
-//! Only this module names rumqttd types.
+//! Only this module names rumqttd and rumqttc types.
 
-use std::collections::HashMap;
+mod broker;
+mod session;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{
-    Broker, Config as BrokerConfig, ConnectionSettings, Notification, RouterConfig, ServerSettings,
-};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tributary_protocol::json::JsonEvent;
 use tributary_protocol::{Event, Kind};
+
+pub use broker::{start_broker, Republisher};
 
 use super::Ingest;
 use crate::config::MqttConfig;
 use crate::route::DeadLetter;
 
-/// Why the embedded broker could not start.
+/// Why MQTT ingest could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error("cannot listen for MQTT on {addr}: {source}")]
@@ -49,141 +65,67 @@ pub enum MqttError {
     Thread(std::io::Error),
 }
 
-/// How long the link must be quiet, after stop, before the reader gives up draining it.
-const QUIET: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// One publish taken off the link: topic and payload.
-struct Publish {
-    topic: String,
-    payload: bytes::Bytes,
-}
-
-/// Starts the broker and returns the link the gateway reads devices' publishes from.
-pub fn start_broker(config: &MqttConfig) -> Result<(LinkTx, LinkRx), MqttError> {
-    // rumqttd logs a bind failure on its own thread and carries on without a listener; check
-    // first so a taken port is a start-up error.
-    std::net::TcpListener::bind(config.listen).map_err(|source| MqttError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let server = ServerSettings {
-        name: "devices-v4".into(),
-        listen: config.listen,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: config.max_payload_bytes.get(),
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    let broker_config = BrokerConfig {
-        id: 0,
-        router: RouterConfig {
-            max_connections: config.max_connections.get() + 1,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 16 * 1024 * 1024,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("devices".to_owned(), server)])),
-        ..Default::default()
-    };
-    let mut broker = Broker::new(broker_config);
-    let (mut tx, rx) = broker
-        .link("tributary-ingest")
-        .map_err(|e| MqttError::Link(e.to_string()))?;
-    for filter in ["devices/+/+", "devices/+/+/pc"] {
-        tx.subscribe(filter)
-            .map_err(|e| MqttError::Link(e.to_string()))?;
-    }
-    std::thread::Builder::new()
-        .name("mqtt-broker".into())
-        .spawn(move || {
-            if let Err(error) = broker.start() {
-                tracing::error!(message = "The embedded MQTT broker stopped.", error = %error);
-            }
+/// Binds the device listener.
+pub async fn bind(config: &MqttConfig) -> Result<TcpListener, MqttError> {
+    TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MqttError::Bind {
+            addr: config.listen,
+            source,
         })
-        .map_err(MqttError::Thread)?;
-    Ok((tx, rx))
 }
 
-/// Reads publishes from the link and submits them in batches until `stop` is cancelled and the
-/// link has gone quiet.
-pub async fn run(link: (LinkTx, LinkRx), ingest: Ingest, stop: CancellationToken) {
-    // The link's tx must live as long as we read, or the router drops the subscription.
-    let (_link_tx, mut link_rx) = link;
-    let (tx, mut rx) = mpsc::channel::<Publish>(10_000);
-    let reader_stop = stop.clone();
-    let reader = tokio::spawn(async move {
-        loop {
-            // After stop, keep draining what rumqttd already accepted (and PUBACKed) until the
-            // link has been quiet for QUIET; the caller bounds the whole drain by the grace period.
-            let next = if reader_stop.is_cancelled() {
-                match tokio::time::timeout(QUIET, link_rx.next()).await {
-                    Ok(n) => n,
-                    Err(_) => break,
-                }
-            } else {
-                tokio::select! {
-                    _ = reader_stop.cancelled() => continue,
-                    n = link_rx.next() => n,
-                }
-            };
-            match next {
-                Ok(Some(Notification::Forward(forward))) => {
-                    let publish = Publish {
-                        topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
-                        payload: forward.publish.payload,
-                    };
-                    if tx.send(publish).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(Some(Notification::Unschedule)) => {
-                    // The router paused us because our buffer filled; ask for more.
-                    if let Err(error) = link_rx.wake().await {
-                        tracing::error!(message = "MQTT link lost.", error = %error);
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(message = "MQTT link lost.", error = %error);
-                    break;
-                }
+/// Serves device connections on `listener` until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    config: MqttConfig,
+    ingest: Ingest,
+    republish: Option<Republisher>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections.get()));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::warn!(message = "Accepting an MQTT connection failed.", %error);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
-        }
-    });
-
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 1000).await > 0 {
-        let (events, dead) = decode_batch(batch.drain(..));
-        if let Err(error) = ingest.submit(events, dead).await {
-            // rumqttd already acknowledged these to QoS 1 devices; this is the window the
-            // module doc describes.
-            tracing::error!(message = "MQTT events could not be stored and are lost.", %error);
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = slots.clone().try_acquire_owned().ok();
+        let session = session::Session::new(
+            stream,
+            peer,
+            config.max_payload_bytes.get(),
+            ingest.clone(),
+            republish.clone(),
+        );
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let result = match slot {
+                Some(_slot) => session.run(stop).await,
+                None => session.refuse_busy().await,
+            };
+            if let Err(error) = result {
+                tracing::debug!(message = "MQTT connection ended with an error.", %peer, %error);
+            }
+        });
     }
-    let _ = reader.await;
-    tracing::info!(message = "MQTT ingest stopped reading.");
+    tracing::info!(message = "MQTT ingest stopped accepting.");
 }
 
-fn decode_batch(publishes: impl Iterator<Item = Publish>) -> (Vec<Event>, Vec<DeadLetter>) {
-    let mut events = Vec::new();
-    let mut dead = Vec::new();
-    for p in publishes {
-        match decode(&p.topic, &p.payload) {
-            Ok(mut decoded) => events.append(&mut decoded),
-            Err((device_id, reason)) => dead.push(DeadLetter::new(
-                "mqtt", p.topic, device_id, reason, &p.payload,
-            )),
-        }
-    }
-    (events, dead)
+/// Decodes one publish into events, or a dead letter saying why not.
+pub(crate) fn decode_publish(topic: &str, payload: &[u8]) -> Result<Vec<Event>, DeadLetter> {
+    decode(topic, payload).map_err(|(device_id, reason)| {
+        DeadLetter::new("mqtt", topic.to_owned(), device_id, reason, payload)
+    })
 }
 
 /// Decodes one publish into events, or says why not (with the device id, where known).

@@ -1,0 +1,267 @@
+//! One device connection on the gateway's MQTT listener (MQTT 3.1.1).
+//!
+//! CONNECT must come first, within [`CONNECT_TIMEOUT`]. Then, for every read from the socket:
+//! all complete packets are parsed; the PUBLISHes among them are decoded and committed to the
+//! spool in one call; only after that commit are their PUBACKs (QoS 1) and PUBRECs (QoS 2)
+//! written, followed by answers to the other packets (PINGRESP, PUBCOMP, SUBACK, UNSUBACK).
+//! Devices cannot subscribe here (SUBACK says failure): subscribers use the embedded broker.
+//! A session that is silent for 1.5 times its keep-alive is closed, as the spec says.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::Republisher;
+use crate::ingest::Ingest;
+
+/// How long a new connection has to send CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed MQTT packet: {0}")]
+    Malformed(String),
+    #[error("MQTT protocol level {0} is not supported; this listener speaks 3.1.1 (level 4)")]
+    UnsupportedProtocol(u8),
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    #[error("no CONNECT within {CONNECT_TIMEOUT:?}")]
+    NoConnect,
+    #[error("keep-alive expired")]
+    KeepAlive,
+    #[error("events not stored ({0}); closed without acknowledging so the device resends")]
+    NotStored(String),
+}
+
+pub struct Session {
+    stream: TcpStream,
+    peer: SocketAddr,
+    max_packet: usize,
+    ingest: Ingest,
+    republish: Option<Republisher>,
+    read: BytesMut,
+    write: BytesMut,
+}
+
+/// What one read's worth of packets asks for.
+#[derive(Default)]
+struct Round {
+    publishes: Vec<Publish>,
+    /// Answers that do not wait for the spool, written after the acks.
+    replies: Vec<Packet>,
+    disconnect: bool,
+}
+
+impl Session {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        max_payload: usize,
+        ingest: Ingest,
+        republish: Option<Republisher>,
+    ) -> Self {
+        Self {
+            stream,
+            peer,
+            // Room for the topic and headers around the largest payload.
+            max_packet: max_payload + 64 * 1024,
+            ingest,
+            republish,
+            read: BytesMut::with_capacity(8 * 1024),
+            write: BytesMut::with_capacity(1024),
+        }
+    }
+
+    /// Refuses a connection over `mqtt.max_connections` with "server unavailable".
+    pub async fn refuse_busy(mut self) -> Result<(), SessionError> {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.next_packet()).await;
+        self.send(&[Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::ServiceUnavailable,
+            false,
+        ))])
+        .await
+    }
+
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), SessionError> {
+        let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.next_packet()).await {
+            Err(_) => return Err(SessionError::NoConnect),
+            Ok(Ok(Packet::Connect(c))) => c,
+            Ok(Ok(_)) => return Err(SessionError::Protocol("first packet is not CONNECT")),
+            Ok(Err(SessionError::UnsupportedProtocol(level))) => {
+                let refuse = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
+                self.send(&[Packet::ConnAck(refuse)]).await?;
+                return Err(SessionError::UnsupportedProtocol(level));
+            }
+            Ok(Err(e)) => return Err(e),
+        };
+        if connect.protocol != Protocol::V4 {
+            let refuse = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
+            self.send(&[Packet::ConnAck(refuse)]).await?;
+            return Err(SessionError::UnsupportedProtocol(5));
+        }
+        if connect.client_id.is_empty() && !connect.clean_session {
+            self.send(&[Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::BadClientId,
+                false,
+            ))])
+            .await?;
+            return Err(SessionError::Protocol(
+                "empty client id without clean session",
+            ));
+        }
+        self.send(&[Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        ))])
+        .await?;
+        tracing::debug!(message = "MQTT device connected.", client_id = %connect.client_id, peer = %self.peer);
+        let idle = match connect.keep_alive {
+            0 => Duration::from_secs(24 * 3600),
+            secs => Duration::from_millis(u64::from(secs) * 1500),
+        };
+
+        loop {
+            let round = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = tokio::time::timeout(idle, self.next_round()) => match r {
+                    Err(_) => return Err(SessionError::KeepAlive),
+                    Ok(Ok(Some(round))) => round,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => return Err(e),
+                },
+            };
+            let mut out = self.commit(round.publishes).await?;
+            out.extend(round.replies);
+            self.send(&out).await?;
+            if round.disconnect {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the publishes and returns their acknowledgements; an error means "not stored".
+    async fn commit(&mut self, publishes: Vec<Publish>) -> Result<Vec<Packet>, SessionError> {
+        if publishes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::new();
+        let mut dead = Vec::new();
+        let mut valid = Vec::with_capacity(publishes.len());
+        for p in &publishes {
+            match super::decode_publish(&p.topic, &p.payload) {
+                Ok(mut e) => {
+                    events.append(&mut e);
+                    valid.push(true);
+                }
+                Err(letter) => {
+                    dead.push(letter);
+                    valid.push(false);
+                }
+            }
+        }
+        if let Err(error) = self.ingest.submit(events, dead).await {
+            tracing::warn!(message = "MQTT events not stored; closing the connection unacknowledged.", peer = %self.peer, %error);
+            return Err(SessionError::NotStored(error.to_string()));
+        }
+        let mut acks = Vec::new();
+        for (p, ok) in publishes.into_iter().zip(valid) {
+            match p.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => acks.push(Packet::PubAck(PubAck::new(p.pkid))),
+                QoS::ExactlyOnce => acks.push(Packet::PubRec(PubRec::new(p.pkid))),
+            }
+            if let (true, Some(r)) = (ok, &self.republish) {
+                r.publish(p.topic, p.payload);
+            }
+        }
+        Ok(acks)
+    }
+
+    /// Reads until at least one packet is complete, then takes every complete packet.
+    /// `Ok(None)`: the device closed the connection.
+    async fn next_round(&mut self) -> Result<Option<Round>, SessionError> {
+        let mut round = Round::default();
+        loop {
+            while let Some(packet) = self.parse()? {
+                match packet {
+                    Packet::Publish(p) => round.publishes.push(p),
+                    Packet::PubRel(r) => round.replies.push(Packet::PubComp(PubComp::new(r.pkid))),
+                    Packet::PingReq => round.replies.push(Packet::PingResp),
+                    Packet::Subscribe(s) => round.replies.push(Packet::SubAck(SubAck::new(
+                        s.pkid,
+                        vec![SubscribeReasonCode::Failure; s.filters.len()],
+                    ))),
+                    Packet::Unsubscribe(u) => {
+                        round.replies.push(Packet::UnsubAck(UnsubAck::new(u.pkid)))
+                    }
+                    Packet::Disconnect => {
+                        round.disconnect = true;
+                        return Ok(Some(round));
+                    }
+                    Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {}
+                    Packet::Connect(_) => return Err(SessionError::Protocol("second CONNECT")),
+                    Packet::ConnAck(_)
+                    | Packet::SubAck(_)
+                    | Packet::UnsubAck(_)
+                    | Packet::PingResp => {
+                        return Err(SessionError::Protocol("server-only packet from a client"))
+                    }
+                }
+            }
+            if !round.publishes.is_empty() || !round.replies.is_empty() {
+                return Ok(Some(round));
+            }
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn next_packet(&mut self) -> Result<Packet, SessionError> {
+        loop {
+            if let Some(p) = self.parse()? {
+                return Ok(p);
+            }
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Result<Option<Packet>, SessionError> {
+        match Packet::read(&mut self.read, self.max_packet) {
+            Ok(p) => Ok(Some(p)),
+            Err(CodecError::InsufficientBytes(_)) => Ok(None),
+            Err(CodecError::InvalidProtocolLevel(level)) => {
+                Err(SessionError::UnsupportedProtocol(level))
+            }
+            Err(e) => Err(SessionError::Malformed(format!("{e:?}"))),
+        }
+    }
+
+    async fn send(&mut self, packets: &[Packet]) -> Result<(), SessionError> {
+        if packets.is_empty() {
+            return Ok(());
+        }
+        for p in packets {
+            p.write(&mut self.write, self.max_packet)
+                .map_err(|e| SessionError::Malformed(format!("{e:?}")))?;
+        }
+        self.stream.write_all(&self.write).await?;
+        self.write.clear();
+        Ok(())
+    }
+}
