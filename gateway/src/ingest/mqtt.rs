@@ -122,9 +122,15 @@ pub async fn serve(
 }
 
 /// Decodes one publish into events, or a dead letter saying why not.
-pub(crate) fn decode_publish(topic: &str, payload: &[u8]) -> Result<Vec<Event>, DeadLetter> {
+pub(crate) fn decode_publish(topic: &str, payload: &[u8]) -> Result<Vec<Event>, Box<DeadLetter>> {
     decode(topic, payload).map_err(|(device_id, reason)| {
-        DeadLetter::new("mqtt", topic.to_owned(), device_id, reason, payload)
+        Box::new(DeadLetter::new(
+            "mqtt",
+            topic.to_owned(),
+            device_id,
+            reason,
+            payload,
+        ))
     })
 }
 

@@ -78,21 +78,32 @@ pub fn salvage(path: &Path, problem: String) -> Result<Recovery, SpoolError> {
             })?;
         }
     }
-    let (rows, devices, unreadable) = read_what_we_can(&moved_to);
+    let salvaged = read_what_we_can(&moved_to);
     let mut fresh = SpoolDb::open(path)?;
-    fresh.restore(&rows, &devices)?;
+    fresh.restore(&salvaged.rows, &salvaged.devices)?;
     Ok(Recovery {
         problem,
         moved_to,
-        salvaged_rows: rows.len() as u64,
-        unreadable,
+        salvaged_rows: salvaged.rows.len() as u64,
+        unreadable: salvaged.unreadable,
     })
 }
 
+/// What could be read from a damaged spool.
+struct Salvaged {
+    rows: Vec<Record>,
+    devices: HashMap<String, u64>,
+    unreadable: Vec<(i64, i64)>,
+}
+
 /// Reads every readable row of a damaged spool, skipping ahead past unreadable ranges.
-fn read_what_we_can(path: &Path) -> (Vec<Record>, HashMap<String, u64>, Vec<(i64, i64)>) {
+fn read_what_we_can(path: &Path) -> Salvaged {
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else {
-        return (Vec::new(), HashMap::new(), vec![(1, i64::MAX)]);
+        return Salvaged {
+            rows: Vec::new(),
+            devices: HashMap::new(),
+            unreadable: vec![(1, i64::MAX)],
+        };
     };
     let devices = load_devices(&conn).unwrap_or_default();
     let max_id: i64 = conn
@@ -127,7 +138,11 @@ fn read_what_we_can(path: &Path) -> (Vec<Record>, HashMap<String, u64>, Vec<(i64
             }
         }
     }
-    (rows, devices, unreadable)
+    Salvaged {
+        rows,
+        devices,
+        unreadable,
+    }
 }
 
 fn read_batch(conn: &Connection, after: i64) -> Result<Vec<(i64, Record)>, ()> {

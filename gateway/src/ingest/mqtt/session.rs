@@ -167,7 +167,7 @@ impl Session {
                     valid.push(true);
                 }
                 Err(letter) => {
-                    dead.push(letter);
+                    dead.push(*letter);
                     valid.push(false);
                 }
             }
