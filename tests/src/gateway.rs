@@ -49,9 +49,15 @@ pub struct Stopped {
 }
 
 impl Gateway {
-    /// Starts a gateway forwarding to `brokers` (`None`: the file sink) and waits until both
+    /// Starts a gateway forwarding to `brokers` (`None`: the file sink) and waits until its
     /// listeners accept connections.
     pub fn start(brokers: Option<&str>, topics: &Topics) -> Self {
+        Self::start_with(brokers, topics, "")
+    }
+
+    /// Like [`Gateway::start`], with more TOML appended to the config (for example a
+    /// `[spool]` table). `{dir}` in it is replaced by the gateway's temporary directory.
+    pub fn start_with(brokers: Option<&str>, topics: &Topics, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let tcp = loopback(free_port());
         let mqtt = loopback(free_port());
@@ -67,7 +73,7 @@ impl Gateway {
             r = topics.readings,
             p = topics.positions,
             d = topics.dead_letter,
-        );
+        ) + &extra.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config, text).expect("write config");
         let mut gateway = Gateway {
             child: None,
@@ -81,8 +87,54 @@ impl Gateway {
         gateway
     }
 
+    /// Starts the gateway again on the same config and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the gateway first");
+        self.spawn();
+    }
+
+    /// Kills the gateway with SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The spool file.
+    pub fn spool_path(&self) -> PathBuf {
+        self.dir.path().join("data/spool.db")
+    }
+
+    /// Runs `tributary spool <args>` on this gateway's config and returns (exit code, stdout).
+    pub fn spool_tool(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(binary("tributary"))
+            .arg("spool")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run tributary spool");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     fn spawn(&mut self) {
-        let stderr = std::fs::File::create(self.dir.path().join("stderr.log")).expect("log file");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .expect("log file");
         let child = Command::new(binary("tributary"))
             .args(["run", "--config"])
             .arg(&self.config)

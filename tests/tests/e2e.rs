@@ -1,6 +1,10 @@
 //! End-to-end: the real `tributary` binary, real MQTT and TCP clients, a real Kafka-compatible
 //! broker, and consumers reading what arrived. Run with `tests/run`.
 
+mod e2e {
+    pub mod crash;
+}
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
