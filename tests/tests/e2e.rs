@@ -3,6 +3,7 @@
 
 mod e2e {
     pub mod crash;
+    pub mod full_disk;
 }
 
 use std::collections::BTreeMap;

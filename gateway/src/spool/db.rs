@@ -129,6 +129,11 @@ impl SpoolDb {
         acks: &[i64],
     ) -> Result<GroupOutcome, SpoolError> {
         let incoming: u64 = groups.iter().flatten().map(payload_size).sum();
+        let free = if groups.is_empty() {
+            u64::MAX
+        } else {
+            self.free_space(incoming)?
+        };
         let mut seen: HashMap<String, u64> = HashMap::new();
         let tx = self
             .conn
@@ -139,7 +144,6 @@ impl SpoolDb {
         let appended = if groups.is_empty() {
             Ok(Vec::new())
         } else {
-            let free = limits::free_on_disk(&self.path).saturating_add(free_pages(&tx)?);
             let room = match limits::check(&self.limits, bytes, incoming, free) {
                 Ok(()) => Ok(()),
                 Err((need, full)) if self.limits.policy == FullPolicy::DropOldest => {
@@ -167,6 +171,24 @@ impl SpoolDb {
         self.bytes = bytes;
         self.max_seq.extend(seen);
         Ok(GroupOutcome { appended, dropped })
+    }
+
+    /// Space an append of `incoming` bytes can use: free bytes on the filesystem plus pages
+    /// SQLite holds free inside the file. When that is short of the bounds, the WAL (which
+    /// grows until a checkpoint) is checkpointed and truncated first, and space measured again.
+    fn free_space(&mut self, incoming: u64) -> Result<u64, SpoolError> {
+        let measure = |db: &Self| -> Result<u64, SpoolError> {
+            Ok(limits::free_on_disk(&db.path).saturating_add(free_pages(&db.conn)?))
+        };
+        let free = measure(self)?;
+        if limits::check(&self.limits, 0, incoming, free).is_ok() {
+            return Ok(free);
+        }
+        // A reader (an offline tool) can keep the checkpoint from finishing; that is fine.
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        measure(self)
     }
 
     /// Deletes unforwarded rows received before `cutoff_ms`; returns the count per topic.
@@ -280,8 +302,8 @@ pub(super) fn load_devices(conn: &Connection) -> Result<HashMap<String, u64>, Sp
 }
 
 /// Bytes in pages SQLite holds free inside the file; new rows reuse them before it grows.
-fn free_pages(tx: &Transaction<'_>) -> Result<u64, SpoolError> {
-    let (free, size): (i64, i64) = tx
+fn free_pages(conn: &Connection) -> Result<u64, SpoolError> {
+    let (free, size): (i64, i64) = conn
         .query_row(
             "SELECT (SELECT freelist_count FROM pragma_freelist_count),
                     (SELECT page_size FROM pragma_page_size)",

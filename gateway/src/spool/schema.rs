@@ -47,6 +47,7 @@ pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA busy_timeout = 5000;
+PRAGMA journal_size_limit = 16777216;
 ";
 
 /// Reads the schema version.
