@@ -1,0 +1,168 @@
+//! The spool seen from outside: corruption at start, offline tools beside a running gateway,
+//! and what MQTT subscribers and QoS 2 publishers get.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tributary_sim::run::{run, RunSpec, Transport};
+use tributary_sim::tcp::TcpDevice;
+use tributary_tests::free_port;
+use tributary_tests::gateway::{Gateway, Topics};
+
+fn unreachable_kafka() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+fn tcp_spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> RunSpec {
+    RunSpec {
+        transport: Transport::Tcp(gateway.tcp),
+        devices,
+        events_per_device: events,
+        prefix: prefix.into(),
+        seq_start: 1,
+        batch: 50,
+        rate_per_device: 0.0,
+        position_every: 0,
+    }
+}
+
+fn rows(gateway: &Gateway) -> u64 {
+    let (code, out) = gateway.spool_tool(&["stats", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json");
+    v["rows"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_spool_is_moved_aside_salvaged_and_the_gateway_starts_and_says_so() {
+    let topics = Topics::unique("corrupt");
+    let mut gateway = Gateway::start(Some(&unreachable_kafka()), &topics);
+    let report = run(tcp_spec(&gateway, "corrupt", 4, 500)).await;
+    assert_eq!(report.acked, 2000);
+    assert!(gateway.stop().status.success());
+
+    let path = gateway.spool_path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = (bytes.len() / 4096 / 2) * 4096;
+    for b in &mut bytes[middle + 64..middle + 1024] {
+        *b = !*b;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, out) = gateway.spool_tool(&["verify"]);
+    assert_eq!(code, Some(65), "verify reports the corruption: {out}");
+    assert!(out.contains("CORRUPT"), "{out}");
+
+    gateway.restart();
+    let log = gateway.log();
+    assert!(
+        log.contains("The spool was corrupt: moved aside and salvaged."),
+        "{log}"
+    );
+    let moved: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("spool.db.corrupt-")
+        })
+        .collect();
+    assert!(
+        !moved.is_empty(),
+        "the corrupt file is kept beside the new spool"
+    );
+    let salvaged = rows(&gateway);
+    assert!(
+        salvaged > 0 && salvaged < 2000,
+        "salvaged {salvaged} of 2000"
+    );
+    assert_eq!(gateway.spool_tool(&["verify"]).0, Some(0));
+
+    let mut device = TcpDevice::connect(gateway.tcp, "after-salvage", None)
+        .await
+        .unwrap();
+    let events: Vec<_> = (1..=10)
+        .map(|s| tributary_sim::generate::event(0, "after-salvage", s, 1_700_000_000_000, false))
+        .collect();
+    assert_eq!(device.send_batch(&events).await.unwrap(), 10);
+    assert_eq!(rows(&gateway), salvaged + 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spool_stats_and_inspect_work_beside_a_running_gateway_without_blocking_it() {
+    let topics = Topics::unique("tools");
+    let gateway = Gateway::start(Some(&unreachable_kafka()), &topics);
+    let load = tokio::spawn(run(tcp_spec(&gateway, "tools", 5, 400)));
+    let mut looked = 0;
+    while !load.is_finished() {
+        let (code, out) = gateway.spool_tool(&["stats"]);
+        assert_eq!(code, Some(0), "{out}");
+        let (code, out) = gateway.spool_tool(&["inspect", "--device", "tools-3", "--limit", "5"]);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.lines().all(|l| l.contains("\"key\":\"tools-3\"")),
+            "{out}"
+        );
+        looked += 1;
+    }
+    let report = load.await.unwrap();
+    assert_eq!(report.acked, 2000, "the load was not held up: {report:?}");
+    assert!(looked > 0);
+    assert_eq!(rows(&gateway), 2000);
+    let (_, out) = gateway.spool_tool(&["inspect", "--device", "tools-3", "--limit", "1000"]);
+    assert_eq!(out.lines().filter(|l| l.starts_with('{')).count(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_on_the_embedded_broker_see_device_publishes_and_qos2_is_stored() {
+    let topics = Topics::unique("subs");
+    let mut gateway = Gateway::start(None, &topics);
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &gateway.broker.port().to_string()])
+        .args(["-t", "devices/#", "-C", "1", "-v"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    let payload =
+        r#"{"seq":1,"time_ms":1700000000000,"values":[{"name":"t","value":3.5,"unit":"Cel"}]}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sub = sub;
+    let mut seq = 1;
+    while matches!(sub.try_wait(), Ok(None)) {
+        assert!(Instant::now() < deadline, "the subscriber saw nothing");
+        // QoS 2: mosquitto_pub exits 0 only after PUBREC, PUBREL and PUBCOMP.
+        let status = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &gateway.mqtt.port().to_string(),
+                "-q",
+                "2",
+            ])
+            .args([
+                "-t",
+                "devices/sub-1/readings",
+                "-m",
+                &payload.replace("\"seq\":1", &format!("\"seq\":{seq}")),
+            ])
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success(), "QoS 2 handshake completed");
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = sub.wait_with_output().unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.starts_with("devices/sub-1/readings {\"seq\":"),
+        "{line}"
+    );
+    let stopped = gateway.stop();
+    let sink = gateway
+        .dir
+        .path()
+        .join(format!("data/sink/{}.jsonl", topics.readings));
+    let lines = std::fs::read_to_string(sink).unwrap_or_default();
+    assert_eq!(lines.lines().count() as u64, seq - 1, "{}", stopped.stdout);
+}
