@@ -180,6 +180,13 @@ impl Spool {
         self.inner.appended.notified().await
     }
 
+    /// Group commits so far: each is one transaction and one fsync of the WAL.
+    pub fn commits(&self) -> u64 {
+        self.inner
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stops the writer after it has finished what it was asked, and waits for it.
     pub async fn close(self) {
         self.inner.close().await

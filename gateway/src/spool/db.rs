@@ -379,12 +379,6 @@ fn append_in(
     seen: &mut HashMap<String, u64>,
 ) -> Result<Vec<Vec<Appended>>, SpoolError> {
     let received_ms = now_ms();
-    let mut upsert = tx
-        .prepare_cached(
-            "INSERT INTO devices (device_id, max_seq) VALUES (?1, ?2)
-             ON CONFLICT(device_id) DO UPDATE SET max_seq = excluded.max_seq",
-        )
-        .map_err(SpoolError::sqlite("append"))?;
     let mut outcomes = Vec::with_capacity(groups.len());
     for group in groups {
         let mut out = Vec::with_capacity(group.len());
@@ -397,15 +391,24 @@ fn append_in(
                     out.push(Appended::Duplicate);
                     continue;
                 }
-                upsert
-                    .execute(params![origin.device_id, origin.seq as i64])
-                    .map_err(SpoolError::sqlite("append"))?;
                 seen.insert(origin.device_id.clone(), origin.seq);
             }
             let id = insert(tx, record, received_ms)?;
             out.push(Appended::Stored { id });
         }
         outcomes.push(out);
+    }
+    // One upsert per device per group, in the same transaction as its rows.
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO devices (device_id, max_seq) VALUES (?1, ?2)
+             ON CONFLICT(device_id) DO UPDATE SET max_seq = excluded.max_seq",
+        )
+        .map_err(SpoolError::sqlite("append"))?;
+    for (device_id, seq) in seen.iter() {
+        upsert
+            .execute(params![device_id, *seq as i64])
+            .map_err(SpoolError::sqlite("append"))?;
     }
     Ok(outcomes)
 }

@@ -47,6 +47,8 @@ pub(super) enum Read {
 pub(super) struct Handle {
     tx: mpsc::Sender<Command>,
     pub(super) appended: Arc<Notify>,
+    /// Group commits (transactions, so fsyncs of the WAL) so far.
+    pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
     thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -75,10 +77,12 @@ impl Handle {
 pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<Handle, SpoolError> {
     let (tx, rx) = mpsc::channel();
     let appended = Arc::new(Notify::new());
+    let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = Writer {
         db,
         rx,
         appended: appended.clone(),
+        commits: commits.clone(),
         max_events: config.group_commit_max_events.get(),
         wait: config.group_commit_wait,
         max_age: config.limits.max_age,
@@ -95,6 +99,7 @@ pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<H
     Ok(Handle {
         tx,
         appended,
+        commits,
         thread: Arc::new(std::sync::Mutex::new(Some(thread))),
     })
 }
@@ -103,6 +108,7 @@ struct Writer {
     db: SpoolDb,
     rx: mpsc::Receiver<Command>,
     appended: Arc<Notify>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
     max_events: usize,
     wait: Duration,
     max_age: Option<Duration>,
@@ -226,6 +232,8 @@ impl Writer {
                 return;
             }
         };
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for reply in ack_replies {
             let _ = reply.send(Ok(()));
         }

@@ -1,0 +1,154 @@
+//! Durable append throughput: Tributary's spool (writer thread, group commit, WAL,
+//! `synchronous=FULL`) beside a plain rusqlite batched insert with the same pragmas, on the
+//! same disk, in one run.
+//!
+//! `cargo bench -p tributary-gateway --bench spool_append`
+//!
+//! The spool is driven the way the gateway drives it: many connections, each appending a small
+//! batch and waiting for its commit. The baseline inserts the same number of rows in
+//! transactions of the size the spool's group commit reached, so the ratio shows what the spool
+//! costs beyond SQLite itself (de-duplication, headers, the thread hop, replies).
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tributary_gateway::config::SpoolConfig;
+use tributary_gateway::record::{EventId, Record};
+use tributary_gateway::spool::{Limits, Spool};
+use tributary_gateway::stats::Stats;
+
+const CONNECTIONS: usize = 64;
+const PER_CALL: usize = 10;
+
+fn record(device: usize, seq: u64, size: usize) -> Record {
+    Record {
+        topic: "bench".into(),
+        key: format!("dev-{device}").into_bytes(),
+        value: vec![b'x'; size],
+        timestamp_ms: 1_700_000_000_000,
+        headers: vec![("event-id".into(), format!("dev-{device}:{seq}"))],
+        origin: Some(EventId {
+            device_id: format!("dev-{device}"),
+            seq,
+        }),
+    }
+}
+
+struct Run {
+    events: u64,
+    elapsed: Duration,
+    commits: u64,
+}
+
+fn spool_run(dir: &Path, size: usize, total: usize) -> Run {
+    let config = SpoolConfig {
+        path: dir.join("spool.db"),
+        group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
+        group_commit_wait: Duration::from_millis(2),
+        limits: Limits::unlimited(),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
+        let per_conn = total / CONNECTIONS;
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..CONNECTIONS)
+            .map(|c| {
+                let spool = spool.clone();
+                tokio::spawn(async move {
+                    let mut seq = 1;
+                    while (seq as usize) <= per_conn {
+                        let batch = (0..PER_CALL)
+                            .map(|i| record(c, seq + i as u64, size))
+                            .collect();
+                        spool.append(batch).await.expect("append");
+                        seq += PER_CALL as u64;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let elapsed = start.elapsed();
+        let commits = spool.commits();
+        spool.close().await;
+        Run {
+            events: (per_conn * CONNECTIONS) as u64,
+            elapsed,
+            commits,
+        }
+    })
+}
+
+fn plain_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
+    let conn = rusqlite::Connection::open(dir.join("plain.db")).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, key BLOB, value BLOB, ts INTEGER);",
+    )
+    .expect("schema");
+    let mut conn = conn;
+    let value = vec![b'x'; size];
+    let start = Instant::now();
+    let mut commits = 0;
+    let mut n = 0;
+    while n < total {
+        let tx = conn.transaction().expect("begin");
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO t (key, value, ts) VALUES (?1, ?2, ?3)")
+                .expect("prepare");
+            for _ in 0..per_tx.min(total - n) {
+                stmt.execute(rusqlite::params![
+                    b"dev-1".as_slice(),
+                    value,
+                    1_700_000_000_000i64
+                ])
+                .expect("insert");
+                n += 1;
+            }
+        }
+        tx.commit().expect("commit");
+        commits += 1;
+    }
+    Run {
+        events: n as u64,
+        elapsed: start.elapsed(),
+        commits,
+    }
+}
+
+fn main() {
+    let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into());
+    println!("disk: {base}");
+    println!(
+        "{:>6} {:>9} {:>12} {:>12} {:>7} {:>11} {:>12}",
+        "size", "events", "spool ev/s", "plain ev/s", "ratio", "fsyncs/s", "ev/fsync"
+    );
+    for (size, total) in [(100usize, 64_000usize), (1024, 32_000)] {
+        let dir = tempfile::tempdir_in(&base).expect("bench dir");
+        let spool = spool_run(dir.path(), size, total);
+        let per_tx = (spool.events / spool.commits.max(1)).max(1) as usize;
+        let plain = plain_run(dir.path(), size, total, per_tx);
+        let rate = |r: &Run| r.events as f64 / r.elapsed.as_secs_f64();
+        println!(
+            "{:>6} {:>9} {:>12.0} {:>12.0} {:>7.2} {:>11.0} {:>12.1}",
+            size,
+            spool.events,
+            rate(&spool),
+            rate(&plain),
+            rate(&spool) / rate(&plain),
+            spool.commits as f64 / spool.elapsed.as_secs_f64(),
+            spool.events as f64 / spool.commits.max(1) as f64,
+        );
+        println!(
+            "{{\"bench\":\"spool_append\",\"size\":{size},\"events\":{},\"spool_eps\":{:.0},\"plain_eps\":{:.0},\"fsyncs\":{},\"plain_per_tx\":{per_tx}}}",
+            spool.events,
+            rate(&spool),
+            rate(&plain),
+            spool.commits
+        );
+    }
+}
