@@ -119,11 +119,11 @@ async fn mqtt_device(port: u16, mut d: Device) -> Device {
     }
 }
 
+/// An event's identity.
+type Id = (String, u64);
+
 /// `(device, seq)` of every event in the spool (with how often) and in the file sink.
-fn stored(
-    gateway: &Gateway,
-    topics: &Topics,
-) -> (BTreeMap<(String, u64), usize>, BTreeSet<(String, u64)>) {
+fn stored(gateway: &Gateway, topics: &Topics) -> (BTreeMap<Id, usize>, BTreeSet<Id>) {
     let (code, out) = gateway.spool_tool(&["export"]);
     assert_eq!(code, Some(0), "spool export: {out}");
     let mut spool = BTreeMap::new();
@@ -144,7 +144,7 @@ fn stored(
     (spool, sink)
 }
 
-fn event_id(line: &serde_json::Value) -> (String, u64) {
+fn event_id(line: &serde_json::Value) -> Id {
     let value = &line["value"];
     (
         value["device_id"].as_str().unwrap_or_default().to_owned(),

@@ -123,8 +123,7 @@ async fn a_full_disk_with_drop_oldest_keeps_accepting_and_counts_what_it_dropped
     ]);
     let last = newest
         .lines()
-        .filter(|l| l.starts_with('{'))
-        .last()
+        .rfind(|l| l.starts_with('{'))
         .unwrap_or_default();
     assert!(
         last.contains(&format!("full-2:{}", seq - 1)),
