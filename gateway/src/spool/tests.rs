@@ -294,8 +294,10 @@ enum Op {
     Read(usize),
     /// Acknowledge the oldest n rows read and not yet acknowledged.
     Ack(usize),
-    /// Close and reopen the database (a restart; the read cursor starts over).
+    /// Close and reopen the database (a clean restart; the read cursor starts over).
     Reopen,
+    /// Abandon the connection without closing it, as a killed process does, and open anew.
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -304,6 +306,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1usize..8).prop_map(Op::Read),
         3 => (1usize..8).prop_map(Op::Ack),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -312,7 +315,9 @@ proptest! {
 
     /// The spool against a simple in-memory model: a queue of (device, seq) plus the highest
     /// seq per device. Stored rows come back in order, duplicates never enter, acknowledged
-    /// rows never come back, and nothing unacknowledged is lost across reopen.
+    /// rows never come back, and nothing unacknowledged is lost across a clean reopen or a
+    /// crash. Failing cases are saved by proptest under `gateway/proptest-regressions/` and
+    /// replayed first on every run; commit that file when it appears.
     #[test]
     fn the_spool_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
@@ -358,6 +363,13 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(db);
+                    db = open(&dir);
+                    cursor = 0;
+                    read.clear();
+                }
+                Op::Crash => {
+                    // No close, no checkpoint: the next open must replay the WAL.
+                    std::mem::forget(db);
                     db = open(&dir);
                     cursor = 0;
                     read.clear();
