@@ -1,71 +1,27 @@
-//! Device-side code for Tributary, `no_std`.
+//! The device side of Tributary.
 //!
-//! This first cut is the piece every device needs: encoding protocol messages into frames in a
-//! caller-provided buffer, with no second buffer and no panics ([`encode_into`]). Sensor drivers
-//! and the device loop build on it.
-#![no_std]
+//! - Sensor drivers, `no_std`, generic over embedded-hal 1.0, allocating nothing and never
+//!   panicking: [`bme280`] (temperature, humidity, pressure), [`ads1115`] (a 16-bit ADC for
+//!   analog sensors: current clamps, vibration, fuel level), [`nmea`] and [`gnss`] (a GNSS
+//!   receiver on a UART: GGA and RMC sentences into a `Position`).
+//! - [`frame`] (feature `alloc`): protocol frames encoded in place into a caller's buffer.
+//! - [`device`] (feature `alloc`): the device loop: sample on a schedule, stamp seq and time,
+//!   keep unacknowledged events in a bounded buffer, send and resend over a [`device::Transport`].
+//! - `node` (feature `node`, std): the `tributary-node` agent for a Raspberry Pi.
+#![cfg_attr(not(any(feature = "node", test)), no_std)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "alloc")]
 extern crate alloc;
 
-use tributary_protocol::frame::{seal_in_place, FrameError};
-use tributary_protocol::{Message, FRAME_HEADER_LEN};
+pub mod ads1115;
+pub mod bme280;
+#[cfg(feature = "alloc")]
+pub mod frame;
+pub mod gnss;
+pub mod nmea;
 
-/// Encodes `message` as one frame at the start of `buf`; returns the frame's length.
-/// A buffer too small for the message is an error, never a panic.
-pub fn encode_into(message: &Message, buf: &mut [u8]) -> Result<usize, FrameError> {
-    let available = buf.len();
-    let payload_area = buf
-        .get_mut(FRAME_HEADER_LEN + 1..)
-        .ok_or(FrameError::BufferTooSmall {
-            needed: FRAME_HEADER_LEN + 2,
-            available,
-        })?;
-    let payload_len = postcard::to_slice(message, payload_area)
-        .map_err(|_| FrameError::BufferTooSmall {
-            needed: available + 1,
-            available,
-        })?
-        .len();
-    seal_in_place(buf, payload_len)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::string::ToString;
-    use alloc::vec;
-    use tributary_protocol::{decode_frame, Body, Event, Reading, SensorValue};
-
-    fn message() -> Message {
-        Message::Events(vec![Event {
-            device_id: "node-1".to_string(),
-            seq: 3,
-            time_ms: 1_700_000_000_000,
-            body: Body::Reading(Reading {
-                values: vec![SensorValue {
-                    name: "temperature".to_string(),
-                    value: 22.25,
-                    unit: "Cel".to_string(),
-                }],
-            }),
-        }])
-    }
-
-    #[test]
-    fn a_frame_encoded_in_place_decodes_on_the_gateway_side() {
-        let mut buf = [0u8; 256];
-        let n = encode_into(&message(), &mut buf).unwrap();
-        let (decoded, used) = decode_frame(&buf[..n], 1024).unwrap();
-        assert_eq!((decoded, used), (message(), n));
-    }
-
-    #[test]
-    fn a_buffer_too_small_is_an_error() {
-        let mut buf = [0u8; 20];
-        assert!(matches!(
-            encode_into(&message(), &mut buf),
-            Err(FrameError::BufferTooSmall { .. })
-        ));
-    }
-}
+#[cfg(feature = "alloc")]
+pub mod device;
+#[cfg(feature = "node")]
+pub mod node;

@@ -1,0 +1,107 @@
+//! The TCP transport: blocking, one connection, HELLO then EVENTS batches, ACK-driven.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use tributary_protocol::{
+    decode_frame, encode_frame, Event, FrameHeader, Hello, Message, NackCode,
+    DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+};
+
+use crate::device::Transport;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TcpTransport {
+    addr: SocketAddr,
+    device_id: String,
+    token: Option<String>,
+    stream: Option<TcpStream>,
+}
+
+impl TcpTransport {
+    pub fn new(addr: SocketAddr, device_id: String, token: Option<String>) -> Self {
+        Self {
+            addr,
+            device_id,
+            token,
+            stream: None,
+        }
+    }
+
+    fn write(&mut self, message: &Message) -> std::io::Result<()> {
+        let bytes = encode_frame(message).map_err(std::io::Error::other)?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or(std::io::ErrorKind::NotConnected)?;
+        stream.write_all(&bytes)
+    }
+
+    fn read(&mut self) -> std::io::Result<Message> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or(std::io::ErrorKind::NotConnected)?;
+        let mut frame = vec![0u8; FRAME_HEADER_LEN];
+        stream.read_exact(&mut frame)?;
+        let header = FrameHeader::parse(&frame, DEFAULT_MAX_FRAME_BYTES)
+            .map_err(std::io::Error::other)?
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        frame.resize(header.frame_len(), 0);
+        stream.read_exact(&mut frame[FRAME_HEADER_LEN..])?;
+        decode_frame(&frame, DEFAULT_MAX_FRAME_BYTES)
+            .map(|(m, _)| m)
+            .map_err(std::io::Error::other)
+    }
+}
+
+impl Transport for TcpTransport {
+    type Error = std::io::Error;
+
+    fn connect(&mut self) -> std::io::Result<()> {
+        let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        self.stream = Some(stream);
+        let hello = Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            device_id: self.device_id.clone(),
+            token: self.token.clone(),
+        });
+        self.write(&hello).inspect_err(|_| self.stream = None)
+    }
+
+    fn send(&mut self, events: &[Event]) -> std::io::Result<u64> {
+        let result = self.exchange(events);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+}
+
+impl TcpTransport {
+    fn exchange(&mut self, events: &[Event]) -> std::io::Result<u64> {
+        self.write(&Message::Events(events.to_vec()))?;
+        loop {
+            match self.read()? {
+                Message::Ack(ack) => return Ok(ack.up_to_seq),
+                Message::Nack(nack) if nack.code == NackCode::Busy => {
+                    return Err(std::io::Error::other(format!(
+                        "gateway busy: {}",
+                        nack.text
+                    )))
+                }
+                Message::Nack(nack) => {
+                    tracing::warn!(message = "The gateway refused an event.", code = %nack.code, text = %nack.text);
+                }
+                other => {
+                    return Err(std::io::Error::other(format!("unexpected {other:?}")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `tributary-node` against a running gateway, with simulated chips behind the real drivers.
+
+use std::process::Command;
+
+use tributary_tests::binary;
+use tributary_tests::gateway::{Gateway, Topics};
+
+#[test]
+fn the_node_agent_reads_simulated_sensors_and_its_events_arrive() {
+    let topics = Topics::unique("node");
+    let mut gateway = Gateway::start(None, &topics);
+    let config = gateway.dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id = \"pi-sim-1\"\ngateway = \"{}\"\nbatch = 5\n\
+             [[sensor]]\ntype = \"bme280\"\nbus = \"sim\"\ninterval_ms = 100\n\
+             [[sensor]]\ntype = \"gnss\"\nport = \"sim\"\ninterval_ms = 200\n",
+            gateway.tcp
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary("tributary-node"))
+        .args(["--config"])
+        .arg(&config)
+        .args(["--run-for-ms", "2000"])
+        .output()
+        .expect("run tributary-node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pending 0"),
+        "everything acknowledged: {stdout}"
+    );
+    gateway.stop();
+
+    let read = |topic: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(gateway.dir.path().join(format!("data/sink/{topic}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let readings = read(&topics.readings);
+    let positions = read(&topics.positions);
+    assert!(readings.len() >= 10, "{} readings", readings.len());
+    assert!(positions.len() >= 5, "{} positions", positions.len());
+    let r = &readings[0]["value"];
+    assert_eq!(r["device_id"], "pi-sim-1");
+    let names: Vec<&str> = r["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(names, ["temperature", "humidity", "pressure"]);
+    let t = r["values"][0]["value"].as_f64().unwrap();
+    assert!((20.0..30.0).contains(&t), "{t} °C");
+    let p = &positions[0]["value"];
+    assert!((p["lat"].as_f64().unwrap() - 52.52).abs() < 0.02);
+    assert_eq!(p["satellites"], 9);
+}
+
+#[test]
+fn a_missing_bus_is_a_clear_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "device_id = \"pi-1\"\ngateway = \"127.0.0.1:9\"\n\
+         [[sensor]]\ntype = \"bme280\"\nbus = \"/dev/i2c-99\"\ninterval_ms = 1000\n",
+    )
+    .unwrap();
+    let out = Command::new(binary("tributary-node"))
+        .args(["--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open /dev/i2c-99"), "{stderr}");
+    assert!(stderr.contains("raspi-config"), "with a hint: {stderr}");
+}
+
+#[test]
+fn a_bad_node_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "device_id = \"pi 1\"\ngateway = \"127.0.0.1:9\"\n[[sensor]]\ntype = \"gnss\"\nport = \"sim\"\ninterval_ms = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(binary("tributary-node"))
+        .args(["--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device_id"));
+}
