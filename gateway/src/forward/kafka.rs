@@ -18,6 +18,9 @@
 //!
 //! Only this module names rdkafka types.
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
