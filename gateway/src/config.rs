@@ -107,6 +107,9 @@ pub struct RawSpool {
 pub struct RawKafka {
     pub brokers: Option<String>,
     pub max_in_flight: Option<usize>,
+    pub auto_create: Option<bool>,
+    pub topic_partitions: Option<i32>,
+    pub topic_replication: Option<i32>,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -183,6 +186,16 @@ pub struct KafkaConfig {
     pub max_in_flight: NonZeroUsize,
     /// librdkafka properties, passed through after Tributary's own.
     pub properties: BTreeMap<String, String>,
+    /// Topics to create through the Admin API if missing (`auto_create`), else `None`.
+    pub create_topics: Option<TopicSpec>,
+}
+
+/// Topics the forwarder creates if they are missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub names: Vec<String>,
+    pub partitions: i32,
+    pub replication: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -328,10 +341,23 @@ impl Config {
                     ));
                 }
             }
+            let partitions = raw.kafka.topic_partitions.unwrap_or(3);
+            if partitions < 1 {
+                return Err(invalid("kafka.topic_partitions", "must be at least 1"));
+            }
+            let replication = raw.kafka.topic_replication.unwrap_or(1);
+            if replication < 1 {
+                return Err(invalid("kafka.topic_replication", "must be at least 1"));
+            }
             SinkConfig::Kafka(KafkaConfig {
                 brokers: brokers.trim().to_owned(),
                 max_in_flight: non_zero("kafka.max_in_flight", raw.kafka.max_in_flight, 10_000)?,
                 properties: raw.kafka.properties,
+                create_topics: raw.kafka.auto_create.unwrap_or(false).then(|| TopicSpec {
+                    names: Vec::new(),
+                    partitions,
+                    replication,
+                }),
             })
         };
 
@@ -348,6 +374,19 @@ impl Config {
                 "telemetry.dead-letter",
             )?,
         };
+
+        let mut sink = sink;
+        if let SinkConfig::Kafka(KafkaConfig {
+            create_topics: Some(spec),
+            ..
+        }) = &mut sink
+        {
+            spec.names = vec![
+                routes.readings.clone(),
+                routes.positions.clone(),
+                routes.dead_letter.clone(),
+            ];
+        }
 
         Ok(Config {
             data_dir,

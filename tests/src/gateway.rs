@@ -55,19 +55,21 @@ impl Gateway {
         Self::start_with(brokers, topics, "")
     }
 
-    /// Like [`Gateway::start`], with more TOML appended to the config (for example a
-    /// `[spool]` table). `{dir}` in it is replaced by the gateway's temporary directory.
+    /// Like [`Gateway::start`], with more TOML appended to the config. The config ends in the
+    /// `[kafka]` table, so `extra` may start with `[kafka]` keys, then add tables such as
+    /// `[spool]`. `{dir}` in it is replaced by the gateway's temporary directory.
     pub fn start_with(brokers: Option<&str>, topics: &Topics, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let tcp = loopback(free_port());
         let mqtt = loopback(free_port());
         let broker = loopback(free_port());
         let config = dir.path().join("gateway.toml");
+        // [kafka] comes last, so `extra` may begin with more [kafka] keys before its own tables.
         let text = format!(
             "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n\
              [tcp]\nlisten = \"{tcp}\"\n[mqtt]\nlisten = \"{mqtt}\"\nbroker_listen = \"{broker}\"\n\
-             [kafka]\nbrokers = \"{brokers}\"\n\
-             [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n",
+             [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\n",
             data = dir.path().join("data"),
             brokers = brokers.unwrap_or(""),
             r = topics.readings,

@@ -67,9 +67,18 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, idle: Duration) -> V
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .expect("topic metadata");
+    // A broker that just restarted may refuse the first requests: retry for a while.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metadata = loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(m) if m.topics().iter().any(|t| !t.partitions().is_empty()) => break m,
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500))
+            }
+            Ok(m) => break m,
+            Err(e) => panic!("metadata for {topic}: {e}"),
+        }
+    };
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics() {
         for p in t.partitions() {

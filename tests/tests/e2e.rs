@@ -4,6 +4,7 @@
 mod e2e {
     pub mod crash;
     pub mod full_disk;
+    pub mod kafka;
     pub mod node;
     pub mod spool;
 }

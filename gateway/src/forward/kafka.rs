@@ -25,13 +25,16 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::time::Instant;
 
 use super::{Backoff, Drain, ForwardError};
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, TopicSpec};
 use crate::spool::{Spool, Spooled};
 use crate::stats::Stats;
 
@@ -66,6 +69,13 @@ pub async fn run(
     let producer: FutureProducer = client_config(&config)
         .create()
         .map_err(|e| ForwardError::Producer(e.to_string()))?;
+    if let Some(spec) = config.create_topics.clone() {
+        let admin = client_config(&config)
+            .create::<AdminClient<DefaultClientContext>>()
+            .map_err(|e| ForwardError::Producer(e.to_string()))?;
+        let stop = drain.stop.clone();
+        tokio::spawn(async move { create_topics(admin, spec, stop).await });
+    }
     let max = config.max_in_flight.get();
     let mut inflight = FuturesUnordered::new();
     let mut cursor = 0i64;
@@ -147,6 +157,56 @@ pub async fn run(
     // Anything still queued inside librdkafka was not confirmed and stays in the spool.
     let _ = producer.flush(Duration::from_millis(100));
     Ok(())
+}
+
+/// Creates the route topics that are missing, retrying while the cluster is unreachable.
+/// Forwarding does not wait for it: records for a missing topic stay in the spool meanwhile.
+async fn create_topics(
+    admin: AdminClient<DefaultClientContext>,
+    spec: TopicSpec,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let topics: Vec<NewTopic> = spec
+        .names
+        .iter()
+        .map(|n| {
+            NewTopic::new(
+                n,
+                spec.partitions,
+                TopicReplication::Fixed(spec.replication),
+            )
+        })
+        .collect();
+    let mut backoff = Backoff::default();
+    loop {
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        match admin.create_topics(&topics, &options).await {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(topic) => {
+                            tracing::info!(message = "Created topic.", %topic, partitions = spec.partitions, replication = spec.replication)
+                        }
+                        Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                            tracing::debug!(message = "Topic exists.", %topic)
+                        }
+                        Err((topic, code)) => {
+                            tracing::warn!(message = "Cannot create topic.", %topic, error = %code)
+                        }
+                    }
+                }
+                return;
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(message = "Creating topics failed; retrying.", %error, delay_ms = delay.as_millis() as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
 }
 
 /// Hands one record to the producer; the future resolves with its delivery outcome.

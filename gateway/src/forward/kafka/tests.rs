@@ -122,6 +122,7 @@ async fn brokers_down_request_errors_and_leader_changes_lose_and_reorder_nothing
             brokers: brokers.clone(),
             max_in_flight: NonZeroUsize::new(500).unwrap(),
             properties: [("retry.backoff.ms".to_owned(), "20".to_owned())].into(),
+            create_topics: None,
         },
         spool.clone(),
         Stats::default(),
@@ -208,6 +209,7 @@ async fn an_unknown_topic_holds_its_rows_until_the_topic_exists_then_delivers_th
                 "300".to_owned(),
             )]
             .into(),
+            create_topics: None,
         },
         spool.clone(),
         Stats::default(),
