@@ -235,3 +235,34 @@ async fn an_unknown_topic_holds_its_rows_until_the_topic_exists_then_delivers_th
     assert_eq!(got["d1"], (1..51).collect::<Vec<u64>>());
     spool.close().await;
 }
+
+#[test]
+fn tls_sasl_and_zstd_settings_pass_through_to_librdkafka() {
+    let config = KafkaConfig {
+        brokers: "kafka.example:9093".into(),
+        max_in_flight: NonZeroUsize::new(10).unwrap(),
+        properties: [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "edge-7"),
+            ("sasl.password", "secret"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+            ("compression.type", "zstd"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        create_topics: None,
+    };
+    // A librdkafka built without OpenSSL or zstd refuses these at creation.
+    let producer: Result<rdkafka::producer::FutureProducer, _> =
+        super::client_config(&config).create();
+    assert!(producer.is_ok(), "{:?}", producer.err());
+    let c = super::client_config(&config);
+    assert_eq!(c.get("enable.idempotence"), Some("true"));
+    assert_eq!(
+        c.get("compression.type"),
+        Some("zstd"),
+        "properties override defaults"
+    );
+}
