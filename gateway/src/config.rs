@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::route::{Format, Rule};
 use crate::spool::{FullPolicy, Limits};
 
 /// The documented default configuration, shipped as `config/gateway.toml`.
@@ -35,6 +36,8 @@ pub enum ConfigError {
     },
     #[error("config key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
+    #[error("config key `{key}`: {problem}")]
+    Rule { key: String, problem: String },
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -120,6 +123,20 @@ pub struct RawRoutes {
     pub readings: Option<String>,
     pub positions: Option<String>,
     pub dead_letter: Option<String>,
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub kind: Option<String>,
+    pub device: Option<String>,
+    pub mqtt_topic: Option<String>,
+    pub topic: Option<String>,
+    pub key: Option<String>,
+    pub format: Option<String>,
+    pub avro_schema_id: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +220,8 @@ pub struct RoutesConfig {
     pub readings: String,
     pub positions: String,
     pub dead_letter: String,
+    /// Tried in order; the first match wins.
+    pub rules: Vec<Rule>,
 }
 
 impl Config {
@@ -373,6 +392,13 @@ impl Config {
                 raw.routes.dead_letter,
                 "telemetry.dead-letter",
             )?,
+            rules: raw
+                .routes
+                .rule
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| rule(i, r))
+                .collect::<Result<_, _>>()?,
         };
 
         let mut sink = sink;
@@ -386,6 +412,11 @@ impl Config {
                 routes.positions.clone(),
                 routes.dead_letter.clone(),
             ];
+            for r in &routes.rules {
+                if !spec.names.contains(&r.topic) {
+                    spec.names.push(r.topic.clone());
+                }
+            }
         }
 
         Ok(Config {
@@ -398,6 +429,93 @@ impl Config {
             routes,
         })
     }
+}
+
+/// Validates one `[[routes.rule]]`; errors name it as `routes.rule[i].key`.
+fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
+    let bad = |field: &str, problem: String| ConfigError::Rule {
+        key: format!("routes.rule[{index}].{field}"),
+        problem,
+    };
+    let kind = match raw.kind.as_deref() {
+        None => None,
+        Some("reading") => Some(tributary_protocol::Kind::Reading),
+        Some("position") => Some(tributary_protocol::Kind::Position),
+        Some(other) => {
+            return Err(bad(
+                "kind",
+                format!("{other:?} is not \"reading\" or \"position\""),
+            ))
+        }
+    };
+    if let Some(glob) = &raw.device {
+        let ok = glob
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'));
+        if glob.is_empty() || !ok {
+            return Err(bad(
+                "device",
+                format!("{glob:?} is not a device id glob (A-Z a-z 0-9 _ . - * ?)"),
+            ));
+        }
+    }
+    if let Some(filter) = &raw.mqtt_topic {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let ok = levels.iter().enumerate().all(|(i, l)| {
+            (*l == "#" && i == levels.len() - 1)
+                || *l == "+"
+                || !(l.contains('+') || l.contains('#'))
+        });
+        if filter.is_empty() || !ok {
+            return Err(bad(
+                "mqtt_topic",
+                format!("{filter:?} is not an MQTT filter (+ for one level, # last)"),
+            ));
+        }
+    }
+    let topic_name = topic("routes.rule.topic", raw.topic.clone(), "").map_err(|_| {
+        bad(
+            "topic",
+            format!(
+                "{:?} is missing or not a legal Kafka topic name",
+                raw.topic.unwrap_or_default()
+            ),
+        )
+    })?;
+    let key = raw.key.unwrap_or_else(|| "{device_id}".to_owned());
+    let rest = key.replace("{device_id}", "").replace("{kind}", "");
+    if key.is_empty() || rest.contains('{') || rest.contains('}') {
+        return Err(bad(
+            "key",
+            format!("{key:?}: the template knows {{device_id}} and {{kind}}"),
+        ));
+    }
+    let format = match (raw.format.as_deref().unwrap_or("json"), raw.avro_schema_id) {
+        ("json", None) => Format::Json,
+        ("csv", None) => Format::Csv,
+        ("postcard", None) => Format::Postcard,
+        ("avro", schema_id) => Format::Avro { schema_id },
+        (_, Some(_)) => {
+            return Err(bad(
+                "avro_schema_id",
+                "only goes with format = \"avro\"".into(),
+            ))
+        }
+        (other, None) => {
+            return Err(bad(
+                "format",
+                format!("{other:?} is not json, csv, avro or postcard"),
+            ))
+        }
+    };
+    Ok(Rule {
+        kind,
+        device: raw.device,
+        mqtt_topic: raw.mqtt_topic,
+        topic: topic_name,
+        key,
+        format,
+    })
 }
 
 fn socket_addr(

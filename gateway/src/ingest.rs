@@ -18,6 +18,22 @@ use crate::route::{DeadLetter, Router};
 use crate::spool::{Appended, Spool, SpoolError};
 use crate::stats::Stats;
 
+/// A validated event and the MQTT topic it arrived on (`None` for TCP), for routing.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub event: Event,
+    pub mqtt_topic: Option<String>,
+}
+
+impl From<Event> for Inbound {
+    fn from(event: Event) -> Self {
+        Self {
+            event,
+            mqtt_topic: None,
+        }
+    }
+}
+
 /// The path from a listener into the spool.
 #[derive(Clone)]
 pub struct Ingest {
@@ -35,13 +51,31 @@ impl Ingest {
         }
     }
 
-    /// Stores valid `events` and `dead_letters` in one commit. Returns the outcome of each
-    /// event, in order. Dead letters are logged here, with their reason.
+    /// Stores valid `events` and `dead_letters` in one commit. Returns one outcome per stored
+    /// record (events first, in order). Dead letters are logged here, with their reason.
     pub async fn submit(
         &self,
-        events: Vec<Event>,
-        dead_letters: Vec<DeadLetter>,
+        events: Vec<Inbound>,
+        mut dead_letters: Vec<DeadLetter>,
     ) -> Result<Vec<Appended>, SpoolError> {
+        let mut records: Vec<Record> = Vec::with_capacity(events.len() + dead_letters.len());
+        for inbound in events {
+            let device_id = inbound.event.device_id.clone();
+            match self
+                .router
+                .event(inbound.event, inbound.mqtt_topic.as_deref())
+            {
+                Ok(record) => records.push(record),
+                Err(error) => dead_letters.push(DeadLetter::new(
+                    "route",
+                    inbound.mqtt_topic.unwrap_or_default(),
+                    Some(device_id),
+                    error.to_string(),
+                    &[],
+                )),
+            }
+        }
+        let n_events = records.len();
         for letter in &dead_letters {
             tracing::warn!(
                 message = "Refused input kept as a dead letter.",
@@ -51,12 +85,7 @@ impl Ingest {
                 reason = %letter.reason,
             );
         }
-        let n_events = events.len();
-        let records: Vec<Record> = events
-            .into_iter()
-            .map(|e| self.router.event(e))
-            .chain(dead_letters.iter().map(|d| self.router.dead_letter(d)))
-            .collect();
+        records.extend(dead_letters.iter().map(|d| self.router.dead_letter(d)));
         let topics: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();
         match self.spool.append(records).await {
             Ok(mut outcomes) => {

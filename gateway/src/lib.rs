@@ -43,6 +43,8 @@ pub enum GatewayError {
     Mqtt(#[from] ingest::mqtt::MqttError),
     #[error(transparent)]
     Forward(#[from] forward::ForwardError),
+    #[error(transparent)]
+    Format(#[from] route::FormatError),
 }
 
 /// Runs the gateway until `stop` is cancelled, then shuts down in order and returns the
@@ -67,7 +69,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
     tracing::info!(message = "Spool open.", path = %config.spool.path.display());
     let ingest = Ingest::new(
         spool.clone(),
-        Router::new(config.routes.clone()),
+        Router::new(config.routes.clone())?,
         stats.clone(),
     );
 

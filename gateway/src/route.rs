@@ -1,16 +1,26 @@
 //! Routing: from a validated [`Event`] (or a refused input) to a [`Record`] for one topic.
 //!
-//! Every Kafka message Tributary writes has: key = device id; value = the JSON event
-//! ([`tributary_protocol::json`]); timestamp = event time; headers `event-id`
-//! (`{device_id}:{seq}`, the de-duplication key for consumers), `kind` and `content-type`.
-//! Dead letters go to the dead-letter topic with a JSON value that says what was refused and why.
+//! Rules (`[[routes.rule]]`) are tried in order and the first match wins. A rule may match on the
+//! event's kind, its device id (a glob with `*` and `?`) and the MQTT topic it arrived on (an
+//! MQTT filter with `+` and `#`; TCP input never matches one), and says the topic, the key
+//! template (default `{device_id}`) and the value format ([`format`]). An event no rule matches
+//! goes to the default topic of its kind (`routes.readings`, `routes.positions`) as JSON.
+//!
+//! Every message has: timestamp = event time; headers `event-id` (`{device_id}:{seq}`, the
+//! de-duplication key for consumers), `kind` and `content-type`. Dead letters go to the
+//! dead-letter topic with a JSON value that says what was refused and why.
+
+pub mod format;
+
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
-use tributary_protocol::json::JsonEvent;
 use tributary_protocol::{Event, Kind};
 
 use crate::config::RoutesConfig;
 use crate::record::{now_ms, EventId, Record};
+pub use format::{Encoder, Format, FormatError};
 
 /// Header names, in one place.
 pub mod headers {
@@ -20,10 +30,81 @@ pub mod headers {
     pub const REASON: &str = "reason";
 }
 
+/// One routing rule, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub kind: Option<Kind>,
+    /// Device id glob: `*` any run, `?` one character.
+    pub device: Option<String>,
+    /// MQTT topic filter: `+` one level, `#` the rest.
+    pub mqtt_topic: Option<String>,
+    pub topic: String,
+    /// Key template with `{device_id}` and `{kind}`.
+    pub key: String,
+    pub format: Format,
+}
+
+impl Rule {
+    fn matches(&self, event: &Event, mqtt_topic: Option<&str>) -> bool {
+        self.kind.is_none_or(|k| k == event.kind())
+            && self
+                .device
+                .as_deref()
+                .is_none_or(|g| glob_matches(g, &event.device_id))
+            && self
+                .mqtt_topic
+                .as_deref()
+                .is_none_or(|f| mqtt_topic.is_some_and(|t| filter_matches(f, t)))
+    }
+}
+
+/// `*` matches any run of characters, `?` exactly one; everything else itself.
+pub fn glob_matches(glob: &str, text: &str) -> bool {
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    let (mut gi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match g.get(gi) {
+            Some('*') => {
+                star = Some((gi, ti));
+                gi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                gi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sg, st)) => {
+                    gi = sg + 1;
+                    ti = st + 1;
+                    star = Some((sg, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    g[gi..].iter().all(|&c| c == '*')
+}
+
+/// MQTT topic filter matching: `+` one level, `#` (last) any number of levels.
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    let mut levels = topic.split('/');
+    for f in filter.split('/') {
+        match (f, levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(l)) if f == l => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
+}
+
 /// Maps events to topics.
 #[derive(Debug, Clone)]
 pub struct Router {
     routes: RoutesConfig,
+    encoder: Encoder,
 }
 
 /// Input that could not be accepted as an event, kept for inspection.
@@ -69,8 +150,11 @@ impl DeadLetter {
 }
 
 impl Router {
-    pub fn new(routes: RoutesConfig) -> Self {
-        Self { routes }
+    pub fn new(routes: RoutesConfig) -> Result<Self, FormatError> {
+        Ok(Self {
+            routes,
+            encoder: Encoder::new()?,
+        })
     }
 
     pub fn topic_for(&self, kind: Kind) -> &str {
@@ -84,30 +168,54 @@ impl Router {
         &self.routes.dead_letter
     }
 
-    /// The record for a validated event.
-    pub fn event(&self, event: Event) -> Record {
+    /// The record for a validated event that arrived on `mqtt_topic` (`None` for TCP).
+    /// `Err` only if the event cannot be encoded in its route's format; the caller keeps it as
+    /// a dead letter.
+    pub fn event(&self, event: Event, mqtt_topic: Option<&str>) -> Result<Record, FormatError> {
         let kind = event.kind();
+        let rule = self
+            .routes
+            .rules
+            .iter()
+            .find(|r| r.matches(&event, mqtt_topic));
+        let (topic, format) = match rule {
+            Some(r) => (r.topic.as_str(), r.format),
+            None => (self.topic_for(kind), Format::Json),
+        };
+        let key = match rule {
+            Some(r) if r.key != "{device_id}" => r
+                .key
+                .replace("{device_id}", &event.device_id)
+                .replace("{kind}", kind.as_str()),
+            _ => event.device_id.clone(),
+        };
+        let value = self.encoder.encode(&event, format)?;
         let id = EventId {
-            device_id: event.device_id.clone(),
+            device_id: event.device_id,
             seq: event.seq,
         };
-        let timestamp_ms = i64::try_from(event.time_ms).unwrap_or(i64::MAX);
-        let value = json_bytes(&JsonEvent::from(event));
-        Record {
-            topic: self.topic_for(kind).to_owned(),
-            key: id.device_id.clone().into_bytes(),
-            value,
-            timestamp_ms,
-            headers: vec![
-                (headers::EVENT_ID.to_owned(), id.to_string()),
-                (headers::KIND.to_owned(), kind.as_str().to_owned()),
-                (
-                    headers::CONTENT_TYPE.to_owned(),
-                    "application/json".to_owned(),
-                ),
-            ],
-            origin: Some(id),
+        let mut headers = vec![
+            (headers::EVENT_ID.to_owned(), id.to_string()),
+            (headers::KIND.to_owned(), kind.as_str().to_owned()),
+            (
+                headers::CONTENT_TYPE.to_owned(),
+                format.content_type().to_owned(),
+            ),
+        ];
+        if let Format::Avro {
+            schema_id: Some(schema),
+        } = format
+        {
+            headers.push(("schema-id".to_owned(), schema.to_string()));
         }
+        Ok(Record {
+            topic: topic.to_owned(),
+            key: key.into_bytes(),
+            value,
+            timestamp_ms: i64::try_from(event.time_ms).unwrap_or(i64::MAX),
+            headers,
+            origin: Some(id),
+        })
     }
 
     /// The record for a refused input.

@@ -74,3 +74,43 @@ fn spool_limits_have_documented_defaults_and_a_bad_policy_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn route_rules_are_validated_and_errors_name_the_rule() {
+    let config = parse(
+        "[[routes.rule]]\nkind = \"position\"\ndevice = \"truck-*\"\ntopic = \"fleet.trucks\"\nformat = \"avro\"\navro_schema_id = 3\n\
+         [[routes.rule]]\nmqtt_topic = \"devices/+/readings\"\ntopic = \"r.csv\"\nformat = \"csv\"\nkey = \"{kind}-{device_id}\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.routes.rules.len(), 2);
+    assert_eq!(
+        config.routes.rules[0].format,
+        Format::Avro { schema_id: Some(3) }
+    );
+    for (toml, key) in [
+        (
+            "[[routes.rule]]\ntopic = \"t\"\nformat = \"xml\"\n",
+            "routes.rule[0].format",
+        ),
+        (
+            "[[routes.rule]]\ntopic = \"t\"\nkind = \"photo\"\n",
+            "routes.rule[0].kind",
+        ),
+        ("[[routes.rule]]\ntopic = \"a/b\"\n", "routes.rule[0].topic"),
+        (
+            "[[routes.rule]]\ntopic = \"t\"\nkey = \"{imei}\"\n",
+            "routes.rule[0].key",
+        ),
+        (
+            "[[routes.rule]]\ntopic = \"t\"\nmqtt_topic = \"a/#/b\"\n",
+            "routes.rule[0].mqtt_topic",
+        ),
+        (
+            "[[routes.rule]]\ntopic = \"t\"\navro_schema_id = 1\n",
+            "routes.rule[0].avro_schema_id",
+        ),
+    ] {
+        let err = parse(toml).unwrap_err().to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}

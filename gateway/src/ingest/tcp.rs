@@ -157,7 +157,7 @@ impl Connection {
                 event.validate().err().map(|e| e.to_string())
             };
             match problem {
-                None => valid.push(event),
+                None => valid.push(event.into()),
                 Some(reason) => {
                     let text = format!("event seq {}: {reason}", event.seq);
                     let payload =

@@ -222,3 +222,105 @@ async fn a_broker_restart_under_load_loses_nothing_and_keeps_each_device_in_orde
 fn seq(m: &Msg) -> u64 {
     m.value["seq"].as_u64().unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_python_decodes_json_csv_and_avro_values_with_their_headers_and_timestamps() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let python = env("TRIBUTARY_TEST_PYTHON");
+    let topics = Topics::unique("fmt");
+    let (json_t, csv_t, avro_t) = (
+        tributary_tests::unique_topic("fmt.json"),
+        tributary_tests::unique_topic("fmt.csv"),
+        tributary_tests::unique_topic("fmt.avro"),
+    );
+    create_topics(&brokers, &[&json_t, &csv_t, &avro_t], 3).await;
+    let extra = format!(
+        "[[routes.rule]]\ndevice = \"j-*\"\ntopic = \"{json_t}\"\n\
+         [[routes.rule]]\ndevice = \"c-*\"\ntopic = \"{csv_t}\"\nformat = \"csv\"\n\
+         [[routes.rule]]\ndevice = \"a-*\"\ntopic = \"{avro_t}\"\nformat = \"avro\"\navro_schema_id = 12\n"
+    );
+    let gateway = Gateway::start_with(Some(&brokers), &topics, &extra);
+    for prefix in ["j", "c", "a"] {
+        let mut s = spec(&gateway, prefix, 2, 3);
+        s.position_every = 2; // device 0 reports positions, device 1 readings
+        assert_eq!(run(s).await.acked, 6);
+    }
+    let script = r#"
+import io, json, sys
+import fastavro
+from kafka import KafkaConsumer
+brokers, schema_path = sys.argv[1], sys.argv[2]
+schema = fastavro.parse_schema(json.load(open(schema_path)))
+for topic in sys.argv[3:]:
+    c = KafkaConsumer(topic, bootstrap_servers=brokers, auto_offset_reset="earliest",
+                      consumer_timeout_ms=20000, group_id=None)
+    got = []
+    for m in c:
+        h = {k: v.decode() for k, v in m.headers}
+        ct = h["content-type"]
+        if ct == "application/json":
+            v = json.loads(m.value)
+        elif ct == "text/csv":
+            cols = m.value.decode().split(",")
+            v = {"device_id": cols[0], "seq": int(cols[1]), "time_ms": int(cols[2]), "kind": cols[3],
+                 "values": cols[4], "lat": cols[5]}
+        else:
+            assert m.value[0] == 0, "Confluent magic byte"
+            schema_id = int.from_bytes(m.value[1:5], "big")
+            v = fastavro.schemaless_reader(io.BytesIO(m.value[5:]), schema)
+            v["schema_id"] = schema_id
+            v["time_ms"] = int(v["time_ms"].timestamp() * 1000)
+        got.append({"topic": topic, "key": m.key.decode(), "timestamp": m.timestamp,
+                    "event_id": h["event-id"], "kind_header": h["kind"], "value": v})
+        if len(got) == 6:
+            break
+    for g in got:
+        print(json.dumps(g, default=str))
+"#;
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/event.avsc");
+    let out = Command::new(python)
+        .args(["-c", script, &brokers, schema, &json_t, &csv_t, &avro_t])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 18, "{lines:?}");
+    for l in &lines {
+        let v = &l["value"];
+        let device = v["device_id"].as_str().unwrap();
+        assert_eq!(l["key"], device, "key = device id: {l}");
+        assert_eq!(l["event_id"], format!("{device}:{}", v["seq"]), "{l}");
+        assert_eq!(
+            l["timestamp"], v["time_ms"],
+            "Kafka timestamp = event time: {l}"
+        );
+        assert_eq!(l["kind_header"], v["kind"]);
+        let kind = if device.ends_with("-0") {
+            "position"
+        } else {
+            "reading"
+        };
+        assert_eq!(v["kind"], kind, "{l}");
+    }
+    let avro_position = lines
+        .iter()
+        .find(|l| l["topic"] == avro_t.as_str() && l["value"]["kind"] == "position")
+        .unwrap();
+    assert_eq!(avro_position["value"]["schema_id"], 12);
+    assert!(avro_position["value"]["position"]["lat"].as_f64().unwrap() > 52.0);
+    let csv_reading = lines
+        .iter()
+        .find(|l| l["topic"] == csv_t.as_str() && l["value"]["kind"] == "reading")
+        .unwrap();
+    assert!(csv_reading["value"]["values"]
+        .as_str()
+        .unwrap()
+        .starts_with("temperature:"));
+}

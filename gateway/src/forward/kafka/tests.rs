@@ -27,14 +27,22 @@ fn events(device: u64, seqs: std::ops::Range<u64>) -> Vec<crate::record::Record>
         readings: TOPIC.into(),
         positions: TOPIC.into(),
         dead_letter: "dead".into(),
-    });
+        rules: Vec::new(),
+    })
+    .unwrap();
     seqs.map(|seq| {
         let json = format!(
             r#"{{"device_id":"d{device}","seq":{seq},"time_ms":{},"kind":"reading","values":[{{"name":"t","value":1.0,"unit":"Cel"}}]}}"#,
             1_700_000_000_000 + seq
         );
         let e: tributary_protocol::json::JsonEvent = serde_json::from_str(&json).unwrap();
-        router.event(e.into_event(&format!("d{device}"), tributary_protocol::Kind::Reading).unwrap())
+        router
+            .event(
+                e.into_event(&format!("d{device}"), tributary_protocol::Kind::Reading)
+                    .unwrap(),
+                None,
+            )
+            .unwrap()
     })
     .collect()
 }

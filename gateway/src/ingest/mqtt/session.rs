@@ -162,8 +162,11 @@ impl Session {
         let mut valid = Vec::with_capacity(publishes.len());
         for p in &publishes {
             match super::decode_publish(&p.topic, &p.payload) {
-                Ok(mut e) => {
-                    events.append(&mut e);
+                Ok(e) => {
+                    events.extend(e.into_iter().map(|event| crate::ingest::Inbound {
+                        event,
+                        mqtt_topic: Some(p.topic.clone()),
+                    }));
                     valid.push(true);
                 }
                 Err(letter) => {

@@ -1,0 +1,220 @@
+//! Value formats: how an event becomes a Kafka message value.
+//!
+//! - `json` (default): the flat JSON event of [`tributary_protocol::json`].
+//! - `csv`: one RFC 4180 line, no header, always these 13 columns (so one Spark schema reads both
+//!   kinds): `device_id,seq,time_ms,kind,values,lat,lon,alt_m,speed_mps,heading_deg,hdop,
+//!   satellites,fix`. `values` is `name:value:unit` pairs joined by `|`, empty for positions;
+//!   the position columns are empty for readings.
+//! - `avro`: Avro binary of `config/event.avsc` (no container header). With `avro_schema_id`,
+//!   the Confluent wire format: byte 0, the schema id as 4 bytes big-endian, then the datum.
+//! - `postcard`: the event exactly as devices encode it (`protocol::Event`), for consumers that
+//!   use the Rust protocol crate.
+
+use apache_avro::types::Value as Avro;
+use apache_avro::Schema;
+use tributary_protocol::json::JsonEvent;
+use tributary_protocol::{Body, Event};
+
+/// The Avro schema of events, shipped as `config/event.avsc`.
+pub const AVRO_SCHEMA: &str = include_str!("../../../config/event.avsc");
+
+/// A value format, as configured per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+    Avro { schema_id: Option<u32> },
+    Postcard,
+}
+
+impl Format {
+    /// The `content-type` header for this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv",
+            Format::Avro { schema_id: None } => "application/avro",
+            Format::Avro { schema_id: Some(_) } => "application/vnd.confluent.avro",
+            Format::Postcard => "application/x-postcard",
+        }
+    }
+}
+
+/// Encodes events; holds the parsed Avro schema.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    schema: Schema,
+}
+
+/// Why an event could not be encoded (a bug or a broken schema file, never device input: the
+/// event was validated).
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("the Avro schema config/event.avsc is invalid: {0}")]
+    Schema(String),
+    #[error("encoding {format}: {reason}")]
+    Encode {
+        format: &'static str,
+        reason: String,
+    },
+}
+
+impl Encoder {
+    pub fn new() -> Result<Self, FormatError> {
+        let schema =
+            Schema::parse_str(AVRO_SCHEMA).map_err(|e| FormatError::Schema(e.to_string()))?;
+        Ok(Self { schema })
+    }
+
+    pub fn encode(&self, event: &Event, format: Format) -> Result<Vec<u8>, FormatError> {
+        match format {
+            Format::Json => serde_json::to_vec(&JsonEvent::from(event.clone())).map_err(|e| {
+                FormatError::Encode {
+                    format: "json",
+                    reason: e.to_string(),
+                }
+            }),
+            Format::Csv => csv_line(event),
+            Format::Avro { schema_id } => {
+                let datum =
+                    apache_avro::to_avro_datum(&self.schema, avro_value(event)).map_err(|e| {
+                        FormatError::Encode {
+                            format: "avro",
+                            reason: e.to_string(),
+                        }
+                    })?;
+                Ok(match schema_id {
+                    None => datum,
+                    Some(id) => {
+                        let mut out = Vec::with_capacity(5 + datum.len());
+                        out.push(0);
+                        out.extend_from_slice(&id.to_be_bytes());
+                        out.extend_from_slice(&datum);
+                        out
+                    }
+                })
+            }
+            Format::Postcard => postcard::to_allocvec(event).map_err(|e| FormatError::Encode {
+                format: "postcard",
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn csv_line(event: &Event) -> Result<Vec<u8>, FormatError> {
+    let opt = |v: Option<f32>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut fields: Vec<String> = vec![
+        event.device_id.clone(),
+        event.seq.to_string(),
+        event.time_ms.to_string(),
+        event.kind().as_str().to_owned(),
+    ];
+    match &event.body {
+        Body::Reading(r) => {
+            let values: Vec<String> = r
+                .values
+                .iter()
+                .map(|v| format!("{}:{}:{}", v.name, v.value, v.unit))
+                .collect();
+            fields.push(values.join("|"));
+            fields.extend(std::iter::repeat_n(String::new(), 8));
+        }
+        Body::Position(p) => {
+            fields.push(String::new());
+            fields.extend([
+                p.lat.to_string(),
+                p.lon.to_string(),
+                opt(p.alt_m),
+                opt(p.speed_mps),
+                opt(p.heading_deg),
+                opt(p.hdop),
+                p.satellites.map(|s| s.to_string()).unwrap_or_default(),
+                fix_name(p.fix).to_owned(),
+            ]);
+        }
+    }
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let err = |e: &dyn std::fmt::Display| FormatError::Encode {
+        format: "csv",
+        reason: e.to_string(),
+    };
+    w.write_record(&fields).map_err(|e| err(&e))?;
+    let mut line = w.into_inner().map_err(|e| err(&e))?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+fn fix_name(fix: tributary_protocol::FixQuality) -> &'static str {
+    use tributary_protocol::FixQuality as F;
+    match fix {
+        F::None => "none",
+        F::Gps => "gps",
+        F::Dgps => "dgps",
+        F::RtkFixed => "rtk_fixed",
+        F::RtkFloat => "rtk_float",
+        F::Estimated => "estimated",
+    }
+}
+
+fn avro_value(event: &Event) -> Avro {
+    let opt_f = |v: Option<f32>| match v {
+        Some(v) => Avro::Union(1, Box::new(Avro::Float(v))),
+        None => Avro::Union(0, Box::new(Avro::Null)),
+    };
+    let (kind, values, position) = match &event.body {
+        Body::Reading(r) => (
+            Avro::Enum(0, "reading".into()),
+            r.values
+                .iter()
+                .map(|v| {
+                    Avro::Record(vec![
+                        ("name".into(), Avro::String(v.name.clone())),
+                        ("value".into(), Avro::Double(v.value)),
+                        ("unit".into(), Avro::String(v.unit.clone())),
+                    ])
+                })
+                .collect(),
+            Avro::Union(0, Box::new(Avro::Null)),
+        ),
+        Body::Position(p) => (
+            Avro::Enum(1, "position".into()),
+            Vec::new(),
+            Avro::Union(
+                1,
+                Box::new(Avro::Record(vec![
+                    ("lat".into(), Avro::Double(p.lat)),
+                    ("lon".into(), Avro::Double(p.lon)),
+                    ("alt_m".into(), opt_f(p.alt_m)),
+                    ("speed_mps".into(), opt_f(p.speed_mps)),
+                    ("heading_deg".into(), opt_f(p.heading_deg)),
+                    ("hdop".into(), opt_f(p.hdop)),
+                    (
+                        "satellites".into(),
+                        match p.satellites {
+                            Some(s) => Avro::Union(1, Box::new(Avro::Int(i32::from(s)))),
+                            None => Avro::Union(0, Box::new(Avro::Null)),
+                        },
+                    ),
+                    ("fix".into(), Avro::String(fix_name(p.fix).into())),
+                ])),
+            ),
+        ),
+    };
+    Avro::Record(vec![
+        ("device_id".into(), Avro::String(event.device_id.clone())),
+        ("seq".into(), Avro::Long(event.seq as i64)),
+        (
+            "time_ms".into(),
+            Avro::TimestampMillis(event.time_ms as i64),
+        ),
+        ("kind".into(), kind),
+        ("values".into(), Avro::Array(values)),
+        ("position".into(), position),
+    ])
+}
