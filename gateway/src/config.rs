@@ -111,6 +111,8 @@ pub struct RawKafka {
     pub brokers: Option<String>,
     pub max_in_flight: Option<usize>,
     pub auto_create: Option<bool>,
+    pub max_in_flight_bytes: Option<usize>,
+    pub live_share: Option<f64>,
     pub topic_partitions: Option<i32>,
     pub topic_replication: Option<i32>,
     #[serde(default)]
@@ -201,6 +203,11 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Most messages handed to the producer and not yet acknowledged.
     pub max_in_flight: NonZeroUsize,
+    /// About the most bytes (keys, values, headers) handed to the producer and not yet
+    /// acknowledged.
+    pub max_in_flight_bytes: NonZeroUsize,
+    /// Share of each refill given to fresh events while a backlog drains (0: strict order).
+    pub live_share: f64,
     /// librdkafka properties, passed through after Tributary's own.
     pub properties: BTreeMap<String, String>,
     /// Topics to create through the Admin API if missing (`auto_create`), else `None`.
@@ -371,6 +378,20 @@ impl Config {
             SinkConfig::Kafka(KafkaConfig {
                 brokers: brokers.trim().to_owned(),
                 max_in_flight: non_zero("kafka.max_in_flight", raw.kafka.max_in_flight, 10_000)?,
+                max_in_flight_bytes: non_zero(
+                    "kafka.max_in_flight_bytes",
+                    raw.kafka.max_in_flight_bytes,
+                    32 << 20,
+                )?,
+                live_share: match raw.kafka.live_share.unwrap_or(0.0) {
+                    s if (0.0..=0.9).contains(&s) => s,
+                    s => {
+                        return Err(invalid(
+                            "kafka.live_share",
+                            format!("{s} is outside 0.0 to 0.9"),
+                        ))
+                    }
+                },
                 properties: raw.kafka.properties,
                 create_topics: raw.kafka.auto_create.unwrap_or(false).then(|| TopicSpec {
                     names: Vec::new(),

@@ -5,6 +5,7 @@
 //! (deleted) only after the destination confirmed it. On stop, a sink keeps draining until the
 //! spool is empty or `deadline` passes; what is left stays in the spool for the next start.
 
+pub mod cursor;
 pub mod file;
 pub mod kafka;
 

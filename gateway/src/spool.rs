@@ -151,14 +151,32 @@ impl Spool {
 
     /// Up to `limit` records with ids above `after`, in id order.
     pub async fn fetch(&self, after: i64, limit: usize) -> Result<Vec<Spooled>, SpoolError> {
+        self.fetch_range(after, i64::MAX, limit).await
+    }
+
+    /// Up to `limit` records with ids in `(after, until]`, in id order.
+    pub async fn fetch_range(
+        &self,
+        after: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<Spooled>, SpoolError> {
         self.inner
             .request(|reply| {
                 writer::Command::Read(writer::Read::Fetch {
                     after,
+                    until,
                     limit,
                     reply,
                 })
             })
+            .await
+    }
+
+    /// The highest id queued, or 0 when the spool is empty.
+    pub async fn last_id(&self) -> Result<i64, SpoolError> {
+        self.inner
+            .request(|reply| writer::Command::Read(writer::Read::LastId { reply }))
             .await
     }
 

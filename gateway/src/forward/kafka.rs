@@ -21,6 +21,10 @@
 //! once the in-flight records settle, confirmed ids are deleted and reading restarts at the
 //! failed row after a backoff, so rows are never skipped.
 //!
+//! At most `max_in_flight` records and about `max_in_flight_bytes` bytes are in librdkafka at
+//! once. With `live_share` above 0, a backlog drains with fresh events interleaved ahead of it
+//! ([`super::cursor`]).
+//!
 //! Only this module names rdkafka types.
 
 #[cfg(test)]
@@ -38,6 +42,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::time::Instant;
 
+use super::cursor::Cursor;
 use super::{Backoff, Drain, ForwardError};
 use crate::config::{KafkaConfig, TopicSpec};
 use crate::spool::{Spool, Spooled};
@@ -63,7 +68,8 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-type Outcome = (i64, String, bool);
+/// A delivery outcome: row id, topic, delivered, bytes.
+type Outcome = (i64, String, bool, usize);
 
 /// Forwards spooled records to Kafka until drained after `drain.stop`.
 pub async fn run(
@@ -83,8 +89,10 @@ pub async fn run(
         tokio::spawn(async move { create_topics(admin, spec, stop).await });
     }
     let max = config.max_in_flight.get();
+    let max_bytes = config.max_in_flight_bytes.get();
     let mut inflight = FuturesUnordered::new();
-    let mut cursor = 0i64;
+    let mut inflight_bytes = 0usize;
+    let mut cursor = Cursor::new(config.live_share, 2 * max);
     let mut rewind: Option<i64> = None;
     let mut confirmed: Vec<(i64, String)> = Vec::new();
     let mut backoff = Backoff::default();
@@ -104,12 +112,12 @@ pub async fn run(
             );
             break;
         }
-        if rewind.is_none() && !idle && inflight.len() < max {
-            match spool.fetch(cursor, (max - inflight.len()).min(FETCH)).await {
+        if rewind.is_none() && !idle && inflight.len() < max && inflight_bytes < max_bytes {
+            match refill(&spool, &mut cursor, (max - inflight.len()).min(FETCH)).await {
                 Ok(rows) if rows.is_empty() => idle = true,
                 Ok(rows) => {
                     for row in rows {
-                        cursor = row.id;
+                        inflight_bytes += row.record.size();
                         inflight.push(send(&producer, row));
                     }
                     continue;
@@ -130,7 +138,7 @@ pub async fn run(
                 delay_ms = delay.as_millis() as u64
             );
             tokio::time::sleep(delay).await;
-            cursor = failed - 1;
+            cursor.rewind(failed);
             rewind = None;
             idle = false;
             continue;
@@ -140,7 +148,8 @@ pub async fn run(
         }
         let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            Some((id, topic, ok)) = inflight.next(), if !inflight.is_empty() => {
+            Some((id, topic, ok, size)) = inflight.next(), if !inflight.is_empty() => {
+                inflight_bytes = inflight_bytes.saturating_sub(size);
                 if ok {
                     confirmed.push((id, topic));
                     if rewind.is_none() {
@@ -221,6 +230,7 @@ fn send(
     row: Spooled,
 ) -> impl std::future::Future<Output = Outcome> + use<> {
     let Spooled { id, record } = row;
+    let size = record.size();
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
     for (key, value) in &record.headers {
         headers = headers.insert(Header {
@@ -255,8 +265,28 @@ fn send(
                 }
             },
         };
-        (id, topic, ok)
+        (id, topic, ok, size)
     }
+}
+
+/// Reads the next rows as the cursor plans them: live rows first while a backlog drains.
+async fn refill(
+    spool: &Spool,
+    cursor: &mut Cursor,
+    room: usize,
+) -> Result<Vec<Spooled>, crate::spool::SpoolError> {
+    if !cursor.is_draining_backlog() {
+        cursor.observe_last_id(spool.last_id().await?);
+    }
+    let mut rows = Vec::new();
+    for fetch in cursor.plan(room) {
+        let got = spool
+            .fetch_range(fetch.after, fetch.until, fetch.limit)
+            .await?;
+        cursor.advance(&fetch, got.last().map(|r| r.id));
+        rows.extend(got);
+    }
+    Ok(rows)
 }
 
 /// Deletes confirmed rows from the spool and counts them forwarded.

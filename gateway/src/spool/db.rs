@@ -221,7 +221,24 @@ impl SpoolDb {
 
     /// Up to `limit` rows with ids above `after`, in id order.
     pub fn fetch(&self, after: i64, limit: usize) -> Result<Vec<Spooled>, SpoolError> {
-        fetch(&self.conn, after, limit)
+        fetch_range(&self.conn, after, i64::MAX, limit)
+    }
+
+    /// Up to `limit` rows with ids in `(after, until]`, in id order.
+    pub fn fetch_range(
+        &self,
+        after: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<Spooled>, SpoolError> {
+        fetch_range(&self.conn, after, until, limit)
+    }
+
+    /// The highest id queued, or 0 when empty.
+    pub fn last_id(&self) -> Result<i64, SpoolError> {
+        self.conn
+            .query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))
+            .map_err(SpoolError::sqlite("last id"))
     }
 
     /// Rows, bytes and the oldest row's age, in total and per topic.
@@ -454,20 +471,21 @@ fn delete_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64, SpoolError> {
     Ok(freed)
 }
 
-/// Up to `limit` rows with ids above `after`, in id order.
-pub(super) fn fetch(
+/// Up to `limit` rows with ids in `(after, until]`, in id order.
+pub(super) fn fetch_range(
     conn: &Connection,
     after: i64,
+    until: i64,
     limit: usize,
 ) -> Result<Vec<Spooled>, SpoolError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq
-             FROM records WHERE id > ?1 ORDER BY id LIMIT ?2",
+             FROM records WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
         )
         .map_err(SpoolError::sqlite("fetch"))?;
     let rows = stmt
-        .query_map(params![after, limit as i64], row_to_spooled)
+        .query_map(params![after, until, limit as i64], row_to_spooled)
         .map_err(SpoolError::sqlite("fetch"))?;
     let mut out = Vec::new();
     for row in rows {

@@ -66,7 +66,7 @@ pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, SpoolError> {
     let mut after = 0;
     let mut n = 0;
     loop {
-        let rows = super::db::fetch(&conn, after, 1000)?;
+        let rows = super::db::fetch_range(&conn, after, i64::MAX, 1000)?;
         let Some(last) = rows.last().map(|r| r.id) else {
             return Ok(n);
         };

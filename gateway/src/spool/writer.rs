@@ -35,8 +35,12 @@ pub(super) enum Command {
 pub(super) enum Read {
     Fetch {
         after: i64,
+        until: i64,
         limit: usize,
         reply: Reply<Vec<Spooled>>,
+    },
+    LastId {
+        reply: Reply<i64>,
     },
     Stats {
         reply: Reply<SpoolStats>,
@@ -267,10 +271,14 @@ impl Writer {
         match read {
             Read::Fetch {
                 after,
+                until,
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.db.fetch(after, limit));
+                let _ = reply.send(self.db.fetch_range(after, until, limit));
+            }
+            Read::LastId { reply } => {
+                let _ = reply.send(self.db.last_id());
             }
             Read::Stats { reply } => {
                 let _ = reply.send(self.db.stats());
