@@ -33,7 +33,7 @@ mod tests;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -90,6 +90,7 @@ pub async fn run(
     }
     let max = config.max_in_flight.get();
     let max_bytes = config.max_in_flight_bytes.get();
+    let low_water = (max / 2).clamp(1, FETCH);
     let mut inflight = FuturesUnordered::new();
     let mut inflight_bytes = 0usize;
     let mut cursor = Cursor::new(config.live_share, 2 * max);
@@ -112,8 +113,15 @@ pub async fn run(
             );
             break;
         }
-        if rewind.is_none() && !idle && inflight.len() < max && inflight_bytes < max_bytes {
-            match refill(&spool, &mut cursor, (max - inflight.len()).min(FETCH)).await {
+        // Refill in chunks, not one slot per delivery report: each refill is a round trip to
+        // the spool's thread and a query.
+        let room = max - inflight.len();
+        if rewind.is_none()
+            && !idle
+            && (room >= low_water || inflight.is_empty())
+            && inflight_bytes < max_bytes
+        {
+            match refill(&spool, &mut cursor, room.min(FETCH)).await {
                 Ok(rows) if rows.is_empty() => idle = true,
                 Ok(rows) => {
                     for row in rows {
@@ -148,15 +156,20 @@ pub async fn run(
         }
         let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            Some((id, topic, ok, size)) = inflight.next(), if !inflight.is_empty() => {
-                inflight_bytes = inflight_bytes.saturating_sub(size);
-                if ok {
-                    confirmed.push((id, topic));
-                    if rewind.is_none() {
-                        backoff.reset();
+            Some(first) = inflight.next(), if !inflight.is_empty() => {
+                // Take every report that is already in, not just the first.
+                let mut next = Some(first);
+                while let Some((id, topic, ok, size)) = next {
+                    inflight_bytes = inflight_bytes.saturating_sub(size);
+                    if ok {
+                        confirmed.push((id, topic));
+                        if rewind.is_none() {
+                            backoff.reset();
+                        }
+                    } else {
+                        rewind = Some(rewind.map_or(id, |r| r.min(id)));
                     }
-                } else {
-                    rewind = Some(rewind.map_or(id, |r| r.min(id)));
+                    next = inflight.next().now_or_never().flatten();
                 }
                 if confirmed.len() >= ACK_BATCH {
                     ack(&spool, &stats, &mut confirmed).await;

@@ -1,0 +1,221 @@
+//! Drain rate: a spool pre-filled with 1,000,000 events forwarded into the broker, beside a
+//! plain rdkafka producer sending the same bytes (same keys, values, headers, timestamps and
+//! producer settings) to the same broker, in one run.
+//!
+//! `cargo bench -p tributary-gateway --bench drain`
+//!
+//! The broker is `TRIBUTARY_BENCH_KAFKA` (host:port) if set; otherwise the bench starts `tansu`
+//! from the PATH on a free loopback port with the memory engine, for both sides.
+//! `BENCH_EVENTS` changes the count.
+
+use std::num::NonZeroUsize;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+use tributary_gateway::config::{KafkaConfig, SpoolConfig};
+use tributary_gateway::forward::{kafka, Drain};
+use tributary_gateway::record::{EventId, Record};
+use tributary_gateway::spool::{Limits, Spool, SpoolDb};
+use tributary_gateway::stats::Stats;
+
+fn records(topic: &str, n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            let device = format!("dev-{}", i % 1000);
+            let seq = (i / 1000) as u64 + 1;
+            let value = format!(
+                r#"{{"device_id":"{device}","seq":{seq},"time_ms":{},"kind":"reading","values":[{{"name":"temperature","value":21.5,"unit":"Cel"}},{{"name":"humidity","value":40.1,"unit":"%"}}]}}"#,
+                1_700_000_000_000u64 + i as u64
+            );
+            Record {
+                topic: topic.into(),
+                key: device.clone().into_bytes(),
+                value: value.into_bytes(),
+                timestamp_ms: 1_700_000_000_000 + i as i64,
+                headers: vec![
+                    ("event-id".into(), format!("{device}:{seq}")),
+                    ("kind".into(), "reading".into()),
+                    ("content-type".into(), "application/json".into()),
+                ],
+                origin: Some(EventId { device_id: device, seq }),
+            }
+        })
+        .collect()
+}
+
+fn start_tansu() -> (String, Option<Child>) {
+    if let Ok(b) = std::env::var("TRIBUTARY_BENCH_KAFKA") {
+        return (b, None);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new("tansu")
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu on the PATH (tests/run installs it), or set TRIBUTARY_BENCH_KAFKA");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (addr, Some(child))
+}
+
+async fn create(brokers: &str, topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
+        .collect();
+    admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .expect("create topics");
+}
+
+fn kafka_config(brokers: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers.into(),
+        max_in_flight: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+        max_in_flight_bytes: NonZeroUsize::new(32 << 20).unwrap_or(NonZeroUsize::MIN),
+        live_share: 0.0,
+        properties: Default::default(),
+        create_topics: None,
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let (brokers, tansu) = start_tansu();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let stamp = std::process::id();
+    let (t_spool, t_plain) = (
+        format!("drain-spool-{stamp}"),
+        format!("drain-plain-{stamp}"),
+    );
+    runtime.block_on(create(&brokers, &[&t_spool, &t_plain]));
+
+    // Pre-fill the spool.
+    let path = dir.path().join("spool.db");
+    let fill = Instant::now();
+    {
+        let mut db = SpoolDb::open(&path).expect("spool");
+        let all = records(&t_spool, n);
+        for chunk in all.chunks(10_000) {
+            db.append(chunk.to_vec()).expect("append");
+        }
+    }
+    eprintln!(
+        "pre-filled {n} events in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
+    let bytes: usize = records(&t_spool, n.min(1000))
+        .iter()
+        .map(Record::size)
+        .sum::<usize>()
+        * n
+        / n.min(1000);
+
+    // Tributary: drain the spool.
+    let spool_rate = runtime.block_on(async {
+        let config = SpoolConfig {
+            path: path.clone(),
+            group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
+            group_commit_wait: Duration::from_millis(2),
+            limits: Limits::unlimited(),
+        };
+        let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let forwarder = tokio::spawn(kafka::run(
+            kafka_config(&brokers),
+            spool.clone(),
+            Stats::default(),
+            Drain {
+                stop: stop.clone(),
+                grace: Duration::from_secs(30),
+            },
+        ));
+        while !spool.fetch(0, 1).await.expect("fetch").is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = start.elapsed();
+        stop.cancel();
+        let _ = forwarder.await;
+        spool.close().await;
+        n as f64 / elapsed.as_secs_f64()
+    });
+
+    // A plain producer, same settings, same bytes.
+    let plain_rate = runtime.block_on(async {
+        let producer: FutureProducer = kafka::client_config(&kafka_config(&brokers))
+            .create()
+            .expect("producer");
+        let all = records(&t_plain, n);
+        let start = Instant::now();
+        let mut inflight = FuturesUnordered::new();
+        for r in &all {
+            while inflight.len() >= 10_000 {
+                let _ = inflight.next().await;
+            }
+            let mut headers = OwnedHeaders::new_with_capacity(3);
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let queued = producer
+                .send_result(
+                    FutureRecord::to(&r.topic)
+                        .key(&r.key)
+                        .payload(&r.value)
+                        .timestamp(r.timestamp_ms)
+                        .headers(headers),
+                )
+                .map_err(|(e, _)| e)
+                .expect("queue");
+            inflight.push(queued);
+        }
+        while let Some(result) = inflight.next().await {
+            assert!(matches!(result, Ok(Ok(_))), "delivery failed");
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    });
+
+    println!(
+        "broker: {brokers}  events: {n}  payload: {:.0} MB",
+        bytes as f64 / 1e6
+    );
+    println!("{:>24} {:>12}", "", "events/s");
+    println!("{:>24} {:>12.0}", "tributary spool drain", spool_rate);
+    println!("{:>24} {:>12.0}", "plain rdkafka producer", plain_rate);
+    println!("{:>24} {:>12.2}", "ratio", spool_rate / plain_rate);
+    println!(
+        "{{\"bench\":\"drain\",\"events\":{n},\"spool_eps\":{spool_rate:.0},\"plain_eps\":{plain_rate:.0}}}"
+    );
+    if let Some(mut child) = tansu {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
