@@ -139,6 +139,8 @@ pub struct RawRule {
     pub key: Option<String>,
     pub format: Option<String>,
     pub avro_schema_id: Option<u32>,
+    pub partitions: Option<i32>,
+    pub replication: Option<i32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,12 +216,10 @@ pub struct KafkaConfig {
     pub create_topics: Option<TopicSpec>,
 }
 
-/// Topics the forwarder creates if they are missing.
+/// Topics the forwarder creates if they are missing: `(name, partitions, replication)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
-    pub names: Vec<String>,
-    pub partitions: i32,
-    pub replication: i32,
+    pub topics: Vec<(String, i32, i32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +342,10 @@ impl Config {
         }
 
         let brokers = raw.kafka.brokers.unwrap_or_default();
+        let default_topic_shape = (
+            raw.kafka.topic_partitions.unwrap_or(3),
+            raw.kafka.topic_replication.unwrap_or(1),
+        );
         let sink = if brokers.trim().is_empty() {
             SinkConfig::File {
                 dir: raw.file_sink.dir.unwrap_or_else(|| data_dir.join("sink")),
@@ -393,11 +397,11 @@ impl Config {
                     }
                 },
                 properties: raw.kafka.properties,
-                create_topics: raw.kafka.auto_create.unwrap_or(false).then(|| TopicSpec {
-                    names: Vec::new(),
-                    partitions,
-                    replication,
-                }),
+                create_topics: raw
+                    .kafka
+                    .auto_create
+                    .unwrap_or(false)
+                    .then(|| TopicSpec { topics: Vec::new() }),
             })
         };
 
@@ -428,14 +432,17 @@ impl Config {
             ..
         }) = &mut sink
         {
-            spec.names = vec![
-                routes.readings.clone(),
-                routes.positions.clone(),
-                routes.dead_letter.clone(),
-            ];
+            let (partitions, replication) = default_topic_shape;
+            for name in [&routes.readings, &routes.positions, &routes.dead_letter] {
+                spec.topics.push((name.clone(), partitions, replication));
+            }
             for r in &routes.rules {
-                if !spec.names.contains(&r.topic) {
-                    spec.names.push(r.topic.clone());
+                if !spec.topics.iter().any(|(n, _, _)| n == &r.topic) {
+                    spec.topics.push((
+                        r.topic.clone(),
+                        r.partitions.unwrap_or(partitions),
+                        r.replication.unwrap_or(replication),
+                    ));
                 }
             }
         }
@@ -529,6 +536,14 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
             ))
         }
     };
+    for (field, value) in [
+        ("partitions", raw.partitions),
+        ("replication", raw.replication),
+    ] {
+        if value.is_some_and(|v| v < 1) {
+            return Err(bad(field, "must be at least 1".into()));
+        }
+    }
     Ok(Rule {
         kind,
         device: raw.device,
@@ -536,6 +551,8 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         topic: topic_name,
         key,
         format,
+        partitions: raw.partitions,
+        replication: raw.replication,
     })
 }
 

@@ -42,6 +42,10 @@ pub struct Rule {
     /// Key template with `{device_id}` and `{kind}`.
     pub key: String,
     pub format: Format,
+    /// For `kafka.auto_create`: this topic's partitions and replication factor, when they
+    /// differ from `kafka.topic_partitions` and `kafka.topic_replication`.
+    pub partitions: Option<i32>,
+    pub replication: Option<i32>,
 }
 
 impl Rule {

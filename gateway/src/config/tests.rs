@@ -114,3 +114,22 @@ fn route_rules_are_validated_and_errors_name_the_rule() {
         assert!(err.contains(key), "{key}: {err}");
     }
 }
+
+#[test]
+fn auto_create_uses_each_routes_partitions_and_replication() {
+    let config = parse(
+        "[kafka]\nbrokers = \"k:9092\"\nauto_create = true\ntopic_partitions = 6\n\
+         [[routes.rule]]\ntopic = \"fleet\"\npartitions = 12\nreplication = 3\n",
+    )
+    .unwrap();
+    let SinkConfig::Kafka(kafka) = config.sink else {
+        panic!("kafka")
+    };
+    let topics = kafka.create_topics.unwrap().topics;
+    assert!(topics.contains(&("telemetry.readings".into(), 6, 1)));
+    assert!(topics.contains(&("fleet".into(), 12, 3)));
+    let err = parse("[[routes.rule]]\ntopic = \"t\"\npartitions = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("routes.rule[0].partitions"), "{err}");
+}

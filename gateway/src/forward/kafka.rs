@@ -195,14 +195,10 @@ async fn create_topics(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let topics: Vec<NewTopic> = spec
-        .names
+        .topics
         .iter()
-        .map(|n| {
-            NewTopic::new(
-                n,
-                spec.partitions,
-                TopicReplication::Fixed(spec.replication),
-            )
+        .map(|(name, partitions, replication)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(*replication))
         })
         .collect();
     let mut backoff = Backoff::default();
@@ -212,9 +208,7 @@ async fn create_topics(
             Ok(results) => {
                 for result in results {
                     match result {
-                        Ok(topic) => {
-                            tracing::info!(message = "Created topic.", %topic, partitions = spec.partitions, replication = spec.replication)
-                        }
+                        Ok(topic) => tracing::info!(message = "Created topic.", %topic),
                         Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
                             tracing::debug!(message = "Topic exists.", %topic)
                         }

@@ -34,6 +34,8 @@ fn rule(topic: &str) -> Rule {
         topic: topic.into(),
         key: "{device_id}".into(),
         format: Format::Json,
+        partitions: None,
+        replication: None,
     }
 }
 
