@@ -50,6 +50,26 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A simulator run: `devices` devices named `{prefix}-{i}` sending `events` readings each from
+/// seq 1, in batches of 10, as fast as acknowledgements allow. Adjust fields for other runs.
+pub fn spec(
+    transport: tributary_sim::run::Transport,
+    prefix: &str,
+    devices: usize,
+    events: u64,
+) -> tributary_sim::run::RunSpec {
+    tributary_sim::run::RunSpec {
+        transport,
+        devices,
+        events_per_device: events,
+        prefix: prefix.to_owned(),
+        seq_start: 1,
+        batch: 10,
+        rate_per_device: 0.0,
+        position_every: 0,
+    }
+}
+
 /// A topic name no other test uses.
 pub fn unique_topic(stem: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

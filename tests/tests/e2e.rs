@@ -20,16 +20,11 @@ use tributary_tests::{binary, env, free_port, loopback};
 
 const IDLE: Duration = Duration::from_secs(30);
 
+/// A run where every second device reports positions.
 fn spec(transport: Transport, prefix: &str, devices: usize, events: u64) -> RunSpec {
     RunSpec {
-        transport,
-        devices,
-        events_per_device: events,
-        prefix: prefix.to_owned(),
-        seq_start: 1,
-        batch: 10,
-        rate_per_device: 0.0,
         position_every: 2,
+        ..tributary_tests::spec(transport, prefix, devices, events)
     }
 }
 

@@ -15,16 +15,7 @@ use tributary_tests::{env, free_port, loopback};
 const IDLE: Duration = Duration::from_secs(30);
 
 fn spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> RunSpec {
-    RunSpec {
-        transport: Transport::Tcp(gateway.tcp),
-        devices,
-        events_per_device: events,
-        prefix: prefix.into(),
-        seq_start: 1,
-        batch: 10,
-        rate_per_device: 0.0,
-        position_every: 0,
-    }
+    tributary_tests::spec(Transport::Tcp(gateway.tcp), prefix, devices, events)
 }
 
 fn partitions_of(brokers: &str, topic: &str) -> usize {

@@ -14,16 +14,7 @@ fn unreachable_kafka() -> String {
 }
 
 fn tcp_spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> RunSpec {
-    RunSpec {
-        transport: Transport::Tcp(gateway.tcp),
-        devices,
-        events_per_device: events,
-        prefix: prefix.into(),
-        seq_start: 1,
-        batch: 50,
-        rate_per_device: 0.0,
-        position_every: 0,
-    }
+    tributary_tests::spec(Transport::Tcp(gateway.tcp), prefix, devices, events)
 }
 
 fn rows(gateway: &Gateway) -> u64 {

@@ -97,6 +97,52 @@ fn consume_all(brokers: &str, expected: usize) -> BTreeMap<String, Vec<u64>> {
     out
 }
 
+fn open_spool(dir: &tempfile::TempDir) -> Spool {
+    let config = SpoolConfig {
+        path: dir.path().join("spool.db"),
+        group_commit_max_events: NonZeroUsize::new(1000).unwrap(),
+        group_commit_wait: Duration::from_millis(1),
+        limits: Limits::unlimited(),
+    };
+    Spool::open(&config, Stats::default()).unwrap().0
+}
+
+fn kafka_config(
+    brokers: &str,
+    max_in_flight: usize,
+    properties: &[(&str, &str)],
+    live_share: f64,
+) -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers.to_owned(),
+        max_in_flight: NonZeroUsize::new(max_in_flight).unwrap(),
+        properties: properties
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        create_topics: None,
+        max_in_flight_bytes: NonZeroUsize::new(32 << 20).unwrap(),
+        live_share,
+    }
+}
+
+/// Starts the forwarder; cancel the token to stop it.
+fn start_forwarder(
+    config: KafkaConfig,
+    spool: &Spool,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), crate::forward::ForwardError>>,
+) {
+    let stop = CancellationToken::new();
+    let drain = Drain {
+        stop: stop.clone(),
+        grace: Duration::from_secs(10),
+    };
+    let task = tokio::spawn(run(config, spool.clone(), Stats::default(), drain));
+    (stop, task)
+}
+
 async fn wait_until_drained(spool: &Spool, within: Duration) {
     let deadline = Instant::now() + within;
     while spool.stats().await.unwrap().rows > 0 {
@@ -111,36 +157,14 @@ async fn brokers_down_request_errors_and_leader_changes_lose_and_reorder_nothing
     mock.create_topic(TOPIC, 3, 3).unwrap();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(
-        &SpoolConfig {
-            path: dir.path().join("spool.db"),
-            group_commit_max_events: NonZeroUsize::new(1000).unwrap(),
-            group_commit_wait: Duration::from_millis(1),
-            limits: Limits::unlimited(),
-        },
-        Stats::default(),
-    )
-    .unwrap();
+    let spool = open_spool(&dir);
     for d in 0..DEVICES {
         spool.append(events(d, 1..101)).await.unwrap();
     }
-    let stop = CancellationToken::new();
-    let forwarder = tokio::spawn(run(
-        KafkaConfig {
-            brokers: brokers.clone(),
-            max_in_flight: NonZeroUsize::new(500).unwrap(),
-            properties: [("retry.backoff.ms".to_owned(), "20".to_owned())].into(),
-            create_topics: None,
-            max_in_flight_bytes: NonZeroUsize::new(32 << 20).unwrap(),
-            live_share: 0.0,
-        },
-        spool.clone(),
-        Stats::default(),
-        Drain {
-            stop: stop.clone(),
-            grace: Duration::from_secs(10),
-        },
-    ));
+    let (stop, forwarder) = start_forwarder(
+        kafka_config(&brokers, 500, &[("retry.backoff.ms", "20")], 0.0),
+        &spool,
+    );
 
     // While it forwards, and while more events arrive: faults of every kind.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -198,38 +222,17 @@ async fn an_unknown_topic_holds_its_rows_until_the_topic_exists_then_delivers_th
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(
-        &SpoolConfig {
-            path: dir.path().join("spool.db"),
-            group_commit_max_events: NonZeroUsize::new(1000).unwrap(),
-            group_commit_wait: Duration::from_millis(1),
-            limits: Limits::unlimited(),
-        },
-        Stats::default(),
-    )
-    .unwrap();
+    let spool = open_spool(&dir);
     spool.append(events(1, 1..51)).await.unwrap();
-    let stop = CancellationToken::new();
-    let forwarder = tokio::spawn(run(
-        KafkaConfig {
-            brokers: brokers.clone(),
-            max_in_flight: NonZeroUsize::new(100).unwrap(),
-            properties: [(
-                "topic.metadata.propagation.max.ms".to_owned(),
-                "300".to_owned(),
-            )]
-            .into(),
-            create_topics: None,
-            max_in_flight_bytes: NonZeroUsize::new(32 << 20).unwrap(),
-            live_share: 0.0,
-        },
-        spool.clone(),
-        Stats::default(),
-        Drain {
-            stop: stop.clone(),
-            grace: Duration::from_secs(10),
-        },
-    ));
+    let (stop, forwarder) = start_forwarder(
+        kafka_config(
+            &brokers,
+            100,
+            &[("topic.metadata.propagation.max.ms", "300")],
+            0.0,
+        ),
+        &spool,
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         spool.stats().await.unwrap().rows,
@@ -250,24 +253,19 @@ async fn an_unknown_topic_holds_its_rows_until_the_topic_exists_then_delivers_th
 
 #[test]
 fn tls_sasl_and_zstd_settings_pass_through_to_librdkafka() {
-    let config = KafkaConfig {
-        brokers: "kafka.example:9093".into(),
-        max_in_flight: NonZeroUsize::new(10).unwrap(),
-        properties: [
+    let config = kafka_config(
+        "kafka.example:9093",
+        10,
+        &[
             ("security.protocol", "sasl_ssl"),
             ("sasl.mechanisms", "SCRAM-SHA-512"),
             ("sasl.username", "edge-7"),
             ("sasl.password", "secret"),
             ("ssl.endpoint.identification.algorithm", "https"),
             ("compression.type", "zstd"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect(),
-        create_topics: None,
-        max_in_flight_bytes: NonZeroUsize::new(1 << 20).unwrap(),
-        live_share: 0.0,
-    };
+        ],
+        0.0,
+    );
     // A librdkafka built without OpenSSL or zstd refuses these at creation.
     let producer: Result<rdkafka::producer::FutureProducer, _> =
         super::client_config(&config).create();
@@ -287,16 +285,7 @@ async fn with_a_live_share_fresh_events_overtake_the_backlog_and_nothing_is_lost
     mock.create_topic(TOPIC, 1, 1).unwrap();
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(
-        &SpoolConfig {
-            path: dir.path().join("spool.db"),
-            group_commit_max_events: NonZeroUsize::new(1000).unwrap(),
-            group_commit_wait: Duration::from_millis(1),
-            limits: Limits::unlimited(),
-        },
-        Stats::default(),
-    )
-    .unwrap();
+    let spool = open_spool(&dir);
     // An outage left a backlog of 3000 events of one device.
     for chunk in 0..3 {
         spool
@@ -305,23 +294,7 @@ async fn with_a_live_share_fresh_events_overtake_the_backlog_and_nothing_is_lost
             .unwrap();
     }
     mock.broker_down(1).unwrap();
-    let stop = CancellationToken::new();
-    let forwarder = tokio::spawn(run(
-        KafkaConfig {
-            brokers: brokers.clone(),
-            max_in_flight: NonZeroUsize::new(100).unwrap(),
-            properties: Default::default(),
-            create_topics: None,
-            max_in_flight_bytes: NonZeroUsize::new(32 << 20).unwrap(),
-            live_share: 0.5,
-        },
-        spool.clone(),
-        Stats::default(),
-        Drain {
-            stop: stop.clone(),
-            grace: Duration::from_secs(10),
-        },
-    ));
+    let (stop, forwarder) = start_forwarder(kafka_config(&brokers, 100, &[], 0.5), &spool);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Fresh events of another device arrive while the broker is still down.
     spool.append(events(1, 1..51)).await.unwrap();
