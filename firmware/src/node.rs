@@ -3,10 +3,11 @@
 //! It reads the sensors named in `config/node.toml` through the `no_std` drivers of this crate
 //! (BME280 and ADS1115 on `/dev/i2c-*` via linux-embedded-hal, a GNSS receiver on a serial
 //! port), runs the [`crate::device`] loop, and sends to the gateway over TCP with ack-driven
-//! resend. A bus named `sim` is a simulated chip behind the same driver code, for trying the
+//! resend, or over MQTT QoS 1 (`transport = "mqtt"`). A bus named `sim` is a simulated chip behind the same driver code, for trying the
 //! agent (and testing it) without hardware.
 
 pub mod config;
+pub mod mqtt;
 pub mod sim;
 pub mod sources;
 pub mod tcp;

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tributary_firmware::device::DeviceLoop;
-use tributary_firmware::node::{config::NodeConfig, sources, tcp::TcpTransport, NodeError};
+use tributary_firmware::node::config::{NodeConfig, TransportKind};
+use tributary_firmware::node::mqtt::MqttTransport;
+use tributary_firmware::node::tcp::{AnyTransport, TcpTransport};
+use tributary_firmware::node::{sources, NodeError};
 
 const EX_USAGE: u8 = 64;
 
@@ -52,11 +55,16 @@ fn main() -> ExitCode {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
-    let transport = TcpTransport::new(
-        config.gateway,
-        config.device_id.clone(),
-        config.token.clone(),
-    );
+    let transport = match config.transport {
+        TransportKind::Tcp => AnyTransport::Tcp(TcpTransport::new(
+            config.gateway,
+            config.device_id.clone(),
+            config.token.clone(),
+        )),
+        TransportKind::Mqtt => {
+            AnyTransport::Mqtt(MqttTransport::new(config.gateway, config.device_id.clone()))
+        }
+    };
     let mut device = DeviceLoop::new(
         config.device_id.clone(),
         first_seq,

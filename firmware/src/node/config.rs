@@ -12,8 +12,11 @@ use super::NodeError;
 pub struct NodeConfig {
     /// This node's device id (1 to 64 of A-Z a-z 0-9 _ . -).
     pub device_id: String,
-    /// The gateway's TCP ingest address.
+    /// The gateway's TCP ingest address, or its MQTT listener with `transport = "mqtt"`.
     pub gateway: SocketAddr,
+    /// `tcp` (default) or `mqtt` (QoS 1; PUBACK only after the gateway's spool commit).
+    #[serde(default)]
+    pub transport: TransportKind,
     /// The gateway's `tcp.token`, if it requires one.
     #[serde(default)]
     pub token: Option<String>,
@@ -25,6 +28,14 @@ pub struct NodeConfig {
     pub batch: usize,
     #[serde(default, rename = "sensor")]
     pub sensors: Vec<SensorConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Tcp,
+    Mqtt,
 }
 
 fn default_buffer() -> usize {

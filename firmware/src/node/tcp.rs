@@ -105,3 +105,27 @@ impl TcpTransport {
         }
     }
 }
+
+/// The transport `config/node.toml` chose.
+pub enum AnyTransport {
+    Tcp(TcpTransport),
+    Mqtt(super::mqtt::MqttTransport),
+}
+
+impl Transport for AnyTransport {
+    type Error = std::io::Error;
+
+    fn connect(&mut self) -> std::io::Result<()> {
+        match self {
+            AnyTransport::Tcp(t) => t.connect(),
+            AnyTransport::Mqtt(t) => t.connect(),
+        }
+    }
+
+    fn send(&mut self, events: &[Event]) -> std::io::Result<u64> {
+        match self {
+            AnyTransport::Tcp(t) => t.send(events),
+            AnyTransport::Mqtt(t) => t.send(events),
+        }
+    }
+}

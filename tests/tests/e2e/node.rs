@@ -5,18 +5,23 @@ use std::process::Command;
 use tributary_tests::binary;
 use tributary_tests::gateway::{Gateway, Topics};
 
-#[test]
-fn the_node_agent_reads_simulated_sensors_and_its_events_arrive() {
+/// Runs `tributary-node` with simulated sensors for 2 s against `gateway` (over TCP, or MQTT)
+/// and checks what reached the gateway's file sink.
+fn node_events_arrive(mqtt: bool) {
     let topics = Topics::unique("node");
     let mut gateway = Gateway::start(None, &topics);
     let config = gateway.dir.path().join("node.toml");
+    let (transport, addr) = if mqtt {
+        ("mqtt", gateway.mqtt)
+    } else {
+        ("tcp", gateway.tcp)
+    };
     std::fs::write(
         &config,
         format!(
-            "device_id = \"pi-sim-1\"\ngateway = \"{}\"\nbatch = 5\n\
+            "device_id = \"pi-sim-1\"\ngateway = \"{addr}\"\ntransport = \"{transport}\"\nbatch = 5\n\
              [[sensor]]\ntype = \"bme280\"\nbus = \"sim\"\ninterval_ms = 100\n\
-             [[sensor]]\ntype = \"gnss\"\nport = \"sim\"\ninterval_ms = 200\n",
-            gateway.tcp
+             [[sensor]]\ntype = \"gnss\"\nport = \"sim\"\ninterval_ms = 200\n"
         ),
     )
     .unwrap();
@@ -63,6 +68,16 @@ fn the_node_agent_reads_simulated_sensors_and_its_events_arrive() {
     let p = &positions[0]["value"];
     assert!((p["lat"].as_f64().unwrap() - 52.52).abs() < 0.02);
     assert_eq!(p["satellites"], 9);
+}
+
+#[test]
+fn the_node_agent_reads_simulated_sensors_and_its_events_arrive_over_tcp() {
+    node_events_arrive(false);
+}
+
+#[test]
+fn the_node_agent_reads_simulated_sensors_and_its_events_arrive_over_mqtt() {
+    node_events_arrive(true);
 }
 
 #[test]
