@@ -61,9 +61,10 @@ fn main() -> ExitCode {
             config.device_id.clone(),
             config.token.clone(),
         )),
-        TransportKind::Mqtt => {
-            AnyTransport::Mqtt(MqttTransport::new(config.gateway, config.device_id.clone()))
-        }
+        TransportKind::Mqtt => AnyTransport::Mqtt(Box::new(MqttTransport::new(
+            config.gateway,
+            config.device_id.clone(),
+        ))),
     };
     let mut device = DeviceLoop::new(
         config.device_id.clone(),

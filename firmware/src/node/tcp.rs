@@ -109,7 +109,7 @@ impl TcpTransport {
 /// The transport `config/node.toml` chose.
 pub enum AnyTransport {
     Tcp(TcpTransport),
-    Mqtt(super::mqtt::MqttTransport),
+    Mqtt(Box<super::mqtt::MqttTransport>),
 }
 
 impl Transport for AnyTransport {
