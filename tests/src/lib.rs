@@ -70,6 +70,24 @@ pub fn spec(
     }
 }
 
+/// Publishes `message` on `topic` with Debian's `mosquitto_pub` at `qos`; true if it exited 0
+/// (for QoS 1 and 2, only after the broker's acknowledgement).
+pub fn mosquitto_pub(port: u16, qos: u8, topic: &str, message: &str) -> bool {
+    std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            &qos.to_string(),
+        ])
+        .args(["-t", topic, "-m", message])
+        .status()
+        .expect("mosquitto_pub (mosquitto-clients) is installed")
+        .success()
+}
+
 /// A topic name no other test uses.
 pub fn unique_topic(stem: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -93,16 +93,12 @@ async fn a_mosquitto_pub_reading_is_read_by_kafka_python() {
     let topics = Topics::unique("mosq");
     create_topics(&brokers, &topics.all(), 3).await;
     let gateway = Gateway::start(Some(&brokers), &topics);
-    let status = std::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &gateway.mqtt.port().to_string(), "-q", "1"])
-        .args(["-t", "devices/greenhouse-1/readings"])
-        .args([
-            "-m",
-            r#"{"seq":7,"time_ms":1700000000123,"values":[{"name":"co2","value":612,"unit":"ppm"}]}"#,
-        ])
-        .status()
-        .expect("mosquitto_pub (mosquitto-clients) is installed");
-    assert!(status.success());
+    assert!(tributary_tests::mosquitto_pub(
+        gateway.mqtt.port(),
+        1,
+        "devices/greenhouse-1/readings",
+        r#"{"seq":7,"time_ms":1700000000123,"values":[{"name":"co2","value":612,"unit":"ppm"}]}"#,
+    ));
     let script = r#"
 import json, sys
 from kafka import KafkaConsumer
@@ -159,19 +155,12 @@ async fn malformed_input_is_refused_counted_and_dead_lettered_while_others_carry
     let mut gateway = Gateway::start(Some(&brokers), &topics);
 
     // MQTT: a payload that is not JSON.
-    let status = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gateway.mqtt.port().to_string(),
-            "-q",
-            "1",
-        ])
-        .args(["-t", "devices/broken-1/readings", "-m", "{not json"])
-        .status()
-        .expect("mosquitto_pub");
-    assert!(status.success());
+    assert!(tributary_tests::mosquitto_pub(
+        gateway.mqtt.port(),
+        1,
+        "devices/broken-1/readings",
+        "{not json"
+    ));
 
     // TCP: a frame with a bad CRC gets a NACK that says so, then the connection closes.
     let mut device = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "broken-2", None)

@@ -80,21 +80,24 @@ fn the_node_agent_reads_simulated_sensors_and_its_events_arrive_over_mqtt() {
     node_events_arrive(true);
 }
 
+/// Runs `tributary-node` with `config` as its config file, until it exits.
+fn node_with(config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(binary("tributary-node"))
+        .args(["--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_missing_bus_is_a_clear_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
+    let out = node_with(
         "device_id = \"pi-1\"\ngateway = \"127.0.0.1:9\"\n\
          [[sensor]]\ntype = \"bme280\"\nbus = \"/dev/i2c-99\"\ninterval_ms = 1000\n",
-    )
-    .unwrap();
-    let out = Command::new(binary("tributary-node"))
-        .args(["--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot open /dev/i2c-99"), "{stderr}");
@@ -103,18 +106,9 @@ fn a_missing_bus_is_a_clear_error_naming_it() {
 
 #[test]
 fn a_bad_node_config_exits_64_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
+    let out = node_with(
         "device_id = \"pi 1\"\ngateway = \"127.0.0.1:9\"\n[[sensor]]\ntype = \"gnss\"\nport = \"sim\"\ninterval_ms = 1\n",
-    )
-    .unwrap();
-    let out = Command::new(binary("tributary-node"))
-        .args(["--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("device_id"));
 }

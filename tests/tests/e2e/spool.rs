@@ -122,24 +122,16 @@ async fn subscribers_on_the_embedded_broker_see_device_publishes_and_qos2_is_sto
     while matches!(sub.try_wait(), Ok(None)) {
         assert!(Instant::now() < deadline, "the subscriber saw nothing");
         // QoS 2: mosquitto_pub exits 0 only after PUBREC, PUBREL and PUBCOMP.
-        let status = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &gateway.mqtt.port().to_string(),
-                "-q",
-                "2",
-            ])
-            .args([
-                "-t",
+        let message = payload.replace("\"seq\":1", &format!("\"seq\":{seq}"));
+        assert!(
+            tributary_tests::mosquitto_pub(
+                gateway.mqtt.port(),
+                2,
                 "devices/sub-1/readings",
-                "-m",
-                &payload.replace("\"seq\":1", &format!("\"seq\":{seq}")),
-            ])
-            .status()
-            .expect("mosquitto_pub");
-        assert!(status.success(), "QoS 2 handshake completed");
+                &message
+            ),
+            "QoS 2 handshake completed"
+        );
         seq += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
