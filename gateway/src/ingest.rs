@@ -6,7 +6,7 @@
 //! device only after that call returned `Ok`, so an acknowledgement always means "committed".
 //!
 //! - [`tcp`]: the compact framed protocol; ACK after commit.
-//! - [`mqtt`]: the embedded rumqttd broker, read through its in-process link.
+//! - [`mqtt`]: Tributary's own MQTT 3.1.1 listener; PUBACK/PUBREC after commit.
 
 pub mod mqtt;
 pub mod tcp;
