@@ -161,15 +161,11 @@ impl Router {
         })
     }
 
-    pub fn topic_for(&self, kind: Kind) -> &str {
+    fn topic_for(&self, kind: Kind) -> &str {
         match kind {
             Kind::Reading => &self.routes.readings,
             Kind::Position => &self.routes.positions,
         }
-    }
-
-    pub fn dead_letter_topic(&self) -> &str {
-        &self.routes.dead_letter
     }
 
     /// The record for a validated event that arrived on `mqtt_topic` (`None` for TCP).

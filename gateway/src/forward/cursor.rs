@@ -59,6 +59,12 @@ impl Cursor {
         self.live.is_some()
     }
 
+    /// Whether [`Cursor::observe_last_id`] could start a live region now; when not, the spool's
+    /// last id need not be asked for.
+    pub fn watches_for_backlog(&self) -> bool {
+        self.share > 0.0 && self.live.is_none()
+    }
+
     /// The reads for `room` rows: the live region first, then the backlog.
     pub fn plan(&self, room: usize) -> Vec<Fetch> {
         match self.live {
@@ -116,6 +122,7 @@ mod tests {
     #[test]
     fn without_a_live_share_there_is_one_cursor_in_order() {
         let mut c = Cursor::new(0.0, 10);
+        assert!(!c.watches_for_backlog());
         c.observe_last_id(1_000);
         assert!(!c.is_draining_backlog());
         let plan = c.plan(100);

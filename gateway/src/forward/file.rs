@@ -126,7 +126,7 @@ impl Files {
             let mut line = serde_json::to_vec(&row.record.to_json()).unwrap_or_default();
             line.push(b'\n');
             out.write_all(&line).map_err(|source| ForwardError::File {
-                path: self.dir.join(format!("{topic}.jsonl")),
+                path: path_for(&self.dir, topic),
                 source,
             })?;
             if !touched.contains(topic) {

@@ -282,7 +282,7 @@ async fn refill(
     cursor: &mut Cursor,
     room: usize,
 ) -> Result<Vec<Spooled>, crate::spool::SpoolError> {
-    if !cursor.is_draining_backlog() {
+    if cursor.watches_for_backlog() {
         cursor.observe_last_id(spool.last_id().await?);
     }
     let mut rows = Vec::new();
