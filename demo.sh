@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults, no Kafka needed: builds Tributary, starts the gateway with
-# config/gateway.toml (file sink under ./data), runs the simulator against it over TCP and MQTT,
-# stops the gateway (which prints what was received, spooled and forwarded per topic), and
-# shows what reached the sink.
+# config/gateway.toml (file sink under ./data), runs the simulator's default scenario against it
+# (environment stations and trucks over TCP, machines and cars over MQTT QoS 1), stops the
+# gateway (which prints what was received, spooled and forwarded per topic), and checks the
+# sink against what the simulator sent with `tributary-sim verify`.
 set -euo pipefail
 cd "$(dirname "$0")"
-DEVICES=${DEVICES:-50}
+DEVICES=${DEVICES:-100}
 EVENTS=${EVENTS:-200}
 
 echo "==> Building (the first build compiles librdkafka and SQLite: a few minutes)"
@@ -21,10 +22,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-echo "==> $DEVICES devices x $EVENTS events over TCP"
-"$bin/tributary-sim" --transport tcp --gateway 127.0.0.1:7878 --devices "$DEVICES" --events "$EVENTS" --prefix tcp
-echo "==> $DEVICES devices x $EVENTS events over MQTT (QoS 1)"
-"$bin/tributary-sim" --transport mqtt --gateway 127.0.0.1:1883 --devices "$DEVICES" --events "$EVENTS" --prefix mqtt
+echo "==> $DEVICES simulated devices x $EVENTS events (config/sim.toml: stations, machines, trucks, cars)"
+"$bin/tributary-sim" run --devices "$DEVICES" --events "$EVENTS" --manifest data/run.json
 
 echo "==> Stopping the gateway (SIGTERM: drain, then the summary)"
 kill -TERM "$gateway"
@@ -33,4 +32,7 @@ trap - EXIT
 echo
 echo "==> The file sink (one JSON line per message, as a Kafka consumer would see it):"
 wc -l data/sink/*.jsonl
-head -n 1 data/sink/telemetry.positions.jsonl
+tail -n 1 data/sink/telemetry.positions.jsonl
+echo
+echo "==> Checking the sink against what was sent: nothing missing, no duplicates, in order"
+"$bin/tributary-sim" verify --manifest data/run.json --file-sink data/sink

@@ -99,6 +99,15 @@ impl Encoder<&Message> for MessageCodec {
     }
 }
 
+/// Owned messages, for a sink split off a `Framed` (its item type cannot borrow).
+impl Encoder<Message> for MessageCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Message, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        <Self as Encoder<&Message>>::encode(self, &item, dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

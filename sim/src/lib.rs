@@ -1,13 +1,28 @@
-//! The fleet simulator's library: event generators and device clients.
+//! The fleet simulator's library: realistic device streams, devices that behave like
+//! firmware, the verifier and the load benchmark.
 //!
-//! - [`generate`]: readings and positions for simulated devices.
-//! - [`tcp`]: a device speaking the TCP protocol, with ack-driven resend.
-//! - [`mqtt`]: devices publishing over MQTT.
-//! - [`run`]: N devices sending M events each, and what was acknowledged.
+//! - [`model`]: signal models (environment stations, machines, vehicles on a road network)
+//!   and injected faults.
+//! - [`stream`]: one device's seeded stream of events.
+//! - [`scenario`]: the fleet, its transports and its pace, from TOML plus flags.
+//! - [`device`]: a device on TCP or MQTT, with an outbox, reconnects and resends.
+//! - [`run`]: a whole fleet at once, its summary table and [`manifest`].
+//! - [`verify`]: topics (Kafka or the file sink) checked against a manifest.
+//! - [`bench`]: open-loop load with latency percentiles and the gateway's CPU and memory.
+//! - [`tcp`], [`mqtt`]: the protocol clients; [`generate`]: fixed test events.
 //!
 //! The `tributary-sim` binary and the end-to-end tests both use these.
 
+pub mod bench;
+pub mod device;
 pub mod generate;
+pub mod manifest;
+pub mod model;
 pub mod mqtt;
+pub mod murmur2;
+pub mod progress;
 pub mod run;
+pub mod scenario;
+pub mod stream;
 pub mod tcp;
+pub mod verify;

@@ -1,181 +1,207 @@
-//! A run: N devices, M events each, over TCP or MQTT, and what came back.
+//! A run: every device of a scenario, concurrently, until done, out of time or cancelled.
+//!
+//! [`run`] builds the fleet from the scenario (streams seeded per device), spreads the first
+//! connections over `ramp`, drives each device on its own task, and gathers each one's
+//! [`Outcome`] into a [`RunReport`]: the summary table and the [`Manifest`] that `verify`
+//! checks the topics against. Live counters feed the progress bar while it runs.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_protocol::Event;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tributary_protocol::Kind;
 
-use crate::generate;
-use crate::tcp::{Outbox, TcpDevice};
+use crate::device::{Device, Live, Outcome, Pace};
+use crate::manifest::Manifest;
+use crate::scenario::{Link, Scenario};
+use crate::stream;
 
-/// How devices reach the gateway.
+/// Everything that happened in a run.
 #[derive(Debug, Clone)]
-pub enum Transport {
-    Tcp(SocketAddr),
-    Mqtt { host: String, port: u16 },
-}
-
-/// What to send.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    pub transport: Transport,
-    pub devices: usize,
-    pub events_per_device: u64,
-    /// Device ids are `{prefix}-{index}`.
-    pub prefix: String,
-    /// The first seq of every device; later runs must start higher (the gateway drops
-    /// retransmissions by seq). The CLI's default is the current time in ms.
-    pub seq_start: u64,
-    /// Events per TCP batch.
-    pub batch: usize,
-    /// Events per second per device; 0 sends as fast as acknowledgements allow.
-    pub rate_per_device: f64,
-    /// Every n-th device reports positions, the others readings (0: readings only).
-    pub position_every: usize,
-}
-
-/// What happened.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
+    pub devices: Vec<Outcome>,
+    pub elapsed: Duration,
+    pub seed: u64,
+}
+
+/// One line of the summary: the devices of one kind over one link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Row {
+    pub devices: u64,
     pub sent: u64,
     pub acked: u64,
     pub resent: u64,
-    pub readings: u64,
-    pub positions: u64,
-    pub failed_devices: Vec<String>,
+    pub reconnects: u64,
+    pub faults: u64,
+    pub failed: u64,
 }
 
-impl RunSpec {
-    pub fn device_id(&self, index: usize) -> String {
-        format!("{}-{index}", self.prefix)
-    }
-
-    /// The events device `index` sends, in order.
-    pub fn events_for(&self, index: usize) -> Vec<Event> {
-        let id = self.device_id(index);
-        let positions = self.position_every > 0 && index.is_multiple_of(self.position_every);
-        let t0 = generate::now_ms();
-        (0..self.events_per_device)
-            .map(|n| generate::event(index, &id, self.seq_start + n, t0 + n * 1000, positions))
-            .collect()
+impl Row {
+    fn add(&mut self, o: &Outcome) {
+        self.devices += 1;
+        self.sent += o.sent;
+        self.acked += o.acked;
+        self.resent += o.resent;
+        self.reconnects += o.reconnects;
+        self.faults += o.faults.spikes + o.faults.stuck + o.faults.dropouts;
+        self.failed += u64::from(o.error.is_some());
     }
 }
 
-/// Runs every device concurrently and adds up their reports.
-pub async fn run(spec: RunSpec) -> RunReport {
-    let mut tasks = Vec::with_capacity(spec.devices);
-    for index in 0..spec.devices {
-        let spec = spec.clone();
-        tasks.push(tokio::spawn(async move { device(&spec, index).await }));
-    }
-    let mut total = RunReport::default();
-    for task in tasks {
-        match task.await {
-            Ok(r) => {
-                total.sent += r.sent;
-                total.acked += r.acked;
-                total.resent += r.resent;
-                total.readings += r.readings;
-                total.positions += r.positions;
-                total.failed_devices.extend(r.failed_devices);
-            }
-            Err(e) => total.failed_devices.push(format!("task: {e}")),
+impl RunReport {
+    pub fn total(&self) -> Row {
+        let mut row = Row::default();
+        for o in &self.devices {
+            row.add(o);
         }
+        row
     }
-    total
-}
 
-async fn device(spec: &RunSpec, index: usize) -> RunReport {
-    let events = spec.events_for(index);
-    let mut report = RunReport {
-        sent: events.len() as u64,
-        ..Default::default()
-    };
-    for e in &events {
-        match e.kind() {
-            tributary_protocol::Kind::Reading => report.readings += 1,
-            tributary_protocol::Kind::Position => report.positions += 1,
+    pub fn sent(&self) -> u64 {
+        self.total().sent
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.total().acked
+    }
+
+    /// Rows by event kind and link, in a stable order.
+    pub fn rows(&self) -> BTreeMap<(Kind, Link), Row> {
+        let mut rows: BTreeMap<(Kind, Link), Row> = BTreeMap::new();
+        for o in &self.devices {
+            rows.entry((o.kind, o.link)).or_default().add(o);
         }
+        rows
     }
-    let id = spec.device_id(index);
-    let result = match &spec.transport {
-        Transport::Tcp(addr) => tcp_device(spec, *addr, &id, events, &mut report).await,
-        Transport::Mqtt { host, port } => crate::mqtt::publish_all(
-            host,
-            *port,
-            &id,
-            &events,
-            spec.rate_per_device,
-            Duration::from_secs(60),
-        )
-        .await
-        .map(|acked| report.acked = acked)
-        .map_err(|e| e.to_string()),
-    };
-    if let Err(e) = result {
-        report.failed_devices.push(format!("{id}: {e}"));
-    }
-    report
-}
 
-async fn tcp_device(
-    spec: &RunSpec,
-    addr: SocketAddr,
-    id: &str,
-    events: Vec<Event>,
-    report: &mut RunReport,
-) -> Result<(), String> {
-    let mut outbox = Outbox::default();
-    let mut conn: Option<TcpDevice> = None;
-    let interval = (spec.rate_per_device > 0.0)
-        .then(|| Duration::from_secs_f64(spec.batch as f64 / spec.rate_per_device));
-    let mut failures = 0u32;
-    for chunk in events.chunks(spec.batch.max(1)) {
-        outbox.pending.extend(chunk.iter().cloned());
-        loop {
-            let device = match conn.as_mut() {
-                Some(d) => d,
-                None => match TcpDevice::connect(addr, id, None).await {
-                    Ok(d) => {
-                        // Everything still pending beyond this chunk goes again.
-                        outbox.resent += (outbox.pending.len() - chunk.len()) as u64;
-                        conn.insert(d)
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        if failures > 50 {
-                            return Err(e.to_string());
-                        }
-                        tokio::time::sleep(Duration::from_millis(
-                            100 * u64::from(failures.min(20)),
-                        ))
-                        .await;
-                        continue;
-                    }
-                },
+    /// Events that should have been acknowledged and were not: QoS 0 devices expect none.
+    pub fn unacknowledged(&self) -> u64 {
+        self.devices
+            .iter()
+            .filter(|o| o.link != Link::Mqtt { qos: 0 })
+            .map(|o| o.sent - o.acked.min(o.sent))
+            .sum()
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.devices
+            .iter()
+            .filter_map(|o| o.error.as_deref().map(|e| (o.id.as_str(), e)))
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        Manifest::from_outcomes(self.seed, &self.devices)
+    }
+
+    /// The summary table, for people.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<10} {:>8} {:>12} {:>12} {:>10} {:>10} {:>8} {:>7}",
+            "kind",
+            "transport",
+            "devices",
+            "sent",
+            "acked",
+            "resent",
+            "reconnects",
+            "faults",
+            "failed"
+        );
+        let line = |out: &mut String, kind: &str, link: &str, r: &Row, qos0: bool| {
+            let acked = if qos0 {
+                "-".to_owned()
+            } else {
+                r.acked.to_string()
             };
-            let batch: Vec<Event> = outbox.pending.iter().cloned().collect();
-            match device.send_batch(&batch).await {
-                Ok(up_to) => {
-                    report.acked += outbox.ack(up_to) as u64;
-                    failures = 0;
-                    break;
-                }
-                Err(e) => {
-                    failures += 1;
-                    conn = None;
-                    if failures > 50 {
-                        return Err(e.to_string());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20))))
-                        .await;
-                }
-            }
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:>8} {:>12} {:>12} {:>10} {:>10} {:>8} {:>7}",
+                kind, link, r.devices, r.sent, acked, r.resent, r.reconnects, r.faults, r.failed
+            );
+        };
+        for ((kind, link), row) in self.rows() {
+            line(
+                &mut out,
+                kind.as_str(),
+                &link.to_string(),
+                &row,
+                link == Link::Mqtt { qos: 0 },
+            );
         }
-        if let Some(i) = interval {
-            tokio::time::sleep(i).await;
+        let t = self.total();
+        line(&mut out, "total", "", &t, false);
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let _ = writeln!(
+            out,
+            "elapsed {:.2} s, {:.0} events/s sent, {:.0} acknowledged/s (seed {})",
+            secs,
+            t.sent as f64 / secs,
+            t.acked as f64 / secs,
+            self.seed
+        );
+        out
+    }
+}
+
+/// Runs `scenario`; `live` is updated as it goes (the progress bar reads it), `cancel` stops
+/// every device early (Ctrl-C).
+pub async fn run(
+    scenario: &Scenario,
+    live: Arc<Live>,
+    cancel: CancellationToken,
+) -> Result<RunReport, crate::model::roads::RoadsError> {
+    let roads = Arc::new(stream::roads(scenario)?);
+    let start_ms = scenario.start_ms.unwrap_or_else(crate::generate::now_ms);
+    let seq_start = scenario.seq_start.unwrap_or_else(crate::generate::now_ms);
+    let fleet = stream::fleet(scenario, &roads, start_ms, seq_start);
+    let n = fleet.len().max(1);
+    let wall_start = Instant::now();
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (group, stream)) in fleet.into_iter().enumerate() {
+        let pace = Pace {
+            events: if scenario.events == 0 {
+                u64::MAX
+            } else {
+                scenario.events
+            },
+            speedup: scenario.speedup,
+            wall_start,
+            sim_start_ms: start_ms,
+            deadline: scenario.duration.map(|d| wall_start + d),
+            cancel: cancel.clone(),
+            delay: scenario.ramp.mul_f64(i as f64 / n as f64),
+            batch: scenario.batch,
+            ack_timeout: scenario.ack_timeout,
+            give_up: scenario.give_up,
+            backoff: scenario.backoff,
+        };
+        let link = scenario.groups[group].link;
+        let device = Device::new(stream, link, pace, Arc::clone(&live));
+        let (tcp, mqtt) = (scenario.tcp, scenario.mqtt);
+        tasks.spawn(async move { (i, device.run(tcp, mqtt).await) });
+    }
+    let mut devices: Vec<(usize, Outcome)> = Vec::with_capacity(n);
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(done) => devices.push(done),
+            Err(e) => tracing::error!(error = %e, "A device task failed."),
         }
     }
-    report.resent = outbox.resent;
-    Ok(())
+    devices.sort_by_key(|(i, _)| *i);
+    Ok(RunReport {
+        devices: devices.into_iter().map(|(_, o)| o).collect(),
+        elapsed: started.elapsed(),
+        seed: scenario.seed,
+    })
+}
+
+/// Runs `scenario` to its end without a progress bar or cancellation.
+pub async fn run_to_end(scenario: &Scenario) -> Result<RunReport, crate::model::roads::RoadsError> {
+    run(scenario, Arc::default(), CancellationToken::new()).await
 }

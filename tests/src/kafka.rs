@@ -180,3 +180,22 @@ pub fn check_stream(msgs: &[Msg], sent: &BTreeMap<String, Vec<u64>>, kind: &str)
         assert_eq!(&seqs, expected, "{device}: every event once, in seq order");
     }
 }
+
+/// `tributary-sim verify` as a library: reads `topics` and checks them against `manifest`,
+/// waiting up to 60 s for acknowledged events still on their way.
+pub fn verify(
+    brokers: &str,
+    topics: &[&str],
+    manifest: &tributary_sim::manifest::Manifest,
+    allow_duplicates: bool,
+) -> tributary_sim::verify::Verdict {
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    tributary_sim::verify::kafka::verify(
+        manifest,
+        brokers,
+        &topics,
+        tributary_sim::verify::Options { allow_duplicates },
+        Duration::from_secs(60),
+    )
+    .expect("the topics can be read")
+}

@@ -50,24 +50,30 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A simulator run: `devices` devices named `{prefix}-{i}` sending `events` readings each from
-/// seq 1, in batches of 10, as fast as acknowledgements allow. Adjust fields for other runs.
+/// A simulator run: `devices` environment sensors named `{prefix}-{i}` sending `events`
+/// readings each over TCP from seq 1, in batches of 10, as fast as acknowledgements allow,
+/// without injected faults. Adjust fields for other runs.
 pub fn spec(
-    transport: tributary_sim::run::Transport,
+    tcp: SocketAddr,
     prefix: &str,
     devices: usize,
     events: u64,
-) -> tributary_sim::run::RunSpec {
-    tributary_sim::run::RunSpec {
-        transport,
+) -> tributary_sim::scenario::Scenario {
+    tributary_sim::scenario::Scenario::plain(
+        tcp,
+        tcp,
+        tributary_sim::scenario::Link::Tcp,
+        prefix,
         devices,
-        events_per_device: events,
-        prefix: prefix.to_owned(),
-        seq_start: 1,
-        batch: 10,
-        rate_per_device: 0.0,
-        position_every: 0,
-    }
+        events,
+    )
+}
+
+/// Runs a scenario to its end.
+pub async fn run(scenario: tributary_sim::scenario::Scenario) -> tributary_sim::run::RunReport {
+    tributary_sim::run::run_to_end(&scenario)
+        .await
+        .expect("the scenario's roads load")
 }
 
 /// Publishes `message` on `topic` with Debian's `mosquitto_pub` at `qos`; true if it exited 0

@@ -12,43 +12,52 @@ mod e2e {
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tributary_protocol::Message;
-use tributary_sim::run::{run, RunReport, RunSpec, Transport};
+use tributary_protocol::{Kind, Message};
+use tributary_sim::run::RunReport;
+use tributary_sim::scenario::{Group, Link, ModelKind, Scenario};
 use tributary_tests::gateway::{Gateway, Topics};
-use tributary_tests::kafka::{check_stream, consume, create_topics};
-use tributary_tests::{binary, env, free_port, loopback};
+use tributary_tests::kafka::{check_stream, consume, create_topics, verify};
+use tributary_tests::{binary, env, free_port, loopback, run};
 
 const IDLE: Duration = Duration::from_secs(30);
 
-/// A run where every second device reports positions.
-fn spec(transport: Transport, prefix: &str, devices: usize, events: u64) -> RunSpec {
-    RunSpec {
-        position_every: 2,
-        ..tributary_tests::spec(transport, prefix, devices, events)
-    }
+/// A mixed fleet: half environment stations (readings), half trucks (positions), with the
+/// default fault rates, over `link`.
+fn spec(gateway: &Gateway, link: Link, prefix: &str, devices: usize, events: u64) -> Scenario {
+    let mut s = Scenario::plain(gateway.tcp, gateway.mqtt, link, prefix, devices, events);
+    s.faults = tributary_sim::model::FaultRates::default();
+    let sensors = Group {
+        name: "env".into(),
+        count: devices / 2,
+        ..s.groups[0].clone()
+    };
+    let trucks = Group {
+        name: "truck".into(),
+        model: ModelKind::Truck,
+        count: devices - devices / 2,
+        ..s.groups[0].clone()
+    };
+    s.groups = vec![sensors, trucks];
+    s
 }
 
-/// What `spec` sends, per device, split by topic (readings, positions).
-fn expected(spec: &RunSpec) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, Vec<u64>>) {
+/// What a run sent, per device, split by topic (readings, positions).
+fn expected(report: &RunReport) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, Vec<u64>>) {
     let (mut readings, mut positions) = (BTreeMap::new(), BTreeMap::new());
-    for i in 0..spec.devices {
-        let events = spec.events_for(i);
-        let seqs = events.iter().map(|e| e.seq).collect();
-        match events[0].kind() {
-            tributary_protocol::Kind::Reading => readings.insert(spec.device_id(i), seqs),
-            tributary_protocol::Kind::Position => positions.insert(spec.device_id(i), seqs),
+    for d in &report.devices {
+        let seqs = (d.first_seq..=d.last_sent_seq.unwrap_or(0)).collect();
+        match d.kind {
+            Kind::Reading => readings.insert(d.id.clone(), seqs),
+            Kind::Position => positions.insert(d.id.clone(), seqs),
         };
     }
     (readings, positions)
 }
 
 fn assert_all_acked(report: &RunReport) {
-    assert!(
-        report.failed_devices.is_empty(),
-        "{:?}",
-        report.failed_devices
-    );
-    assert_eq!(report.acked, report.sent, "{report:?}");
+    let failures: Vec<_> = report.failures().collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(report.acked(), report.sent(), "{}", report.table());
 }
 
 async fn fleet_arrives_exactly_once_in_order(stem: &str, tcp: bool) {
@@ -56,18 +65,19 @@ async fn fleet_arrives_exactly_once_in_order(stem: &str, tcp: bool) {
     let topics = Topics::unique(stem);
     create_topics(&brokers, &topics.all(), 3).await;
     let mut gateway = Gateway::start(Some(&brokers), &topics);
-    let transport = if tcp {
-        Transport::Tcp(gateway.tcp)
+    let link = if tcp {
+        Link::Tcp
     } else {
-        Transport::Mqtt {
-            host: "127.0.0.1".into(),
-            port: gateway.mqtt.port(),
-        }
+        Link::Mqtt { qos: 1 }
     };
-    let spec = spec(transport, stem, 10, 100);
-    let report = run(spec.clone()).await;
+    let report = run(spec(&gateway, link, stem, 10, 100)).await;
     assert_all_acked(&report);
-    let (readings, positions) = expected(&spec);
+    // tributary-sim's verifier: nothing missing, no duplicates, in order, right partitions.
+    let verdict = verify(&brokers, &topics.all(), &report.manifest(), false);
+    assert!(verdict.ok(), "{}", verdict.report());
+    assert_eq!(verdict.found, 1000, "{}", verdict.report());
+    // And every record's key, headers and timestamp.
+    let (readings, positions) = expected(&report);
     let got = consume(&brokers, &topics.readings, 500, IDLE);
     check_stream(&got, &readings, "reading");
     let got = consume(&brokers, &topics.positions, 500, IDLE);
@@ -135,16 +145,16 @@ async fn a_device_resending_acknowledged_events_makes_no_duplicates_in_kafka() {
     let topics = Topics::unique("resend");
     create_topics(&brokers, &topics.all(), 3).await;
     let gateway = Gateway::start(Some(&brokers), &topics);
-    let mut spec = spec(Transport::Tcp(gateway.tcp), "resend", 4, 50);
-    spec.position_every = 0;
+    let mut spec = tributary_tests::spec(gateway.tcp, "resend", 4, 50);
     assert_all_acked(&run(spec.clone()).await);
     // Let the first round reach Kafka, so the resend meets forwarded (deleted) rows too.
     assert_eq!(consume(&brokers, &topics.readings, 200, IDLE).len(), 200);
     // After "reconnecting", each device resends everything plus 10 new events.
-    spec.events_per_device = 60;
-    assert_all_acked(&run(spec.clone()).await);
+    spec.events = 60;
+    let report = run(spec).await;
+    assert_all_acked(&report);
     let got = consume(&brokers, &topics.readings, 240, IDLE);
-    check_stream(&got, &expected(&spec).0, "reading");
+    check_stream(&got, &expected(&report).0, "reading");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,9 +188,8 @@ async fn malformed_input_is_refused_counted_and_dead_lettered_while_others_carry
     }
 
     // Other devices are unaffected.
-    let mut good = spec(Transport::Tcp(gateway.tcp), "good", 2, 20);
-    good.position_every = 0;
-    assert_all_acked(&run(good.clone()).await);
+    let good = run(tributary_tests::spec(gateway.tcp, "good", 2, 20)).await;
+    assert_all_acked(&good);
     check_stream(
         &consume(&brokers, &topics.readings, 40, IDLE),
         &expected(&good).0,
@@ -218,9 +227,8 @@ async fn with_kafka_down_at_start_events_are_spooled_and_arrive_in_order_once_it
     let brokers = loopback(port).to_string();
     let topics = Topics::unique("late");
     let mut gateway = Gateway::start(Some(&brokers), &topics);
-    let mut spec = spec(Transport::Tcp(gateway.tcp), "late", 6, 50);
-    spec.position_every = 3;
-    assert_all_acked(&run(spec.clone()).await);
+    let report = run(spec(&gateway, Link::Tcp, "late", 6, 50)).await;
+    assert_all_acked(&report);
 
     let url = format!("tcp://{brokers}");
     let mut broker = std::process::Command::new(tansu)
@@ -232,14 +240,14 @@ async fn with_kafka_down_at_start_events_are_spooled_and_arrive_in_order_once_it
         .expect("start a second tansu");
     let result = async {
         create_topics(&brokers, &topics.all(), 3).await;
-        let (readings, positions) = expected(&spec);
+        let (readings, positions) = expected(&report);
         check_stream(
-            &consume(&brokers, &topics.readings, 200, IDLE),
+            &consume(&brokers, &topics.readings, 150, IDLE),
             &readings,
             "reading",
         );
         check_stream(
-            &consume(&brokers, &topics.positions, 100, IDLE),
+            &consume(&brokers, &topics.positions, 150, IDLE),
             &positions,
             "position",
         );
@@ -288,16 +296,14 @@ fn a_bad_config_exits_64_naming_the_key() {
 async fn mqtt_events_acknowledged_just_before_sigterm_are_all_forwarded() {
     let topics = Topics::unique("sigterm");
     let mut gateway = Gateway::start(None, &topics);
-    let mut spec = spec(
-        Transport::Mqtt {
-            host: "127.0.0.1".into(),
-            port: gateway.mqtt.port(),
-        },
+    let spec = Scenario::plain(
+        gateway.tcp,
+        gateway.mqtt,
+        Link::Mqtt { qos: 1 },
         "sigterm",
         20,
         200,
     );
-    spec.position_every = 0;
     assert_all_acked(&run(spec).await);
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);

@@ -103,7 +103,7 @@ impl Connection {
                 }
             }
         }
-        let _ = self.framed.close().await;
+        let _ = SinkExt::<&Message>::close(&mut self.framed).await;
         Ok(())
     }
 

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
-use tributary_sim::run::{run, RunSpec, Transport};
+use tributary_sim::model::FaultRates;
+use tributary_sim::scenario::{Group, ModelKind, Scenario};
 use tributary_tests::gateway::{Gateway, Topics};
 use tributary_tests::kafka::{consume, create_topics, Msg};
-use tributary_tests::{env, free_port, loopback};
+use tributary_tests::{env, free_port, loopback, run};
 
 const IDLE: Duration = Duration::from_secs(30);
 
-fn spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> RunSpec {
-    tributary_tests::spec(Transport::Tcp(gateway.tcp), prefix, devices, events)
+fn spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> Scenario {
+    tributary_tests::spec(gateway.tcp, prefix, devices, events)
 }
 
 fn partitions_of(brokers: &str, topic: &str) -> usize {
@@ -42,7 +43,7 @@ async fn auto_created_topics_have_the_configured_partitions() {
         "auto_create = true\ntopic_partitions = 5\n",
     );
     let report = run(spec(&gateway, "auto", 8, 20)).await;
-    assert_eq!(report.acked, 160);
+    assert_eq!(report.acked(), 160);
     let got = consume(&brokers, &topics.readings, 160, IDLE);
     assert_eq!(got.len(), 160);
     for topic in topics.all() {
@@ -62,7 +63,7 @@ async fn every_key_lands_on_the_partition_the_java_client_computes() {
     create_topics(&brokers, &topics.all(), 7).await;
     let gateway = Gateway::start(Some(&brokers), &topics);
     let report = run(spec(&gateway, "truck", 60, 2)).await;
-    assert_eq!(report.acked, 120);
+    assert_eq!(report.acked(), 120);
     let got = consume(&brokers, &topics.readings, 120, IDLE);
     let placed: BTreeSet<(String, i32)> =
         got.iter().map(|m| (m.key.clone(), m.partition)).collect();
@@ -164,7 +165,9 @@ async fn a_broker_restart_under_load_loses_nothing_and_keeps_each_device_in_orde
     create_topics(&brokers, &topics.all(), 3).await;
     let mut gateway = Gateway::start(Some(&brokers), &topics);
     let mut load = spec(&gateway, "restart", 10, 300);
-    load.rate_per_device = 100.0;
+    // 100 events per second per device, in real time.
+    load.speedup = 1.0;
+    load.groups[0].interval = Duration::from_millis(10);
     let load = tokio::spawn(run(load));
 
     // The broker goes away under load; the gateway keeps accepting into its spool.
@@ -182,7 +185,8 @@ async fn a_broker_restart_under_load_loses_nothing_and_keeps_each_device_in_orde
     let _tansu = Tansu::start(port, &db);
     let report = load.await.unwrap();
     assert_eq!(
-        report.acked, 3000,
+        report.acked(),
+        3000,
         "every event was acknowledged: {report:?}"
     );
 
@@ -232,9 +236,21 @@ async fn kafka_python_decodes_json_csv_and_avro_values_with_their_headers_and_ti
     );
     let gateway = Gateway::start_with(Some(&brokers), &topics, &extra);
     for prefix in ["j", "c", "a"] {
-        let mut s = spec(&gateway, prefix, 2, 3);
-        s.position_every = 2; // device 0 reports positions, device 1 readings
-        assert_eq!(run(s).await.acked, 6);
+        // One truck reports positions, one station readings.
+        let mut s = spec(&gateway, prefix, 1, 3);
+        s.faults = FaultRates::NONE;
+        s.groups = vec![
+            Group {
+                name: "truck".into(),
+                model: ModelKind::Truck,
+                ..s.groups[0].clone()
+            },
+            Group {
+                name: "env".into(),
+                ..s.groups[0].clone()
+            },
+        ];
+        assert_eq!(run(s).await.acked(), 6);
     }
     let script = r#"
 import io, json, sys
@@ -293,7 +309,7 @@ for topic in sys.argv[3:]:
             "Kafka timestamp = event time: {l}"
         );
         assert_eq!(l["kind_header"], v["kind"]);
-        let kind = if device.ends_with("-0") {
+        let kind = if device.contains("-truck-") {
             "position"
         } else {
             "reading"

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tributary_sim::run::{run, RunSpec, Transport};
+use tributary_sim::scenario::Scenario;
 use tributary_sim::tcp::TcpDevice;
 use tributary_tests::free_port;
 use tributary_tests::gateway::{Gateway, Topics};
@@ -13,8 +13,8 @@ fn unreachable_kafka() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
-fn tcp_spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> RunSpec {
-    tributary_tests::spec(Transport::Tcp(gateway.tcp), prefix, devices, events)
+fn tcp_spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> Scenario {
+    tributary_tests::spec(gateway.tcp, prefix, devices, events)
 }
 
 fn rows(gateway: &Gateway) -> u64 {
@@ -28,8 +28,8 @@ fn rows(gateway: &Gateway) -> u64 {
 async fn a_corrupt_spool_is_moved_aside_salvaged_and_the_gateway_starts_and_says_so() {
     let topics = Topics::unique("corrupt");
     let mut gateway = Gateway::start(Some(&unreachable_kafka()), &topics);
-    let report = run(tcp_spec(&gateway, "corrupt", 4, 500)).await;
-    assert_eq!(report.acked, 2000);
+    let report = tributary_tests::run(tcp_spec(&gateway, "corrupt", 4, 500)).await;
+    assert_eq!(report.acked(), 2000);
     assert!(gateway.stop().status.success());
 
     let path = gateway.spool_path();
@@ -83,7 +83,7 @@ async fn a_corrupt_spool_is_moved_aside_salvaged_and_the_gateway_starts_and_says
 async fn spool_stats_and_inspect_work_beside_a_running_gateway_without_blocking_it() {
     let topics = Topics::unique("tools");
     let gateway = Gateway::start(Some(&unreachable_kafka()), &topics);
-    let load = tokio::spawn(run(tcp_spec(&gateway, "tools", 5, 400)));
+    let load = tokio::spawn(tributary_tests::run(tcp_spec(&gateway, "tools", 5, 400)));
     let mut looked = 0;
     while !load.is_finished() {
         let (code, out) = gateway.spool_tool(&["stats"]);
@@ -97,7 +97,7 @@ async fn spool_stats_and_inspect_work_beside_a_running_gateway_without_blocking_
         looked += 1;
     }
     let report = load.await.unwrap();
-    assert_eq!(report.acked, 2000, "the load was not held up: {report:?}");
+    assert_eq!(report.acked(), 2000, "the load was not held up: {report:?}");
     assert!(looked > 0);
     assert_eq!(rows(&gateway), 2000);
     let (_, out) = gateway.spool_tool(&["inspect", "--device", "tools-3", "--limit", "1000"]);

@@ -1,0 +1,283 @@
+//! The load: one pipelined TCP connection per device, a writer on a schedule and a reader of
+//! ACKs, each device with its own histogram (merged at the end, so devices never contend).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tributary_protocol::codec::MessageCodec;
+use tributary_protocol::{Event, Hello, Message, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+
+use super::{histogram, BenchSpec};
+use crate::generate::now_ms;
+use crate::scenario::{Link, ModelKind, Scenario};
+use crate::stream::DeviceStream;
+
+/// What the load did.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub sent: u64,
+    pub acked: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Microseconds from due to ACK.
+    pub ack_latency: Histogram<u64>,
+    /// The device ids, `{prefix}-{i}`.
+    pub devices: Vec<String>,
+}
+
+struct DeviceResult {
+    sent: u64,
+    acked: u64,
+    error: Option<String>,
+    latency: Histogram<u64>,
+}
+
+/// Runs the load of `spec` and returns what it measured.
+pub async fn run_load(spec: &BenchSpec) -> LoadResult {
+    let scenario = Scenario::plain(
+        spec.tcp,
+        spec.tcp,
+        Link::Tcp,
+        &spec.prefix,
+        spec.devices,
+        u64::MAX,
+    );
+    let roads = Arc::new(crate::model::roads::RoadNetwork::grid(
+        crate::model::geo::Origin {
+            lat: 52.52,
+            lon: 13.405,
+        },
+        1000.0,
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(spec.seed),
+    ));
+    let mut scenario = scenario;
+    scenario.seed = spec.seed;
+    scenario.groups[0].model = ModelKind::Environment;
+    let seq_start = now_ms();
+    let start = Instant::now() + Duration::from_millis(200);
+    let start_ms = now_ms() + 200;
+    let per_device = spec.rate / spec.devices.max(1) as f64;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ids = Vec::with_capacity(spec.devices);
+    for i in 0..spec.devices {
+        let stream = DeviceStream::new(
+            &scenario,
+            &roads,
+            &scenario.groups[0],
+            i,
+            start_ms,
+            seq_start,
+        );
+        ids.push(stream.id.clone());
+        let spec = spec.clone();
+        // Devices start spread over one interval, so their batches do not align.
+        let offset = if per_device > 0.0 {
+            Duration::from_secs_f64(i as f64 / spec.devices as f64 / per_device)
+        } else {
+            Duration::ZERO
+        };
+        tasks.spawn(device(spec, stream, start + offset, start_ms, per_device));
+    }
+    let mut total = LoadResult {
+        sent: 0,
+        acked: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        ack_latency: histogram(),
+        devices: ids,
+    };
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(r) => {
+                total.sent += r.sent;
+                total.acked += r.acked;
+                if let Some(e) = r.error {
+                    total.errors += 1;
+                    tracing::warn!(error = %e, "A bench device failed.");
+                }
+                let _ = total.ack_latency.add(&r.latency);
+            }
+            Err(e) => {
+                total.errors += 1;
+                tracing::warn!(error = %e, "A bench device task failed.");
+            }
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+async fn device(
+    spec: BenchSpec,
+    mut stream: DeviceStream,
+    start: Instant,
+    start_ms: u64,
+    per_device: f64,
+) -> DeviceResult {
+    let mut result = DeviceResult {
+        sent: 0,
+        acked: 0,
+        error: None,
+        latency: histogram(),
+    };
+    let framed = match connect(&spec, &stream.id).await {
+        Ok(f) => f,
+        Err(e) => {
+            result.error = Some(e);
+            return result;
+        }
+    };
+    let (mut sink, mut source) = StreamExt::split::<Message>(framed);
+    // The writer tells the reader, per batch, its events' seqs and due times.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(u64, Instant)>>();
+    let window = Arc::new(Semaphore::new(spec.window.max(1)));
+    let end = start + spec.duration;
+    let writer_window = Arc::clone(&window);
+    let writer = async move {
+        let mut sent = 0u64;
+        let mut i = 0u64;
+        let due = |i: u64| {
+            if per_device > 0.0 {
+                start + Duration::from_secs_f64(i as f64 / per_device)
+            } else {
+                Instant::now()
+            }
+        };
+        tokio::time::sleep_until(start).await;
+        loop {
+            let first_due = due(i);
+            if first_due >= end {
+                break;
+            }
+            let permit = if per_device > 0.0 {
+                tokio::time::sleep_until(first_due).await;
+                None
+            } else {
+                match Arc::clone(&writer_window).acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                }
+            };
+            let now = Instant::now();
+            let mut events: Vec<Event> = Vec::with_capacity(spec.batch);
+            let mut times = Vec::with_capacity(spec.batch);
+            while events.len() < spec.batch.max(1) {
+                let d = due(i);
+                if d > now || d >= end {
+                    break;
+                }
+                let mut e = stream.next_event();
+                let offset_ms = d.saturating_duration_since(start).as_millis() as u64;
+                e.time_ms = start_ms + offset_ms;
+                times.push((e.seq, d));
+                events.push(e);
+                i += 1;
+            }
+            if events.is_empty() {
+                continue;
+            }
+            if let Some(p) = permit {
+                p.forget();
+            }
+            let n = events.len() as u64;
+            if tx.send(times).is_err() {
+                break;
+            }
+            if let Err(e) = SinkExt::<Message>::send(&mut sink, Message::Events(events)).await {
+                return Err((sent, format!("sending: {e}")));
+            }
+            sent += n;
+        }
+        Ok(sent)
+    };
+    let reader = async move {
+        let mut latency = histogram();
+        let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+        let mut acked = 0u64;
+        let mut writer_done = false;
+        loop {
+            if writer_done && pending.is_empty() {
+                return (acked, latency, None);
+            }
+            let next = tokio::select! {
+                batch = rx.recv(), if !writer_done => {
+                    match batch {
+                        Some(b) => pending.extend(b),
+                        None => writer_done = true,
+                    }
+                    continue;
+                }
+                next = tokio::time::timeout(Duration::from_secs(30), source.next()) => next,
+            };
+            let error = match next {
+                Err(_) => "no ACK within 30 s".to_owned(),
+                Ok(None) => "the gateway closed the connection".to_owned(),
+                Ok(Some(Ok(Ok(Message::Ack(ack))))) => {
+                    let now = Instant::now();
+                    while let Ok(b) = rx.try_recv() {
+                        pending.extend(b);
+                    }
+                    while pending.front().is_some_and(|(s, _)| *s <= ack.up_to_seq) {
+                        if let Some((_, due)) = pending.pop_front() {
+                            let us = now.saturating_duration_since(due).as_micros() as u64;
+                            let _ = latency.record(us.max(1));
+                            acked += 1;
+                        }
+                    }
+                    window.add_permits(1);
+                    continue;
+                }
+                Ok(Some(Ok(Ok(Message::Nack(n))))) => format!("NACK {}: {}", n.code, n.text),
+                Ok(Some(Ok(Ok(other)))) => format!("unexpected {other:?}"),
+                Ok(Some(Ok(Err(bad)))) => bad.error.to_string(),
+                Ok(Some(Err(e))) => e.to_string(),
+            };
+            return (acked, latency, Some(error));
+        }
+    };
+    let (written, (acked, latency, read_error)) = tokio::join!(writer, reader);
+    result.acked = acked;
+    result.latency = latency;
+    match written {
+        Ok(n) => result.sent = n,
+        Err((n, e)) => {
+            result.sent = n;
+            result.error = Some(e);
+        }
+    }
+    if result.error.is_none() {
+        result.error = read_error;
+    }
+    result
+}
+
+async fn connect(spec: &BenchSpec, id: &str) -> Result<Framed<TcpStream, MessageCodec>, String> {
+    let mut last = String::new();
+    for attempt in 0..20u32 {
+        match TcpStream::connect(spec.tcp).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                let mut framed = Framed::new(s, MessageCodec::new(DEFAULT_MAX_FRAME_BYTES));
+                let hello = Message::Hello(Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    device_id: id.to_owned(),
+                    token: None,
+                });
+                match framed.send(&hello).await {
+                    Ok(()) => return Ok(framed),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+    }
+    Err(format!("connecting to {}: {last}", spec.tcp))
+}

@@ -1,0 +1,61 @@
+//! A device on the TCP protocol: HELLO, then one EVENTS batch at a time, each answered by an
+//! ACK covering its highest seq before the next goes out.
+
+use std::net::SocketAddr;
+
+use super::{Device, Stop};
+use crate::tcp::TcpDevice;
+
+pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
+    let mut conn: Option<TcpDevice> = None;
+    let batch = device.pace.batch;
+    loop {
+        if device.interrupted() {
+            return Ok(());
+        }
+        device.fill(batch);
+        if device.outbox.is_empty() {
+            match device.next_due() {
+                None => return Ok(()),
+                Some(due) => {
+                    if device.sleep_until(due).await == Err(Stop::Interrupted) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+        }
+        let link = match conn.as_mut() {
+            Some(c) => c,
+            None => match TcpDevice::connect(addr, &device.outcome.id, None).await {
+                Ok(c) => {
+                    device.on_connect();
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    device.after_failure(false, &e.to_string()).await?;
+                    continue;
+                }
+            },
+        };
+        let events: Vec<_> = device.outbox.iter().take(batch).cloned().collect();
+        for e in &events {
+            device.on_send(e.seq);
+        }
+        let sent = tokio::time::timeout(device.pace.ack_timeout, link.send_batch(&events)).await;
+        match sent {
+            Ok(Ok(up_to)) => {
+                device.ack_up_to(up_to);
+            }
+            Ok(Err(e)) => {
+                conn = None;
+                device.after_failure(true, &e.to_string()).await?;
+            }
+            Err(_) => {
+                conn = None;
+                let error = format!("no ACK within {:?}", device.pace.ack_timeout);
+                device.after_failure(true, &error).await?;
+            }
+        }
+    }
+}
