@@ -103,6 +103,16 @@ impl Gateway {
         }
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The file sink's directory (when started without brokers).
+    pub fn sink_dir(&self) -> PathBuf {
+        self.dir.path().join("data/sink")
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

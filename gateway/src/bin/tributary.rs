@@ -139,6 +139,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_USAGE);
                 }
             };
+            // Every device connection is a socket: take the hard limit, as servers do (the
+            // systemd unit sets LimitNOFILE; a shell's soft limit is often 1024).
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(n) => tracing::debug!(limit = n, "Open file limit raised."),
+                Err(error) => tracing::warn!(%error, "Could not raise the open file limit."),
+            }
             match run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
