@@ -26,6 +26,9 @@ use tributary_sim::verify;
 /// A fleet of simulated sensors and vehicles sending to a Tributary gateway.
 ///
 /// Without a subcommand, runs a scenario (the same as `run`).
+///
+/// Exit status: 0 when all went well; 1 when events went unacknowledged (run), defects were
+/// found (verify) or events were lost (bench); 2 on other errors; 64 for a bad scenario.
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -194,7 +197,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(64)
+            // A bad scenario or roads file is a usage error (EX_USAGE); anything else (a broker
+            // that cannot be read, a file that cannot be written) is 2, apart from 1, which
+            // means "unacknowledged events" or "defects found".
+            let usage = e.downcast_ref::<tributary_sim::scenario::ScenarioError>().is_some()
+                || e.downcast_ref::<tributary_sim::model::roads::RoadsError>().is_some();
+            ExitCode::from(if usage { 64 } else { 2 })
         }
     }
 }

@@ -290,3 +290,21 @@ async fn bench_reports_rates_latency_percentiles_and_the_gateways_cost() {
         "and a table: {stdout}"
     );
 }
+
+#[test]
+fn a_bad_scenario_exits_64_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[group]]\nname = \"g\"\nmodel = \"car\"\ncount = 1\ntransport = \"mqtt\"\nqos = 2\n",
+    )
+    .unwrap();
+    let out = sim(&["run", "--scenario", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml: group[0].qos: 2 is not 0 or 1"),
+        "{stderr}"
+    );
+}
