@@ -1,16 +1,16 @@
 //! `bench`: open-loop load against a gateway, with latency percentiles and the gateway's cost.
 //!
-//! **Open loop.** Each device has a schedule: event `i` is due at `start + i / rate`. A writer
-//! sends, in one frame, every event that is due (at most `batch`), without waiting for earlier
-//! ACKs; a reader takes the ACKs. Latency is measured from when an event was *due*, not from
-//! when it was written, so a gateway that falls behind shows it in the percentiles instead of
-//! slowing the load down (no coordinated omission). With `rate = 0` the load is closed-loop
-//! instead: each device keeps `window` batches in flight, as fast as ACKs allow.
+//! **Open loop.** Each device sends a batch of `batch` events every `batch / rate` seconds
+//! (its share of the rate), on schedule, without waiting for earlier ACKs: a writer sends, a
+//! reader takes the ACKs. Latency is measured from when a batch was *due*, not from when it was
+//! written, so a gateway that falls behind shows it in the percentiles instead of slowing the
+//! load down (no coordinated omission). With `rate = 0` the load is closed-loop instead: each
+//! device keeps `window` batches in flight, as fast as ACKs allow.
 //!
 //! **Measured.** Acknowledgement latency (due → ACK) p50, p99, p99.9 and max, from HDR
 //! histograms with three significant digits. End-to-end latency (due → a consumer sees it in
-//! Kafka), p50 and p99, when a broker is given: an event's timestamp is its due time in wall
-//! clock ms, and a consumer reading from the end of the topic compares it with its own clock.
+//! Kafka), p50 and p99, when a broker is given: an event's timestamp is its batch's due time
+//! in wall clock ms, and a consumer reading from the end of the topic compares it with its own clock.
 //! The gateway's CPU (user + system, as % of one core) and resident memory (peak of samples
 //! every 200 ms, and at the end), from `/proc/<pid>`.
 //!

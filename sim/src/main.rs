@@ -200,8 +200,11 @@ fn main() -> ExitCode {
             // A bad scenario or roads file is a usage error (EX_USAGE); anything else (a broker
             // that cannot be read, a file that cannot be written) is 2, apart from 1, which
             // means "unacknowledged events" or "defects found".
-            let usage = e.downcast_ref::<tributary_sim::scenario::ScenarioError>().is_some()
-                || e.downcast_ref::<tributary_sim::model::roads::RoadsError>().is_some();
+            let usage = e
+                .downcast_ref::<tributary_sim::scenario::ScenarioError>()
+                .is_some()
+                || e.downcast_ref::<tributary_sim::model::roads::RoadsError>()
+                    .is_some();
             ExitCode::from(if usage { 64 } else { 2 })
         }
     }

@@ -1,9 +1,9 @@
 //! A device speaking the TCP protocol: HELLO, EVENTS batches, ACK-driven release.
 //!
-//! The device keeps every event until an ACK covers it; after a reconnect it resends what is
-//! unacknowledged, as real firmware does. The gateway recognises the retransmissions.
+//! One connection, one batch at a time. Keeping unacknowledged events and resending them after
+//! a reconnect is the caller's job (`device::tcp` does it for simulated devices); the gateway
+//! recognises the retransmissions.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -95,6 +95,11 @@ impl TcpDevice {
         }
     }
 
+    /// The framed connection, for a caller that pipelines batches itself (the bench).
+    pub fn into_framed(self) -> Framed<TcpStream, MessageCodec> {
+        self.framed
+    }
+
     /// Sends raw bytes (for tests of malformed input) and returns the next message.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<Option<Message>, ClientError> {
         use tokio::io::AsyncWriteExt;
@@ -106,23 +111,5 @@ impl TcpDevice {
             Ok(Some(Ok(Err(bad)))) => Err(ClientError::BadFrame(bad.error.to_string())),
             Ok(Some(Ok(Ok(m)))) => Ok(Some(m)),
         }
-    }
-}
-
-/// A device's unacknowledged events, resent after every reconnect.
-#[derive(Default)]
-pub struct Outbox {
-    pub pending: VecDeque<Event>,
-    pub resent: u64,
-}
-
-impl Outbox {
-    /// Drops everything the ACK covers.
-    pub fn ack(&mut self, up_to_seq: u64) -> usize {
-        let before = self.pending.len();
-        while self.pending.front().is_some_and(|e| e.seq <= up_to_seq) {
-            self.pending.pop_front();
-        }
-        before - self.pending.len()
     }
 }

@@ -59,9 +59,15 @@ impl E2e {
         let (stop2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
         let thread = std::thread::spawn(move || {
             let mut h = histogram();
+            // A consumer can be handed a record twice (tansu 0.6.0 answers "latest" with a low
+            // offset, and a fetch from inside a batch repeats part of it): count each once.
+            let mut seen = std::collections::HashSet::new();
             while !stop2.load(Ordering::Relaxed) {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
                     if !m.key().is_some_and(|k| k.starts_with(&prefix)) {
+                        continue;
+                    }
+                    if !seen.insert((m.partition(), m.offset())) {
                         continue;
                     }
                     if let Some(ts) = m.timestamp().to_millis() {

@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tributary_protocol::codec::MessageCodec;
-use tributary_protocol::{Event, Hello, Message, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use tributary_protocol::{Event, Message};
 
 use super::{histogram, BenchSpec};
 use crate::generate::now_ms;
 use crate::scenario::{Link, ModelKind, Scenario};
 use crate::stream::DeviceStream;
+use crate::tcp::TcpDevice;
 
 /// What the load did.
 #[derive(Debug)]
@@ -41,7 +42,8 @@ struct DeviceResult {
 
 /// Runs the load of `spec` and returns what it measured.
 pub async fn run_load(spec: &BenchSpec) -> LoadResult {
-    let scenario = Scenario::plain(
+    // Environment stations: realistic readings, the same for a seed.
+    let mut scenario = Scenario::plain(
         spec.tcp,
         spec.tcp,
         Link::Tcp,
@@ -49,6 +51,10 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
         spec.devices,
         u64::MAX,
     );
+    scenario.seed = spec.seed;
+    scenario.groups[0].model = ModelKind::Environment;
+    // Stations need no roads, but a stream is built with a network: a small grid (infallible,
+    // unlike a waypoints file).
     let roads = Arc::new(crate::model::roads::RoadNetwork::grid(
         crate::model::geo::Origin {
             lat: 52.52,
@@ -57,9 +63,6 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
         1000.0,
         &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(spec.seed),
     ));
-    let mut scenario = scenario;
-    scenario.seed = spec.seed;
-    scenario.groups[0].model = ModelKind::Environment;
     let seq_start = now_ms();
     let start = Instant::now() + Duration::from_millis(200);
     let start_ms = now_ms() + 200;
@@ -77,9 +80,11 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
         );
         ids.push(stream.id.clone());
         let spec = spec.clone();
-        // Devices start spread over one interval, so their batches do not align.
+        // Devices start spread over one batch interval, so their batches do not align.
         let offset = if per_device > 0.0 {
-            Duration::from_secs_f64(i as f64 / spec.devices as f64 / per_device)
+            Duration::from_secs_f64(
+                i as f64 / spec.devices as f64 * spec.batch.max(1) as f64 / per_device,
+            )
         } else {
             Duration::ZERO
         };
@@ -142,58 +147,48 @@ async fn device(
     let writer_window = Arc::clone(&window);
     let writer = async move {
         let mut sent = 0u64;
-        let mut i = 0u64;
-        let due = |i: u64| {
-            if per_device > 0.0 {
-                start + Duration::from_secs_f64(i as f64 / per_device)
-            } else {
-                Instant::now()
-            }
-        };
+        let per_batch = spec.batch.max(1);
+        let batch_every =
+            (per_device > 0.0).then(|| Duration::from_secs_f64(per_batch as f64 / per_device));
         tokio::time::sleep_until(start).await;
-        loop {
-            let first_due = due(i);
-            if first_due >= end {
-                break;
-            }
-            let permit = if per_device > 0.0 {
-                tokio::time::sleep_until(first_due).await;
-                None
-            } else {
-                match Arc::clone(&writer_window).acquire_owned().await {
-                    Ok(p) => Some(p),
-                    Err(_) => break,
+        for k in 0u32.. {
+            // Open loop: batch k is due at start + k × batch / rate, whatever came back.
+            // Closed loop: a batch is due when the window lets it go.
+            let (due, permit) = match batch_every {
+                Some(every) => {
+                    let due = start + every * k;
+                    if due >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                    (due, None)
                 }
+                None => match Arc::clone(&writer_window).acquire_owned().await {
+                    Ok(p) if Instant::now() < end => (Instant::now(), Some(p)),
+                    _ => break,
+                },
             };
-            let now = Instant::now();
-            let mut events: Vec<Event> = Vec::with_capacity(spec.batch);
-            let mut times = Vec::with_capacity(spec.batch);
-            while events.len() < spec.batch.max(1) {
-                let d = due(i);
-                if d > now || d >= end {
-                    break;
-                }
-                let mut e = stream.next_event();
-                let offset_ms = d.saturating_duration_since(start).as_millis() as u64;
-                e.time_ms = start_ms + offset_ms;
-                times.push((e.seq, d));
-                events.push(e);
-                i += 1;
-            }
-            if events.is_empty() {
-                continue;
-            }
+            let time_ms = start_ms + due.saturating_duration_since(start).as_millis() as u64;
+            let events: Vec<Event> = (0..per_batch)
+                .map(|_| {
+                    let mut e = stream.next_event();
+                    e.time_ms = time_ms;
+                    e
+                })
+                .collect();
             if let Some(p) = permit {
                 p.forget();
             }
-            let n = events.len() as u64;
-            if tx.send(times).is_err() {
+            if tx
+                .send(events.iter().map(|e| (e.seq, due)).collect())
+                .is_err()
+            {
                 break;
             }
             if let Err(e) = SinkExt::<Message>::send(&mut sink, Message::Events(events)).await {
                 return Err((sent, format!("sending: {e}")));
             }
-            sent += n;
+            sent += per_batch as u64;
         }
         Ok(sent)
     };
@@ -261,23 +256,11 @@ async fn device(
 async fn connect(spec: &BenchSpec, id: &str) -> Result<Framed<TcpStream, MessageCodec>, String> {
     let mut last = String::new();
     for attempt in 0..20u32 {
-        match TcpStream::connect(spec.tcp).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                let mut framed = Framed::new(s, MessageCodec::new(DEFAULT_MAX_FRAME_BYTES));
-                let hello = Message::Hello(Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    device_id: id.to_owned(),
-                    token: None,
-                });
-                match framed.send(&hello).await {
-                    Ok(()) => return Ok(framed),
-                    Err(e) => last = e.to_string(),
-                }
-            }
+        match TcpDevice::connect(spec.tcp, id, None).await {
+            Ok(device) => return Ok(device.into_framed()),
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
     }
-    Err(format!("connecting to {}: {last}", spec.tcp))
+    Err(last)
 }

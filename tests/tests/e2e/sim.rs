@@ -225,6 +225,7 @@ async fn verify_names_each_defect_in_a_doctored_kafka_topic() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
     for expected in [
         "DEFECT missing: env-a: 1 acknowledged event(s) in no topic: seq 3",
         "DEFECT duplicate: env-a:4 at ",
