@@ -322,3 +322,27 @@ pub fn backoff(b: Backoff, attempt: u32) -> Duration {
     let ms = cap.as_millis().max(1) as u64;
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for _ in 0..200 {
+            let first = backoff(b, 0);
+            assert!((50..=100).contains(&first.as_millis()), "{first:?}");
+            let third = backoff(b, 2);
+            assert!((200..=400).contains(&third.as_millis()), "{third:?}");
+            let late = backoff(b, 30);
+            assert!((1000..=2000).contains(&late.as_millis()), "{late:?}");
+        }
+        let spread: std::collections::BTreeSet<u128> =
+            (0..50).map(|_| backoff(b, 3).as_millis()).collect();
+        assert!(spread.len() > 5, "jittered: {spread:?}");
+    }
+}

@@ -160,10 +160,8 @@ async fn disconnect(mut c: Conn) {
     if c.client.try_disconnect().is_err() {
         return;
     }
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, c.eventloop.poll()).await {
-        if matches!(event, MqttEvent::Outgoing(Outgoing::Disconnect)) {
-            break;
-        }
-    }
+    // rumqttc reports DISCONNECT when it queues it, and flushes on its next turn: poll on
+    // until the connection closes, so the last publishes (QoS 0 ones above all) go out.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, c.eventloop.poll()).await {}
 }

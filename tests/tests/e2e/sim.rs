@@ -309,3 +309,38 @@ fn a_bad_scenario_exits_64_naming_the_file_and_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qos_0_devices_expect_no_acknowledgement_and_resend_nothing() {
+    let topics = Topics::unique("qos0");
+    let mut gateway = Gateway::start(None, &topics);
+    let s = Scenario::plain(
+        gateway.tcp,
+        gateway.mqtt,
+        Link::Mqtt { qos: 0 },
+        "qos0",
+        5,
+        50,
+    );
+    let report = run(s).await;
+    assert_eq!(report.sent(), 250, "{}", report.table());
+    assert_eq!(report.acked(), 0, "QoS 0 has no PUBACK");
+    assert_eq!(report.unacknowledged(), 0, "and none is expected");
+    assert_eq!(report.total().resent, 0);
+    let row = report.table();
+    let line = row.lines().find(|l| l.contains("mqtt-qos0")).unwrap();
+    assert_eq!(line.split_whitespace().nth(4), Some("-"), "{row}");
+
+    assert!(gateway.stop().status.success());
+    let records = tributary_sim::verify::file::read(&gateway.sink_dir(), &topics.readings).unwrap();
+    let verdict = tributary_sim::verify::check(
+        &report.manifest(),
+        records,
+        &|_| None,
+        tributary_sim::verify::Options::default(),
+    );
+    assert!(verdict.ok(), "{}", verdict.report());
+    // Over loopback with a clean DISCONNECT, nothing is lost even at QoS 0.
+    assert_eq!(verdict.found, 250, "{}", verdict.report());
+    assert_eq!(verdict.acknowledged, 0);
+}
