@@ -105,6 +105,8 @@ pub struct Device {
     attempts: u32,
     /// When something was last delivered (or the run started), for `give_up`.
     pub last_progress: Instant,
+    /// Whether a connection is up, for the live count.
+    connected: bool,
 }
 
 /// Why a device stopped sending.
@@ -147,6 +149,7 @@ impl Device {
             outcome,
             attempts: 0,
             last_progress: Instant::now(),
+            connected: false,
         }
     }
 
@@ -166,6 +169,7 @@ impl Device {
     }
 
     fn finish(mut self) -> Outcome {
+        self.set_connected(false);
         self.outcome.faults = self.stream.faults();
         self.outcome
     }
@@ -289,15 +293,24 @@ impl Device {
         self.last_progress = Instant::now();
     }
 
-    pub fn on_connect(&self) {
-        Live::add(&self.live.connected, 1);
+    pub fn on_connect(&mut self) {
+        self.set_connected(true);
+    }
+
+    fn set_connected(&mut self, up: bool) {
+        if up != self.connected {
+            self.connected = up;
+            if up {
+                Live::add(&self.live.connected, 1);
+            } else {
+                self.live.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// After a failed connection: counts it, waits the backoff, and says whether to go on.
-    pub async fn after_failure(&mut self, connected: bool, error: &str) -> Result<(), String> {
-        if connected {
-            self.live.connected.fetch_sub(1, Ordering::Relaxed);
-        }
+    pub async fn after_failure(&mut self, error: &str) -> Result<(), String> {
+        self.set_connected(false);
         self.outcome.reconnects += 1;
         Live::add(&self.live.reconnects, 1);
         if !self.pace.give_up.is_zero() && self.last_progress.elapsed() > self.pace.give_up {

@@ -9,7 +9,8 @@
 //! - [`run`]: a whole fleet at once, its summary table and [`manifest`].
 //! - [`verify`]: topics (Kafka or the file sink) checked against a manifest.
 //! - [`bench`]: open-loop load with latency percentiles and the gateway's CPU and memory.
-//! - [`tcp`], [`mqtt`]: the protocol clients; [`generate`]: fixed test events.
+//! - [`tcp`]: the TCP protocol client; [`mqtt`]: MQTT topics and payloads; [`generate`]: fixed
+//!   test events.
 //!
 //! The `tributary-sim` binary and the end-to-end tests both use these.
 

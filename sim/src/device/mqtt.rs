@@ -131,8 +131,8 @@ pub async fn run(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), S
             Some(Err(e)) => Some(e.to_string()),
         };
         if let Some(error) = failure {
-            let was_connected = conn.take().is_some_and(|c| c.connected);
-            device.after_failure(was_connected, &error).await?;
+            conn = None;
+            device.after_failure(&error).await?;
         }
     }
 }

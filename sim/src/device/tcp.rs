@@ -33,7 +33,7 @@ pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
                     conn.insert(c)
                 }
                 Err(e) => {
-                    device.after_failure(false, &e.to_string()).await?;
+                    device.after_failure(&e.to_string()).await?;
                     continue;
                 }
             },
@@ -49,12 +49,12 @@ pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
             }
             Ok(Err(e)) => {
                 conn = None;
-                device.after_failure(true, &e.to_string()).await?;
+                device.after_failure(&e.to_string()).await?;
             }
             Err(_) => {
                 conn = None;
                 let error = format!("no ACK within {:?}", device.pace.ack_timeout);
-                device.after_failure(true, &error).await?;
+                device.after_failure(&error).await?;
             }
         }
     }
