@@ -80,6 +80,7 @@ pub struct Pace {
     pub speedup: f64,
     pub wall_start: Instant,
     pub sim_start_ms: u64,
+    /// When to stop producing; the outbox is still delivered after it.
     pub deadline: Option<Instant>,
     pub cancel: CancellationToken,
     /// Wait before the first connection.
@@ -114,7 +115,7 @@ pub struct Device {
 pub enum Stop {
     /// Everything produced was acknowledged (or, QoS 0, written).
     Done,
-    /// Cancelled or out of time.
+    /// Cancelled.
     Interrupted,
 }
 
@@ -175,18 +176,29 @@ impl Device {
     }
 
     /// When the next event is due on the wall clock, producing it if needed; `None` when the
-    /// device has produced all it will.
+    /// device has produced all it will: its `events`, or everything due before the deadline.
+    /// After the deadline a device still delivers its outbox; it only stops producing.
     pub fn next_due(&mut self) -> Option<Instant> {
         if self.next.is_none() && self.produced < self.pace.events {
             self.next = Some(self.stream.next_event());
             self.produced += 1;
         }
         let e = self.next.as_ref()?;
-        if self.pace.speedup <= 0.0 {
-            return Some(self.pace.wall_start);
+        let due = if self.pace.speedup <= 0.0 {
+            self.pace.wall_start
+        } else {
+            let sim = e.time_ms.saturating_sub(self.pace.sim_start_ms) as f64 / 1000.0;
+            self.pace.wall_start + Duration::from_secs_f64(sim / self.pace.speedup)
+        };
+        if let Some(deadline) = self.pace.deadline {
+            if due.max(Instant::now()) >= deadline {
+                // Produced, never sent: the run ends before it.
+                self.next = None;
+                self.produced = self.pace.events;
+                return None;
+            }
         }
-        let sim = e.time_ms.saturating_sub(self.pace.sim_start_ms) as f64 / 1000.0;
-        Some(self.pace.wall_start + Duration::from_secs_f64(sim / self.pace.speedup))
+        Some(due)
     }
 
     /// Moves due events into the outbox until it holds `limit`; returns how many moved.
@@ -212,27 +224,23 @@ impl Device {
         self.outbox.is_empty() && self.next_due().is_none()
     }
 
-    /// True when the run is over for this device.
+    /// True when the run was cancelled (Ctrl-C): stop at once.
     pub fn interrupted(&self) -> bool {
-        self.pace.cancel.is_cancelled() || self.pace.deadline.is_some_and(|d| Instant::now() >= d)
+        self.pace.cancel.is_cancelled()
     }
 
-    /// Sleeps, or returns `Err` when interrupted first.
+    /// Waits `d` (a backoff), or returns `Err` when cancelled first.
     pub async fn sleep(&self, d: Duration) -> Result<(), Stop> {
-        let until = Instant::now() + d;
-        self.sleep_until(until).await
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.pace.cancel.cancelled() => Err(Stop::Interrupted),
+        }
     }
 
+    /// Waits for an event due at `until`, waking at the deadline if that comes first (the
+    /// device then stops producing); `Err` when cancelled.
     pub async fn sleep_until(&self, until: Instant) -> Result<(), Stop> {
-        let until = match self.pace.deadline {
-            Some(d) if d < until => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(d) => return Err(Stop::Interrupted),
-                    _ = self.pace.cancel.cancelled() => return Err(Stop::Interrupted),
-                }
-            }
-            _ => until,
-        };
+        let until = self.pace.deadline.map_or(until, |d| until.min(d));
         tokio::select! {
             _ = tokio::time::sleep_until(until) => Ok(()),
             _ = self.pace.cancel.cancelled() => Err(Stop::Interrupted),

@@ -344,3 +344,22 @@ async fn qos_0_devices_expect_no_acknowledgement_and_resend_nothing() {
     assert_eq!(verdict.found, 250, "{}", verdict.report());
     assert_eq!(verdict.acknowledged, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_run_stops_producing_at_its_limit_and_delivers_all_it_sent() {
+    let topics = Topics::unique("timed");
+    let gateway = Gateway::start(None, &topics);
+    let mut s = Scenario::plain(gateway.tcp, gateway.mqtt, Link::Tcp, "timed", 10, 0);
+    s.duration = Some(Duration::from_secs(2));
+    s.speedup = 600.0; // a station sampling every minute sends ten times a second
+    s.groups.push(Group {
+        name: "car".into(),
+        model: ModelKind::Car,
+        link: Link::Mqtt { qos: 1 },
+        ..s.groups[0].clone()
+    });
+    let report = run(s).await;
+    assert!(report.sent() > 100, "{}", report.table());
+    assert_eq!(report.unacknowledged(), 0, "{}", report.table());
+    assert_eq!(report.failures().count(), 0, "{}", report.table());
+}
