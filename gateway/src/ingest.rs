@@ -7,7 +7,9 @@
 //!
 //! - [`tcp`]: the compact framed protocol; ACK after commit.
 //! - [`mqtt`]: Tributary's own MQTT 3.1.1 listener; PUBACK/PUBREC after commit.
+//! - [`listen`]: both listeners bind with a backlog sized for a fleet reconnecting at once.
 
+pub mod listen;
 pub mod mqtt;
 pub mod tcp;
 

@@ -18,7 +18,6 @@ pub mod stats;
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -77,12 +76,10 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
     let ingest_tasks = TaskTracker::new();
     if let Some(tcp) = &config.tcp {
         let listener =
-            TcpListener::bind(tcp.listen)
-                .await
-                .map_err(|source| GatewayError::TcpBind {
-                    addr: tcp.listen,
-                    source,
-                })?;
+            ingest::listen::listen(tcp.listen).map_err(|source| GatewayError::TcpBind {
+                addr: tcp.listen,
+                source,
+            })?;
         tracing::info!(message = "TCP ingest listening.", addr = %tcp.listen);
         ingest_tasks.spawn(ingest::tcp::serve(
             listener,

@@ -34,6 +34,8 @@ pub struct Live {
     pub acked: AtomicU64,
     pub resent: AtomicU64,
     pub connected: AtomicU64,
+    /// The most connections up at once.
+    pub peak_connected: AtomicU64,
     pub reconnects: AtomicU64,
 }
 
@@ -309,7 +311,8 @@ impl Device {
         if up != self.connected {
             self.connected = up;
             if up {
-                Live::add(&self.live.connected, 1);
+                let now = self.live.connected.fetch_add(1, Ordering::Relaxed) + 1;
+                self.live.peak_connected.fetch_max(now, Ordering::Relaxed);
             } else {
                 self.live.connected.fetch_sub(1, Ordering::Relaxed);
             }

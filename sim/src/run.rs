@@ -24,6 +24,8 @@ pub struct RunReport {
     pub devices: Vec<Outcome>,
     pub elapsed: Duration,
     pub seed: u64,
+    /// The most devices connected at once.
+    pub peak_connected: u64,
 }
 
 /// One line of the summary: the devices of one kind over one link.
@@ -138,10 +140,12 @@ impl RunReport {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let _ = writeln!(
             out,
-            "elapsed {:.2} s, {:.0} events/s sent, {:.0} acknowledged/s (seed {})",
+            "elapsed {:.2} s, {:.0} events/s sent, {:.0} acknowledged/s, peak {} connections \
+             (seed {})",
             secs,
             t.sent as f64 / secs,
             t.acked as f64 / secs,
+            self.peak_connected,
             self.seed
         );
         out
@@ -198,6 +202,7 @@ pub async fn run(
         devices: devices.into_iter().map(|(_, o)| o).collect(),
         elapsed: started.elapsed(),
         seed: scenario.seed,
+        peak_connected: Live::get(&live.peak_connected),
     })
 }
 

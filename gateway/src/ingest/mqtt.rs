@@ -67,12 +67,10 @@ pub enum MqttError {
 
 /// Binds the device listener.
 pub async fn bind(config: &MqttConfig) -> Result<TcpListener, MqttError> {
-    TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| MqttError::Bind {
-            addr: config.listen,
-            source,
-        })
+    super::listen::listen(config.listen).map_err(|source| MqttError::Bind {
+        addr: config.listen,
+        source,
+    })
 }
 
 /// Serves device connections on `listener` until `stop` is cancelled.
