@@ -60,6 +60,7 @@ struct RunArgs {
     /// Print the built-in default scenario, with every key documented, and exit.
     #[arg(long)]
     print_scenario: bool,
+    /// Seed of every random choice: the same seed gives the same streams.
     #[arg(long)]
     seed: Option<u64>,
     /// Total devices, shared among the scenario's groups in proportion.
@@ -86,6 +87,7 @@ struct RunArgs {
     /// The gateway's MQTT address.
     #[arg(long)]
     mqtt: Option<String>,
+    /// Events per TCP batch, and the MQTT in-flight window per device.
     #[arg(long)]
     batch: Option<usize>,
     /// Device id prefix.
@@ -134,6 +136,7 @@ struct BenchArgs {
     /// The gateway's TCP protocol address.
     #[arg(long, default_value = "127.0.0.1:7878")]
     tcp: SocketAddr,
+    /// Devices, each on its own TCP connection.
     #[arg(long, default_value_t = 100)]
     devices: usize,
     /// Target events per second over all devices; 0: as fast as acknowledgements allow.
@@ -142,13 +145,16 @@ struct BenchArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Events per frame.
     #[arg(long, default_value_t = 20)]
     batch: usize,
     /// Batches in flight per device when --rate is 0.
     #[arg(long, default_value_t = 4)]
     window: usize,
+    /// Device id prefix; the end-to-end consumer counts keys that start with it.
     #[arg(long, default_value = "bench")]
     prefix: String,
+    /// Seed of the stations' readings.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// The gateway's pid, for its CPU and memory; default: the one process named `tributary`.
