@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_sim::device::Live;
 use tributary_sim::manifest::Manifest;
 use tributary_sim::progress::Progress;
-use tributary_sim::scenario::{Raw, DEFAULT_SCENARIO};
+use tributary_sim::scenario::{Raw, ScenarioError, DEFAULT_SCENARIO, MAX_GROUP_DEVICES};
 use tributary_sim::verify;
 
 #[derive(Parser)]
@@ -270,6 +270,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut scenario = raw.validate(&path)?;
     if let Some(n) = args.devices {
+        if n == 0 || n > MAX_GROUP_DEVICES {
+            return Err(ScenarioError::Invalid {
+                path: "command line".into(),
+                key: "--devices".into(),
+                what: format!("{n} is not from 1 to {MAX_GROUP_DEVICES}"),
+            }
+            .into());
+        }
         scenario.scale_to(n);
     }
     let live = Arc::new(Live::default());

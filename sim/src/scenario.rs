@@ -19,6 +19,9 @@ use serde::Deserialize;
 use crate::model::vehicle::ReportPolicy;
 use crate::model::{FaultRates, VehicleClass};
 
+/// Most devices one group may hold (each is a task and a connection).
+pub const MAX_GROUP_DEVICES: usize = 1_000_000;
+
 /// The built-in default scenario.
 pub const DEFAULT_SCENARIO: &str = include_str!("../../config/sim.toml");
 
@@ -359,6 +362,12 @@ impl Raw {
                     ))
                 }
             };
+            if g.count > MAX_GROUP_DEVICES {
+                return Err(bad(
+                    &key("count"),
+                    format!("{} is more than {MAX_GROUP_DEVICES}", g.count),
+                ));
+            }
             let interval = secs(&key("interval_s"), g.interval_s)?;
             if interval.is_zero() {
                 return Err(bad(&key("interval_s"), "must be more than 0".into()));

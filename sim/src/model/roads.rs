@@ -63,7 +63,7 @@ pub enum RoadsError {
         index: usize,
         what: String,
     },
-    #[error("{path}: no roads")]
+    #[error("{path}: no roads (a road needs two distinct points)")]
     Empty { path: String },
 }
 
@@ -239,6 +239,11 @@ impl RoadNetwork {
                     );
                 }
             }
+        }
+        if net.edges.is_empty() {
+            return Err(RoadsError::Empty {
+                path: path.to_owned(),
+            });
         }
         Ok(net)
     }

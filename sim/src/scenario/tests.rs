@@ -80,6 +80,8 @@ fn bad_values_are_refused_naming_the_key() {
     let udp = group("").replace("\"mqtt\"", "\"udp\"");
     assert!(invalid_key(&udp).starts_with("group[0].transport"));
     assert!(invalid_key("batch = 0\n").starts_with("batch"));
+    let huge = group("").replace("count = 1", "count = 2000000");
+    assert!(invalid_key(&huge).starts_with("group[0].count: 2000000 is more than 1000000"));
     assert!(invalid_key("[faults]\nspike = 1.5\n").starts_with("faults.spike: 1.5"));
     assert!(invalid_key("[gateway]\ntcp = \"localhost\"\n").starts_with("gateway.tcp"));
     assert!(invalid_key("speedup = -1\n").starts_with("speedup"));

@@ -308,5 +308,14 @@ fn a_waypoints_file_with_a_bad_road_names_it() {
     .unwrap_err();
     assert!(err.to_string().contains("road 0: tunnel [1, 5]"), "{err}");
     let err = RoadNetwork::from_toml("", "roads.toml").unwrap_err();
-    assert_eq!(err.to_string(), "roads.toml: no roads");
+    assert_eq!(
+        err.to_string(),
+        "roads.toml: no roads (a road needs two distinct points)"
+    );
+    let err = RoadNetwork::from_toml(
+        "[[road]]\nspeed_limit_kmh = 50\npoints = [[52.5, 13.4], [52.5, 13.4]]\n",
+        "roads.toml",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no roads"), "{err}");
 }
