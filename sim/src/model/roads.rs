@@ -14,7 +14,8 @@
 //! index ranges and `canyon = true`. Roads join where they share a point exactly.
 //! `config/roads-berlin.toml` is an example.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 use rand::rngs::StdRng;
@@ -262,6 +263,51 @@ impl RoadNetwork {
         });
         self.adjacent[a].push(id);
         self.adjacent[b].push(id);
+    }
+
+    /// The fastest route from node `from` to node `to` (by length over speed limit), as
+    /// `(edge, forward)` steps, where `forward` means from the edge's `a` to its `b`. `None` when
+    /// `to` cannot be reached; empty when `from == to`. Dijkstra over the network.
+    pub fn route(&self, from: usize, to: usize) -> Option<Vec<(usize, bool)>> {
+        let n = self.nodes.len();
+        if from >= n || to >= n {
+            return None;
+        }
+        // Costs in milliseconds, so they order as integers.
+        let mut best = vec![u64::MAX; n];
+        let mut via: Vec<Option<(usize, usize)>> = vec![None; n];
+        let mut queue = BinaryHeap::new();
+        best[from] = 0;
+        queue.push(Reverse((0u64, from)));
+        while let Some(Reverse((cost, node))) = queue.pop() {
+            if node == to {
+                break;
+            }
+            if cost > best[node] {
+                continue;
+            }
+            for &id in &self.adjacent[node] {
+                let e = &self.edges[id];
+                let other = if e.a == node { e.b } else { e.a };
+                let next = cost + (e.length_m / e.limit_mps * 1000.0) as u64;
+                if next < best[other] {
+                    best[other] = next;
+                    via[other] = Some((id, node));
+                    queue.push(Reverse((next, other)));
+                }
+            }
+        }
+        if best[to] == u64::MAX {
+            return None;
+        }
+        let mut steps = Vec::new();
+        let mut at = to;
+        while let Some((edge, prev)) = via[at] {
+            steps.push((edge, self.edges[edge].a == prev));
+            at = prev;
+        }
+        steps.reverse();
+        Some(steps)
     }
 
     /// The highest speed limit anywhere.

@@ -1,11 +1,12 @@
 //! A truck or car driving a [`RoadNetwork`], reporting GNSS fixes the way trackers do.
 //!
-//! **Driving** is integrated in one-second ticks. At each node the vehicle picks its next road
-//! at random (turning back only at dead ends). It accelerates towards its desired speed (the
-//! road's limit times the driver's factor, at most 3 % over, and at most the class's top
-//! speed) and brakes in time for the end of the road: to walking pace for a turn, to the next
-//! road's speed, or to a standstill for a traffic light (arterials), a delivery stop (trucks)
-//! or parking (cars).
+//! **Driving** is integrated in one-second ticks. A vehicle picks a destination at random and
+//! follows the fastest route to it ([`RoadNetwork::route`]); there it stops (a delivery for a
+//! truck, 2 to 15 minutes; parking for a car, 1 to 10) and sets off to the next. It accelerates
+//! towards its desired speed (the road's limit times the driver's factor, at most 3 % over,
+//! and at most the class's top speed) and brakes in time for the end of each road: to walking
+//! pace for a turn, to the next road's speed, or to a standstill for a red light (crossings on
+//! arterials, three in ten) or the destination.
 //!
 //! **Reporting** depends on speed, like commercial trackers: a fix every 200 m of travel,
 //! bounded to every 5 to 30 s while moving, and every 60 s when stopped.
@@ -114,6 +115,10 @@ pub struct Vehicle {
     hdop: f64,
     heading: f64,
     lost_fixes: u64,
+    /// The rest of the route to the current destination.
+    route: std::collections::VecDeque<(usize, bool)>,
+    /// Destinations chosen so far.
+    trips: u64,
 }
 
 impl Vehicle {
@@ -143,6 +148,8 @@ impl Vehicle {
             hdop: 0.9,
             heading: 0.0,
             lost_fixes: 0,
+            route: std::collections::VecDeque::new(),
+            trips: 0,
         };
         v.plan_next(rng);
         v
@@ -210,41 +217,50 @@ impl Vehicle {
         (fx + dx * along, fy + dy * along)
     }
 
-    /// Chooses the road after this one and whether to stop before it.
+    /// Chooses the road after this one and whether to stop before it. A vehicle follows a
+    /// route to a destination; on arrival it stops (a delivery for a truck, parking for a car)
+    /// and routes to a new destination.
     fn plan_next(&mut self, rng: &mut StdRng) {
         let e = &self.net.edges[self.edge];
         let node = if self.forward { e.b } else { e.a };
-        let options: Vec<usize> = self.net.adjacent[node]
-            .iter()
-            .copied()
-            .filter(|&id| id != self.edge)
-            .collect();
-        let next = if options.is_empty() {
-            self.edge
-        } else {
-            options[rng.random_range(0..options.len())]
-        };
-        let next_forward = self.net.edges[next].a == node;
-        self.next = (next, next_forward);
-        let arterial = |id: usize| self.net.edges[id].limit_mps >= 49.0 / 3.6;
-        self.stop_s = if options.len() > 1 && (arterial(self.edge) || arterial(next)) {
-            if rng.random_bool(0.3) {
-                rng.random_range(10.0..60.0)
-            } else {
-                0.0
+        let arrived = self.route.is_empty();
+        if arrived {
+            let destination = rng.random_range(0..self.net.nodes.len());
+            self.route = self.net.route(node, destination).unwrap_or_default().into();
+        }
+        let (next, next_forward) = match self.route.pop_front() {
+            Some(step) => step,
+            None => {
+                // Unreachable or already there: any road out (back only at a dead end).
+                let options: Vec<usize> = self.net.adjacent[node]
+                    .iter()
+                    .copied()
+                    .filter(|&id| id != self.edge)
+                    .collect();
+                let next = options
+                    .get(rng.random_range(0..options.len().max(1)))
+                    .copied()
+                    .unwrap_or(self.edge);
+                (next, self.net.edges[next].a == node)
             }
+        };
+        self.next = (next, next_forward);
+        let crossing = self.net.adjacent[node].len() > 2;
+        let arterial = |id: usize| self.net.edges[id].limit_mps >= 49.0 / 3.6;
+        self.stop_s = if crossing && (arterial(self.edge) || arterial(next)) && rng.random_bool(0.3)
+        {
+            rng.random_range(10.0..60.0) // a red light
         } else {
             0.0
         };
-        let errand = match self.class {
-            VehicleClass::Truck => 0.03,
-            VehicleClass::Car => 0.01,
-        };
-        if rng.random_bool(errand) {
+        if arrived && self.trips > 0 {
             self.stop_s = match self.class {
                 VehicleClass::Truck => rng.random_range(120.0..900.0),
                 VehicleClass::Car => rng.random_range(60.0..600.0),
             };
+        }
+        if arrived {
+            self.trips += 1;
         }
     }
 

@@ -319,3 +319,36 @@ fn a_waypoints_file_with_a_bad_road_names_it() {
     .unwrap_err();
     assert!(err.to_string().contains("no roads"), "{err}");
 }
+
+#[test]
+fn routes_are_connected_paths_to_their_destination_and_prefer_fast_roads() {
+    let s = scenario(2);
+    let net = roads(&s).unwrap();
+    let corners = (0, net.nodes.len() - 1);
+    let route = net.route(corners.0, corners.1).unwrap();
+    let mut at = corners.0;
+    let mut metres = 0.0;
+    for &(edge, forward) in &route {
+        let e = &net.edges[edge];
+        let (from, to) = if forward { (e.a, e.b) } else { (e.b, e.a) };
+        assert_eq!(from, at, "each step starts where the last ended");
+        at = to;
+        metres += e.length_m;
+    }
+    assert_eq!(at, corners.1);
+    let (x0, y0) = net.nodes[corners.0];
+    let (x1, y1) = net.nodes[corners.1];
+    assert!(
+        metres >= (x1 - x0).abs() + (y1 - y0).abs() - 1.0,
+        "no shortcut through blocks"
+    );
+    // Corner to corner, the 80 km/h ring road beats the 30 km/h grid.
+    assert!(
+        route
+            .iter()
+            .all(|&(e, _)| net.edges[e].limit_mps > 79.0 / 3.6),
+        "{route:?}"
+    );
+    assert_eq!(net.route(3, 3), Some(Vec::new()));
+    assert_eq!(net.route(0, net.nodes.len()), None);
+}
