@@ -86,7 +86,7 @@ fn ten_thousand_devices_connect_and_each_gets_an_event_acknowledged() {
         "ten events from each device: {summary}"
     );
     // They were connected at the same time, not one after another: first connections spread
-    // over 5 s, then ten seconds of sending each.
+    // over 2 s, then ten events each at 30x real time.
     let peak: u64 = summary
         .split("peak ")
         .nth(1)
