@@ -112,14 +112,9 @@ pub struct Device {
     connected: bool,
 }
 
-/// Why a device stopped sending.
+/// The run was cancelled (Ctrl-C) while a device waited.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// Everything produced was acknowledged (or, QoS 0, written).
-    Done,
-    /// Cancelled.
-    Interrupted,
-}
+pub struct Cancelled;
 
 impl Device {
     pub fn new(stream: DeviceStream, link: Link, pace: Pace, live: Arc<Live>) -> Self {
@@ -232,20 +227,20 @@ impl Device {
     }
 
     /// Waits `d` (a backoff), or returns `Err` when cancelled first.
-    pub async fn sleep(&self, d: Duration) -> Result<(), Stop> {
+    pub async fn sleep(&self, d: Duration) -> Result<(), Cancelled> {
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.pace.cancel.cancelled() => Err(Stop::Interrupted),
+            _ = self.pace.cancel.cancelled() => Err(Cancelled),
         }
     }
 
     /// Waits for an event due at `until`, waking at the deadline if that comes first (the
     /// device then stops producing); `Err` when cancelled.
-    pub async fn sleep_until(&self, until: Instant) -> Result<(), Stop> {
+    pub async fn sleep_until(&self, until: Instant) -> Result<(), Cancelled> {
         let until = self.pace.deadline.map_or(until, |d| until.min(d));
         tokio::select! {
             _ = tokio::time::sleep_until(until) => Ok(()),
-            _ = self.pace.cancel.cancelled() => Err(Stop::Interrupted),
+            _ = self.pace.cancel.cancelled() => Err(Cancelled),
         }
     }
 

@@ -327,19 +327,11 @@ async fn verify_cmd(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .await??
         }
         (None, Some(dir)) => {
-            let started = std::time::Instant::now();
-            loop {
-                let mut records = Vec::new();
-                for t in &args.topics {
-                    records.extend(verify::file::read(dir, t)?);
-                }
-                let v = verify::check(&manifest, records, &|_| None, options);
-                let missing = v.defects.iter().any(|d| d.class() == "missing");
-                if !missing || started.elapsed() >= wait {
-                    break v;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            let (dir, topics) = (dir.clone(), args.topics.clone());
+            tokio::task::spawn_blocking(move || {
+                verify::file::verify(&manifest, &dir, &topics, options, wait)
+            })
+            .await??
         }
         (None, None) => anyhow::bail!("say where to read: --kafka BROKERS or --file-sink DIR"),
     };

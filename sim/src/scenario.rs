@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::vehicle::ReportPolicy;
-use crate::model::{FaultRates, VehicleClass};
+use crate::model::FaultRates;
 
 /// Most devices one group may hold (each is a task and a connection).
 pub const MAX_GROUP_DEVICES: usize = 1_000_000;
@@ -63,14 +63,6 @@ impl ModelKind {
             ModelKind::Machine => "machine",
             ModelKind::Truck => "truck",
             ModelKind::Car => "car",
-        }
-    }
-
-    pub fn vehicle(self) -> Option<VehicleClass> {
-        match self {
-            ModelKind::Truck => Some(VehicleClass::Truck),
-            ModelKind::Car => Some(VehicleClass::Car),
-            _ => None,
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Each device's generator is seeded from the scenario seed and the device id (FNV-1a), so a
 //! device's events do not depend on how many other devices there are, on the transport, or on
-//! timing: the same seed gives the same stream, value for value. Seqs count events actually
+//! timing: the same seed (with the same `start_ms` and `seq_start`) gives the same stream, value
+//! for value. Seqs count events actually
 //! produced (a dropout consumes simulated time, not a seq), as firmware numbers what it sends.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use rand::SeedableRng;
 use tributary_protocol::Event;
 
 use crate::model::roads::RoadNetwork;
-use crate::model::{Environment, Machine, Model, Vehicle};
+use crate::model::{Environment, Machine, Model, Vehicle, VehicleClass};
 use crate::scenario::{Group, ModelKind, Scenario};
 
 /// Gives up looking for the next event after this many consecutive dropouts (only a fault rate
@@ -44,6 +45,14 @@ impl DeviceStream {
         let id = group.device_id(&scenario.prefix, index);
         let mut rng = StdRng::seed_from_u64(scenario.seed ^ fnv1a(id.as_bytes()));
         let interval_ms = group.interval.as_millis().max(1) as u64;
+        let vehicle = |class, rng: &mut StdRng| {
+            Model::Vehicle(Box::new(Vehicle::new(
+                Arc::clone(roads),
+                class,
+                scenario.report,
+                rng,
+            )))
+        };
         let model = match group.model {
             ModelKind::Environment => Model::Environment(Environment::new(
                 &mut rng,
@@ -54,15 +63,8 @@ impl DeviceStream {
             ModelKind::Machine => {
                 Model::Machine(Machine::new(&mut rng, interval_ms, scenario.faults))
             }
-            ModelKind::Truck | ModelKind::Car => Model::Vehicle(Box::new(Vehicle::new(
-                Arc::clone(roads),
-                group
-                    .model
-                    .vehicle()
-                    .unwrap_or(crate::model::VehicleClass::Car),
-                scenario.report,
-                &mut rng,
-            ))),
+            ModelKind::Truck => vehicle(VehicleClass::Truck, &mut rng),
+            ModelKind::Car => vehicle(VehicleClass::Car, &mut rng),
         };
         Self {
             id,

@@ -191,6 +191,14 @@ impl Verdict {
         self.defects.is_empty()
     }
 
+    /// Whether acknowledged events are missing: the one defect that reading again, later, can
+    /// clear (the gateway may still be forwarding).
+    pub fn missing(&self) -> bool {
+        self.defects
+            .iter()
+            .any(|d| matches!(d, Defect::Missing { .. }))
+    }
+
     /// Defects per class.
     pub fn by_class(&self) -> BTreeMap<&'static str, usize> {
         let mut m = BTreeMap::new();

@@ -1,6 +1,6 @@
 //! End-to-end latency: a consumer reading the topic from its end while the load runs.
 //!
-//! Every bench event carries its due time (wall clock ms) as its timestamp, which the gateway
+//! Every bench event carries its batch's due time (wall clock ms) as its timestamp, which the gateway
 //! forwards as the Kafka timestamp. The consumer records `its clock - timestamp` for each
 //! record whose key starts with the bench's prefix. Millisecond resolution.
 

@@ -29,8 +29,6 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// Microseconds from due to ACK.
     pub ack_latency: Histogram<u64>,
-    /// The device ids, `{prefix}-{i}`.
-    pub devices: Vec<String>,
 }
 
 struct DeviceResult {
@@ -68,7 +66,6 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
     let start_ms = now_ms() + 200;
     let per_device = spec.rate / spec.devices.max(1) as f64;
     let mut tasks = tokio::task::JoinSet::new();
-    let mut ids = Vec::with_capacity(spec.devices);
     for i in 0..spec.devices {
         let stream = DeviceStream::new(
             &scenario,
@@ -78,7 +75,6 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
             start_ms,
             seq_start,
         );
-        ids.push(stream.id.clone());
         let spec = spec.clone();
         // Devices start spread over one batch interval, so their batches do not align.
         let offset = if per_device > 0.0 {
@@ -96,7 +92,6 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
         errors: 0,
         elapsed: Duration::ZERO,
         ack_latency: histogram(),
-        devices: ids,
     };
     while let Some(joined) = tasks.join_next().await {
         match joined {

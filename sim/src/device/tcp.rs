@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Device, Stop};
+use super::{Cancelled, Device};
 use crate::tcp::TcpDevice;
 
 pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
@@ -18,7 +18,7 @@ pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
             match device.next_due() {
                 None => return Ok(()),
                 Some(due) => {
-                    if device.sleep_until(due).await == Err(Stop::Interrupted) {
+                    if device.sleep_until(due).await == Err(Cancelled) {
                         return Ok(());
                     }
                     continue;

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Observed;
+use std::time::{Duration, Instant};
+
+use super::{check, Observed, Options, Verdict};
+use crate::manifest::Manifest;
 
 /// Why the file sink could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -58,4 +61,28 @@ pub fn read(dir: &Path, topic: &str) -> Result<Vec<Observed>, FileReadError> {
             }
         })
         .collect())
+}
+
+/// Reads `topics` from the sink under `dir` and checks them against `manifest`. While
+/// acknowledged events are missing, reads again for up to `wait` (the gateway may still be
+/// forwarding).
+pub fn verify(
+    manifest: &Manifest,
+    dir: &Path,
+    topics: &[String],
+    options: Options,
+    wait: Duration,
+) -> Result<Verdict, FileReadError> {
+    let started = Instant::now();
+    loop {
+        let mut records = Vec::new();
+        for t in topics {
+            records.extend(read(dir, t)?);
+        }
+        let verdict = check(manifest, records, &|_| None, options);
+        if !verdict.missing() || started.elapsed() >= wait {
+            return Ok(verdict);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -235,8 +235,7 @@ pub fn verify(
             &|t| partitions.get(t).copied(),
             options,
         );
-        let missing = verdict.defects.iter().any(|d| d.class() == "missing");
-        if !missing || started.elapsed() >= wait {
+        if !verdict.missing() || started.elapsed() >= wait {
             return Ok(verdict);
         }
         std::thread::sleep(Duration::from_millis(500));
