@@ -43,7 +43,11 @@ fn records(topic: &str, n: usize) -> Vec<Record> {
                     ("kind".into(), "reading".into()),
                     ("content-type".into(), "application/json".into()),
                 ],
-                origin: Some(EventId { device_id: device, seq }),
+                origin: Some(EventId {
+                    device_id: device,
+                    session: 0,
+                    seq,
+                }),
             }
         })
         .collect()
@@ -143,6 +147,7 @@ fn main() {
             group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
             group_commit_wait: Duration::from_millis(2),
             limits: Limits::unlimited(),
+            forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
         };
         let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
         let stop = CancellationToken::new();

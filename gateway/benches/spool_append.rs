@@ -30,6 +30,7 @@ fn record(device: usize, seq: u64, size: usize) -> Record {
         headers: vec![("event-id".into(), format!("dev-{device}:{seq}"))],
         origin: Some(EventId {
             device_id: format!("dev-{device}"),
+            session: 0,
             seq,
         }),
     }
@@ -47,6 +48,7 @@ fn spool_run(dir: &Path, size: usize, total: usize) -> Run {
         group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
         group_commit_wait: Duration::from_millis(2),
         limits: Limits::unlimited(),
+        forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {

@@ -18,6 +18,9 @@ use serde::Deserialize;
 use crate::route::{Format, Rule};
 use crate::spool::{FullPolicy, Limits};
 
+mod identity;
+pub use identity::{Anonymous, AuthConfig, IdentityFrom, OnDeny, TlsConfig};
+
 /// The documented default configuration, shipped as `config/gateway.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/gateway.toml");
 
@@ -38,6 +41,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
     #[error("config key `{key}`: {problem}")]
     Rule { key: String, problem: String },
+    /// A file the config names (a certificate, the credentials file) does not load.
+    #[error("{0}")]
+    Files(String),
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -65,6 +71,10 @@ pub struct RawConfig {
     pub routes: RawRoutes,
     #[serde(default)]
     pub file_sink: RawFileSink,
+    #[serde(default)]
+    pub tls: identity::RawTls,
+    #[serde(default)]
+    pub auth: identity::RawAuth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,7 +89,10 @@ pub struct RawGateway {
 pub struct RawTcp {
     pub enabled: Option<bool>,
     pub listen: Option<String>,
+    pub tls_listen: Option<String>,
     pub max_frame_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    /// Removed: refused with a pointer to per-device passwords.
     pub token: Option<String>,
 }
 
@@ -88,6 +101,7 @@ pub struct RawTcp {
 pub struct RawMqtt {
     pub enabled: Option<bool>,
     pub listen: Option<String>,
+    pub tls_listen: Option<String>,
     pub max_payload_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub broker_listen: Option<String>,
@@ -103,6 +117,7 @@ pub struct RawSpool {
     pub min_free_bytes: Option<u64>,
     pub when_full: Option<String>,
     pub max_age_ms: Option<u64>,
+    pub forget_devices_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,19 +175,28 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub sink: SinkConfig,
     pub routes: RoutesConfig,
+    /// Certificates for the TLS listeners; `None` without TLS.
+    pub tls: Option<TlsConfig>,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
-    pub listen: SocketAddr,
+    /// The plain-text listener; `None` when disabled (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+    /// The TLS listener, if any.
+    pub tls_listen: Option<SocketAddr>,
     pub max_frame_bytes: NonZeroUsize,
-    /// When set, HELLO must carry this token.
-    pub token: Option<String>,
+    /// Connections beyond this (per listener) are refused with NACK busy.
+    pub max_connections: NonZeroUsize,
 }
 
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    pub listen: SocketAddr,
+    /// The plain-text listener; `None` when disabled (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+    /// The TLS listener (conventionally port 8883), if any.
+    pub tls_listen: Option<SocketAddr>,
     pub max_payload_bytes: NonZeroUsize,
     pub max_connections: NonZeroUsize,
     /// The embedded broker for subscribers and local apps; `None` when disabled.
@@ -188,6 +212,8 @@ pub struct SpoolConfig {
     pub group_commit_wait: Duration,
     /// Size, free-disk and age bounds, and the policy when full.
     pub limits: Limits,
+    /// A device session (its sequence state) not heard from for this long is forgotten.
+    pub forget_devices_after: Duration,
 }
 
 /// Where forwarded events go.
@@ -261,30 +287,31 @@ impl Config {
         }
         let shutdown_grace = Duration::from_millis(raw.gateway.shutdown_grace_ms.unwrap_or(10_000));
 
+        if raw.tcp.token.is_some() {
+            return Err(invalid(
+                "tcp.token",
+                "the shared token was replaced by per-device passwords: remove it, add devices \
+                 with `tributary devices add`, and set auth.credentials",
+            ));
+        }
         let tcp = if raw.tcp.enabled.unwrap_or(true) {
             Some(TcpConfig {
-                listen: socket_addr("tcp.listen", raw.tcp.listen, "0.0.0.0:7878")?,
+                listen: optional_addr("tcp.listen", raw.tcp.listen, Some("127.0.0.1:7878"))?,
+                tls_listen: optional_addr("tcp.tls_listen", raw.tcp.tls_listen, None)?,
                 max_frame_bytes: non_zero(
                     "tcp.max_frame_bytes",
                     raw.tcp.max_frame_bytes,
                     tributary_protocol::DEFAULT_MAX_FRAME_BYTES,
                 )?,
-                token: match raw.tcp.token {
-                    Some(t) if t.is_empty() => {
-                        return Err(invalid(
-                            "tcp.token",
-                            "must not be empty; leave it out instead",
-                        ))
-                    }
-                    t => t,
-                },
+                max_connections: non_zero("tcp.max_connections", raw.tcp.max_connections, 20_000)?,
             })
         } else {
             None
         };
         let mqtt = if raw.mqtt.enabled.unwrap_or(true) {
             Some(MqttConfig {
-                listen: socket_addr("mqtt.listen", raw.mqtt.listen, "0.0.0.0:1883")?,
+                listen: optional_addr("mqtt.listen", raw.mqtt.listen, Some("127.0.0.1:1883"))?,
+                tls_listen: optional_addr("mqtt.tls_listen", raw.mqtt.tls_listen, None)?,
                 max_payload_bytes: non_zero(
                     "mqtt.max_payload_bytes",
                     raw.mqtt.max_payload_bytes,
@@ -303,12 +330,26 @@ impl Config {
         } else {
             None
         };
+        let tcp = tcp.filter(|t| t.listen.is_some() || t.tls_listen.is_some());
+        let mqtt = mqtt.filter(|m| m.listen.is_some() || m.tls_listen.is_some());
         if tcp.is_none() && mqtt.is_none() {
             return Err(invalid(
                 "tcp.enabled",
-                "both tcp and mqtt ingest are disabled; enable at least one",
+                "both tcp and mqtt ingest are disabled (or have no listen address); enable at least one",
             ));
         }
+        let mut listeners = Vec::new();
+        if let Some(t) = &tcp {
+            listeners.extend(t.listen.map(|a| ("tcp.listen", a, false)));
+            listeners.extend(t.tls_listen.map(|a| ("tcp.tls_listen", a, true)));
+        }
+        if let Some(m) = &mqtt {
+            listeners.extend(m.listen.map(|a| ("mqtt.listen", a, false)));
+            listeners.extend(m.tls_listen.map(|a| ("mqtt.tls_listen", a, true)));
+        }
+        let tls = identity::tls(raw.tls, listeners.iter().any(|l| l.2))?;
+        let auth = identity::auth(raw.auth)?;
+        identity::check_exposure(&listeners, &auth, tls.as_ref())?;
 
         let spool = SpoolConfig {
             path: raw.spool.path.unwrap_or_else(|| data_dir.join("spool.db")),
@@ -327,8 +368,24 @@ impl Config {
                 },
                 max_age: match raw.spool.max_age_ms {
                     None | Some(0) => None,
+                    Some(ms) if ms > MAX_DURATION_MS => {
+                        return Err(invalid(
+                            "spool.max_age_ms",
+                            format!("must be at most {MAX_DURATION_MS} (100 years)"),
+                        ))
+                    }
                     Some(ms) => Some(Duration::from_millis(ms)),
                 },
+            },
+            forget_devices_after: match raw.spool.forget_devices_after_ms {
+                None => Duration::from_millis(30 * 24 * 3600 * 1000),
+                Some(ms) if (1..=MAX_DURATION_MS).contains(&ms) => Duration::from_millis(ms),
+                Some(_) => {
+                    return Err(invalid(
+                        "spool.forget_devices_after_ms",
+                        format!("must be from 1 to {MAX_DURATION_MS} (100 years)"),
+                    ))
+                }
             },
         };
         if spool.limits.max_bytes == 0 {
@@ -455,7 +512,25 @@ impl Config {
             spool,
             sink,
             routes,
+            tls,
+            auth,
         })
+    }
+}
+
+/// The longest duration a `_ms` key may name: 100 years, far below where millisecond
+/// arithmetic on `i64` timestamps could overflow.
+const MAX_DURATION_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// An address, `""` for none, or the default when the key is absent.
+fn optional_addr(
+    key: &'static str,
+    value: Option<String>,
+    default: Option<&str>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match value.as_deref().or(default) {
+        None | Some("") => Ok(None),
+        Some(text) => socket_addr(key, Some(text.to_owned()), text).map(Some),
     }
 }
 

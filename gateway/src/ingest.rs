@@ -5,25 +5,35 @@
 //! outcome, and returns one [`Appended`] per event. A listener acknowledges an event to its
 //! device only after that call returned `Ok`, so an acknowledgement always means "committed".
 //!
+//! - [`conn`]: the connection layer both protocols share: accept, connection cap, TLS.
 //! - [`tcp`]: the compact framed protocol; ACK after commit.
 //! - [`mqtt`]: Tributary's own MQTT 3.1.1 listener; PUBACK/PUBREC after commit.
-//! - [`listen`]: both listeners bind with a backlog sized for a fleet reconnecting at once.
+//! - [`listen`]: listeners bind with a backlog sized for a fleet reconnecting at once.
+//!
+//! Every listener authenticates its devices and checks their publishes through the shared
+//! [`Authority`] before anything reaches [`Ingest::submit`].
 
+pub mod conn;
 pub mod listen;
 pub mod mqtt;
 pub mod tcp;
 
+use std::sync::Arc;
+
 use tributary_protocol::Event;
 
+use crate::identity::Authority;
 use crate::record::Record;
 use crate::route::{DeadLetter, Router};
 use crate::spool::{Appended, Spool, SpoolError};
 use crate::stats::Stats;
 
-/// A validated event and the MQTT topic it arrived on (`None` for TCP), for routing.
+/// A validated event, the device's boot session (0: none) and the MQTT topic it arrived on
+/// (`None` for TCP), for routing.
 #[derive(Debug, Clone)]
 pub struct Inbound {
     pub event: Event,
+    pub session: u64,
     pub mqtt_topic: Option<String>,
 }
 
@@ -31,25 +41,28 @@ impl From<Event> for Inbound {
     fn from(event: Event) -> Self {
         Self {
             event,
+            session: 0,
             mqtt_topic: None,
         }
     }
 }
 
-/// The path from a listener into the spool.
+/// The path from a listener into the spool, and what every listener shares.
 #[derive(Clone)]
 pub struct Ingest {
     spool: Spool,
-    router: Router,
-    stats: Stats,
+    router: Arc<Router>,
+    pub(crate) stats: Stats,
+    pub(crate) authority: Arc<Authority>,
 }
 
 impl Ingest {
-    pub fn new(spool: Spool, router: Router, stats: Stats) -> Self {
+    pub fn new(spool: Spool, router: Router, stats: Stats, authority: Arc<Authority>) -> Self {
         Self {
             spool,
-            router,
+            router: Arc::new(router),
             stats,
+            authority,
         }
     }
 
@@ -63,10 +76,11 @@ impl Ingest {
         let mut records: Vec<Record> = Vec::with_capacity(events.len() + dead_letters.len());
         for inbound in events {
             let device_id = inbound.event.device_id.clone();
-            match self
-                .router
-                .event(inbound.event, inbound.mqtt_topic.as_deref())
-            {
+            match self.router.event(
+                inbound.event,
+                inbound.session,
+                inbound.mqtt_topic.as_deref(),
+            ) {
                 Ok(record) => records.push(record),
                 Err(error) => dead_letters.push(DeadLetter::new(
                     "route",

@@ -9,20 +9,25 @@
 
 pub mod config;
 pub mod forward;
+pub mod identity;
 pub mod ingest;
+pub mod ratelog;
 pub mod record;
+pub mod reload;
 pub mod route;
 pub mod shutdown;
 pub mod spool;
 pub mod stats;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, SinkConfig};
 use crate::forward::Drain;
+use crate::identity::Authority;
 use crate::ingest::Ingest;
 use crate::route::Router;
 use crate::spool::{Spool, SpoolError};
@@ -44,11 +49,25 @@ pub enum GatewayError {
     Forward(#[from] forward::ForwardError),
     #[error(transparent)]
     Format(#[from] route::FormatError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 /// Runs the gateway until `stop` is cancelled, then shuts down in order and returns the
-/// counters. Start-up errors (spool, ports) are returned before anything is accepted.
+/// counters. Start-up errors (certificates, credentials, spool, ports) are returned before
+/// anything is accepted.
 pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, GatewayError> {
+    let authority = Arc::new(Authority::load(&config)?);
+    run_with(config, authority, stop).await
+}
+
+/// [`run`] with an [`Authority`] the caller keeps, to reload it (SIGHUP) while the gateway runs.
+pub async fn run_with(
+    config: Config,
+    authority: Arc<Authority>,
+    stop: CancellationToken,
+) -> Result<Summary, GatewayError> {
+    warn_about_anonymous_network(&config);
     let stats = Stats::default();
     let spool_config = config.spool.clone();
     let spool_stats = stats.clone();
@@ -70,24 +89,26 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
         spool.clone(),
         Router::new(config.routes.clone())?,
         stats.clone(),
+        authority,
     );
 
     let ingest_stop = stop.child_token();
     let ingest_tasks = TaskTracker::new();
     if let Some(tcp) = &config.tcp {
-        let listener =
-            ingest::listen::listen(tcp.listen).map_err(|source| GatewayError::TcpBind {
-                addr: tcp.listen,
-                source,
-            })?;
-        tracing::info!(message = "TCP ingest listening.", addr = %tcp.listen);
-        ingest_tasks.spawn(ingest::tcp::serve(
-            listener,
-            tcp.clone(),
-            ingest.clone(),
-            ingest_stop.clone(),
-            ingest_tasks.clone(),
-        ));
+        for (addr, tls) in [(tcp.listen, false), (tcp.tls_listen, true)] {
+            let Some(addr) = addr else { continue };
+            let listener = ingest::listen::listen(addr)
+                .map_err(|source| GatewayError::TcpBind { addr, source })?;
+            tracing::info!(message = "TCP ingest listening.", %addr, tls);
+            ingest_tasks.spawn(ingest::tcp::serve(
+                listener,
+                tls,
+                tcp.clone(),
+                ingest.clone(),
+                ingest_stop.clone(),
+                ingest_tasks.clone(),
+            ));
+        }
     }
     if let Some(mqtt) = &config.mqtt {
         let republish = match mqtt.broker_listen {
@@ -98,16 +119,20 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
             }
             None => None,
         };
-        let listener = ingest::mqtt::bind(mqtt).await?;
-        tracing::info!(message = "MQTT ingest listening.", addr = %mqtt.listen);
-        ingest_tasks.spawn(ingest::mqtt::serve(
-            listener,
-            mqtt.clone(),
-            ingest.clone(),
-            republish,
-            ingest_stop.clone(),
-            ingest_tasks.clone(),
-        ));
+        for (addr, tls) in [(mqtt.listen, false), (mqtt.tls_listen, true)] {
+            let Some(addr) = addr else { continue };
+            let listener = ingest::mqtt::bind(addr).await?;
+            tracing::info!(message = "MQTT ingest listening.", %addr, tls);
+            ingest_tasks.spawn(ingest::mqtt::serve(
+                listener,
+                tls,
+                mqtt.clone(),
+                ingest.clone(),
+                republish.clone(),
+                ingest_stop.clone(),
+                ingest_tasks.clone(),
+            ));
+        }
     }
 
     // The forwarder drains after ingest has stopped, so it gets its own token.
@@ -154,4 +179,25 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, Gat
     let summary = stats.snapshot();
     tracing::info!(message = "Gateway stopped.");
     Ok(summary)
+}
+
+/// With `auth.anonymous = "network"`, says at every start which listeners accept anyone.
+fn warn_about_anonymous_network(config: &Config) {
+    if config.auth.anonymous != config::Anonymous::Network {
+        return;
+    }
+    let listeners = [
+        config.tcp.as_ref().and_then(|t| t.listen),
+        config.tcp.as_ref().and_then(|t| t.tls_listen),
+        config.mqtt.as_ref().and_then(|m| m.listen),
+        config.mqtt.as_ref().and_then(|m| m.tls_listen),
+    ];
+    for addr in listeners.into_iter().flatten() {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                message = "Anonymous devices from the network are accepted (auth.anonymous = \"network\"): anyone who can reach this listener can write as any device.",
+                %addr
+            );
+        }
+    }
 }

@@ -4,16 +4,23 @@
 //! stores exactly what will be sent and a restart resends the same bytes. `origin` carries the
 //! event's identity for de-duplication; dead letters have none.
 
-/// The identity of a device event: `(device_id, seq)`, also the `event-id` header.
+/// The identity of a device event: `(device_id, session, seq)`, also the `event-id` header:
+/// `{device_id}:{seq}` without a session (0), `{device_id}:{session in hex}:{seq}` with one.
+/// Device ids never contain `:`, so the header splits unambiguously.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventId {
     pub device_id: String,
+    /// The device's boot session; 0 for devices that send none.
+    pub session: u64,
     pub seq: u64,
 }
 
 impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.device_id, self.seq)
+        match self.session {
+            0 => write!(f, "{}:{}", self.device_id, self.seq),
+            s => write!(f, "{}:{s:x}:{}", self.device_id, self.seq),
+        }
     }
 }
 

@@ -171,7 +171,12 @@ impl Router {
     /// The record for a validated event that arrived on `mqtt_topic` (`None` for TCP).
     /// `Err` only if the event cannot be encoded in its route's format; the caller keeps it as
     /// a dead letter.
-    pub fn event(&self, event: Event, mqtt_topic: Option<&str>) -> Result<Record, FormatError> {
+    pub fn event(
+        &self,
+        event: Event,
+        session: u64,
+        mqtt_topic: Option<&str>,
+    ) -> Result<Record, FormatError> {
         let kind = event.kind();
         let rule = self
             .routes
@@ -192,6 +197,7 @@ impl Router {
         let value = self.encoder.encode(&event, format)?;
         let id = EventId {
             device_id: event.device_id,
+            session,
             seq: event.seq,
         };
         let mut headers = vec![

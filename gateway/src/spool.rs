@@ -12,7 +12,8 @@
 //! - `records(id INTEGER PRIMARY KEY AUTOINCREMENT, topic, key, value, timestamp_ms, headers,
 //!   device_id, seq, received_ms)`: one row per message still to be forwarded; `id` is the
 //!   queue order. `headers` is a JSON array of `[name, value]` pairs.
-//! - `devices(device_id PRIMARY KEY, max_seq)`: the highest seq stored per device.
+//! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
+//!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
 //!
 //! # Invariants
@@ -22,10 +23,14 @@
 //!   delivery report, or the file sink's fsync) confirmed it; or by an explicit policy the
 //!   operator chose: `drop_oldest` when full, or `max_age`. Those deletions are counted per
 //!   topic in `counters` and logged.
-//! - Sequence numbers are strictly increasing per device. An event whose seq is at or below
-//!   its device's `max_seq` is a retransmission: it is reported [`Appended::Duplicate`] (and
-//!   acknowledged again by ingest) and not stored. `devices` outlives the rows, so this holds
-//!   after forwarding and across restarts.
+//! - Sequence numbers are strictly increasing per device session. An event at or below its
+//!   session's `max_seq` and not newer than its latest stored event is a retransmission: it is
+//!   reported [`Appended::Duplicate`] (and acknowledged again by ingest) and not stored. One
+//!   that is newer is a counter reset, stored and counted ([`seqs`]). `sessions` outlives the
+//!   rows, so this holds after forwarding and across restarts, until a session has been idle
+//!   for `forget_devices_after_ms`.
+//! - One gateway at a time: [`Spool::open`] holds an exclusive lock on `<spool>.lock`, and the
+//!   offline tools that write (`tributary spool devices --reset`) refuse while it is held.
 //! - Rows are read in `id` order, which for one device is seq order; a restart resends what was
 //!   not acknowledged, in that order. A consumer may therefore see an event twice (sent, but
 //!   the gateway stopped before the delivery report); the `event-id` header identifies it.
@@ -47,6 +52,7 @@ mod db;
 pub mod limits;
 pub mod recover;
 pub mod schema;
+pub mod seqs;
 pub mod tools;
 mod writer;
 
@@ -103,6 +109,33 @@ pub enum SpoolError {
     BadRow { id: i64, reason: String },
     #[error("the spool is closed")]
     Closed,
+    #[error("spool {path} is in use by another process (a running gateway holds {path}.lock); stop it first")]
+    Locked { path: std::path::PathBuf },
+}
+
+/// Takes the exclusive lock on `<path>.lock`, creating the directory and file if needed.
+pub(crate) fn lock(path: &std::path::Path) -> Result<std::fs::File, SpoolError> {
+    let lock_path = path.with_extension("db.lock");
+    let dir_error = |e: std::io::Error| SpoolError::Dir {
+        path: lock_path.clone(),
+        source: e.into(),
+    };
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(dir_error)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(dir_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(dir_error(e)),
+    }
 }
 
 impl SpoolError {
@@ -128,6 +161,8 @@ impl SpoolError {
 #[derive(Clone)]
 pub struct Spool {
     inner: writer::Handle,
+    /// Held while any handle lives: one gateway per spool.
+    _lock: Arc<std::fs::File>,
 }
 
 impl Spool {
@@ -137,9 +172,16 @@ impl Spool {
         config: &SpoolConfig,
         stats: Stats,
     ) -> Result<(Self, Option<Recovery>), SpoolError> {
+        let lock = lock(&config.path)?;
         let (db, recovery) = recover::open_checked(&config.path, config.limits)?;
         let inner = writer::start(db, config, stats)?;
-        Ok((Self { inner }, recovery))
+        Ok((
+            Self {
+                inner,
+                _lock: Arc::new(lock),
+            },
+            recovery,
+        ))
     }
 
     /// Stores records durably; one outcome per record, in order.

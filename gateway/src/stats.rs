@@ -3,6 +3,11 @@
 //! Per topic: `received` (records that reached the spool's door), `spooled` (committed),
 //! `duplicates` (retransmissions recognised and acknowledged again), `forwarded` (confirmed by
 //! the sink). Dead letters are records on the dead-letter topic like any other.
+//!
+//! Refusals are counted per `(transport, reason)`: connections and publishes the gateway turned
+//! away (authentication, ACL, TLS handshakes, over-limit connections, sequence regressions it
+//! stored anyway). Reasons are short fixed labels (`auth_wrong_password`, `acl`, ...), never
+//! device ids, so the set stays bounded.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +31,7 @@ pub struct TopicCounters {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     topics: Arc<Mutex<BTreeMap<String, TopicCounters>>>,
+    refusals: Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
 }
 
 impl Stats {
@@ -75,8 +81,31 @@ impl Stats {
         });
     }
 
+    /// Counts one refusal on `transport` (`tcp`, `mqtt`, ...) for `reason`.
+    pub fn record_refusal(&self, transport: &'static str, reason: &'static str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        *refusals.entry((transport, reason)).or_default() += 1;
+    }
+
+    /// Refusals so far for `transport` and `reason`.
+    pub fn refusals(&self, transport: &str, reason: &str) -> u64 {
+        let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        refusals
+            .iter()
+            .filter(|((t, r), _)| *t == transport && *r == reason)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub fn snapshot(&self) -> Summary {
         Summary {
+            refusals: self
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(&(t, r), &n)| (format!("{t}/{r}"), n))
+                .collect(),
             topics: self
                 .topics
                 .lock()
@@ -90,6 +119,8 @@ impl Stats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub topics: BTreeMap<String, TopicCounters>,
+    /// `transport/reason` to count.
+    pub refusals: BTreeMap<String, u64>,
 }
 
 impl fmt::Display for Summary {
@@ -130,6 +161,13 @@ impl fmt::Display for Summary {
             total.forwarded,
             total.dropped,
             total.expired
-        )
+        )?;
+        if !self.refusals.is_empty() {
+            write!(f, "\nrefused:")?;
+            for (what, n) in &self.refusals {
+                write!(f, "\n  {what:<40} {n:>10}")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -4,14 +4,18 @@
 //! framed stream after the first decoder error, and a server wants to answer a bad frame with a
 //! NACK first. [`BadFrame::fatal`] says whether the stream can go on: after a bad length or CRC
 //! the frame boundaries cannot be trusted; after a bad version or body they can.
+//!
+//! The codec answers in the protocol version its peer spoke: the version of the last frame it
+//! decoded (the newest version until then), so a version 1 device gets version 1 answers.
 
 use alloc::vec::Vec;
 
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::frame::PROTOCOL_VERSION;
 use crate::frame::{FrameError, FrameHeader};
-use crate::message::{decode_frame, encode_frame, Message};
+use crate::message::{decode_frame_versioned, encode_frame_version, Message};
 
 /// A frame that could not be decoded, with its raw bytes for the dead-letter destination.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +36,8 @@ pub struct MessageCodec {
     max_body: usize,
     /// Set after a fatal frame: everything after it is ignored.
     poisoned: bool,
+    /// The version frames are encoded in: the peer's, once it sent one.
+    version: u8,
 }
 
 impl MessageCodec {
@@ -39,7 +45,13 @@ impl MessageCodec {
         Self {
             max_body,
             poisoned: false,
+            version: PROTOCOL_VERSION,
         }
+    }
+
+    /// The protocol version of the peer's last frame (the newest until one arrived).
+    pub fn peer_version(&self) -> u8 {
+        self.version
     }
 }
 
@@ -66,13 +78,18 @@ impl Decoder for MessageCodec {
             }
         };
         if src.len() < header.frame_len() {
-            src.reserve(header.frame_len() - src.len());
+            // Grow as bytes arrive, not by what the header announces: a peer that announces a
+            // large frame and sends nothing must not cost that much memory.
+            src.reserve((header.frame_len() - src.len()).min(16 * 1024));
             return Ok(None);
         }
-        let result = decode_frame(&src[..header.frame_len()], self.max_body);
+        let result = decode_frame_versioned(&src[..header.frame_len()], self.max_body);
         let raw = &src[..header.frame_len()];
         let out = match result {
-            Ok((message, _)) => Ok(message),
+            Ok((message, _, version)) => {
+                self.version = version;
+                Ok(message)
+            }
             Err(error) => {
                 let fatal = matches!(error, FrameError::BadCrc { .. });
                 self.poisoned = fatal;
@@ -92,7 +109,7 @@ impl Encoder<&Message> for MessageCodec {
     type Error = std::io::Error;
 
     fn encode(&mut self, item: &Message, dst: &mut BytesMut) -> Result<(), std::io::Error> {
-        let bytes = encode_frame(item)
+        let bytes = encode_frame_version(item, self.version)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         dst.extend_from_slice(&bytes);
         Ok(())
@@ -111,6 +128,7 @@ impl Encoder<Message> for MessageCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode_frame;
     use crate::message::Ack;
 
     #[test]

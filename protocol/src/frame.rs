@@ -8,7 +8,13 @@
 use core::fmt;
 
 /// The protocol version this crate speaks; the first byte of every frame body.
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// - 1: the first release.
+/// - 2: `Hello` carries the device's password and a boot session id; NACK code `forbidden`.
+///   Version 1 frames are still read, and answered in version 1 ([`crate::codec`]).
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The oldest version this crate still reads.
+pub const OLDEST_VERSION: u8 = 1;
 /// Bytes before the body: length and CRC.
 pub const FRAME_HEADER_LEN: usize = 8;
 /// The default limit on a frame body, in bytes.
@@ -112,6 +118,15 @@ impl FrameHeader {
 /// Checks a frame's CRC and version and returns the payload after the version byte.
 /// `frame` must start at the header; it may run on past the end of this frame.
 pub fn open(frame: &[u8], max_body: usize) -> Result<(&[u8], usize), FrameError> {
+    match open_versioned(frame, max_body)? {
+        (PROTOCOL_VERSION, payload, used) => Ok((payload, used)),
+        (version, _, _) => Err(FrameError::UnknownVersion { version }),
+    }
+}
+
+/// Like [`open`], for any version from [`OLDEST_VERSION`] to [`PROTOCOL_VERSION`]; returns the
+/// version too.
+pub fn open_versioned(frame: &[u8], max_body: usize) -> Result<(u8, &[u8], usize), FrameError> {
     let header = FrameHeader::parse(frame, max_body)?.ok_or(FrameError::Truncated {
         needed: FRAME_HEADER_LEN,
         available: frame.len(),
@@ -131,7 +146,9 @@ pub fn open(frame: &[u8], max_body: usize) -> Result<(&[u8], usize), FrameError>
     }
     match body.split_first() {
         None => Err(FrameError::Empty),
-        Some((&PROTOCOL_VERSION, payload)) => Ok((payload, header.frame_len())),
+        Some((&version, payload)) if (OLDEST_VERSION..=PROTOCOL_VERSION).contains(&version) => {
+            Ok((version, payload, header.frame_len()))
+        }
         Some((&version, _)) => Err(FrameError::UnknownVersion { version }),
     }
 }
@@ -140,6 +157,15 @@ pub fn open(frame: &[u8], max_body: usize) -> Result<(&[u8], usize), FrameError>
 /// `out[FRAME_HEADER_LEN + 1..FRAME_HEADER_LEN + 1 + payload_len]`; returns the frame length.
 /// This lets a caller encode the payload in place with no second buffer.
 pub fn seal_in_place(out: &mut [u8], payload_len: usize) -> Result<usize, FrameError> {
+    seal_in_place_version(out, payload_len, PROTOCOL_VERSION)
+}
+
+/// [`seal_in_place`] with an explicit version byte (to answer a peer in the version it spoke).
+pub fn seal_in_place_version(
+    out: &mut [u8],
+    payload_len: usize,
+    version: u8,
+) -> Result<usize, FrameError> {
     let body_len = payload_len + 1;
     let total = FRAME_HEADER_LEN + body_len;
     if out.len() < total {
@@ -152,7 +178,7 @@ pub fn seal_in_place(out: &mut [u8], payload_len: usize) -> Result<usize, FrameE
         len: body_len,
         limit: u32::MAX as usize,
     })?;
-    out[FRAME_HEADER_LEN] = PROTOCOL_VERSION;
+    out[FRAME_HEADER_LEN] = version;
     let crc = CRC.checksum(&out[FRAME_HEADER_LEN..total]);
     out[..4].copy_from_slice(&len.to_le_bytes());
     out[4..FRAME_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());

@@ -27,6 +27,10 @@ pub struct JsonEvent {
     pub device_id: Option<String>,
     pub seq: u64,
     pub time_ms: u64,
+    /// The device's boot session (see [`crate::message`]), on input only: MQTT devices that
+    /// reset their seq at boot send it so the gateway can tell a reboot from a retransmission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
     #[serde(flatten)]
     pub body: JsonBody,
 }
@@ -168,6 +172,7 @@ impl From<Event> for JsonEvent {
             device_id: Some(e.device_id),
             seq: e.seq,
             time_ms: e.time_ms,
+            session: None,
             body,
         }
     }

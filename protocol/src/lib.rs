@@ -37,10 +37,14 @@ pub mod message;
 
 pub use device_id::{validate_device_id, DeviceIdError, MAX_DEVICE_ID_LEN};
 pub use frame::{
-    FrameError, FrameHeader, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    FrameError, FrameHeader, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, OLDEST_VERSION,
+    PROTOCOL_VERSION,
 };
 
 #[cfg(feature = "alloc")]
 pub use event::{Body, Event, EventError, FixQuality, Kind, Position, Reading, SensorValue};
 #[cfg(feature = "alloc")]
-pub use message::{decode_frame, encode_frame, Ack, Hello, Message, Nack, NackCode};
+pub use message::{
+    decode_frame, decode_frame_versioned, encode_frame, encode_frame_version, Ack, Hello, Message,
+    Nack, NackCode,
+};

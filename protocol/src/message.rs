@@ -14,7 +14,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::frame::{self, FrameError, FRAME_HEADER_LEN};
+use crate::frame::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_VERSION};
 
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,8 +31,56 @@ pub struct Hello {
     /// The protocol version the device speaks.
     pub protocol_version: u8,
     pub device_id: String,
-    /// A shared secret, where the gateway requires one.
-    pub token: Option<String>,
+    /// The device's password, where the gateway requires one (and the device has no client
+    /// certificate). Send it over TLS only.
+    pub password: Option<String>,
+    /// This boot of the device: random, non-zero, fixed until the next boot. See the module doc.
+    pub session: Option<u64>,
+}
+
+/// Version 1 of the protocol, as it was: read, and answered, for devices not yet updated.
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub(super) struct Hello {
+        protocol_version: u8,
+        device_id: String,
+        token: Option<String>,
+    }
+
+    /// The same variants in the same order; only `Hello` differs.
+    #[derive(Deserialize)]
+    pub(super) enum Message {
+        Hello(Hello),
+        Events(Vec<Event>),
+        Ack(Ack),
+        Nack(Nack),
+    }
+
+    impl From<Message> for super::Message {
+        fn from(m: Message) -> Self {
+            match m {
+                Message::Hello(h) => super::Message::Hello(super::Hello {
+                    protocol_version: h.protocol_version,
+                    device_id: h.device_id,
+                    password: h.token,
+                    session: None,
+                }),
+                Message::Events(e) => super::Message::Events(e),
+                Message::Ack(a) => super::Message::Ack(a),
+                Message::Nack(n) => super::Message::Nack(n),
+            }
+        }
+    }
+
+    /// Codes a version 1 device knows; newer ones fall back to the nearest old one.
+    pub(super) fn downgrade(code: NackCode) -> NackCode {
+        match code {
+            NackCode::Forbidden => NackCode::Unauthorized,
+            other => other,
+        }
+    }
 }
 
 /// Everything up to and including `up_to_seq` is durably stored.
@@ -56,12 +104,16 @@ pub enum NackCode {
     Malformed,
     /// An event failed validation; the text names it.
     InvalidEvent,
-    /// The token was missing or wrong.
+    /// The device could not be authenticated: unknown, wrong password, or an id that is not
+    /// the one its certificate or password proves.
     Unauthorized,
     /// The gateway cannot store right now (spool full, shutting down); retry later.
     Busy,
-    /// EVENTS before HELLO, a second HELLO, or an event for another device.
+    /// EVENTS before HELLO, a second HELLO.
     ProtocolViolation,
+    /// The device is authenticated but may not publish this event (an event for another
+    /// device, which the ACL does not allow); the text names the event. Do not resend it.
+    Forbidden,
 }
 
 impl fmt::Display for NackCode {
@@ -72,28 +124,64 @@ impl fmt::Display for NackCode {
             NackCode::Unauthorized => "unauthorized",
             NackCode::Busy => "busy",
             NackCode::ProtocolViolation => "protocol_violation",
+            NackCode::Forbidden => "forbidden",
         })
     }
 }
 
 /// Encodes `message` as one frame (header, version byte, postcard body).
 pub fn encode_frame(message: &Message) -> Result<Vec<u8>, FrameError> {
+    encode_frame_version(message, PROTOCOL_VERSION)
+}
+
+/// Encodes `message` for a peer that speaks `version`. Only answers (ACK, NACK) are encoded
+/// for version 1 peers; a NACK code that version 1 lacks becomes its nearest old code.
+pub fn encode_frame_version(message: &Message, version: u8) -> Result<Vec<u8>, FrameError> {
+    let downgraded;
+    let message = match message {
+        Message::Nack(n) if version < 2 => {
+            downgraded = Message::Nack(Nack {
+                code: v1::downgrade(n.code),
+                text: n.text.clone(),
+            });
+            &downgraded
+        }
+        Message::Hello(_) if version < 2 => {
+            return Err(FrameError::UnknownVersion { version });
+        }
+        m => m,
+    };
     let payload = postcard::to_allocvec(message).map_err(|e| FrameError::Malformed {
         reason: postcard_reason(&e),
     })?;
     let mut out = alloc::vec![0u8; FRAME_HEADER_LEN + 1 + payload.len()];
     out[FRAME_HEADER_LEN + 1..].copy_from_slice(&payload);
-    frame::seal_in_place(&mut out, payload.len())?;
+    frame::seal_in_place_version(&mut out, payload.len(), version)?;
     Ok(out)
 }
 
 /// Decodes the frame at the start of `buf`; returns the message and the bytes it used.
 /// Device ids in HELLO and EVENTS are validated here, so a decoded message is safe to route.
 pub fn decode_frame(buf: &[u8], max_body: usize) -> Result<(Message, usize), FrameError> {
-    let (payload, used) = frame::open(buf, max_body)?;
-    let message: Message = postcard::from_bytes(payload).map_err(|e| FrameError::Malformed {
+    decode_frame_versioned(buf, max_body).map(|(m, used, _)| (m, used))
+}
+
+/// [`decode_frame`], also returning the frame's protocol version.
+pub fn decode_frame_versioned(
+    buf: &[u8],
+    max_body: usize,
+) -> Result<(Message, usize, u8), FrameError> {
+    let (version, payload, used) = frame::open_versioned(buf, max_body)?;
+    let malformed = |e: postcard::Error| FrameError::Malformed {
         reason: postcard_reason(&e),
-    })?;
+    };
+    let message: Message = if version == 1 {
+        postcard::from_bytes::<v1::Message>(payload)
+            .map_err(malformed)?
+            .into()
+    } else {
+        postcard::from_bytes(payload).map_err(malformed)?
+    };
     let invalid = match &message {
         Message::Hello(h) => crate::validate_device_id(&h.device_id).err(),
         Message::Events(events) => events
@@ -103,7 +191,7 @@ pub fn decode_frame(buf: &[u8], max_body: usize) -> Result<(Message, usize), Fra
     };
     match invalid {
         Some(e) => Err(FrameError::InvalidDeviceId(e)),
-        None => Ok((message, used)),
+        None => Ok((message, used, version)),
     }
 }
 
@@ -144,7 +232,8 @@ mod tests {
         roundtrip(&Message::Hello(Hello {
             protocol_version: 1,
             device_id: "truck-7".to_string(),
-            token: Some("s3cret".to_string()),
+            password: Some("s3cret".to_string()),
+            session: Some(0x1234_5678_9abc_def0),
         }));
         roundtrip(&Message::Events(vec![reading("d", 1), position("d", 2)]));
         roundtrip(&Message::Ack(Ack { up_to_seq: 42 }));
@@ -152,6 +241,56 @@ mod tests {
             code: NackCode::Busy,
             text: "spool full".to_string(),
         }));
+    }
+
+    #[test]
+    fn a_version_1_hello_still_decodes_with_its_token_as_the_password() {
+        #[derive(Serialize)]
+        enum OldMessage {
+            Hello {
+                protocol_version: u8,
+                device_id: String,
+                token: Option<String>,
+            },
+        }
+        let payload = postcard::to_allocvec(&OldMessage::Hello {
+            protocol_version: 1,
+            device_id: "old-1".to_string(),
+            token: Some("t".to_string()),
+        })
+        .unwrap();
+        let mut raw = vec![0u8; FRAME_HEADER_LEN + 1 + payload.len()];
+        raw[FRAME_HEADER_LEN + 1..].copy_from_slice(&payload);
+        crate::frame::seal_in_place_version(&mut raw, payload.len(), 1).unwrap();
+        let (message, _, version) = decode_frame_versioned(&raw, 1024).unwrap();
+        assert_eq!(version, 1);
+        assert_eq!(
+            message,
+            Message::Hello(Hello {
+                protocol_version: 1,
+                device_id: "old-1".to_string(),
+                password: Some("t".to_string()),
+                session: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_version_1_peer_gets_version_1_answers_with_codes_it_knows() {
+        let nack = Message::Nack(Nack {
+            code: NackCode::Forbidden,
+            text: "no".to_string(),
+        });
+        let bytes = encode_frame_version(&nack, 1).unwrap();
+        let (back, _, version) = decode_frame_versioned(&bytes, 1024).unwrap();
+        assert_eq!(version, 1);
+        assert_eq!(
+            back,
+            Message::Nack(Nack {
+                code: NackCode::Unauthorized,
+                text: "no".to_string()
+            })
+        );
     }
 
     #[test]

@@ -41,11 +41,12 @@ pub struct TcpDevice {
 }
 
 impl TcpDevice {
-    /// Connects and sends HELLO.
+    /// Connects and sends HELLO, with the device's password and boot session where given.
     pub async fn connect(
         addr: SocketAddr,
         device_id: &str,
-        token: Option<String>,
+        password: Option<String>,
+        session: Option<u64>,
     ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
@@ -56,7 +57,8 @@ impl TcpDevice {
             .send(&Message::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 device_id: device_id.to_owned(),
-                token,
+                password,
+                session,
             }))
             .await?;
         Ok(Self {

@@ -174,7 +174,7 @@ async fn malformed_input_is_refused_counted_and_dead_lettered_while_others_carry
     ));
 
     // TCP: a frame with a bad CRC gets a NACK that says so, then the connection closes.
-    let mut device = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "broken-2", None)
+    let mut device = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "broken-2", None, None)
         .await
         .unwrap();
     let mut frame = tributary_protocol::encode_frame(&Message::Events(vec![])).unwrap();

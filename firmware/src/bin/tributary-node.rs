@@ -55,15 +55,19 @@ fn main() -> ExitCode {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
+    let boot = boot_session();
     let transport = match config.transport {
         TransportKind::Tcp => AnyTransport::Tcp(TcpTransport::new(
             config.gateway,
             config.device_id.clone(),
-            config.token.clone(),
+            config.password.clone(),
+            boot,
         )),
         TransportKind::Mqtt => AnyTransport::Mqtt(Box::new(MqttTransport::new(
             config.gateway,
             config.device_id.clone(),
+            config.password.clone(),
+            boot,
         ))),
     };
     let mut device = DeviceLoop::new(
@@ -112,4 +116,16 @@ fn main() -> ExitCode {
         device.pending()
     );
     ExitCode::SUCCESS
+}
+
+/// This boot's session id for the gateway: a hash of the kernel's boot id, which changes at
+/// every boot, so a node whose seq restarts (its clock-seeded first seq went backwards) is a new
+/// stream to the gateway, not a retransmission. `None` where there is no boot id.
+fn boot_session() -> Option<u64> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let hash = id.trim().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Some(hash.max(1))
 }

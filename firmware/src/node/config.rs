@@ -17,9 +17,11 @@ pub struct NodeConfig {
     /// `tcp` (default) or `mqtt` (QoS 1; PUBACK only after the gateway's spool commit).
     #[serde(default)]
     pub transport: TransportKind,
-    /// The gateway's `tcp.token`, if it requires one.
-    #[serde(default)]
-    pub token: Option<String>,
+    /// This device's password, where the gateway requires one (`tributary devices add`).
+    /// Sent over TCP in HELLO, over MQTT as the password with the device id as username.
+    /// (`token`, the old shared secret's key, is read as the password.)
+    #[serde(default, alias = "token")]
+    pub password: Option<String>,
     /// Unacknowledged events kept during an outage; the oldest go first when full.
     #[serde(default = "default_buffer")]
     pub buffer_events: usize,

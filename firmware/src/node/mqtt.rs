@@ -18,14 +18,25 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MqttTransport {
     addr: SocketAddr,
     device_id: String,
+    /// The device's password (username = device id), if the gateway requires one.
+    password: Option<String>,
+    /// This boot of the node, sent with every event.
+    boot: Option<u64>,
     session: Option<(Client, Connection)>,
 }
 
 impl MqttTransport {
-    pub fn new(addr: SocketAddr, device_id: String) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        device_id: String,
+        password: Option<String>,
+        boot: Option<u64>,
+    ) -> Self {
         Self {
             addr,
             device_id,
+            password,
+            boot,
             session: None,
         }
     }
@@ -38,8 +49,9 @@ impl MqttTransport {
         let mut sent: VecDeque<u64> = VecDeque::new();
         for e in events {
             let topic = format!("devices/{}/{}", e.device_id, e.kind().mqtt_segment());
-            let payload =
-                serde_json::to_vec(&JsonEvent::from(e.clone())).map_err(std::io::Error::other)?;
+            let mut json = JsonEvent::from(e.clone());
+            json.session = self.boot;
+            let payload = serde_json::to_vec(&json).map_err(std::io::Error::other)?;
             client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
                 .map_err(std::io::Error::other)?;
@@ -81,6 +93,9 @@ impl Transport for MqttTransport {
         );
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(true);
+        if let Some(password) = &self.password {
+            options.set_credentials(self.device_id.clone(), password.clone());
+        }
         let (client, mut connection) = Client::new(options, 256);
         let deadline = Instant::now() + TIMEOUT;
         loop {

@@ -16,16 +16,24 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TcpTransport {
     addr: SocketAddr,
     device_id: String,
-    token: Option<String>,
+    password: Option<String>,
+    /// This boot of the node, sent in HELLO.
+    boot: Option<u64>,
     stream: Option<TcpStream>,
 }
 
 impl TcpTransport {
-    pub fn new(addr: SocketAddr, device_id: String, token: Option<String>) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        device_id: String,
+        password: Option<String>,
+        boot: Option<u64>,
+    ) -> Self {
         Self {
             addr,
             device_id,
-            token,
+            password,
+            boot,
             stream: None,
         }
     }
@@ -69,7 +77,8 @@ impl Transport for TcpTransport {
         let hello = Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             device_id: self.device_id.clone(),
-            token: self.token.clone(),
+            password: self.password.clone(),
+            session: self.boot,
         });
         self.write(&hello).inspect_err(|_| self.stream = None)
     }

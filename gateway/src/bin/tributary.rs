@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tributary_gateway::config::{Config, DEFAULT_CONFIG_TOML};
+use tributary_gateway::identity::Authority;
 
 /// Log filter when RUST_LOG is unset. rumqttd logs every client disconnect at ERROR level, so its
 /// own logs are off unless asked for (`RUST_LOG=info,rumqttd=info`).
@@ -40,6 +41,18 @@ enum Command {
     },
     /// Print the documented default config.
     PrintConfig,
+    /// Manage device passwords in the credentials file (auth.credentials). The gateway reads
+    /// the file at start and on SIGHUP.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+        /// The gateway config whose auth.credentials to use.
+        #[arg(long, short, default_value = "config/gateway.toml", global = true)]
+        config: PathBuf,
+        /// The credentials file, instead of the one the config names (created if missing).
+        #[arg(long, global = true)]
+        file: Option<PathBuf>,
+    },
     /// Offline tools on the spool file (stats and inspect also work beside a running gateway).
     Spool {
         #[command(subcommand)]
@@ -54,7 +67,32 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum DevicesCommand {
+    /// Add a device, or set a new password for it. The password is read from the terminal
+    /// (twice), or from the first line of standard input with --password-stdin; never from
+    /// the command line.
+    Add {
+        device_id: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a device: it can no longer log in (after SIGHUP, for a running gateway).
+    Remove { device_id: String },
+    /// List the devices that have a password.
+    List,
+    /// Add or update many devices: standard input has one `device_id password` per line.
+    Import,
+}
+
+#[derive(Subcommand)]
 enum SpoolCommand {
+    /// The sequence state per device session: highest seq, last seen, regressions. With
+    /// --reset DEVICE (gateway stopped), forget a device's state so its next events are stored
+    /// whatever their seq.
+    Devices {
+        #[arg(long)]
+        reset: Option<String>,
+    },
     /// Rows, bytes and oldest event age, per topic, and what the spool discarded.
     Stats {
         /// Print JSON instead of a table.
@@ -98,7 +136,11 @@ fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG_TOML}");
             ExitCode::SUCCESS
         }
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match Config::load(&config).and_then(|c| {
+            // The files the config names (certificates, credentials) must load too.
+            Authority::load(&c)
+                .map_err(|e| tributary_gateway::config::ConfigError::Files(e.to_string()))
+        }) {
             Ok(_) => {
                 println!("{}: valid", config.display());
                 ExitCode::SUCCESS
@@ -108,6 +150,36 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
+        Command::Devices {
+            command,
+            config,
+            file,
+        } => {
+            let file = match file {
+                Some(f) => f,
+                None => match Config::load(&config).map(|c| c.auth.credentials) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => {
+                        eprintln!(
+                            "error: {} sets no auth.credentials; name the file with --file",
+                            config.display()
+                        );
+                        return ExitCode::from(EX_USAGE);
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EX_USAGE);
+                    }
+                },
+            };
+            match devices_tool(&command, &file) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {}: {e:#}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Spool {
             command,
             config,
@@ -132,7 +204,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            let config = match Config::load(&config) {
+            let config_path = config;
+            let config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -145,7 +218,14 @@ fn main() -> ExitCode {
                 Ok(n) => tracing::debug!(limit = n, "Open file limit raised."),
                 Err(error) => tracing::warn!(%error, "Could not raise the open file limit."),
             }
-            match run(config) {
+            let authority = match Authority::load(&config) {
+                Ok(a) => std::sync::Arc::new(a),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            match run(config, config_path, authority) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -159,9 +239,99 @@ fn main() -> ExitCode {
 /// Exit code for a corrupt spool (sysexits.h EX_DATAERR).
 const EX_DATAERR: u8 = 65;
 
+fn devices_tool(command: &DevicesCommand, file: &Path) -> anyhow::Result<ExitCode> {
+    use tributary_gateway::identity::Credentials;
+    let load = || -> anyhow::Result<Credentials> {
+        if file.exists() {
+            Ok(Credentials::load(file)?)
+        } else {
+            Ok(Credentials::default())
+        }
+    };
+    match command {
+        DevicesCommand::Add {
+            device_id,
+            password_stdin,
+        } => {
+            let password = if *password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                let first = rpassword::prompt_password(format!("Password for {device_id}: "))?;
+                let again = rpassword::prompt_password("Again: ")?;
+                if first != again {
+                    anyhow::bail!("the passwords differ; nothing changed");
+                }
+                first
+            };
+            let mut creds = load()?;
+            creds.set(device_id, &password)?;
+            creds.save(file)?;
+            println!("{device_id}: password set in {}", file.display());
+        }
+        DevicesCommand::Remove { device_id } => {
+            let mut creds = load()?;
+            if !creds.remove(device_id) {
+                eprintln!("{device_id}: not in {}", file.display());
+                return Ok(ExitCode::FAILURE);
+            }
+            creds.save(file)?;
+            println!("{device_id}: removed from {}", file.display());
+        }
+        DevicesCommand::List => {
+            for id in load()?.devices() {
+                println!("{id}");
+            }
+        }
+        DevicesCommand::Import => {
+            let mut creds = load()?;
+            let mut n = 0;
+            for (i, line) in std::io::stdin().lines().enumerate() {
+                let line = line?;
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((id, password)) = line.split_once(char::is_whitespace) else {
+                    anyhow::bail!("line {}: not `device_id password`; nothing changed", i + 1);
+                };
+                creds.set(id, password.trim())?;
+                n += 1;
+            }
+            creds.save(file)?;
+            println!("{n} devices set in {}", file.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn spool_tool(command: &SpoolCommand, path: &Path) -> anyhow::Result<ExitCode> {
     use tributary_gateway::spool::tools;
     match command {
+        SpoolCommand::Devices {
+            reset: Some(device),
+        } => {
+            let n = tools::reset_device(path, device)?;
+            println!("{device}: {n} sessions forgotten");
+        }
+        SpoolCommand::Devices { reset: None } => {
+            let now = tributary_gateway::record::now_ms();
+            println!(
+                "{:<32} {:>16} {:>20} {:>14} {:>11}",
+                "device", "session", "max seq", "last seen s", "regressions"
+            );
+            for (device, s) in tools::devices(path)? {
+                println!(
+                    "{:<32} {:>16x} {:>20} {:>14.1} {:>11}",
+                    device,
+                    s.id,
+                    s.max_seq,
+                    (now - s.last_seen_ms).max(0) as f64 / 1000.0,
+                    s.regressions
+                );
+            }
+        }
         SpoolCommand::Stats { json } => {
             let stats = tools::stats(path)?;
             if *json {
@@ -261,14 +431,19 @@ fn print_stats(path: &Path, stats: &tributary_gateway::spool::SpoolStats) {
     );
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(
+    config: Config,
+    config_path: PathBuf,
+    authority: std::sync::Arc<Authority>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let stop = CancellationToken::new();
         tributary_gateway::shutdown::cancel_on_signal(stop.clone());
-        let summary = tributary_gateway::run(config, stop).await?;
+        tributary_gateway::reload::reload_on_hangup(config_path, authority.clone());
+        let summary = tributary_gateway::run_with(config, authority, stop).await?;
         println!("{summary}");
         anyhow::Ok(())
     })?;

@@ -25,6 +25,17 @@
 //! reason, counted, stored for the dead-letter topic, and acknowledged (it is stored, and a
 //! resend would not help).
 //!
+//! # Identity
+//! CONNECT authenticates the device ([`crate::identity`]): a client certificate on the TLS
+//! listener, or username (= the client id = the device id) and password. A refusal is CONNACK
+//! "bad user name or password" (unknown device, wrong password) or "not authorized" (no
+//! credentials, a client id that is not the authenticated identity, an unusable certificate).
+//! Each publish of an authenticated device is checked against the ACL before it is decoded; a
+//! denied one is never stored as an event. MQTT 3.1.1 gives a server two answers only, so
+//! `auth.on_deny` chooses: `acknowledge` (the default) PUBACKs it, so the device does not resend
+//! it forever, and keeps it as a dead letter with the reason; `disconnect` keeps the dead letter
+//! and closes the connection without acknowledging it. Either way it is counted (`acl`).
+//!
 //! # What each QoS promises
 //! - QoS 0: nothing; fire-and-forget, as MQTT defines it.
 //! - QoS 1: PUBACK means the event is committed to the spool (`synchronous=FULL`).
@@ -36,10 +47,8 @@ mod broker;
 mod session;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_protocol::json::JsonEvent;
@@ -65,62 +74,56 @@ pub enum MqttError {
     Thread(std::io::Error),
 }
 
-/// Binds the device listener.
-pub async fn bind(config: &MqttConfig) -> Result<TcpListener, MqttError> {
-    super::listen::listen(config.listen).map_err(|source| MqttError::Bind {
-        addr: config.listen,
-        source,
-    })
+/// Binds a device listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MqttError> {
+    super::listen::listen(addr).map_err(|source| MqttError::Bind { addr, source })
 }
 
 /// Serves device connections on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
+    tls: bool,
     config: MqttConfig,
     ingest: Ingest,
     republish: Option<Republisher>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_connections.get()));
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(error) => {
-                tracing::warn!(message = "Accepting an MQTT connection failed.", %error);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let slot = slots.clone().try_acquire_owned().ok();
-        let session = session::Session::new(
-            stream,
-            peer,
-            config.max_payload_bytes.get(),
-            ingest.clone(),
-            republish.clone(),
-        );
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let result = match slot {
-                Some(_slot) => session.run(stop).await,
-                None => session.refuse_busy().await,
-            };
-            if let Err(error) = result {
+    let spec = super::conn::Spec {
+        transport: "mqtt",
+        tls,
+        max_connections: config.max_connections.get(),
+    };
+    let max_payload = config.max_payload_bytes.get();
+    let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
+    let session_stop = stop.clone();
+    let (busy_ingest, busy_republish) = (ingest.clone(), republish.clone());
+    let session = move |a: super::conn::Accepted| {
+        let peer = a.peer.addr;
+        let session = session::Session::new(a, max_payload, ingest.clone(), republish.clone());
+        let stop = session_stop.clone();
+        async move {
+            if let Err(error) = session.run(stop).await {
                 tracing::debug!(message = "MQTT connection ended with an error.", %peer, %error);
             }
-        });
-    }
-    tracing::info!(message = "MQTT ingest stopped accepting.");
+        }
+    };
+    let busy = move |a: super::conn::Accepted| {
+        let session =
+            session::Session::new(a, max_payload, busy_ingest.clone(), busy_republish.clone());
+        async move {
+            let _ = session.refuse_busy().await;
+        }
+    };
+    super::conn::serve(listener, spec, authority, stats, stop, tasks, session, busy).await;
 }
 
-/// Decodes one publish into events, or a dead letter saying why not.
-pub(crate) fn decode_publish(topic: &str, payload: &[u8]) -> Result<Vec<Event>, Box<DeadLetter>> {
+/// Decodes one publish into events with their boot session (0: none), or a dead letter
+/// saying why not.
+pub(crate) fn decode_publish(
+    topic: &str,
+    payload: &[u8],
+) -> Result<Vec<(Event, u64)>, Box<DeadLetter>> {
     decode(topic, payload).map_err(|(device_id, reason)| {
         Box::new(DeadLetter::new(
             "mqtt",
@@ -132,8 +135,12 @@ pub(crate) fn decode_publish(topic: &str, payload: &[u8]) -> Result<Vec<Event>, 
     })
 }
 
-/// Decodes one publish into events, or says why not (with the device id, where known).
-fn decode(topic: &str, payload: &[u8]) -> Result<Vec<Event>, (Option<String>, String)> {
+/// Why a publish could not be decoded: the device id (where known) and the reason.
+type Undecodable = (Option<String>, String);
+
+/// Decodes one publish into events and sessions, or says why not (with the device id, where
+/// known).
+fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable> {
     let parts: Vec<&str> = topic.split('/').collect();
     let (device_id, segment, postcard) = match parts.as_slice() {
         ["devices", id, seg] => (*id, *seg, false),
@@ -164,7 +171,7 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<Event>, (Option<String>, St
                 event.kind()
             )));
         }
-        vec![event]
+        vec![(event, 0)]
     } else {
         let value: serde_json::Value = serde_json::from_slice(payload)
             .map_err(|e| fail(format!("payload is not JSON: {e}")))?;
@@ -179,14 +186,15 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<Event>, (Option<String>, St
             }
             let json: JsonEvent = serde_json::from_value(item)
                 .map_err(|e| fail(format!("event {index}: not a {kind} event: {e}")))?;
+            let session = json.session.unwrap_or(0);
             let event = json
                 .into_event(device_id, kind)
                 .map_err(|e| fail(format!("event {index}: {e}")))?;
-            events.push(event);
+            events.push((event, session));
         }
         events
     };
-    for event in &events {
+    for (event, _) in &events {
         event
             .validate()
             .map_err(|e| fail(format!("event seq {}: {e}", event.seq)))?;
@@ -206,8 +214,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].device_id, "env-1");
-        assert_eq!(events[0].kind(), Kind::Reading);
+        assert_eq!(events[0].0.device_id, "env-1");
+        assert_eq!(events[0].0.kind(), Kind::Reading);
+        assert_eq!(events[0].1, 0, "no session");
     }
 
     #[test]
@@ -217,7 +226,7 @@ mod tests {
             br#"[{"seq":1,"time_ms":5,"lat":1,"lon":2},{"seq":2,"time_ms":6,"lat":1,"lon":2}]"#,
         )
         .unwrap();
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(events.iter().map(|e| e.0.seq).collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]
@@ -231,8 +240,18 @@ mod tests {
         let bytes = postcard::to_allocvec(&event).unwrap();
         assert_eq!(
             decode("devices/car-1/position/pc", &bytes).unwrap(),
-            vec![event]
+            vec![(event, 0)]
         );
+    }
+
+    #[test]
+    fn a_json_event_may_name_its_boot_session() {
+        let events = decode(
+            "devices/env-1/readings",
+            br#"{"seq":1,"time_ms":5,"session":77,"values":[{"name":"t","value":1,"unit":"C"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(events[0].1, 77);
     }
 
     #[test]

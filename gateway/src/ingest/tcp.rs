@@ -1,85 +1,111 @@
 //! TCP ingest: the compact framed protocol ([`tributary_protocol::message`]).
 //!
-//! One task per connection. The session is HELLO, then EVENTS batches; each batch is committed
-//! to the spool and only then answered with ACK (the batch's highest seq). Within a batch,
-//! events that fail validation are kept as dead letters and reported with a NACK
-//! (`invalid_event`) naming their seq; the batch's ACK then also releases them, since they are
-//! stored where a person can inspect them and resending would not help. A frame that cannot be
-//! decoded gets a NACK (`malformed`) and is kept as a dead letter; after a bad length or CRC the
-//! connection is closed, since frame boundaries are lost. A spool failure gets a NACK (`busy`)
-//! and no ACK: the device keeps the events and resends.
+//! One task per connection, accepted by the shared connection layer ([`super::conn`]), plain or
+//! TLS. The session is HELLO, within [`HELLO_TIMEOUT`], then EVENTS batches.
+//!
+//! - **HELLO** authenticates the device ([`crate::identity`]): its client certificate, or the
+//!   password HELLO carries, must prove the device id HELLO names; an anonymous HELLO is accepted
+//!   only where the listener allows it. A refusal is a NACK (`unauthorized`) naming the reason,
+//!   and the connection closes. HELLO's `session` scopes the device's sequence numbers.
+//! - **EVENTS.** Each batch is committed to the spool and only then answered with ACK (the
+//!   batch's highest seq). Within a batch, an event the ACL does not allow (an authenticated
+//!   device publishing for another device) gets a NACK (`forbidden`) naming its seq; an event
+//!   that fails validation gets a NACK (`invalid_event`). Both are kept as dead letters; the
+//!   batch's ACK then also releases them, since resending would not help. A frame that cannot be
+//!   decoded gets a NACK (`malformed`) and is kept as a dead letter; after a bad length or CRC
+//!   the connection is closed, since frame boundaries are lost. A spool failure gets a NACK
+//!   (`busy`) and no ACK: the device keeps the events and resends.
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_protocol::codec::{BadFrame, MessageCodec};
-use tributary_protocol::{Ack, Event, Hello, Message, Nack, NackCode, PROTOCOL_VERSION};
+use tributary_protocol::{Ack, Event, Hello, Message, Nack, NackCode, OLDEST_VERSION};
 
-use super::Ingest;
+use super::conn::{self, Accepted, Spec, Stream};
+use super::{Inbound, Ingest};
 use crate::config::TcpConfig;
+use crate::identity::{Claim, Identity, Peer};
 use crate::route::DeadLetter;
 use crate::spool::Appended;
+
+/// How long a new connection has to send HELLO.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves connections on `listener` until `stop` is cancelled; connection tasks are tracked.
 pub async fn serve(
     listener: TcpListener,
+    tls: bool,
     config: TcpConfig,
     ingest: Ingest,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let conn = Connection {
-                    framed: Framed::new(stream, MessageCodec::new(config.max_frame_bytes.get())),
-                    peer,
-                    device: None,
-                    token: config.token.clone(),
-                    ingest: ingest.clone(),
-                };
-                let stop = stop.clone();
-                tasks.spawn(async move {
-                    if let Err(error) = conn.run(stop).await {
-                        tracing::debug!(message = "TCP connection ended with an error.", %peer, %error);
-                    }
-                });
-            }
-            Err(error) => {
-                // Typically EMFILE: back off briefly rather than spin.
-                tracing::warn!(message = "Accepting a TCP connection failed.", %error);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let spec = Spec {
+        transport: "tcp",
+        tls,
+        max_connections: config.max_connections.get(),
+    };
+    let max_frame = config.max_frame_bytes.get();
+    let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
+    let session_stop = stop.clone();
+    let session = move |a: Accepted| {
+        let conn = Connection::new(a, max_frame, ingest.clone());
+        let stop = session_stop.clone();
+        async move {
+            let peer = conn.peer.addr;
+            if let Err(error) = conn.run(stop).await {
+                tracing::debug!(message = "TCP connection ended with an error.", %peer, %error);
             }
         }
-    }
-    tracing::info!(message = "TCP ingest stopped accepting.");
+    };
+    let busy = move |a: Accepted| async move {
+        let mut framed = Framed::new(a.stream, MessageCodec::new(max_frame));
+        let nack = Message::Nack(Nack {
+            code: NackCode::Busy,
+            text: "too many connections; retry later".into(),
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(5), framed.send(&nack)).await;
+    };
+    conn::serve(listener, spec, authority, stats, stop, tasks, session, busy).await;
 }
 
 struct Connection {
-    framed: Framed<TcpStream, MessageCodec>,
-    peer: SocketAddr,
-    device: Option<String>,
-    token: Option<String>,
+    framed: Framed<Box<dyn Stream>, MessageCodec>,
+    peer: Peer,
+    /// Set by a successful HELLO: the device id, its identity and its boot session.
+    device: Option<(String, Identity, u64)>,
     ingest: Ingest,
 }
 
 impl Connection {
+    fn new(accepted: Accepted, max_frame: usize, ingest: Ingest) -> Self {
+        Self {
+            framed: Framed::new(accepted.stream, MessageCodec::new(max_frame)),
+            peer: accepted.peer,
+            device: None,
+            ingest,
+        }
+    }
+
     async fn run(mut self, stop: CancellationToken) -> std::io::Result<()> {
         loop {
             let inbound = tokio::select! {
                 _ = stop.cancelled() => break,
-                next = self.framed.next() => next,
+                next = self.next() => next,
             };
-            let Some(inbound) = inbound else { break };
+            let inbound = match inbound {
+                Ok(Some(inbound)) => inbound,
+                Ok(None) => break,
+                Err(()) => {
+                    self.ingest.stats.record_refusal("tcp", "hello_timeout");
+                    break;
+                }
+            };
             match inbound? {
                 Ok(Message::Hello(hello)) => {
                     if !self.hello(hello).await? {
@@ -107,6 +133,18 @@ impl Connection {
         Ok(())
     }
 
+    /// The next frame; before HELLO, within [`HELLO_TIMEOUT`] (`Err(())` when it ran out).
+    async fn next(
+        &mut self,
+    ) -> Result<Option<std::io::Result<tributary_protocol::codec::Inbound>>, ()> {
+        if self.device.is_some() {
+            return Ok(self.framed.next().await);
+        }
+        tokio::time::timeout(HELLO_TIMEOUT, self.framed.next())
+            .await
+            .map_err(|_| ())
+    }
+
     /// Returns whether the session may go on.
     async fn hello(&mut self, hello: Hello) -> std::io::Result<bool> {
         if self.device.is_some() {
@@ -114,29 +152,48 @@ impl Connection {
                 .await?;
             return Ok(true);
         }
-        if hello.protocol_version != PROTOCOL_VERSION {
+        let supported = OLDEST_VERSION..=tributary_protocol::PROTOCOL_VERSION;
+        if !supported.contains(&hello.protocol_version) {
             let text = format!(
-                "protocol version {} is not supported; this gateway speaks {PROTOCOL_VERSION}",
-                hello.protocol_version
+                "protocol version {} is not supported; this gateway speaks {} to {}",
+                hello.protocol_version,
+                supported.start(),
+                supported.end()
             );
             self.nack(NackCode::Malformed, text).await?;
             return Ok(false);
         }
-        if let Some(expected) = &self.token {
-            if hello.token.as_deref() != Some(expected.as_str()) {
-                tracing::warn!(message = "Device refused: wrong or missing token.", device_id = %hello.device_id, peer = %self.peer);
-                self.nack(NackCode::Unauthorized, "wrong or missing token".into())
+        let claim = Claim {
+            device_id: &hello.device_id,
+            username: None,
+            password: hello.password.as_deref().map(str::as_bytes),
+        };
+        let authority = self.ingest.authority.clone();
+        match authority.authenticate(&self.peer, claim).await {
+            Ok(identity) => {
+                tracing::debug!(message = "Device connected over TCP.", device_id = %hello.device_id, peer = %self.peer.addr, ?identity);
+                let session = hello.session.unwrap_or(0);
+                self.device = Some((hello.device_id, identity, session));
+                Ok(true)
+            }
+            Err(refusal) => {
+                let reason = refusal.reason();
+                self.ingest.stats.record_refusal("tcp", reason);
+                if let Some(suppressed) = crate::ratelog::allow(reason) {
+                    tracing::warn!(message = "Device refused at HELLO.", device_id = %hello.device_id, peer = %self.peer.addr, reason, %refusal, suppressed);
+                }
+                self.nack(NackCode::Unauthorized, refusal.to_string())
                     .await?;
-                return Ok(false);
+                Ok(false)
             }
         }
-        tracing::debug!(message = "Device connected over TCP.", device_id = %hello.device_id, peer = %self.peer);
-        self.device = Some(hello.device_id);
-        Ok(true)
     }
 
     async fn events(&mut self, events: Vec<Event>) -> std::io::Result<()> {
-        let Some(device) = self.device.clone() else {
+        let Some((device, identity, session)) = self.device.clone() else {
+            self.ingest
+                .stats
+                .record_refusal("tcp", "protocol_violation");
             return self
                 .nack(NackCode::ProtocolViolation, "EVENTS before HELLO".into())
                 .await;
@@ -148,29 +205,26 @@ impl Connection {
         let mut dead = Vec::new();
         let mut refusals = Vec::new();
         for event in events {
-            let problem = if event.device_id != device {
-                Some(format!(
-                    "event for device {:?} on a session of {device:?}",
-                    event.device_id
-                ))
-            } else {
-                event.validate().err().map(|e| e.to_string())
-            };
+            let problem = self.check(&event, &device, &identity);
             match problem {
-                None => valid.push(event.into()),
-                Some(reason) => {
+                None => valid.push(Inbound {
+                    event,
+                    session,
+                    mqtt_topic: None,
+                }),
+                Some((code, reason)) => {
                     let text = format!("event seq {}: {reason}", event.seq);
                     let payload =
                         serde_json::to_vec(&tributary_protocol::json::JsonEvent::from(event))
                             .unwrap_or_default();
                     dead.push(DeadLetter::new(
                         "tcp",
-                        self.peer.to_string(),
+                        self.peer.addr.to_string(),
                         Some(device.clone()),
                         text.clone(),
                         &payload,
                     ));
-                    refusals.push(text);
+                    refusals.push((code, text));
                 }
             }
         }
@@ -183,8 +237,8 @@ impl Connection {
                 if dups > 0 {
                     tracing::debug!(message = "Retransmitted events acknowledged again.", device_id = %device, count = dups);
                 }
-                for text in refusals {
-                    self.nack(NackCode::InvalidEvent, text).await?;
+                for (code, text) in refusals {
+                    self.nack(code, text).await?;
                 }
                 self.framed.send(&Message::Ack(Ack { up_to_seq })).await
             }
@@ -196,17 +250,58 @@ impl Connection {
         }
     }
 
+    /// Why `event` may not be stored on this session, if it may not.
+    fn check(
+        &self,
+        event: &Event,
+        device: &str,
+        identity: &Identity,
+    ) -> Option<(NackCode, String)> {
+        if let Identity::Device { id, .. } = identity {
+            let topic = format!(
+                "devices/{}/{}",
+                event.device_id,
+                event.kind().mqtt_segment()
+            );
+            if !self.ingest.authority.may_publish(identity, &topic) {
+                self.ingest.stats.record_refusal("tcp", "acl");
+                if let Some(suppressed) = crate::ratelog::allow("acl") {
+                    tracing::warn!(message = "Event refused by the ACL.", device_id = %id, event_device_id = %event.device_id, seq = event.seq, peer = %self.peer.addr, suppressed);
+                }
+                return Some((
+                    NackCode::Forbidden,
+                    format!(
+                        "device {id:?} may not publish for device {:?} ({topic})",
+                        event.device_id
+                    ),
+                ));
+            }
+        } else if event.device_id != device {
+            return Some((
+                NackCode::InvalidEvent,
+                format!(
+                    "event for device {:?} on a session of {device:?}",
+                    event.device_id
+                ),
+            ));
+        }
+        event
+            .validate()
+            .err()
+            .map(|e| (NackCode::InvalidEvent, e.to_string()))
+    }
+
     async fn bad_frame(&mut self, bad: BadFrame) -> std::io::Result<()> {
         let reason = bad.error.to_string();
         let letter = DeadLetter::new(
             "tcp",
-            self.peer.to_string(),
-            self.device.clone(),
+            self.peer.addr.to_string(),
+            self.device.as_ref().map(|d| d.0.clone()),
             reason.clone(),
             &bad.raw,
         );
         if let Err(error) = self.ingest.submit(Vec::new(), vec![letter]).await {
-            tracing::warn!(message = "Dead letter not stored.", peer = %self.peer, %error);
+            tracing::warn!(message = "Dead letter not stored.", peer = %self.peer.addr, %error);
         }
         self.nack(NackCode::Malformed, reason).await
     }

@@ -79,15 +79,15 @@ fn the_first_matching_rule_wins_and_unmatched_events_take_their_kinds_default() 
     all_positions.kind = Some(Kind::Position);
     let r = router(vec![trucks, all_positions]);
     assert_eq!(
-        r.event(position("truck-1"), None).unwrap().topic,
+        r.event(position("truck-1"), 0, None).unwrap().topic,
         "fleet.trucks"
     );
     assert_eq!(
-        r.event(position("car-1"), None).unwrap().topic,
+        r.event(position("car-1"), 0, None).unwrap().topic,
         "fleet.positions"
     );
     assert_eq!(
-        r.event(reading("truck-1"), None).unwrap().topic,
+        r.event(reading("truck-1"), 0, None).unwrap().topic,
         "default.readings"
     );
 }
@@ -98,13 +98,13 @@ fn an_mqtt_topic_rule_never_matches_tcp_input() {
     via_mqtt.mqtt_topic = Some("devices/+/readings".into());
     let r = router(vec![via_mqtt]);
     assert_eq!(
-        r.event(reading("a"), Some("devices/a/readings"))
+        r.event(reading("a"), 0, Some("devices/a/readings"))
             .unwrap()
             .topic,
         "from.mqtt"
     );
     assert_eq!(
-        r.event(reading("a"), None).unwrap().topic,
+        r.event(reading("a"), 0, None).unwrap().topic,
         "default.readings"
     );
 }
@@ -116,7 +116,9 @@ fn the_key_template_and_headers_follow_the_rule() {
     keyed.format = Format::Avro {
         schema_id: Some(42),
     };
-    let rec = router(vec![keyed]).event(reading("env-1"), None).unwrap();
+    let rec = router(vec![keyed])
+        .event(reading("env-1"), 0, None)
+        .unwrap();
     assert_eq!(rec.key, b"reading-env-1");
     let header = |name: &str| {
         rec.headers

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction};
 
 use super::limits::{self, FullPolicy, Limits};
+use super::seqs::{Changes, Regression, Seqs, Session, Verdict};
 use super::{schema, Appended, SpoolError, Spooled};
 use crate::record::{now_ms, EventId, Record};
 
@@ -41,15 +42,25 @@ pub struct GroupOutcome {
     pub appended: Result<Vec<Vec<Appended>>, SpoolError>,
     /// Rows deleted unforwarded to make room, per topic.
     pub dropped: BTreeMap<String, u64>,
+    /// Sequence regressions among the stored events (see [`super::seqs`]).
+    pub regressions: Vec<Regression>,
 }
+
+/// The columns every reader of `records` selects, in the order [`row_to_spooled`] reads them.
+macro_rules! record_columns {
+    () => {
+        "id, topic, key, value, timestamp_ms, headers, device_id, seq, session"
+    };
+}
+pub(super) use record_columns;
 
 /// The spool database.
 pub struct SpoolDb {
     conn: Connection,
     path: PathBuf,
     limits: Limits,
-    /// Highest stored seq per device, mirrored from `devices`.
-    max_seq: HashMap<String, u64>,
+    /// Sequence state per device and session, mirrored from `sessions`.
+    seqs: Seqs,
     /// Keys plus values of the queued rows.
     bytes: u64,
 }
@@ -73,7 +84,7 @@ impl SpoolDb {
         conn.execute_batch(schema::PRAGMAS)
             .map_err(SpoolError::sqlite("set pragmas"))?;
         schema::migrate(&mut conn)?;
-        let max_seq = load_devices(&conn)?;
+        let seqs = Seqs::from_rows(load_sessions(&conn)?);
         let bytes = conn
             .query_row(
                 "SELECT coalesce(sum(length(key) + length(value)), 0) FROM records",
@@ -85,7 +96,7 @@ impl SpoolDb {
             conn,
             path: path.to_owned(),
             limits,
-            max_seq,
+            seqs,
             bytes,
         })
     }
@@ -134,7 +145,7 @@ impl SpoolDb {
         } else {
             self.free_space(incoming)?
         };
-        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut changes = Changes::default();
         let tx = self
             .conn
             .transaction()
@@ -159,7 +170,7 @@ impl SpoolDb {
             };
             match room {
                 Ok(()) => {
-                    let out = append_in(&tx, groups, &self.max_seq, &mut seen)?;
+                    let out = append_in(&tx, groups, &self.seqs, &mut changes)?;
                     bytes += stored_size(groups, &out);
                     Ok(out)
                 }
@@ -169,8 +180,13 @@ impl SpoolDb {
         add_counters(&tx, &dropped, DROPPED_FULL)?;
         tx.commit().map_err(SpoolError::sqlite("commit"))?;
         self.bytes = bytes;
-        self.max_seq.extend(seen);
-        Ok(GroupOutcome { appended, dropped })
+        let regressions = std::mem::take(&mut changes.regressions);
+        self.seqs.apply(changes);
+        Ok(GroupOutcome {
+            appended,
+            dropped,
+            regressions,
+        })
     }
 
     /// Space an append of `incoming` bytes can use: free bytes on the filesystem plus pages
@@ -246,9 +262,34 @@ impl SpoolDb {
         stats(&self.conn)
     }
 
-    /// The highest seq stored for `device_id`, if any.
-    pub fn max_seq(&self, device_id: &str) -> Option<u64> {
-        self.max_seq.get(device_id).copied()
+    /// The highest seq stored for `device_id` in `session`, if any.
+    pub fn max_seq(&self, device_id: &str, session: u64) -> Option<u64> {
+        self.seqs.get(device_id, session).map(|s| s.max_seq)
+    }
+
+    /// Forgets sequence state idle since before `cutoff_ms`, and each device's sessions beyond
+    /// the most recent few; returns how many sessions were forgotten.
+    pub fn forget_sessions(&mut self, cutoff_ms: i64) -> Result<usize, SpoolError> {
+        let gone = self.seqs.forget(cutoff_ms);
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(SpoolError::sqlite("begin"))?;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM sessions WHERE device_id = ?1 AND session = ?2")
+                .map_err(SpoolError::sqlite("forget sessions"))?;
+            for (device, session) in &gone {
+                delete
+                    .execute(params![device, *session as i64])
+                    .map_err(SpoolError::sqlite("forget sessions"))?;
+            }
+        }
+        tx.commit().map_err(SpoolError::sqlite("commit"))?;
+        Ok(gone.len())
     }
 
     /// Keys plus values of the queued rows.
@@ -256,35 +297,43 @@ impl SpoolDb {
         self.bytes
     }
 
-    /// Inserts salvaged rows as they were (no de-duplication) and raises `devices` to at least
-    /// the given seqs, in one transaction.
+    /// Inserts salvaged rows as they were (no de-duplication) and restores the sequence state,
+    /// raised to at least the salvaged rows' seqs, in one transaction.
     pub fn restore(
         &mut self,
         rows: &[Record],
-        devices: &HashMap<String, u64>,
+        sessions: &[(String, Session)],
     ) -> Result<(), SpoolError> {
         let tx = self
             .conn
             .transaction()
             .map_err(SpoolError::sqlite("begin"))?;
-        let mut highest = devices.clone();
+        let now = now_ms();
+        let mut highest: HashMap<(String, u64), Session> = sessions
+            .iter()
+            .map(|(d, s)| ((d.clone(), s.id), *s))
+            .collect();
         for record in rows {
-            insert(&tx, record, now_ms())?;
+            insert(&tx, record, now)?;
             if let Some(o) = &record.origin {
-                let e = highest.entry(o.device_id.clone()).or_insert(o.seq);
-                *e = (*e).max(o.seq);
+                let e = highest
+                    .entry((o.device_id.clone(), o.session))
+                    .or_insert(Session {
+                        id: o.session,
+                        max_seq: o.seq,
+                        max_time_ms: record.timestamp_ms,
+                        last_seen_ms: now,
+                        regressions: 0,
+                    });
+                e.max_seq = e.max_seq.max(o.seq);
+                e.max_time_ms = e.max_time_ms.max(record.timestamp_ms);
             }
         }
-        for (device, seq) in &highest {
-            tx.execute(
-                "INSERT INTO devices (device_id, max_seq) VALUES (?1, ?2)
-                 ON CONFLICT(device_id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)",
-                params![device, *seq as i64],
-            )
-            .map_err(SpoolError::sqlite("restore devices"))?;
+        for ((device, _), session) in &highest {
+            upsert_session(&tx, device, session)?;
         }
         tx.commit().map_err(SpoolError::sqlite("commit"))?;
-        self.max_seq = load_devices(&self.conn)?;
+        self.seqs = Seqs::from_rows(load_sessions(&self.conn)?);
         self.bytes += rows.iter().map(payload_size).sum::<u64>();
         Ok(())
     }
@@ -305,17 +354,52 @@ fn stored_size(groups: &[Vec<Record>], outcomes: &[Vec<Appended>]) -> u64 {
         .sum()
 }
 
-pub(super) fn load_devices(conn: &Connection) -> Result<HashMap<String, u64>, SpoolError> {
+/// Every `(device, session)` the spool remembers.
+pub fn load_sessions(conn: &Connection) -> Result<Vec<(String, Session)>, SpoolError> {
     let mut stmt = conn
-        .prepare("SELECT device_id, max_seq FROM devices")
-        .map_err(SpoolError::sqlite("load devices"))?;
+        .prepare(
+            "SELECT device_id, session, max_seq, max_time_ms, last_seen_ms, regressions
+             FROM sessions ORDER BY device_id, last_seen_ms DESC",
+        )
+        .map_err(SpoolError::sqlite("load sessions"))?;
     let rows = stmt
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            Ok((
+                r.get::<_, String>(0)?,
+                Session {
+                    id: r.get::<_, i64>(1)? as u64,
+                    max_seq: r.get::<_, i64>(2)? as u64,
+                    max_time_ms: r.get(3)?,
+                    last_seen_ms: r.get(4)?,
+                    regressions: r.get::<_, i64>(5)?.max(0) as u64,
+                },
+            ))
         })
-        .map_err(SpoolError::sqlite("load devices"))?;
-    rows.collect::<Result<HashMap<_, _>, _>>()
-        .map_err(SpoolError::sqlite("load devices"))
+        .map_err(SpoolError::sqlite("load sessions"))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(SpoolError::sqlite("load sessions"))
+}
+
+fn upsert_session(tx: &Transaction<'_>, device: &str, s: &Session) -> Result<(), SpoolError> {
+    tx.prepare_cached(
+        "INSERT INTO sessions (device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(device_id, session) DO UPDATE SET max_seq = excluded.max_seq,
+           max_time_ms = excluded.max_time_ms, last_seen_ms = excluded.last_seen_ms,
+           regressions = excluded.regressions",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            device,
+            s.id as i64,
+            s.max_seq as i64,
+            s.max_time_ms,
+            s.last_seen_ms,
+            s.regressions as i64
+        ])
+    })
+    .map(drop)
+    .map_err(SpoolError::sqlite("update sessions"))
 }
 
 /// Bytes in pages SQLite holds free inside the file; new rows reuse them before it grows.
@@ -392,40 +476,36 @@ fn add_counters(
 fn append_in(
     tx: &Transaction<'_>,
     groups: &[Vec<Record>],
-    committed: &HashMap<String, u64>,
-    seen: &mut HashMap<String, u64>,
+    committed: &Seqs,
+    changes: &mut Changes,
 ) -> Result<Vec<Vec<Appended>>, SpoolError> {
     let received_ms = now_ms();
     let mut outcomes = Vec::with_capacity(groups.len());
     for group in groups {
         let mut out = Vec::with_capacity(group.len());
         for record in group {
-            if let Some(origin) = &record.origin {
-                let max = seen
-                    .get(&origin.device_id)
-                    .or_else(|| committed.get(&origin.device_id));
-                if max.is_some_and(|&max| origin.seq <= max) {
+            if let Some(o) = &record.origin {
+                let verdict = committed.judge(
+                    changes,
+                    &o.device_id,
+                    o.session,
+                    o.seq,
+                    record.timestamp_ms,
+                    received_ms,
+                );
+                if verdict == Verdict::Duplicate {
                     out.push(Appended::Duplicate);
                     continue;
                 }
-                seen.insert(origin.device_id.clone(), origin.seq);
             }
             let id = insert(tx, record, received_ms)?;
             out.push(Appended::Stored { id });
         }
         outcomes.push(out);
     }
-    // One upsert per device per group, in the same transaction as its rows.
-    let mut upsert = tx
-        .prepare_cached(
-            "INSERT INTO devices (device_id, max_seq) VALUES (?1, ?2)
-             ON CONFLICT(device_id) DO UPDATE SET max_seq = excluded.max_seq",
-        )
-        .map_err(SpoolError::sqlite("append"))?;
-    for (device_id, seq) in seen.iter() {
-        upsert
-            .execute(params![device_id, *seq as i64])
-            .map_err(SpoolError::sqlite("append"))?;
+    // One upsert per device session per group, in the same transaction as its rows.
+    for ((device, _), session) in &changes.sessions {
+        upsert_session(tx, device, session)?;
     }
     Ok(outcomes)
 }
@@ -434,8 +514,8 @@ fn insert(tx: &Transaction<'_>, record: &Record, received_ms: i64) -> Result<i64
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO records
-               (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+               (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(SpoolError::sqlite("append"))?;
     let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
@@ -448,6 +528,7 @@ fn insert(tx: &Transaction<'_>, record: &Record, received_ms: i64) -> Result<i64
         record.origin.as_ref().map(|o| o.device_id.as_str()),
         record.origin.as_ref().map(|o| o.seq as i64),
         received_ms,
+        record.origin.as_ref().map_or(0, |o| o.session as i64),
     ])
     .map_err(SpoolError::sqlite("append"))?;
     Ok(tx.last_insert_rowid())
@@ -479,10 +560,11 @@ pub(super) fn fetch_range(
     limit: usize,
 ) -> Result<Vec<Spooled>, SpoolError> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq
-             FROM records WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
-        )
+        .prepare_cached(concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM records WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
+        ))
         .map_err(SpoolError::sqlite("fetch"))?;
     let rows = stmt
         .query_map(params![after, until, limit as i64], row_to_spooled)
@@ -494,8 +576,7 @@ pub(super) fn fetch_range(
     Ok(out)
 }
 
-/// Decodes a `records` row selected as `id, topic, key, value, timestamp_ms, headers,
-/// device_id, seq`.
+/// Decodes a `records` row selected as [`record_columns`].
 pub(super) fn row_to_spooled(
     r: &rusqlite::Row<'_>,
 ) -> rusqlite::Result<Result<Spooled, SpoolError>> {
@@ -503,6 +584,7 @@ pub(super) fn row_to_spooled(
     let headers: String = r.get(5)?;
     let device_id: Option<String> = r.get(6)?;
     let seq: Option<i64> = r.get(7)?;
+    let session: i64 = r.get(8)?;
     let record = Record {
         topic: r.get(1)?,
         key: r.get(2)?,
@@ -512,6 +594,7 @@ pub(super) fn row_to_spooled(
         origin: match (device_id, seq) {
             (Some(device_id), Some(seq)) => Some(EventId {
                 device_id,
+                session: session as u64,
                 seq: seq as u64,
             }),
             _ => None,

@@ -4,17 +4,18 @@
 //! or "not a database", is **moved aside, never deleted**: `spool.db` becomes
 //! `spool.db.corrupt-<unix ms>` (its `-wal` and `-shm` move with it, so the WAL's committed
 //! transactions stay readable). A fresh spool is created in its place; every `records` row that
-//! can still be read is copied into it in id order, and `devices` is restored (or rebuilt from
-//! the salvaged rows), so de-duplication keeps working. The gateway then starts and logs what it
+//! can still be read is copied into it in id order, and the sequence state (`sessions`, or a
+//! version 1-2 file's `devices`) is restored, or rebuilt from the salvaged rows, so
+//! de-duplication keeps working. The gateway then starts and logs what it
 //! did. An I/O or permission error is not corruption: it is returned, and nothing is moved.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::db::{is_corrupt, load_devices, row_to_spooled, SpoolDb};
+use super::db::{is_corrupt, load_sessions, record_columns, row_to_spooled, SpoolDb};
 use super::limits::Limits;
+use super::seqs::Session;
 use super::SpoolError;
 use crate::record::{now_ms, Record};
 
@@ -80,7 +81,7 @@ pub fn salvage(path: &Path, problem: String) -> Result<Recovery, SpoolError> {
     }
     let salvaged = read_what_we_can(&moved_to);
     let mut fresh = SpoolDb::open(path)?;
-    fresh.restore(&salvaged.rows, &salvaged.devices)?;
+    fresh.restore(&salvaged.rows, &salvaged.sessions)?;
     Ok(Recovery {
         problem,
         moved_to,
@@ -92,7 +93,7 @@ pub fn salvage(path: &Path, problem: String) -> Result<Recovery, SpoolError> {
 /// What could be read from a damaged spool.
 struct Salvaged {
     rows: Vec<Record>,
-    devices: HashMap<String, u64>,
+    sessions: Vec<(String, Session)>,
     unreadable: Vec<(i64, i64)>,
 }
 
@@ -101,11 +102,17 @@ fn read_what_we_can(path: &Path) -> Salvaged {
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else {
         return Salvaged {
             rows: Vec::new(),
-            devices: HashMap::new(),
+            sessions: Vec::new(),
             unreadable: vec![(1, i64::MAX)],
         };
     };
-    let devices = load_devices(&conn).unwrap_or_default();
+    // A file from before schema 3 has `devices` instead of `sessions`, and no `session` column.
+    let legacy = super::schema::version(&conn).is_ok_and(|v| v < 3);
+    let sessions = if legacy {
+        legacy_devices(&conn)
+    } else {
+        load_sessions(&conn).unwrap_or_default()
+    };
     let max_id: i64 = conn
         .query_row(
             "SELECT seq FROM sqlite_sequence WHERE name = 'records'",
@@ -119,7 +126,7 @@ fn read_what_we_can(path: &Path) -> Salvaged {
     let mut after = 0i64;
     let mut step = 1i64;
     while after < max_id {
-        match read_batch(&conn, after) {
+        match read_batch(&conn, after, legacy) {
             Ok(batch) if batch.is_empty() => break,
             Ok(batch) => {
                 step = 1;
@@ -140,18 +147,46 @@ fn read_what_we_can(path: &Path) -> Salvaged {
     }
     Salvaged {
         rows,
-        devices,
+        sessions,
         unreadable,
     }
 }
 
-fn read_batch(conn: &Connection, after: i64) -> Result<Vec<(i64, Record)>, ()> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq
-             FROM records WHERE id > ?1 ORDER BY id LIMIT 500",
+/// A schema 1-2 `devices` table as sessions without a session id.
+fn legacy_devices(conn: &Connection) -> Vec<(String, Session)> {
+    let now = now_ms();
+    let Ok(mut stmt) = conn.prepare("SELECT device_id, max_seq FROM devices") else {
+        return Vec::new();
+    };
+    let Ok(rows) = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Session {
+                id: 0,
+                max_seq: r.get::<_, i64>(1)? as u64,
+                max_time_ms: now,
+                last_seen_ms: now,
+                regressions: 0,
+            },
+        ))
+    }) else {
+        return Vec::new();
+    };
+    rows.filter_map(Result::ok).collect()
+}
+
+fn read_batch(conn: &Connection, after: i64, legacy: bool) -> Result<Vec<(i64, Record)>, ()> {
+    let sql = if legacy {
+        "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq, 0
+         FROM records WHERE id > ?1 ORDER BY id LIMIT 500"
+    } else {
+        concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM records WHERE id > ?1 ORDER BY id LIMIT 500"
         )
-        .map_err(drop)?;
+    };
+    let mut stmt = conn.prepare(sql).map_err(drop)?;
     let rows = stmt
         .query_map(params![after], row_to_spooled)
         .map_err(drop)?;

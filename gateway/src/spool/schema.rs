@@ -4,6 +4,9 @@
 //! - v2: `counters(topic, reason, count)`: events the spool itself discarded (`dropped_full`
 //!   under the `drop_oldest` policy, `expired` past `max_age`), kept across restarts so
 //!   `tributary spool stats` can say what was lost and why.
+//! - v3: sequence state per boot session. `sessions(device_id, session, max_seq, max_time_ms,
+//!   last_seen_ms, regressions)` replaces `devices` (whose rows become session 0, with the
+//!   migration time as their latest event time), and `records` gains `session` (0: none).
 //!
 //! A database with a newer version than this code is refused, never rewritten.
 
@@ -12,7 +15,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -40,6 +43,24 @@ CREATE TABLE counters (
     count  INTEGER NOT NULL,
     PRIMARY KEY (topic, reason)
 ) WITHOUT ROWID;
+";
+
+const V2_TO_V3: &str = "
+CREATE TABLE sessions (
+    device_id    TEXT    NOT NULL,
+    session      INTEGER NOT NULL,
+    max_seq      INTEGER NOT NULL,
+    max_time_ms  INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    regressions  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device_id, session)
+) WITHOUT ROWID;
+INSERT INTO sessions (device_id, session, max_seq, max_time_ms, last_seen_ms)
+    SELECT device_id, 0, max_seq, CAST(unixepoch('subsec') * 1000 AS INTEGER),
+           CAST(unixepoch('subsec') * 1000 AS INTEGER)
+    FROM devices;
+DROP TABLE devices;
+ALTER TABLE records ADD COLUMN session INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// The pragmas every connection that writes uses.
@@ -75,6 +96,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     if found < 2 {
         tx.execute_batch(V1_TO_V2)
             .map_err(SpoolError::sqlite("migrate to schema v2"))?;
+    }
+    if found < 3 {
+        tx.execute_batch(V2_TO_V3)
+            .map_err(SpoolError::sqlite("migrate to schema v3"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;

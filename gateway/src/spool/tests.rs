@@ -14,6 +14,7 @@ fn record(device: &str, seq: u64) -> Record {
         headers: vec![("event-id".into(), format!("{device}:{seq}"))],
         origin: Some(EventId {
             device_id: device.into(),
+            session: 0,
             seq,
         }),
     }
@@ -105,6 +106,7 @@ async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
         group_commit_max_events: std::num::NonZeroUsize::new(100).unwrap(),
         group_commit_wait: std::time::Duration::from_millis(2),
         limits: Limits::unlimited(),
+        forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
     };
     let (spool, recovery) = Spool::open(&config, crate::stats::Stats::default()).unwrap();
     assert!(recovery.is_none());
@@ -160,7 +162,7 @@ fn when_full_the_block_policy_refuses_appends_but_still_commits_acks() {
         "the ack in the same group made room"
     );
     assert_eq!(db.fetch(0, 10).unwrap().len(), 3);
-    assert_eq!(db.max_seq("a"), Some(4));
+    assert_eq!(db.max_seq("a", 0), Some(4));
 }
 
 #[test]

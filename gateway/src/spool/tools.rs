@@ -10,7 +10,8 @@ use std::path::Path;
 
 use rusqlite::params;
 
-use super::db::{row_to_spooled, stats as read_stats};
+use super::db::{load_sessions, record_columns, row_to_spooled, stats as read_stats};
+use super::seqs::Session;
 use super::{recover, schema, Recovery, SpoolDb, SpoolError, SpoolStats, Spooled};
 
 /// Which rows `inspect` shows.
@@ -34,12 +35,14 @@ pub fn stats(path: &Path) -> Result<SpoolStats, SpoolError> {
 pub fn inspect(path: &Path, filter: &Filter) -> Result<Vec<Spooled>, SpoolError> {
     let conn = SpoolDb::open_read_only(path)?;
     let mut stmt = conn
-        .prepare(
-            "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq FROM records
+        .prepare(concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM records
              WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR topic = ?2)
                AND (?3 IS NULL OR timestamp_ms >= ?3) AND (?4 IS NULL OR timestamp_ms < ?4)
-             ORDER BY id LIMIT ?5",
-        )
+             ORDER BY id LIMIT ?5"
+        ))
         .map_err(SpoolError::sqlite("inspect"))?;
     let rows = stmt
         .query_map(
@@ -139,4 +142,18 @@ pub fn salvage(path: &Path) -> Result<Option<Recovery>, SpoolError> {
         None => Ok(None),
         Some(problem) => recover::salvage(path, problem).map(Some),
     }
+}
+
+/// Every device session the spool remembers (device, session state), read-only.
+pub fn devices(path: &Path) -> Result<Vec<(String, Session)>, SpoolError> {
+    load_sessions(&SpoolDb::open_read_only(path)?)
+}
+
+/// Forgets a device's sequence state, so its next events are stored whatever their seq.
+/// Refused while a gateway has the spool open. Returns the sessions forgotten.
+pub fn reset_device(path: &Path, device_id: &str) -> Result<usize, SpoolError> {
+    let _lock = super::lock(path)?;
+    let conn = rusqlite::Connection::open(path).map_err(SpoolError::sqlite("open"))?;
+    conn.execute("DELETE FROM sessions WHERE device_id = ?1", [device_id])
+        .map_err(SpoolError::sqlite("reset device"))
 }

@@ -90,7 +90,9 @@ pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<H
         max_events: config.group_commit_max_events.get(),
         wait: config.group_commit_wait,
         max_age: config.limits.max_age,
+        forget_after: config.forget_devices_after,
         last_expiry: Instant::now(),
+        last_forget: Instant::now(),
         stats,
     };
     let thread = std::thread::Builder::new()
@@ -116,9 +118,14 @@ struct Writer {
     max_events: usize,
     wait: Duration,
     max_age: Option<Duration>,
+    forget_after: Duration,
     last_expiry: Instant,
+    last_forget: Instant,
     stats: Stats,
 }
+
+/// How often the writer forgets idle device sessions.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the writer looks for rows past `max_age`.
 const EXPIRY_EVERY: Duration = Duration::from_secs(5);
@@ -177,8 +184,23 @@ impl Writer {
         tracing::debug!(message = "Spool writer stopped.");
     }
 
-    /// Expires rows past `max_age`, at most every [`EXPIRY_EVERY`].
+    /// Expires rows past `max_age`, at most every [`EXPIRY_EVERY`], and forgets idle device
+    /// sessions, at most every [`FORGET_EVERY`].
     fn housekeeping(&mut self) {
+        if self.last_forget.elapsed() >= FORGET_EVERY {
+            self.last_forget = Instant::now();
+            let cutoff = now_ms().saturating_sub(self.forget_after.as_millis() as i64);
+            match self.db.forget_sessions(cutoff) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    message = "Idle device sessions forgotten (spool.forget_devices_after_ms).",
+                    sessions = n
+                ),
+                Err(error) => {
+                    tracing::warn!(message = "Forgetting idle device sessions failed.", %error)
+                }
+            }
+        }
         let Some(max_age) = self.max_age else { return };
         if self.last_expiry.elapsed() < EXPIRY_EVERY {
             return;
@@ -240,6 +262,16 @@ impl Writer {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for reply in ack_replies {
             let _ = reply.send(Ok(()));
+        }
+        for r in &outcome.regressions {
+            self.stats.record_refusal("spool", "seq_regression");
+            tracing::warn!(
+                message = "Sequence regression: the device reset its seq; stored as new.",
+                device_id = %r.device_id,
+                session = r.session,
+                seq = r.seq,
+                max_seq = r.max_seq,
+            );
         }
         for (topic, n) in &outcome.dropped {
             tracing::warn!(message = "Spool full: oldest unforwarded events dropped (policy drop_oldest).", %topic, count = n);

@@ -251,7 +251,7 @@ async fn device(
 async fn connect(spec: &BenchSpec, id: &str) -> Result<Framed<TcpStream, MessageCodec>, String> {
     let mut last = String::new();
     for attempt in 0..20u32 {
-        match TcpDevice::connect(spec.tcp, id, None).await {
+        match TcpDevice::connect(spec.tcp, id, None, None).await {
             Ok(device) => return Ok(device.into_framed()),
             Err(e) => last = e.to_string(),
         }

@@ -27,7 +27,7 @@ pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
         }
         let link = match conn.as_mut() {
             Some(c) => c,
-            None => match TcpDevice::connect(addr, &device.outcome.id, None).await {
+            None => match TcpDevice::connect(addr, &device.outcome.id, None, None).await {
                 Ok(c) => {
                     device.on_connect();
                     conn.insert(c)

@@ -62,7 +62,7 @@ impl Device {
 }
 
 async fn tcp_device(gateway: std::net::SocketAddr, mut d: Device) -> Device {
-    let Ok(mut conn) = TcpDevice::connect(gateway, &d.id, None).await else {
+    let Ok(mut conn) = TcpDevice::connect(gateway, &d.id, None, None).await else {
         return d;
     };
     loop {

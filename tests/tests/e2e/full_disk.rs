@@ -38,7 +38,7 @@ async fn a_full_disk_with_the_block_policy_refuses_with_busy_and_recovers_when_s
     let fs = SmallFs::mount(8 * MIB);
     let topics = Topics::unique("full-block");
     let mut gateway = gateway_on(&fs, &topics, "block");
-    let mut device = TcpDevice::connect(gateway.tcp, "full-1", None)
+    let mut device = TcpDevice::connect(gateway.tcp, "full-1", None, None)
         .await
         .unwrap();
     let mut seq = 1;
@@ -85,7 +85,7 @@ async fn a_full_disk_with_drop_oldest_keeps_accepting_and_counts_what_it_dropped
     let fs = SmallFs::mount(8 * MIB);
     let topics = Topics::unique("full-drop");
     let mut gateway = gateway_on(&fs, &topics, "drop_oldest");
-    let mut device = TcpDevice::connect(gateway.tcp, "full-2", None)
+    let mut device = TcpDevice::connect(gateway.tcp, "full-2", None, None)
         .await
         .unwrap();
     let mut seq = 1;

@@ -69,7 +69,7 @@ async fn a_corrupt_spool_is_moved_aside_salvaged_and_the_gateway_starts_and_says
     );
     assert_eq!(gateway.spool_tool(&["verify"]).0, Some(0));
 
-    let mut device = TcpDevice::connect(gateway.tcp, "after-salvage", None)
+    let mut device = TcpDevice::connect(gateway.tcp, "after-salvage", None, None)
         .await
         .unwrap();
     let events: Vec<_> = (1..=10)

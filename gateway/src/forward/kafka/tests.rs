@@ -40,6 +40,7 @@ fn events(device: u64, seqs: std::ops::Range<u64>) -> Vec<crate::record::Record>
             .event(
                 e.into_event(&format!("d{device}"), tributary_protocol::Kind::Reading)
                     .unwrap(),
+                0,
                 None,
             )
             .unwrap()
@@ -103,6 +104,7 @@ fn open_spool(dir: &tempfile::TempDir) -> Spool {
         group_commit_max_events: NonZeroUsize::new(1000).unwrap(),
         group_commit_wait: Duration::from_millis(1),
         limits: Limits::unlimited(),
+        forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
     };
     Spool::open(&config, Stats::default()).unwrap().0
 }

@@ -6,8 +6,10 @@
 //! written, followed by answers to the other packets (PINGRESP, PUBCOMP, SUBACK, UNSUBACK).
 //! Devices cannot subscribe here (SUBACK says failure): subscribers use the embedded broker.
 //! A session that is silent for 1.5 times its keep-alive is closed, as the spec says.
+//!
+//! CONNECT authenticates the device; each publish of an authenticated device passes the ACL
+//! before it is decoded (see the [module doc](super) for the answers).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,11 +19,14 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Republisher;
+use crate::config::OnDeny;
+use crate::identity::{Claim, Identity, Peer, Refusal};
+use crate::ingest::conn::{Accepted, Stream};
 use crate::ingest::Ingest;
+use crate::route::DeadLetter;
 
 /// How long a new connection has to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,11 +48,17 @@ pub enum SessionError {
     KeepAlive,
     #[error("events not stored ({0}); closed without acknowledging so the device resends")]
     NotStored(String),
+    #[error("refused at CONNECT: {0}")]
+    Refused(Refusal),
+    #[error("a publish the ACL denies; closed without acknowledging it (auth.on_deny)")]
+    Denied,
 }
 
 pub struct Session {
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Box<dyn Stream>,
+    peer: Peer,
+    /// Who the device is, once CONNECT was accepted.
+    identity: Identity,
     max_packet: usize,
     ingest: Ingest,
     republish: Option<Republisher>,
@@ -66,15 +77,15 @@ struct Round {
 
 impl Session {
     pub fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
+        accepted: Accepted,
         max_payload: usize,
         ingest: Ingest,
         republish: Option<Republisher>,
     ) -> Self {
         Self {
-            stream,
-            peer,
+            stream: accepted.stream,
+            peer: accepted.peer,
+            identity: Identity::Anonymous,
             // Room for the topic and headers around the largest payload.
             max_packet: max_payload + 64 * 1024,
             ingest,
@@ -121,12 +132,37 @@ impl Session {
                 "empty client id without clean session",
             ));
         }
+        let claim = Claim {
+            device_id: &connect.client_id,
+            username: connect.login.as_ref().map(|l| l.username.as_str()),
+            password: connect.login.as_ref().map(|l| l.password.as_bytes()),
+        };
+        let authority = self.ingest.authority.clone();
+        match authority.authenticate(&self.peer, claim).await {
+            Ok(identity) => self.identity = identity,
+            Err(refusal) => {
+                let reason = refusal.reason();
+                self.ingest.stats.record_refusal("mqtt", reason);
+                if let Some(suppressed) = crate::ratelog::allow(reason) {
+                    tracing::warn!(message = "Device refused at CONNECT.", client_id = %connect.client_id, peer = %self.peer.addr, reason, %refusal, suppressed);
+                }
+                let code = match refusal {
+                    Refusal::UnknownDevice(_) | Refusal::WrongPassword(_) => {
+                        ConnectReturnCode::BadUserNamePassword
+                    }
+                    _ => ConnectReturnCode::NotAuthorized,
+                };
+                self.send(&[Packet::ConnAck(ConnAck::new(code, false))])
+                    .await?;
+                return Err(SessionError::Refused(refusal));
+            }
+        }
         self.send(&[Packet::ConnAck(ConnAck::new(
             ConnectReturnCode::Success,
             false,
         ))])
         .await?;
-        tracing::debug!(message = "MQTT device connected.", client_id = %connect.client_id, peer = %self.peer);
+        tracing::debug!(message = "MQTT device connected.", client_id = %connect.client_id, peer = %self.peer.addr, identity = ?self.identity);
         let idle = match connect.keep_alive {
             0 => Duration::from_secs(24 * 3600),
             secs => Duration::from_millis(u64::from(secs) * 1500),
@@ -142,7 +178,13 @@ impl Session {
                     Ok(Err(e)) => return Err(e),
                 },
             };
-            let mut out = self.commit(round.publishes).await?;
+            let (mut out, denied) = self.commit(round.publishes).await?;
+            if denied {
+                // Acknowledge what came before the denied publish (in order, as MQTT wants),
+                // then close without acknowledging it.
+                self.send(&out).await?;
+                return Err(SessionError::Denied);
+            }
             out.extend(round.replies);
             self.send(&out).await?;
             if round.disconnect {
@@ -152,21 +194,37 @@ impl Session {
         Ok(())
     }
 
-    /// Stores the publishes and returns their acknowledgements; an error means "not stored".
-    async fn commit(&mut self, publishes: Vec<Publish>) -> Result<Vec<Packet>, SessionError> {
+    /// Stores the publishes and returns their acknowledgements, and whether one was denied
+    /// under `on_deny = "disconnect"` (then the acknowledgements stop before it); an error
+    /// means "not stored".
+    async fn commit(
+        &mut self,
+        publishes: Vec<Publish>,
+    ) -> Result<(Vec<Packet>, bool), SessionError> {
         if publishes.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let mut events = Vec::new();
         let mut dead = Vec::new();
         let mut valid = Vec::with_capacity(publishes.len());
-        for p in &publishes {
+        let mut first_denied = None;
+        for (i, p) in publishes.iter().enumerate() {
+            if !self.ingest.authority.may_publish(&self.identity, &p.topic) {
+                dead.push(self.denied(&p.topic, &p.payload));
+                valid.push(false);
+                first_denied.get_or_insert(i);
+                continue;
+            }
             match super::decode_publish(&p.topic, &p.payload) {
                 Ok(e) => {
-                    events.extend(e.into_iter().map(|event| crate::ingest::Inbound {
-                        event,
-                        mqtt_topic: Some(p.topic.clone()),
-                    }));
+                    events.extend(
+                        e.into_iter()
+                            .map(|(event, session)| crate::ingest::Inbound {
+                                event,
+                                session,
+                                mqtt_topic: Some(p.topic.clone()),
+                            }),
+                    );
                     valid.push(true);
                 }
                 Err(letter) => {
@@ -176,11 +234,14 @@ impl Session {
             }
         }
         if let Err(error) = self.ingest.submit(events, dead).await {
-            tracing::warn!(message = "MQTT events not stored; closing the connection unacknowledged.", peer = %self.peer, %error);
+            tracing::warn!(message = "MQTT events not stored; closing the connection unacknowledged.", peer = %self.peer.addr, %error);
             return Err(SessionError::NotStored(error.to_string()));
         }
+        let disconnect =
+            first_denied.filter(|_| self.ingest.authority.on_deny() == OnDeny::Disconnect);
+        let cut = disconnect.unwrap_or(publishes.len());
         let mut acks = Vec::new();
-        for (p, ok) in publishes.into_iter().zip(valid) {
+        for (p, ok) in publishes.into_iter().zip(valid).take(cut) {
             match p.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => acks.push(Packet::PubAck(PubAck::new(p.pkid))),
@@ -190,7 +251,23 @@ impl Session {
                 r.publish(p.topic, p.payload);
             }
         }
-        Ok(acks)
+        Ok((acks, disconnect.is_some()))
+    }
+
+    /// The dead letter for a publish the ACL denies; counted and logged (rate-limited).
+    fn denied(&self, topic: &str, payload: &[u8]) -> DeadLetter {
+        let device = self.identity.device_id().unwrap_or("unknown");
+        self.ingest.stats.record_refusal("mqtt", "acl");
+        if let Some(suppressed) = crate::ratelog::allow("acl") {
+            tracing::warn!(message = "Publish refused by the ACL.", device_id = %device, %topic, peer = %self.peer.addr, suppressed);
+        }
+        DeadLetter::new(
+            "mqtt",
+            topic.to_owned(),
+            Some(device.to_owned()),
+            format!("acl: device {device:?} may not publish on {topic:?}"),
+            payload,
+        )
     }
 
     /// Reads until at least one packet is complete, then takes every complete packet.

@@ -1,0 +1,266 @@
+//! Device identity: who a connection is, and what it may publish.
+//!
+//! # Where identity is decided
+//! Once per connection, at CONNECT (MQTT) or HELLO (TCP), by [`Authority::authenticate`]:
+//! 1. A verified TLS client certificate names the device ([`tls::identity_of`]). The MQTT client
+//!    id or HELLO device id must be that name.
+//! 2. Otherwise a password: the MQTT username (which must equal the client id) or the HELLO
+//!    device id, checked against the credentials file ([`credentials`]), with bounded
+//!    concurrency, a cache of recent successes, and a growing wait for addresses that keep
+//!    failing ([`throttle`]).
+//! 3. Otherwise the connection is anonymous, which only a listener that allows it accepts:
+//!    by default, listeners bound to a loopback address (`auth.anonymous = "loopback"`).
+//!
+//! # Invariant
+//! **An authenticated connection's events carry its authenticated identity.** Every publish is
+//! checked against the [`acl`] before anything is spooled: by default a device publishes only
+//! under `devices/{its id}/...`, so the topic's device id, a JSON payload's `device_id` (which
+//! must match the topic) and each TCP event's device id are the authenticated one, and the Kafka
+//! key follows from them. Configured ACL rules may let a device publish for others (a tracker
+//! for the trailers it tows); nothing else can. A denied publish is never stored as an event:
+//! it is counted, logged (rate-limited) and kept as a dead letter with the reason.
+//!
+//! # Reload
+//! [`Authority::reload`] (SIGHUP) re-reads the credentials file, the ACL and the certificates.
+//! The new state is swapped in whole, for new connections and new publishes; connected devices
+//! stay connected. A file that does not load leaves the old state in force.
+
+pub mod acl;
+pub mod credentials;
+pub mod throttle;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+pub use acl::Acl;
+pub use credentials::{Credentials, PasswordRefusal, Verifier};
+use throttle::Throttle;
+
+use crate::config::{Anonymous, AuthConfig, Config, IdentityFrom, OnDeny, TlsConfig};
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Proven by a client certificate or a password.
+    Device { id: String, by: Method },
+    /// No credentials, on a listener that accepts that. Not subject to the ACL.
+    Anonymous,
+}
+
+impl Identity {
+    /// The authenticated device id, if any.
+    pub fn device_id(&self) -> Option<&str> {
+        match self {
+            Identity::Device { id, .. } => Some(id),
+            Identity::Anonymous => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Certificate,
+    Password,
+}
+
+/// Why a connection was not let in. [`Refusal::reason`] is the counter label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no credentials: this listener requires a client certificate or a password")]
+    NoCredentials,
+    #[error("unknown device {0:?}")]
+    UnknownDevice(String),
+    #[error("wrong password for device {0:?}")]
+    WrongPassword(String),
+    #[error("device id {claimed:?} is not the authenticated identity {proven:?}")]
+    IdMismatch { claimed: String, proven: String },
+    #[error("{0}")]
+    UnusableCertificate(String),
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NoCredentials => "auth_missing",
+            Refusal::UnknownDevice(_) => "auth_unknown_device",
+            Refusal::WrongPassword(_) => "auth_wrong_password",
+            Refusal::IdMismatch { .. } => "auth_id_mismatch",
+            Refusal::UnusableCertificate(_) => "auth_bad_certificate",
+        }
+    }
+}
+
+/// What the connection layer learned before the protocol's first message.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The listener is bound to a loopback address.
+    pub loopback_listener: bool,
+    /// The device id a verified client certificate names, or why it names none; `None` without
+    /// a certificate.
+    pub certificate: Option<Result<String, String>>,
+}
+
+/// What a device claims in CONNECT or HELLO.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The MQTT client id, or the HELLO device id.
+    pub device_id: &'a str,
+    /// The MQTT username (TCP has none: the device id is the username).
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+}
+
+/// The state a reload replaces as a whole.
+struct State {
+    credentials: Option<Credentials>,
+    acl: Acl,
+    anonymous: Anonymous,
+    on_deny: OnDeny,
+    identity_from: IdentityFrom,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Why the identity configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Decides identities; shared by every listener.
+pub struct Authority {
+    state: RwLock<Arc<State>>,
+    verifier: Verifier,
+    throttle: Throttle,
+}
+
+impl Authority {
+    /// Loads the credentials file and the certificates the config names.
+    pub fn load(config: &Config) -> Result<Self, IdentityError> {
+        Ok(Self {
+            state: RwLock::new(Arc::new(State::load(&config.auth, config.tls.as_ref())?)),
+            verifier: Verifier::default(),
+            throttle: Throttle::default(),
+        })
+    }
+
+    /// Replaces credentials, ACL and certificates with those `config` names. On error the old
+    /// state stays in force.
+    pub fn reload(&self, config: &Config) -> Result<(), IdentityError> {
+        let next = Arc::new(State::load(&config.auth, config.tls.as_ref())?);
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The TLS acceptor for new connections, if TLS is configured.
+    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.current()
+            .tls
+            .clone()
+            .map(tokio_rustls::TlsAcceptor::from)
+    }
+
+    /// Where a client certificate's device id comes from.
+    pub fn identity_from(&self) -> IdentityFrom {
+        self.current().identity_from
+    }
+
+    /// What to do with a publish the ACL denies (MQTT 3.1.1 has no way to say "refused").
+    pub fn on_deny(&self) -> OnDeny {
+        self.current().on_deny
+    }
+
+    /// Decides who a connection is, or refuses it. See the module doc for the order.
+    pub async fn authenticate(&self, peer: &Peer, claim: Claim<'_>) -> Result<Identity, Refusal> {
+        let state = self.current();
+        if let Some(cert) = &peer.certificate {
+            let proven = cert.clone().map_err(Refusal::UnusableCertificate)?;
+            if claim.device_id != proven {
+                return Err(Refusal::IdMismatch {
+                    claimed: claim.device_id.to_owned(),
+                    proven,
+                });
+            }
+            return Ok(Identity::Device {
+                id: proven,
+                by: Method::Certificate,
+            });
+        }
+        if let Some(password) = claim.password {
+            let user = claim.username.unwrap_or(claim.device_id);
+            if user != claim.device_id {
+                return Err(Refusal::IdMismatch {
+                    claimed: claim.device_id.to_owned(),
+                    proven: user.to_owned(),
+                });
+            }
+            let wait = self.throttle.delay(peer.addr.ip());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let verdict = match &state.credentials {
+                Some(creds) => self.verifier.verify(creds, user, password).await,
+                None => Err(PasswordRefusal::UnknownDevice),
+            };
+            return match verdict {
+                Ok(()) => {
+                    self.throttle.succeeded(peer.addr.ip());
+                    Ok(Identity::Device {
+                        id: user.to_owned(),
+                        by: Method::Password,
+                    })
+                }
+                Err(refusal) => {
+                    self.throttle.failed(peer.addr.ip());
+                    Err(match refusal {
+                        PasswordRefusal::UnknownDevice => Refusal::UnknownDevice(user.to_owned()),
+                        PasswordRefusal::WrongPassword => Refusal::WrongPassword(user.to_owned()),
+                    })
+                }
+            };
+        }
+        let anonymous_ok = match state.anonymous {
+            Anonymous::Never => false,
+            Anonymous::Loopback => peer.loopback_listener,
+            Anonymous::Network => true,
+        };
+        if anonymous_ok {
+            Ok(Identity::Anonymous)
+        } else {
+            Err(Refusal::NoCredentials)
+        }
+    }
+
+    /// Whether `identity` may publish on `topic` (always, for anonymous connections).
+    pub fn may_publish(&self, identity: &Identity, topic: &str) -> bool {
+        match identity {
+            Identity::Anonymous => true,
+            Identity::Device { id, .. } => self.current().acl.may_publish(id, topic),
+        }
+    }
+}
+
+impl State {
+    fn load(auth: &AuthConfig, tls: Option<&TlsConfig>) -> Result<Self, IdentityError> {
+        Ok(Self {
+            credentials: auth
+                .credentials
+                .as_deref()
+                .map(Credentials::load)
+                .transpose()?,
+            acl: auth.acl.clone(),
+            anonymous: auth.anonymous,
+            on_deny: auth.on_deny,
+            identity_from: tls.map_or(IdentityFrom::Cn, |t| t.identity_from),
+            tls: tls.map(tls::server_config).transpose()?,
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! The connection layer every device listener shares: accept, cap, TLS, hand over.
+//!
+//! [`serve`] runs one accept loop for one bound listener, whatever the protocol behind it:
+//! - **Cap.** At most `max_connections` sessions per listener hold a slot. A connection over
+//!   the cap is handed to the protocol's `busy` answer (CONNACK "server unavailable", NACK
+//!   busy), with at most [`MAX_REFUSING`] such answers under way; beyond that it is closed at
+//!   once. Either way it is counted (`over_limit`).
+//! - **TLS.** On a TLS listener the handshake runs in the connection's own task, bounded by
+//!   [`HANDSHAKE_TIMEOUT`], with the acceptor current at accept time (so a SIGHUP reload of the
+//!   certificates applies to new connections only). A failed handshake is counted by reason
+//!   (`tls_cert_expired`, `tls_cert_revoked`, `tls_handshake`, ...) and logged, rate-limited.
+//! - **Hand-over.** The protocol session gets a boxed byte stream and a [`Peer`]: the address,
+//!   whether the listener is on loopback, and the device id a client certificate proves.
+//!
+//! Listeners take already-bound sockets, so sessions can be tested in-process on port 0.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::identity::{Authority, Peer};
+use crate::stats::Stats;
+
+/// How long a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most over-limit connections being answered "busy" at once, per listener.
+pub const MAX_REFUSING: usize = 64;
+
+/// A byte stream to a device: plain TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An accepted connection, ready for its protocol.
+pub struct Accepted {
+    pub stream: Box<dyn Stream>,
+    pub peer: Peer,
+}
+
+/// What a listener is.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// `tcp` or `mqtt`: the label refusals are counted under.
+    pub transport: &'static str,
+    pub tls: bool,
+    pub max_connections: usize,
+}
+
+/// Accepts connections until `stop` is cancelled. `session` serves a connection that has a
+/// slot; `busy` answers one over the cap. Both run as tracked tasks.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<S, SF, B, BF>(
+    listener: TcpListener,
+    spec: Spec,
+    authority: Arc<Authority>,
+    stats: Stats,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    session: S,
+    busy: B,
+) where
+    S: Fn(Accepted) -> SF + Send + Sync + 'static,
+    SF: Future<Output = ()> + Send + 'static,
+    B: Fn(Accepted) -> BF + Send + Sync + 'static,
+    BF: Future<Output = ()> + Send + 'static,
+{
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let slots = Arc::new(Semaphore::new(spec.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let session = Arc::new(session);
+    let busy = Arc::new(busy);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                // Typically EMFILE: back off briefly rather than spin.
+                tracing::warn!(message = "Accepting a connection failed.", transport = spec.transport, %error);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = slots.clone().try_acquire_owned().ok();
+        let refusal = match slot {
+            Some(_) => None,
+            None => {
+                stats.record_refusal(spec.transport, "over_limit");
+                match refusing.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    // Too many refusals under way already: close at once.
+                    Err(_) => continue,
+                }
+            }
+        };
+        let acceptor = if spec.tls {
+            match authority.tls_acceptor() {
+                Some(a) => Some(a),
+                None => continue,
+            }
+        } else {
+            None
+        };
+        let (authority, stats, session, busy) = (
+            authority.clone(),
+            stats.clone(),
+            session.clone(),
+            busy.clone(),
+        );
+        tasks.spawn(async move {
+            let Some(accepted) =
+                handshake(stream, addr, loopback, acceptor, &authority, &stats, spec).await
+            else {
+                return;
+            };
+            match (slot, refusal) {
+                (Some(_slot), _) => session(accepted).await,
+                (None, _permit) => busy(accepted).await,
+            }
+        });
+    }
+    tracing::info!(
+        message = "Listener stopped accepting.",
+        transport = spec.transport,
+        tls = spec.tls
+    );
+}
+
+async fn handshake(
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    loopback_listener: bool,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    authority: &Authority,
+    stats: &Stats,
+    spec: Spec,
+) -> Option<Accepted> {
+    let Some(acceptor) = acceptor else {
+        return Some(Accepted {
+            stream: Box::new(stream),
+            peer: Peer {
+                addr,
+                loopback_listener,
+                certificate: None,
+            },
+        });
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            let reason = handshake_reason(&error);
+            stats.record_refusal(spec.transport, reason);
+            if let Some(suppressed) = crate::ratelog::allow(reason) {
+                tracing::warn!(message = "TLS handshake failed.", transport = spec.transport, peer = %addr, reason, %error, suppressed);
+            }
+            return None;
+        }
+        Err(_) => {
+            stats.record_refusal(spec.transport, "tls_timeout");
+            if let Some(suppressed) = crate::ratelog::allow("tls_timeout") {
+                tracing::warn!(message = "TLS handshake timed out.", transport = spec.transport, peer = %addr, timeout = ?HANDSHAKE_TIMEOUT, suppressed);
+            }
+            return None;
+        }
+    };
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| crate::identity::tls::identity_of(leaf, authority.identity_from()));
+    Some(Accepted {
+        stream: Box::new(tls),
+        peer: Peer {
+            addr,
+            loopback_listener,
+            certificate,
+        },
+    })
+}
+
+/// The counter label for a failed handshake.
+fn handshake_reason(error: &std::io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::Expired | C::ExpiredContext { .. } => "tls_cert_expired",
+            C::Revoked => "tls_cert_revoked",
+            C::UnknownIssuer => "tls_cert_unknown_issuer",
+            C::NotValidYet | C::NotValidYetContext { .. } => "tls_cert_not_yet_valid",
+            _ => "tls_cert_invalid",
+        },
+        Some(rustls::Error::NoCertificatesPresented) => "tls_cert_missing",
+        _ => "tls_handshake",
+    }
+}
