@@ -37,6 +37,9 @@ pub struct Gateway {
     pub mqtt: SocketAddr,
     /// The embedded broker for subscribers.
     pub broker: SocketAddr,
+    /// The TLS listeners, for a gateway started with [`Gateway::start_secure`].
+    pub tcp_tls: Option<SocketAddr>,
+    pub mqtt_tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
 }
@@ -59,15 +62,51 @@ impl Gateway {
     /// `[kafka]` table, so `extra` may start with `[kafka]` keys, then add tables such as
     /// `[spool]`. `{dir}` in it is replaced by the gateway's temporary directory.
     pub fn start_with(brokers: Option<&str>, topics: &Topics, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            brokers,
+            topics,
+            false,
+            extra,
+        )
+    }
+
+    /// A gateway with TLS listeners beside the plain ones (`tcp_tls`, `mqtt_tls`). `sections`
+    /// (with `{dir}` for `dir`) must hold `[tls]`, and usually `[auth]`; it may name files
+    /// already placed in `dir`.
+    pub fn start_secure(
+        dir: tempfile::TempDir,
+        brokers: Option<&str>,
+        topics: &Topics,
+        sections: &str,
+    ) -> Self {
+        Self::start_in(dir, brokers, topics, true, sections)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        brokers: Option<&str>,
+        topics: &Topics,
+        tls: bool,
+        extra: &str,
+    ) -> Self {
         let tcp = loopback(free_port());
         let mqtt = loopback(free_port());
         let broker = loopback(free_port());
+        let (tcp_tls, mqtt_tls) = if tls {
+            (Some(loopback(free_port())), Some(loopback(free_port())))
+        } else {
+            (None, None)
+        };
+        let tls_line = |a: Option<SocketAddr>| {
+            a.map(|a| format!("tls_listen = \"{a}\"\n"))
+                .unwrap_or_default()
+        };
         let config = dir.path().join("gateway.toml");
         // [kafka] comes last, so `extra` may begin with more [kafka] keys before its own tables.
         let text = format!(
             "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n\
-             [tcp]\nlisten = \"{tcp}\"\n[mqtt]\nlisten = \"{mqtt}\"\nbroker_listen = \"{broker}\"\n\
+             [tcp]\nlisten = \"{tcp}\"\n{tcp_tls}[mqtt]\nlisten = \"{mqtt}\"\n{mqtt_tls}broker_listen = \"{broker}\"\n\
              [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n",
             data = dir.path().join("data"),
@@ -75,6 +114,8 @@ impl Gateway {
             r = topics.readings,
             p = topics.positions,
             d = topics.dead_letter,
+            tcp_tls = tls_line(tcp_tls),
+            mqtt_tls = tls_line(mqtt_tls),
         ) + &extra.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config, text).expect("write config");
         let mut gateway = Gateway {
@@ -82,6 +123,8 @@ impl Gateway {
             tcp,
             mqtt,
             broker,
+            tcp_tls,
+            mqtt_tls,
             dir,
             config,
         };
@@ -157,7 +200,8 @@ impl Gateway {
             .expect("start tributary");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        for addr in [self.tcp, self.mqtt, self.broker] {
+        let tls = [self.tcp_tls, self.mqtt_tls].into_iter().flatten();
+        for addr in [self.tcp, self.mqtt, self.broker].into_iter().chain(tls) {
             while std::net::TcpStream::connect(addr).is_err() {
                 assert!(
                     Instant::now() < deadline,
@@ -167,6 +211,14 @@ impl Gateway {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// Sends SIGHUP: reload credentials, ACL and certificates.
+    pub fn hangup(&self) {
+        let pid = self.pid().expect("gateway is running");
+        let _ = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status();
     }
 
     /// The gateway's log so far.

@@ -9,6 +9,7 @@
 
 pub mod gateway;
 pub mod kafka;
+pub mod pki;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -79,6 +80,11 @@ pub async fn run(scenario: tributary_sim::scenario::Scenario) -> tributary_sim::
 /// Publishes `message` on `topic` with Debian's `mosquitto_pub` at `qos`; true if it exited 0
 /// (for QoS 1 and 2, only after the broker's acknowledgement).
 pub fn mosquitto_pub(port: u16, qos: u8, topic: &str, message: &str) -> bool {
+    mosquitto_pub_with(port, qos, topic, message, &[])
+}
+
+/// [`mosquitto_pub`] with more options (`--cafile`, `--cert`, `-u`, `-P`, `-i`, ...).
+pub fn mosquitto_pub_with(port: u16, qos: u8, topic: &str, message: &str, extra: &[&str]) -> bool {
     std::process::Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -89,6 +95,8 @@ pub fn mosquitto_pub(port: u16, qos: u8, topic: &str, message: &str) -> bool {
             &qos.to_string(),
         ])
         .args(["-t", topic, "-m", message])
+        .args(extra)
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("mosquitto_pub (mosquitto-clients) is installed")
         .success()

@@ -6,6 +6,7 @@ mod e2e {
     pub mod full_disk;
     pub mod kafka;
     pub mod node;
+    pub mod security;
     pub mod sim;
     pub mod spool;
 }

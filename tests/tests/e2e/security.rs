@@ -1,0 +1,567 @@
+//! Device identity end to end: TLS with real certificates (rcgen), real clients (mosquitto_pub
+//! with --cafile/--cert/--key and -u/-P, rumqttc over TLS, the protocol's own TCP client over
+//! TLS), and what reached Kafka.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::Framed;
+use tributary_protocol::codec::MessageCodec;
+use tributary_protocol::{Event, Hello, Message, NackCode, PROTOCOL_VERSION};
+use tributary_tests::gateway::{Gateway, Topics};
+use tributary_tests::kafka::{consume, create_topics};
+use tributary_tests::pki::{Pair, Pki};
+use tributary_tests::{binary, env, mosquitto_pub_with};
+
+const IDLE: Duration = Duration::from_secs(20);
+
+fn reading(device: &str, seq: u64) -> String {
+    format!(
+        r#"{{"device_id":"{device}","seq":{seq},"time_ms":{},"values":[{{"name":"t","value":20.5,"unit":"Cel"}}]}}"#,
+        1_700_000_000_000 + seq % 1_000_000
+    )
+}
+
+/// Adds devices with passwords through the real CLI (`tributary devices import`).
+fn add_devices(file: &std::path::Path, lines: &str) {
+    use std::io::Write;
+    let mut child = Command::new(binary("tributary"))
+        .args(["devices", "import", "--file"])
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tributary devices import");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("write passwords");
+    assert!(child.wait().expect("wait").success());
+}
+
+/// A TLS gateway forwarding to Kafka, with passwords for `env-1` and `env-2`, client
+/// certificates from the test CA, and a CRL.
+struct Site {
+    pki: Pki,
+    /// A device certificate the CRL lists.
+    revoked: Pair,
+    gateway: Gateway,
+    topics: Topics,
+    brokers: String,
+}
+
+fn site(stem: &str, extra_auth: &str) -> Site {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut pki = Pki::new(dir.path());
+    let server = pki.server();
+    let revoked = pki.revoked_device("revoked-1");
+    let crl = pki.write_crl();
+    let passwd = dir.path().join("devices.passwd");
+    add_devices(&passwd, "env-1 pw-one\nenv-2 pw-two\n");
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique(stem);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(create_topics(&brokers, &topics.all(), 3));
+    let sections = format!(
+        "[tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca:?}\ncrl = [{crl:?}]\n\
+         [auth]\ncredentials = {passwd:?}\nanonymous = \"never\"\n{extra_auth}",
+        cert = server.cert,
+        key = server.key,
+        ca = pki.ca_file(),
+    );
+    let gateway = Gateway::start_secure(dir, Some(&brokers), &topics, &sections);
+    Site {
+        pki,
+        revoked,
+        gateway,
+        topics,
+        brokers,
+    }
+}
+
+fn tls_pub(site: &Site, args: &[&str], topic: &str, message: &str) -> bool {
+    let port = site.gateway.mqtt_tls.expect("TLS listener").port();
+    let ca = site.pki.ca_file();
+    let mut all = vec!["--cafile", ca.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    mosquitto_pub_with(port, 1, topic, message, &all)
+}
+
+fn cert_args(pair: &Pair) -> [&str; 4] {
+    [
+        "--cert",
+        pair.cert.to_str().expect("utf-8"),
+        "--key",
+        pair.key.to_str().expect("utf-8"),
+    ]
+}
+
+#[test]
+fn devices_write_only_as_themselves_over_mqtt_tls_and_every_refusal_is_counted() {
+    let mut site = site("sec-mqtt", "");
+    let cert_1 = site.pki.device("cert-1");
+    let expired = site.pki.expired_device("old-1");
+    let pw = |id: &'static str, pass: &'static str| ["-i", id, "-u", id, "-P", pass];
+
+    // Accepted: a password over TLS, and a client certificate (no password).
+    assert!(tls_pub(
+        &site,
+        &pw("env-1", "pw-one"),
+        "devices/env-1/readings",
+        &reading("env-1", 1)
+    ));
+    let mut with_cert = vec!["-i", "cert-1"];
+    with_cert.extend(cert_args(&cert_1));
+    assert!(tls_pub(
+        &site,
+        &with_cert,
+        "devices/cert-1/readings",
+        &reading("cert-1", 1)
+    ));
+
+    // Refused at CONNECT: wrong password, unknown device, client id that is not the user,
+    // no credentials at all; refused in the handshake: expired and revoked certificates.
+    assert!(!tls_pub(
+        &site,
+        &pw("env-1", "wrong"),
+        "devices/env-1/readings",
+        &reading("env-1", 2)
+    ));
+    assert!(!tls_pub(
+        &site,
+        &pw("env-9", "pw-one"),
+        "devices/env-9/readings",
+        &reading("env-9", 1)
+    ));
+    assert!(!tls_pub(
+        &site,
+        &["-i", "env-2", "-u", "env-1", "-P", "pw-one"],
+        "devices/env-2/readings",
+        &reading("env-2", 1)
+    ));
+    assert!(!tls_pub(
+        &site,
+        &["-i", "anon-1"],
+        "devices/anon-1/readings",
+        &reading("anon-1", 1)
+    ));
+    let mut old = vec!["-i", "old-1"];
+    old.extend(cert_args(&expired));
+    assert!(!tls_pub(
+        &site,
+        &old,
+        "devices/old-1/readings",
+        &reading("old-1", 1)
+    ));
+    let mut gone = vec!["-i", "revoked-1"];
+    gone.extend(cert_args(&site.revoked));
+    assert!(!tls_pub(
+        &site,
+        &gone,
+        "devices/revoked-1/readings",
+        &reading("revoked-1", 1)
+    ));
+    // The plain listener is on loopback, but anonymous = "never": refused there too.
+    assert!(!mosquitto_pub_with(
+        site.gateway.mqtt.port(),
+        1,
+        "devices/anon-2/readings",
+        &reading("anon-2", 1),
+        &["-i", "anon-2"]
+    ));
+
+    // Impersonation: env-1's credentials publishing as env-2, on the topic and in the payload.
+    // Acknowledged (auth.on_deny = "acknowledge") so the device does not resend forever, but
+    // only kept as a dead letter.
+    assert!(tls_pub(
+        &site,
+        &pw("env-1", "pw-one"),
+        "devices/env-2/readings",
+        &reading("env-2", 5)
+    ));
+    assert!(tls_pub(
+        &site,
+        &pw("env-1", "pw-one"),
+        "devices/env-1/readings",
+        &reading("env-2", 6)
+    ));
+
+    let stopped = site.gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let readings = consume(&site.brokers, &site.topics.readings, 2, IDLE);
+    let keys: BTreeSet<&str> = readings.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(keys, BTreeSet::from(["cert-1", "env-1"]), "{readings:?}");
+    assert_eq!(readings.len(), 2, "{readings:?}");
+    let dead = consume(&site.brokers, &site.topics.dead_letter, 2, IDLE);
+    let reasons: Vec<&str> = dead
+        .iter()
+        .filter_map(|m| m.headers.get("reason").map(String::as_str))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("acl") && r.contains("devices/env-2/readings")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("differs from the topic")),
+        "{reasons:?}"
+    );
+    for counter in [
+        "mqtt/auth_wrong_password",
+        "mqtt/auth_unknown_device",
+        "mqtt/auth_id_mismatch",
+        "mqtt/auth_missing",
+        "mqtt/tls_cert_expired",
+        "mqtt/tls_cert_revoked",
+        "mqtt/acl",
+    ] {
+        assert!(
+            stopped
+                .stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(counter)),
+            "{counter} not counted in the summary:\n{}",
+            stopped.stdout
+        );
+    }
+}
+
+/// A TCP protocol client over TLS.
+async fn tcp_tls(
+    site: &Site,
+    identity: Option<&Pair>,
+) -> Framed<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, MessageCodec> {
+    let addr = site.gateway.tcp_tls.expect("TLS listener");
+    let connector = tokio_rustls::TlsConnector::from(site.pki.client_config(identity));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    Framed::new(tls, MessageCodec::new(1 << 20))
+}
+
+fn hello(device: &str, password: Option<&str>) -> Message {
+    Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        device_id: device.into(),
+        password: password.map(Into::into),
+        session: Some(7),
+    })
+}
+
+fn event(device: &str, seq: u64) -> Event {
+    let text = reading(device, seq).replacen('{', r#"{"kind":"reading","#, 1);
+    let json: tributary_protocol::json::JsonEvent =
+        serde_json::from_str(&text).expect("event json");
+    json.into_event(device, tributary_protocol::Kind::Reading)
+        .expect("event")
+}
+
+async fn answer<S>(framed: &mut Framed<S, MessageCodec>) -> Option<Message>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(Duration::from_secs(20), framed.next()).await {
+        Ok(Some(Ok(Ok(m)))) => Some(m),
+        _ => None,
+    }
+}
+
+#[test]
+fn tcp_over_tls_authenticates_hello_and_forbids_events_for_other_devices() {
+    let mut site = site("sec-tcp", "");
+    let cert_1 = site.pki.device("cert-1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        // A password in HELLO; an event for another device in the batch is forbidden.
+        let mut c = tcp_tls(&site, None).await;
+        c.send(&hello("env-1", Some("pw-one"))).await.expect("send");
+        c.send(&Message::Events(vec![event("env-1", 1), event("env-2", 2), event("env-1", 3)]))
+            .await
+            .expect("send");
+        match answer(&mut c).await {
+            Some(Message::Nack(n)) => {
+                assert_eq!(n.code, NackCode::Forbidden);
+                assert!(n.text.contains("seq 2") && n.text.contains("env-2"), "{n:?}");
+            }
+            other => panic!("expected NACK forbidden, got {other:?}"),
+        }
+        assert!(matches!(answer(&mut c).await, Some(Message::Ack(a)) if a.up_to_seq == 3));
+
+        // A client certificate proves the HELLO's id; a HELLO for someone else is refused.
+        let mut c = tcp_tls(&site, Some(&cert_1)).await;
+        c.send(&hello("cert-1", None)).await.expect("send");
+        c.send(&Message::Events(vec![event("cert-1", 1)])).await.expect("send");
+        assert!(matches!(answer(&mut c).await, Some(Message::Ack(_))));
+        let mut c = tcp_tls(&site, Some(&cert_1)).await;
+        c.send(&hello("env-2", None)).await.expect("send");
+        match answer(&mut c).await {
+            Some(Message::Nack(n)) => {
+                assert_eq!(n.code, NackCode::Unauthorized);
+                assert!(n.text.contains("cert-1"), "{n:?}");
+            }
+            other => panic!("expected NACK unauthorized, got {other:?}"),
+        }
+
+        // A wrong password.
+        let mut c = tcp_tls(&site, None).await;
+        c.send(&hello("env-2", Some("nope"))).await.expect("send");
+        assert!(
+            matches!(answer(&mut c).await, Some(Message::Nack(n)) if n.code == NackCode::Unauthorized)
+        );
+    });
+    let stopped = site.gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let readings = consume(&site.brokers, &site.topics.readings, 3, IDLE);
+    let ids: BTreeSet<String> = readings
+        .iter()
+        .filter_map(|m| m.headers.get("event-id").cloned())
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["env-1:7:1".into(), "env-1:7:3".into(), "cert-1:7:1".into()]),
+        "{readings:?}"
+    );
+    for counter in ["tcp/acl", "tcp/auth_id_mismatch", "tcp/auth_wrong_password"] {
+        assert!(
+            stopped.stdout.contains(counter),
+            "{counter}:\n{}",
+            stopped.stdout
+        );
+    }
+}
+
+#[test]
+fn sighup_reloads_credentials_keeping_connected_devices_and_refusing_a_broken_file() {
+    let site = site("sec-reload", "");
+    let passwd = site.gateway.dir.path().join("devices.passwd");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // env-2 connects with rumqttc over TLS and stays connected.
+    let port = site.gateway.mqtt_tls.expect("TLS").port();
+    let mut options = rumqttc::MqttOptions::new("env-2", "localhost", port);
+    options.set_credentials("env-2", "pw-two");
+    options.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(site.pki.client_config(None)),
+    ));
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+    let acks = rt.block_on(async {
+        let publish = |seq: u64| {
+            let client = client.clone();
+            async move {
+                client
+                    .publish(
+                        "devices/env-2/readings",
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        reading("env-2", seq),
+                    )
+                    .await
+                    .expect("publish");
+            }
+        };
+        let mut acks = 0;
+        publish(1).await;
+        while acks < 1 {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+                tokio::time::timeout(Duration::from_secs(20), events.poll())
+                    .await
+                    .expect("in time")
+                    .expect("connection")
+            {
+                acks += 1;
+            }
+        }
+        // env-2 is removed from the file and the gateway reloads.
+        let removed = Command::new(binary("tributary"))
+            .args(["devices", "remove", "env-2", "--file"])
+            .arg(&passwd)
+            .output()
+            .expect("devices remove");
+        assert!(removed.status.success());
+        site.gateway.hangup();
+        wait_for_log(&site.gateway, "Reloaded credentials", 1).await;
+        // The connected session streams on.
+        publish(2).await;
+        while acks < 2 {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+                tokio::time::timeout(Duration::from_secs(20), events.poll())
+                    .await
+                    .expect("in time")
+                    .expect("connection")
+            {
+                acks += 1;
+            }
+        }
+        acks
+    });
+    assert_eq!(acks, 2);
+    // A new connection of env-2 is refused now; env-1 still gets in.
+    assert!(!tls_pub(
+        &site,
+        &["-i", "env-2", "-u", "env-2", "-P", "pw-two"],
+        "devices/env-2/readings",
+        &reading("env-2", 3)
+    ));
+    assert!(tls_pub(
+        &site,
+        &["-i", "env-1", "-u", "env-1", "-P", "pw-one"],
+        "devices/env-1/readings",
+        &reading("env-1", 1)
+    ));
+    // A broken file is refused and the old one stays in force.
+    std::fs::write(&passwd, "env-1 this is not a hash\n").expect("write");
+    site.gateway.hangup();
+    rt.block_on(wait_for_log(&site.gateway, "Reload refused", 1));
+    assert!(tls_pub(
+        &site,
+        &["-i", "env-1", "-u", "env-1", "-P", "pw-one"],
+        "devices/env-1/readings",
+        &reading("env-1", 2)
+    ));
+}
+
+/// Waits until `text` appears `times` times in the gateway's log.
+async fn wait_for_log(gateway: &Gateway, text: &str, times: usize) {
+    for _ in 0..200 {
+        if gateway.log().matches(text).count() >= times {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {text:?} in the log:\n{}", gateway.log());
+}
+
+/// Event ids in the file sink's readings file.
+fn sink_event_ids(gateway: &Gateway, topics: &Topics) -> Vec<String> {
+    let path = gateway
+        .sink_dir()
+        .join(format!("{}.jsonl", topics.readings));
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["headers"]["event-id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_forged_seq_cannot_silence_a_device_and_a_reboot_with_a_lower_seq_loses_nothing() {
+    use tributary_sim::tcp::TcpDevice;
+    let topics = Topics::unique("sec-seq");
+    let mut gateway = Gateway::start(None, &topics);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let at = |device: &str, seq: u64, time_offset: u64| {
+        let mut e = event(device, seq);
+        e.time_ms = 1_700_000_000_000 + time_offset;
+        e
+    };
+    rt.block_on(async {
+        let send = |device: &'static str, session: Option<u64>, events: Vec<Event>| {
+            let addr = gateway.tcp;
+            async move {
+                let mut d = TcpDevice::connect(addr, device, None, session)
+                    .await
+                    .expect("connect");
+                d.send_batch(&events).await.expect("acknowledged");
+            }
+        };
+        // The forged event: the highest seq there is, far in the future, no session.
+        send("victim", None, vec![at("victim", u64::MAX, 10_000_000)]).await;
+        // The real device sends with its boot session: nothing of it is mistaken for a
+        // retransmission.
+        send(
+            "victim",
+            Some(0x63),
+            (1..=3).map(|s| at("victim", s, s)).collect(),
+        )
+        .await;
+        // A device without sessions: a retransmission is recognised; a reset counter with a
+        // later time is stored (a regression), not dropped.
+        send(
+            "legacy-1",
+            None,
+            (10..=12).map(|s| at("legacy-1", s, s)).collect(),
+        )
+        .await;
+        send("legacy-1", None, vec![at("legacy-1", 11, 11)]).await;
+        send(
+            "legacy-1",
+            None,
+            (1..=2).map(|s| at("legacy-1", s, 100 + s)).collect(),
+        )
+        .await;
+        // A device that reboots with a stale clock and a lower seq: its new session keeps it.
+        send(
+            "node-2",
+            Some(0xa),
+            (50..=52).map(|s| at("node-2", s, 1_000 + s)).collect(),
+        )
+        .await;
+        send(
+            "node-2",
+            Some(0xb),
+            (1..=2).map(|s| at("node-2", s, s)).collect(),
+        )
+        .await;
+    });
+    let (code, listing) = gateway.spool_tool(&["devices"]);
+    assert_eq!(code, Some(0), "{listing}");
+    let legacy = listing
+        .lines()
+        .find(|l| l.starts_with("legacy-1"))
+        .expect("legacy-1 listed");
+    assert!(
+        legacy.trim_end().ends_with(" 1"),
+        "one regression: {legacy}"
+    );
+    let (code, refused) = gateway.spool_tool(&["devices", "--reset", "legacy-1"]);
+    assert_ne!(
+        code,
+        Some(0),
+        "reset must wait for the gateway to stop: {refused}"
+    );
+    assert!(refused.contains("in use"), "{refused}");
+
+    let stopped = gateway.stop();
+    assert!(
+        stopped.stdout.contains("spool/seq_regression"),
+        "{}",
+        stopped.stdout
+    );
+    assert!(
+        stopped.stderr.contains("Sequence regression"),
+        "{}",
+        stopped.stderr
+    );
+    let mut ids = sink_event_ids(&gateway, &topics);
+    ids.sort();
+    let mut expected: Vec<String> = [
+        format!("victim:{}", u64::MAX),
+        "victim:63:1".into(),
+        "victim:63:2".into(),
+        "victim:63:3".into(),
+        "legacy-1:10".into(),
+        "legacy-1:11".into(),
+        "legacy-1:12".into(),
+        "legacy-1:1".into(),
+        "legacy-1:2".into(),
+        "node-2:a:50".into(),
+        "node-2:a:51".into(),
+        "node-2:a:52".into(),
+        "node-2:b:1".into(),
+        "node-2:b:2".into(),
+    ]
+    .into();
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    // Stopped, the operator can reset a device's state.
+    let (code, out) = gateway.spool_tool(&["devices", "--reset", "legacy-1"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, listing) = gateway.spool_tool(&["devices"]);
+    assert!(!listing.contains("legacy-1"), "{listing}");
+}
