@@ -7,6 +7,7 @@
 //! agent (and testing it) without hardware.
 
 pub mod config;
+pub mod link;
 pub mod mqtt;
 pub mod sim;
 pub mod sources;

@@ -91,6 +91,8 @@ pub struct Pace {
     pub ack_timeout: Duration,
     pub give_up: Duration,
     pub backoff: Backoff,
+    /// TLS, password and whether to send a boot session.
+    pub credentials: crate::security::Credentials,
 }
 
 /// A device's state between connections.
@@ -110,6 +112,8 @@ pub struct Device {
     pub last_progress: Instant,
     /// Whether a connection is up, for the live count.
     connected: bool,
+    /// This run's boot session, when the run sends sessions.
+    pub session: Option<u64>,
 }
 
 /// The run was cancelled (Ctrl-C) while a device waited.
@@ -118,6 +122,10 @@ pub struct Cancelled;
 
 impl Device {
     pub fn new(stream: DeviceStream, link: Link, pace: Pace, live: Arc<Live>) -> Self {
+        let session = pace
+            .credentials
+            .sessions
+            .then(|| rand::random::<u64>().max(1));
         let kind = match stream.model_kind {
             ModelKind::Truck | ModelKind::Car => Kind::Position,
             _ => Kind::Reading,
@@ -148,6 +156,7 @@ impl Device {
             attempts: 0,
             last_progress: Instant::now(),
             connected: false,
+            session,
         }
     }
 

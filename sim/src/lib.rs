@@ -10,7 +10,7 @@
 //! - [`verify`]: topics (Kafka or the file sink) checked against a manifest.
 //! - [`bench`]: open-loop load with latency percentiles and the gateway's CPU and memory.
 //! - [`tcp`]: the TCP protocol client; [`mqtt`]: MQTT topics and payloads; [`generate`]: fixed
-//!   test events.
+//!   test events; [`security`]: TLS, passwords and boot sessions.
 //!
 //! The `tributary-sim` binary and the end-to-end tests both use these.
 
@@ -24,6 +24,7 @@ pub mod murmur2;
 pub mod progress;
 pub mod run;
 pub mod scenario;
+pub mod security;
 pub mod stream;
 pub mod tcp;
 pub mod verify;

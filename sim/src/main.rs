@@ -102,6 +102,16 @@ struct RunArgs {
     /// Write what was sent and acknowledged here (JSON), for `verify`.
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// Connect over TLS, trusting the CA certificates in this PEM file (the gateway's
+    /// certificate must name the address's IP). Point --tcp and --mqtt at its TLS listeners.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Log in with a password per device: this template with {device} replaced by the id.
+    #[arg(long)]
+    password: Option<String>,
+    /// Send a random boot session per device (event ids become device:session:seq).
+    #[arg(long)]
+    sessions: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -280,6 +290,20 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         scenario.scale_to(n);
     }
+    scenario.credentials = tributary_sim::security::Credentials {
+        tls: match &args.tls_ca {
+            Some(ca) => Some(tributary_sim::security::tls_client(ca).map_err(|what| {
+                ScenarioError::Invalid {
+                    path: "command line".into(),
+                    key: "--tls-ca".into(),
+                    what,
+                }
+            })?),
+            None => None,
+        },
+        password: args.password.clone(),
+        sessions: args.sessions,
+    };
     let live = Arc::new(Live::default());
     let total = (scenario.events > 0).then(|| scenario.events * scenario.device_count() as u64);
     let progress = Progress::start(Arc::clone(&live), total, !args.quiet);

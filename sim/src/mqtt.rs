@@ -13,7 +13,9 @@ pub fn topic(event: &Event) -> String {
     )
 }
 
-/// The JSON payload for an event.
-pub fn payload(event: &Event) -> Vec<u8> {
-    serde_json::to_vec(&JsonEvent::from(event.clone())).unwrap_or_default()
+/// The JSON payload for an event, with the device's boot session if it sends one.
+pub fn payload(event: &Event, session: Option<u64>) -> Vec<u8> {
+    let mut json = JsonEvent::from(event.clone());
+    json.session = session;
+    serde_json::to_vec(&json).unwrap_or_default()
 }

@@ -184,6 +184,7 @@ pub async fn run(
             ack_timeout: scenario.ack_timeout,
             give_up: scenario.give_up,
             backoff: scenario.backoff,
+            credentials: scenario.credentials.clone(),
         };
         let link = scenario.groups[group].link;
         let device = Device::new(stream, link, pace, Arc::clone(&live));

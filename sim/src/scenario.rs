@@ -205,6 +205,8 @@ pub struct Scenario {
     pub area: Area,
     pub report: ReportPolicy,
     pub groups: Vec<Group>,
+    /// TLS, passwords and boot sessions (flags only).
+    pub credentials: crate::security::Credentials,
 }
 
 impl Raw {
@@ -405,6 +407,7 @@ impl Raw {
             area,
             report: self.report,
             groups,
+            credentials: Default::default(),
         })
     }
 }
@@ -516,6 +519,7 @@ impl Scenario {
                 max: Duration::from_secs(2),
             },
             faults: FaultRates::NONE,
+            credentials: Default::default(),
             area: Area::Grid {
                 centre: (52.52, 13.405),
                 half_size_m: 3000.0,

@@ -7,7 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tributary_protocol::codec::MessageCodec;
@@ -31,11 +34,20 @@ pub enum ClientError {
     Refused { code: String, text: String },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
+
+/// A byte stream to the gateway: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// One connected device.
 pub struct TcpDevice {
-    framed: Framed<TcpStream, MessageCodec>,
+    framed: Framed<Box<dyn Io>, MessageCodec>,
     /// NACKs received, kept for the caller to inspect.
     pub nacks: Vec<Nack>,
 }
@@ -48,10 +60,33 @@ impl TcpDevice {
         password: Option<String>,
         session: Option<u64>,
     ) -> Result<Self, ClientError> {
+        Self::connect_tls(addr, None, device_id, password, session).await
+    }
+
+    /// [`TcpDevice::connect`], over TLS when `tls` is given (the gateway's certificate is
+    /// checked for `addr`'s IP).
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        device_id: &str,
+        password: Option<String>,
+        session: Option<u64>,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect { addr, source })?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match tls {
+            None => Box::new(stream),
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|source| ClientError::Tls { addr, source })?;
+                Box::new(tls)
+            }
+        };
         let mut framed = Framed::new(stream, MessageCodec::new(DEFAULT_MAX_FRAME_BYTES));
         framed
             .send(&Message::Hello(Hello {
@@ -98,7 +133,7 @@ impl TcpDevice {
     }
 
     /// The framed connection, for a caller that pipelines batches itself (the bench).
-    pub fn into_framed(self) -> Framed<TcpStream, MessageCodec> {
+    pub fn into_framed(self) -> Framed<Box<dyn Io>, MessageCodec> {
         self.framed
     }
 

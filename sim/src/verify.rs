@@ -245,9 +245,11 @@ impl Verdict {
     }
 }
 
-/// Splits an event id `{device}:{seq}`.
+/// Splits an event id, `{device}:{seq}` or, from a device that sends boot sessions,
+/// `{device}:{session in hex}:{seq}`, into the device and the seq.
 pub fn parse_event_id(id: &str) -> Option<(&str, u64)> {
-    let (device, seq) = id.rsplit_once(':')?;
+    let (head, seq) = id.rsplit_once(':')?;
+    let device = head.split_once(':').map_or(head, |(device, _)| device);
     Some((device, seq.parse().ok()?))
 }
 

@@ -55,19 +55,37 @@ fn main() -> ExitCode {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
-    let boot = boot_session();
+    let tls = match &config.tls_ca {
+        None => None,
+        Some(ca) => {
+            let name = config
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| config.gateway.ip().to_string());
+            match tributary_firmware::node::link::tls(ca, &name) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            }
+        }
+    };
+    let credentials = tributary_firmware::node::link::Credentials {
+        password: config.password.clone(),
+        boot: boot_session(),
+        tls,
+    };
     let transport = match config.transport {
         TransportKind::Tcp => AnyTransport::Tcp(TcpTransport::new(
             config.gateway,
             config.device_id.clone(),
-            config.password.clone(),
-            boot,
+            credentials,
         )),
         TransportKind::Mqtt => AnyTransport::Mqtt(Box::new(MqttTransport::new(
             config.gateway,
             config.device_id.clone(),
-            config.password.clone(),
-            boot,
+            credentials,
         ))),
     };
     let mut device = DeviceLoop::new(

@@ -22,6 +22,13 @@ pub struct NodeConfig {
     /// (`token`, the old shared secret's key, is read as the password.)
     #[serde(default, alias = "token")]
     pub password: Option<String>,
+    /// The CA that signed the gateway's certificate (PEM): connect over TLS, to the gateway's
+    /// TLS listener. Unset: plain text.
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the gateway's certificate must carry; default: `gateway`'s IP.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// Unacknowledged events kept during an outage; the oldest go first when full.
     #[serde(default = "default_buffer")]
     pub buffer_events: usize,

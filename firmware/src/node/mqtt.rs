@@ -11,6 +11,7 @@ use rumqttc::{Client, Connection, Event as MqttEvent, MqttOptions, Outgoing, Pac
 use tributary_protocol::json::JsonEvent;
 use tributary_protocol::Event;
 
+use super::link::Credentials;
 use crate::device::Transport;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,25 +19,17 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MqttTransport {
     addr: SocketAddr,
     device_id: String,
-    /// The device's password (username = device id), if the gateway requires one.
-    password: Option<String>,
-    /// This boot of the node, sent with every event.
-    boot: Option<u64>,
+    /// Password (username = device id), boot session and TLS.
+    credentials: Credentials,
     session: Option<(Client, Connection)>,
 }
 
 impl MqttTransport {
-    pub fn new(
-        addr: SocketAddr,
-        device_id: String,
-        password: Option<String>,
-        boot: Option<u64>,
-    ) -> Self {
+    pub fn new(addr: SocketAddr, device_id: String, credentials: Credentials) -> Self {
         Self {
             addr,
             device_id,
-            password,
-            boot,
+            credentials,
             session: None,
         }
     }
@@ -50,7 +43,7 @@ impl MqttTransport {
         for e in events {
             let topic = format!("devices/{}/{}", e.device_id, e.kind().mqtt_segment());
             let mut json = JsonEvent::from(e.clone());
-            json.session = self.boot;
+            json.session = self.credentials.boot;
             let payload = serde_json::to_vec(&json).map_err(std::io::Error::other)?;
             client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
@@ -86,14 +79,20 @@ impl Transport for MqttTransport {
     type Error = std::io::Error;
 
     fn connect(&mut self) -> std::io::Result<()> {
-        let mut options = MqttOptions::new(
-            self.device_id.clone(),
-            self.addr.ip().to_string(),
-            self.addr.port(),
-        );
+        // rumqttc checks the certificate for the host it connects to: the configured name.
+        let host = match &self.credentials.tls {
+            Some(tls) => tls.server_name.to_str().into_owned(),
+            None => self.addr.ip().to_string(),
+        };
+        let mut options = MqttOptions::new(self.device_id.clone(), host, self.addr.port());
+        if let Some(tls) = &self.credentials.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.config.clone()),
+            ));
+        }
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(true);
-        if let Some(password) = &self.password {
+        if let Some(password) = &self.credentials.password {
             options.set_credentials(self.device_id.clone(), password.clone());
         }
         let (client, mut connection) = Client::new(options, 256);

@@ -9,6 +9,7 @@ use tributary_protocol::{
     DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 
+use super::link::Credentials;
 use crate::device::Transport;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -16,24 +17,20 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TcpTransport {
     addr: SocketAddr,
     device_id: String,
-    password: Option<String>,
-    /// This boot of the node, sent in HELLO.
-    boot: Option<u64>,
-    stream: Option<TcpStream>,
+    credentials: Credentials,
+    stream: Option<Box<dyn ReadWrite>>,
 }
 
+/// A blocking byte stream to the gateway: plain TCP or TLS.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
 impl TcpTransport {
-    pub fn new(
-        addr: SocketAddr,
-        device_id: String,
-        password: Option<String>,
-        boot: Option<u64>,
-    ) -> Self {
+    pub fn new(addr: SocketAddr, device_id: String, credentials: Credentials) -> Self {
         Self {
             addr,
             device_id,
-            password,
-            boot,
+            credentials,
             stream: None,
         }
     }
@@ -73,12 +70,20 @@ impl Transport for TcpTransport {
         stream.set_read_timeout(Some(TIMEOUT))?;
         stream.set_write_timeout(Some(TIMEOUT))?;
         stream.set_nodelay(true)?;
-        self.stream = Some(stream);
+        self.stream = Some(match &self.credentials.tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let conn =
+                    rustls::ClientConnection::new(tls.config.clone(), tls.server_name.clone())
+                        .map_err(std::io::Error::other)?;
+                Box::new(rustls::StreamOwned::new(conn, stream))
+            }
+        });
         let hello = Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             device_id: self.device_id.clone(),
-            password: self.password.clone(),
-            session: self.boot,
+            password: self.credentials.password.clone(),
+            session: self.credentials.boot,
         });
         self.write(&hello).inspect_err(|_| self.stream = None)
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
@@ -248,7 +247,10 @@ async fn device(
     result
 }
 
-async fn connect(spec: &BenchSpec, id: &str) -> Result<Framed<TcpStream, MessageCodec>, String> {
+async fn connect(
+    spec: &BenchSpec,
+    id: &str,
+) -> Result<Framed<Box<dyn crate::tcp::Io>, MessageCodec>, String> {
     let mut last = String::new();
     for attempt in 0..20u32 {
         match TcpDevice::connect(spec.tcp, id, None, None).await {

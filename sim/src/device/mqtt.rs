@@ -68,7 +68,7 @@ pub async fn run(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), S
             else {
                 break;
             };
-            let (seq, t, p) = (e.seq, topic(e), payload(e));
+            let (seq, t, p) = (e.seq, topic(e), payload(e, device.session));
             if c.client.try_publish(t, qos, false, p).is_err() {
                 break;
             }
@@ -143,6 +143,15 @@ fn connect(device: &Device, addr: SocketAddr, window: usize) -> Conn {
     options.set_clean_session(true);
     options.set_inflight(window as u16);
     options.set_max_packet_size(1 << 20, 1 << 20);
+    let id = &device.outcome.id;
+    if let Some(password) = device.pace.credentials.password_for(id) {
+        options.set_credentials(id.clone(), password);
+    }
+    if let Some(tls) = &device.pace.credentials.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     let (client, eventloop) = AsyncClient::new(options, window + 4);
     Conn {
         client,

@@ -27,7 +27,15 @@ pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
         }
         let link = match conn.as_mut() {
             Some(c) => c,
-            None => match TcpDevice::connect(addr, &device.outcome.id, None, None).await {
+            None => match TcpDevice::connect_tls(
+                addr,
+                device.pace.credentials.tls.clone(),
+                &device.outcome.id,
+                device.pace.credentials.password_for(&device.outcome.id),
+                device.session,
+            )
+            .await
+            {
                 Ok(c) => {
                     device.on_connect();
                     conn.insert(c)

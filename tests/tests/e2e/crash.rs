@@ -94,7 +94,7 @@ async fn mqtt_device(port: u16, mut d: Device) -> Device {
                     topic,
                     QoS::AtLeastOnce,
                     false,
-                    tributary_sim::mqtt::payload(&e),
+                    tributary_sim::mqtt::payload(&e, None),
                 )
                 .is_err()
             {
