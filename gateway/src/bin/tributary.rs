@@ -286,7 +286,7 @@ fn devices_tool(command: &DevicesCommand, file: &Path) -> anyhow::Result<ExitCod
         }
         DevicesCommand::Import => {
             let mut creds = load()?;
-            let mut n = 0;
+            let mut pairs = Vec::new();
             for (i, line) in std::io::stdin().lines().enumerate() {
                 let line = line?;
                 let line = line.trim();
@@ -296,11 +296,11 @@ fn devices_tool(command: &DevicesCommand, file: &Path) -> anyhow::Result<ExitCod
                 let Some((id, password)) = line.split_once(char::is_whitespace) else {
                     anyhow::bail!("line {}: not `device_id password`; nothing changed", i + 1);
                 };
-                creds.set(id, password.trim())?;
-                n += 1;
+                pairs.push((id.to_owned(), password.trim().to_owned()));
             }
+            creds.set_many(&pairs)?;
             creds.save(file)?;
-            println!("{n} devices set in {}", file.display());
+            println!("{} devices set in {}", pairs.len(), file.display());
         }
     }
     Ok(ExitCode::SUCCESS)

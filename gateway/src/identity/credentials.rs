@@ -6,8 +6,11 @@
 //! # Verifying without pinning the CPU
 //! argon2id is deliberately slow (about 20 ms per check on the VM, several times that on a Pi).
 //! A fleet reconnecting after a gateway restart would otherwise queue thousands of them on the
-//! async workers. So checks run on the blocking pool, at most one per core at a time
-//! ([`Verifier`]), and a successful check is remembered in memory for [`CACHE_TTL`] as a SHA-256
+//! async workers. So checks run on their own threads, half as many as there are cores (at least
+//! one), so devices already connected keep streaming through a storm ([`Verifier`]). Few,
+//! long-lived threads also keep the memory bounded: each check needs 19 MiB, which the
+//! allocator keeps per thread. A check whose connection went away while it waited is skipped.
+//! A successful check is remembered in memory for [`CACHE_TTL`] as a SHA-256
 //! of the stored hash and the password: a device that reconnects within that time costs one
 //! hash, not one argon2id. The entry is keyed on the stored hash too, so a changed password
 //! invalidates it, and a removed device is refused before the cache is consulted.
@@ -21,7 +24,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// How long a verified password is remembered.
 pub const CACHE_TTL: Duration = Duration::from_secs(600);
@@ -151,6 +154,47 @@ impl Credentials {
         Ok(())
     }
 
+    /// Sets many `(device id, password)` pairs, hashing on every core; nothing changes if any
+    /// pair is refused.
+    pub fn set_many(&mut self, pairs: &[(String, String)]) -> Result<(), CredentialsError> {
+        for (id, _) in pairs {
+            tributary_protocol::validate_device_id(id).map_err(|e| CredentialsError::DeviceId {
+                id: id.clone(),
+                problem: e.to_string(),
+            })?;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = pairs.len().div_ceil(cores).max(1);
+        let hashed: Vec<Result<Vec<String>, CredentialsError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = pairs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(_, password)| hash_password(password))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(CredentialsError::Hash("a hashing thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut hashes = Vec::with_capacity(pairs.len());
+        for part in hashed {
+            hashes.extend(part?);
+        }
+        for ((id, _), hash) in pairs.iter().zip(hashes) {
+            self.entries.insert(id.clone(), hash);
+        }
+        Ok(())
+    }
+
     /// Removes a device; returns whether it was there.
     pub fn remove(&mut self, device_id: &str) -> bool {
         self.entries.remove(device_id).is_some()
@@ -196,21 +240,48 @@ pub enum PasswordRefusal {
     WrongPassword,
 }
 
-/// Checks passwords with bounded concurrency and a cache of recent successes.
+/// Checks passwords on a few threads of its own, with a cache of recent successes.
 #[derive(Clone)]
 pub struct Verifier {
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
     cache: Arc<Mutex<HashMap<String, Remembered>>>,
 }
 
 /// A verified password's digest and until when it is trusted.
 type Remembered = ([u8; 32], Instant);
 
+/// One check: the stored PHC string, the password, and where the verdict goes.
+struct Job {
+    stored: String,
+    password: Vec<u8>,
+    verdict: oneshot::Sender<bool>,
+}
+
 impl Default for Verifier {
+    /// Starts the checking threads; they end when the last clone is dropped.
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..(cores / 2).max(1) {
+            let queue = queue.clone();
+            let worker = move || loop {
+                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(job) = job else { break };
+                if job.verdict.is_closed() {
+                    continue;
+                }
+                let _ = job.verdict.send(check(&job.stored, &job.password));
+            };
+            if let Err(error) = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(worker)
+            {
+                tracing::error!(message = "Cannot start a password-checking thread.", %error);
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(cores)),
+            jobs,
             cache: Arc::default(),
         }
     }
@@ -231,15 +302,14 @@ impl Verifier {
         if self.cached(device_id, &digest) {
             return Ok(());
         }
-        let ok = {
-            // Closed only if the semaphore is dropped, which it never is while `self` lives.
-            let _permit = self.permits.acquire().await;
-            let stored = stored.to_owned();
-            let password = password.to_vec();
-            tokio::task::spawn_blocking(move || check(&stored, &password))
-                .await
-                .unwrap_or(false)
+        let (verdict, answer) = oneshot::channel();
+        let job = Job {
+            stored: stored.to_owned(),
+            password: password.to_vec(),
+            verdict,
         };
+        // No checking thread (it could not start): refuse rather than let anyone in.
+        let ok = self.jobs.send(job).is_ok() && answer.await.unwrap_or(false);
         if !ok {
             return Err(PasswordRefusal::WrongPassword);
         }
@@ -343,6 +413,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("listed twice"));
+    }
+
+    #[tokio::test]
+    async fn many_devices_are_hashed_at_once_and_a_bad_id_changes_nothing() {
+        let mut c = Credentials::default();
+        let pairs: Vec<(String, String)> = (0..5)
+            .map(|i| (format!("d-{i}"), format!("pw-{i}")))
+            .collect();
+        c.set_many(&pairs).unwrap();
+        assert_eq!(c.len(), 5);
+        assert_eq!(Verifier::default().verify(&c, "d-3", b"pw-3").await, Ok(()));
+        let bad = vec![
+            ("ok".to_owned(), "x".to_owned()),
+            ("no/pe".to_owned(), "x".to_owned()),
+        ];
+        assert!(c.set_many(&bad).is_err());
+        assert_eq!(c.len(), 5);
     }
 
     #[test]
