@@ -349,7 +349,8 @@ impl Config {
         }
         let tls = identity::tls(raw.tls, listeners.iter().any(|l| l.2))?;
         let auth = identity::auth(raw.auth)?;
-        identity::check_exposure(&listeners, &auth, tls.as_ref())?;
+        let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
+        identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
 
         let spool = SpoolConfig {
             path: raw.spool.path.unwrap_or_else(|| data_dir.join("spool.db")),

@@ -177,3 +177,23 @@ impl Drop for SmallFs {
             .status();
     }
 }
+
+/// Adds devices with passwords through the real CLI: `tributary devices import --file FILE`,
+/// with `lines` (`device_id password` per line) on its standard input.
+pub fn import_passwords(file: &std::path::Path, lines: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(binary("tributary"))
+        .args(["devices", "import", "--file"])
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tributary devices import");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("write passwords");
+    assert!(child.wait().expect("wait").success());
+}

@@ -221,13 +221,27 @@ pub fn auth(raw: RawAuth) -> Result<AuthConfig, ConfigError> {
     })
 }
 
-/// Refuses, at start, a listener that anyone on the network could write to as any device.
-/// `listeners` are `(key, address, is_tls)`.
+/// Refuses, at start, a listener that anyone on the network could write to as any device, and
+/// an embedded subscriber broker (which has no authentication) beyond loopback, unless
+/// `auth.anonymous = "network"` says so. `listeners` are `(key, address, is_tls)`.
 pub fn check_exposure(
     listeners: &[(&'static str, SocketAddr, bool)],
+    broker: Option<SocketAddr>,
     auth: &AuthConfig,
     tls: Option<&TlsConfig>,
 ) -> Result<(), ConfigError> {
+    if let Some(addr) = broker.filter(|a| !a.ip().is_loopback()) {
+        if auth.anonymous != Anonymous::Network {
+            return Err(invalid(
+                "mqtt.broker_listen",
+                format!(
+                    "listens on {addr}, beyond this machine, but the embedded broker for \
+                     subscribers has no authentication: anyone could read every device's data. \
+                     Bind it to 127.0.0.1, or accept that with auth.anonymous = \"network\""
+                ),
+            ));
+        }
+    }
     for &(key, addr, is_tls) in listeners {
         if addr.ip().is_loopback() || auth.anonymous == Anonymous::Network {
             continue;

@@ -133,3 +133,77 @@ fn auto_create_uses_each_routes_partitions_and_replication() {
         .to_string();
     assert!(err.contains("routes.rule[0].partitions"), "{err}");
 }
+
+#[test]
+fn a_listener_beyond_loopback_needs_a_way_to_authenticate_devices() {
+    let err = parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mqtt.listen") && err.contains("0.0.0.0:1883"),
+        "{err}"
+    );
+    assert!(
+        err.contains("auth.credentials") && err.contains("auth.anonymous"),
+        "says how to add credentials or opt in: {err}"
+    );
+    let opted_in = "[mqtt]\nlisten = \"0.0.0.0:1883\"\n[auth]\nanonymous = \"network\"\n";
+    assert!(parse(opted_in).is_ok());
+    let passwords = "[mqtt]\nlisten = \"0.0.0.0:1883\"\n[auth]\ncredentials = \"p\"\n";
+    assert!(parse(passwords).is_ok());
+    // Client certificates authenticate on a TLS listener only.
+    let certs_plain = "[tcp]\nlisten = \"0.0.0.0:7878\"\n\
+                       [tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
+    assert!(parse(certs_plain)
+        .unwrap_err()
+        .to_string()
+        .contains("tcp.listen"));
+    let certs_tls = "[tcp]\ntls_listen = \"0.0.0.0:7879\"\n\
+                     [tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
+    assert!(parse(certs_tls).is_ok());
+    let broker = "[mqtt]\nbroker_listen = \"0.0.0.0:1884\"\n[auth]\ncredentials = \"p\"\n";
+    assert!(parse(broker)
+        .unwrap_err()
+        .to_string()
+        .contains("mqtt.broker_listen"));
+}
+
+#[test]
+fn identity_settings_are_checked_and_named() {
+    let cases = [
+        ("[tcp]\ntoken = \"x\"\n", "tcp.token"),
+        ("[mqtt]\ntls_listen = \"127.0.0.1:8883\"\n", "tls.cert"),
+        ("[tls]\ncert = \"c\"\n", "tls.key"),
+        (
+            "[tls]\ncert = \"c\"\nkey = \"k\"\ncrl = [\"r\"]\n",
+            "tls.crl",
+        ),
+        (
+            "[tls]\ncert = \"c\"\nkey = \"k\"\nidentity_from = \"o\"\n",
+            "tls.identity_from",
+        ),
+        ("[auth]\nanonymous = \"sometimes\"\n", "auth.anonymous"),
+        ("[auth]\non_deny = \"ignore\"\n", "auth.on_deny"),
+        (
+            "[[auth.acl]]\nallow = [\"devices/{client}/#\"]\n",
+            "auth.acl[0].allow",
+        ),
+        (
+            "[[auth.acl]]\ndevices = \"a/b\"\nallow = [\"x\"]\n",
+            "auth.acl[0].devices",
+        ),
+        ("[[auth.acl]]\ndevices = \"a\"\n", "auth.acl[0].allow"),
+        (
+            "[spool]\nmax_age_ms = 18446744073709551615\n",
+            "spool.max_age_ms",
+        ),
+        (
+            "[spool]\nforget_devices_after_ms = 0\n",
+            "spool.forget_devices_after_ms",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

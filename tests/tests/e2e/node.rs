@@ -5,21 +5,38 @@ use std::process::Command;
 use tributary_tests::binary;
 use tributary_tests::gateway::{Gateway, Topics};
 
-/// Runs `tributary-node` with simulated sensors for 2 s against `gateway` (over TCP, or MQTT)
-/// and checks what reached the gateway's file sink.
-fn node_events_arrive(mqtt: bool) {
+/// Runs `tributary-node` with simulated sensors for 2 s against `gateway` (over TCP, or MQTT;
+/// with `secure`, over TLS with a password, to a gateway that accepts nobody without one) and
+/// checks what reached the gateway's file sink.
+fn node_events_arrive(mqtt: bool, secure: bool) {
     let topics = Topics::unique("node");
-    let mut gateway = Gateway::start(None, &topics);
-    let config = gateway.dir.path().join("node.toml");
-    let (transport, addr) = if mqtt {
-        ("mqtt", gateway.mqtt)
+    let dir = tempfile::tempdir().unwrap();
+    let mut credentials = String::new();
+    let mut gateway = if secure {
+        let mut pki = tributary_tests::pki::Pki::new(dir.path());
+        let server = pki.server();
+        let passwd = dir.path().join("devices.passwd");
+        tributary_tests::import_passwords(&passwd, "pi-sim-1 node-secret\n");
+        credentials = format!("password = \"node-secret\"\ntls_ca = {:?}\n", pki.ca_file());
+        let sections = format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n[auth]\ncredentials = {passwd:?}\nanonymous = \"never\"\n",
+            server.cert, server.key
+        );
+        Gateway::start_secure(dir, None, &topics, &sections)
     } else {
-        ("tcp", gateway.tcp)
+        Gateway::start_with(None, &topics, "")
+    };
+    let config = gateway.dir.path().join("node.toml");
+    let (transport, addr) = match (mqtt, secure) {
+        (true, false) => ("mqtt", gateway.mqtt),
+        (false, false) => ("tcp", gateway.tcp),
+        (true, true) => ("mqtt", gateway.mqtt_tls.unwrap()),
+        (false, true) => ("tcp", gateway.tcp_tls.unwrap()),
     };
     std::fs::write(
         &config,
         format!(
-            "device_id = \"pi-sim-1\"\ngateway = \"{addr}\"\ntransport = \"{transport}\"\nbatch = 5\n\
+            "device_id = \"pi-sim-1\"\ngateway = \"{addr}\"\ntransport = \"{transport}\"\nbatch = 5\n{credentials}\
              [[sensor]]\ntype = \"bme280\"\nbus = \"sim\"\ninterval_ms = 100\n\
              [[sensor]]\ntype = \"gnss\"\nport = \"sim\"\ninterval_ms = 200\n"
         ),
@@ -68,16 +85,30 @@ fn node_events_arrive(mqtt: bool) {
     let p = &positions[0]["value"];
     assert!((p["lat"].as_f64().unwrap() - 52.52).abs() < 0.02);
     assert_eq!(p["satellites"], 9);
+    // The node sends its boot session: event ids are device:session:seq.
+    let id = readings[0]["headers"]["event-id"].as_str().unwrap();
+    assert_eq!(id.split(':').count(), 3, "{id}");
+    assert!(id.starts_with("pi-sim-1:"), "{id}");
 }
 
 #[test]
 fn the_node_agent_reads_simulated_sensors_and_its_events_arrive_over_tcp() {
-    node_events_arrive(false);
+    node_events_arrive(false, false);
 }
 
 #[test]
 fn the_node_agent_reads_simulated_sensors_and_its_events_arrive_over_mqtt() {
-    node_events_arrive(true);
+    node_events_arrive(true, false);
+}
+
+#[test]
+fn the_node_agent_logs_in_with_its_password_over_tls_on_tcp() {
+    node_events_arrive(false, true);
+}
+
+#[test]
+fn the_node_agent_logs_in_with_its_password_over_tls_on_mqtt() {
+    node_events_arrive(true, true);
 }
 
 /// Runs `tributary-node` with `config` as its config file, until it exits.

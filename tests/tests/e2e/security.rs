@@ -13,7 +13,7 @@ use tributary_protocol::{Event, Hello, Message, NackCode, PROTOCOL_VERSION};
 use tributary_tests::gateway::{Gateway, Topics};
 use tributary_tests::kafka::{consume, create_topics};
 use tributary_tests::pki::{Pair, Pki};
-use tributary_tests::{binary, env, mosquitto_pub_with};
+use tributary_tests::{binary, env, import_passwords, mosquitto_pub_with};
 
 const IDLE: Duration = Duration::from_secs(20);
 
@@ -22,25 +22,6 @@ fn reading(device: &str, seq: u64) -> String {
         r#"{{"device_id":"{device}","seq":{seq},"time_ms":{},"values":[{{"name":"t","value":20.5,"unit":"Cel"}}]}}"#,
         1_700_000_000_000 + seq % 1_000_000
     )
-}
-
-/// Adds devices with passwords through the real CLI (`tributary devices import`).
-fn add_devices(file: &std::path::Path, lines: &str) {
-    use std::io::Write;
-    let mut child = Command::new(binary("tributary"))
-        .args(["devices", "import", "--file"])
-        .arg(file)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("tributary devices import");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(lines.as_bytes())
-        .expect("write passwords");
-    assert!(child.wait().expect("wait").success());
 }
 
 /// A TLS gateway forwarding to Kafka, with passwords for `env-1` and `env-2`, client
@@ -61,7 +42,7 @@ fn site(stem: &str, extra_auth: &str) -> Site {
     let revoked = pki.revoked_device("revoked-1");
     let crl = pki.write_crl();
     let passwd = dir.path().join("devices.passwd");
-    add_devices(&passwd, "env-1 pw-one\nenv-2 pw-two\n");
+    import_passwords(&passwd, "env-1 pw-one\nenv-2 pw-two\n");
     let brokers = env("TRIBUTARY_TEST_KAFKA");
     let topics = Topics::unique(stem);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -578,7 +559,7 @@ async fn two_thousand_devices_reconnecting_at_once_with_passwords_all_get_in() {
         .flat_map(|i| [format!("storm-tcp-{i}"), format!("storm-mqtt-{i}")])
         .map(|id| format!("{id} pw-{id}\n"))
         .collect();
-    add_devices(&passwd, &lines);
+    import_passwords(&passwd, &lines);
     let topics = Topics::unique("sec-storm");
     let sections = format!(
         "[tls]\ncert = {:?}\nkey = {:?}\n[auth]\ncredentials = {passwd:?}\nanonymous = \"never\"\n",

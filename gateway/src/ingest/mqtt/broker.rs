@@ -65,6 +65,10 @@ pub fn start_broker(listen: SocketAddr, max_connections: usize) -> Result<Republ
             ..Default::default()
         },
         v4: Some(HashMap::from([("subscribers".to_owned(), server)])),
+        // rumqttd's console (with its POST /logs) and its Prometheus exporter (a global metrics
+        // recorder on 0.0.0.0) stay off: neither is authenticated.
+        console: None,
+        prometheus: None,
         ..Default::default()
     };
     let mut broker = Broker::new(config);
