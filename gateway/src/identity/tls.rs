@@ -148,3 +148,49 @@ pub fn identity_of(cert: &CertificateDer<'_>, from: IdentityFrom) -> Result<Stri
         .map_err(|e| format!("client certificate {} {id:?}: {e}", from.describe()))?;
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    fn cert(cn: Option<&str>, sans: Vec<SanType>) -> CertificateDer<'static> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_device_id_comes_from_the_cn_or_the_configured_san() {
+        let c = cert(
+            Some("env-1"),
+            vec![
+                SanType::DnsName("env-2.devices".try_into().unwrap()),
+                SanType::URI("spiffe://fleet/device/env-3".try_into().unwrap()),
+            ],
+        );
+        assert_eq!(identity_of(&c, IdentityFrom::Cn).unwrap(), "env-1");
+        assert_eq!(
+            identity_of(&c, IdentityFrom::SanDns).unwrap(),
+            "env-2.devices"
+        );
+        assert_eq!(identity_of(&c, IdentityFrom::SanUri).unwrap(), "env-3");
+    }
+
+    #[test]
+    fn a_certificate_without_a_usable_id_says_why() {
+        let none = cert(None, Vec::new());
+        assert!(identity_of(&none, IdentityFrom::Cn)
+            .unwrap_err()
+            .contains("no subject CN"));
+        let bad = cert(Some("env 1/x"), Vec::new());
+        assert!(identity_of(&bad, IdentityFrom::Cn)
+            .unwrap_err()
+            .contains("\"env 1/x\""));
+    }
+}

@@ -625,3 +625,32 @@ async fn two_thousand_devices_reconnecting_at_once_with_passwords_all_get_in() {
     let log = gateway.log();
     assert!(!log.contains("Device refused"), "no device refused:\n{log}");
 }
+
+#[test]
+fn with_on_deny_disconnect_a_denied_publish_closes_the_connection_unacknowledged() {
+    let mut site = site("sec-deny", "on_deny = \"disconnect\"\n");
+    let pw = ["-i", "env-1", "-u", "env-1", "-P", "pw-one"];
+    assert!(!tls_pub(
+        &site,
+        &pw,
+        "devices/env-2/readings",
+        &reading("env-2", 1)
+    ));
+    assert!(tls_pub(
+        &site,
+        &pw,
+        "devices/env-1/readings",
+        &reading("env-1", 1)
+    ));
+    let stopped = site.gateway.stop();
+    assert!(stopped.stdout.contains("mqtt/acl"), "{}", stopped.stdout);
+    let dead = consume(&site.brokers, &site.topics.dead_letter, 1, IDLE);
+    assert!(
+        dead.iter()
+            .any(|m| m.headers.get("reason").is_some_and(|r| r.contains("acl"))),
+        "kept as a dead letter: {dead:?}"
+    );
+    let readings = consume(&site.brokers, &site.topics.readings, 1, IDLE);
+    assert_eq!(readings.len(), 1, "{readings:?}");
+    assert_eq!(readings[0].key, "env-1");
+}
