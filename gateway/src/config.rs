@@ -72,6 +72,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub file_sink: RawFileSink,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
     pub tls: identity::RawTls,
     #[serde(default)]
     pub auth: identity::RawAuth,
@@ -82,6 +84,12 @@ pub struct RawConfig {
 pub struct RawGateway {
     pub data_dir: Option<PathBuf>,
     pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +183,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub sink: SinkConfig,
     pub routes: RoutesConfig,
+    /// The admin listener (metrics, health, status); `None` when disabled.
+    pub admin_listen: Option<SocketAddr>,
     /// Certificates for the TLS listeners; `None` without TLS.
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
@@ -505,6 +515,14 @@ impl Config {
             }
         }
 
+        if let SinkConfig::Kafka(kafka) = &sink {
+            crate::forward::kafka::check(kafka).map_err(|problem| {
+                invalid(
+                    "kafka.properties",
+                    format!("librdkafka refuses the producer configuration: {problem}"),
+                )
+            })?;
+        }
         Ok(Config {
             data_dir,
             shutdown_grace,
@@ -513,6 +531,7 @@ impl Config {
             spool,
             sink,
             routes,
+            admin_listen: optional_addr("admin.listen", raw.admin.listen, Some("127.0.0.1:9880"))?,
             tls,
             auth,
         })

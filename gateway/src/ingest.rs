@@ -68,11 +68,14 @@ impl Ingest {
 
     /// Stores valid `events` and `dead_letters` in one commit. Returns one outcome per stored
     /// record (events first, in order). Dead letters are logged here, with their reason.
+    /// `transport` (`tcp`, `mqtt`) labels the received and acknowledged counts.
     pub async fn submit(
         &self,
+        transport: &'static str,
         events: Vec<Inbound>,
         mut dead_letters: Vec<DeadLetter>,
     ) -> Result<Vec<Appended>, SpoolError> {
+        let arrived = (events.len() + dead_letters.len()) as u64;
         let mut records: Vec<Record> = Vec::with_capacity(events.len() + dead_letters.len());
         for inbound in events {
             let device_id = inbound.event.device_id.clone();
@@ -108,9 +111,12 @@ impl Ingest {
                 self.stats
                     .record_appended(topics.iter().map(String::as_str), &outcomes);
                 outcomes.truncate(n_events);
+                self.stats
+                    .record_transport(transport, arrived, outcomes.len() as u64);
                 Ok(outcomes)
             }
             Err(e) => {
+                self.stats.record_transport(transport, arrived, 0);
                 for topic in &topics {
                     self.stats.record_refused(topic, 1);
                 }

@@ -7,10 +7,12 @@
 //! counts what happened. [`run`] wires it together; the `tributary` binary only parses the
 //! command line and calls it.
 
+pub mod admin;
 pub mod config;
 pub mod forward;
 pub mod identity;
 pub mod ingest;
+pub mod metrics;
 pub mod ratelog;
 pub mod record;
 pub mod reload;
@@ -51,6 +53,11 @@ pub enum GatewayError {
     Format(#[from] route::FormatError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error("cannot listen for the admin endpoints on {addr} (admin.listen): {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the gateway until `stop` is cancelled, then shuts down in order and returns the
@@ -91,6 +98,33 @@ pub async fn run_with(
         stats.clone(),
         authority,
     );
+
+    let admin_stop = CancellationToken::new();
+    let admin = Arc::new(admin::Admin {
+        stats: stats.clone(),
+        spool: spool.clone(),
+        metrics: metrics::Metrics::new(&stats),
+        started: std::time::Instant::now(),
+        listening: std::sync::atomic::AtomicBool::new(false),
+        sink: match config.sink {
+            SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::File { .. } => "file_sink",
+        },
+    });
+    let admin_task = match config.admin_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::AdminBind { addr, source })?;
+            tracing::info!(message = "Admin endpoints listening (/metrics, /livez, /readyz, /api/status).", %addr);
+            Some(tokio::spawn(admin::serve(
+                listener,
+                admin.clone(),
+                admin_stop.clone(),
+            )))
+        }
+        None => None,
+    };
 
     let ingest_stop = stop.child_token();
     let ingest_tasks = TaskTracker::new();
@@ -141,21 +175,23 @@ pub async fn run_with(
         stop: forward_stop.clone(),
         grace: config.shutdown_grace,
     };
-    let forwarder = match config.sink.clone() {
+    match &config.sink {
         SinkConfig::Kafka(kafka) => {
-            tracing::info!(message = "Forwarding to Kafka.", brokers = %kafka.brokers);
-            tokio::spawn(forward::kafka::run(
-                kafka,
-                spool.clone(),
-                stats.clone(),
-                drain,
-            ))
+            tracing::info!(message = "Forwarding to Kafka.", brokers = %kafka.brokers)
         }
         SinkConfig::File { dir } => {
-            tracing::info!(message = "Forwarding to the file sink.", dir = %dir.display());
-            tokio::spawn(forward::file::run(dir, spool.clone(), stats.clone(), drain))
+            tracing::info!(message = "Forwarding to the file sink.", dir = %dir.display())
         }
-    };
+    }
+    let forwarder = tokio::spawn(forward::supervise(
+        config.sink.clone(),
+        spool.clone(),
+        stats.clone(),
+        drain,
+    ));
+    admin
+        .listening
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(message = "Gateway ready.");
 
     stop.cancelled().await;
@@ -169,13 +205,15 @@ pub async fn run_with(
     }
     drop(ingest);
     forward_stop.cancel();
-    let forwarded = forwarder.await;
-    spool.close().await;
-    match forwarded {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e.into()),
-        Err(e) => tracing::error!(message = "Forwarder task failed.", error = %e),
+    if let Err(e) = forwarder.await {
+        tracing::error!(message = "The forwarder's supervisor failed.", error = %e);
     }
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    drop(admin);
+    spool.close().await;
     let summary = stats.snapshot();
     tracing::info!(message = "Gateway stopped.");
     Ok(summary)

@@ -83,6 +83,22 @@ pub enum Appended {
 pub struct Spooled {
     pub id: i64,
     pub record: Record,
+    /// When the spool committed it (ms since the Unix epoch, gateway clock).
+    pub received_ms: i64,
+}
+
+/// The spool's size at a glance, cheap enough to read on every scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Gauges {
+    pub rows: u64,
+    /// Keys plus values of the queued rows (what `max_bytes` bounds).
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// When the oldest queued row was committed (ms since the Unix epoch).
+    pub oldest_received_ms: Option<i64>,
+    /// Free bytes on the spool's filesystem, and what `min_free_bytes` keeps free.
+    pub disk_free_bytes: u64,
+    pub min_free_bytes: u64,
 }
 
 /// Spool failures. Cloneable: one failed group commit fails every request in it.
@@ -226,6 +242,13 @@ impl Spool {
     pub async fn ack(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
         self.inner
             .request(|reply| writer::Command::Ack { ids, reply })
+            .await
+    }
+
+    /// Rows, bytes, bound, oldest row and free disk: cheap, for metrics and health.
+    pub async fn gauges(&self) -> Result<Gauges, SpoolError> {
+        self.inner
+            .request(|reply| writer::Command::Read(writer::Read::Gauges { reply }))
             .await
     }
 

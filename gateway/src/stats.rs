@@ -11,7 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::spool::Appended;
 
@@ -27,11 +34,67 @@ pub struct TopicCounters {
     pub expired: u64,
 }
 
+/// A transport label: `tcp` or `mqtt`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+/// Live instruments for `/metrics` (see [`crate::metrics`] for names and meanings). Clones
+/// share the same values.
+#[derive(Debug, Clone)]
+pub struct Instruments {
+    pub received: Family<TransportLabel, Counter>,
+    pub acked: Family<TransportLabel, Counter>,
+    pub connections: Family<TransportLabel, Gauge>,
+    pub commit_seconds: Histogram,
+    pub commit_events: Histogram,
+    pub delivery_seconds: Histogram,
+    pub event_lag_seconds: Histogram,
+    pub kafka_inflight: Gauge,
+    pub forwarder_restarts: Counter,
+}
+
+impl Default for Instruments {
+    fn default() -> Self {
+        Self {
+            received: Family::default(),
+            acked: Family::default(),
+            connections: Family::default(),
+            // 0.5 ms to 16 s (etcd's fsync buckets, one step lower).
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            commit_events: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 5 ms to about 12 days: deliveries after long outages land in a bucket too.
+            delivery_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 28)),
+            event_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 28)),
+            kafka_inflight: Gauge::default(),
+            forwarder_restarts: Counter::default(),
+        }
+    }
+}
+
+/// The forwarder's state, for `/readyz?verbose` and `/api/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ForwardState {
+    /// When the last delivery was confirmed (ms since the Unix epoch).
+    pub last_delivery_ms: Option<i64>,
+    /// The last delivery or forwarder failure, and since when failures have been going on
+    /// without a delivery in between.
+    pub last_error: Option<String>,
+    pub failing_since_ms: Option<i64>,
+    /// The forwarder task is running (false between a failure and its restart).
+    pub running: bool,
+}
+
 /// Shared counters; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     topics: Arc<Mutex<BTreeMap<String, TopicCounters>>>,
     refusals: Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
+    pub instruments: Instruments,
+    forward: Arc<Mutex<ForwardState>>,
+    /// The last append was refused for lack of room (cleared by the next stored one).
+    spool_full: Arc<AtomicBool>,
 }
 
 impl Stats {
@@ -79,6 +142,70 @@ impl Stats {
                 c.dropped += n;
             }
         });
+    }
+
+    /// Events that arrived on `transport`, and how many of them were acknowledged.
+    pub fn record_transport(&self, transport: &'static str, received: u64, acked: u64) {
+        let label = TransportLabel { transport };
+        self.instruments
+            .received
+            .get_or_create(&label)
+            .inc_by(received);
+        self.instruments.acked.get_or_create(&label).inc_by(acked);
+    }
+
+    /// A connection opened on `transport`; it counts until the guard is dropped.
+    pub fn connection(&self, transport: &'static str) -> ConnectionGuard {
+        let gauge = self
+            .instruments
+            .connections
+            .get_or_create(&TransportLabel { transport })
+            .clone();
+        gauge.inc();
+        ConnectionGuard(gauge)
+    }
+
+    /// Whether the spool refused its last append for lack of room.
+    pub fn spool_full(&self) -> bool {
+        self.spool_full.load(Ordering::Relaxed)
+    }
+
+    pub fn set_spool_full(&self, full: bool) {
+        self.spool_full.store(full, Ordering::Relaxed);
+    }
+
+    /// A confirmed delivery: clears a failure streak.
+    pub fn delivered(&self, now_ms: i64) {
+        let mut f = self.forward.lock().unwrap_or_else(|e| e.into_inner());
+        f.last_delivery_ms = Some(now_ms);
+        f.failing_since_ms = None;
+    }
+
+    /// A failed delivery or forwarder failure.
+    pub fn forward_failed(&self, error: String, now_ms: i64) {
+        let mut f = self.forward.lock().unwrap_or_else(|e| e.into_inner());
+        f.last_error = Some(error);
+        f.failing_since_ms.get_or_insert(now_ms);
+    }
+
+    pub fn set_forwarder_running(&self, running: bool) {
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .running = running;
+    }
+
+    pub fn forward_state(&self) -> ForwardState {
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Refusals by `(transport, reason)`.
+    pub fn refusal_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        refusals.iter().map(|(&(t, r), &n)| (t, r, n)).collect()
     }
 
     /// Counts one refusal on `transport` (`tcp`, `mqtt`, ...) for `reason`.
@@ -169,5 +296,15 @@ impl fmt::Display for Summary {
             }
         }
         Ok(())
+    }
+}
+
+/// Keeps a connection counted while it lives.
+#[derive(Debug)]
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

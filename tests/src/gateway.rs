@@ -37,6 +37,8 @@ pub struct Gateway {
     pub mqtt: SocketAddr,
     /// The embedded broker for subscribers.
     pub broker: SocketAddr,
+    /// The admin listener (metrics, health, status).
+    pub admin: SocketAddr,
     /// The TLS listeners, for a gateway started with [`Gateway::start_secure`].
     pub tcp_tls: Option<SocketAddr>,
     pub mqtt_tls: Option<SocketAddr>,
@@ -93,6 +95,7 @@ impl Gateway {
         let tcp = loopback(free_port());
         let mqtt = loopback(free_port());
         let broker = loopback(free_port());
+        let admin = loopback(free_port());
         let (tcp_tls, mqtt_tls) = if tls {
             (Some(loopback(free_port())), Some(loopback(free_port())))
         } else {
@@ -105,7 +108,7 @@ impl Gateway {
         let config = dir.path().join("gateway.toml");
         // [kafka] comes last, so `extra` may begin with more [kafka] keys before its own tables.
         let text = format!(
-            "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n\
+            "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n[admin]\nlisten = \"{admin}\"\n\
              [tcp]\nlisten = \"{tcp}\"\n{tcp_tls}[mqtt]\nlisten = \"{mqtt}\"\n{mqtt_tls}broker_listen = \"{broker}\"\n\
              [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n",
@@ -123,6 +126,7 @@ impl Gateway {
             tcp,
             mqtt,
             broker,
+            admin,
             tcp_tls,
             mqtt_tls,
             dir,
@@ -201,7 +205,10 @@ impl Gateway {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let tls = [self.tcp_tls, self.mqtt_tls].into_iter().flatten();
-        for addr in [self.tcp, self.mqtt, self.broker].into_iter().chain(tls) {
+        for addr in [self.tcp, self.mqtt, self.broker, self.admin]
+            .into_iter()
+            .chain(tls)
+        {
             while std::net::TcpStream::connect(addr).is_err() {
                 assert!(
                     Instant::now() < deadline,

@@ -2,6 +2,7 @@
 //! broker, and consumers reading what arrived. Run with `tests/run`.
 
 mod e2e {
+    pub mod admin;
     pub mod crash;
     pub mod full_disk;
     pub mod kafka;

@@ -88,12 +88,15 @@ pub async fn run(
                     }
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
+                let now = crate::record::now_ms();
                 for row in &rows {
                     stats.record_forwarded(&row.record.topic, 1);
+                    super::record_delivery(&stats, now, row.received_ms, row.record.timestamp_ms);
                 }
                 cursor = last;
             }
             Err(error) => {
+                stats.forward_failed(error.to_string(), crate::record::now_ms());
                 tracing::warn!(message = "Writing to the file sink failed; retrying.", %error);
                 tokio::time::sleep(backoff.next_delay()).await;
             }

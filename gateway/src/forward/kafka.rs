@@ -68,8 +68,26 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// A delivery outcome: row id, topic, delivered, bytes.
-type Outcome = (i64, String, bool, usize);
+/// Builds librdkafka's configuration from `config` without connecting, so an unknown property
+/// or an invalid value is found at start: the error names the property and the value.
+pub fn check(config: &KafkaConfig) -> Result<(), String> {
+    client_config(config)
+        .create_native_config()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// A delivery outcome.
+struct Outcome {
+    id: i64,
+    topic: String,
+    /// The delivery error, if it failed.
+    error: Option<String>,
+    size: usize,
+    /// When the row was committed to the spool, and the record's event time (ms).
+    received_ms: i64,
+    event_ms: i64,
+}
 
 /// Forwards spooled records to Kafka until drained after `drain.stop`.
 pub async fn run(
@@ -128,6 +146,7 @@ pub async fn run(
                         inflight_bytes += row.record.size();
                         inflight.push(send(&producer, row));
                     }
+                    stats.instruments.kafka_inflight.set(inflight.len() as i64);
                     continue;
                 }
                 Err(error) => {
@@ -159,18 +178,25 @@ pub async fn run(
             Some(first) = inflight.next(), if !inflight.is_empty() => {
                 // Take every report that is already in, not just the first.
                 let mut next = Some(first);
-                while let Some((id, topic, ok, size)) = next {
-                    inflight_bytes = inflight_bytes.saturating_sub(size);
-                    if ok {
-                        confirmed.push((id, topic));
-                        if rewind.is_none() {
-                            backoff.reset();
+                let now = crate::record::now_ms();
+                while let Some(o) = next {
+                    inflight_bytes = inflight_bytes.saturating_sub(o.size);
+                    match o.error {
+                        None => {
+                            super::record_delivery(&stats, now, o.received_ms, o.event_ms);
+                            confirmed.push((o.id, o.topic));
+                            if rewind.is_none() {
+                                backoff.reset();
+                            }
                         }
-                    } else {
-                        rewind = Some(rewind.map_or(id, |r| r.min(id)));
+                        Some(error) => {
+                            stats.forward_failed(format!("{}: {error}", o.topic), now);
+                            rewind = Some(rewind.map_or(o.id, |r| r.min(o.id)));
+                        }
                     }
                     next = inflight.next().now_or_never().flatten();
                 }
+                stats.instruments.kafka_inflight.set(inflight.len() as i64);
                 if confirmed.len() >= ACK_BATCH {
                     ack(&spool, &stats, &mut confirmed).await;
                 }
@@ -236,7 +262,12 @@ fn send(
     producer: &FutureProducer,
     row: Spooled,
 ) -> impl std::future::Future<Output = Outcome> + use<> {
-    let Spooled { id, record } = row;
+    let Spooled {
+        id,
+        record,
+        received_ms,
+    } = row;
+    let event_ms = record.timestamp_ms;
     let size = record.size();
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
     for (key, value) in &record.headers {
@@ -255,24 +286,31 @@ fn send(
     let topic = record.topic.clone();
     let delivery = queued.map_err(|(error, _)| error);
     async move {
-        let ok = match delivery {
+        let error = match delivery {
             Err(error) => {
                 tracing::warn!(message = "Kafka producer refused a record.", %error, %topic, id);
-                false
+                Some(error.to_string())
             }
             Ok(future) => match future.await {
-                Ok(Ok(_)) => true,
+                Ok(Ok(_)) => None,
                 Ok(Err((error, _))) => {
                     tracing::warn!(message = "Kafka delivery failed.", %error, %topic, id);
-                    false
+                    Some(error.to_string())
                 }
                 Err(_) => {
                     tracing::warn!(message = "Kafka delivery report lost.", %topic, id);
-                    false
+                    Some("delivery report lost".to_owned())
                 }
             },
         };
-        (id, topic, ok, size)
+        Outcome {
+            id,
+            topic,
+            error,
+            size,
+            received_ms,
+            event_ms,
+        }
     }
 }
 

@@ -116,6 +116,7 @@ pub async fn serve<S, SF, B, BF>(
             busy.clone(),
         );
         tasks.spawn(async move {
+            let _counted = stats.connection(spec.transport);
             let Some(accepted) =
                 handshake(stream, addr, loopback, acceptor, &authority, &stats, spec).await
             else {

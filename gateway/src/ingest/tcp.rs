@@ -228,7 +228,7 @@ impl Connection {
                 }
             }
         }
-        match self.ingest.submit(valid, dead).await {
+        match self.ingest.submit("tcp", valid, dead).await {
             Ok(outcomes) => {
                 let dups = outcomes
                     .iter()
@@ -300,7 +300,7 @@ impl Connection {
             reason.clone(),
             &bad.raw,
         );
-        if let Err(error) = self.ingest.submit(Vec::new(), vec![letter]).await {
+        if let Err(error) = self.ingest.submit("tcp", Vec::new(), vec![letter]).await {
             tracing::warn!(message = "Dead letter not stored.", peer = %self.peer.addr, %error);
         }
         self.nack(NackCode::Malformed, reason).await

@@ -177,7 +177,7 @@ fn legacy_devices(conn: &Connection) -> Vec<(String, Session)> {
 
 fn read_batch(conn: &Connection, after: i64, legacy: bool) -> Result<Vec<(i64, Record)>, ()> {
     let sql = if legacy {
-        "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq, 0
+        "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq, 0, received_ms
          FROM records WHERE id > ?1 ORDER BY id LIMIT 500"
     } else {
         concat!(

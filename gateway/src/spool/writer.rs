@@ -45,6 +45,9 @@ pub(super) enum Read {
     Stats {
         reply: Reply<SpoolStats>,
     },
+    Gauges {
+        reply: Reply<super::Gauges>,
+    },
 }
 
 #[derive(Clone)]
@@ -245,7 +248,17 @@ impl Writer {
         let (batches, append_replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
         let (ack_ids, ack_replies): (Vec<_>, Vec<_>) = acks.into_iter().unzip();
         let ids: Vec<i64> = ack_ids.into_iter().flatten().collect();
-        let outcome = match self.db.commit_group(&batches, &ids) {
+        let started = Instant::now();
+        let committed = self.db.commit_group(&batches, &ids);
+        self.stats
+            .instruments
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.stats
+            .instruments
+            .commit_events
+            .observe(group.events as f64);
+        let outcome = match committed {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(message = "Spool commit failed.", error = %e, events = group.events);
@@ -283,6 +296,9 @@ impl Writer {
                     .iter()
                     .flatten()
                     .any(|o| matches!(o, Appended::Stored { .. }));
+                if !batches.is_empty() {
+                    self.stats.set_spool_full(false);
+                }
                 for (reply, out) in append_replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(out));
                 }
@@ -291,6 +307,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.stats.set_spool_full(true);
                 tracing::warn!(message = "Spool full: events refused.", error = %e, events = group.events);
                 for reply in append_replies {
                     let _ = reply.send(Err(e.clone()));
@@ -314,6 +331,9 @@ impl Writer {
             }
             Read::Stats { reply } => {
                 let _ = reply.send(self.db.stats());
+            }
+            Read::Gauges { reply } => {
+                let _ = reply.send(self.db.gauges());
             }
         }
     }

@@ -233,7 +233,7 @@ impl Session {
                 }
             }
         }
-        if let Err(error) = self.ingest.submit(events, dead).await {
+        if let Err(error) = self.ingest.submit("mqtt", events, dead).await {
             tracing::warn!(message = "MQTT events not stored; closing the connection unacknowledged.", peer = %self.peer.addr, %error);
             return Err(SessionError::NotStored(error.to_string()));
         }

@@ -1,0 +1,214 @@
+//! The admin listener for operators: metrics, health and status over HTTP (axum, the version
+//! rumqttd already brings). Loopback by default (`admin.listen`); it has no authentication.
+//!
+//! - `GET /metrics`: Prometheus text format ([`crate::metrics`]).
+//! - `GET /livez`: 200 while the process serves requests.
+//! - `GET /readyz`: 200 when the spool answers, the device listeners are bound, and the spool is
+//!   not refusing events for lack of room; 503 otherwise. **Kafka is not part of it**: buffering
+//!   through an outage is the job. `?verbose` lists every check, the forwarder's state included
+//!   ("kafka: no delivery for 12 min, buffering").
+//! - `GET /api/status`: the same state as JSON.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::record::now_ms;
+use crate::spool::{Gauges, Spool};
+use crate::stats::{Stats, TransportLabel};
+
+/// How long a health check waits for the spool's thread.
+const SPOOL_CHECK: Duration = Duration::from_secs(2);
+
+/// What the handlers read.
+pub struct Admin {
+    pub stats: Stats,
+    pub spool: Spool,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// Set once every device listener is bound.
+    pub listening: AtomicBool,
+    /// `kafka` or `file`.
+    pub sink: &'static str,
+}
+
+/// Serves `listener` until `stop`.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/status", get(status))
+        .with_state(admin);
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(message = "The admin listener failed.", %error);
+    }
+}
+
+async fn gauges(spool: &Spool) -> Option<Gauges> {
+    tokio::time::timeout(SPOOL_CHECK, spool.gauges())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    let spool = gauges(&admin.spool).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        admin.metrics.render(spool, now_ms()),
+    )
+}
+
+/// One readiness check: its name, whether it passes, and what it saw.
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+async fn checks(admin: &Admin) -> Vec<Check> {
+    let spool = gauges(&admin.spool).await;
+    let listening = admin.listening.load(Ordering::Relaxed);
+    // Refusing for lack of room: the last append was refused, and the spool is still near its
+    // bound (90 %) or the disk still short. Space freed by forwarding or expiry ends it.
+    let full = admin.stats.spool_full()
+        && spool.is_none_or(|g| {
+            g.bytes.saturating_mul(10) >= g.max_bytes.saturating_mul(9)
+                || g.disk_free_bytes <= g.min_free_bytes
+        });
+    vec![
+        Check {
+            name: "spool",
+            ok: spool.is_some(),
+            detail: match spool {
+                Some(g) => format!("{} rows, {} of {} bytes", g.rows, g.bytes, g.max_bytes),
+                None => format!("no answer within {SPOOL_CHECK:?}"),
+            },
+        },
+        Check {
+            name: "listeners",
+            ok: listening,
+            detail: if listening { "bound" } else { "starting" }.into(),
+        },
+        Check {
+            name: "spool_space",
+            ok: !full,
+            detail: if full {
+                "full: refusing new events until rows are forwarded or expire".into()
+            } else {
+                "accepting".into()
+            },
+        },
+        Check {
+            // Informational: never fails readiness.
+            name: admin.sink,
+            ok: true,
+            detail: forward_detail(admin),
+        },
+    ]
+}
+
+fn forward_detail(admin: &Admin) -> String {
+    let f = admin.stats.forward_state();
+    let now = now_ms();
+    let ago = |t: i64| {
+        let s = now.saturating_sub(t).max(0) / 1000;
+        if s >= 120 {
+            format!("{} min", s / 60)
+        } else {
+            format!("{s} s")
+        }
+    };
+    match (f.running, f.failing_since_ms, f.last_delivery_ms) {
+        (false, _, _) => format!(
+            "forwarder not running (restarting after: {})",
+            f.last_error.unwrap_or_default()
+        ),
+        (true, Some(since), _) => format!(
+            "failing for {}, buffering in the spool (last error: {})",
+            ago(since),
+            f.last_error.unwrap_or_default()
+        ),
+        (true, None, Some(t)) => format!("delivering (last confirmed {} ago)", ago(t)),
+        (true, None, None) => "nothing delivered yet".into(),
+    }
+}
+
+async fn readyz(
+    State(admin): State<Arc<Admin>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let checks = checks(&admin).await;
+    let ready = checks.iter().all(|c| c.ok);
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = String::new();
+    if query.contains_key("verbose") {
+        for c in &checks {
+            let mark = if c.ok { '+' } else { '-' };
+            body.push_str(&format!("[{mark}]{}: {}\n", c.name, c.detail));
+        }
+    }
+    body.push_str(if ready { "ready\n" } else { "not ready\n" });
+    (code, body)
+}
+
+async fn status(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    let checks = checks(&admin).await;
+    let spool = gauges(&admin.spool).await;
+    let summary = admin.stats.snapshot();
+    let connections: HashMap<&str, i64> = ["tcp", "mqtt"]
+        .into_iter()
+        .map(|transport| {
+            let n = admin
+                .stats
+                .instruments
+                .connections
+                .get_or_create(&TransportLabel { transport })
+                .get();
+            (transport, n)
+        })
+        .collect();
+    let now = now_ms();
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": admin.started.elapsed().as_secs(),
+        "now_ms": now,
+        "ready": checks.iter().all(|c| c.ok),
+        "checks": checks.iter().map(|c| serde_json::json!({
+            "name": c.name, "ok": c.ok, "detail": c.detail,
+        })).collect::<Vec<_>>(),
+        "sink": admin.sink,
+        "forward": admin.stats.forward_state(),
+        "spool": spool.map(|g| serde_json::json!({
+            "rows": g.rows,
+            "bytes": g.bytes,
+            "max_bytes": g.max_bytes,
+            "disk_free_bytes": g.disk_free_bytes,
+            "oldest_age_s": g.oldest_received_ms.map(|t| now.saturating_sub(t).max(0) as f64 / 1000.0),
+        })),
+        "connections": connections,
+        "topics": summary.topics,
+        "refusals": summary.refusals,
+    }))
+}

@@ -1,0 +1,252 @@
+//! The admin listener: `/metrics` read by Prometheus's own Python parser, `/readyz` through a
+//! Kafka outage and a full spool, `/api/status`, the supervised forwarder, and a bad librdkafka
+//! property refused at start.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tributary_sim::scenario::{Group, Link, Scenario};
+use tributary_tests::gateway::{Gateway, Topics};
+use tributary_tests::{binary, env, http_get};
+
+/// `/metrics` parsed by `prometheus_client.parser` (Python): `name{labels}` to value.
+fn scrape(gateway: &Gateway) -> BTreeMap<String, f64> {
+    let (code, text) = http_get(gateway.admin, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(env("TRIBUTARY_TEST_PYTHON"))
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("python output");
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn value(m: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("{key} missing from /metrics: {:#?}", m.keys()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_a_fleet_sent_and_a_prometheus_parser_reads_them() {
+    let topics = Topics::unique("admin-metrics");
+    let mut gateway = Gateway::start(None, &topics);
+    let mut s = Scenario::plain(gateway.tcp, gateway.mqtt, Link::Tcp, "am", 6, 25);
+    let mqtt = Group {
+        name: "m".into(),
+        count: 4,
+        link: Link::Mqtt { qos: 1 },
+        ..s.groups[0].clone()
+    };
+    s.groups[0].count = 6;
+    s.groups.push(mqtt);
+    let report = tributary_tests::run(s).await;
+    assert!(report.failures().next().is_none());
+    // Everything is forwarded to the file sink within a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = scrape(&gateway);
+        let forwarded = m
+            .get(&format!(
+                "tributary_forwarded_events_total{{topic=\"{}\"}}",
+                topics.readings
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        if forwarded >= 250.0 || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        value(&m, r#"tributary_events_received_total{transport="tcp"}"#),
+        150.0
+    );
+    assert_eq!(
+        value(&m, r#"tributary_events_acked_total{transport="tcp"}"#),
+        150.0
+    );
+    assert_eq!(
+        value(&m, r#"tributary_events_received_total{transport="mqtt"}"#),
+        100.0
+    );
+    assert_eq!(
+        value(&m, r#"tributary_events_acked_total{transport="mqtt"}"#),
+        100.0
+    );
+    let readings = format!("topic=\"{}\"", topics.readings);
+    assert_eq!(
+        value(
+            &m,
+            &format!("tributary_records_spooled_total{{{readings}}}")
+        ),
+        250.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("tributary_forwarded_events_total{{{readings}}}")
+        ),
+        250.0
+    );
+    assert_eq!(value(&m, "tributary_spool_rows{}"), 0.0);
+    assert!(value(&m, "tributary_spool_max_bytes{}") > 0.0);
+    assert!(value(&m, "tributary_disk_free_bytes{}") > 0.0);
+    assert!(value(&m, "tributary_spool_commit_duration_seconds_count{}") >= 1.0);
+    assert_eq!(
+        value(&m, "tributary_delivery_latency_seconds_count{}"),
+        250.0
+    );
+    assert_eq!(value(&m, "tributary_forwarder_up{}"), 1.0);
+    assert_eq!(value(&m, r#"tributary_build_info{version="0.1.0"}"#), 1.0);
+
+    let (code, status) = http_get(gateway.admin, "/api/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(status["spool"]["rows"], 0, "{status}");
+    assert_eq!(
+        status["topics"][&topics.readings]["forwarded"], 250,
+        "{status}"
+    );
+    assert_eq!(http_get(gateway.admin, "/livez").0, 200);
+    gateway.stop();
+}
+
+#[test]
+fn readiness_ignores_a_kafka_outage_but_not_a_full_spool_and_comes_back_when_space_frees() {
+    let topics = Topics::unique("admin-ready");
+    // Kafka at an address where nothing listens: the forwarder buffers. The spool holds about
+    // 40 events, and unforwarded rows expire after 2 s.
+    let gateway = Gateway::start_with(
+        Some("127.0.0.1:9"),
+        &topics,
+        "[spool]\nmax_bytes = 8000\nmax_age_ms = 2000\nmin_free_bytes = 0\n",
+    );
+    let (code, body) = http_get(gateway.admin, "/readyz?verbose");
+    assert_eq!(code, 200, "Kafka down is not 'not ready': {body}");
+    assert!(body.contains("[+]kafka"), "{body}");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let refused = rt.block_on(async {
+        let mut d = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "fill-1", None, None)
+            .await
+            .expect("connect");
+        for seq in 1..=200u64 {
+            let time = tributary_sim::generate::now_ms();
+            let events = vec![tributary_sim::generate::event(
+                0, "fill-1", seq, time, false,
+            )];
+            if d.send_batch(&events).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(refused, "the spool refused events once full");
+    let (code, body) = http_get(gateway.admin, "/readyz?verbose");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("[-]spool_space"), "{body}");
+    let (_, status) = http_get(gateway.admin, "/api/status");
+    assert!(status.contains("\"ready\":false"), "{status}");
+
+    // The rows expire (spool.max_age_ms), space frees, and the gateway is ready again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = http_get(gateway.admin, "/readyz?verbose");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_failing_forwarder_is_restarted_and_shown_until_it_recovers() {
+    let topics = Topics::unique("admin-forwarder");
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The sink's directory cannot be made: a file stands where it should be.
+    let blocker = dir.path().join("blocked");
+    std::fs::write(&blocker, b"not a directory").expect("write");
+    let sink = blocker.join("sink");
+    let gateway = Gateway::start_with(None, &topics, &format!("[file_sink]\ndir = {sink:?}\n"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (_, body) = http_get(gateway.admin, "/readyz?verbose");
+        if body.contains("restarting after") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        body.contains("restarting after") && body.contains("blocked"),
+        "{body}"
+    );
+    assert!(gateway
+        .log()
+        .contains("The forwarder failed; restarting it."));
+    // The operator clears the way; the next restart succeeds and the forwarder runs.
+    std::fs::remove_file(&blocker).expect("remove");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(&gateway);
+        if value(&m, "tributary_forwarder_up{}") == 1.0 {
+            assert!(value(&m, "tributary_forwarder_restarts_total{}") >= 1.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the forwarder did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_invalid_librdkafka_property_is_refused_at_start_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nbrokers = \"127.0.0.1:9092\"\n[kafka.properties]\n\"compression.type\" = \"bogus\"\n",
+    )
+    .expect("write");
+    for command in ["check-config", "run"] {
+        let out = Command::new(binary("tributary"))
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .expect("tributary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command}: {stderr}");
+        assert!(
+            stderr.contains("kafka.properties") && stderr.contains("compression.type"),
+            "{command}: {stderr}"
+        );
+    }
+}
