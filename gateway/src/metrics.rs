@@ -14,7 +14,7 @@
 //! | `tributary_records_spooled_total` | counter | topic | records committed to the spool (dead letters on their topic) |
 //! | `tributary_records_duplicate_total` | counter | topic | retransmissions acknowledged again, not stored |
 //! | `tributary_forwarded_events_total` | counter | topic | records the sink confirmed |
-//! | `tributary_events_discarded_total` | counter | topic, reason | rows the spool deleted unforwarded (`drop_oldest`, `expired`) |
+//! | `tributary_events_discarded_total` | counter | topic, reason | rows the spool took out of the queue unforwarded (`drop_oldest`, `expired`, `quarantined`) |
 //! | `tributary_spool_rows`, `tributary_spool_bytes`, `tributary_spool_max_bytes` | gauge | | queued rows; their keys plus values; the bound |
 //! | `tributary_spool_oldest_event_age_seconds` | gauge | | how long the oldest unforwarded row has waited (0 when empty) |
 //! | `tributary_disk_free_bytes` | gauge | | free space on the spool's filesystem |
@@ -211,7 +211,11 @@ impl Collector for Counts {
                 counter.metric_type(),
             )?;
             for (topic, c) in &summary.topics {
-                for (reason, n) in [("drop_oldest", c.dropped), ("expired", c.expired)] {
+                for (reason, n) in [
+                    ("drop_oldest", c.dropped),
+                    ("expired", c.expired),
+                    ("quarantined", c.quarantined),
+                ] {
                     let labels = [("topic", topic.as_str()), ("reason", reason)];
                     ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                 }

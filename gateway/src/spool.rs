@@ -61,7 +61,9 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use db::{payload_size, GroupOutcome, SpoolDb, SpoolStats, TopicStats, DROPPED_FULL, EXPIRED};
+pub use db::{
+    payload_size, GroupOutcome, SpoolDb, SpoolStats, TopicStats, DROPPED_FULL, EXPIRED, QUARANTINED,
+};
 pub use limits::{FullPolicy, Limits};
 pub use recover::Recovery;
 
@@ -235,6 +237,14 @@ impl Spool {
     pub async fn last_id(&self) -> Result<i64, SpoolError> {
         self.inner
             .request(|reply| writer::Command::Read(writer::Read::LastId { reply }))
+            .await
+    }
+
+    /// Moves a row the destination refused for good out of the queue, with the reason; returns
+    /// its topic (`None` if it was not queued).
+    pub async fn quarantine(&self, id: i64, reason: String) -> Result<Option<String>, SpoolError> {
+        self.inner
+            .request(|reply| writer::Command::Quarantine { id, reason, reply })
             .await
     }
 

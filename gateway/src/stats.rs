@@ -32,6 +32,8 @@ pub struct TopicCounters {
     pub dropped: u64,
     /// Deleted unforwarded because they were older than `spool.max_age_ms`.
     pub expired: u64,
+    /// Moved to quarantine: the destination refused them for good.
+    pub quarantined: u64,
 }
 
 /// A transport label: `tcp` or `mqtt`.
@@ -138,6 +140,8 @@ impl Stats {
         self.with(topic, |c| {
             if reason == crate::spool::EXPIRED {
                 c.expired += n;
+            } else if reason == crate::spool::QUARANTINED {
+                c.quarantined += n;
             } else {
                 c.dropped += n;
             }
@@ -261,16 +265,31 @@ impl fmt::Display for Summary {
             .unwrap_or(5);
         writeln!(
             f,
-            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}",
-            "topic", "received", "spooled", "duplicates", "forwarded", "dropped", "expired"
+            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}  {:>11}",
+            "topic",
+            "received",
+            "spooled",
+            "duplicates",
+            "forwarded",
+            "dropped",
+            "expired",
+            "quarantined"
         )?;
         let mut total = TopicCounters::default();
         for (topic, c) in &self.topics {
             writeln!(
                 f,
-                "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}",
-                topic, c.received, c.spooled, c.duplicates, c.forwarded, c.dropped, c.expired
+                "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}  {:>11}",
+                topic,
+                c.received,
+                c.spooled,
+                c.duplicates,
+                c.forwarded,
+                c.dropped,
+                c.expired,
+                c.quarantined
             )?;
+            total.quarantined += c.quarantined;
             total.dropped += c.dropped;
             total.expired += c.expired;
             total.received += c.received;
@@ -280,14 +299,15 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}",
+            "{:<width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>8}  {:>11}",
             "total",
             total.received,
             total.spooled,
             total.duplicates,
             total.forwarded,
             total.dropped,
-            total.expired
+            total.expired,
+            total.quarantined
         )?;
         if !self.refusals.is_empty() {
             write!(f, "\nrefused:")?;

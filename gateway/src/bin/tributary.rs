@@ -93,6 +93,15 @@ enum SpoolCommand {
         #[arg(long)]
         reset: Option<String>,
     },
+    /// Records Kafka refused for good (too large, invalid timestamp, topic not authorised),
+    /// moved aside with the reason. With --requeue ID or --drop ID (gateway stopped), put one
+    /// back at the end of the queue, or delete it.
+    Quarantine {
+        #[arg(long, conflicts_with = "drop")]
+        requeue: Option<i64>,
+        #[arg(long)]
+        drop: Option<i64>,
+    },
     /// Rows, bytes and oldest event age, per topic, and what the spool discarded.
     Stats {
         /// Print JSON instead of a table.
@@ -309,6 +318,30 @@ fn devices_tool(command: &DevicesCommand, file: &Path) -> anyhow::Result<ExitCod
 fn spool_tool(command: &SpoolCommand, path: &Path) -> anyhow::Result<ExitCode> {
     use tributary_gateway::spool::tools;
     match command {
+        SpoolCommand::Quarantine { requeue, drop } => {
+            let release = requeue.map(|id| (id, true)).or(drop.map(|id| (id, false)));
+            let Some((id, back)) = release else {
+                for q in tools::quarantined(path)? {
+                    let mut line = tools::json_line(&q.row);
+                    if let Some(obj) = line.as_object_mut() {
+                        obj.insert("reason".into(), q.reason.into());
+                        obj.insert("quarantined_ms".into(), q.quarantined_ms.into());
+                    }
+                    println!("{line}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            if !tools::release(path, id, back)? {
+                eprintln!("no quarantined record {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let done = if back {
+                "requeued at the end of the queue"
+            } else {
+                "dropped"
+            };
+            println!("{id}: {done}");
+        }
         SpoolCommand::Devices {
             reset: Some(device),
         } => {
@@ -403,8 +436,8 @@ fn print_stats(path: &Path, stats: &tributary_gateway::spool::SpoolStats) {
     };
     println!("spool {}", path.display());
     println!(
-        "{:<32} {:>10} {:>12} {:>14} {:>10} {:>10}",
-        "topic", "rows", "bytes", "oldest age s", "dropped", "expired"
+        "{:<32} {:>10} {:>12} {:>14} {:>10} {:>10} {:>11}",
+        "topic", "rows", "bytes", "oldest age s", "dropped", "expired", "quarantined"
     );
     let mut topics: std::collections::BTreeSet<&String> = stats.topics.keys().collect();
     topics.extend(stats.discarded.keys());
@@ -413,13 +446,14 @@ fn print_stats(path: &Path, stats: &tributary_gateway::spool::SpoolStats) {
         let d = stats.discarded.get(topic);
         let count = |reason: &str| d.and_then(|m| m.get(reason)).copied().unwrap_or(0);
         println!(
-            "{:<32} {:>10} {:>12} {:>14} {:>10} {:>10}",
+            "{:<32} {:>10} {:>12} {:>14} {:>10} {:>10} {:>11}",
             topic,
             t.rows,
             t.bytes,
             age(t.oldest_received_ms),
             count(tributary_gateway::spool::DROPPED_FULL),
             count(tributary_gateway::spool::EXPIRED),
+            count(tributary_gateway::spool::QUARANTINED),
         );
     }
     println!(

@@ -17,9 +17,18 @@
 //! # Flow
 //! At most `max_in_flight` records are handed to the producer and not yet confirmed. Each
 //! successful delivery report queues the row's id for deletion; ids are deleted in batches. A
-//! failed delivery (only permanent errors reach us, such as an unknown topic) stops new sends;
-//! once the in-flight records settle, confirmed ids are deleted and reading restarts at the
-//! failed row after a backoff, so rows are never skipped.
+//! failed delivery (only errors librdkafka does not retry itself reach us, such as an unknown
+//! topic) stops new sends; once the in-flight records settle, confirmed ids are deleted and
+//! reading restarts at the failed row after a backoff, so rows are never skipped.
+//!
+//! # Records Kafka refuses for good
+//! Some refusals are about the record itself and will never succeed: too large
+//! (`message.max.bytes`, locally or at the broker), an invalid timestamp (Kafka 4.0 refuses
+//! records more than an hour in the future by default), an invalid record, a topic this client
+//! may not write. After [`QUARANTINE_AFTER`] such failures of the same row, it is moved to the
+//! spool's quarantine with the reason (`tributary spool quarantine` lists, requeues or drops
+//! it), counted (`quarantined`) and logged at error level, and the stream flows on. That
+//! device's later events are then delivered before it: its order has a documented gap.
 //!
 //! At most `max_in_flight` records and about `max_in_flight_bytes` bytes are in librdkafka at
 //! once. With `live_share` above 0, a backlog drains with fresh events interleaved ahead of it
@@ -50,6 +59,24 @@ use crate::stats::Stats;
 
 const FETCH: usize = 1000;
 const ACK_BATCH: usize = 1000;
+/// Failures of one row with a permanent error before it is quarantined.
+pub const QUARANTINE_AFTER: u32 = 3;
+
+/// Whether a delivery error is about the record itself, so retrying can never succeed.
+fn permanent(error: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidTimestamp
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::UnsupportedForMessageFormat
+        )
+    )
+}
 
 /// The producer configuration Tributary uses; `config.properties` are applied last.
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -81,8 +108,8 @@ pub fn check(config: &KafkaConfig) -> Result<(), String> {
 struct Outcome {
     id: i64,
     topic: String,
-    /// The delivery error, if it failed.
-    error: Option<String>,
+    /// The delivery error, if it failed, and whether it is permanent.
+    error: Option<(String, bool)>,
     size: usize,
     /// When the row was committed to the spool, and the record's event time (ms).
     received_ms: i64,
@@ -115,6 +142,8 @@ pub async fn run(
     let mut rewind: Option<i64> = None;
     let mut confirmed: Vec<(i64, String)> = Vec::new();
     let mut backoff = Backoff::default();
+    // Rows that failed with a permanent error: how often, and the last error.
+    let mut refused: std::collections::HashMap<i64, (u32, String)> = Default::default();
     let mut idle = false;
     let mut deadline: Option<Instant> = None;
     let mut ack_tick = tokio::time::interval(Duration::from_millis(50));
@@ -158,6 +187,10 @@ pub async fn run(
         }
         if let (Some(failed), true) = (rewind, inflight.is_empty()) {
             ack(&spool, &stats, &mut confirmed).await;
+            if quarantine(&spool, &stats, &mut refused).await {
+                // The stream can go on at once: what blocked it is out of the way.
+                backoff.reset();
+            }
             let delay = backoff.next_delay();
             tracing::warn!(
                 message = "Retrying from the first undelivered row.",
@@ -189,8 +222,13 @@ pub async fn run(
                                 backoff.reset();
                             }
                         }
-                        Some(error) => {
+                        Some((error, permanent)) => {
                             stats.forward_failed(format!("{}: {error}", o.topic), now);
+                            if permanent {
+                                let entry = refused.entry(o.id).or_insert((0, String::new()));
+                                entry.0 += 1;
+                                entry.1 = error;
+                            }
                             rewind = Some(rewind.map_or(o.id, |r| r.min(o.id)));
                         }
                     }
@@ -289,17 +327,17 @@ fn send(
         let error = match delivery {
             Err(error) => {
                 tracing::warn!(message = "Kafka producer refused a record.", %error, %topic, id);
-                Some(error.to_string())
+                Some((error.to_string(), permanent(&error)))
             }
             Ok(future) => match future.await {
                 Ok(Ok(_)) => None,
                 Ok(Err((error, _))) => {
                     tracing::warn!(message = "Kafka delivery failed.", %error, %topic, id);
-                    Some(error.to_string())
+                    Some((error.to_string(), permanent(&error)))
                 }
                 Err(_) => {
                     tracing::warn!(message = "Kafka delivery report lost.", %topic, id);
-                    Some("delivery report lost".to_owned())
+                    Some(("delivery report lost".to_owned(), false))
                 }
             },
         };
@@ -332,6 +370,38 @@ async fn refill(
         rows.extend(got);
     }
     Ok(rows)
+}
+
+/// Moves rows that failed [`QUARANTINE_AFTER`] times with a permanent error to the spool's
+/// quarantine; returns whether any moved.
+async fn quarantine(
+    spool: &Spool,
+    stats: &Stats,
+    refused: &mut std::collections::HashMap<i64, (u32, String)>,
+) -> bool {
+    let due: Vec<(i64, String)> = refused
+        .iter()
+        .filter(|(_, (n, _))| *n >= QUARANTINE_AFTER)
+        .map(|(id, (_, e))| (*id, e.clone()))
+        .collect();
+    let mut moved = false;
+    for (id, error) in due {
+        let reason = format!("refused by Kafka {QUARANTINE_AFTER} times: {error}");
+        match spool.quarantine(id, reason.clone()).await {
+            Ok(topic) => {
+                refused.remove(&id);
+                if let Some(topic) = topic {
+                    tracing::error!(message = "Record quarantined: Kafka refuses it for good; the stream goes on without it.", id, %topic, %reason);
+                    stats.record_discarded(&topic, crate::spool::QUARANTINED, 1);
+                    moved = true;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(message = "Quarantining a refused record failed; will retry.", id, %error)
+            }
+        }
+    }
+    moved
 }
 
 /// Deletes confirmed rows from the spool and counts them forwarded.

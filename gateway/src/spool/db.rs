@@ -16,6 +16,7 @@ use crate::record::{now_ms, EventId, Record};
 /// Counter reasons, as stored in `counters.reason`.
 pub const DROPPED_FULL: &str = "dropped_full";
 pub const EXPIRED: &str = "expired";
+pub const QUARANTINED: &str = "quarantined";
 
 /// Row counts and sizes, in total and per topic, and what the spool discarded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -205,6 +206,39 @@ impl SpoolDb {
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         measure(self)
+    }
+
+    /// Moves row `id` out of the queue into `quarantine` with `reason`, in one transaction;
+    /// returns its topic, or `None` if the row is not queued (any more).
+    pub fn quarantine(&mut self, id: i64, reason: &str) -> Result<Option<String>, SpoolError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(SpoolError::sqlite("begin"))?;
+        let moved = tx
+            .execute(
+                "INSERT INTO quarantine (id, topic, key, value, timestamp_ms, headers, device_id,
+                                         seq, session, received_ms, reason, quarantined_ms)
+                 SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq, session,
+                        received_ms, ?2, ?3
+                 FROM records WHERE id = ?1",
+                params![id, reason, now_ms()],
+            )
+            .map_err(SpoolError::sqlite("quarantine"))?;
+        if moved == 0 {
+            return Ok(None);
+        }
+        let (topic, size): (String, i64) = tx
+            .query_row(
+                "DELETE FROM records WHERE id = ?1 RETURNING topic, length(key) + length(value)",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(SpoolError::sqlite("quarantine"))?;
+        add_counters(&tx, &BTreeMap::from([(topic.clone(), 1)]), QUARANTINED)?;
+        tx.commit().map_err(SpoolError::sqlite("commit"))?;
+        self.bytes = self.bytes.saturating_sub(size.max(0) as u64);
+        Ok(Some(topic))
     }
 
     /// Deletes unforwarded rows received before `cutoff_ms`; returns the count per topic.

@@ -7,6 +7,8 @@
 //! - v3: sequence state per boot session. `sessions(device_id, session, max_seq, max_time_ms,
 //!   last_seen_ms, regressions)` replaces `devices` (whose rows become session 0, with the
 //!   migration time as their latest event time), and `records` gains `session` (0: none).
+//! - v4: `quarantine`: records Kafka refused for good (too large, invalid timestamp, topic not
+//!   authorised), moved out of the queue with the reason, for the operator to requeue or drop.
 //!
 //! A database with a newer version than this code is refused, never rewritten.
 
@@ -15,7 +17,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -63,6 +65,23 @@ DROP TABLE devices;
 ALTER TABLE records ADD COLUMN session INTEGER NOT NULL DEFAULT 0;
 ";
 
+const V3_TO_V4: &str = "
+CREATE TABLE quarantine (
+    id             INTEGER PRIMARY KEY,
+    topic          TEXT    NOT NULL,
+    key            BLOB    NOT NULL,
+    value          BLOB    NOT NULL,
+    timestamp_ms   INTEGER NOT NULL,
+    headers        TEXT    NOT NULL,
+    device_id      TEXT,
+    seq            INTEGER,
+    session        INTEGER NOT NULL DEFAULT 0,
+    received_ms    INTEGER NOT NULL,
+    reason         TEXT    NOT NULL,
+    quarantined_ms INTEGER NOT NULL
+);
+";
+
 /// The pragmas every connection that writes uses.
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -100,6 +119,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     if found < 3 {
         tx.execute_batch(V2_TO_V3)
             .map_err(SpoolError::sqlite("migrate to schema v3"))?;
+    }
+    if found < 4 {
+        tx.execute_batch(V3_TO_V4)
+            .map_err(SpoolError::sqlite("migrate to schema v4"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;

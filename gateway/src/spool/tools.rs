@@ -157,3 +157,67 @@ pub fn reset_device(path: &Path, device_id: &str) -> Result<usize, SpoolError> {
     conn.execute("DELETE FROM sessions WHERE device_id = ?1", [device_id])
         .map_err(SpoolError::sqlite("reset device"))
 }
+
+/// A quarantined record, its reason and when it was moved (ms since the Unix epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    pub row: Spooled,
+    pub reason: String,
+    pub quarantined_ms: i64,
+}
+
+/// Every quarantined record, oldest first, read-only.
+pub fn quarantined(path: &Path) -> Result<Vec<Quarantined>, SpoolError> {
+    let conn = SpoolDb::open_read_only(path)?;
+    let mut stmt = conn
+        .prepare(concat!(
+            "SELECT ",
+            record_columns!(),
+            ", reason, quarantined_ms FROM quarantine ORDER BY id"
+        ))
+        .map_err(SpoolError::sqlite("quarantine"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                row_to_spooled(r)?,
+                r.get::<_, String>(10)?,
+                r.get::<_, i64>(11)?,
+            ))
+        })
+        .map_err(SpoolError::sqlite("quarantine"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (row, reason, quarantined_ms) = row.map_err(SpoolError::sqlite("quarantine"))?;
+        out.push(Quarantined {
+            row: row?,
+            reason,
+            quarantined_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// Puts quarantined record `id` back at the end of the queue (after the operator fixed what
+/// made Kafka refuse it), or drops it for good (`requeue = false`). Refused while a gateway has
+/// the spool open. Returns whether the record was there.
+pub fn release(path: &Path, id: i64, requeue: bool) -> Result<bool, SpoolError> {
+    let _lock = super::lock(path)?;
+    let mut conn = rusqlite::Connection::open(path).map_err(SpoolError::sqlite("open"))?;
+    let tx = conn.transaction().map_err(SpoolError::sqlite("begin"))?;
+    if requeue {
+        tx.execute(
+            "INSERT INTO records (topic, key, value, timestamp_ms, headers, device_id, seq,
+                                  session, received_ms)
+             SELECT topic, key, value, timestamp_ms, headers, device_id, seq, session,
+                    received_ms
+             FROM quarantine WHERE id = ?1",
+            [id],
+        )
+        .map_err(SpoolError::sqlite("requeue"))?;
+    }
+    let n = tx
+        .execute("DELETE FROM quarantine WHERE id = ?1", [id])
+        .map_err(SpoolError::sqlite("release"))?;
+    tx.commit().map_err(SpoolError::sqlite("commit"))?;
+    Ok(n == 1)
+}

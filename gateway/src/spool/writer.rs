@@ -28,6 +28,12 @@ pub(super) enum Command {
         ids: Vec<i64>,
         reply: Reply<()>,
     },
+    /// Rare: a record the destination refused for good; its own transaction.
+    Quarantine {
+        id: i64,
+        reason: String,
+        reply: Reply<Option<String>>,
+    },
     Read(Read),
 }
 
@@ -139,6 +145,7 @@ struct Group {
     appends: Vec<(Vec<Record>, Reply<Vec<Appended>>)>,
     acks: Vec<(Vec<i64>, Reply<()>)>,
     reads: Vec<Read>,
+    quarantines: Vec<(i64, String, Reply<Option<String>>)>,
     events: usize,
 }
 
@@ -154,6 +161,7 @@ impl Group {
                 self.acks.push((ids, reply));
             }
             Command::Read(read) => self.reads.push(read),
+            Command::Quarantine { id, reason, reply } => self.quarantines.push((id, reason, reply)),
         }
     }
 
@@ -182,6 +190,9 @@ impl Writer {
             }
             for read in group.reads.drain(..) {
                 self.read(read);
+            }
+            for (id, reason, reply) in group.quarantines.drain(..) {
+                let _ = reply.send(self.db.quarantine(id, &reason));
             }
         }
         tracing::debug!(message = "Spool writer stopped.");

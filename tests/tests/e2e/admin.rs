@@ -250,3 +250,91 @@ fn an_invalid_librdkafka_property_is_refused_at_start_naming_it() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_kafka_refuses_for_good_is_quarantined_and_the_stream_flows_on() {
+    use tributary_protocol::{Body, Reading, SensorValue};
+    use tributary_sim::tcp::TcpDevice;
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("quarantine");
+    tributary_tests::kafka::create_topics(&brokers, &topics.all(), 3).await;
+    // librdkafka refuses records over 2000 bytes: a record too large for Kafka, for good.
+    let mut gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        "[kafka.properties]\n\"message.max.bytes\" = \"2000\"\n",
+    );
+    let time = tributary_sim::generate::now_ms() - 60_000;
+    let small =
+        |device: &str, seq: u64| tributary_sim::generate::event(0, device, seq, time + seq, false);
+    let mut big = small("q-1", 3);
+    big.body = Body::Reading(Reading {
+        values: (0..60)
+            .map(|i| SensorValue {
+                name: format!("vibration_band_{i:02}_rms_mm_per_s"),
+                value: i as f64,
+                unit: "mm/s".into(),
+            })
+            .collect(),
+    });
+    let mut a = TcpDevice::connect(gateway.tcp, "q-1", None, None)
+        .await
+        .expect("connect");
+    a.send_batch(&[small("q-1", 1), small("q-1", 2), big, small("q-1", 4)])
+        .await
+        .expect("acknowledged: the spool has it");
+    let mut b = TcpDevice::connect(gateway.tcp, "q-2", None, None)
+        .await
+        .expect("connect");
+    for seq in 1..=5 {
+        b.send_batch(&[small("q-2", seq)])
+            .await
+            .expect("acknowledged");
+        a.send_batch(&[small("q-1", 4 + seq)])
+            .await
+            .expect("acknowledged");
+    }
+    // Everything but the big record reaches Kafka: 8 of q-1's and 5 of q-2's.
+    let got =
+        tributary_tests::kafka::consume(&brokers, &topics.readings, 13, Duration::from_secs(30));
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for m in &got {
+        seqs.entry(m.key.clone())
+            .or_default()
+            .push(m.value["seq"].as_u64().unwrap_or(0));
+    }
+    assert_eq!(
+        seqs.get("q-1"),
+        Some(&vec![1, 2, 4, 5, 6, 7, 8, 9]),
+        "{seqs:?}"
+    );
+    assert_eq!(seqs.get("q-2"), Some(&vec![1, 2, 3, 4, 5]), "{seqs:?}");
+    let m = scrape(&gateway);
+    let readings = format!("reason=\"quarantined\",topic=\"{}\"", topics.readings);
+    assert_eq!(
+        value(
+            &m,
+            &format!("tributary_events_discarded_total{{{readings}}}")
+        ),
+        1.0
+    );
+    assert!(gateway.log().contains("Record quarantined"));
+
+    let stopped = gateway.stop();
+    assert!(stopped.status.success());
+    let (code, listing) = gateway.spool_tool(&["quarantine"]);
+    assert_eq!(code, Some(0), "{listing}");
+    let line: serde_json::Value =
+        serde_json::from_str(listing.lines().next().expect("one")).expect("json line");
+    assert_eq!(line["headers"]["event-id"], "q-1:3");
+    assert!(
+        line["reason"].as_str().unwrap_or("").contains("too large"),
+        "{line}"
+    );
+    // The operator drops it.
+    let id = line["id"].as_i64().expect("id").to_string();
+    let (code, out) = gateway.spool_tool(&["quarantine", "--drop", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, listing) = gateway.spool_tool(&["quarantine"]);
+    assert!(listing.trim().is_empty(), "{listing}");
+}
