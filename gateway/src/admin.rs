@@ -7,7 +7,11 @@
 //!   not refusing events for lack of room; 503 otherwise. **Kafka is not part of it**: buffering
 //!   through an outage is the job. `?verbose` lists every check, the forwarder's state included
 //!   ("kafka: no delivery for 12 min, buffering").
-//! - `GET /api/status`: the same state as JSON.
+//! - `GET /api/status`: the same state as JSON, plus what the status page draws: per-device
+//!   activity, rates over the last 5 minutes, the last refusals ([`crate::activity`]).
+//! - `GET /`: the status page, from files embedded in the binary (`assets/status/`). It makes no
+//!   request beyond this gateway (Content-Security-Policy `default-src 'self'`): no CDN, no
+//!   map tiles; the map is a canvas with a projection fitted to the vehicles.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +53,15 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
+        .route("/", get(|| page(PAGE_HTML, "text/html; charset=utf-8")))
+        .route(
+            "/status.js",
+            get(|| page(PAGE_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/status.css",
+            get(|| page(PAGE_CSS, "text/css; charset=utf-8")),
+        )
         .with_state(admin);
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -56,6 +69,28 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
     {
         tracing::error!(message = "The admin listener failed.", %error);
     }
+}
+
+const PAGE_HTML: &str = include_str!("../assets/status/index.html");
+const PAGE_JS: &str = include_str!("../assets/status/status.js");
+const PAGE_CSS: &str = include_str!("../assets/status/status.css");
+/// Devices listed on the page (the most recently seen).
+const PAGE_DEVICES: usize = 500;
+/// 2024-01-01: a clock before this was never set (a Pi without a real-time clock, before NTP).
+const PLAUSIBLE_MS: i64 = 1_704_067_200_000;
+
+async fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
 }
 
 async fn gauges(spool: &Spool) -> Option<Gauges> {
@@ -190,10 +225,15 @@ async fn status(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
         })
         .collect();
     let now = now_ms();
+    let (devices, rates, recent_refusals) = admin.stats.activity.snapshot(PAGE_DEVICES, now);
     axum::Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": admin.started.elapsed().as_secs(),
         "now_ms": now,
+        "clock": { "plausible": now >= PLAUSIBLE_MS },
+        "devices": devices,
+        "rates": rates,
+        "recent_refusals": recent_refusals,
         "ready": checks.iter().all(|c| c.ok),
         "checks": checks.iter().map(|c| serde_json::json!({
             "name": c.name, "ok": c.ok, "detail": c.detail,

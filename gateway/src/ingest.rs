@@ -76,6 +76,11 @@ impl Ingest {
         mut dead_letters: Vec<DeadLetter>,
     ) -> Result<Vec<Appended>, SpoolError> {
         let arrived = (events.len() + dead_letters.len()) as u64;
+        self.stats.activity.events(
+            transport,
+            events.iter().map(|i| &i.event),
+            crate::record::now_ms(),
+        );
         let mut records: Vec<Record> = Vec::with_capacity(events.len() + dead_letters.len());
         for inbound in events {
             let device_id = inbound.event.device_id.clone();

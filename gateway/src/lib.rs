@@ -7,6 +7,7 @@
 //! counts what happened. [`run`] wires it together; the `tributary` binary only parses the
 //! command line and calls it.
 
+pub mod activity;
 pub mod admin;
 pub mod config;
 pub mod forward;
@@ -111,6 +112,19 @@ pub async fn run_with(
             SinkConfig::File { .. } => "file_sink",
         },
     });
+    // The status page's rates: totals sampled once a second.
+    let sampler = {
+        let (stats, stop) = (stats.clone(), admin_stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => stats.activity.tick(stats.totals()),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    };
     let admin_task = match config.admin_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -212,6 +226,7 @@ pub async fn run_with(
     if let Some(task) = admin_task {
         let _ = task.await;
     }
+    let _ = sampler.await;
     drop(admin);
     spool.close().await;
     let summary = stats.snapshot();

@@ -94,6 +94,8 @@ pub struct Stats {
     topics: Arc<Mutex<BTreeMap<String, TopicCounters>>>,
     refusals: Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
     pub instruments: Instruments,
+    /// Per-device activity, rates and the last refusals, for the status page.
+    pub activity: crate::activity::Activity,
     forward: Arc<Mutex<ForwardState>>,
     /// The last append was refused for lack of room (cleared by the next stored one).
     spool_full: Arc<AtomicBool>,
@@ -212,10 +214,51 @@ impl Stats {
         refusals.iter().map(|(&(t, r), &n)| (t, r, n)).collect()
     }
 
-    /// Counts one refusal on `transport` (`tcp`, `mqtt`, ...) for `reason`.
-    pub fn record_refusal(&self, transport: &'static str, reason: &'static str) {
-        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        *refusals.entry((transport, reason)).or_default() += 1;
+    /// Counts one refusal on `transport` (`tcp`, `mqtt`, ...) for `reason`, and keeps it among
+    /// the last refusals with the device and the peer, where known.
+    pub fn record_refusal(
+        &self,
+        transport: &'static str,
+        reason: &'static str,
+        device: Option<&str>,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            *refusals.entry((transport, reason)).or_default() += 1;
+        }
+        self.activity
+            .refused(transport, reason, device, peer, crate::record::now_ms());
+    }
+
+    /// Running totals of received, acknowledged, forwarded and refused, for the rates.
+    pub fn totals(&self) -> [u64; 4] {
+        let per_transport =
+            |family: &prometheus_client::metrics::family::Family<TransportLabel, Counter>| {
+                ["tcp", "mqtt"]
+                    .into_iter()
+                    .map(|transport| family.get_or_create(&TransportLabel { transport }).get())
+                    .sum::<u64>()
+            };
+        let forwarded = self
+            .topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.forwarded)
+            .sum();
+        let refused = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum();
+        [
+            per_transport(&self.instruments.received),
+            per_transport(&self.instruments.acked),
+            forwarded,
+            refused,
+        ]
     }
 
     /// Refusals so far for `transport` and `reason`.

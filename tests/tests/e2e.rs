@@ -10,6 +10,7 @@ mod e2e {
     pub mod security;
     pub mod sim;
     pub mod spool;
+    pub mod status_page;
 }
 
 use std::collections::BTreeMap;

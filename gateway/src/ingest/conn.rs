@@ -93,7 +93,7 @@ pub async fn serve<S, SF, B, BF>(
         let refusal = match slot {
             Some(_) => None,
             None => {
-                stats.record_refusal(spec.transport, "over_limit");
+                stats.record_refusal(spec.transport, "over_limit", None, Some(addr));
                 match refusing.clone().try_acquire_owned() {
                     Ok(permit) => Some(permit),
                     // Too many refusals under way already: close at once.
@@ -158,14 +158,14 @@ async fn handshake(
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             let reason = handshake_reason(&error);
-            stats.record_refusal(spec.transport, reason);
+            stats.record_refusal(spec.transport, reason, None, Some(addr));
             if let Some(suppressed) = crate::ratelog::allow(reason) {
                 tracing::warn!(message = "TLS handshake failed.", transport = spec.transport, peer = %addr, reason, %error, suppressed);
             }
             return None;
         }
         Err(_) => {
-            stats.record_refusal(spec.transport, "tls_timeout");
+            stats.record_refusal(spec.transport, "tls_timeout", None, Some(addr));
             if let Some(suppressed) = crate::ratelog::allow("tls_timeout") {
                 tracing::warn!(message = "TLS handshake timed out.", transport = spec.transport, peer = %addr, timeout = ?HANDSHAKE_TIMEOUT, suppressed);
             }

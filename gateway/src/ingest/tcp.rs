@@ -79,6 +79,8 @@ struct Connection {
     peer: Peer,
     /// Set by a successful HELLO: the device id, its identity and its boot session.
     device: Option<(String, Identity, u64)>,
+    /// Counts the device as connected on the status page while the session lives.
+    _connected: Option<crate::activity::Connected>,
     ingest: Ingest,
 }
 
@@ -88,6 +90,7 @@ impl Connection {
             framed: Framed::new(accepted.stream, MessageCodec::new(max_frame)),
             peer: accepted.peer,
             device: None,
+            _connected: None,
             ingest,
         }
     }
@@ -102,7 +105,12 @@ impl Connection {
                 Ok(Some(inbound)) => inbound,
                 Ok(None) => break,
                 Err(()) => {
-                    self.ingest.stats.record_refusal("tcp", "hello_timeout");
+                    self.ingest.stats.record_refusal(
+                        "tcp",
+                        "hello_timeout",
+                        None,
+                        Some(self.peer.addr),
+                    );
                     break;
                 }
             };
@@ -173,12 +181,23 @@ impl Connection {
             Ok(identity) => {
                 tracing::debug!(message = "Device connected over TCP.", device_id = %hello.device_id, peer = %self.peer.addr, ?identity);
                 let session = hello.session.unwrap_or(0);
+                self._connected = Some(
+                    self.ingest
+                        .stats
+                        .activity
+                        .connected(&hello.device_id, "tcp"),
+                );
                 self.device = Some((hello.device_id, identity, session));
                 Ok(true)
             }
             Err(refusal) => {
                 let reason = refusal.reason();
-                self.ingest.stats.record_refusal("tcp", reason);
+                self.ingest.stats.record_refusal(
+                    "tcp",
+                    reason,
+                    Some(&hello.device_id),
+                    Some(self.peer.addr),
+                );
                 if let Some(suppressed) = crate::ratelog::allow(reason) {
                     tracing::warn!(message = "Device refused at HELLO.", device_id = %hello.device_id, peer = %self.peer.addr, reason, %refusal, suppressed);
                 }
@@ -191,9 +210,12 @@ impl Connection {
 
     async fn events(&mut self, events: Vec<Event>) -> std::io::Result<()> {
         let Some((device, identity, session)) = self.device.clone() else {
-            self.ingest
-                .stats
-                .record_refusal("tcp", "protocol_violation");
+            self.ingest.stats.record_refusal(
+                "tcp",
+                "protocol_violation",
+                None,
+                Some(self.peer.addr),
+            );
             return self
                 .nack(NackCode::ProtocolViolation, "EVENTS before HELLO".into())
                 .await;
@@ -264,7 +286,9 @@ impl Connection {
                 event.kind().mqtt_segment()
             );
             if !self.ingest.authority.may_publish(identity, &topic) {
-                self.ingest.stats.record_refusal("tcp", "acl");
+                self.ingest
+                    .stats
+                    .record_refusal("tcp", "acl", Some(id), Some(self.peer.addr));
                 if let Some(suppressed) = crate::ratelog::allow("acl") {
                     tracing::warn!(message = "Event refused by the ACL.", device_id = %id, event_device_id = %event.device_id, seq = event.seq, peer = %self.peer.addr, suppressed);
                 }

@@ -288,7 +288,8 @@ impl Writer {
             let _ = reply.send(Ok(()));
         }
         for r in &outcome.regressions {
-            self.stats.record_refusal("spool", "seq_regression");
+            self.stats
+                .record_refusal("spool", "seq_regression", Some(&r.device_id), None);
             tracing::warn!(
                 message = "Sequence regression: the device reset its seq; stored as new.",
                 device_id = %r.device_id,

@@ -59,6 +59,8 @@ pub struct Session {
     peer: Peer,
     /// Who the device is, once CONNECT was accepted.
     identity: Identity,
+    /// Counts the device as connected on the status page while the session lives.
+    _connected: Option<crate::activity::Connected>,
     max_packet: usize,
     ingest: Ingest,
     republish: Option<Republisher>,
@@ -86,6 +88,7 @@ impl Session {
             stream: accepted.stream,
             peer: accepted.peer,
             identity: Identity::Anonymous,
+            _connected: None,
             // Room for the topic and headers around the largest payload.
             max_packet: max_payload + 64 * 1024,
             ingest,
@@ -139,10 +142,23 @@ impl Session {
         };
         let authority = self.ingest.authority.clone();
         match authority.authenticate(&self.peer, claim).await {
-            Ok(identity) => self.identity = identity,
+            Ok(identity) => {
+                self.identity = identity;
+                self._connected = Some(
+                    self.ingest
+                        .stats
+                        .activity
+                        .connected(&connect.client_id, "mqtt"),
+                );
+            }
             Err(refusal) => {
                 let reason = refusal.reason();
-                self.ingest.stats.record_refusal("mqtt", reason);
+                self.ingest.stats.record_refusal(
+                    "mqtt",
+                    reason,
+                    Some(&connect.client_id),
+                    Some(self.peer.addr),
+                );
                 if let Some(suppressed) = crate::ratelog::allow(reason) {
                     tracing::warn!(message = "Device refused at CONNECT.", client_id = %connect.client_id, peer = %self.peer.addr, reason, %refusal, suppressed);
                 }
@@ -257,7 +273,9 @@ impl Session {
     /// The dead letter for a publish the ACL denies; counted and logged (rate-limited).
     fn denied(&self, topic: &str, payload: &[u8]) -> DeadLetter {
         let device = self.identity.device_id().unwrap_or("unknown");
-        self.ingest.stats.record_refusal("mqtt", "acl");
+        self.ingest
+            .stats
+            .record_refusal("mqtt", "acl", Some(device), Some(self.peer.addr));
         if let Some(suppressed) = crate::ratelog::allow("acl") {
             tracing::warn!(message = "Publish refused by the ACL.", device_id = %device, %topic, peer = %self.peer.addr, suppressed);
         }
