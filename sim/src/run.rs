@@ -160,7 +160,9 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<RunReport, crate::model::roads::RoadsError> {
     let roads = Arc::new(stream::roads(scenario)?);
-    let start_ms = scenario.start_ms.unwrap_or_else(crate::generate::now_ms);
+    let start_ms = scenario
+        .start_ms
+        .unwrap_or_else(|| default_start_ms(scenario, crate::generate::now_ms()));
     let seq_start = scenario.seq_start.unwrap_or_else(crate::generate::now_ms);
     let fleet = stream::fleet(scenario, &roads, start_ms, seq_start);
     let n = fleet.len().max(1);
@@ -205,6 +207,43 @@ pub async fn run(
         seed: scenario.seed,
         peak_connected: Live::get(&live.peak_connected),
     })
+}
+
+/// Where the simulated clock starts when the scenario does not say: early enough that no event
+/// is stamped after the wall clock when it is sent. (A consumer would see events from the
+/// future, and Kafka 4 refuses records more than an hour ahead by default.)
+/// - At real time or slower (`speedup` from 0 exclusive to 1): now.
+/// - Faster, with an event count: now minus the longest span a device's events can cover,
+///   `events` times its longest interval, doubled for the gaps vehicles leave (no fix in a
+///   tunnel), so the run ends at or before now.
+/// - Faster, bounded by `duration_s` only: now minus the simulated time that duration covers.
+/// - As fast as possible with neither bound: now, and simulated time may run ahead; give
+///   `start_ms` to place such a run.
+pub fn default_start_ms(scenario: &Scenario, now_ms: u64) -> u64 {
+    let fast = scenario.speedup <= 0.0 || scenario.speedup > 1.0;
+    if !fast {
+        return now_ms;
+    }
+    let r = &scenario.report;
+    let longest = scenario
+        .groups
+        .iter()
+        .map(|g| match g.model {
+            crate::scenario::ModelKind::Truck | crate::scenario::ModelKind::Car => {
+                r.max_interval_s.max(r.stopped_interval_s)
+            }
+            _ => g.interval.as_secs_f64(),
+        })
+        .fold(0.0_f64, f64::max);
+    let span_s = if scenario.events > 0 {
+        scenario.events as f64 * longest * 2.0
+    } else {
+        match scenario.duration {
+            Some(d) if scenario.speedup > 0.0 => d.as_secs_f64() * scenario.speedup,
+            _ => 0.0,
+        }
+    };
+    now_ms.saturating_sub((span_s * 1000.0) as u64)
 }
 
 /// Runs `scenario` to its end without a progress bar or cancellation.

@@ -352,3 +352,28 @@ fn routes_are_connected_paths_to_their_destination_and_prefer_fast_roads() {
     assert_eq!(net.route(3, 3), Some(Vec::new()));
     assert_eq!(net.route(0, net.nodes.len()), None);
 }
+
+#[test]
+fn by_default_the_simulated_clock_ends_before_now_so_no_event_is_from_the_future() {
+    for speedup in [0.0, 60.0] {
+        let mut s = scenario(7);
+        s.speedup = speedup;
+        let now = START_MS + 1_000_000_000;
+        let start = crate::run::default_start_ms(&s, now);
+        assert!(start < now, "speedup {speedup}: the run starts in the past");
+        let roads = Arc::new(roads(&s).unwrap());
+        for (_, mut d) in fleet(&s, &roads, start, 1) {
+            for _ in 0..s.events {
+                let e = d.next_event();
+                assert!(
+                    e.time_ms <= now,
+                    "speedup {speedup}: {} after now",
+                    e.device_id
+                );
+            }
+        }
+    }
+    let mut real_time = scenario(7);
+    real_time.speedup = 1.0;
+    assert_eq!(crate::run::default_start_ms(&real_time, START_MS), START_MS);
+}
