@@ -154,6 +154,7 @@ fn main() {
         let start = Instant::now();
         let forwarder = tokio::spawn(kafka::run(
             kafka_config(&brokers),
+            tributary_gateway::config::TimePolicy::default(),
             spool.clone(),
             Stats::default(),
             Drain {

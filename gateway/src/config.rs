@@ -74,6 +74,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
+    pub time: RawTime,
+    #[serde(default)]
     pub tls: identity::RawTls,
     #[serde(default)]
     pub auth: identity::RawAuth,
@@ -84,6 +86,13 @@ pub struct RawConfig {
 pub struct RawGateway {
     pub data_dir: Option<PathBuf>,
     pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTime {
+    pub kafka_timestamp: Option<String>,
+    pub max_future_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +194,8 @@ pub struct Config {
     pub routes: RoutesConfig,
     /// The admin listener (metrics, health, status); `None` when disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// Which time a record's Kafka timestamp is.
+    pub time: TimePolicy,
     /// Certificates for the TLS listeners; `None` without TLS.
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
@@ -224,6 +235,35 @@ pub struct SpoolConfig {
     pub limits: Limits,
     /// A device session (its sequence state) not heard from for this long is forgotten.
     pub forget_devices_after: Duration,
+}
+
+/// Which time becomes a record's Kafka timestamp (`[time]`). Device clocks can be wrong: a
+/// Raspberry Pi has no real-time clock, and Kafka 4.0 refuses records more than an hour in the
+/// future by default (KIP-1030, `message.timestamp.after.max.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimePolicy {
+    pub kafka_timestamp: TimestampSource,
+    /// With `Clamp`: the most an event time may be ahead of the receive time.
+    pub max_future: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampSource {
+    /// The device's event time, whatever it is.
+    Event,
+    /// The gateway's receive time (when the spool committed the event).
+    Receive,
+    /// The event time, but at most `max_future` after the receive time (the default).
+    Clamp,
+}
+
+impl Default for TimePolicy {
+    fn default() -> Self {
+        Self {
+            kafka_timestamp: TimestampSource::Clamp,
+            max_future: Duration::from_secs(55 * 60),
+        }
+    }
 }
 
 /// Where forwarded events go.
@@ -532,6 +572,29 @@ impl Config {
             sink,
             routes,
             admin_listen: optional_addr("admin.listen", raw.admin.listen, Some("127.0.0.1:9880"))?,
+            time: TimePolicy {
+                kafka_timestamp: match raw.time.kafka_timestamp.as_deref() {
+                    None | Some("clamp") => TimestampSource::Clamp,
+                    Some("event") => TimestampSource::Event,
+                    Some("receive") => TimestampSource::Receive,
+                    Some(other) => {
+                        return Err(invalid(
+                            "time.kafka_timestamp",
+                            format!("{other:?} is not \"clamp\", \"event\" or \"receive\""),
+                        ))
+                    }
+                },
+                max_future: match raw.time.max_future_ms {
+                    None => TimePolicy::default().max_future,
+                    Some(ms) if ms <= MAX_DURATION_MS => Duration::from_millis(ms),
+                    Some(_) => {
+                        return Err(invalid(
+                            "time.max_future_ms",
+                            format!("must be at most {MAX_DURATION_MS} (100 years)"),
+                        ))
+                    }
+                },
+            },
             tls,
             auth,
         })

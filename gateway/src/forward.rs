@@ -38,6 +38,7 @@ impl Drain {
 /// (`tributary_forwarder_restarts_total`), shown by `/readyz?verbose` and `/api/status`, and the
 /// forwarder starts again after a backoff of 1 s doubling to 60 s. It never dies unseen.
 pub async fn supervise(
+    time: crate::config::TimePolicy,
     sink: crate::config::SinkConfig,
     spool: crate::spool::Spool,
     stats: Stats,
@@ -49,13 +50,18 @@ pub async fn supervise(
         let task = match sink.clone() {
             crate::config::SinkConfig::Kafka(kafka) => tokio::spawn(kafka::run(
                 kafka,
+                time,
                 spool.clone(),
                 stats.clone(),
                 drain.clone(),
             )),
-            crate::config::SinkConfig::File { dir } => {
-                tokio::spawn(file::run(dir, spool.clone(), stats.clone(), drain.clone()))
-            }
+            crate::config::SinkConfig::File { dir } => tokio::spawn(file::run(
+                dir,
+                time,
+                spool.clone(),
+                stats.clone(),
+                drain.clone(),
+            )),
         };
         let result = task.await;
         stats.set_forwarder_running(false);
@@ -105,6 +111,55 @@ pub fn record_delivery(stats: &Stats, now_ms: i64, received_ms: i64, event_ms: i
     stats.delivered(now_ms);
 }
 
+/// Sets a record's timestamp as `policy` says and adds the time headers, as it is sent: the
+/// spool keeps the event time. Returns the event time.
+pub fn stamp(
+    record: &mut crate::record::Record,
+    received_ms: i64,
+    policy: crate::config::TimePolicy,
+    stats: &Stats,
+) -> i64 {
+    let event_ms = record.timestamp_ms;
+    let (ts, replaced) = timestamp(policy, event_ms, received_ms, stats);
+    record.timestamp_ms = ts;
+    record
+        .headers
+        .extend(time_headers(event_ms, received_ms, replaced));
+    event_ms
+}
+
+/// A record's Kafka timestamp under `policy`, from its event time and the time the spool
+/// received it, and whether that is not the event time (then the event time travels in the
+/// `event-time-ms` header). A clamp is counted.
+pub fn timestamp(
+    policy: crate::config::TimePolicy,
+    event_ms: i64,
+    received_ms: i64,
+    stats: &Stats,
+) -> (i64, bool) {
+    use crate::config::TimestampSource;
+    let latest = received_ms.saturating_add(policy.max_future.as_millis() as i64);
+    match policy.kafka_timestamp {
+        TimestampSource::Event => (event_ms, false),
+        TimestampSource::Receive => (received_ms, received_ms != event_ms),
+        TimestampSource::Clamp if event_ms > latest => {
+            stats.instruments.timestamps_clamped.inc();
+            (latest, true)
+        }
+        TimestampSource::Clamp => (event_ms, false),
+    }
+}
+
+/// The headers a sink adds to a record when it sends it: `received-ms` (the gateway's receive
+/// time) always, and `event-time-ms` when the timestamp is not the event time.
+pub fn time_headers(event_ms: i64, received_ms: i64, replaced: bool) -> Vec<(String, String)> {
+    let mut h = vec![("received-ms".to_owned(), received_ms.to_string())];
+    if replaced {
+        h.push(("event-time-ms".to_owned(), event_ms.to_string()));
+    }
+    h
+}
+
 /// Exponential backoff for transient failures: 100 ms doubling to 30 s.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -128,5 +183,61 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TimePolicy, TimestampSource};
+
+    #[test]
+    fn the_timestamp_policy_clamps_only_events_too_far_ahead_and_counts_them() {
+        let stats = Stats::default();
+        let clamp = TimePolicy::default();
+        let received = 1_700_000_000_000;
+        let limit = received + 55 * 60 * 1000;
+        assert_eq!(
+            timestamp(clamp, received - 5000, received, &stats),
+            (received - 5000, false)
+        );
+        assert_eq!(timestamp(clamp, limit, received, &stats), (limit, false));
+        assert_eq!(timestamp(clamp, limit + 1, received, &stats), (limit, true));
+        assert_eq!(stats.instruments.timestamps_clamped.get(), 1);
+        let receive = TimePolicy {
+            kafka_timestamp: TimestampSource::Receive,
+            ..clamp
+        };
+        assert_eq!(timestamp(receive, 5, received, &stats), (received, true));
+        let event = TimePolicy {
+            kafka_timestamp: TimestampSource::Event,
+            ..clamp
+        };
+        assert_eq!(
+            timestamp(event, i64::MAX, received, &stats),
+            (i64::MAX, false)
+        );
+    }
+
+    #[test]
+    fn stamping_keeps_the_event_time_in_a_header_when_it_is_replaced() {
+        let mut record = crate::record::Record {
+            topic: "t".into(),
+            key: b"d".to_vec(),
+            value: Vec::new(),
+            timestamp_ms: 9_000_000_000_000,
+            headers: Vec::new(),
+            origin: None,
+        };
+        let event = stamp(&mut record, 1_000, TimePolicy::default(), &Stats::default());
+        assert_eq!(event, 9_000_000_000_000);
+        assert_eq!(record.timestamp_ms, 1_000 + 55 * 60 * 1000);
+        assert_eq!(
+            record.headers,
+            [
+                ("received-ms".to_owned(), "1000".to_owned()),
+                ("event-time-ms".to_owned(), "9000000000000".to_owned())
+            ]
+        );
     }
 }

@@ -198,6 +198,7 @@ pub async fn run_with(
         }
     }
     let forwarder = tokio::spawn(forward::supervise(
+        config.time,
         config.sink.clone(),
         spool.clone(),
         stats.clone(),

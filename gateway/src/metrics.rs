@@ -25,6 +25,7 @@
 //! | `tributary_kafka_inflight_messages` | gauge | | records handed to librdkafka, not yet confirmed |
 //! | `tributary_forwarder_restarts_total` | counter | | times the supervised forwarder failed and was restarted |
 //! | `tributary_forwarder_up` | gauge | | 1 while the forwarder runs |
+//! | `tributary_timestamps_clamped_total` | counter | | Kafka timestamps clamped: the event time was more than `time.max_future_ms` ahead |
 //! | `tributary_build_info` | info | version | |
 
 use prometheus_client::collector::Collector;
@@ -96,6 +97,11 @@ impl Metrics {
             "forwarder_restarts",
             "Times the forwarder failed and was restarted",
             i.forwarder_restarts.clone(),
+        );
+        r.register(
+            "timestamps_clamped",
+            "Records whose Kafka timestamp was clamped to the receive time plus time.max_future_ms",
+            i.timestamps_clamped.clone(),
         );
         r.register(
             "build",

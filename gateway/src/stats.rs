@@ -55,6 +55,7 @@ pub struct Instruments {
     pub event_lag_seconds: Histogram,
     pub kafka_inflight: Gauge,
     pub forwarder_restarts: Counter,
+    pub timestamps_clamped: Counter,
 }
 
 impl Default for Instruments {
@@ -71,6 +72,7 @@ impl Default for Instruments {
             event_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 28)),
             kafka_inflight: Gauge::default(),
             forwarder_restarts: Counter::default(),
+            timestamps_clamped: Counter::default(),
         }
     }
 }

@@ -207,3 +207,15 @@ fn identity_settings_are_checked_and_named() {
         assert!(err.contains(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn the_timestamp_policy_is_read_and_checked() {
+    let c = parse("[time]\nkafka_timestamp = \"receive\"\nmax_future_ms = 1000\n").unwrap();
+    assert_eq!(c.time.kafka_timestamp, TimestampSource::Receive);
+    assert_eq!(c.time.max_future, Duration::from_secs(1));
+    assert_eq!(parse("").unwrap().time, TimePolicy::default());
+    let err = parse("[time]\nkafka_timestamp = \"device\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("time.kafka_timestamp"), "{err}");
+}

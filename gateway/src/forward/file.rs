@@ -20,6 +20,7 @@ const BATCH: usize = 2000;
 /// Forwards spooled records to files under `dir` until drained after `drain.stop`.
 pub async fn run(
     dir: PathBuf,
+    time: crate::config::TimePolicy,
     spool: Spool,
     stats: Stats,
     drain: Drain,
@@ -61,6 +62,12 @@ pub async fn run(
             }
             continue;
         }
+        // As a Kafka consumer would see them: the timestamp policy and time headers applied.
+        let mut rows = rows;
+        let mut event_times = Vec::with_capacity(rows.len());
+        for row in &mut rows {
+            event_times.push(super::stamp(&mut row.record, row.received_ms, time, &stats));
+        }
         // Writing and fsyncing is blocking work: keep it off the async workers.
         let (result, returned) = tokio::task::spawn_blocking(move || {
             let r = files.write(&rows);
@@ -89,9 +96,9 @@ pub async fn run(
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 let now = crate::record::now_ms();
-                for row in &rows {
+                for (row, event_ms) in rows.iter().zip(&event_times) {
                     stats.record_forwarded(&row.record.topic, 1);
-                    super::record_delivery(&stats, now, row.received_ms, row.record.timestamp_ms);
+                    super::record_delivery(&stats, now, row.received_ms, *event_ms);
                 }
                 cursor = last;
             }

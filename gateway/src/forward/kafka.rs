@@ -119,6 +119,7 @@ struct Outcome {
 /// Forwards spooled records to Kafka until drained after `drain.stop`.
 pub async fn run(
     config: KafkaConfig,
+    time: crate::config::TimePolicy,
     spool: Spool,
     stats: Stats,
     drain: Drain,
@@ -173,7 +174,7 @@ pub async fn run(
                 Ok(rows) => {
                     for row in rows {
                         inflight_bytes += row.record.size();
-                        inflight.push(send(&producer, row));
+                        inflight.push(send(&producer, row, time, &stats));
                     }
                     stats.instruments.kafka_inflight.set(inflight.len() as i64);
                     continue;
@@ -299,13 +300,15 @@ async fn create_topics(
 fn send(
     producer: &FutureProducer,
     row: Spooled,
+    time: crate::config::TimePolicy,
+    stats: &Stats,
 ) -> impl std::future::Future<Output = Outcome> + use<> {
     let Spooled {
         id,
-        record,
+        mut record,
         received_ms,
     } = row;
-    let event_ms = record.timestamp_ms;
+    let event_ms = super::stamp(&mut record, received_ms, time, stats);
     let size = record.size();
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
     for (key, value) in &record.headers {

@@ -338,3 +338,43 @@ async fn a_record_kafka_refuses_for_good_is_quarantined_and_the_stream_flows_on(
     let (_, listing) = gateway.spool_tool(&["quarantine"]);
     assert!(listing.trim().is_empty(), "{listing}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_from_a_clock_hours_ahead_gets_a_clamped_kafka_timestamp_and_keeps_its_time() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("clamp");
+    tributary_tests::kafka::create_topics(&brokers, &topics.all(), 1).await;
+    let gateway = Gateway::start(Some(&brokers), &topics);
+    let now = tributary_sim::generate::now_ms();
+    let ahead = now + 3 * 3600 * 1000;
+    let mut d = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "fast-clock", None, None)
+        .await
+        .expect("connect");
+    d.send_batch(&[
+        tributary_sim::generate::event(0, "fast-clock", 1, now - 1000, false),
+        tributary_sim::generate::event(0, "fast-clock", 2, ahead, false),
+    ])
+    .await
+    .expect("acknowledged");
+    let got =
+        tributary_tests::kafka::consume(&brokers, &topics.readings, 2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2, "{got:?}");
+    let normal = &got[0];
+    assert_eq!(normal.timestamp_ms, Some(now as i64 - 1000));
+    assert!(normal.headers.contains_key("received-ms"));
+    assert!(!normal.headers.contains_key("event-time-ms"));
+    let clamped = &got[1];
+    let received: i64 = clamped.headers["received-ms"].parse().expect("received-ms");
+    assert_eq!(
+        clamped.timestamp_ms,
+        Some(received + 55 * 60 * 1000),
+        "{clamped:?}"
+    );
+    assert_eq!(clamped.headers["event-time-ms"], ahead.to_string());
+    assert_eq!(
+        clamped.value["time_ms"], ahead,
+        "the value keeps the device's time"
+    );
+    let m = scrape(&gateway);
+    assert_eq!(value(&m, "tributary_timestamps_clamped_total{}"), 1.0);
+}

@@ -141,7 +141,13 @@ fn start_forwarder(
         stop: stop.clone(),
         grace: Duration::from_secs(10),
     };
-    let task = tokio::spawn(run(config, spool.clone(), Stats::default(), drain));
+    let task = tokio::spawn(run(
+        config,
+        crate::config::TimePolicy::default(),
+        spool.clone(),
+        Stats::default(),
+        drain,
+    ));
     (stop, task)
 }
 
