@@ -100,14 +100,29 @@ impl Ingest {
             }
         }
         let n_events = records.len();
+        self.stats
+            .instruments
+            .dead_letters
+            .get_or_create(&crate::stats::TransportLabel { transport })
+            .inc_by(dead_letters.len() as u64);
         for letter in &dead_letters {
-            tracing::warn!(
-                message = "Refused input kept as a dead letter.",
-                source = letter.source,
-                origin = %letter.origin,
-                device_id = letter.device_id.as_deref().unwrap_or("unknown"),
-                reason = %letter.reason,
-            );
+            // A device sending garbage every 10 ms must not flood the log: one line per
+            // transport every 10 s, with the number held back. Each one is counted and stored.
+            let key = match transport {
+                "tcp" => "dead_letter_tcp",
+                "mqtt" => "dead_letter_mqtt",
+                _ => "dead_letter",
+            };
+            if let Some(suppressed) = crate::ratelog::allow(key) {
+                tracing::warn!(
+                    message = "Refused input kept as a dead letter.",
+                    source = letter.source,
+                    origin = %letter.origin,
+                    device_id = letter.device_id.as_deref().unwrap_or("unknown"),
+                    reason = %letter.reason,
+                    suppressed,
+                );
+            }
         }
         records.extend(dead_letters.iter().map(|d| self.router.dead_letter(d)));
         let topics: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();

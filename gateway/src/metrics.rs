@@ -22,7 +22,9 @@
 //! | `tributary_spool_commit_events` | histogram | | appends and acks per commit |
 //! | `tributary_delivery_latency_seconds` | histogram | | spool commit to the sink's confirmation |
 //! | `tributary_event_lag_seconds` | histogram | | event time (device clock) to the sink's confirmation |
-//! | `tributary_kafka_inflight_messages` | gauge | | records handed to librdkafka, not yet confirmed |
+//! | `tributary_kafka_inflight_messages`, `tributary_kafka_inflight_bytes` | gauge | | records (and their bytes) handed to librdkafka, not yet confirmed |
+//! | `tributary_dead_letters_total` | counter | transport | inputs kept on the dead-letter topic (undecodable, invalid, denied) |
+//! | `tributary_forward_errors_total` | counter | topic, error | failed deliveries; `error` is librdkafka's error code name, or `io` |
 //! | `tributary_forwarder_restarts_total` | counter | | times the supervised forwarder failed and was restarted |
 //! | `tributary_forwarder_up` | gauge | | 1 while the forwarder runs |
 //! | `tributary_timestamps_clamped_total` | counter | | Kafka timestamps clamped: the event time was more than `time.max_future_ms` ahead |
@@ -92,6 +94,21 @@ impl Metrics {
             "kafka_inflight_messages",
             "Records handed to librdkafka and not yet confirmed",
             i.kafka_inflight.clone(),
+        );
+        r.register(
+            "kafka_inflight_bytes",
+            "Keys, values and headers handed to librdkafka and not yet confirmed",
+            i.kafka_inflight_bytes.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Inputs refused as undecodable or invalid and kept on the dead-letter topic",
+            i.dead_letters.clone(),
+        );
+        r.register(
+            "forward_errors",
+            "Failed deliveries, by topic and error",
+            i.forward_errors.clone(),
         );
         r.register(
             "forwarder_restarts",

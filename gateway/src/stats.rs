@@ -54,8 +54,19 @@ pub struct Instruments {
     pub delivery_seconds: Histogram,
     pub event_lag_seconds: Histogram,
     pub kafka_inflight: Gauge,
+    pub kafka_inflight_bytes: Gauge,
     pub forwarder_restarts: Counter,
     pub timestamps_clamped: Counter,
+    pub dead_letters: Family<TransportLabel, Counter>,
+    pub forward_errors: Family<ForwardErrorLabel, Counter>,
+}
+
+/// A delivery failure: the topic and the kind of error (librdkafka's error code name, or `io`
+/// for the file sink), both bounded sets.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardErrorLabel {
+    pub topic: String,
+    pub error: String,
 }
 
 impl Default for Instruments {
@@ -71,8 +82,11 @@ impl Default for Instruments {
             delivery_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 28)),
             event_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 28)),
             kafka_inflight: Gauge::default(),
+            kafka_inflight_bytes: Gauge::default(),
             forwarder_restarts: Counter::default(),
             timestamps_clamped: Counter::default(),
+            dead_letters: Family::default(),
+            forward_errors: Family::default(),
         }
     }
 }

@@ -68,6 +68,8 @@ pub async fn run(
         for row in &mut rows {
             event_times.push(super::stamp(&mut row.record, row.received_ms, time, &stats));
         }
+        let batch_topics: std::collections::BTreeSet<String> =
+            rows.iter().map(|r| r.record.topic.clone()).collect();
         // Writing and fsyncing is blocking work: keep it off the async workers.
         let (result, returned) = tokio::task::spawn_blocking(move || {
             let r = files.write(&rows);
@@ -104,6 +106,16 @@ pub async fn run(
             }
             Err(error) => {
                 stats.forward_failed(error.to_string(), crate::record::now_ms());
+                for topic in batch_topics {
+                    stats
+                        .instruments
+                        .forward_errors
+                        .get_or_create(&crate::stats::ForwardErrorLabel {
+                            topic,
+                            error: "io".to_owned(),
+                        })
+                        .inc();
+                }
                 tracing::warn!(message = "Writing to the file sink failed; retrying.", %error);
                 tokio::time::sleep(backoff.next_delay()).await;
             }

@@ -62,6 +62,22 @@ const ACK_BATCH: usize = 1000;
 /// Failures of one row with a permanent error before it is quarantined.
 pub const QUARANTINE_AFTER: u32 = 3;
 
+/// A bounded name for an error: librdkafka's code, as its enum names it.
+fn kind_of(error: &rdkafka::error::KafkaError) -> &'static str {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => "MessageSizeTooLarge",
+        Some(RDKafkaErrorCode::InvalidTimestamp) => "InvalidTimestamp",
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => "TopicAuthorizationFailed",
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => "UnknownTopicOrPartition",
+        Some(RDKafkaErrorCode::UnknownTopic) => "UnknownTopic",
+        Some(RDKafkaErrorCode::InvalidRecord) => "InvalidRecord",
+        Some(RDKafkaErrorCode::QueueFull) => "QueueFull",
+        Some(RDKafkaErrorCode::MessageTimedOut) => "MessageTimedOut",
+        Some(_) => "other",
+        None => "client",
+    }
+}
+
 /// Whether a delivery error is about the record itself, so retrying can never succeed.
 fn permanent(error: &rdkafka::error::KafkaError) -> bool {
     matches!(
@@ -110,6 +126,8 @@ struct Outcome {
     topic: String,
     /// The delivery error, if it failed, and whether it is permanent.
     error: Option<(String, bool)>,
+    /// The error's kind for the metric: librdkafka's code name.
+    kind: &'static str,
     size: usize,
     /// When the row was committed to the spool, and the record's event time (ms).
     received_ms: i64,
@@ -177,6 +195,14 @@ pub async fn run(
                         inflight.push(send(&producer, row, time, &stats));
                     }
                     stats.instruments.kafka_inflight.set(inflight.len() as i64);
+                    stats
+                        .instruments
+                        .kafka_inflight_bytes
+                        .set(inflight_bytes as i64);
+                    stats
+                        .instruments
+                        .kafka_inflight_bytes
+                        .set(inflight_bytes as i64);
                     continue;
                 }
                 Err(error) => {
@@ -224,6 +250,14 @@ pub async fn run(
                             }
                         }
                         Some((error, permanent)) => {
+                            stats
+                                .instruments
+                                .forward_errors
+                                .get_or_create(&crate::stats::ForwardErrorLabel {
+                                    topic: o.topic.clone(),
+                                    error: o.kind.to_owned(),
+                                })
+                                .inc();
                             stats.forward_failed(format!("{}: {error}", o.topic), now);
                             if permanent {
                                 let entry = refused.entry(o.id).or_insert((0, String::new()));
@@ -236,6 +270,7 @@ pub async fn run(
                     next = inflight.next().now_or_never().flatten();
                 }
                 stats.instruments.kafka_inflight.set(inflight.len() as i64);
+                stats.instruments.kafka_inflight_bytes.set(inflight_bytes as i64);
                 if confirmed.len() >= ACK_BATCH {
                     ack(&spool, &stats, &mut confirmed).await;
                 }
@@ -327,20 +362,29 @@ fn send(
     let topic = record.topic.clone();
     let delivery = queued.map_err(|(error, _)| error);
     async move {
-        let error = match delivery {
+        let (error, kind) = match delivery {
             Err(error) => {
                 tracing::warn!(message = "Kafka producer refused a record.", %error, %topic, id);
-                Some((error.to_string(), permanent(&error)))
+                (
+                    Some((error.to_string(), permanent(&error))),
+                    kind_of(&error),
+                )
             }
             Ok(future) => match future.await {
-                Ok(Ok(_)) => None,
+                Ok(Ok(_)) => (None, ""),
                 Ok(Err((error, _))) => {
                     tracing::warn!(message = "Kafka delivery failed.", %error, %topic, id);
-                    Some((error.to_string(), permanent(&error)))
+                    (
+                        Some((error.to_string(), permanent(&error))),
+                        kind_of(&error),
+                    )
                 }
                 Err(_) => {
                     tracing::warn!(message = "Kafka delivery report lost.", %topic, id);
-                    Some(("delivery report lost".to_owned(), false))
+                    (
+                        Some(("delivery report lost".to_owned(), false)),
+                        "report_lost",
+                    )
                 }
             },
         };
@@ -348,6 +392,7 @@ fn send(
             id,
             topic,
             error,
+            kind,
             size,
             received_ms,
             event_ms,

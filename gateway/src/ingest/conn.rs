@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::identity::{Authority, Peer};
 use crate::stats::Stats;
@@ -115,18 +116,29 @@ pub async fn serve<S, SF, B, BF>(
             session.clone(),
             busy.clone(),
         );
-        tasks.spawn(async move {
-            let _counted = stats.connection(spec.transport);
-            let Some(accepted) =
-                handshake(stream, addr, loopback, acceptor, &authority, &stats, spec).await
-            else {
-                return;
-            };
-            match (slot, refusal) {
-                (Some(_slot), _) => session(accepted).await,
-                (None, _permit) => busy(accepted).await,
+        // Every log line of the connection carries its transport and peer, and the device id
+        // once authenticated (the sessions record it).
+        let span = tracing::info_span!(
+            "conn",
+            transport = spec.transport,
+            peer = %addr,
+            device_id = tracing::field::Empty
+        );
+        tasks.spawn(
+            async move {
+                let _counted = stats.connection(spec.transport);
+                let Some(accepted) =
+                    handshake(stream, addr, loopback, acceptor, &authority, &stats, spec).await
+                else {
+                    return;
+                };
+                match (slot, refusal) {
+                    (Some(_slot), _) => session(accepted).await,
+                    (None, _permit) => busy(accepted).await,
+                }
             }
-        });
+            .instrument(span),
+        );
     }
     tracing::info!(
         message = "Listener stopped accepting.",

@@ -179,6 +179,7 @@ impl Connection {
         let authority = self.ingest.authority.clone();
         match authority.authenticate(&self.peer, claim).await {
             Ok(identity) => {
+                tracing::Span::current().record("device_id", hello.device_id.as_str());
                 tracing::debug!(message = "Device connected over TCP.", device_id = %hello.device_id, peer = %self.peer.addr, ?identity);
                 let session = hello.session.unwrap_or(0);
                 self._connected = Some(

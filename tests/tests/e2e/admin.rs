@@ -318,6 +318,11 @@ async fn a_record_kafka_refuses_for_good_is_quarantined_and_the_stream_flows_on(
         ),
         1.0
     );
+    let errors = format!(
+        "tributary_forward_errors_total{{error=\"MessageSizeTooLarge\",topic=\"{}\"}}",
+        topics.readings
+    );
+    assert!(value(&m, &errors) >= 3.0, "each refusal counted");
     assert!(gateway.log().contains("Record quarantined"));
 
     let stopped = gateway.stop();
@@ -377,4 +382,107 @@ async fn an_event_from_a_clock_hours_ahead_gets_a_clamped_kafka_timestamp_and_ke
     );
     let m = scrape(&gateway);
     assert_eq!(value(&m, "tributary_timestamps_clamped_total{}"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_every_few_milliseconds_is_counted_and_stored_but_logged_rate_limited() {
+    let topics = Topics::unique("garbage");
+    let mut gateway = Gateway::start(None, &topics);
+    let mut d = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "noisy-1", None, None)
+        .await
+        .expect("connect");
+    let time = tributary_sim::generate::now_ms();
+    for round in 0..10u64 {
+        // Five events a batch with no values: each one invalid, each a dead letter.
+        let batch: Vec<_> = (0..5)
+            .map(|i| {
+                let seq = round * 5 + i + 1;
+                let mut e = tributary_sim::generate::event(0, "noisy-1", seq, time, false);
+                e.body = tributary_protocol::Body::Reading(tributary_protocol::Reading {
+                    values: Vec::new(),
+                });
+                e
+            })
+            .collect();
+        d.send_batch(&batch).await.expect("answered");
+    }
+    let m = scrape(&gateway);
+    assert_eq!(
+        value(&m, r#"tributary_dead_letters_total{transport="tcp"}"#),
+        50.0
+    );
+    let dead = format!("topic=\"{}\"", topics.dead_letter);
+    assert_eq!(
+        value(&m, &format!("tributary_records_spooled_total{{{dead}}}")),
+        50.0
+    );
+    gateway.stop();
+    let lines = gateway
+        .log()
+        .matches("Refused input kept as a dead letter.")
+        .count();
+    assert!(
+        (1..=2).contains(&lines),
+        "50 dead letters, {lines} log lines"
+    );
+}
+
+#[test]
+fn logs_can_be_json_lines_with_the_connection_in_their_span() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tcp = tributary_tests::loopback(tributary_tests::free_port());
+    let config = dir.path().join("g.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\ndata_dir = {:?}\n[admin]\nlisten = \"\"\n[tcp]\nlisten = \"{tcp}\"\n\
+             [mqtt]\nenabled = false\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("write");
+    let child = Command::new(binary("tributary"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,tributary_gateway::ingest=debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(tcp).is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut d = tributary_sim::tcp::TcpDevice::connect(tcp, "json-1", None, None)
+            .await
+            .expect("connect");
+        let now = tributary_sim::generate::now_ms();
+        let e = tributary_sim::generate::event(0, "json-1", 1, now, false);
+        d.send_batch(&[e]).await.expect("acknowledged");
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "Gateway ready."),
+        "{stderr}"
+    );
+    let connected = lines
+        .iter()
+        .find(|l| l["message"] == "Device connected over TCP.")
+        .unwrap_or_else(|| panic!("no connection line: {stderr}"));
+    assert_eq!(connected["span"]["device_id"], "json-1", "{connected}");
+    assert_eq!(connected["span"]["transport"], "tcp", "{connected}");
+    assert!(connected["span"]["peer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("127.0.0.1:")));
 }

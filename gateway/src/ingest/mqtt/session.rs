@@ -143,6 +143,7 @@ impl Session {
         let authority = self.ingest.authority.clone();
         match authority.authenticate(&self.peer, claim).await {
             Ok(identity) => {
+                tracing::Span::current().record("device_id", connect.client_id.as_str());
                 self.identity = identity;
                 self._connected = Some(
                     self.ingest
