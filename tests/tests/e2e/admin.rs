@@ -85,22 +85,12 @@ async fn metrics_count_what_a_fleet_sent_and_a_prometheus_parser_reads_them() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(
-        value(&m, r#"tributary_events_received_total{transport="tcp"}"#),
-        150.0
-    );
-    assert_eq!(
-        value(&m, r#"tributary_events_acked_total{transport="tcp"}"#),
-        150.0
-    );
-    assert_eq!(
-        value(&m, r#"tributary_events_received_total{transport="mqtt"}"#),
-        100.0
-    );
-    assert_eq!(
-        value(&m, r#"tributary_events_acked_total{transport="mqtt"}"#),
-        100.0
-    );
+    for (transport, sent) in [("tcp", 150.0), ("mqtt", 100.0)] {
+        for counter in ["received", "acked"] {
+            let key = format!("tributary_events_{counter}_total{{transport=\"{transport}\"}}");
+            assert_eq!(value(&m, &key), sent, "{key}");
+        }
+    }
     let readings = format!("topic=\"{}\"", topics.readings);
     assert_eq!(
         value(

@@ -346,16 +346,7 @@ fn sighup_reloads_credentials_keeping_connected_devices_and_refusing_a_broken_fi
         };
         let mut acks = 0;
         publish(1).await;
-        while acks < 1 {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
-                tokio::time::timeout(Duration::from_secs(20), events.poll())
-                    .await
-                    .expect("in time")
-                    .expect("connection")
-            {
-                acks += 1;
-            }
-        }
+        acks += next_puback(&mut events).await;
         // env-2 is removed from the file and the gateway reloads.
         let removed = Command::new(binary("tributary"))
             .args(["devices", "remove", "env-2", "--file"])
@@ -367,16 +358,7 @@ fn sighup_reloads_credentials_keeping_connected_devices_and_refusing_a_broken_fi
         wait_for_log(&site.gateway, "Reloaded credentials", 1).await;
         // The connected session streams on.
         publish(2).await;
-        while acks < 2 {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
-                tokio::time::timeout(Duration::from_secs(20), events.poll())
-                    .await
-                    .expect("in time")
-                    .expect("connection")
-            {
-                acks += 1;
-            }
-        }
+        acks += next_puback(&mut events).await;
         acks
     });
     assert_eq!(acks, 2);
@@ -403,6 +385,19 @@ fn sighup_reloads_credentials_keeping_connected_devices_and_refusing_a_broken_fi
         "devices/env-1/readings",
         &reading("env-1", 2)
     ));
+}
+
+/// Polls a rumqttc event loop until the next PUBACK; returns 1.
+async fn next_puback(events: &mut rumqttc::EventLoop) -> u32 {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.poll())
+            .await
+            .expect("in time")
+            .expect("connection");
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+            return 1;
+        }
+    }
 }
 
 /// Waits until `text` appears `times` times in the gateway's log.
