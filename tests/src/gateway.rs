@@ -64,11 +64,23 @@ impl Gateway {
     /// `[kafka]` table, so `extra` may start with `[kafka]` keys, then add tables such as
     /// `[spool]`. `{dir}` in it is replaced by the gateway's temporary directory.
     pub fn start_with(brokers: Option<&str>, topics: &Topics, extra: &str) -> Self {
+        Self::start_with_mqtt(brokers, topics, "", extra)
+    }
+
+    /// Like [`Gateway::start_with`], with `mqtt` (TOML `key = value` lines) added to the
+    /// `[mqtt]` table.
+    pub fn start_with_mqtt(
+        brokers: Option<&str>,
+        topics: &Topics,
+        mqtt: &str,
+        extra: &str,
+    ) -> Self {
         Self::start_in(
             tempfile::tempdir().expect("temp dir"),
             brokers,
             topics,
             false,
+            mqtt,
             extra,
         )
     }
@@ -82,7 +94,7 @@ impl Gateway {
         topics: &Topics,
         sections: &str,
     ) -> Self {
-        Self::start_in(dir, brokers, topics, true, sections)
+        Self::start_in(dir, brokers, topics, true, "", sections)
     }
 
     fn start_in(
@@ -90,6 +102,7 @@ impl Gateway {
         brokers: Option<&str>,
         topics: &Topics,
         tls: bool,
+        mqtt_lines: &str,
         extra: &str,
     ) -> Self {
         let tcp = loopback(free_port());
@@ -109,7 +122,7 @@ impl Gateway {
         // [kafka] comes last, so `extra` may begin with more [kafka] keys before its own tables.
         let text = format!(
             "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n[admin]\nlisten = \"{admin}\"\n\
-             [tcp]\nlisten = \"{tcp}\"\n{tcp_tls}[mqtt]\nlisten = \"{mqtt}\"\n{mqtt_tls}broker_listen = \"{broker}\"\n\
+             [tcp]\nlisten = \"{tcp}\"\n{tcp_tls}[mqtt]\nlisten = \"{mqtt}\"\n{mqtt_tls}broker_listen = \"{broker}\"\n{mqtt_lines}\
              [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n",
             data = dir.path().join("data"),

@@ -4,6 +4,7 @@
 mod e2e {
     pub mod admin;
     pub mod crash;
+    pub mod front_door;
     pub mod full_disk;
     pub mod kafka;
     pub mod node;

@@ -217,12 +217,28 @@ impl Connection {
                 None,
                 Some(self.peer.addr),
             );
+            if let Some(suppressed) = crate::ratelog::allow("tcp_events_before_hello") {
+                tracing::warn!(message = "EVENTS before HELLO refused.", peer = %self.peer.addr, suppressed);
+            }
             return self
                 .nack(NackCode::ProtocolViolation, "EVENTS before HELLO".into())
                 .await;
         };
         let Some(up_to_seq) = events.iter().map(|e| e.seq).max() else {
-            return Ok(());
+            // Every batch gets an answer, an empty one too, so a device waiting for one does
+            // not hang.
+            self.ingest.stats.record_refusal(
+                "tcp",
+                "empty_batch",
+                Some(&device),
+                Some(self.peer.addr),
+            );
+            return self
+                .nack(
+                    NackCode::InvalidEvent,
+                    "empty EVENTS batch: send at least one event".into(),
+                )
+                .await;
         };
         let mut valid = Vec::with_capacity(events.len());
         let mut dead = Vec::new();

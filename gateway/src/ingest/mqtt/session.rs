@@ -28,6 +28,9 @@ use crate::ingest::conn::{Accepted, Stream};
 use crate::ingest::Ingest;
 use crate::route::DeadLetter;
 
+/// Most bytes of a refused payload kept in its dead letter.
+pub const DEAD_LETTER_BYTES: usize = 1024;
+
 /// How long a new connection has to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,6 +62,8 @@ pub struct Session {
     peer: Peer,
     /// Who the device is, once CONNECT was accepted.
     identity: Identity,
+    /// `mqtt.max_payload_bytes`: a larger payload is refused (acknowledged, dead-lettered).
+    max_payload: usize,
     /// Counts the device as connected on the status page while the session lives.
     _connected: Option<crate::activity::Connected>,
     max_packet: usize,
@@ -88,6 +93,7 @@ impl Session {
             stream: accepted.stream,
             peer: accepted.peer,
             identity: Identity::Anonymous,
+            max_payload,
             _connected: None,
             // Room for the topic and headers around the largest payload.
             max_packet: max_payload + 64 * 1024,
@@ -108,7 +114,42 @@ impl Session {
         .await
     }
 
+    /// Serves the connection until it ends. A malformed packet ends it (MQTT framing cannot be
+    /// trusted after one); it is counted (`malformed`), logged (rate-limited) and kept as a
+    /// dead letter with the bytes that could not be parsed (at most [`DEAD_LETTER_BYTES`]).
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), SessionError> {
+        let result = self.serve(stop).await;
+        if let Err(SessionError::Malformed(reason)) = &result {
+            self.malformed(reason.clone()).await;
+        }
+        result
+    }
+
+    async fn malformed(&mut self, reason: String) {
+        let device = self.identity.device_id().map(str::to_owned);
+        self.ingest.stats.record_refusal(
+            "mqtt",
+            "malformed",
+            device.as_deref(),
+            Some(self.peer.addr),
+        );
+        if let Some(suppressed) = crate::ratelog::allow("mqtt_malformed") {
+            tracing::warn!(message = "Malformed MQTT packet; connection closed.", peer = %self.peer.addr, %reason, suppressed);
+        }
+        let raw = &self.read[..self.read.len().min(DEAD_LETTER_BYTES)];
+        let letter = DeadLetter::new(
+            "mqtt",
+            self.peer.addr.to_string(),
+            device,
+            format!("malformed MQTT packet: {reason}"),
+            raw,
+        );
+        if let Err(error) = self.ingest.submit("mqtt", Vec::new(), vec![letter]).await {
+            tracing::warn!(message = "Dead letter not stored.", peer = %self.peer.addr, %error);
+        }
+    }
+
+    async fn serve(&mut self, stop: CancellationToken) -> Result<(), SessionError> {
         let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.next_packet()).await {
             Err(_) => return Err(SessionError::NoConnect),
             Ok(Ok(Packet::Connect(c))) => c,
@@ -226,6 +267,11 @@ impl Session {
         let mut valid = Vec::with_capacity(publishes.len());
         let mut first_denied = None;
         for (i, p) in publishes.iter().enumerate() {
+            if p.payload.len() > self.max_payload {
+                dead.push(self.too_large(&p.topic, &p.payload));
+                valid.push(false);
+                continue;
+            }
             if !self.ingest.authority.may_publish(&self.identity, &p.topic) {
                 dead.push(self.denied(&p.topic, &p.payload));
                 valid.push(false);
@@ -269,6 +315,31 @@ impl Session {
             }
         }
         Ok((acks, disconnect.is_some()))
+    }
+
+    /// The dead letter for a payload over `mqtt.max_payload_bytes` (its first
+    /// [`DEAD_LETTER_BYTES`] kept); counted and logged (rate-limited). It is acknowledged like
+    /// any dead letter, so the device does not resend it forever.
+    fn too_large(&self, topic: &str, payload: &[u8]) -> DeadLetter {
+        let device = self.identity.device_id();
+        self.ingest
+            .stats
+            .record_refusal("mqtt", "too_large", device, Some(self.peer.addr));
+        let reason = format!(
+            "payload too large: {} bytes, limit {} (mqtt.max_payload_bytes)",
+            payload.len(),
+            self.max_payload
+        );
+        if let Some(suppressed) = crate::ratelog::allow("mqtt_too_large") {
+            tracing::warn!(message = "MQTT payload over the limit.", %topic, peer = %self.peer.addr, %reason, suppressed);
+        }
+        DeadLetter::new(
+            "mqtt",
+            topic.to_owned(),
+            device.map(str::to_owned),
+            reason,
+            &payload[..payload.len().min(DEAD_LETTER_BYTES)],
+        )
     }
 
     /// The dead letter for a publish the ACL denies; counted and logged (rate-limited).

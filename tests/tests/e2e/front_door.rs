@@ -1,0 +1,146 @@
+//! The front door refuses what it cannot take with an answer, a count and a dead letter:
+//! a payload over `mqtt.max_payload_bytes`, a malformed MQTT packet, an empty TCP batch.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tributary_protocol::{Hello, Message, NackCode, PROTOCOL_VERSION};
+use tributary_tests::gateway::{Gateway, Topics};
+use tributary_tests::mosquitto_pub;
+
+/// A JSON reading of exactly `len` bytes (padded with spaces, which JSON allows).
+fn reading_of_len(seq: u64, len: usize) -> String {
+    let json = format!(
+        r#"{{"seq":{seq},"time_ms":1700000000000,"values":[{{"name":"t","value":1.5,"unit":"Cel"}}]}}"#
+    );
+    assert!(json.len() <= len);
+    format!("{json}{}", " ".repeat(len - json.len()))
+}
+
+fn sink_lines(gateway: &Gateway, topic: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(gateway.sink_dir().join(format!("{topic}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn mqtt_max_payload_bytes_means_what_it_says() {
+    let topics = Topics::unique("payload");
+    let mut gateway = Gateway::start_with_mqtt(None, &topics, "max_payload_bytes = 1000\n", "");
+    let port = gateway.mqtt.port();
+    assert!(mosquitto_pub(
+        port,
+        1,
+        "devices/big-1/readings",
+        &reading_of_len(1, 1000)
+    ));
+    // One byte over: acknowledged (so the device does not resend it forever), not stored as an
+    // event, kept as a dead letter that says why.
+    assert!(mosquitto_pub(
+        port,
+        1,
+        "devices/big-1/readings",
+        &reading_of_len(2, 1001)
+    ));
+    let stopped = gateway.stop();
+    assert!(
+        stopped.stdout.contains("mqtt/too_large"),
+        "{}",
+        stopped.stdout
+    );
+    let readings = sink_lines(&gateway, &topics.readings);
+    assert_eq!(readings.len(), 1, "{readings:?}");
+    assert_eq!(readings[0]["value"]["seq"], 1);
+    let dead = sink_lines(&gateway, &topics.dead_letter);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0]["headers"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("1001 bytes") && reason.contains("limit 1000"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_malformed_mqtt_packet_is_counted_and_dead_lettered_not_dropped_silently() {
+    let topics = Topics::unique("malformed");
+    let mut gateway = Gateway::start(None, &topics);
+    let mut s = std::net::TcpStream::connect(gateway.mqtt).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // CONNECT (MQTT 3.1.1, clean session, keep-alive 60, client id "raw-1").
+    let connect = [
+        0x10, 0x11, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x05, b'r',
+        b'a', b'w', b'-', b'1',
+    ];
+    s.write_all(&connect).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    // Packet type 15 does not exist in MQTT 3.1.1.
+    s.write_all(&[0xF0, 0x00, 0xDE, 0xAD]).expect("garbage");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed without an answer: {rest:?}");
+    let stopped = gateway.stop();
+    assert!(
+        stopped.stdout.contains("mqtt/malformed"),
+        "{}",
+        stopped.stdout
+    );
+    assert!(
+        stopped.stderr.contains("Malformed MQTT packet"),
+        "{}",
+        stopped.stderr
+    );
+    let dead = sink_lines(&gateway, &topics.dead_letter);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0]["headers"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("malformed MQTT packet"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_tcp_batch_gets_an_answer() {
+    let topics = Topics::unique("empty");
+    let mut gateway = Gateway::start(None, &topics);
+    let stream = tokio::net::TcpStream::connect(gateway.tcp)
+        .await
+        .expect("connect");
+    let mut framed = tokio_util::codec::Framed::new(
+        stream,
+        tributary_protocol::codec::MessageCodec::new(1 << 16),
+    );
+    framed
+        .send(&Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            device_id: "empty-1".into(),
+            password: None,
+            session: None,
+        }))
+        .await
+        .expect("HELLO");
+    framed
+        .send(&Message::Events(Vec::new()))
+        .await
+        .expect("EVENTS");
+    let answer = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await
+        .expect("an answer in time");
+    match answer {
+        Some(Ok(Ok(Message::Nack(n)))) => {
+            assert_eq!(n.code, NackCode::InvalidEvent);
+            assert!(n.text.contains("empty"), "{n:?}");
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    let stopped = gateway.stop();
+    assert!(
+        stopped.stdout.contains("tcp/empty_batch"),
+        "{}",
+        stopped.stdout
+    );
+}
