@@ -220,3 +220,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (code, body.to_owned())
 }
+
+/// A bare protocol connection to a TCP listener, with no HELLO sent: for tests that send what a
+/// well-behaved device would not.
+pub async fn raw_tcp(
+    addr: SocketAddr,
+) -> tokio_util::codec::Framed<tokio::net::TcpStream, tributary_protocol::codec::MessageCodec> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio_util::codec::Framed::new(
+        stream,
+        tributary_protocol::codec::MessageCodec::new(1 << 16),
+    )
+}

@@ -107,13 +107,7 @@ fn a_malformed_mqtt_packet_is_counted_and_dead_lettered_not_dropped_silently() {
 async fn an_empty_tcp_batch_gets_an_answer() {
     let topics = Topics::unique("empty");
     let mut gateway = Gateway::start(None, &topics);
-    let stream = tokio::net::TcpStream::connect(gateway.tcp)
-        .await
-        .expect("connect");
-    let mut framed = tokio_util::codec::Framed::new(
-        stream,
-        tributary_protocol::codec::MessageCodec::new(1 << 16),
-    );
+    let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
     framed
         .send(&Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,

@@ -65,13 +65,7 @@ async fn the_status_page_shows_devices_vehicles_and_refusals_and_updates_without
     let report = tributary_tests::run(s).await;
     assert!(report.failures().next().is_none());
     // A protocol violation, for the refusals table: EVENTS before HELLO.
-    let stream = tokio::net::TcpStream::connect(gateway.tcp)
-        .await
-        .expect("connect");
-    let mut framed = tokio_util::codec::Framed::new(
-        stream,
-        tributary_protocol::codec::MessageCodec::new(1 << 16),
-    );
+    let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
     framed
         .send(&tributary_protocol::Message::Events(Vec::new()))
         .await
