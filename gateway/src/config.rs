@@ -109,6 +109,7 @@ pub struct RawTcp {
     pub tls_listen: Option<String>,
     pub max_frame_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub idle_timeout_ms: Option<u64>,
     /// Removed: refused with a pointer to per-device passwords.
     pub token: Option<String>,
 }
@@ -210,6 +211,8 @@ pub struct TcpConfig {
     pub max_frame_bytes: NonZeroUsize,
     /// Connections beyond this (per listener) are refused with NACK busy.
     pub max_connections: NonZeroUsize,
+    /// A session that sends nothing for this long after HELLO is closed.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +357,16 @@ impl Config {
                     tributary_protocol::DEFAULT_MAX_FRAME_BYTES,
                 )?,
                 max_connections: non_zero("tcp.max_connections", raw.tcp.max_connections, 20_000)?,
+                idle_timeout: match raw.tcp.idle_timeout_ms {
+                    None => Duration::from_secs(600),
+                    Some(ms) if (1..=MAX_DURATION_MS).contains(&ms) => Duration::from_millis(ms),
+                    Some(_) => {
+                        return Err(invalid(
+                            "tcp.idle_timeout_ms",
+                            format!("must be from 1 to {MAX_DURATION_MS}"),
+                        ))
+                    }
+                },
             })
         } else {
             None

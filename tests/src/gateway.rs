@@ -80,7 +80,19 @@ impl Gateway {
             brokers,
             topics,
             false,
-            mqtt,
+            ("", mqtt),
+            extra,
+        )
+    }
+
+    /// Like [`Gateway::start_with`], with `tcp` lines added to the `[tcp]` table.
+    pub fn start_with_tcp(brokers: Option<&str>, topics: &Topics, tcp: &str, extra: &str) -> Self {
+        Self::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            brokers,
+            topics,
+            false,
+            (tcp, ""),
             extra,
         )
     }
@@ -94,7 +106,7 @@ impl Gateway {
         topics: &Topics,
         sections: &str,
     ) -> Self {
-        Self::start_in(dir, brokers, topics, true, "", sections)
+        Self::start_in(dir, brokers, topics, true, ("", ""), sections)
     }
 
     fn start_in(
@@ -102,7 +114,7 @@ impl Gateway {
         brokers: Option<&str>,
         topics: &Topics,
         tls: bool,
-        mqtt_lines: &str,
+        (tcp_lines, mqtt_lines): (&str, &str),
         extra: &str,
     ) -> Self {
         let tcp = loopback(free_port());
@@ -122,7 +134,7 @@ impl Gateway {
         // [kafka] comes last, so `extra` may begin with more [kafka] keys before its own tables.
         let text = format!(
             "[gateway]\ndata_dir = {data:?}\nshutdown_grace_ms = 5000\n[admin]\nlisten = \"{admin}\"\n\
-             [tcp]\nlisten = \"{tcp}\"\n{tcp_tls}[mqtt]\nlisten = \"{mqtt}\"\n{mqtt_tls}broker_listen = \"{broker}\"\n{mqtt_lines}\
+             [tcp]\nlisten = \"{tcp}\"\n{tcp_tls}{tcp_lines}[mqtt]\nlisten = \"{mqtt}\"\n{mqtt_tls}broker_listen = \"{broker}\"\n{mqtt_lines}\
              [routes]\nreadings = \"{r}\"\npositions = \"{p}\"\ndead_letter = \"{d}\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n",
             data = dir.path().join("data"),

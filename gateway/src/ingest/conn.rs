@@ -30,6 +30,8 @@ use crate::stats::Stats;
 
 /// How long a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer to a device may take to write: a peer that stops reading is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most over-limit connections being answered "busy" at once, per listener.
 pub const MAX_REFUSING: usize = 64;
 

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tributary_protocol::codec::{BadFrame, MessageCodec};
 use tributary_protocol::{Ack, Event, Hello, Message, Nack, NackCode, OLDEST_VERSION};
 
-use super::conn::{self, Accepted, Spec, Stream};
+use super::conn::{self, Accepted, Spec, Stream, WRITE_TIMEOUT};
 use super::{Inbound, Ingest};
 use crate::config::TcpConfig;
 use crate::identity::{Claim, Identity, Peer};
@@ -51,10 +51,11 @@ pub async fn serve(
         max_connections: config.max_connections.get(),
     };
     let max_frame = config.max_frame_bytes.get();
+    let idle = config.idle_timeout;
     let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
     let session_stop = stop.clone();
     let session = move |a: Accepted| {
-        let conn = Connection::new(a, max_frame, ingest.clone());
+        let conn = Connection::new(a, max_frame, idle, ingest.clone());
         let stop = session_stop.clone();
         async move {
             let peer = conn.peer.addr;
@@ -81,16 +82,19 @@ struct Connection {
     device: Option<(String, Identity, u64)>,
     /// Counts the device as connected on the status page while the session lives.
     _connected: Option<crate::activity::Connected>,
+    /// `tcp.idle_timeout_ms`: silence after HELLO that closes the session.
+    idle: Duration,
     ingest: Ingest,
 }
 
 impl Connection {
-    fn new(accepted: Accepted, max_frame: usize, ingest: Ingest) -> Self {
+    fn new(accepted: Accepted, max_frame: usize, idle: Duration, ingest: Ingest) -> Self {
         Self {
             framed: Framed::new(accepted.stream, MessageCodec::new(max_frame)),
             peer: accepted.peer,
             device: None,
             _connected: None,
+            idle,
             ingest,
         }
     }
@@ -105,12 +109,18 @@ impl Connection {
                 Ok(Some(inbound)) => inbound,
                 Ok(None) => break,
                 Err(()) => {
+                    // Before HELLO: no HELLO in time; after: idle for tcp.idle_timeout_ms.
+                    let (reason, device) = match &self.device {
+                        None => ("hello_timeout", None),
+                        Some((id, _, _)) => ("idle_timeout", Some(id.clone())),
+                    };
                     self.ingest.stats.record_refusal(
                         "tcp",
-                        "hello_timeout",
-                        None,
+                        reason,
+                        device.as_deref(),
                         Some(self.peer.addr),
                     );
+                    tracing::debug!(message = "TCP session closed for silence.", reason);
                     break;
                 }
             };
@@ -141,16 +151,30 @@ impl Connection {
         Ok(())
     }
 
-    /// The next frame; before HELLO, within [`HELLO_TIMEOUT`] (`Err(())` when it ran out).
+    /// The next frame: before HELLO within [`HELLO_TIMEOUT`], after it within the idle
+    /// timeout (`Err(())` when it ran out).
     async fn next(
         &mut self,
     ) -> Result<Option<std::io::Result<tributary_protocol::codec::Inbound>>, ()> {
-        if self.device.is_some() {
-            return Ok(self.framed.next().await);
-        }
-        tokio::time::timeout(HELLO_TIMEOUT, self.framed.next())
+        let limit = if self.device.is_some() {
+            self.idle
+        } else {
+            HELLO_TIMEOUT
+        };
+        tokio::time::timeout(limit, self.framed.next())
             .await
             .map_err(|_| ())
+    }
+
+    /// Writes one message, within [`WRITE_TIMEOUT`].
+    async fn send(&mut self, message: &Message) -> std::io::Result<()> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.framed.send(message)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the device stopped reading its answers",
+            )),
+        }
     }
 
     /// Returns whether the session may go on.
@@ -279,7 +303,7 @@ impl Connection {
                 for (code, text) in refusals {
                     self.nack(code, text).await?;
                 }
-                self.framed.send(&Message::Ack(Ack { up_to_seq })).await
+                self.send(&Message::Ack(Ack { up_to_seq })).await
             }
             Err(error) => {
                 tracing::warn!(message = "Events not stored; device told to retry.", device_id = %device, %error);
@@ -348,6 +372,6 @@ impl Connection {
     }
 
     async fn nack(&mut self, code: NackCode, text: String) -> std::io::Result<()> {
-        self.framed.send(&Message::Nack(Nack { code, text })).await
+        self.send(&Message::Nack(Nack { code, text })).await
     }
 }

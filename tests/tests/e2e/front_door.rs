@@ -138,3 +138,30 @@ async fn an_empty_tcp_batch_gets_an_answer() {
         stopped.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_tcp_session_is_closed_after_the_idle_timeout_and_counted() {
+    let topics = Topics::unique("idle");
+    let mut gateway = Gateway::start_with_tcp(None, &topics, "idle_timeout_ms = 500\n", "");
+    let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
+    framed
+        .send(&Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            device_id: "quiet-1".into(),
+            password: None,
+            session: None,
+        }))
+        .await
+        .expect("HELLO");
+    // Nothing more: the gateway closes the connection after half a second of silence.
+    let end = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await
+        .expect("closed well before 10 s");
+    assert!(end.is_none(), "closed without a message: {end:?}");
+    let stopped = gateway.stop();
+    assert!(
+        stopped.stdout.contains("tcp/idle_timeout"),
+        "{}",
+        stopped.stdout
+    );
+}

@@ -430,8 +430,19 @@ impl Session {
             p.write(&mut self.write, self.max_packet)
                 .map_err(|e| SessionError::Malformed(format!("{e:?}")))?;
         }
-        self.stream.write_all(&self.write).await?;
+        // A device that stops reading its acknowledgements is closed, not waited for.
+        let written = tokio::time::timeout(
+            crate::ingest::conn::WRITE_TIMEOUT,
+            self.stream.write_all(&self.write),
+        )
+        .await;
         self.write.clear();
-        Ok(())
+        match written {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SessionError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the device stopped reading its acknowledgements",
+            ))),
+        }
     }
 }
