@@ -201,6 +201,7 @@ fn identity_settings_are_checked_and_named() {
             "[spool]\nforget_devices_after_ms = 0\n",
             "spool.forget_devices_after_ms",
         ),
+        ("[tcp]\nidle_timeout_ms = 0\n", "tcp.idle_timeout_ms"),
     ];
     for (text, key) in cases {
         let err = parse(text).unwrap_err().to_string();
