@@ -118,8 +118,8 @@ struct Check {
     detail: String,
 }
 
-async fn checks(admin: &Admin) -> Vec<Check> {
-    let spool = gauges(&admin.spool).await;
+/// The readiness checks, from the spool's gauges as the caller read them (`None`: no answer).
+fn checks(admin: &Admin, spool: Option<Gauges>) -> Vec<Check> {
     let listening = admin.listening.load(Ordering::Relaxed);
     // Refusing for lack of room: the last append was refused, and the spool is still near its
     // bound (90 %) or the disk still short. Space freed by forwarding or expiry ends it.
@@ -190,7 +190,7 @@ async fn readyz(
     State(admin): State<Arc<Admin>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> impl IntoResponse {
-    let checks = checks(&admin).await;
+    let checks = checks(&admin, gauges(&admin.spool).await);
     let ready = checks.iter().all(|c| c.ok);
     let code = if ready {
         StatusCode::OK
@@ -209,8 +209,8 @@ async fn readyz(
 }
 
 async fn status(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
-    let checks = checks(&admin).await;
     let spool = gauges(&admin.spool).await;
+    let checks = checks(&admin, spool);
     let summary = admin.stats.snapshot();
     let connections: HashMap<&str, i64> = ["tcp", "mqtt"]
         .into_iter()

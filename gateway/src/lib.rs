@@ -49,8 +49,6 @@ pub enum GatewayError {
     #[error(transparent)]
     Mqtt(#[from] ingest::mqtt::MqttError),
     #[error(transparent)]
-    Forward(#[from] forward::ForwardError),
-    #[error(transparent)]
     Format(#[from] route::FormatError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),

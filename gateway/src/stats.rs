@@ -277,16 +277,6 @@ impl Stats {
         ]
     }
 
-    /// Refusals so far for `transport` and `reason`.
-    pub fn refusals(&self, transport: &str, reason: &str) -> u64 {
-        let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        refusals
-            .iter()
-            .filter(|((t, r), _)| *t == transport && *r == reason)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
     pub fn snapshot(&self) -> Summary {
         Summary {
             refusals: self

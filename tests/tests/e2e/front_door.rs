@@ -18,6 +18,16 @@ fn reading_of_len(seq: u64, len: usize) -> String {
     format!("{json}{}", " ".repeat(len - json.len()))
 }
 
+/// HELLO of an anonymous device on the protocol's current version.
+fn hello(device: &str) -> Message {
+    Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        device_id: device.into(),
+        password: None,
+        session: None,
+    })
+}
+
 fn sink_lines(gateway: &Gateway, topic: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(gateway.sink_dir().join(format!("{topic}.jsonl")))
         .unwrap_or_default()
@@ -108,15 +118,7 @@ async fn an_empty_tcp_batch_gets_an_answer() {
     let topics = Topics::unique("empty");
     let mut gateway = Gateway::start(None, &topics);
     let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
-    framed
-        .send(&Message::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            device_id: "empty-1".into(),
-            password: None,
-            session: None,
-        }))
-        .await
-        .expect("HELLO");
+    framed.send(&hello("empty-1")).await.expect("HELLO");
     framed
         .send(&Message::Events(Vec::new()))
         .await
@@ -144,15 +146,7 @@ async fn a_silent_tcp_session_is_closed_after_the_idle_timeout_and_counted() {
     let topics = Topics::unique("idle");
     let mut gateway = Gateway::start_with_tcp(None, &topics, "idle_timeout_ms = 500\n", "");
     let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
-    framed
-        .send(&Message::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            device_id: "quiet-1".into(),
-            password: None,
-            session: None,
-        }))
-        .await
-        .expect("HELLO");
+    framed.send(&hello("quiet-1")).await.expect("HELLO");
     // Nothing more: the gateway closes the connection after half a second of silence.
     let end = tokio::time::timeout(Duration::from_secs(10), framed.next())
         .await
