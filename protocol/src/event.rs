@@ -20,6 +20,10 @@ pub const MAX_VALUES_PER_READING: usize = 64;
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest unit, in bytes.
 pub const MAX_UNIT_LEN: usize = 16;
+/// Characters a unit may not contain: the separators of the CSV format's packed `values` column
+/// (`name:value:unit` pairs joined by `|`), the CSV delimiter and quote, and the backslash.
+/// Control characters are refused too. Everything else (`%RH`, `m/s`, `°C`, `µg/m3`) is fine.
+pub const UNIT_FORBIDDEN: &[char] = &[',', '|', ':', '"', '\\'];
 
 /// One event from one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,7 +144,8 @@ pub enum EventError {
     BadName {
         index: usize,
     },
-    /// Value `index` has a unit longer than [`MAX_UNIT_LEN`].
+    /// Value `index` has a unit longer than [`MAX_UNIT_LEN`] or with a character of
+    /// [`UNIT_FORBIDDEN`] or a control character.
     BadUnit {
         index: usize,
     },
@@ -170,7 +175,7 @@ impl fmt::Display for EventError {
             ),
             Self::BadUnit { index } => write!(
                 f,
-                "value {index} has a unit longer than {MAX_UNIT_LEN} bytes"
+                "value {index} has a bad unit: at most {MAX_UNIT_LEN} bytes, without control characters or any of , | : \" \\"
             ),
             Self::NotFinite { index } => write!(f, "value {index} is not a finite number"),
             Self::BadCoordinates { lat, lon } => write!(
@@ -218,7 +223,8 @@ impl Reading {
             if v.name.len() > MAX_NAME_LEN || validate_device_id(&v.name).is_err() {
                 return Err(EventError::BadName { index });
             }
-            if v.unit.len() > MAX_UNIT_LEN {
+            let bad_char = |c: char| c.is_control() || UNIT_FORBIDDEN.contains(&c);
+            if v.unit.len() > MAX_UNIT_LEN || v.unit.contains(bad_char) {
                 return Err(EventError::BadUnit { index });
             }
             if !v.value.is_finite() {
@@ -312,5 +318,22 @@ pub(crate) mod tests {
             p.validate(),
             Err(EventError::BadCoordinates { .. })
         ));
+    }
+
+    #[test]
+    fn units_cannot_break_the_csv_values_column() {
+        let with_unit = |unit: &str| {
+            let mut e = reading("d", 1);
+            if let Body::Reading(r) = &mut e.body {
+                r.values[0].unit = unit.into();
+            }
+            e.validate()
+        };
+        for good in ["Cel", "%RH", "m/s", "°C", "µg/m3", "km/h", ""] {
+            assert_eq!(with_unit(good), Ok(()), "{good}");
+        }
+        for bad in ["a,b|c:d\"e", "a|b", "a:b", "a,b", "a\"b", "a\\b", "a\nb", "a\tb"] {
+            assert_eq!(with_unit(bad), Err(EventError::BadUnit { index: 0 }), "{bad:?}");
+        }
     }
 }

@@ -12,7 +12,10 @@ use core::fmt;
 /// - 1: the first release.
 /// - 2: `Hello` carries the device's password and a boot session id; NACK code `forbidden`.
 ///   Version 1 frames are still read, and answered in version 1 ([`crate::codec`]).
-pub const PROTOCOL_VERSION: u8 = 2;
+/// - 3: every EVENTS batch gets exactly one answer, [`ANSWER`](crate::message::Answer), which
+///   says what was stored and what was refused, and why. Version 1 and 2 devices keep their
+///   answers (a NACK per refused event, then the ACK).
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The oldest version this crate still reads.
 pub const OLDEST_VERSION: u8 = 1;
 /// Bytes before the body: length and CRC.

@@ -45,6 +45,6 @@ pub use frame::{
 pub use event::{Body, Event, EventError, FixQuality, Kind, Position, Reading, SensorValue};
 #[cfg(feature = "alloc")]
 pub use message::{
-    decode_frame, decode_frame_versioned, encode_frame, encode_frame_version, Ack, Hello, Message,
-    Nack, NackCode,
+    decode_frame, decode_frame_versioned, encode_frame, encode_frame_version, Ack, Answer, Hello,
+    Message, Nack, NackCode, Refused,
 };

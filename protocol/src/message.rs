@@ -1,11 +1,19 @@
 //! The TCP protocol's messages and their framing.
 //!
 //! A session: the device sends [`Message::Hello`], then any number of [`Message::Events`]
-//! batches. The gateway answers each batch with [`Message::Ack`] once every event in it is
-//! committed to its spool (`up_to_seq` is the highest seq of the batch), or with
-//! [`Message::Nack`] saying why not. Acks are cumulative per connection: a device may drop
-//! everything up to `up_to_seq` from its buffer. Retransmitting an acknowledged event is safe:
-//! the gateway recognises `(device_id, seq)` and acknowledges it again without storing it twice.
+//! batches. The gateway answers each batch with exactly one message:
+//!
+//! - [`Message::Answer`] once the batch is settled: every event in it is either committed to the
+//!   spool or refused for good (invalid, or not allowed by the ACL), the refused ones listed with
+//!   their seq, code and reason. The device may drop everything up to `up_to_seq` (the batch's
+//!   highest seq) from its buffer; resending a refused event would be refused again.
+//! - [`Message::Nack`] when nothing of the batch was settled: `busy` (retry the whole batch
+//!   later), `invalid_event` for an empty batch, `protocol_violation` before HELLO, `malformed`
+//!   for a frame that could not be read.
+//!
+//! Version 1 and 2 devices get what they always got instead of ANSWER: one NACK per refused event,
+//! then [`Message::Ack`]. Retransmitting a stored event is safe: the gateway recognises
+//! `(device_id, session, seq)` and answers for it again without storing it twice.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -23,6 +31,30 @@ pub enum Message {
     Events(Vec<Event>),
     Ack(Ack),
     Nack(Nack),
+    /// Version 3: the one answer to a settled EVENTS batch.
+    Answer(Answer),
+}
+
+/// The gateway's answer to an EVENTS batch it settled (protocol version 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The batch's highest seq: everything up to it is stored or refused for good.
+    pub up_to_seq: u64,
+    /// Events stored now.
+    pub stored: u32,
+    /// Events already stored before (retransmissions), not stored again.
+    pub duplicates: u32,
+    /// Events refused for good, in batch order. Resending them would not help.
+    pub refused: Vec<Refused>,
+}
+
+/// One event of a batch that the gateway refused; it is kept as a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub seq: u64,
+    /// `invalid_event` or `forbidden`.
+    pub code: NackCode,
+    pub text: String,
 }
 
 /// The first message of a session.
@@ -149,6 +181,9 @@ pub fn encode_frame_version(message: &Message, version: u8) -> Result<Vec<u8>, F
         Message::Hello(_) if version < 2 => {
             return Err(FrameError::UnknownVersion { version });
         }
+        Message::Answer(_) if version < 3 => {
+            return Err(FrameError::UnknownVersion { version });
+        }
         m => m,
     };
     let payload = postcard::to_allocvec(message).map_err(|e| FrameError::Malformed {
@@ -187,7 +222,7 @@ pub fn decode_frame_versioned(
         Message::Events(events) => events
             .iter()
             .find_map(|e| crate::validate_device_id(&e.device_id).err()),
-        Message::Ack(_) | Message::Nack(_) => None,
+        Message::Ack(_) | Message::Nack(_) | Message::Answer(_) => None,
     };
     match invalid {
         Some(e) => Err(FrameError::InvalidDeviceId(e)),
@@ -241,6 +276,30 @@ mod tests {
             code: NackCode::Busy,
             text: "spool full".to_string(),
         }));
+        roundtrip(&Message::Answer(Answer {
+            up_to_seq: 9,
+            stored: 7,
+            duplicates: 1,
+            refused: vec![Refused {
+                seq: 4,
+                code: NackCode::InvalidEvent,
+                text: "reading has no values".to_string(),
+            }],
+        }));
+    }
+
+    #[test]
+    fn an_answer_cannot_be_sent_to_a_version_2_peer() {
+        let answer = Message::Answer(Answer {
+            up_to_seq: 1,
+            stored: 1,
+            duplicates: 0,
+            refused: vec![],
+        });
+        assert_eq!(
+            encode_frame_version(&answer, 2),
+            Err(FrameError::UnknownVersion { version: 2 })
+        );
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// One connected device.
 pub struct TcpDevice {
     framed: Framed<Box<dyn Io>, MessageCodec>,
-    /// NACKs received, kept for the caller to inspect.
+    /// Events the gateway refused (from ANSWERs, or NACKs from an older gateway), kept for the
+    /// caller to inspect.
     pub nacks: Vec<Nack>,
 }
 
@@ -115,8 +116,16 @@ impl TcpDevice {
                 None => return Err(ClientError::Closed),
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(Err(bad))) => return Err(ClientError::BadFrame(bad.error.to_string())),
+                Some(Ok(Ok(Message::Answer(answer)))) => {
+                    self.nacks.extend(answer.refused.into_iter().map(|r| Nack {
+                        code: r.code,
+                        text: r.text,
+                    }));
+                    return Ok(answer.up_to_seq);
+                }
+                // An older gateway: a NACK per refused event, then the ACK.
                 Some(Ok(Ok(Message::Ack(ack)))) => return Ok(ack.up_to_seq),
-                Some(Ok(Ok(Message::Nack(nack)))) => {
+                Some(Ok(Ok(Message::Nack(nack)))) if self.framed.codec().peer_version() < 3 => {
                     if nack.code == tributary_protocol::NackCode::Busy {
                         return Err(ClientError::Refused {
                             code: nack.code.to_string(),
@@ -124,6 +133,13 @@ impl TcpDevice {
                         });
                     }
                     self.nacks.push(nack);
+                }
+                // The batch's one answer: nothing of it was settled.
+                Some(Ok(Ok(Message::Nack(nack)))) => {
+                    return Err(ClientError::Refused {
+                        code: nack.code.to_string(),
+                        text: nack.text,
+                    });
                 }
                 Some(Ok(Ok(other))) => {
                     return Err(ClientError::BadFrame(format!("unexpected {other:?}")))

@@ -102,6 +102,12 @@ impl TcpTransport {
         self.write(&Message::Events(events.to_vec()))?;
         loop {
             match self.read()? {
+                Message::Answer(answer) => {
+                    for refused in &answer.refused {
+                        tracing::warn!(message = "The gateway refused an event.", seq = refused.seq, code = %refused.code, text = %refused.text);
+                    }
+                    return Ok(answer.up_to_seq);
+                }
                 Message::Ack(ack) => return Ok(ack.up_to_seq),
                 Message::Nack(nack) if nack.code == NackCode::Busy => {
                     return Err(std::io::Error::other(format!(

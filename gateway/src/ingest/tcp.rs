@@ -7,11 +7,14 @@
 //!   password HELLO carries, must prove the device id HELLO names; an anonymous HELLO is accepted
 //!   only where the listener allows it. A refusal is a NACK (`unauthorized`) naming the reason,
 //!   and the connection closes. HELLO's `session` scopes the device's sequence numbers.
-//! - **EVENTS.** Each batch is committed to the spool and only then answered with ACK (the
-//!   batch's highest seq). Within a batch, an event the ACL does not allow (an authenticated
-//!   device publishing for another device) gets a NACK (`forbidden`) naming its seq; an event
-//!   that fails validation gets a NACK (`invalid_event`). Both are kept as dead letters; the
-//!   batch's ACK then also releases them, since resending would not help. A frame that cannot be
+//! - **EVENTS.** Each batch is committed to the spool and only then answered, with exactly one
+//!   message: ANSWER (protocol version 3: the batch's highest seq, how many events were stored or
+//!   were already stored, and each refused event with its seq, code and reason). An event the
+//!   ACL does not allow (an authenticated device publishing for another device) is refused as
+//!   `forbidden`; one that fails validation as `invalid_event`. Both are kept as dead letters and
+//!   released by the answer, since resending would not help. Version 1 and 2 devices get a NACK
+//!   per refused event and then an ACK, as they always did. An empty batch gets a NACK
+//!   (`invalid_event`). A frame that cannot be
 //!   decoded gets a NACK (`malformed`) and is kept as a dead letter; after a bad length or CRC
 //!   the connection is closed, since frame boundaries are lost. A spool failure gets a NACK
 //!   (`busy`) and no ACK: the device keeps the events and resends.
@@ -24,7 +27,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_protocol::codec::{BadFrame, MessageCodec};
-use tributary_protocol::{Ack, Event, Hello, Message, Nack, NackCode, OLDEST_VERSION};
+use tributary_protocol::{
+    Ack, Answer, Event, Hello, Message, Nack, NackCode, Refused, OLDEST_VERSION,
+};
 
 use super::conn::{self, Accepted, Spec, Stream, WRITE_TIMEOUT};
 use super::{Inbound, Ingest};
@@ -131,7 +136,7 @@ impl Connection {
                     }
                 }
                 Ok(Message::Events(events)) => self.events(events).await?,
-                Ok(Message::Ack(_) | Message::Nack(_)) => {
+                Ok(Message::Ack(_) | Message::Nack(_) | Message::Answer(_)) => {
                     self.nack(
                         NackCode::ProtocolViolation,
                         "devices send HELLO and EVENTS only".into(),
@@ -266,7 +271,7 @@ impl Connection {
         };
         let mut valid = Vec::with_capacity(events.len());
         let mut dead = Vec::new();
-        let mut refusals = Vec::new();
+        let mut refused = Vec::new();
         for event in events {
             let problem = self.check(&event, &device, &identity);
             match problem {
@@ -276,7 +281,8 @@ impl Connection {
                     mqtt_topic: None,
                 }),
                 Some((code, reason)) => {
-                    let text = format!("event seq {}: {reason}", event.seq);
+                    let seq = event.seq;
+                    let text = format!("event seq {seq}: {reason}");
                     let payload =
                         serde_json::to_vec(&tributary_protocol::json::JsonEvent::from(event))
                             .unwrap_or_default();
@@ -287,7 +293,7 @@ impl Connection {
                         text.clone(),
                         &payload,
                     ));
-                    refusals.push((code, text));
+                    refused.push(Refused { seq, code, text });
                 }
             }
         }
@@ -300,7 +306,16 @@ impl Connection {
                 if dups > 0 {
                     tracing::debug!(message = "Retransmitted events acknowledged again.", device_id = %device, count = dups);
                 }
-                for (code, text) in refusals {
+                if self.framed.codec().peer_version() >= 3 {
+                    let answer = Answer {
+                        up_to_seq,
+                        stored: saturating_u32(outcomes.len() - dups),
+                        duplicates: saturating_u32(dups),
+                        refused,
+                    };
+                    return self.send(&Message::Answer(answer)).await;
+                }
+                for Refused { code, text, .. } in refused {
                     self.nack(code, text).await?;
                 }
                 self.send(&Message::Ack(Ack { up_to_seq })).await
@@ -374,4 +389,8 @@ impl Connection {
     async fn nack(&mut self, code: NackCode, text: String) -> std::io::Result<()> {
         self.send(&Message::Nack(Nack { code, text })).await
     }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

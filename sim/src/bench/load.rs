@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tributary_protocol::codec::MessageCodec;
-use tributary_protocol::{Event, Message};
+use tributary_protocol::{Ack, Answer, Event, Message};
 
 use super::{histogram, BenchSpec};
 use crate::generate::now_ms;
@@ -208,12 +208,14 @@ async fn device(
             let error = match next {
                 Err(_) => "no ACK within 30 s".to_owned(),
                 Ok(None) => "the gateway closed the connection".to_owned(),
-                Ok(Some(Ok(Ok(Message::Ack(ack))))) => {
+                Ok(Some(Ok(Ok(
+                    Message::Ack(Ack { up_to_seq }) | Message::Answer(Answer { up_to_seq, .. }),
+                )))) => {
                     let now = Instant::now();
                     while let Ok(b) = rx.try_recv() {
                         pending.extend(b);
                     }
-                    while pending.front().is_some_and(|(s, _)| *s <= ack.up_to_seq) {
+                    while pending.front().is_some_and(|(s, _)| *s <= up_to_seq) {
                         if let Some((_, due)) = pending.pop_front() {
                             let us = now.saturating_duration_since(due).as_micros() as u64;
                             let _ = latency.record(us.max(1));

@@ -1,11 +1,19 @@
 //! The front door refuses what it cannot take with an answer, a count and a dead letter:
-//! a payload over `mqtt.max_payload_bytes`, a malformed MQTT packet, an empty TCP batch.
+//! a payload over `mqtt.max_payload_bytes`, a malformed MQTT packet, an empty TCP batch, events
+//! that can never be stored (one answer per batch, naming them).
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tributary_protocol::{Hello, Message, NackCode, PROTOCOL_VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tributary_protocol::codec::MessageCodec;
+use tributary_protocol::{
+    encode_frame_version, Body, Event, Hello, Message, NackCode, Reading, SensorValue,
+    PROTOCOL_VERSION,
+};
 use tributary_tests::gateway::{Gateway, Topics};
 use tributary_tests::mosquitto_pub;
 
@@ -139,6 +147,122 @@ async fn an_empty_tcp_batch_gets_an_answer() {
         "{}",
         stopped.stdout
     );
+}
+
+/// A reading with one value of `unit`, as a TCP device sends it.
+fn tcp_reading(device: &str, seq: u64, unit: &str) -> Event {
+    Event {
+        device_id: device.into(),
+        seq,
+        time_ms: 1_700_000_000_000 + seq,
+        body: Body::Reading(Reading {
+            values: vec![SensorValue {
+                name: "t".into(),
+                value: 20.0,
+                unit: unit.into(),
+            }],
+        }),
+    }
+}
+
+async fn next_answer(framed: &mut Framed<TcpStream, MessageCodec>) -> Option<Message> {
+    match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {
+        Ok(Some(Ok(Ok(m)))) => Some(m),
+        Ok(other) => panic!("expected an answer, got {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_tcp_batch_gets_exactly_one_answer_naming_what_was_refused() {
+    let topics = Topics::unique("answer");
+    let mut gateway = Gateway::start(None, &topics);
+    let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
+    framed.send(&hello("ans-1")).await.expect("HELLO");
+    // Two batches back to back, the first with two events that can never be stored: a unit
+    // that would break the CSV format's values column, and an event for another device.
+    let first = vec![
+        tcp_reading("ans-1", 1, "Cel"),
+        tcp_reading("ans-1", 2, "a,b|c:d\"e"),
+        tcp_reading("ans-2", 3, "Cel"),
+        tcp_reading("ans-1", 4, "Cel"),
+    ];
+    framed.send(&Message::Events(first)).await.expect("EVENTS");
+    framed
+        .send(&Message::Events(vec![
+            tcp_reading("ans-1", 4, "Cel"),
+            tcp_reading("ans-1", 5, "Cel"),
+        ]))
+        .await
+        .expect("EVENTS");
+    match next_answer(&mut framed).await {
+        Some(Message::Answer(a)) => {
+            assert_eq!((a.up_to_seq, a.stored, a.duplicates), (4, 2, 0), "{a:?}");
+            let refused: Vec<_> = a.refused.iter().map(|r| (r.seq, r.code)).collect();
+            assert_eq!(
+                refused,
+                [(2, NackCode::InvalidEvent), (3, NackCode::InvalidEvent)],
+                "{a:?}"
+            );
+            assert!(a.refused[0].text.contains("bad unit"), "{a:?}");
+            assert!(a.refused[1].text.contains("ans-2"), "{a:?}");
+        }
+        other => panic!("expected one ANSWER for the first batch, got {other:?}"),
+    }
+    // The second batch's answer comes next, not a leftover of the first: seq 4 again is a
+    // recognised retransmission.
+    match next_answer(&mut framed).await {
+        Some(Message::Answer(a)) => {
+            assert_eq!((a.up_to_seq, a.stored, a.duplicates), (5, 1, 1), "{a:?}");
+            assert!(a.refused.is_empty(), "{a:?}");
+        }
+        other => panic!("expected one ANSWER for the second batch, got {other:?}"),
+    }
+    drop(framed);
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let seqs: Vec<_> = sink_lines(&gateway, &topics.readings)
+        .iter()
+        .map(|l| l["value"]["seq"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(seqs, [1, 4, 5]);
+    let dead = sink_lines(&gateway, &topics.dead_letter);
+    assert_eq!(dead.len(), 2, "each refused event is kept: {dead:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_2_device_still_gets_a_nack_per_refused_event_then_the_ack() {
+    let topics = Topics::unique("legacy");
+    let mut gateway = Gateway::start(None, &topics);
+    let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
+    let v2 = |m: &Message| encode_frame_version(m, 2).expect("v2 frame");
+    let hello = Message::Hello(Hello {
+        protocol_version: 2,
+        device_id: "old-2".into(),
+        password: None,
+        session: None,
+    });
+    let events = Message::Events(vec![
+        tcp_reading("old-2", 1, "Cel"),
+        tcp_reading("old-2", 2, "a|b"),
+    ]);
+    let raw = framed.get_mut();
+    raw.write_all(&v2(&hello)).await.expect("HELLO");
+    raw.write_all(&v2(&events)).await.expect("EVENTS");
+    match next_answer(&mut framed).await {
+        Some(Message::Nack(n)) => {
+            assert_eq!(n.code, NackCode::InvalidEvent);
+            assert!(n.text.contains("seq 2"), "{n:?}");
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    assert_eq!(framed.codec().peer_version(), 2, "answered in version 2");
+    match next_answer(&mut framed).await {
+        Some(Message::Ack(a)) => assert_eq!(a.up_to_seq, 2),
+        other => panic!("expected the ACK, got {other:?}"),
+    }
+    drop(framed);
+    assert!(gateway.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -237,7 +237,7 @@ async fn kafka_python_decodes_json_csv_and_avro_values_with_their_headers_and_ti
         assert_eq!(run(s).await.acked(), 6);
     }
     let script = r#"
-import io, json, sys
+import csv, io, json, sys
 import fastavro
 from kafka import KafkaConsumer
 brokers, schema_path = sys.argv[1], sys.argv[2]
@@ -252,9 +252,12 @@ for topic in sys.argv[3:]:
         if ct == "application/json":
             v = json.loads(m.value)
         elif ct == "text/csv":
-            cols = m.value.decode().split(",")
+            cols = next(csv.reader([m.value.decode()]))
+            assert len(cols) == 13, cols
+            values = [p.split(":") for p in cols[4].split("|")] if cols[4] else []
+            assert all(len(p) == 3 for p in values), values
             v = {"device_id": cols[0], "seq": int(cols[1]), "time_ms": int(cols[2]), "kind": cols[3],
-                 "values": cols[4], "lat": cols[5]}
+                 "values": values, "lat": cols[5]}
         else:
             assert m.value[0] == 0, "Confluent magic byte"
             schema_id = int.from_bytes(m.value[1:5], "big")
@@ -310,8 +313,9 @@ for topic in sys.argv[3:]:
         .iter()
         .find(|l| l["topic"] == csv_t.as_str() && l["value"]["kind"] == "reading")
         .unwrap();
-    assert!(csv_reading["value"]["values"]
-        .as_str()
-        .unwrap()
-        .starts_with("temperature:"));
+    // name:value:unit, as the README's example reads it.
+    let first = &csv_reading["value"]["values"][0];
+    assert_eq!(first[0], "temperature", "{csv_reading}");
+    assert!(first[1].as_str().unwrap().parse::<f64>().is_ok(), "{csv_reading}");
+    assert_eq!(first[2], "Cel", "{csv_reading}");
 }

@@ -265,19 +265,23 @@ fn tcp_over_tls_authenticates_hello_and_forbids_events_for_other_devices() {
             .await
             .expect("send");
         match answer(&mut c).await {
-            Some(Message::Nack(n)) => {
-                assert_eq!(n.code, NackCode::Forbidden);
-                assert!(n.text.contains("seq 2") && n.text.contains("env-2"), "{n:?}");
+            Some(Message::Answer(a)) => {
+                assert_eq!((a.up_to_seq, a.stored, a.duplicates), (3, 2, 0), "{a:?}");
+                assert_eq!(a.refused.len(), 1, "{a:?}");
+                let refused = &a.refused[0];
+                assert_eq!((refused.seq, refused.code), (2, NackCode::Forbidden));
+                assert!(refused.text.contains("env-2"), "{refused:?}");
             }
-            other => panic!("expected NACK forbidden, got {other:?}"),
+            other => panic!("expected one ANSWER for the batch, got {other:?}"),
         }
-        assert!(matches!(answer(&mut c).await, Some(Message::Ack(a)) if a.up_to_seq == 3));
 
         // A client certificate proves the HELLO's id; a HELLO for someone else is refused.
         let mut c = tcp_tls(&site, Some(&cert_1)).await;
         c.send(&hello("cert-1", None)).await.expect("send");
         c.send(&Message::Events(vec![event("cert-1", 1)])).await.expect("send");
-        assert!(matches!(answer(&mut c).await, Some(Message::Ack(_))));
+        assert!(
+            matches!(answer(&mut c).await, Some(Message::Answer(a)) if a.stored == 1 && a.refused.is_empty())
+        );
         let mut c = tcp_tls(&site, Some(&cert_1)).await;
         c.send(&hello("env-2", None)).await.expect("send");
         match answer(&mut c).await {
