@@ -16,17 +16,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stats::Stats;
 
-/// When a forwarder should stop: after `stop`, once drained or at `grace` after it.
+/// When a forwarder should stop: after `stop`, once drained or at the shutdown deadline.
 #[derive(Clone)]
 pub struct Drain {
     pub stop: CancellationToken,
-    pub grace: Duration,
+    /// Set when the gateway began to stop (`shutdown_grace_ms` from then), shared with ingest.
+    pub deadline: crate::shutdown::Deadline,
 }
 
 impl Drain {
     /// The moment draining must end, once `stop` has fired.
     pub fn deadline(&self) -> Instant {
-        Instant::now() + self.grace
+        self.deadline.at()
     }
 }
 

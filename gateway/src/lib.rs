@@ -26,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, SinkConfig};
 use crate::forward::Drain;
@@ -138,21 +137,23 @@ pub async fn run_with(
         None => None,
     };
 
-    let ingest_stop = stop.child_token();
-    let ingest_tasks = TaskTracker::new();
+    let scope = shutdown::Scope {
+        stop: stop.child_token(),
+        ..Default::default()
+    };
+    let deadline = shutdown::Deadline::new(config.shutdown_grace);
     if let Some(tcp) = &config.tcp {
         for (addr, tls) in [(tcp.listen, false), (tcp.tls_listen, true)] {
             let Some(addr) = addr else { continue };
             let listener = ingest::listen::listen(addr)
                 .map_err(|source| GatewayError::TcpBind { addr, source })?;
             tracing::info!(message = "TCP ingest listening.", %addr, tls);
-            ingest_tasks.spawn(ingest::tcp::serve(
+            scope.tasks.spawn(ingest::tcp::serve(
                 listener,
                 tls,
                 tcp.clone(),
                 ingest.clone(),
-                ingest_stop.clone(),
-                ingest_tasks.clone(),
+                scope.clone(),
             ));
         }
     }
@@ -169,14 +170,13 @@ pub async fn run_with(
             let Some(addr) = addr else { continue };
             let listener = ingest::mqtt::bind(addr).await?;
             tracing::info!(message = "MQTT ingest listening.", %addr, tls);
-            ingest_tasks.spawn(ingest::mqtt::serve(
+            scope.tasks.spawn(ingest::mqtt::serve(
                 listener,
                 tls,
                 mqtt.clone(),
                 ingest.clone(),
                 republish.clone(),
-                ingest_stop.clone(),
-                ingest_tasks.clone(),
+                scope.clone(),
             ));
         }
     }
@@ -185,7 +185,7 @@ pub async fn run_with(
     let forward_stop = CancellationToken::new();
     let drain = Drain {
         stop: forward_stop.clone(),
-        grace: config.shutdown_grace,
+        deadline: deadline.clone(),
     };
     match &config.sink {
         SinkConfig::Kafka(kafka) => {
@@ -207,14 +207,21 @@ pub async fn run_with(
         .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(message = "Gateway ready.");
 
+    // Shutdown: one deadline for everything (see `shutdown`).
     stop.cancelled().await;
-    ingest_stop.cancel();
-    ingest_tasks.close();
-    if tokio::time::timeout(config.shutdown_grace, ingest_tasks.wait())
+    let until = deadline.start();
+    scope.stop.cancel();
+    scope.tasks.close();
+    if tokio::time::timeout_at(until, scope.tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!(message = "Ingest did not stop within the grace period.");
+        tracing::warn!(
+            message = "Sessions still busy at the end of the grace period were dropped; their devices resend what was not answered.",
+            sessions = scope.tasks.len()
+        );
+        scope.abort.cancel();
+        scope.tasks.wait().await;
     }
     drop(ingest);
     forward_stop.cancel();

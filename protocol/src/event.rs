@@ -332,8 +332,21 @@ pub(crate) mod tests {
         for good in ["Cel", "%RH", "m/s", "°C", "µg/m3", "km/h", ""] {
             assert_eq!(with_unit(good), Ok(()), "{good}");
         }
-        for bad in ["a,b|c:d\"e", "a|b", "a:b", "a,b", "a\"b", "a\\b", "a\nb", "a\tb"] {
-            assert_eq!(with_unit(bad), Err(EventError::BadUnit { index: 0 }), "{bad:?}");
+        for bad in [
+            "a,b|c:d\"e",
+            "a|b",
+            "a:b",
+            "a,b",
+            "a\"b",
+            "a\\b",
+            "a\nb",
+            "a\tb",
+        ] {
+            assert_eq!(
+                with_unit(bad),
+                Err(EventError::BadUnit { index: 0 }),
+                "{bad:?}"
+            );
         }
     }
 }

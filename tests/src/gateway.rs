@@ -97,6 +97,26 @@ impl Gateway {
         )
     }
 
+    /// Like [`Gateway::start`], with `shutdown_grace_ms` set to `grace_ms` (5000 otherwise).
+    pub fn start_with_grace(brokers: Option<&str>, topics: &Topics, grace_ms: u64) -> Self {
+        let mut gateway = Self::configure(
+            tempfile::tempdir().expect("temp dir"),
+            brokers,
+            topics,
+            false,
+            ("", ""),
+            "",
+        );
+        let text = std::fs::read_to_string(&gateway.config).expect("config");
+        let text = text.replace(
+            "shutdown_grace_ms = 5000\n",
+            &format!("shutdown_grace_ms = {grace_ms}\n"),
+        );
+        std::fs::write(&gateway.config, text).expect("write config");
+        gateway.spawn();
+        gateway
+    }
+
     /// A gateway with TLS listeners beside the plain ones (`tcp_tls`, `mqtt_tls`). `sections`
     /// (with `{dir}` for `dir`) must hold `[tls]`, and usually `[auth]`; it may name files
     /// already placed in `dir`.
@@ -110,6 +130,20 @@ impl Gateway {
     }
 
     fn start_in(
+        dir: tempfile::TempDir,
+        brokers: Option<&str>,
+        topics: &Topics,
+        tls: bool,
+        lines: (&str, &str),
+        extra: &str,
+    ) -> Self {
+        let mut gateway = Self::configure(dir, brokers, topics, tls, lines, extra);
+        gateway.spawn();
+        gateway
+    }
+
+    /// Writes the config; does not start the gateway.
+    fn configure(
         dir: tempfile::TempDir,
         brokers: Option<&str>,
         topics: &Topics,
@@ -146,7 +180,7 @@ impl Gateway {
             mqtt_tls = tls_line(mqtt_tls),
         ) + &extra.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config, text).expect("write config");
-        let mut gateway = Gateway {
+        Gateway {
             child: None,
             tcp,
             mqtt,
@@ -156,9 +190,7 @@ impl Gateway {
             mqtt_tls,
             dir,
             config,
-        };
-        gateway.spawn();
-        gateway
+        }
     }
 
     /// Starts the gateway again on the same config and data directory.

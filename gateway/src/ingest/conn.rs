@@ -12,6 +12,10 @@
 //! - **Hand-over.** The protocol session gets a boxed byte stream and a [`Peer`]: the address,
 //!   whether the listener is on loopback, and the device id a client certificate proves.
 //!
+//! - **Shutdown.** `scope.stop` ends the accept loop, and sessions finish what they are handling;
+//!   `scope.abort` (the shutdown deadline) drops every connection task where it stands, so a peer
+//!   that stopped reading cannot hold the gateway past `shutdown_grace_ms`.
+//!
 //! Listeners take already-bound sockets, so sessions can be tested in-process on port 0.
 
 use std::future::Future;
@@ -21,11 +25,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::identity::{Authority, Peer};
+use crate::shutdown::Scope;
 use crate::stats::Stats;
 
 /// How long a client has to complete the TLS handshake.
@@ -54,16 +57,15 @@ pub struct Spec {
     pub max_connections: usize,
 }
 
-/// Accepts connections until `stop` is cancelled. `session` serves a connection that has a
-/// slot; `busy` answers one over the cap. Both run as tracked tasks.
-#[allow(clippy::too_many_arguments)]
+/// Accepts connections until `scope.stop` is cancelled. `session` serves a connection that has
+/// a slot; `busy` answers one over the cap. Both run as tasks tracked by `scope.tasks`, and are
+/// dropped where they stand when `scope.abort` is cancelled (the shutdown deadline).
 pub async fn serve<S, SF, B, BF>(
     listener: TcpListener,
     spec: Spec,
     authority: Arc<Authority>,
     stats: Stats,
-    stop: CancellationToken,
-    tasks: TaskTracker,
+    scope: Scope,
     session: S,
     busy: B,
 ) where
@@ -79,7 +81,7 @@ pub async fn serve<S, SF, B, BF>(
     let busy = Arc::new(busy);
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = scope.stop.cancelled() => break,
             a = listener.accept() => a,
         };
         let (stream, addr) = match accepted {
@@ -126,17 +128,26 @@ pub async fn serve<S, SF, B, BF>(
             peer = %addr,
             device_id = tracing::field::Empty
         );
-        tasks.spawn(
+        let abort = scope.abort.clone();
+        let connection = async move {
+            let _counted = stats.connection(spec.transport);
+            let Some(accepted) =
+                handshake(stream, addr, loopback, acceptor, &authority, &stats, spec).await
+            else {
+                return;
+            };
+            match (slot, refusal) {
+                (Some(_slot), _) => session(accepted).await,
+                (None, _permit) => busy(accepted).await,
+            }
+        };
+        scope.tasks.spawn(
             async move {
-                let _counted = stats.connection(spec.transport);
-                let Some(accepted) =
-                    handshake(stream, addr, loopback, acceptor, &authority, &stats, spec).await
-                else {
-                    return;
-                };
-                match (slot, refusal) {
-                    (Some(_slot), _) => session(accepted).await,
-                    (None, _permit) => busy(accepted).await,
+                tokio::select! {
+                    _ = abort.cancelled() => {
+                        tracing::debug!(message = "Connection dropped at the shutdown deadline.");
+                    }
+                    _ = connection => {}
                 }
             }
             .instrument(span),

@@ -49,8 +49,6 @@ mod session;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tributary_protocol::json::JsonEvent;
 use tributary_protocol::{Event, Kind};
 
@@ -59,6 +57,7 @@ pub use broker::{start_broker, Republisher};
 use super::Ingest;
 use crate::config::MqttConfig;
 use crate::route::DeadLetter;
+use crate::shutdown::Scope;
 
 /// Why MQTT ingest could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +85,7 @@ pub async fn serve(
     config: MqttConfig,
     ingest: Ingest,
     republish: Option<Republisher>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
+    scope: Scope,
 ) {
     let spec = super::conn::Spec {
         transport: "mqtt",
@@ -96,7 +94,7 @@ pub async fn serve(
     };
     let max_payload = config.max_payload_bytes.get();
     let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
-    let session_stop = stop.clone();
+    let session_stop = scope.stop.clone();
     let (busy_ingest, busy_republish) = (ingest.clone(), republish.clone());
     let session = move |a: super::conn::Accepted| {
         let peer = a.peer.addr;
@@ -115,7 +113,7 @@ pub async fn serve(
             let _ = session.refuse_busy().await;
         }
     };
-    super::conn::serve(listener, spec, authority, stats, stop, tasks, session, busy).await;
+    super::conn::serve(listener, spec, authority, stats, scope, session, busy).await;
 }
 
 /// Decodes one publish into events with their boot session (0: none), or a dead letter

@@ -25,7 +25,6 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tributary_protocol::codec::{BadFrame, MessageCodec};
 use tributary_protocol::{
     Ack, Answer, Event, Hello, Message, Nack, NackCode, Refused, OLDEST_VERSION,
@@ -36,19 +35,19 @@ use super::{Inbound, Ingest};
 use crate::config::TcpConfig;
 use crate::identity::{Claim, Identity, Peer};
 use crate::route::DeadLetter;
+use crate::shutdown::Scope;
 use crate::spool::Appended;
 
 /// How long a new connection has to send HELLO.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves connections on `listener` until `stop` is cancelled; connection tasks are tracked.
+/// Serves connections on `listener` until `scope.stop` is cancelled ([`conn::serve`]).
 pub async fn serve(
     listener: TcpListener,
     tls: bool,
     config: TcpConfig,
     ingest: Ingest,
-    stop: CancellationToken,
-    tasks: TaskTracker,
+    scope: Scope,
 ) {
     let spec = Spec {
         transport: "tcp",
@@ -58,7 +57,7 @@ pub async fn serve(
     let max_frame = config.max_frame_bytes.get();
     let idle = config.idle_timeout;
     let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
-    let session_stop = stop.clone();
+    let session_stop = scope.stop.clone();
     let session = move |a: Accepted| {
         let conn = Connection::new(a, max_frame, idle, ingest.clone());
         let stop = session_stop.clone();
@@ -77,7 +76,7 @@ pub async fn serve(
         });
         let _ = tokio::time::timeout(Duration::from_secs(5), framed.send(&nack)).await;
     };
-    conn::serve(listener, spec, authority, stats, stop, tasks, session, busy).await;
+    conn::serve(listener, spec, authority, stats, scope, session, busy).await;
 }
 
 struct Connection {

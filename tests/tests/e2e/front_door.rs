@@ -27,7 +27,7 @@ fn reading_of_len(seq: u64, len: usize) -> String {
 }
 
 /// HELLO of an anonymous device on the protocol's current version.
-fn hello(device: &str) -> Message {
+fn hello_frame(device: &str) -> Message {
     Message::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         device_id: device.into(),
@@ -126,7 +126,7 @@ async fn an_empty_tcp_batch_gets_an_answer() {
     let topics = Topics::unique("empty");
     let mut gateway = Gateway::start(None, &topics);
     let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
-    framed.send(&hello("empty-1")).await.expect("HELLO");
+    framed.send(&hello_frame("empty-1")).await.expect("HELLO");
     framed
         .send(&Message::Events(Vec::new()))
         .await
@@ -178,7 +178,7 @@ async fn each_tcp_batch_gets_exactly_one_answer_naming_what_was_refused() {
     let topics = Topics::unique("answer");
     let mut gateway = Gateway::start(None, &topics);
     let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
-    framed.send(&hello("ans-1")).await.expect("HELLO");
+    framed.send(&hello_frame("ans-1")).await.expect("HELLO");
     // Two batches back to back, the first with two events that can never be stored: a unit
     // that would break the CSV format's values column, and an event for another device.
     let first = vec![
@@ -270,7 +270,7 @@ async fn a_silent_tcp_session_is_closed_after_the_idle_timeout_and_counted() {
     let topics = Topics::unique("idle");
     let mut gateway = Gateway::start_with_tcp(None, &topics, "idle_timeout_ms = 500\n", "");
     let mut framed = tributary_tests::raw_tcp(gateway.tcp).await;
-    framed.send(&hello("quiet-1")).await.expect("HELLO");
+    framed.send(&hello_frame("quiet-1")).await.expect("HELLO");
     // Nothing more: the gateway closes the connection after half a second of silence.
     let end = tokio::time::timeout(Duration::from_secs(10), framed.next())
         .await
@@ -282,4 +282,105 @@ async fn a_silent_tcp_session_is_closed_after_the_idle_timeout_and_counted() {
         "{}",
         stopped.stdout
     );
+}
+
+/// A blocking connection whose receive buffer is as small as the kernel allows, so a peer that
+/// does not read fills it quickly.
+fn small_window_connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        let std = stream.into_std().expect("std stream");
+        std.set_nonblocking(false).expect("blocking");
+        std
+    })
+}
+
+#[test]
+fn shutdown_is_bounded_by_the_grace_period_whatever_the_peers_do() {
+    let topics = Topics::unique("grace");
+    let grace = Duration::from_millis(2000);
+    let mut gateway = Gateway::start_with_grace(None, &topics, 2000);
+    // A stored event, so the forwarder has something to do as well.
+    assert!(mosquitto_pub(
+        gateway.mqtt.port(),
+        1,
+        "devices/grace-0/readings",
+        &reading_of_len(1, 200)
+    ));
+    // A TCP device that said HELLO and then half of a frame: the header announces 1000 bytes,
+    // ten arrive.
+    let mut tcp = std::net::TcpStream::connect(gateway.tcp).expect("connect");
+    let hello = tributary_protocol::encode_frame(&hello_frame("grace-1")).expect("HELLO");
+    tcp.write_all(&hello).expect("HELLO");
+    let mut half = 1001u32.to_le_bytes().to_vec();
+    half.extend_from_slice(&[0; 14]);
+    tcp.write_all(&half).expect("half a frame");
+    // An MQTT device that connected and then sent half of a PUBLISH (100 bytes announced).
+    let mut mqtt = std::net::TcpStream::connect(gateway.mqtt).expect("connect");
+    mqtt.write_all(&[
+        0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x07, b'g',
+        b'r', b'a', b'c', b'e', b'-', b'2',
+    ])
+    .expect("CONNECT");
+    let mut connack = [0u8; 4];
+    mqtt.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    mqtt.read_exact(&mut connack).expect("CONNACK");
+    mqtt.write_all(&[0x32, 100, 0x00, 0x19])
+        .expect("half a PUBLISH");
+    // A socket that never says anything at all.
+    let _silent = std::net::TcpStream::connect(gateway.tcp).expect("connect");
+    // A TCP device that sends and never reads its answers: empty batches, each answered with
+    // a NACK, until the gateway is stuck writing to it and so stops reading, and the device's
+    // own writes stall.
+    let mut greedy = small_window_connect(gateway.tcp);
+    let hello = tributary_protocol::encode_frame(&hello_frame("grace-3")).expect("HELLO");
+    greedy.write_all(&hello).expect("HELLO");
+    let empty = tributary_protocol::encode_frame(&Message::Events(Vec::new())).expect("EVENTS");
+    let chunk: Vec<u8> = empty
+        .iter()
+        .copied()
+        .cycle()
+        .take(empty.len() * 4096)
+        .collect();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = written.clone();
+    let flooding = std::thread::spawn(move || {
+        while greedy.write_all(&chunk).is_ok() {
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let mut last = usize::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let asked = std::time::Instant::now();
+    let stopped = gateway.stop();
+    let took = asked.elapsed();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // The grace period, plus what a process needs to start exiting; a fixed margin, far below
+    // the 2 × grace (ingest, then the forwarder) or the peers' timeouts it took before.
+    assert!(
+        took < grace + Duration::from_millis(1500),
+        "stopped after {took:?} with shutdown_grace_ms = 2000:\n{}",
+        stopped.stderr
+    );
+    let readings = sink_lines(&gateway, &topics.readings);
+    assert_eq!(
+        readings.len(),
+        1,
+        "the stored event was forwarded: {readings:?}"
+    );
+    assert!(flooding.join().is_ok());
 }

@@ -316,6 +316,9 @@ for topic in sys.argv[3:]:
     // name:value:unit, as the README's example reads it.
     let first = &csv_reading["value"]["values"][0];
     assert_eq!(first[0], "temperature", "{csv_reading}");
-    assert!(first[1].as_str().unwrap().parse::<f64>().is_ok(), "{csv_reading}");
+    assert!(
+        first[1].as_str().unwrap().parse::<f64>().is_ok(),
+        "{csv_reading}"
+    );
     assert_eq!(first[2], "Cel", "{csv_reading}");
 }

@@ -139,7 +139,7 @@ fn start_forwarder(
     let stop = CancellationToken::new();
     let drain = Drain {
         stop: stop.clone(),
-        grace: Duration::from_secs(10),
+        deadline: crate::shutdown::Deadline::new(Duration::from_secs(10)),
     };
     let task = tokio::spawn(run(
         config,
