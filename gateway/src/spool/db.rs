@@ -134,8 +134,28 @@ impl SpoolDb {
     }
 
     /// Deletes `acks` and appends `groups` in one transaction: the writer's group commit.
-    /// Acks commit even when the appends are refused for lack of room.
+    ///
+    /// Acks commit even when the appends are refused for lack of room: by the bounds' pre-check
+    /// inside the transaction, or, when SQLite itself fails (a real ENOSPC, an I/O error) with
+    /// appends in the group, by committing the acks again on their own. The appends are then
+    /// refused with that error (a full disk as [`SpoolError::Full`]), and nothing of them is
+    /// stored: the devices were not answered and resend.
     pub fn commit_group(
+        &mut self,
+        groups: &[Vec<Record>],
+        acks: &[i64],
+    ) -> Result<GroupOutcome, SpoolError> {
+        match self.commit_once(groups, acks) {
+            Err(error) if !groups.is_empty() => {
+                let mut outcome = self.commit_once(&[], acks)?;
+                outcome.appended = Err(error);
+                Ok(outcome)
+            }
+            done => done,
+        }
+    }
+
+    fn commit_once(
         &mut self,
         groups: &[Vec<Record>],
         acks: &[i64],

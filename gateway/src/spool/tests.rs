@@ -165,6 +165,92 @@ fn when_full_the_block_policy_refuses_appends_but_still_commits_acks() {
     assert_eq!(db.max_seq("a", 0), Some(4));
 }
 
+/// A tmpfs of `bytes` mounted on a temporary directory, unmounted on drop. Needs root, as the
+/// end-to-end full-disk tests do (`tests/run` runs as root on CI).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(bytes: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(mounted, "mounting a tmpfs failed: this test needs root");
+        Self(dir)
+    }
+
+    /// Free bytes, as statvfs says.
+    fn free(&self) -> u64 {
+        limits::free_on_disk(&self.0.path().join("spool.db"))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A record with a 1 KiB value.
+fn big_record(device: &str, seq: u64) -> Record {
+    Record {
+        value: vec![b'x'; 1024],
+        ..record(device, seq)
+    }
+}
+
+#[test]
+fn on_a_real_enospc_the_acks_still_commit_only_the_new_events_are_refused_and_it_recovers() {
+    let fs = Tmpfs::mount(4 << 20);
+    let path = fs.0.path().join("spool.db");
+    // min_free_bytes = 0: nothing but the disk itself stops the append.
+    let mut db = SpoolDb::open_with(&path, Limits::unlimited()).unwrap();
+    db.append((1..=200).map(|s| big_record("a", s)).collect())
+        .unwrap();
+    let first_100: Vec<i64> = db.fetch(0, 100).unwrap().iter().map(|r| r.id).collect();
+    // Leave a little more than the next batch's payload: the pre-check lets it through, and
+    // SQLite's pages, index entries and WAL frames then run into a real ENOSPC.
+    let batch: Vec<Record> = (201..=400).map(|s| big_record("a", s)).collect();
+    let payload: u64 = batch.iter().map(payload_size).sum();
+    let filler = fs.0.path().join("filler");
+    let left = fs.free();
+    std::fs::write(&filler, vec![0u8; (left - payload - 4096) as usize]).unwrap();
+
+    let outcome = db
+        .commit_group(std::slice::from_ref(&batch), &first_100)
+        .expect("the group's acks commit");
+    match &outcome.appended {
+        Err(SpoolError::Full { reason }) => {
+            assert!(reason.contains("disk"), "{reason}")
+        }
+        other => panic!("expected the new events refused as full, got {other:?}"),
+    }
+    drop(db);
+    let mut db = SpoolDb::open_with(&path, Limits::unlimited()).unwrap();
+    let rows = db.fetch(0, 1000).unwrap();
+    assert_eq!(
+        rows.len(),
+        100,
+        "the acknowledged rows are gone, the rest kept"
+    );
+    assert_eq!(rows[0].record.origin.as_ref().map(|o| o.seq), Some(101));
+    assert_eq!(
+        db.max_seq("a", 0),
+        Some(200),
+        "nothing of the refused batch"
+    );
+
+    // Space comes back: the same batch is taken without anything else done.
+    std::fs::remove_file(&filler).unwrap();
+    let out = db.append(batch).unwrap();
+    assert!(out.iter().all(|o| matches!(o, Appended::Stored { .. })));
+    assert_eq!(db.fetch(0, 1000).unwrap().len(), 300);
+}
+
 #[test]
 fn when_full_drop_oldest_deletes_the_oldest_rows_and_counts_them_per_topic() {
     let dir = tempfile::tempdir().unwrap();

@@ -319,8 +319,12 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.stats.set_spool_full(true);
-                tracing::warn!(message = "Spool full: events refused.", error = %e, events = group.events);
+                if matches!(e, SpoolError::Full { .. }) {
+                    self.stats.set_spool_full(true);
+                    tracing::warn!(message = "Spool full: events refused.", error = %e, events = group.events);
+                } else {
+                    tracing::warn!(message = "Events not stored; acknowledgements in the same group committed.", error = %e, events = group.events);
+                }
                 for reply in append_replies {
                     let _ = reply.send(Err(e.clone()));
                 }
