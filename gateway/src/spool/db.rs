@@ -378,7 +378,7 @@ impl SpoolDb {
     /// raised to at least the salvaged rows' seqs, in one transaction.
     pub fn restore(
         &mut self,
-        rows: &[Record],
+        rows: &mut dyn Iterator<Item = Record>,
         sessions: &[(String, Session)],
     ) -> Result<(), SpoolError> {
         let tx = self
@@ -390,8 +390,10 @@ impl SpoolDb {
             .iter()
             .map(|(d, s)| ((d.clone(), s.id), *s))
             .collect();
+        let mut bytes = 0;
         for record in rows {
-            insert(&tx, record, now)?;
+            insert(&tx, &record, now)?;
+            bytes += payload_size(&record);
             if let Some(o) = &record.origin {
                 let e = highest
                     .entry((o.device_id.clone(), o.session))
@@ -411,7 +413,7 @@ impl SpoolDb {
         }
         tx.commit().map_err(SpoolError::sqlite("commit"))?;
         self.seqs = Seqs::from_rows(load_sessions(&self.conn)?);
-        self.bytes += rows.iter().map(payload_size).sum::<u64>();
+        self.bytes += bytes;
         Ok(())
     }
 }

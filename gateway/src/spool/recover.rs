@@ -4,7 +4,8 @@
 //! or "not a database", is **moved aside, never deleted**: `spool.db` becomes
 //! `spool.db.corrupt-<unix ms>` (its `-wal` and `-shm` move with it, so the WAL's committed
 //! transactions stay readable). A fresh spool is created in its place; every `records` row that
-//! can still be read is copied into it in id order, and the sequence state (`sessions`, or a
+//! can still be read is copied into it in id order, streamed a batch at a time (memory does not
+//! grow with the file), and the sequence state (`sessions`, or a
 //! version 1-2 file's `devices`) is restored, or rebuilt from the salvaged rows, so
 //! de-duplication keeps working. The gateway then starts and logs what it
 //! did. An I/O or permission error is not corruption: it is returned, and nothing is moved.
@@ -79,76 +80,121 @@ pub fn salvage(path: &Path, problem: String) -> Result<Recovery, SpoolError> {
             })?;
         }
     }
-    let salvaged = read_what_we_can(&moved_to);
+    let mut salvager = Salvager::open(&moved_to);
+    let sessions = salvager.sessions();
     let mut fresh = SpoolDb::open(path)?;
-    fresh.restore(&salvaged.rows, &salvaged.sessions)?;
+    fresh.restore(&mut salvager, &sessions)?;
     Ok(Recovery {
         problem,
         moved_to,
-        salvaged_rows: salvaged.rows.len() as u64,
-        unreadable: salvaged.unreadable,
+        salvaged_rows: salvager.salvaged,
+        unreadable: salvager.unreadable,
     })
 }
 
-/// What could be read from a damaged spool.
-struct Salvaged {
-    rows: Vec<Record>,
-    sessions: Vec<(String, Session)>,
+/// Rows read from a damaged spool in id order, one batch of [`BATCH`] at a time, skipping ahead
+/// past unreadable ranges: memory stays bounded whatever the file's size.
+struct Salvager {
+    conn: Option<Connection>,
+    /// A file from before schema 3 has `devices` instead of `sessions`, and no `session` column.
+    legacy: bool,
+    max_id: i64,
+    /// The last id read or skipped.
+    after: i64,
+    /// How far the next skip jumps; doubles while reads fail.
+    step: i64,
+    batch: std::vec::IntoIter<Record>,
+    salvaged: u64,
+    /// Ranges of ids that could not be read (first, last).
     unreadable: Vec<(i64, i64)>,
 }
 
-/// Reads every readable row of a damaged spool, skipping ahead past unreadable ranges.
-fn read_what_we_can(path: &Path) -> Salvaged {
-    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else {
-        return Salvaged {
-            rows: Vec::new(),
-            sessions: Vec::new(),
-            unreadable: vec![(1, i64::MAX)],
+/// Rows read per query while salvaging.
+const BATCH: usize = 500;
+
+impl Salvager {
+    fn open(path: &Path) -> Self {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).ok();
+        let legacy = conn
+            .as_ref()
+            .is_some_and(|c| super::schema::version(c).is_ok_and(|v| v < 3));
+        let max_id = conn.as_ref().map_or(i64::MAX, |conn| {
+            conn.query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'records'",
+                [],
+                |r| r.get(0),
+            )
+            .or_else(|_| conn.query_row("SELECT max(id) FROM records", [], |r| r.get(0)))
+            .unwrap_or(i64::MAX)
+        });
+        let unreadable = if conn.is_none() {
+            vec![(1, i64::MAX)]
+        } else {
+            Vec::new()
         };
-    };
-    // A file from before schema 3 has `devices` instead of `sessions`, and no `session` column.
-    let legacy = super::schema::version(&conn).is_ok_and(|v| v < 3);
-    let sessions = if legacy {
-        legacy_devices(&conn)
-    } else {
-        load_sessions(&conn).unwrap_or_default()
-    };
-    let max_id: i64 = conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'records'",
-            [],
-            |r| r.get(0),
-        )
-        .or_else(|_| conn.query_row("SELECT max(id) FROM records", [], |r| r.get(0)))
-        .unwrap_or(i64::MAX);
-    let mut rows = Vec::new();
-    let mut unreadable = Vec::new();
-    let mut after = 0i64;
-    let mut step = 1i64;
-    while after < max_id {
-        match read_batch(&conn, after, legacy) {
-            Ok(batch) if batch.is_empty() => break,
-            Ok(batch) => {
-                step = 1;
-                after = batch.last().map(|(id, _)| *id).unwrap_or(max_id);
-                rows.extend(batch.into_iter().map(|(_, r)| r));
-            }
-            Err(()) => {
-                // Probe forward in growing steps until rows read again.
-                let skip_to = after.saturating_add(step).min(max_id);
-                match unreadable.last_mut() {
-                    Some((_, last)) if *last == after => *last = skip_to,
-                    _ => unreadable.push((after + 1, skip_to)),
-                }
-                after = skip_to;
-                step = step.saturating_mul(2);
-            }
+        Self {
+            conn,
+            legacy,
+            max_id,
+            after: 0,
+            step: 1,
+            batch: Vec::new().into_iter(),
+            salvaged: 0,
+            unreadable,
         }
     }
-    Salvaged {
-        rows,
-        sessions,
-        unreadable,
+
+    /// The sequence state the file holds, as far as it is readable.
+    fn sessions(&self) -> Vec<(String, Session)> {
+        match &self.conn {
+            None => Vec::new(),
+            Some(conn) if self.legacy => legacy_devices(conn),
+            Some(conn) => load_sessions(conn).unwrap_or_default(),
+        }
+    }
+
+    /// Reads the next batch; `false` when there is nothing more.
+    fn refill(&mut self) -> bool {
+        let Some(conn) = &self.conn else { return false };
+        while self.after < self.max_id {
+            match read_batch(conn, self.after, self.legacy) {
+                Ok(batch) if batch.is_empty() => return false,
+                Ok(batch) => {
+                    self.step = 1;
+                    self.after = batch.last().map_or(self.max_id, |(id, _)| *id);
+                    let rows: Vec<Record> = batch.into_iter().map(|(_, r)| r).collect();
+                    self.batch = rows.into_iter();
+                    return true;
+                }
+                Err(()) => {
+                    // Probe forward in growing steps until rows read again.
+                    let skip_to = self.after.saturating_add(self.step).min(self.max_id);
+                    match self.unreadable.last_mut() {
+                        Some((_, last)) if *last == self.after => *last = skip_to,
+                        _ => self.unreadable.push((self.after + 1, skip_to)),
+                    }
+                    self.after = skip_to;
+                    self.step = self.step.saturating_mul(2);
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Iterator for Salvager {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        loop {
+            if let Some(record) = self.batch.next() {
+                self.salvaged += 1;
+                return Some(record);
+            }
+            if !self.refill() {
+                return None;
+            }
+        }
     }
 }
 
@@ -178,17 +224,17 @@ fn legacy_devices(conn: &Connection) -> Vec<(String, Session)> {
 fn read_batch(conn: &Connection, after: i64, legacy: bool) -> Result<Vec<(i64, Record)>, ()> {
     let sql = if legacy {
         "SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq, 0, received_ms
-         FROM records WHERE id > ?1 ORDER BY id LIMIT 500"
+         FROM records WHERE id > ?1 ORDER BY id LIMIT ?2"
     } else {
         concat!(
             "SELECT ",
             record_columns!(),
-            " FROM records WHERE id > ?1 ORDER BY id LIMIT 500"
+            " FROM records WHERE id > ?1 ORDER BY id LIMIT ?2"
         )
     };
     let mut stmt = conn.prepare(sql).map_err(drop)?;
     let rows = stmt
-        .query_map(params![after], row_to_spooled)
+        .query_map(params![after, BATCH as i64], row_to_spooled)
         .map_err(drop)?;
     let mut out = Vec::new();
     for row in rows {
