@@ -338,7 +338,17 @@ impl Config {
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("gateway.data_dir", "must not be empty"));
         }
-        let shutdown_grace = Duration::from_millis(raw.gateway.shutdown_grace_ms.unwrap_or(10_000));
+        // A day at most: the deadline is an `Instant`, and no edge box waits longer to stop.
+        let shutdown_grace = match raw.gateway.shutdown_grace_ms {
+            None => Duration::from_secs(10),
+            Some(ms) if ms <= MAX_GRACE_MS => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(invalid(
+                    "gateway.shutdown_grace_ms",
+                    format!("must be at most {MAX_GRACE_MS} (a day)"),
+                ))
+            }
+        };
 
         if raw.tcp.token.is_some() {
             return Err(invalid(
@@ -617,6 +627,8 @@ impl Config {
 /// The longest duration a `_ms` key may name: 100 years, far below where millisecond
 /// arithmetic on `i64` timestamps could overflow.
 const MAX_DURATION_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+/// The most `gateway.shutdown_grace_ms` may be.
+const MAX_GRACE_MS: u64 = 24 * 3600 * 1000;
 
 /// An address, `""` for none, or the default when the key is absent.
 fn optional_addr(

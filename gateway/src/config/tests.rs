@@ -202,6 +202,10 @@ fn identity_settings_are_checked_and_named() {
             "spool.forget_devices_after_ms",
         ),
         ("[tcp]\nidle_timeout_ms = 0\n", "tcp.idle_timeout_ms"),
+        (
+            "[gateway]\nshutdown_grace_ms = 18446744073709551615\n",
+            "gateway.shutdown_grace_ms",
+        ),
     ];
     for (text, key) in cases {
         let err = parse(text).unwrap_err().to_string();
