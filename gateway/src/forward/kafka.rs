@@ -181,7 +181,7 @@ pub async fn run(
         }
         // Refill in chunks, not one slot per delivery report: each refill is a round trip to
         // the spool's thread and a query.
-        let room = max - inflight.len();
+        let room = max.saturating_sub(inflight.len());
         if rewind.is_none()
             && !idle
             && (room >= low_water || inflight.is_empty())
@@ -282,8 +282,14 @@ pub async fn run(
         }
     }
     ack(&spool, &stats, &mut confirmed).await;
-    // Anything still queued inside librdkafka was not confirmed and stays in the spool.
-    let _ = producer.flush(Duration::from_millis(100));
+    // Anything still queued inside librdkafka was not confirmed and stays in the spool. Flushing
+    // and dropping the producer (which joins its polling thread) block: not on an async worker.
+    drop(inflight);
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = producer.flush(Duration::from_millis(100));
+        drop(producer);
+    })
+    .await;
     Ok(())
 }
 
