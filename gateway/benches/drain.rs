@@ -159,7 +159,7 @@ fn main() {
             Stats::default(),
             Drain {
                 stop: stop.clone(),
-                grace: Duration::from_secs(30),
+                deadline: tributary_gateway::shutdown::Deadline::new(Duration::from_secs(30)),
             },
         ));
         while !spool.fetch(0, 1).await.expect("fetch").is_empty() {

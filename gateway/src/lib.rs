@@ -11,6 +11,8 @@ pub mod activity;
 pub mod admin;
 pub mod config;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod ingest;
 pub mod metrics;

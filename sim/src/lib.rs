@@ -10,11 +10,13 @@
 //! - [`verify`]: topics (Kafka or the file sink) checked against a manifest.
 //! - [`bench`]: open-loop load with latency percentiles and the gateway's CPU and memory.
 //! - [`tcp`]: the TCP protocol client; [`mqtt`]: MQTT topics and payloads; [`generate`]: fixed
-//!   test events; [`security`]: TLS, passwords and boot sessions.
+//!   test events; [`security`]: TLS, passwords and boot sessions; [`corpus`]: the gateway's fuzz
+//!   seeds, from these streams.
 //!
 //! The `tributary-sim` binary and the end-to-end tests both use these.
 
 pub mod bench;
+pub mod corpus;
 pub mod device;
 pub mod generate;
 pub mod manifest;

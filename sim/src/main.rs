@@ -44,6 +44,15 @@ enum Command {
     Verify(VerifyArgs),
     /// Open-loop load with latency percentiles and the gateway's CPU and memory.
     Bench(BenchArgs),
+    /// Write the gateway's fuzz seed corpora, made from the simulator's streams.
+    FuzzCorpus(CorpusArgs),
+}
+
+#[derive(Args)]
+struct CorpusArgs {
+    /// The folder to write one subfolder per fuzz target into.
+    #[arg(long, default_value = "fuzz/seeds")]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -207,6 +216,12 @@ fn main() -> ExitCode {
             Some(Command::Run(args)) => run(args).await,
             Some(Command::Verify(args)) => verify_cmd(args).await,
             Some(Command::Bench(args)) => bench(args).await,
+            Some(Command::FuzzCorpus(args)) => {
+                let n = tributary_sim::corpus::write_seeds(&args.out)
+                    .with_context(|| format!("writing seeds under {}", args.out.display()))?;
+                println!("{n} seed files under {}", args.out.display());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

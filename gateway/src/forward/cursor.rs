@@ -259,7 +259,7 @@ mod tests {
             let mut c = Cursor::new(share, threshold);
             let mut last = 0i64;
             let mut sent: Vec<i64> = Vec::new();
-            let mut refill = |c: &mut Cursor, room: usize, last: i64, sent: &mut Vec<i64>| {
+            let refill = |c: &mut Cursor, room: usize, last: i64, sent: &mut Vec<i64>| {
                 if c.watches_for_backlog() {
                     c.observe_last_id(last);
                 }

@@ -58,16 +58,8 @@ pub async fn serve(
     let idle = config.idle_timeout;
     let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
     let session_stop = scope.stop.clone();
-    let session = move |a: Accepted| {
-        let conn = Connection::new(a, max_frame, idle, ingest.clone());
-        let stop = session_stop.clone();
-        async move {
-            let peer = conn.peer.addr;
-            if let Err(error) = conn.run(stop).await {
-                tracing::debug!(message = "TCP connection ended with an error.", %peer, %error);
-            }
-        }
-    };
+    let session =
+        move |a: Accepted| session(a, max_frame, idle, ingest.clone(), session_stop.clone());
     let busy = move |a: Accepted| async move {
         let mut framed = Framed::new(a.stream, MessageCodec::new(max_frame));
         let nack = Message::Nack(Nack {
@@ -77,6 +69,22 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(5), framed.send(&nack)).await;
     };
     conn::serve(listener, spec, authority, stats, scope, session, busy).await;
+}
+
+/// Serves one accepted connection until the device leaves, the session ends, or `stop`. Also
+/// how sessions are driven in-process, over any byte stream (the fuzz target does).
+pub async fn session(
+    accepted: Accepted,
+    max_frame: usize,
+    idle: Duration,
+    ingest: Ingest,
+    stop: CancellationToken,
+) {
+    let conn = Connection::new(accepted, max_frame, idle, ingest);
+    let peer = conn.peer.addr;
+    if let Err(error) = conn.run(stop).await {
+        tracing::debug!(message = "TCP connection ended with an error.", %peer, %error);
+    }
 }
 
 struct Connection {

@@ -1,0 +1,184 @@
+//! Seed corpora for the gateway's fuzz targets, made from the simulator's own streams.
+//!
+//! `tributary-sim fuzz-corpus --out fuzz/seeds` writes one folder per target (the names of
+//! `tributary_gateway::fuzz::TARGETS`) with inputs in the shape each target reads: real device
+//! streams (environment stations, machines, trucks) as TCP frames in every protocol version,
+//! whole TCP sessions, MQTT publishes (single JSON events, arrays, postcard), JSON events; and
+//! the documented config, ACL filters and a credentials file. A fuzzer starts from these and
+//! mutates towards what they almost are. The output is a function of the built-in scenario, so
+//! running it again changes nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tributary_protocol::{encode_frame_version, Event, Hello, Message};
+
+use crate::scenario::Raw;
+
+/// The gateway's documented config, as an operator starts from it.
+const GATEWAY_TOML: &str = include_str!("../../config/gateway.toml");
+
+/// Writes the seeds under `dir`; returns how many files.
+pub fn write_seeds(dir: &Path) -> std::io::Result<usize> {
+    let scenario = Raw::default_scenario()
+        .and_then(|raw| raw.validate("built-in scenario"))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let roads = Arc::new(crate::stream::roads(&scenario).map_err(std::io::Error::other)?);
+    // Two devices of every group, 12 events each.
+    let mut streams: Vec<Vec<Event>> = Vec::new();
+    let mut taken = std::collections::HashMap::new();
+    for (group, mut device) in crate::stream::fleet(&scenario, &roads, 1_767_225_600_000, 1) {
+        let n = taken.entry(group).or_insert(0);
+        if *n < 2 {
+            *n += 1;
+            streams.push((0..12).map(|_| device.next_event()).collect());
+        }
+    }
+    let mut seeds = Seeds { dir, written: 0 };
+    for (i, events) in streams.iter().enumerate() {
+        let device = events[0].device_id.clone();
+        let hello = |version: u8| {
+            Message::Hello(Hello {
+                protocol_version: version,
+                device_id: device.clone(),
+                password: None,
+                session: (version >= 2).then_some(0x5eed_0000 + i as u64),
+            })
+        };
+        for version in [1u8, 2, 3] {
+            // A session: HELLO (version 2 for a version 1 stream: version 1 HELLOs are read,
+            // not written), then the events in batches of 1, 4 and 7.
+            let mut session = frame(&hello(version.max(2)), version.max(2));
+            for batch in [&events[..1], &events[1..5], &events[5..]] {
+                session.extend(frame(&Message::Events(batch.to_vec()), version));
+            }
+            seeds.write("tcp_session", &format!("{device}-v{version}"), &session)?;
+            // The same bytes read in 7-byte pieces.
+            seeds.write(
+                "tcp_frames",
+                &format!("{device}-v{version}"),
+                &[&[6u8][..], &session].concat(),
+            )?;
+        }
+        for (n, event) in events.iter().take(3).enumerate() {
+            let topic = crate::mqtt::topic(event);
+            let payload = crate::mqtt::payload(event, Some(7));
+            seeds.write(
+                "mqtt_publish",
+                &format!("{device}-{n}"),
+                &publish(&topic, &payload),
+            )?;
+            seeds.write("json_event", &format!("{device}-{n}"), &payload)?;
+            let postcard = postcard::to_allocvec(event).map_err(std::io::Error::other)?;
+            seeds.write(
+                "mqtt_publish",
+                &format!("{device}-{n}-pc"),
+                &publish(&format!("{topic}/pc"), &postcard),
+            )?;
+        }
+        let array: Vec<serde_json::Value> = events
+            .iter()
+            .filter_map(|e| serde_json::from_slice(&crate::mqtt::payload(e, None)).ok())
+            .collect();
+        let array = serde_json::to_vec(&array).map_err(std::io::Error::other)?;
+        seeds.write(
+            "mqtt_publish",
+            &format!("{device}-array"),
+            &publish(&crate::mqtt::topic(&events[0]), &array),
+        )?;
+    }
+    // Sessions that go wrong in the ways devices do.
+    let events = &streams[0];
+    let hello = frame(
+        &Message::Hello(Hello {
+            protocol_version: 3,
+            device_id: events[0].device_id.clone(),
+            password: None,
+            session: Some(1),
+        }),
+        3,
+    );
+    let batch = frame(&Message::Events(events[..3].to_vec()), 3);
+    let empty = frame(&Message::Events(Vec::new()), 3);
+    let mut other = events[3].clone();
+    other.device_id = "someone-else".into();
+    let foreign = frame(&Message::Events(vec![events[3].clone(), other]), 3);
+    let mut bad_crc = batch.clone();
+    if let Some(last) = bad_crc.last_mut() {
+        *last ^= 0xff;
+    }
+    let cases: [(&str, Vec<u8>); 5] = [
+        (
+            "events-before-hello",
+            [batch.clone(), hello.clone()].concat(),
+        ),
+        (
+            "empty-batch",
+            [hello.clone(), empty, batch.clone()].concat(),
+        ),
+        ("foreign-event", [hello.clone(), foreign].concat()),
+        (
+            "retransmission",
+            [hello.clone(), batch.clone(), batch.clone()].concat(),
+        ),
+        ("bad-crc", [hello, bad_crc, batch].concat()),
+    ];
+    for (name, bytes) in cases {
+        seeds.write("tcp_session", name, &bytes)?;
+    }
+    seeds.write("config", "gateway.toml", GATEWAY_TOML.as_bytes())?;
+    seeds.write(
+        "config",
+        "acl-and-tls.toml",
+        b"[tcp]\ntls_listen = \"0.0.0.0:7879\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+          client_ca = \"ca.pem\"\n[auth]\ncredentials = \"devices.passwd\"\n\
+          [[auth.acl]]\ndevices = \"gw-*\"\nallow = [\"devices/+/readings\"]\n\
+          deny = [\"devices/{device}/position\"]\n",
+    )?;
+    for (name, text) in [
+        ("own", "devices/{device}/#\ndevices/env-1/readings\nenv-1"),
+        ("one-level", "devices/+/readings\ndevices/a/readings\ngw-1"),
+        ("literal", "plant/line-1/temp\nplant/line-1/temp\nm-1"),
+    ] {
+        seeds.write("acl", name, text.as_bytes())?;
+    }
+    seeds.write(
+        "credentials",
+        "two-devices",
+        concat!(
+            "# Tributary device credentials: device_id:argon2id-hash.\n",
+            "env-1:$argon2id$v=19$m=19456,t=2,p=1$F0dzYIEGMY7+7ZmFZkCSdA$",
+            "a+t5tDfgOlCG57iPzSMLvcgttc/YJ9VTBNt0+NJSDTQ\n",
+            "machine-2:$argon2id$v=19$m=19456,t=2,p=1$I/xrvgvr1d5DRMfsacF3NA$",
+            "rNJwsabHm2ZyUWW9W4kCk6GBb83FO2AT8JDXNvtfg6w\n",
+        )
+        .as_bytes(),
+    )?;
+    Ok(seeds.written)
+}
+
+struct Seeds<'a> {
+    dir: &'a Path,
+    written: usize,
+}
+
+impl Seeds<'_> {
+    fn write(&mut self, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let folder = self.dir.join(target);
+        std::fs::create_dir_all(&folder)?;
+        std::fs::write(folder.join(name), bytes)?;
+        self.written += 1;
+        Ok(())
+    }
+}
+
+/// `message` as a frame of protocol `version` (empty if it cannot be written in it).
+fn frame(message: &Message, version: u8) -> Vec<u8> {
+    encode_frame_version(message, version).unwrap_or_default()
+}
+
+/// The `mqtt_publish` target's input: topic length, topic, payload.
+fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let topic = &topic.as_bytes()[..topic.len().min(255)];
+    [&[topic.len() as u8][..], topic, payload].concat()
+}
