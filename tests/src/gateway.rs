@@ -75,24 +75,27 @@ impl Gateway {
         mqtt: &str,
         extra: &str,
     ) -> Self {
-        Self::start_in(
-            tempfile::tempdir().expect("temp dir"),
-            brokers,
-            topics,
-            false,
-            ("", mqtt),
-            extra,
-        )
+        Self::start_with_tables(brokers, topics, ("", mqtt), extra)
     }
 
     /// Like [`Gateway::start_with`], with `tcp` lines added to the `[tcp]` table.
     pub fn start_with_tcp(brokers: Option<&str>, topics: &Topics, tcp: &str, extra: &str) -> Self {
+        Self::start_with_tables(brokers, topics, (tcp, ""), extra)
+    }
+
+    /// Like [`Gateway::start_with`], with lines added to the `[tcp]` and `[mqtt]` tables.
+    pub fn start_with_tables(
+        brokers: Option<&str>,
+        topics: &Topics,
+        (tcp, mqtt): (&str, &str),
+        extra: &str,
+    ) -> Self {
         Self::start_in(
             tempfile::tempdir().expect("temp dir"),
             brokers,
             topics,
             false,
-            (tcp, ""),
+            (tcp, mqtt),
             extra,
         )
     }

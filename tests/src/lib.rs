@@ -85,6 +85,13 @@ pub fn mosquitto_pub(port: u16, qos: u8, topic: &str, message: &str) -> bool {
 
 /// [`mosquitto_pub`] with more options (`--cafile`, `--cert`, `-u`, `-P`, `-i`, ...).
 pub fn mosquitto_pub_with(port: u16, qos: u8, topic: &str, message: &str, extra: &[&str]) -> bool {
+    let args = [&["-t", topic, "-m", message][..], extra].concat();
+    mosquitto_pub_args(port, qos, &args)
+}
+
+/// `mosquitto_pub` to the gateway on `port` at `qos` with `args` (`-t`, `-m` or `-f`, ...):
+/// whether it succeeded (for QoS 1, whether the publish was acknowledged).
+pub fn mosquitto_pub_args(port: u16, qos: u8, args: &[&str]) -> bool {
     std::process::Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -94,8 +101,7 @@ pub fn mosquitto_pub_with(port: u16, qos: u8, topic: &str, message: &str, extra:
             "-q",
             &qos.to_string(),
         ])
-        .args(["-t", topic, "-m", message])
-        .args(extra)
+        .args(args)
         .stderr(std::process::Stdio::null())
         .status()
         .expect("mosquitto_pub (mosquitto-clients) is installed")

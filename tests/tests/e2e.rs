@@ -7,6 +7,7 @@ mod e2e {
     pub mod front_door;
     pub mod full_disk;
     pub mod kafka;
+    pub mod limits;
     pub mod node;
     pub mod security;
     pub mod sim;

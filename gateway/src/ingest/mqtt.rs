@@ -44,6 +44,7 @@
 //! Only this module names rumqttd and rumqttc types.
 
 mod broker;
+mod oversize;
 mod session;
 
 use std::net::SocketAddr;

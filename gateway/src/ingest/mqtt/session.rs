@@ -21,6 +21,7 @@ use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::oversize::{Oversize, Start};
 use super::Republisher;
 use crate::config::OnDeny;
 use crate::identity::{Claim, Identity, Peer, Refusal};
@@ -71,12 +72,22 @@ pub struct Session {
     republish: Option<Republisher>,
     read: BytesMut,
     write: BytesMut,
+    /// A PUBLISH too large to buffer, being read through.
+    oversize: Option<Oversize>,
+}
+
+/// One packet as read: parsed, or an oversize PUBLISH read through.
+enum Parsed {
+    Packet(Packet),
+    Oversize(Publish, usize),
 }
 
 /// What one read's worth of packets asks for.
 #[derive(Default)]
 struct Round {
-    publishes: Vec<Publish>,
+    /// The publishes, with their payloads' real sizes (larger than the payload kept for one
+    /// read through, [`Oversize`]).
+    publishes: Vec<(Publish, usize)>,
     /// Answers that do not wait for the spool, written after the acks.
     replies: Vec<Packet>,
     disconnect: bool,
@@ -101,6 +112,7 @@ impl Session {
             republish,
             read: BytesMut::with_capacity(8 * 1024),
             write: BytesMut::with_capacity(1024),
+            oversize: None,
         }
     }
 
@@ -117,10 +129,34 @@ impl Session {
     /// Serves the connection until it ends. A malformed packet ends it (MQTT framing cannot be
     /// trusted after one); it is counted (`malformed`), logged (rate-limited) and kept as a
     /// dead letter with the bytes that could not be parsed (at most [`DEAD_LETTER_BYTES`]).
+    ///
+    /// Every other way a device breaks the session is counted too, by reason: `connect_timeout`
+    /// (no CONNECT in time), `keepalive_timeout` (silent for 1.5 × its keep-alive),
+    /// `unsupported_protocol` and `protocol_violation`, and logged, rate-limited.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), SessionError> {
         let result = self.serve(stop).await;
-        if let Err(SessionError::Malformed(reason)) = &result {
-            self.malformed(reason.clone()).await;
+        let reason = match &result {
+            Err(SessionError::Malformed(reason)) => {
+                self.malformed(reason.clone()).await;
+                None
+            }
+            Err(SessionError::NoConnect) => Some("connect_timeout"),
+            Err(SessionError::KeepAlive) => Some("keepalive_timeout"),
+            Err(SessionError::UnsupportedProtocol(_)) => Some("unsupported_protocol"),
+            Err(SessionError::Protocol(_)) => Some("protocol_violation"),
+            _ => None,
+        };
+        if let (Some(reason), Err(error)) = (reason, &result) {
+            let device = self.identity.device_id().map(str::to_owned);
+            self.ingest.stats.record_refusal(
+                "mqtt",
+                reason,
+                device.as_deref(),
+                Some(self.peer.addr),
+            );
+            if let Some(suppressed) = crate::ratelog::allow(reason) {
+                tracing::info!(message = "MQTT session closed.", peer = %self.peer.addr, reason, %error, suppressed);
+            }
         }
         result
     }
@@ -257,7 +293,7 @@ impl Session {
     /// means "not stored".
     async fn commit(
         &mut self,
-        publishes: Vec<Publish>,
+        publishes: Vec<(Publish, usize)>,
     ) -> Result<(Vec<Packet>, bool), SessionError> {
         if publishes.is_empty() {
             return Ok((Vec::new(), false));
@@ -266,9 +302,9 @@ impl Session {
         let mut dead = Vec::new();
         let mut valid = Vec::with_capacity(publishes.len());
         let mut first_denied = None;
-        for (i, p) in publishes.iter().enumerate() {
-            if p.payload.len() > self.max_payload {
-                dead.push(self.too_large(&p.topic, &p.payload));
+        for (i, (p, size)) in publishes.iter().enumerate() {
+            if *size > self.max_payload {
+                dead.push(self.too_large(&p.topic, &p.payload, *size));
                 valid.push(false);
                 continue;
             }
@@ -304,7 +340,7 @@ impl Session {
             first_denied.filter(|_| self.ingest.authority.on_deny() == OnDeny::Disconnect);
         let cut = disconnect.unwrap_or(publishes.len());
         let mut acks = Vec::new();
-        for (p, ok) in publishes.into_iter().zip(valid).take(cut) {
+        for ((p, _), ok) in publishes.into_iter().zip(valid).take(cut) {
             match p.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => acks.push(Packet::PubAck(PubAck::new(p.pkid))),
@@ -320,14 +356,13 @@ impl Session {
     /// The dead letter for a payload over `mqtt.max_payload_bytes` (its first
     /// [`DEAD_LETTER_BYTES`] kept); counted and logged (rate-limited). It is acknowledged like
     /// any dead letter, so the device does not resend it forever.
-    fn too_large(&self, topic: &str, payload: &[u8]) -> DeadLetter {
+    fn too_large(&self, topic: &str, payload: &[u8], size: usize) -> DeadLetter {
         let device = self.identity.device_id();
         self.ingest
             .stats
             .record_refusal("mqtt", "too_large", device, Some(self.peer.addr));
         let reason = format!(
-            "payload too large: {} bytes, limit {} (mqtt.max_payload_bytes)",
-            payload.len(),
+            "payload too large: {size} bytes, limit {} (mqtt.max_payload_bytes)",
             self.max_payload
         );
         if let Some(suppressed) = crate::ratelog::allow("mqtt_too_large") {
@@ -365,9 +400,19 @@ impl Session {
     async fn next_round(&mut self) -> Result<Option<Round>, SessionError> {
         let mut round = Round::default();
         loop {
-            while let Some(packet) = self.parse()? {
+            while let Some(parsed) = self.parse()? {
+                let packet = match parsed {
+                    Parsed::Oversize(p, size) => {
+                        round.publishes.push((p, size));
+                        continue;
+                    }
+                    Parsed::Packet(packet) => packet,
+                };
                 match packet {
-                    Packet::Publish(p) => round.publishes.push(p),
+                    Packet::Publish(p) => {
+                        let size = p.payload.len();
+                        round.publishes.push((p, size));
+                    }
                     Packet::PubRel(r) => round.replies.push(Packet::PubComp(PubComp::new(r.pkid))),
                     Packet::PingReq => round.replies.push(Packet::PingResp),
                     Packet::Subscribe(s) => round.replies.push(Packet::SubAck(SubAck::new(
@@ -402,8 +447,12 @@ impl Session {
 
     async fn next_packet(&mut self) -> Result<Packet, SessionError> {
         loop {
-            if let Some(p) = self.parse()? {
-                return Ok(p);
+            match self.parse()? {
+                Some(Parsed::Packet(p)) => return Ok(p),
+                Some(Parsed::Oversize(..)) => {
+                    return Err(SessionError::Protocol("PUBLISH before CONNECT"))
+                }
+                None => {}
             }
             if self.stream.read_buf(&mut self.read).await? == 0 {
                 return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -411,9 +460,29 @@ impl Session {
         }
     }
 
-    fn parse(&mut self) -> Result<Option<Packet>, SessionError> {
+    /// The next packet in the read buffer, if it has all arrived. A PUBLISH too large to
+    /// buffer is read through as it arrives ([`Oversize`]) and returned once it has.
+    fn parse(&mut self) -> Result<Option<Parsed>, SessionError> {
+        if self.oversize.is_none() {
+            match Oversize::start(&mut self.read, self.max_packet) {
+                Ok(Start::No) => {}
+                Ok(Start::Pending) => return Ok(None),
+                Ok(Start::Started(o)) => self.oversize = Some(o),
+                Err(reason) => return Err(SessionError::Malformed(reason)),
+            }
+        }
+        if let Some(o) = &mut self.oversize {
+            if !o.consume(&mut self.read) {
+                return Ok(None);
+            }
+            return Ok(self
+                .oversize
+                .take()
+                .map(|o| o.into_publish())
+                .map(|(p, size)| Parsed::Oversize(p, size)));
+        }
         match Packet::read(&mut self.read, self.max_packet) {
-            Ok(p) => Ok(Some(p)),
+            Ok(p) => Ok(Some(Parsed::Packet(p))),
             Err(CodecError::InsufficientBytes(_)) => Ok(None),
             Err(CodecError::InvalidProtocolLevel(level)) => {
                 Err(SessionError::UnsupportedProtocol(level))
