@@ -432,7 +432,7 @@ impl Config {
                 raw.spool.group_commit_max_events,
                 1000,
             )?,
-            group_commit_wait: Duration::from_millis(raw.spool.group_commit_wait_ms.unwrap_or(2)),
+            group_commit_wait: Duration::from_millis(raw.spool.group_commit_wait_ms.unwrap_or(0)),
             limits: Limits {
                 max_bytes: raw.spool.max_bytes.unwrap_or(1 << 30),
                 min_free_bytes: raw.spool.min_free_bytes.unwrap_or(100 << 20),

@@ -3,10 +3,10 @@
 //! # Design
 //! One SQLite database in WAL mode with `synchronous=FULL`. One thread, the writer, owns the
 //! connection; everything else talks to it through [`Spool`], a cheap cloneable handle. The
-//! writer batches what arrives within `group_commit_wait` (up to `group_commit_max_events`) into
-//! one transaction, so one fsync covers many events from many connections (group commit).
-//! Offline tools read the file through their own read-only connections; WAL readers never block
-//! the writer.
+//! writer commits whatever queued while its previous commit ran (up to
+//! `group_commit_max_events`) in one transaction, so one fsync covers many events from many
+//! connections (group commit). The forwarder's reads run on a second, read-only connection on
+//! the reader thread; offline tools read through their own. WAL readers never block the writer.
 //!
 //! # Schema ([`schema`], `PRAGMA user_version`)
 //! - `records(id INTEGER PRIMARY KEY AUTOINCREMENT, topic, key, value, timestamp_ms, headers,
@@ -50,10 +50,12 @@
 
 mod db;
 pub mod limits;
+mod reader;
 pub mod recover;
 pub mod schema;
 pub mod seqs;
 pub mod tools;
+mod worker;
 mod writer;
 
 #[cfg(test)]
@@ -179,6 +181,8 @@ impl SpoolError {
 #[derive(Clone)]
 pub struct Spool {
     inner: writer::Handle,
+    /// Forwarding's reads, beside the writer.
+    reader: worker::Worker<reader::Query>,
     /// Held while any handle lives: one gateway per spool.
     _lock: Arc<std::fs::File>,
 }
@@ -193,9 +197,11 @@ impl Spool {
         let lock = lock(&config.path)?;
         let (db, recovery) = recover::open_checked(&config.path, config.limits)?;
         let inner = writer::start(db, config, stats)?;
+        let reader = reader::start(&config.path)?;
         Ok((
             Self {
                 inner,
+                reader,
                 _lock: Arc::new(lock),
             },
             recovery,
@@ -205,6 +211,7 @@ impl Spool {
     /// Stores records durably; one outcome per record, in order.
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, SpoolError> {
         self.inner
+            .worker
             .request(|reply| writer::Command::Append { records, reply })
             .await
     }
@@ -221,22 +228,20 @@ impl Spool {
         until: i64,
         limit: usize,
     ) -> Result<Vec<Spooled>, SpoolError> {
-        self.inner
-            .request(|reply| {
-                writer::Command::Read(writer::Read::Fetch {
-                    after,
-                    until,
-                    limit,
-                    reply,
-                })
+        self.reader
+            .request(|reply| reader::Query::Fetch {
+                after,
+                until,
+                limit,
+                reply,
             })
             .await
     }
 
     /// The highest id queued, or 0 when the spool is empty.
     pub async fn last_id(&self) -> Result<i64, SpoolError> {
-        self.inner
-            .request(|reply| writer::Command::Read(writer::Read::LastId { reply }))
+        self.reader
+            .request(|reply| reader::Query::LastId { reply })
             .await
     }
 
@@ -244,6 +249,7 @@ impl Spool {
     /// its topic (`None` if it was not queued).
     pub async fn quarantine(&self, id: i64, reason: String) -> Result<Option<String>, SpoolError> {
         self.inner
+            .worker
             .request(|reply| writer::Command::Quarantine { id, reason, reply })
             .await
     }
@@ -251,6 +257,7 @@ impl Spool {
     /// Deletes rows whose destination confirmed them.
     pub async fn ack(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
         self.inner
+            .worker
             .request(|reply| writer::Command::Ack { ids, reply })
             .await
     }
@@ -258,12 +265,14 @@ impl Spool {
     /// Rows, bytes, bound, oldest row and free disk: cheap, for metrics and health.
     pub async fn gauges(&self) -> Result<Gauges, SpoolError> {
         self.inner
+            .worker
             .request(|reply| writer::Command::Read(writer::Read::Gauges { reply }))
             .await
     }
 
     pub async fn stats(&self) -> Result<SpoolStats, SpoolError> {
         self.inner
+            .worker
             .request(|reply| writer::Command::Read(writer::Read::Stats { reply }))
             .await
     }
@@ -282,6 +291,7 @@ impl Spool {
 
     /// Stops the writer after it has finished what it was asked, and waits for it.
     pub async fn close(self) {
-        self.inner.close().await
+        self.reader.close().await;
+        self.inner.worker.close().await
     }
 }

@@ -306,9 +306,7 @@ impl SpoolDb {
 
     /// The highest id queued, or 0 when empty.
     pub fn last_id(&self) -> Result<i64, SpoolError> {
-        self.conn
-            .query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))
-            .map_err(SpoolError::sqlite("last id"))
+        last_id(&self.conn)
     }
 
     /// Rows, bytes and the oldest row's age, in total and per topic.
@@ -616,12 +614,16 @@ fn insert(tx: &Transaction<'_>, record: &Record, received_ms: i64) -> Result<i64
 /// Deletes rows by id; returns the bytes freed.
 fn delete_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64, SpoolError> {
     let mut delete = tx
-        .prepare_cached("DELETE FROM records WHERE id = ?1 RETURNING length(key) + length(value)")
+        .prepare_cached(
+            "DELETE FROM records WHERE id BETWEEN ?1 AND ?2 RETURNING length(key) + length(value)",
+        )
         .map_err(SpoolError::sqlite("delete"))?;
     let mut freed = 0u64;
-    for id in ids {
-        let mut rows = delete.query([id]).map_err(SpoolError::sqlite("delete"))?;
-        if let Some(row) = rows.next().map_err(SpoolError::sqlite("delete"))? {
+    for (first, last) in id_runs(ids) {
+        let mut rows = delete
+            .query([first, last])
+            .map_err(SpoolError::sqlite("delete"))?;
+        while let Some(row) = rows.next().map_err(SpoolError::sqlite("delete"))? {
             freed += row
                 .get::<_, i64>(0)
                 .map_err(SpoolError::sqlite("delete"))?
@@ -629,6 +631,28 @@ fn delete_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64, SpoolError> {
         }
     }
     Ok(freed)
+}
+
+/// `ids` as runs of consecutive ids, `(first, last)`: one delete statement per run instead of
+/// one per id (a forwarder acknowledges mostly consecutive rows).
+fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for id in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs
+}
+
+/// The highest id queued, or 0 when there is none.
+pub(super) fn last_id(conn: &Connection) -> Result<i64, SpoolError> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))
+        .map_err(SpoolError::sqlite("last id"))
 }
 
 /// Up to `limit` rows with ids in `(after, until]`, in id order.

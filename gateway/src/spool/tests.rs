@@ -468,3 +468,24 @@ proptest! {
         prop_assert_eq!(left, queue.iter().map(|q| q.0).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn acks_delete_exactly_the_acknowledged_rows_in_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    db.append((1..=10).map(|s| record("a", s)).collect())
+        .unwrap();
+    let ids: Vec<i64> = db.fetch(0, 10).unwrap().iter().map(|r| r.id).collect();
+    // Out of order, with a gap and a repeat.
+    db.ack(&[ids[4], ids[0], ids[1], ids[2], ids[7], ids[1]])
+        .unwrap();
+    let left: Vec<i64> = db.fetch(0, 10).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(left, [ids[3], ids[5], ids[6], ids[8], ids[9]]);
+    let total: u64 = (1..=10).map(|s| payload_size(&record("a", s))).sum();
+    let kept: u64 = [4, 6, 7, 9, 10]
+        .iter()
+        .map(|&s| payload_size(&record("a", s)))
+        .sum();
+    assert!(total > kept);
+    assert_eq!(db.bytes(), kept, "the bytes freed are counted");
+}

@@ -1,23 +1,23 @@
 //! The writer thread: the only owner of the spool's connection, and its group commit.
 //!
-//! Requests arrive on a channel. Appends and acks that arrive together (up to
-//! `group_commit_max_events` events, waiting at most `group_commit_wait` for more) share one
-//! transaction and one fsync; reads are answered between groups. Replies go back on oneshot
-//! channels, so async callers never block a runtime worker on SQLite.
+//! Requests arrive on a channel. Appends and acks that queued while the previous commit ran (up
+//! to `group_commit_max_events` events) share one transaction and one fsync: under load, groups
+//! grow by themselves; a lone request is committed at once. `group_commit_wait` (default 0) makes
+//! the writer linger for more. Reads of the writer's own state are answered between groups (the
+//! forwarder reads through the reader thread). Replies go back on oneshot channels, so async
+//! callers never block a runtime worker on SQLite.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
-use super::{Appended, SpoolDb, SpoolError, SpoolStats, Spooled};
+use super::worker::{Reply, Worker};
+use super::{Appended, SpoolDb, SpoolError, SpoolStats};
 use crate::config::SpoolConfig;
 use crate::record::{now_ms, Record};
 use crate::stats::Stats;
-
-type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 
 pub(super) enum Command {
     Append {
@@ -37,85 +37,50 @@ pub(super) enum Command {
     Read(Read),
 }
 
-/// Requests that only read; answered between write groups.
+/// Requests that only read and need the writer's own state; answered between write groups.
+/// (Forwarding's reads go to the reader thread, `reader.rs`.)
 pub(super) enum Read {
-    Fetch {
-        after: i64,
-        until: i64,
-        limit: usize,
-        reply: Reply<Vec<Spooled>>,
-    },
-    LastId {
-        reply: Reply<i64>,
-    },
-    Stats {
-        reply: Reply<SpoolStats>,
-    },
-    Gauges {
-        reply: Reply<super::Gauges>,
-    },
+    Stats { reply: Reply<SpoolStats> },
+    Gauges { reply: Reply<super::Gauges> },
 }
 
 #[derive(Clone)]
 pub(super) struct Handle {
-    tx: mpsc::Sender<Command>,
+    pub(super) worker: Worker<Command>,
     pub(super) appended: Arc<Notify>,
     /// Group commits (transactions, so fsyncs of the WAL) so far.
     pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
-}
-
-impl Handle {
-    pub(super) async fn request<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| SpoolError::Closed)?;
-        rx.await.map_err(|_| SpoolError::Closed)?
-    }
-
-    pub(super) async fn close(self) {
-        let Handle { tx, thread, .. } = self;
-        drop(tx);
-        let handle = thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(handle) = handle {
-            // Other clones of the sender may still exist (a straggling task); the thread ends
-            // when the last one goes. Joining happens off the async workers either way.
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
-    }
 }
 
 pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<Handle, SpoolError> {
-    let (tx, rx) = mpsc::channel();
     let appended = Arc::new(Notify::new());
     let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let writer = Writer {
-        db,
-        rx,
-        appended: appended.clone(),
-        commits: commits.clone(),
-        max_events: config.group_commit_max_events.get(),
-        wait: config.group_commit_wait,
-        max_age: config.limits.max_age,
-        forget_after: config.forget_devices_after,
-        last_expiry: Instant::now(),
-        last_forget: Instant::now(),
-        stats,
-    };
-    let thread = std::thread::Builder::new()
-        .name("spool-writer".into())
-        .spawn(move || writer.run())
-        .map_err(|e| SpoolError::Dir {
-            path: config.path.clone(),
-            source: e.into(),
-        })?;
+    let (notify, counted) = (appended.clone(), commits.clone());
+    let (max_events, wait) = (
+        config.group_commit_max_events.get(),
+        config.group_commit_wait,
+    );
+    let (max_age, forget_after) = (config.limits.max_age, config.forget_devices_after);
+    let worker = Worker::start("spool-writer", &config.path, move |rx| {
+        Writer {
+            db,
+            rx,
+            appended: notify,
+            commits: counted,
+            max_events,
+            wait,
+            max_age,
+            forget_after,
+            last_expiry: Instant::now(),
+            last_forget: Instant::now(),
+            stats,
+        }
+        .run()
+    })?;
     Ok(Handle {
-        tx,
+        worker,
         appended,
         commits,
-        thread: Arc::new(std::sync::Mutex::new(Some(thread))),
     })
 }
 
@@ -334,17 +299,6 @@ impl Writer {
 
     fn read(&mut self, read: Read) {
         match read {
-            Read::Fetch {
-                after,
-                until,
-                limit,
-                reply,
-            } => {
-                let _ = reply.send(self.db.fetch_range(after, until, limit));
-            }
-            Read::LastId { reply } => {
-                let _ = reply.send(self.db.last_id());
-            }
             Read::Stats { reply } => {
                 let _ = reply.send(self.db.stats());
             }

@@ -1,0 +1,53 @@
+//! The reader thread: forwarding's reads, on a read-only connection of their own.
+//!
+//! In WAL mode a reader sees every transaction committed before its read began and never waits
+//! for the writer, nor the writer for it. So the forwarder's fetches do not queue behind group
+//! commits (and their fsyncs) on the writer thread, and commits do not wait behind fetches.
+//! A row is visible here once the commit that holds it returned, which is before the writer
+//! wakes the forwarder ([`super::Spool::appended`]); a deleted row is gone once its ack returned.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+
+use super::worker::{Reply, Worker};
+use super::{SpoolDb, SpoolError, Spooled};
+
+pub(super) enum Query {
+    Fetch {
+        after: i64,
+        until: i64,
+        limit: usize,
+        reply: Reply<Vec<Spooled>>,
+    },
+    LastId {
+        reply: Reply<i64>,
+    },
+}
+
+/// Opens the read-only connection to the spool at `path` (which the writer has created) and
+/// starts the thread.
+pub(super) fn start(path: &Path) -> Result<Worker<Query>, SpoolError> {
+    let conn = SpoolDb::open_read_only(path)?;
+    Worker::start("spool-reader", path, move |rx| serve(&conn, &rx))
+}
+
+fn serve(conn: &Connection, rx: &mpsc::Receiver<Query>) {
+    while let Ok(query) = rx.recv() {
+        match query {
+            Query::Fetch {
+                after,
+                until,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(super::db::fetch_range(conn, after, until, limit));
+            }
+            Query::LastId { reply } => {
+                let _ = reply.send(super::db::last_id(conn));
+            }
+        }
+    }
+    tracing::debug!(message = "Spool reader stopped.");
+}
