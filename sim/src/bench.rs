@@ -12,10 +12,13 @@
 //! Kafka), p50 and p99, when a broker is given: an event's timestamp is its batch's due time
 //! in wall clock ms, and a consumer reading from the end of the topic compares it with its own clock.
 //! The gateway's CPU (user + system, as % of one core) and resident memory (peak of samples
-//! every 200 ms, and at the end), from `/proc/<pid>`.
+//! every 200 ms, and at the end), from `/proc/<pid>`. With a folder on the gateway's disk, the
+//! disk's own fdatasync latency, timed just before the load ([`disk`]), and the ratio of the
+//! acknowledgement p99 to it.
 //!
 //! Speed and memory targets live here and in `cargo bench`, never in timed tests.
 
+pub mod disk;
 #[cfg(feature = "kafka")]
 pub mod e2e;
 mod load;
@@ -43,6 +46,8 @@ pub struct BenchSpec {
     pub window: usize,
     pub prefix: String,
     pub seed: u64,
+    /// A folder on the gateway's spool disk, to time its fdatasync beside the load.
+    pub fsync_dir: Option<std::path::PathBuf>,
 }
 
 /// Percentiles in milliseconds.
@@ -96,6 +101,11 @@ pub struct BenchReport {
     pub ack_latency_ms: Latency,
     pub e2e_latency_ms: Option<Latency>,
     pub gateway: Option<GatewayCost>,
+    /// The disk's own append-and-fdatasync latency, measured before the load (`--fsync-dir`).
+    pub disk_fdatasync_ms: Option<Latency>,
+    /// Acknowledgement p99 over the disk's fdatasync p99: the cost of durability beyond the
+    /// disk's own.
+    pub ack_p99_over_fdatasync_p99: Option<f64>,
 }
 
 impl BenchReport {
@@ -139,6 +149,13 @@ impl BenchReport {
             None => {
                 let _ = writeln!(out, "end to end      not measured (no --kafka)");
             }
+        }
+        if let (Some(d), Some(ratio)) = (&self.disk_fdatasync_ms, self.ack_p99_over_fdatasync_p99) {
+            let _ = writeln!(
+                out,
+                "disk            fdatasync p50 {:.2} ms  p99 {:.2} ms  (ack p99 = {:.1} × fdatasync p99)",
+                d.p50, d.p99, ratio
+            );
         }
         match &self.gateway {
             Some(g) => {
@@ -184,6 +201,13 @@ pub async fn run(
     if kafka.is_some() {
         return Err("this build has no Kafka support (feature `kafka`)".into());
     }
+    let disk = match &spec.fsync_dir {
+        Some(dir) => Some(
+            disk::fdatasync_latency(dir, 500)
+                .map_err(|e| format!("timing fdatasync in {}: {e}", dir.display()))?,
+        ),
+        None => None,
+    };
     let cpu0 = pid.and_then(proc::cpu_seconds);
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = pid.map(|pid| {
@@ -222,6 +246,7 @@ pub async fn run(
     #[cfg(not(feature = "kafka"))]
     let e2e_latency_ms = None;
     let secs = load.elapsed.as_secs_f64().max(1e-9);
+    let ack_latency_ms = Latency::from_micros(&load.ack_latency);
     Ok(BenchReport {
         transport: "tcp",
         devices: spec.devices,
@@ -232,7 +257,9 @@ pub async fn run(
         acked: load.acked,
         achieved_rate: load.acked as f64 / secs,
         errors: load.errors,
-        ack_latency_ms: Latency::from_micros(&load.ack_latency),
+        ack_p99_over_fdatasync_p99: disk.map(|d| ack_latency_ms.p99 / d.p99.max(1e-3)),
+        disk_fdatasync_ms: disk,
+        ack_latency_ms,
         e2e_latency_ms,
         gateway,
     })

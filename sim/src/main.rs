@@ -188,6 +188,10 @@ struct BenchArgs {
     /// Print only the JSON line.
     #[arg(long)]
     json: bool,
+    /// A folder on the gateway's spool disk (its data_dir): the bench times that disk's
+    /// fdatasync before the load and reports the acknowledgement p99 against it.
+    #[arg(long)]
+    fsync_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -425,6 +429,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         window: args.window.max(1),
         prefix: args.prefix,
         seed: args.seed,
+        fsync_dir: args.fsync_dir.clone(),
     };
     let pid = args
         .pid

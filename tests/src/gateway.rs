@@ -44,6 +44,8 @@ pub struct Gateway {
     pub mqtt_tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// Extra environment for the gateway process.
+    env: Vec<(String, String)>,
 }
 
 /// What a stopped gateway left behind.
@@ -98,6 +100,29 @@ impl Gateway {
             (tcp, mqtt),
             extra,
         )
+    }
+
+    /// Like [`Gateway::start_with`], with `env` set for the gateway process (`LD_PRELOAD`, ...).
+    pub fn start_with_env(
+        brokers: Option<&str>,
+        topics: &Topics,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut gateway = Self::configure(
+            tempfile::tempdir().expect("temp dir"),
+            brokers,
+            topics,
+            false,
+            ("", ""),
+            extra,
+        );
+        gateway.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        gateway.spawn();
+        gateway
     }
 
     /// Like [`Gateway::start`], with `shutdown_grace_ms` set to `grace_ms` (5000 otherwise).
@@ -193,6 +218,7 @@ impl Gateway {
             mqtt_tls,
             dir,
             config,
+            env: Vec::new(),
         }
     }
 
@@ -258,6 +284,7 @@ impl Gateway {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info,rumqttd=off")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

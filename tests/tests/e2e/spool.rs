@@ -149,3 +149,69 @@ async fn subscribers_on_the_embedded_broker_see_device_publishes_and_qos2_is_sto
     let lines = std::fs::read_to_string(sink).unwrap_or_default();
     assert_eq!(lines.lines().count() as u64, seq - 1, "{}", stopped.stdout);
 }
+
+/// Builds `tests/shim/fsync_counter.c` into `dir` (with the machine's C compiler) and returns
+/// the shared library's path.
+fn fsync_counter(dir: &std::path::Path) -> std::path::PathBuf {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/shim/fsync_counter.c");
+    let library = dir.join("libfsync_counter.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(source)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(built.success(), "building the fsync counter");
+    library
+}
+
+/// A SIGKILL leaves the page cache intact, so the crash test cannot tell a commit that reached
+/// the disk from one that did not. This one can: every fsync and fdatasync of the gateway is
+/// counted (an LD_PRELOAD shim), and each batch a device sends waits for its answer before the
+/// next, so no two can share a commit. Each answer must then have been preceded by at least one
+/// sync of its own. With `synchronous=NORMAL` or `OFF` (no sync per commit in WAL mode), or an
+/// answer sent before the commit, the count falls short.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledgement_waits_for_a_synced_commit() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let library = fsync_counter(scratch.path());
+    let count_file = scratch.path().join("fsyncs");
+    let read_count = || -> u64 {
+        std::fs::read_to_string(&count_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let topics = Topics::unique("durable");
+    // Kafka unreachable: nothing is forwarded, so only ingest commits sync.
+    let mut gateway = Gateway::start_with_env(
+        Some(&unreachable_kafka()),
+        &topics,
+        "",
+        &[
+            ("LD_PRELOAD", &library.display().to_string()),
+            (
+                "TRIBUTARY_FSYNC_COUNT_FILE",
+                &count_file.display().to_string(),
+            ),
+        ],
+    );
+    let mut device = TcpDevice::connect(gateway.tcp, "durable-1", None, Some(9))
+        .await
+        .expect("connect");
+    let mut before = read_count();
+    for seq in 1..=20u64 {
+        let event =
+            tributary_sim::generate::event(0, "durable-1", seq, 1_767_225_600_000 + seq, false);
+        assert_eq!(device.send_batch(&[event]).await.expect("stored"), seq);
+        let after = read_count();
+        assert!(
+            after > before,
+            "batch {seq} was acknowledged without a sync since the previous answer ({before} -> {after})"
+        );
+        before = after;
+    }
+    drop(device);
+    assert!(gateway.stop().status.success());
+}
