@@ -109,14 +109,7 @@ impl Gateway {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut gateway = Self::configure(
-            tempfile::tempdir().expect("temp dir"),
-            brokers,
-            topics,
-            false,
-            ("", ""),
-            extra,
-        );
+        let mut gateway = Self::configured(brokers, topics, extra);
         gateway.env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -127,14 +120,7 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with `shutdown_grace_ms` set to `grace_ms` (5000 otherwise).
     pub fn start_with_grace(brokers: Option<&str>, topics: &Topics, grace_ms: u64) -> Self {
-        let mut gateway = Self::configure(
-            tempfile::tempdir().expect("temp dir"),
-            brokers,
-            topics,
-            false,
-            ("", ""),
-            "",
-        );
+        let mut gateway = Self::configured(brokers, topics, "");
         let text = std::fs::read_to_string(&gateway.config).expect("config");
         let text = text.replace(
             "shutdown_grace_ms = 5000\n",
@@ -143,6 +129,18 @@ impl Gateway {
         std::fs::write(&gateway.config, text).expect("write config");
         gateway.spawn();
         gateway
+    }
+
+    /// A plain gateway's config with `extra` appended, written to a new directory; not started.
+    fn configured(brokers: Option<&str>, topics: &Topics, extra: &str) -> Self {
+        Self::configure(
+            tempfile::tempdir().expect("temp dir"),
+            brokers,
+            topics,
+            false,
+            ("", ""),
+            extra,
+        )
     }
 
     /// A gateway with TLS listeners beside the plain ones (`tcp_tls`, `mqtt_tls`). `sections`
