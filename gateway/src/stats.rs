@@ -133,14 +133,18 @@ impl Stats {
         topics: impl IntoIterator<Item = &'a str>,
         outcomes: &[Appended],
     ) {
+        // One lock for the whole batch, not one per record.
+        let mut all = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         for (topic, outcome) in topics.into_iter().zip(outcomes) {
-            self.with(topic, |c| {
-                c.received += 1;
-                match outcome {
-                    Appended::Stored { .. } => c.spooled += 1,
-                    Appended::Duplicate => c.duplicates += 1,
-                }
-            });
+            let c = match all.get_mut(topic) {
+                Some(c) => c,
+                None => all.entry(topic.to_owned()).or_default(),
+            };
+            c.received += 1;
+            match outcome {
+                Appended::Stored { .. } => c.spooled += 1,
+                Appended::Duplicate => c.duplicates += 1,
+            }
         }
     }
 

@@ -44,13 +44,13 @@
 //! Only this module names rumqttd and rumqttc types.
 
 mod broker;
+mod json;
 mod oversize;
 mod session;
 
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tributary_protocol::json::JsonEvent;
 use tributary_protocol::{Event, Kind};
 
 pub use broker::{start_broker, Republisher};
@@ -172,26 +172,7 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable>
         }
         vec![(event, 0)]
     } else {
-        let value: serde_json::Value = serde_json::from_slice(payload)
-            .map_err(|e| fail(format!("payload is not JSON: {e}")))?;
-        let items = match value {
-            serde_json::Value::Array(items) => items,
-            other => vec![other],
-        };
-        let mut events = Vec::with_capacity(items.len());
-        for (index, mut item) in items.into_iter().enumerate() {
-            if let Some(obj) = item.as_object_mut() {
-                obj.entry("kind").or_insert_with(|| kind.as_str().into());
-            }
-            let json: JsonEvent = serde_json::from_value(item)
-                .map_err(|e| fail(format!("event {index}: not a {kind} event: {e}")))?;
-            let session = json.session.unwrap_or(0);
-            let event = json
-                .into_event(device_id, kind)
-                .map_err(|e| fail(format!("event {index}: {e}")))?;
-            events.push((event, session));
-        }
-        events
+        json::decode(device_id, kind, payload).map_err(fail)?
     };
     for (event, _) in &events {
         event
@@ -230,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_postcard_payload_on_pc_topics_decodes() {
-        let event: Event = serde_json::from_str::<JsonEvent>(
+        let event: Event = serde_json::from_str::<tributary_protocol::json::JsonEvent>(
             r#"{"device_id":"car-1","seq":3,"time_ms":5,"kind":"position","lat":1,"lon":2}"#,
         )
         .unwrap()

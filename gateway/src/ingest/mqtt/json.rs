@@ -1,0 +1,185 @@
+//! MQTT JSON payloads into events, in one pass over the bytes.
+//!
+//! A payload is one JSON event or an array of them, in the flat form of
+//! [`tributary_protocol::json`], where `device_id` and `kind` may be left out because the topic
+//! supplies them. Every field is read straight into [`Incoming`]: no intermediate `Value`, no
+//! second parse per event, no buffering for a tagged or flattened enum. The result is the same
+//! as [`JsonEvent::into_event`](tributary_protocol::json::JsonEvent::into_event) would give,
+//! with the same refusals: a payload naming another device or kind than its topic, a reading
+//! without `values`, a position without `lat` and `lon`.
+
+use serde::Deserialize;
+use serde_json::error::Category;
+use tributary_protocol::{Body, Event, FixQuality, Kind, Position, Reading, SensorValue};
+
+/// One event as an MQTT device may send it.
+#[derive(Deserialize)]
+struct Incoming {
+    #[serde(default)]
+    device_id: Option<String>,
+    seq: u64,
+    time_ms: u64,
+    #[serde(default)]
+    session: Option<u64>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    values: Option<Vec<SensorValue>>,
+    #[serde(default)]
+    lat: Option<f64>,
+    #[serde(default)]
+    lon: Option<f64>,
+    #[serde(default)]
+    alt_m: Option<f32>,
+    #[serde(default)]
+    speed_mps: Option<f32>,
+    #[serde(default)]
+    heading_deg: Option<f32>,
+    #[serde(default)]
+    hdop: Option<f32>,
+    #[serde(default)]
+    satellites: Option<u8>,
+    #[serde(default)]
+    fix: Option<FixQuality>,
+}
+
+/// The events of `payload`, published on `devices/{device_id}/{kind}`, each with its boot
+/// session (0: none); or why not. Validation is the caller's ([`Event::validate`]).
+pub(super) fn decode(
+    device_id: &str,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<Vec<(Event, u64)>, String> {
+    let array = payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    let parsed = if array {
+        serde_json::from_slice::<Vec<Incoming>>(payload)
+    } else {
+        serde_json::from_slice::<Incoming>(payload).map(|one| vec![one])
+    };
+    let items = parsed.map_err(|e| match e.classify() {
+        Category::Data => format!("not a {kind} event: {e}"),
+        Category::Syntax | Category::Eof | Category::Io => format!("payload is not JSON: {e}"),
+    })?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            event(device_id, kind, item).map_err(|e| format!("event {index}: {e}"))
+        })
+        .collect()
+}
+
+fn event(device_id: &str, kind: Kind, item: Incoming) -> Result<(Event, u64), String> {
+    if let Some(payload) = item.device_id.as_deref().filter(|p| *p != device_id) {
+        return Err(format!(
+            "payload device_id {payload:?} differs from the topic's {device_id:?}"
+        ));
+    }
+    if let Some(payload) = item.kind.as_deref().filter(|p| *p != kind.as_str()) {
+        return Err(format!(
+            "payload kind {payload} differs from the topic's {kind}"
+        ));
+    }
+    let body = match kind {
+        Kind::Reading => Body::Reading(Reading {
+            values: item
+                .values
+                .ok_or_else(|| format!("not a {kind} event: missing field `values`"))?,
+        }),
+        Kind::Position => {
+            let (Some(lat), Some(lon)) = (item.lat, item.lon) else {
+                return Err(format!("not a {kind} event: it needs `lat` and `lon`"));
+            };
+            Body::Position(Position {
+                lat,
+                lon,
+                alt_m: item.alt_m,
+                speed_mps: item.speed_mps,
+                heading_deg: item.heading_deg,
+                hdop: item.hdop,
+                satellites: item.satellites,
+                fix: item.fix.unwrap_or(FixQuality::Gps),
+            })
+        }
+    };
+    let event = Event {
+        device_id: device_id.to_owned(),
+        seq: item.seq,
+        time_ms: item.time_ms,
+        body,
+    };
+    Ok((event, item.session.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_protocol::json::JsonEvent;
+
+    use super::*;
+
+    /// The one-pass decoder agrees with the protocol's `JsonEvent` on what they both accept.
+    #[test]
+    fn it_reads_what_the_json_event_form_reads_the_same_way() {
+        let payloads: [(&str, Kind); 4] = [
+            (
+                r#"{"seq":1,"time_ms":5,"values":[{"name":"t","value":1.5,"unit":"Cel"}]}"#,
+                Kind::Reading,
+            ),
+            (
+                r#"{"device_id":"d-1","kind":"reading","seq":2,"time_ms":6,"session":9,"values":[]}"#,
+                Kind::Reading,
+            ),
+            (
+                r#"{"seq":3,"time_ms":7,"lat":52.5,"lon":13.4}"#,
+                Kind::Position,
+            ),
+            (
+                r#"{"seq":4,"time_ms":8,"kind":"position","lat":1,"lon":2,"alt_m":3,"speed_mps":4,"heading_deg":5,"hdop":0.9,"satellites":7,"fix":"rtk_fixed"}"#,
+                Kind::Position,
+            ),
+        ];
+        for (payload, kind) in payloads {
+            let ours = decode("d-1", kind, payload.as_bytes()).expect(payload);
+            let mut value: serde_json::Value = serde_json::from_str(payload).expect("json");
+            value
+                .as_object_mut()
+                .expect("object")
+                .entry("kind")
+                .or_insert(kind.as_str().into());
+            let theirs: JsonEvent = serde_json::from_value(value).expect(payload);
+            let session = theirs.session.unwrap_or(0);
+            let theirs = theirs.into_event("d-1", kind).expect(payload);
+            assert_eq!(ours, vec![(theirs, session)], "{payload}");
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_was_wrong() {
+        let cases: [(&str, Kind, &str); 5] = [
+            ("{not json", Kind::Reading, "not JSON"),
+            (r#"{"seq":1}"#, Kind::Reading, "missing field `time_ms`"),
+            (
+                r#"{"seq":1,"time_ms":2}"#,
+                Kind::Reading,
+                "missing field `values`",
+            ),
+            (
+                r#"[{"seq":1,"time_ms":2,"lat":1}]"#,
+                Kind::Position,
+                "event 0: not a position event",
+            ),
+            (
+                r#"{"kind":"position","seq":1,"time_ms":2,"lat":1,"lon":2}"#,
+                Kind::Reading,
+                "differs from the topic",
+            ),
+        ];
+        for (payload, kind, expected) in cases {
+            let reason = decode("d-1", kind, payload.as_bytes()).unwrap_err();
+            assert!(reason.contains(expected), "{payload}: {reason}");
+        }
+    }
+}
