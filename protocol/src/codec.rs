@@ -79,8 +79,10 @@ impl Decoder for MessageCodec {
         };
         if src.len() < header.frame_len() {
             // Grow as bytes arrive, not by what the header announces: a peer that announces a
-            // large frame and sends nothing must not cost that much memory.
-            src.reserve((header.frame_len() - src.len()).min(16 * 1024));
+            // large frame and sends nothing must not cost that much memory. Doubling what has
+            // arrived keeps the number of reads for a large frame small.
+            let missing = header.frame_len() - src.len();
+            src.reserve(missing.min(src.len().max(512)));
             return Ok(None);
         }
         let result = decode_frame_versioned(&src[..header.frame_len()], self.max_body);

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tributary_protocol::codec::{BadFrame, MessageCodec};
 use tributary_protocol::{
@@ -102,7 +102,7 @@ struct Connection {
 impl Connection {
     fn new(accepted: Accepted, max_frame: usize, idle: Duration, ingest: Ingest) -> Self {
         Self {
-            framed: Framed::new(accepted.stream, MessageCodec::new(max_frame)),
+            framed: small_framed(accepted.stream, MessageCodec::new(max_frame)),
             peer: accepted.peer,
             device: None,
             _connected: None,
@@ -396,6 +396,19 @@ impl Connection {
     async fn nack(&mut self, code: NackCode, text: String) -> std::io::Result<()> {
         self.send(&Message::Nack(Nack { code, text })).await
     }
+}
+
+/// A framed stream whose buffers start small (tokio-util's default is 8 KiB each): an idle
+/// device holds them while it waits. They grow as frames arrive; the codec reserves a large
+/// frame's room only as its bytes come.
+fn small_framed(
+    stream: Box<dyn Stream>,
+    codec: MessageCodec,
+) -> Framed<Box<dyn Stream>, MessageCodec> {
+    let mut parts = FramedParts::new::<&Message>(stream, codec);
+    parts.read_buf = bytes::BytesMut::with_capacity(512);
+    parts.write_buf = bytes::BytesMut::with_capacity(256);
+    Framed::from_parts(parts)
 }
 
 fn saturating_u32(n: usize) -> u32 {

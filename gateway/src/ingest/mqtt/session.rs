@@ -32,6 +32,9 @@ use crate::route::DeadLetter;
 /// Most bytes of a refused payload kept in its dead letter.
 pub const DEAD_LETTER_BYTES: usize = 1024;
 
+/// The read buffer's first size.
+const INITIAL_READ: usize = 512;
+
 /// How long a new connection has to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -110,8 +113,9 @@ impl Session {
             max_packet: max_payload + 64 * 1024,
             ingest,
             republish,
-            read: BytesMut::with_capacity(8 * 1024),
-            write: BytesMut::with_capacity(1024),
+            // Small to start: an idle device holds these while it waits (see `read_more`).
+            read: BytesMut::with_capacity(INITIAL_READ),
+            write: BytesMut::with_capacity(256),
             oversize: None,
         }
     }
@@ -439,7 +443,7 @@ impl Session {
             if !round.publishes.is_empty() || !round.replies.is_empty() {
                 return Ok(Some(round));
             }
-            if self.stream.read_buf(&mut self.read).await? == 0 {
+            if self.read_more().await? == 0 {
                 return Ok(None);
             }
         }
@@ -454,7 +458,7 @@ impl Session {
                 }
                 None => {}
             }
-            if self.stream.read_buf(&mut self.read).await? == 0 {
+            if self.read_more().await? == 0 {
                 return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }
@@ -489,6 +493,15 @@ impl Session {
             }
             Err(e) => Err(SessionError::Malformed(format!("{e:?}"))),
         }
+    }
+
+    /// Reads what has arrived into the read buffer, which starts small and doubles whenever a
+    /// read filled it, so an idle device costs little and a stream of large packets few reads.
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.read.len() == self.read.capacity() {
+            self.read.reserve(self.read.capacity().max(INITIAL_READ));
+        }
+        self.stream.read_buf(&mut self.read).await
     }
 
     async fn send(&mut self, packets: &[Packet]) -> Result<(), SessionError> {
