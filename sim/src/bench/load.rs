@@ -203,7 +203,11 @@ async fn device(
                     }
                     continue;
                 }
-                next = tokio::time::timeout(Duration::from_secs(30), source.next()) => next,
+                // Nothing outstanding (a slow device between batches): no deadline for an ACK.
+                next = tokio::time::timeout(
+                    if pending.is_empty() { Duration::from_secs(24 * 3600) } else { Duration::from_secs(30) },
+                    source.next(),
+                ) => next,
             };
             let error = match next {
                 Err(_) => "no ACK within 30 s".to_owned(),
