@@ -57,7 +57,7 @@ pub async fn run(
                 return Ok(());
             }
             tokio::select! {
-                _ = spool.appended() => {}
+                _ = spool.appended() => tokio::time::sleep(super::COALESCE).await,
                 _ = drain.stop.cancelled() => {}
             }
             continue;

@@ -275,7 +275,10 @@ pub async fn run(
                     ack(&spool, &stats, &mut confirmed).await;
                 }
             }
-            _ = spool.appended(), if idle && rewind.is_none() => idle = false,
+            _ = spool.appended(), if idle && rewind.is_none() => {
+                tokio::time::sleep(super::COALESCE).await;
+                idle = false;
+            }
             _ = ack_tick.tick() => ack(&spool, &stats, &mut confirmed).await,
             _ = drain.stop.cancelled(), if deadline.is_none() => {}
             _ = tokio::time::sleep_until(until), if deadline.is_some() => {}
