@@ -9,7 +9,7 @@
 //!
 //! Not part of the gateway's API: hidden from its docs, and free to change with the targets.
 
-mod session;
+pub(crate) mod session;
 
 use std::path::Path;
 

@@ -56,25 +56,12 @@ pub fn tcp_session(data: &[u8]) {
 }
 
 fn run(dir: &Path, data: &[u8]) {
-    let text = format!(
-        "[gateway]\ndata_dir = {:?}\n[spool]\ngroup_commit_wait_ms = 0\n",
-        dir.display().to_string()
-    );
-    let config = Config::parse(&text, Path::new("fuzz.toml")).expect("the harness's config");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     let (answers, rows) = runtime.block_on(async {
-        let stats = Stats::default();
-        let (spool, _) = Spool::open(&config.spool, stats.clone()).expect("a fresh spool");
-        // One for the process: it starts password-checking threads.
-        static AUTHORITY: OnceLock<Arc<Authority>> = OnceLock::new();
-        let authority = AUTHORITY
-            .get_or_init(|| Arc::new(Authority::load(&config).expect("anonymous loopback")))
-            .clone();
-        let router = Router::new(config.routes.clone()).expect("default routes");
-        let ingest = Ingest::new(spool.clone(), router, stats, authority);
+        let (ingest, spool) = local_ingest(dir);
         let (mut device, gateway) = tokio::io::duplex(64 * 1024);
         let accepted = Accepted {
             stream: Box::new(gateway),
@@ -115,6 +102,25 @@ fn run(dir: &Path, data: &[u8]) {
         }
     }
     check(data, &answers, &stored);
+}
+
+/// A gateway's ingest path in this process, on a fresh spool in `dir`, for devices on loopback
+/// (anonymous): what the session harness and the in-process session tests run against.
+pub(crate) fn local_ingest(dir: &Path) -> (Ingest, Spool) {
+    let text = format!(
+        "[gateway]\ndata_dir = {:?}\n[spool]\ngroup_commit_wait_ms = 0\n",
+        dir.display().to_string()
+    );
+    let config = Config::parse(&text, Path::new("fuzz.toml")).expect("the harness's config");
+    let stats = Stats::default();
+    let (spool, _) = Spool::open(&config.spool, stats.clone()).expect("a fresh spool");
+    // One for the process: it starts password-checking threads.
+    static AUTHORITY: OnceLock<Arc<Authority>> = OnceLock::new();
+    let authority = AUTHORITY
+        .get_or_init(|| Arc::new(Authority::load(&config).expect("anonymous loopback")))
+        .clone();
+    let router = Router::new(config.routes.clone()).expect("default routes");
+    (Ingest::new(spool.clone(), router, stats, authority), spool)
 }
 
 /// Walks the device's frames and the gateway's answers side by side.
