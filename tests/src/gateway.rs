@@ -318,6 +318,28 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// Waits until the spool is empty (everything forwarded), as `/metrics` says; panics after
+    /// `timeout`. Stopping is bounded by `shutdown_grace_ms`, so a test that reads the sink after
+    /// a large run waits for the drain first.
+    pub fn wait_drained(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, metrics) = crate::http_get(self.admin, "/metrics");
+            let rows = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("tributary_spool_rows "))
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            if rows == Some(0.0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the spool did not drain within {timeout:?} ({rows:?} rows left)"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Sends SIGTERM and waits for a graceful exit (at most 60 s).
     pub fn stop(&mut self) -> Stopped {
         let mut child = self.child.take().expect("gateway is running");

@@ -95,6 +95,7 @@ fn ten_thousand_devices_connect_and_each_gets_an_event_acknowledged() {
         .unwrap_or(0);
     assert!(peak >= 9_000, "peak connections {peak}: {summary}");
 
+    gateway.wait_drained(Duration::from_secs(120));
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let sink = gateway.sink_dir();
