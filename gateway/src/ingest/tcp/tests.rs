@@ -74,3 +74,51 @@ async fn a_session_silent_after_hello_is_closed_at_the_idle_timeout() {
     );
     scope.stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_device_that_stops_reading_its_answers_is_closed_after_the_write_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ingest, _spool) = crate::fuzz::session::local_ingest(dir.path());
+    // A pipe with room for a few answers only, and a device that never reads them.
+    let (mut device, gateway) = tokio::io::duplex(256);
+    let accepted = crate::ingest::conn::Accepted {
+        stream: Box::new(gateway),
+        peer: crate::identity::Peer {
+            addr: "127.0.0.1:40001".parse().expect("address"),
+            loopback_listener: true,
+            certificate: None,
+        },
+    };
+    let session = tokio::spawn(super::session(
+        accepted,
+        4096,
+        Duration::from_secs(600),
+        ingest,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let hello = Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        device_id: "deaf-1".into(),
+        password: None,
+        session: None,
+    });
+    let mut frames = tributary_protocol::encode_frame(&hello).expect("HELLO");
+    let empty = tributary_protocol::encode_frame(&Message::Events(Vec::new())).expect("EVENTS");
+    for _ in 0..50 {
+        frames.extend_from_slice(&empty);
+    }
+    let started = Instant::now();
+    // The writes stall too once the gateway stops reading; the device stays open throughout.
+    let writer = tokio::spawn(async move {
+        let _ = device.write_all(&frames).await;
+        device
+    });
+    session.await.expect("the session ends");
+    drop(writer);
+    let took = Instant::now() - started;
+    assert!(
+        took >= crate::ingest::conn::WRITE_TIMEOUT && took < crate::ingest::conn::WRITE_TIMEOUT * 2,
+        "closed after {took:?}"
+    );
+}
