@@ -132,7 +132,9 @@ pub async fn serve<S, SF, B, BF>(
         let connection = async move {
             let _counted = stats.connection(spec.transport);
             let Some(accepted) =
-                handshake(stream, addr, loopback, acceptor, &authority, &stats, spec).await
+                // Boxed: a TLS handshake's state is large, and needed only until it is done.
+                Box::pin(handshake(stream, addr, loopback, acceptor, &authority, &stats, spec))
+                    .await
             else {
                 return;
             };

@@ -21,16 +21,17 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use tokio::net::TcpListener;
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tributary_protocol::codec::{BadFrame, MessageCodec};
 use tributary_protocol::{
     Ack, Answer, Event, Hello, Message, Nack, NackCode, Refused, OLDEST_VERSION,
 };
 
-use super::conn::{self, Accepted, Spec, Stream, WRITE_TIMEOUT};
+use self::wire::Wire;
+use super::conn::{self, Accepted, Spec, WRITE_TIMEOUT};
 use super::{Inbound, Ingest};
 use crate::config::TcpConfig;
 use crate::identity::{Claim, Identity, Peer};
@@ -88,7 +89,7 @@ pub async fn session(
 }
 
 struct Connection {
-    framed: Framed<Box<dyn Stream>, MessageCodec>,
+    wire: Wire,
     peer: Peer,
     /// Set by a successful HELLO: the device id, its identity and its boot session.
     device: Option<(String, Identity, u64)>,
@@ -102,7 +103,7 @@ struct Connection {
 impl Connection {
     fn new(accepted: Accepted, max_frame: usize, idle: Duration, ingest: Ingest) -> Self {
         Self {
-            framed: small_framed(accepted.stream, MessageCodec::new(max_frame)),
+            wire: Wire::new(accepted.stream, MessageCodec::new(max_frame)),
             peer: accepted.peer,
             device: None,
             _connected: None,
@@ -137,12 +138,14 @@ impl Connection {
                 }
             };
             match inbound? {
+                // Boxed: what handling a message needs lives on the heap only while it runs,
+                // so an idle connection's task stays small.
                 Ok(Message::Hello(hello)) => {
-                    if !self.hello(hello).await? {
+                    if !Box::pin(self.hello(hello)).await? {
                         break;
                     }
                 }
-                Ok(Message::Events(events)) => self.events(events).await?,
+                Ok(Message::Events(events)) => Box::pin(self.events(events)).await?,
                 Ok(Message::Ack(_) | Message::Nack(_) | Message::Answer(_)) => {
                     self.nack(
                         NackCode::ProtocolViolation,
@@ -159,7 +162,7 @@ impl Connection {
                 }
             }
         }
-        let _ = SinkExt::<&Message>::close(&mut self.framed).await;
+        self.wire.close().await;
         Ok(())
     }
 
@@ -173,14 +176,14 @@ impl Connection {
         } else {
             HELLO_TIMEOUT
         };
-        tokio::time::timeout(limit, self.framed.next())
+        tokio::time::timeout(limit, self.wire.next())
             .await
             .map_err(|_| ())
     }
 
     /// Writes one message, within [`WRITE_TIMEOUT`].
     async fn send(&mut self, message: &Message) -> std::io::Result<()> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.framed.send(message)).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.wire.send(message)).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -313,7 +316,7 @@ impl Connection {
                 if dups > 0 {
                     tracing::debug!(message = "Retransmitted events acknowledged again.", device_id = %device, count = dups);
                 }
-                if self.framed.codec().peer_version() >= 3 {
+                if self.wire.peer_version() >= 3 {
                     let answer = Answer {
                         up_to_seq,
                         stored: saturating_u32(outcomes.len() - dups),
@@ -398,22 +401,11 @@ impl Connection {
     }
 }
 
-/// A framed stream whose buffers start small (tokio-util's default is 8 KiB each): an idle
-/// device holds them while it waits. They grow as frames arrive; the codec reserves a large
-/// frame's room only as its bytes come.
-fn small_framed(
-    stream: Box<dyn Stream>,
-    codec: MessageCodec,
-) -> Framed<Box<dyn Stream>, MessageCodec> {
-    let mut parts = FramedParts::new::<&Message>(stream, codec);
-    parts.read_buf = bytes::BytesMut::with_capacity(512);
-    parts.write_buf = bytes::BytesMut::with_capacity(256);
-    Framed::from_parts(parts)
-}
-
 fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+mod wire;
 
 #[cfg(test)]
 mod tests;

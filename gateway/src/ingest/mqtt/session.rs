@@ -276,7 +276,9 @@ impl Session {
                     Ok(Err(e)) => return Err(e),
                 },
             };
-            let (mut out, denied) = self.commit(round.publishes).await?;
+            // Boxed: the commit's state lives on the heap only while it runs, so an idle
+            // session's task stays small.
+            let (mut out, denied) = Box::pin(self.commit(round.publishes)).await?;
             if denied {
                 // Acknowledge what came before the denied publish (in order, as MQTT wants),
                 // then close without acknowledging it.
