@@ -13,6 +13,14 @@ echo "==> Building (the first build compiles librdkafka and SQLite: a few minute
 cargo build --bins --locked
 bin=target/debug
 
+# Each demo starts from an empty ./data, so the check below sees this run's events only; an
+# earlier one is kept, renamed, never deleted.
+if [ -e data ]; then
+  previous="data.$(date +%Y%m%d-%H%M%S)"
+  echo "==> Keeping the previous ./data as ./$previous"
+  mv data "$previous"
+fi
+
 echo "==> Starting the gateway: TCP on :7878, MQTT on :1883, spool and sink in ./data"
 "$bin/tributary" run --config config/gateway.toml &
 gateway=$!
