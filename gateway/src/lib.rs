@@ -211,7 +211,7 @@ pub async fn run_with(
 
     // Shutdown: one deadline for everything (see `shutdown`).
     stop.cancelled().await;
-    let until = deadline.start();
+    let until = deadline.at();
     scope.stop.cancel();
     scope.tasks.close();
     if tokio::time::timeout_at(until, scope.tasks.wait())

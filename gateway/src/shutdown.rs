@@ -44,14 +44,10 @@ impl Deadline {
         }
     }
 
-    /// Sets the deadline to grace from now, once; later calls keep the first.
-    pub fn start(&self) -> Instant {
-        *self.at.get_or_init(|| Instant::now() + self.grace)
-    }
-
-    /// The deadline, starting it if the stop has not.
+    /// The deadline: grace from the first time it is asked for (when the stop began); every
+    /// later call returns the same moment.
     pub fn at(&self) -> Instant {
-        self.start()
+        *self.at.get_or_init(|| Instant::now() + self.grace)
     }
 }
 

@@ -121,10 +121,7 @@ impl Stats {
     fn with(&self, topic: &str, f: impl FnOnce(&mut TopicCounters)) {
         // A poisoned lock only means another thread panicked mid-update; counters stay usable.
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        match topics.get_mut(topic) {
-            Some(c) => f(c),
-            None => f(topics.entry(topic.to_owned()).or_default()),
-        }
+        update(&mut topics, topic, f);
     }
 
     /// Counts the spool's verdict on records bound for `topics` (same order).
@@ -136,15 +133,13 @@ impl Stats {
         // One lock for the whole batch, not one per record.
         let mut all = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         for (topic, outcome) in topics.into_iter().zip(outcomes) {
-            let c = match all.get_mut(topic) {
-                Some(c) => c,
-                None => all.entry(topic.to_owned()).or_default(),
-            };
-            c.received += 1;
-            match outcome {
-                Appended::Stored { .. } => c.spooled += 1,
-                Appended::Duplicate => c.duplicates += 1,
-            }
+            update(&mut all, topic, |c| {
+                c.received += 1;
+                match outcome {
+                    Appended::Stored { .. } => c.spooled += 1,
+                    Appended::Duplicate => c.duplicates += 1,
+                }
+            });
         }
     }
 
@@ -369,6 +364,18 @@ impl fmt::Display for Summary {
             }
         }
         Ok(())
+    }
+}
+
+/// Updates `topic`'s counters, creating them at first use (the topic is copied only then).
+fn update(
+    topics: &mut BTreeMap<String, TopicCounters>,
+    topic: &str,
+    f: impl FnOnce(&mut TopicCounters),
+) {
+    match topics.get_mut(topic) {
+        Some(c) => f(c),
+        None => f(topics.entry(topic.to_owned()).or_default()),
     }
 }
 

@@ -55,6 +55,20 @@ pub struct Stopped {
     pub stderr: String,
 }
 
+impl Stopped {
+    /// A refusal count from the summary the gateway printed on exit (its `refused:` lines,
+    /// `  tcp/over_limit   12`); 0 when the label is absent.
+    pub fn refused(&self, label: &str) -> u64 {
+        self.stdout
+            .lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some(label)).then(|| words.next()?.parse().ok())?
+            })
+            .unwrap_or(0)
+    }
+}
+
 impl Gateway {
     /// Starts a gateway forwarding to `brokers` (`None`: the file sink) and waits until its
     /// listeners accept connections.
@@ -242,6 +256,15 @@ impl Gateway {
     /// The file sink's directory (when started without brokers).
     pub fn sink_dir(&self) -> PathBuf {
         self.dir.path().join("data/sink")
+    }
+
+    /// The messages the file sink wrote to `topic`, one JSON object each (none if it wrote none).
+    pub fn sink_lines(&self, topic: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.sink_dir().join(format!("{topic}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Whether the process is still running.

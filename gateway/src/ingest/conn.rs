@@ -22,7 +22,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -37,10 +38,38 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most over-limit connections being answered "busy" at once, per listener.
 pub const MAX_REFUSING: usize = 64;
+/// A session's read buffer's first size: an idle device holds it for as long as it waits.
+pub const INITIAL_READ: usize = 512;
 
 /// A byte stream to a device: plain TCP or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Reads what has arrived into `buf`, which starts at [`INITIAL_READ`] and doubles whenever a
+/// read filled it: an idle device costs little, a stream of large frames few reads, and nothing
+/// is reserved for what a header only announces. Both protocols read this way.
+pub async fn read_more(stream: &mut Box<dyn Stream>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        buf.reserve(buf.capacity().max(INITIAL_READ));
+    }
+    stream.read_buf(buf).await
+}
+
+/// Writes an answer to a device and flushes it, within [`WRITE_TIMEOUT`]: a device that stops
+/// reading its answers gets `TimedOut`, and its session ends.
+pub async fn write_answer(stream: &mut Box<dyn Stream>, bytes: &[u8]) -> std::io::Result<()> {
+    let written = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the device stopped reading its answers",
+        )),
+    }
+}
 
 /// An accepted connection, ready for its protocol.
 pub struct Accepted {

@@ -44,7 +44,7 @@
 //! Only this module names rumqttd and rumqttc types.
 
 mod broker;
-mod json;
+pub(crate) mod json;
 mod oversize;
 mod session;
 

@@ -14,16 +14,14 @@
 //!   `forbidden`; one that fails validation as `invalid_event`. Both are kept as dead letters and
 //!   released by the answer, since resending would not help. Version 1 and 2 devices get a NACK
 //!   per refused event and then an ACK, as they always did. An empty batch gets a NACK
-//!   (`invalid_event`). A frame that cannot be
-//!   decoded gets a NACK (`malformed`) and is kept as a dead letter; after a bad length or CRC
-//!   the connection is closed, since frame boundaries are lost. A spool failure gets a NACK
-//!   (`busy`) and no ACK: the device keeps the events and resends.
+//!   (`invalid_event`). A frame that cannot be decoded gets a NACK (`malformed`) and is kept as
+//!   a dead letter; after a bad length or CRC the connection is closed, since frame boundaries
+//!   are lost. A spool failure gets a NACK (`busy`) and no ACK: the device keeps the events and
+//!   resends.
 
 use std::time::Duration;
 
-use futures::SinkExt;
 use tokio::net::TcpListener;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tributary_protocol::codec::{BadFrame, MessageCodec};
 use tributary_protocol::{
@@ -31,7 +29,7 @@ use tributary_protocol::{
 };
 
 use self::wire::Wire;
-use super::conn::{self, Accepted, Spec, WRITE_TIMEOUT};
+use super::conn::{self, Accepted, Spec};
 use super::{Inbound, Ingest};
 use crate::config::TcpConfig;
 use crate::identity::{Claim, Identity, Peer};
@@ -62,12 +60,12 @@ pub async fn serve(
     let session =
         move |a: Accepted| session(a, max_frame, idle, ingest.clone(), session_stop.clone());
     let busy = move |a: Accepted| async move {
-        let mut framed = Framed::new(a.stream, MessageCodec::new(max_frame));
+        let mut wire = Wire::new(a.stream, MessageCodec::new(max_frame));
         let nack = Message::Nack(Nack {
             code: NackCode::Busy,
             text: "too many connections; retry later".into(),
         });
-        let _ = tokio::time::timeout(Duration::from_secs(5), framed.send(&nack)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), wire.send(&nack)).await;
     };
     conn::serve(listener, spec, authority, stats, scope, session, busy).await;
 }
@@ -179,17 +177,6 @@ impl Connection {
         tokio::time::timeout(limit, self.wire.next())
             .await
             .map_err(|_| ())
-    }
-
-    /// Writes one message, within [`WRITE_TIMEOUT`].
-    async fn send(&mut self, message: &Message) -> std::io::Result<()> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.wire.send(message)).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the device stopped reading its answers",
-            )),
-        }
     }
 
     /// Returns whether the session may go on.
@@ -323,12 +310,12 @@ impl Connection {
                         duplicates: saturating_u32(dups),
                         refused,
                     };
-                    return self.send(&Message::Answer(answer)).await;
+                    return self.wire.send(&Message::Answer(answer)).await;
                 }
                 for Refused { code, text, .. } in refused {
                     self.nack(code, text).await?;
                 }
-                self.send(&Message::Ack(Ack { up_to_seq })).await
+                self.wire.send(&Message::Ack(Ack { up_to_seq })).await
             }
             Err(error) => {
                 tracing::warn!(message = "Events not stored; device told to retry.", device_id = %device, %error);
@@ -397,7 +384,7 @@ impl Connection {
     }
 
     async fn nack(&mut self, code: NackCode, text: String) -> std::io::Result<()> {
-        self.send(&Message::Nack(Nack { code, text })).await
+        self.wire.send(&Message::Nack(Nack { code, text })).await
     }
 }
 

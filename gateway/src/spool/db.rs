@@ -294,21 +294,6 @@ impl SpoolDb {
         fetch_range(&self.conn, after, i64::MAX, limit)
     }
 
-    /// Up to `limit` rows with ids in `(after, until]`, in id order.
-    pub fn fetch_range(
-        &self,
-        after: i64,
-        until: i64,
-        limit: usize,
-    ) -> Result<Vec<Spooled>, SpoolError> {
-        fetch_range(&self.conn, after, until, limit)
-    }
-
-    /// The highest id queued, or 0 when empty.
-    pub fn last_id(&self) -> Result<i64, SpoolError> {
-        last_id(&self.conn)
-    }
-
     /// Rows, bytes and the oldest row's age, in total and per topic.
     pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
         stats(&self.conn)

@@ -36,14 +36,6 @@ fn hello_frame(device: &str) -> Message {
     })
 }
 
-fn sink_lines(gateway: &Gateway, topic: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(gateway.sink_dir().join(format!("{topic}.jsonl")))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn mqtt_max_payload_bytes_means_what_it_says() {
     let topics = Topics::unique("payload");
@@ -69,10 +61,10 @@ fn mqtt_max_payload_bytes_means_what_it_says() {
         "{}",
         stopped.stdout
     );
-    let readings = sink_lines(&gateway, &topics.readings);
+    let readings = gateway.sink_lines(&topics.readings);
     assert_eq!(readings.len(), 1, "{readings:?}");
     assert_eq!(readings[0]["value"]["seq"], 1);
-    let dead = sink_lines(&gateway, &topics.dead_letter);
+    let dead = gateway.sink_lines(&topics.dead_letter);
     assert_eq!(dead.len(), 1, "{dead:?}");
     let reason = dead[0]["headers"]["reason"].as_str().unwrap_or("");
     assert!(
@@ -113,7 +105,7 @@ fn a_malformed_mqtt_packet_is_counted_and_dead_lettered_not_dropped_silently() {
         "{}",
         stopped.stderr
     );
-    let dead = sink_lines(&gateway, &topics.dead_letter);
+    let dead = gateway.sink_lines(&topics.dead_letter);
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0]["headers"]["reason"]
         .as_str()
@@ -221,12 +213,13 @@ async fn each_tcp_batch_gets_exactly_one_answer_naming_what_was_refused() {
     drop(framed);
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let seqs: Vec<_> = sink_lines(&gateway, &topics.readings)
+    let seqs: Vec<_> = gateway
+        .sink_lines(&topics.readings)
         .iter()
         .map(|l| l["value"]["seq"].as_u64().unwrap_or(0))
         .collect();
     assert_eq!(seqs, [1, 4, 5]);
-    let dead = sink_lines(&gateway, &topics.dead_letter);
+    let dead = gateway.sink_lines(&topics.dead_letter);
     assert_eq!(dead.len(), 2, "each refused event is kept: {dead:?}");
 }
 
@@ -376,7 +369,7 @@ fn shutdown_is_bounded_by_the_grace_period_whatever_the_peers_do() {
         "stopped after {took:?} with shutdown_grace_ms = 2000:\n{}",
         stopped.stderr
     );
-    let readings = sink_lines(&gateway, &topics.readings);
+    let readings = gateway.sink_lines(&topics.readings);
     assert_eq!(
         readings.len(),
         1,

@@ -38,17 +38,6 @@ fn wait_closed(sockets: &mut [TcpStream], deadline: Instant) -> usize {
     open.len()
 }
 
-/// A refusal count from the summary the gateway prints on exit (`  tcp/over_limit   12`).
-fn count(stdout: &str, label: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some(label)).then(|| words.next()?.parse().ok())?
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn connections_held_open_without_a_word_cost_little_memory_and_are_closed_on_time() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -109,7 +98,7 @@ fn connections_held_open_without_a_word_cost_little_memory_and_are_closed_on_tim
         ("mqtt/connect_timeout", N),
     ] {
         assert!(
-            count(&stopped.stdout, label) >= at_least as u64,
+            stopped.refused(label) >= at_least as u64,
             "{label} counted: {}",
             stopped.stdout
         );
@@ -185,12 +174,12 @@ fn connections_over_the_cap_are_refused_with_an_answer_counted_and_cost_nothing_
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert!(
-        count(&stopped.stdout, "mqtt/over_limit") >= 1,
+        stopped.refused("mqtt/over_limit") >= 1,
         "{}",
         stopped.stdout
     );
     assert!(
-        count(&stopped.stdout, "tcp/over_limit") >= 301,
+        stopped.refused("tcp/over_limit") >= 301,
         "{}",
         stopped.stdout
     );
@@ -240,14 +229,8 @@ fn a_json_array_of_10000_events_is_stored_whole_or_refused_whole_never_reset() {
     ));
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let lines = |topic: &str| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(gateway.sink_dir().join(format!("{topic}.jsonl")))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
-    let seqs: Vec<u64> = lines(&topics.readings)
+    let seqs: Vec<u64> = gateway
+        .sink_lines(&topics.readings)
         .iter()
         .filter_map(|l| l["value"]["seq"].as_u64())
         .collect();
@@ -256,7 +239,7 @@ fn a_json_array_of_10000_events_is_stored_whole_or_refused_whole_never_reset() {
         (1..=10_000).collect::<Vec<_>>(),
         "all of them, in order"
     );
-    let dead = lines(&topics.dead_letter);
+    let dead = gateway.sink_lines(&topics.dead_letter);
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0]["headers"]["reason"]
@@ -266,12 +249,7 @@ fn a_json_array_of_10000_events_is_stored_whole_or_refused_whole_never_reset() {
         "{:?}",
         dead[0]["headers"]
     );
-    assert_eq!(
-        count(&stopped.stdout, "mqtt/too_large"),
-        1,
-        "{}",
-        stopped.stdout
-    );
+    assert_eq!(stopped.refused("mqtt/too_large"), 1, "{}", stopped.stdout);
 }
 
 #[test]
@@ -301,7 +279,7 @@ fn a_silent_mqtt_session_is_closed_after_one_and_a_half_keep_alives_and_counted(
     );
     let stopped = gateway.stop();
     assert_eq!(
-        count(&stopped.stdout, "mqtt/keepalive_timeout"),
+        stopped.refused("mqtt/keepalive_timeout"),
         1,
         "{}",
         stopped.stdout

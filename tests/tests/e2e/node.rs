@@ -60,15 +60,8 @@ fn node_events_arrive(mqtt: bool, secure: bool) {
     );
     gateway.stop();
 
-    let read = |topic: &str| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(gateway.dir.path().join(format!("data/sink/{topic}.jsonl")))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
-    let readings = read(&topics.readings);
-    let positions = read(&topics.positions);
+    let readings = gateway.sink_lines(&topics.readings);
+    let positions = gateway.sink_lines(&topics.positions);
     assert!(readings.len() >= 10, "{} readings", readings.len());
     assert!(positions.len() >= 5, "{} positions", positions.len());
     let r = &readings[0]["value"];

@@ -45,7 +45,7 @@ struct Incoming {
 
 /// The events of `payload`, published on `devices/{device_id}/{kind}`, each with its boot
 /// session (0: none); or why not. Validation is the caller's ([`Event::validate`]).
-pub(super) fn decode(
+pub(crate) fn decode(
     device_id: &str,
     kind: Kind,
     payload: &[u8],

@@ -18,22 +18,18 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::oversize::{Oversize, Start};
 use super::Republisher;
 use crate::config::OnDeny;
 use crate::identity::{Claim, Identity, Peer, Refusal};
-use crate::ingest::conn::{Accepted, Stream};
+use crate::ingest::conn::{self, Accepted, Stream};
 use crate::ingest::Ingest;
 use crate::route::DeadLetter;
 
 /// Most bytes of a refused payload kept in its dead letter.
 pub const DEAD_LETTER_BYTES: usize = 1024;
-
-/// The read buffer's first size.
-const INITIAL_READ: usize = 512;
 
 /// How long a new connection has to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,8 +109,8 @@ impl Session {
             max_packet: max_payload + 64 * 1024,
             ingest,
             republish,
-            // Small to start: an idle device holds these while it waits (see `read_more`).
-            read: BytesMut::with_capacity(INITIAL_READ),
+            // Small to start: an idle device holds these while it waits (`conn::read_more`).
+            read: BytesMut::with_capacity(conn::INITIAL_READ),
             write: BytesMut::with_capacity(256),
             oversize: None,
         }
@@ -445,7 +441,7 @@ impl Session {
             if !round.publishes.is_empty() || !round.replies.is_empty() {
                 return Ok(Some(round));
             }
-            if self.read_more().await? == 0 {
+            if conn::read_more(&mut self.stream, &mut self.read).await? == 0 {
                 return Ok(None);
             }
         }
@@ -460,7 +456,7 @@ impl Session {
                 }
                 None => {}
             }
-            if self.read_more().await? == 0 {
+            if conn::read_more(&mut self.stream, &mut self.read).await? == 0 {
                 return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }
@@ -497,15 +493,6 @@ impl Session {
         }
     }
 
-    /// Reads what has arrived into the read buffer, which starts small and doubles whenever a
-    /// read filled it, so an idle device costs little and a stream of large packets few reads.
-    async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.read.len() == self.read.capacity() {
-            self.read.reserve(self.read.capacity().max(INITIAL_READ));
-        }
-        self.stream.read_buf(&mut self.read).await
-    }
-
     async fn send(&mut self, packets: &[Packet]) -> Result<(), SessionError> {
         if packets.is_empty() {
             return Ok(());
@@ -515,18 +502,8 @@ impl Session {
                 .map_err(|e| SessionError::Malformed(format!("{e:?}")))?;
         }
         // A device that stops reading its acknowledgements is closed, not waited for.
-        let written = tokio::time::timeout(
-            crate::ingest::conn::WRITE_TIMEOUT,
-            self.stream.write_all(&self.write),
-        )
-        .await;
+        let written = conn::write_answer(&mut self.stream, &self.write).await;
         self.write.clear();
-        match written {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(SessionError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the device stopped reading its acknowledgements",
-            ))),
-        }
+        Ok(written?)
     }
 }

@@ -2,19 +2,17 @@
 //!
 //! `Framed` gives every connection two 8 KiB buffers up front, whatever it is told, and an idle
 //! device holds them for as long as it stays connected: at 10,000 devices that is most of the
-//! gateway's memory. Here the read buffer starts at [`INITIAL`] bytes and doubles only when a
-//! read filled it, and an answer is encoded into a buffer that lives only while it is written.
+//! gateway's memory. Here the read buffer grows as the connection layer's [`conn::read_more`]
+//! grows it, and an answer is encoded into a buffer that lives only while it is written
+//! ([`conn::write_answer`], within the write timeout).
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::codec::{Decoder, Encoder};
 use tributary_protocol::codec::{Inbound, MessageCodec};
 use tributary_protocol::Message;
 
-use crate::ingest::conn::Stream;
-
-/// The read buffer's first size.
-const INITIAL: usize = 512;
+use crate::ingest::conn::{self, Stream};
 
 pub(super) struct Wire {
     stream: Box<dyn Stream>,
@@ -27,7 +25,7 @@ impl Wire {
         Self {
             stream,
             codec,
-            read: BytesMut::with_capacity(INITIAL),
+            read: BytesMut::with_capacity(conn::INITIAL_READ),
         }
     }
 
@@ -40,10 +38,7 @@ impl Wire {
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
             }
-            if self.read.len() == self.read.capacity() {
-                self.read.reserve(self.read.capacity().max(INITIAL));
-            }
-            match self.stream.read_buf(&mut self.read).await {
+            match conn::read_more(&mut self.stream, &mut self.read).await {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(e) => return Some(Err(e)),
@@ -51,12 +46,11 @@ impl Wire {
         }
     }
 
-    /// Writes one message, in the version the device last spoke.
+    /// Writes one message, in the version the device last spoke, within the write timeout.
     pub(super) async fn send(&mut self, message: &Message) -> std::io::Result<()> {
         let mut out = BytesMut::new();
         self.codec.encode(message, &mut out)?;
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await
+        conn::write_answer(&mut self.stream, &out).await
     }
 
     /// The protocol version of the device's last frame.
