@@ -8,6 +8,10 @@
 //! batch and waiting for its commit. The baseline inserts the same number of rows in
 //! transactions of the size the spool's group commit reached, so the ratio shows what the spool
 //! costs beyond SQLite itself (de-duplication, headers, the thread hop, replies).
+//!
+//! A third run inserts rows of the spool's own shape (its table, its nine columns, headers as
+//! the spool stores them) the plain way: SQLite's own cost for what the spool must keep, so the
+//! table shows how much of the gap is the row and how much the spool's code.
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -46,7 +50,7 @@ fn spool_run(dir: &Path, size: usize, total: usize) -> Run {
     let config = SpoolConfig {
         path: dir.join("spool.db"),
         group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
-        group_commit_wait: Duration::from_millis(2),
+        group_commit_wait: Duration::ZERO,
         limits: Limits::unlimited(),
         forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
     };
@@ -84,6 +88,7 @@ fn spool_run(dir: &Path, size: usize, total: usize) -> Run {
     })
 }
 
+/// The plain batched insert: three columns, `per_tx` rows a transaction.
 fn plain_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
     let conn = rusqlite::Connection::open(dir.join("plain.db")).expect("open");
     conn.execute_batch(
@@ -91,24 +96,72 @@ fn plain_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
          CREATE TABLE t (id INTEGER PRIMARY KEY, key BLOB, value BLOB, ts INTEGER);",
     )
     .expect("schema");
-    let mut conn = conn;
     let value = vec![b'x'; size];
+    batched(
+        conn,
+        total,
+        per_tx,
+        "INSERT INTO t (key, value, ts) VALUES (?1, ?2, ?3)",
+        |stmt, _| {
+            stmt.execute(rusqlite::params![
+                b"dev-1".as_slice(),
+                value,
+                1_700_000_000_000i64
+            ])
+        },
+    )
+}
+
+/// The same batched insert of rows shaped as the spool's: its schema, its columns, the header
+/// JSON it writes for [`record`].
+fn row_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
+    let mut conn = rusqlite::Connection::open(dir.join("row.db")).expect("open");
+    conn.execute_batch(tributary_gateway::spool::schema::PRAGMAS)
+        .expect("pragmas");
+    tributary_gateway::spool::schema::migrate(&mut conn).expect("schema");
+    batched(
+        conn,
+        total,
+        per_tx,
+        "INSERT INTO records
+           (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        |stmt, n| {
+            let r = record(n % CONNECTIONS, n as u64, size);
+            let headers = serde_json::to_string(&r.headers).expect("headers");
+            let device = r.origin.as_ref().map(|o| o.device_id.as_str());
+            stmt.execute(rusqlite::params![
+                r.topic,
+                r.key,
+                r.value,
+                r.timestamp_ms,
+                headers,
+                device,
+                n as i64,
+                1_700_000_000_000i64,
+                0
+            ])
+        },
+    )
+}
+
+/// Inserts `total` rows with `insert`, `per_tx` a transaction.
+fn batched(
+    mut conn: rusqlite::Connection,
+    total: usize,
+    per_tx: usize,
+    sql: &str,
+    mut insert: impl FnMut(&mut rusqlite::CachedStatement<'_>, usize) -> rusqlite::Result<usize>,
+) -> Run {
     let start = Instant::now();
     let mut commits = 0;
     let mut n = 0;
     while n < total {
         let tx = conn.transaction().expect("begin");
         {
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO t (key, value, ts) VALUES (?1, ?2, ?3)")
-                .expect("prepare");
+            let mut stmt = tx.prepare_cached(sql).expect("prepare");
             for _ in 0..per_tx.min(total - n) {
-                stmt.execute(rusqlite::params![
-                    b"dev-1".as_slice(),
-                    value,
-                    1_700_000_000_000i64
-                ])
-                .expect("insert");
+                insert(&mut stmt, n).expect("insert");
                 n += 1;
             }
         }
@@ -126,30 +179,42 @@ fn main() {
     let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into());
     println!("disk: {base}");
     println!(
-        "{:>6} {:>9} {:>12} {:>12} {:>7} {:>11} {:>12}",
-        "size", "events", "spool ev/s", "plain ev/s", "ratio", "fsyncs/s", "ev/fsync"
+        "{:>6} {:>9} {:>12} {:>12} {:>7} {:>12} {:>10} {:>11} {:>12}",
+        "size",
+        "events",
+        "spool ev/s",
+        "plain ev/s",
+        "ratio",
+        "row ev/s",
+        "row ratio",
+        "fsyncs/s",
+        "ev/fsync"
     );
     for (size, total) in [(100usize, 64_000usize), (1024, 32_000)] {
         let dir = tempfile::tempdir_in(&base).expect("bench dir");
         let spool = spool_run(dir.path(), size, total);
         let per_tx = (spool.events / spool.commits.max(1)).max(1) as usize;
         let plain = plain_run(dir.path(), size, total, per_tx);
+        let row = row_run(dir.path(), size, total, per_tx);
         let rate = |r: &Run| r.events as f64 / r.elapsed.as_secs_f64();
         println!(
-            "{:>6} {:>9} {:>12.0} {:>12.0} {:>7.2} {:>11.0} {:>12.1}",
+            "{:>6} {:>9} {:>12.0} {:>12.0} {:>7.2} {:>12.0} {:>10.2} {:>11.0} {:>12.1}",
             size,
             spool.events,
             rate(&spool),
             rate(&plain),
             rate(&spool) / rate(&plain),
+            rate(&row),
+            rate(&row) / rate(&plain),
             spool.commits as f64 / spool.elapsed.as_secs_f64(),
             spool.events as f64 / spool.commits.max(1) as f64,
         );
         println!(
-            "{{\"bench\":\"spool_append\",\"size\":{size},\"events\":{},\"spool_eps\":{:.0},\"plain_eps\":{:.0},\"fsyncs\":{},\"plain_per_tx\":{per_tx}}}",
+            "{{\"bench\":\"spool_append\",\"size\":{size},\"events\":{},\"spool_eps\":{:.0},\"plain_eps\":{:.0},\"row_eps\":{:.0},\"fsyncs\":{},\"plain_per_tx\":{per_tx}}}",
             spool.events,
             rate(&spool),
             rate(&plain),
+            rate(&row),
             spool.commits
         );
     }

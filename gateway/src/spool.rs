@@ -7,6 +7,8 @@
 //! `group_commit_max_events`) in one transaction, so one fsync covers many events from many
 //! connections (group commit). The forwarder's reads run on a second, read-only connection on
 //! the reader thread; offline tools read through their own. WAL readers never block the writer.
+//! Checkpoints (copying the WAL back into the database file) run on a third connection, the
+//! checkpointer thread, so commits do not pay for them ([`checkpoint`]).
 //!
 //! # Schema ([`schema`], `PRAGMA user_version`)
 //! - `records(id INTEGER PRIMARY KEY AUTOINCREMENT, topic, key, value, timestamp_ms, headers,
@@ -48,6 +50,7 @@
 //! of forwarded rows still commit, so the spool recovers by itself as space frees; it never
 //! exits or crash-loops on a full disk.
 
+mod checkpoint;
 mod db;
 pub mod limits;
 mod reader;

@@ -102,6 +102,11 @@ impl SpoolDb {
         })
     }
 
+    /// Leaves checkpoints to a [`super::checkpoint::Checkpointer`] (the writer's connection).
+    pub(super) fn hand_checkpoints_over(&self) {
+        super::checkpoint::install(&self.conn);
+    }
+
     /// Opens an existing spool for reading only, without changing it; safe beside a running
     /// gateway (WAL readers never block the writer).
     pub fn open_read_only(path: &Path) -> Result<Connection, SpoolError> {
@@ -374,21 +379,24 @@ impl SpoolDb {
             .map(|(d, s)| ((d.clone(), s.id), *s))
             .collect();
         let mut bytes = 0;
-        for record in rows {
-            insert(&tx, &record, now)?;
-            bytes += payload_size(&record);
-            if let Some(o) = &record.origin {
-                let e = highest
-                    .entry((o.device_id.clone(), o.session))
-                    .or_insert(Session {
-                        id: o.session,
-                        max_seq: o.seq,
-                        max_time_ms: record.timestamp_ms,
-                        last_seen_ms: now,
-                        regressions: 0,
-                    });
-                e.max_seq = e.max_seq.max(o.seq);
-                e.max_time_ms = e.max_time_ms.max(record.timestamp_ms);
+        {
+            let mut insert = insert_statement(&tx)?;
+            for record in rows {
+                insert_one(&mut insert, &tx, &record, now)?;
+                bytes += payload_size(&record);
+                if let Some(o) = &record.origin {
+                    let e = highest
+                        .entry((o.device_id.clone(), o.session))
+                        .or_insert(Session {
+                            id: o.session,
+                            max_seq: o.seq,
+                            max_time_ms: record.timestamp_ms,
+                            last_seen_ms: now,
+                            regressions: 0,
+                        });
+                    e.max_seq = e.max_seq.max(o.seq);
+                    e.max_time_ms = e.max_time_ms.max(record.timestamp_ms);
+                }
             }
         }
         for ((device, _), session) in &highest {
@@ -542,6 +550,7 @@ fn append_in(
     changes: &mut Changes,
 ) -> Result<Vec<Vec<Appended>>, SpoolError> {
     let received_ms = now_ms();
+    let mut insert = insert_statement(tx)?;
     let mut outcomes = Vec::with_capacity(groups.len());
     for group in groups {
         let mut out = Vec::with_capacity(group.len());
@@ -560,7 +569,7 @@ fn append_in(
                     continue;
                 }
             }
-            let id = insert(tx, record, received_ms)?;
+            let id = insert_one(&mut insert, tx, record, received_ms)?;
             out.push(Appended::Stored { id });
         }
         outcomes.push(out);
@@ -572,14 +581,24 @@ fn append_in(
     Ok(outcomes)
 }
 
-fn insert(tx: &Transaction<'_>, record: &Record, received_ms: i64) -> Result<i64, SpoolError> {
-    let mut stmt = tx
-        .prepare_cached(
-            "INSERT INTO records
-               (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .map_err(SpoolError::sqlite("append"))?;
+/// The statement [`insert_one`] runs, prepared once per transaction.
+fn insert_statement<'t>(
+    tx: &'t Transaction<'_>,
+) -> Result<rusqlite::CachedStatement<'t>, SpoolError> {
+    tx.prepare_cached(
+        "INSERT INTO records
+           (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .map_err(SpoolError::sqlite("append"))
+}
+
+fn insert_one(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    tx: &Transaction<'_>,
+    record: &Record,
+    received_ms: i64,
+) -> Result<i64, SpoolError> {
     let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
     stmt.execute(params![
         record.topic,

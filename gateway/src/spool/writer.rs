@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::checkpoint::Checkpointer;
 use super::worker::{Reply, Worker};
 use super::{Appended, SpoolDb, SpoolError, SpoolStats};
 use crate::config::SpoolConfig;
@@ -61,9 +62,12 @@ pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<H
         config.group_commit_wait,
     );
     let (max_age, forget_after) = (config.limits.max_age, config.forget_devices_after);
+    let checkpointer = Checkpointer::start(&config.path)?;
+    db.hand_checkpoints_over();
     let worker = Worker::start("spool-writer", &config.path, move |rx| {
         Writer {
             db,
+            checkpointer,
             rx,
             appended: notify,
             commits: counted,
@@ -86,6 +90,7 @@ pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<H
 
 struct Writer {
     db: SpoolDb,
+    checkpointer: Checkpointer,
     rx: mpsc::Receiver<Command>,
     appended: Arc<Notify>,
     commits: Arc<std::sync::atomic::AtomicU64>,
@@ -249,6 +254,7 @@ impl Writer {
         };
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.checkpointer.after_commit();
         for reply in ack_replies {
             let _ = reply.send(Ok(()));
         }
