@@ -16,7 +16,8 @@
 //!
 //! # Flow
 //! At most `max_in_flight` records are handed to the producer and not yet confirmed. Each
-//! successful delivery report queues the row's id for deletion; ids are deleted in batches. A
+//! successful delivery report queues the row's id for deletion; ids are deleted in batches, one
+//! batch at a time, while sending goes on ([`Acks`]). A
 //! failed delivery (only errors librdkafka does not retry itself reach us, such as an unknown
 //! topic) stops new sends; once the in-flight records settle, confirmed ids are deleted and
 //! reading restarts at the failed row after a backoff, so rows are never skipped.
@@ -41,6 +42,7 @@ mod tests;
 
 use std::time::Duration;
 
+use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -159,7 +161,7 @@ pub async fn run(
     let mut inflight_bytes = 0usize;
     let mut cursor = Cursor::new(config.live_share, 2 * max);
     let mut rewind: Option<i64> = None;
-    let mut confirmed: Vec<(i64, String)> = Vec::new();
+    let mut acks = Acks::default();
     let mut backoff = Backoff::default();
     // Rows that failed with a permanent error: how often, and the last error.
     let mut refused: std::collections::HashMap<i64, (u32, String)> = Default::default();
@@ -172,7 +174,7 @@ pub async fn run(
             deadline = Some(drain.deadline());
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            ack(&spool, &stats, &mut confirmed).await;
+            acks.flush(&spool, &stats).await;
             tracing::warn!(
                 message = "Shutdown grace period ran out; unforwarded events stay in the spool.",
                 in_flight = inflight.len()
@@ -199,10 +201,6 @@ pub async fn run(
                         .instruments
                         .kafka_inflight_bytes
                         .set(inflight_bytes as i64);
-                    stats
-                        .instruments
-                        .kafka_inflight_bytes
-                        .set(inflight_bytes as i64);
                     continue;
                 }
                 Err(error) => {
@@ -213,7 +211,7 @@ pub async fn run(
             }
         }
         if let (Some(failed), true) = (rewind, inflight.is_empty()) {
-            ack(&spool, &stats, &mut confirmed).await;
+            acks.flush(&spool, &stats).await;
             if quarantine(&spool, &stats, &mut refused).await {
                 // The stream can go on at once: what blocked it is out of the way.
                 backoff.reset();
@@ -244,7 +242,7 @@ pub async fn run(
                     match o.error {
                         None => {
                             super::record_delivery(&stats, now, o.received_ms, o.event_ms);
-                            confirmed.push((o.id, o.topic));
+                            acks.confirmed.push((o.id, o.topic));
                             if rewind.is_none() {
                                 backoff.reset();
                             }
@@ -271,20 +269,26 @@ pub async fn run(
                 }
                 stats.instruments.kafka_inflight.set(inflight.len() as i64);
                 stats.instruments.kafka_inflight_bytes.set(inflight_bytes as i64);
-                if confirmed.len() >= ACK_BATCH {
-                    ack(&spool, &stats, &mut confirmed).await;
+                if acks.confirmed.len() >= ACK_BATCH {
+                    acks.start(&spool);
+                }
+            }
+            Some(done) = OptionFuture::from(acks.running.as_mut()) => {
+                acks.finished(done, &stats);
+                if acks.confirmed.len() >= ACK_BATCH {
+                    acks.start(&spool);
                 }
             }
             _ = spool.appended(), if idle && rewind.is_none() => {
                 tokio::time::sleep(super::COALESCE).await;
                 idle = false;
             }
-            _ = ack_tick.tick() => ack(&spool, &stats, &mut confirmed).await,
+            _ = ack_tick.tick() => acks.start(&spool),
             _ = drain.stop.cancelled(), if deadline.is_none() => {}
             _ = tokio::time::sleep_until(until), if deadline.is_some() => {}
         }
     }
-    ack(&spool, &stats, &mut confirmed).await;
+    acks.flush(&spool, &stats).await;
     // Anything still queued inside librdkafka was not confirmed and stays in the spool. Flushing
     // and dropping the producer (which joins its polling thread) block: not on an async worker.
     drop(inflight);
@@ -461,24 +465,68 @@ async fn quarantine(
     moved
 }
 
-/// Deletes confirmed rows from the spool and counts them forwarded.
-async fn ack(spool: &Spool, stats: &Stats, confirmed: &mut Vec<(i64, String)>) {
-    if confirmed.is_empty() {
-        return;
+/// Delivered rows on their way out of the spool. One delete runs at a time, beside sending, so
+/// the forwarder never waits for the writer's commit; a delete that fails is tried again with
+/// the next batch (if the gateway stops first, a restart resends those rows, which the
+/// `event-id` header identifies).
+#[derive(Default)]
+struct Acks {
+    /// Delivered, not yet being deleted.
+    confirmed: Vec<(i64, String)>,
+    /// The delete in progress; it resolves with its batch and the outcome.
+    running: Option<BoxFuture<'static, AckDone>>,
+}
+
+type AckDone = (Vec<(i64, String)>, Result<(), crate::spool::SpoolError>);
+
+impl Acks {
+    /// Starts deleting what is confirmed, unless a delete is running or nothing is confirmed.
+    fn start(&mut self, spool: &Spool) {
+        if self.running.is_some() || self.confirmed.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.confirmed);
+        let spool = spool.clone();
+        self.running = Some(
+            async move {
+                let outcome = spool.ack(batch.iter().map(|(id, _)| *id).collect()).await;
+                (batch, outcome)
+            }
+            .boxed(),
+        );
     }
-    let batch = std::mem::take(confirmed);
-    let ids = batch.iter().map(|(id, _)| *id).collect();
-    match spool.ack(ids).await {
-        Ok(()) => {
-            for (_, topic) in &batch {
-                stats.record_forwarded(topic, 1);
+
+    /// Counts a finished delete's rows forwarded, or keeps them for the next one.
+    fn finished(&mut self, (batch, outcome): AckDone, stats: &Stats) {
+        self.running = None;
+        match outcome {
+            Ok(()) => count_forwarded(stats, &batch),
+            Err(error) => {
+                tracing::warn!(message = "Deleting delivered rows from the spool failed; will retry.", %error);
+                self.confirmed.extend(batch);
             }
         }
-        Err(error) => {
-            // Keep them for the next try; if the gateway stops first, a restart sends them
-            // again (duplicates carry the event-id header).
-            tracing::warn!(message = "Deleting delivered rows from the spool failed; will retry.", %error);
-            confirmed.extend(batch);
+    }
+
+    /// Waits for the running delete, then deletes the rest: before a rewind and at the end.
+    async fn flush(&mut self, spool: &Spool, stats: &Stats) {
+        if let Some(running) = self.running.take() {
+            let done = running.await;
+            self.finished(done, stats);
+        }
+        self.start(spool);
+        if let Some(running) = self.running.take() {
+            let done = running.await;
+            self.finished(done, stats);
+        }
+    }
+}
+
+/// Counts delivered rows per topic: one update per run of the same topic.
+fn count_forwarded(stats: &Stats, batch: &[(i64, String)]) {
+    for run in batch.chunk_by(|a, b| a.1 == b.1) {
+        if let Some((_, topic)) = run.first() {
+            stats.record_forwarded(topic, run.len() as u64);
         }
     }
 }
