@@ -22,6 +22,7 @@ pub mod disk;
 #[cfg(feature = "kafka")]
 pub mod e2e;
 mod load;
+mod mqtt_load;
 pub mod proc;
 
 use std::fmt::Write as _;
@@ -37,6 +38,8 @@ pub use load::run_load;
 #[derive(Debug, Clone)]
 pub struct BenchSpec {
     pub tcp: SocketAddr,
+    /// Devices publish over MQTT (QoS 1, one event a publish) to this address instead of TCP.
+    pub mqtt: Option<SocketAddr>,
     pub devices: usize,
     /// Events per second over all devices; 0: closed loop, as fast as ACKs allow.
     pub rate: f64,
@@ -248,7 +251,7 @@ pub async fn run(
     let secs = load.elapsed.as_secs_f64().max(1e-9);
     let ack_latency_ms = Latency::from_micros(&load.ack_latency);
     Ok(BenchReport {
-        transport: "tcp",
+        transport: if spec.mqtt.is_some() { "mqtt" } else { "tcp" },
         devices: spec.devices,
         batch: spec.batch,
         target_rate: spec.rate,

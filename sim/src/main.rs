@@ -155,7 +155,11 @@ struct BenchArgs {
     /// The gateway's TCP protocol address.
     #[arg(long, default_value = "127.0.0.1:7878")]
     tcp: SocketAddr,
-    /// Devices, each on its own TCP connection.
+    /// The gateway's MQTT address: devices publish there (QoS 1, one event a publish, `batch`
+    /// publishes at a time) instead of using the TCP protocol.
+    #[arg(long)]
+    mqtt: Option<SocketAddr>,
+    /// Devices, each on its own connection.
     #[arg(long, default_value_t = 100)]
     devices: usize,
     /// Target events per second over all devices; 0: as fast as acknowledgements allow.
@@ -422,6 +426,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let spec = tributary_sim::bench::BenchSpec {
         tcp: args.tcp,
+        mqtt: args.mqtt,
         devices: args.devices,
         rate: args.rate,
         duration: Duration::from_secs_f64(args.duration),

@@ -1,4 +1,4 @@
-//! The load: one pipelined TCP connection per device, a writer on a schedule and a reader of
+//! The load: one pipelined TCP connection per device (or an MQTT one, [`super::mqtt_load`]), a writer on a schedule and a reader of
 //! ACKs, each device with its own histogram (merged at the end, so devices never contend).
 
 use std::collections::VecDeque;
@@ -30,11 +30,31 @@ pub struct LoadResult {
     pub ack_latency: Histogram<u64>,
 }
 
-struct DeviceResult {
-    sent: u64,
-    acked: u64,
-    error: Option<String>,
-    latency: Histogram<u64>,
+pub(super) struct DeviceResult {
+    pub(super) sent: u64,
+    pub(super) acked: u64,
+    pub(super) error: Option<String>,
+    pub(super) latency: Histogram<u64>,
+}
+
+/// A device's schedule: when its first batch is due, that instant in wall-clock ms (the event
+/// time its batches carry), and its share of the rate in events/s.
+#[derive(Clone, Copy)]
+pub(super) struct Clock {
+    pub(super) start: Instant,
+    pub(super) start_ms: u64,
+    pub(super) per_device: f64,
+}
+
+impl Default for DeviceResult {
+    fn default() -> Self {
+        Self {
+            sent: 0,
+            acked: 0,
+            error: None,
+            latency: histogram(),
+        }
+    }
 }
 
 /// Runs the load of `spec` and returns what it measured.
@@ -83,7 +103,17 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
         } else {
             Duration::ZERO
         };
-        tasks.spawn(device(spec, stream, start + offset, start_ms, per_device));
+        // The device's clock starts with its offset: an event's time is its batch's due time.
+        let clock = Clock {
+            start: start + offset,
+            start_ms: start_ms + offset.as_millis() as u64,
+            per_device,
+        };
+        if spec.mqtt.is_some() {
+            tasks.spawn(super::mqtt_load::device(spec, stream, clock));
+        } else {
+            tasks.spawn(device(spec, stream, clock));
+        }
     }
     let mut total = LoadResult {
         sent: 0,
@@ -113,19 +143,9 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
     total
 }
 
-async fn device(
-    spec: BenchSpec,
-    mut stream: DeviceStream,
-    start: Instant,
-    start_ms: u64,
-    per_device: f64,
-) -> DeviceResult {
-    let mut result = DeviceResult {
-        sent: 0,
-        acked: 0,
-        error: None,
-        latency: histogram(),
-    };
+async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> DeviceResult {
+    let (start, start_ms, per_device) = (clock.start, clock.start_ms, clock.per_device);
+    let mut result = DeviceResult::default();
     let framed = match connect(&spec, &stream.id).await {
         Ok(f) => f,
         Err(e) => {

@@ -302,6 +302,50 @@ async fn bench_reports_rates_latency_percentiles_and_the_gateways_cost() {
     );
 }
 
+/// `bench --mqtt`: the same open-loop load as QoS 1 publishes, one event each, acknowledged by
+/// PUBACK after the spool's commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_drives_mqtt_devices_and_reports_their_puback_latency() {
+    let topics = Topics::unique("mqttbench");
+    let mut gateway = Gateway::start(None, &topics);
+    let (mqtt, pid) = (gateway.mqtt.to_string(), gateway.pid().unwrap().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        sim(&[
+            "bench",
+            "--mqtt",
+            &mqtt,
+            "--devices",
+            "20",
+            "--rate",
+            "400",
+            "--duration",
+            "2",
+            "--batch",
+            "2",
+            "--pid",
+            &pid,
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(json["transport"], "mqtt", "{json}");
+    let sent = json["sent"].as_u64().unwrap();
+    assert!(sent >= 600, "about 800 publishes at 400/s for 2 s: {json}");
+    assert_eq!(json["acked"], sent, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["ack_latency_ms"]["count"], sent, "{json}");
+    gateway.stop();
+    assert_eq!(
+        gateway.sink_lines(&topics.readings).len() as u64,
+        sent,
+        "every PUBACKed publish is in the sink"
+    );
+}
+
 #[test]
 fn a_bad_scenario_exits_64_naming_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
