@@ -474,13 +474,14 @@ fn upsert_session(tx: &Transaction<'_>, device: &str, s: &Session) -> Result<(),
 
 /// Bytes in pages SQLite holds free inside the file; new rows reuse them before it grows.
 fn free_pages(conn: &Connection) -> Result<u64, SpoolError> {
+    // Asked before every group that appends: a cached statement, since preparing this one (two
+    // pragma tables) cost a sixth of the writer's time.
     let (free, size): (i64, i64) = conn
-        .query_row(
+        .prepare_cached(
             "SELECT (SELECT freelist_count FROM pragma_freelist_count),
                     (SELECT page_size FROM pragma_page_size)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
         )
+        .and_then(|mut stmt| stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(SpoolError::sqlite("read free pages"))?;
     Ok((free.max(0) * size.max(0)) as u64)
 }
