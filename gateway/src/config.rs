@@ -79,6 +79,9 @@ pub struct RawConfig {
     pub tls: identity::RawTls,
     #[serde(default)]
     pub auth: identity::RawAuth,
+    /// `[[rules]]`: stream processing at the edge ([`crate::rules`]).
+    #[serde(default)]
+    pub rules: Vec<crate::rules::RawRule>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +241,8 @@ pub struct SpoolConfig {
     pub limits: Limits,
     /// A device session (its sequence state) not heard from for this long is forgotten.
     pub forget_devices_after: Duration,
+    /// The rules the writer runs as it stores events (`[[rules]]`).
+    pub rules: crate::rules::RuleSet,
 }
 
 /// Which time becomes a record's Kafka timestamp (`[time]`). Device clocks can be wrong: a
@@ -425,7 +430,16 @@ impl Config {
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
         identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
 
+        let rules =
+            crate::rules::validate(&raw.rules, value_format).map_err(|e| ConfigError::Rule {
+                key: e.key,
+                problem: e.problem,
+            })?;
+        let rule_topics: Vec<String> = rules.iter().map(|r| r.topic.clone()).collect();
+        let rules =
+            crate::rules::RuleSet::new(rules).map_err(|e| ConfigError::Files(e.to_string()))?;
         let spool = SpoolConfig {
+            rules,
             path: raw.spool.path.unwrap_or_else(|| data_dir.join("spool.db")),
             group_commit_max_events: non_zero(
                 "spool.group_commit_max_events",
@@ -576,6 +590,11 @@ impl Config {
                     ));
                 }
             }
+            for name in &rule_topics {
+                if !spec.topics.iter().any(|(n, _, _)| n == name) {
+                    spec.topics.push((name.clone(), partitions, replication));
+                }
+            }
         }
 
         if let SinkConfig::Kafka(kafka) = &sink {
@@ -648,27 +667,9 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         key: format!("routes.rule[{index}].{field}"),
         problem,
     };
-    let kind = match raw.kind.as_deref() {
-        None => None,
-        Some("reading") => Some(tributary_protocol::Kind::Reading),
-        Some("position") => Some(tributary_protocol::Kind::Position),
-        Some(other) => {
-            return Err(bad(
-                "kind",
-                format!("{other:?} is not \"reading\" or \"position\""),
-            ))
-        }
-    };
+    let kind = event_kind(raw.kind.as_deref()).map_err(|p| bad("kind", p))?;
     if let Some(glob) = &raw.device {
-        let ok = glob
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'));
-        if glob.is_empty() || !ok {
-            return Err(bad(
-                "device",
-                format!("{glob:?} is not a device id glob (A-Z a-z 0-9 _ . - * ?)"),
-            ));
-        }
+        device_glob(glob).map_err(|p| bad("device", p))?;
     }
     if let Some(filter) = &raw.mqtt_topic {
         let levels: Vec<&str> = filter.split('/').collect();
@@ -701,24 +702,8 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
             format!("{key:?}: the template knows {{device_id}} and {{kind}}"),
         ));
     }
-    let format = match (raw.format.as_deref().unwrap_or("json"), raw.avro_schema_id) {
-        ("json", None) => Format::Json,
-        ("csv", None) => Format::Csv,
-        ("postcard", None) => Format::Postcard,
-        ("avro", schema_id) => Format::Avro { schema_id },
-        (_, Some(_)) => {
-            return Err(bad(
-                "avro_schema_id",
-                "only goes with format = \"avro\"".into(),
-            ))
-        }
-        (other, None) => {
-            return Err(bad(
-                "format",
-                format!("{other:?} is not json, csv, avro or postcard"),
-            ))
-        }
-    };
+    let format = value_format(raw.format.as_deref(), raw.avro_schema_id)
+        .map_err(|(field, problem)| bad(field, problem))?;
     for (field, value) in [
         ("partitions", raw.partitions),
         ("replication", raw.replication),
@@ -737,6 +722,56 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         partitions: raw.partitions,
         replication: raw.replication,
     })
+}
+
+/// The `kind` a route or rule selects: `"reading"`, `"position"`, or any when absent.
+pub fn event_kind(kind: Option<&str>) -> Result<Option<tributary_protocol::Kind>, String> {
+    match kind {
+        None => Ok(None),
+        Some("reading") => Ok(Some(tributary_protocol::Kind::Reading)),
+        Some("position") => Ok(Some(tributary_protocol::Kind::Position)),
+        Some(other) => Err(format!("{other:?} is not \"reading\" or \"position\"")),
+    }
+}
+
+/// Checks a device id glob (`A-Z a-z 0-9 _ . -`, with `*` and `?`).
+pub fn device_glob(glob: &str) -> Result<(), String> {
+    let ok = glob
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'));
+    if glob.is_empty() || !ok {
+        return Err(format!(
+            "{glob:?} is not a device id glob (A-Z a-z 0-9 _ . - * ?)"
+        ));
+    }
+    Ok(())
+}
+
+/// A value format as `format` and `avro_schema_id` name it (routes and rules); `Err` names the
+/// field at fault and the problem.
+pub fn value_format(
+    format: Option<&str>,
+    avro_schema_id: Option<u32>,
+) -> Result<Format, (&'static str, String)> {
+    match (format.unwrap_or("json"), avro_schema_id) {
+        ("json", None) => Ok(Format::Json),
+        ("csv", None) => Ok(Format::Csv),
+        ("postcard", None) => Ok(Format::Postcard),
+        ("avro", schema_id) => Ok(Format::Avro { schema_id }),
+        (_, Some(_)) => Err(("avro_schema_id", "only goes with format = \"avro\"".into())),
+        (other, None) => Err((
+            "format",
+            format!("{other:?} is not json, csv, avro or postcard"),
+        )),
+    }
+}
+
+/// Whether `name` is a legal Kafka topic name (1 to 249 of `A-Z a-z 0-9 . _ -`, not `.` or `..`).
+pub fn legal_topic(name: &str) -> bool {
+    let legal = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    !name.is_empty() && name.len() <= 249 && legal && name != "." && name != ".."
 }
 
 fn socket_addr(
@@ -764,10 +799,7 @@ fn non_zero(
 /// Kafka's topic name rules: 1 to 249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
 fn topic(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
     let name = value.unwrap_or_else(|| default.to_owned());
-    let legal = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if name.is_empty() || name.len() > 249 || !legal || name == "." || name == ".." {
+    if !legal_topic(&name) {
         return Err(invalid(
             key,
             format!("{name:?} is not a legal Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"),

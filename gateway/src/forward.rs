@@ -235,6 +235,7 @@ mod tests {
             timestamp_ms: 9_000_000_000_000,
             headers: Vec::new(),
             origin: None,
+            event: None,
         };
         let event = stamp(&mut record, 1_000, TimePolicy::default(), &Stats::default());
         assert_eq!(event, 9_000_000_000_000);

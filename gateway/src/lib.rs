@@ -20,6 +20,7 @@ pub mod ratelog;
 pub mod record;
 pub mod reload;
 pub mod route;
+pub mod rules;
 pub mod shutdown;
 pub mod spool;
 pub mod stats;

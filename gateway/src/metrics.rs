@@ -24,6 +24,8 @@
 //! | `tributary_event_lag_seconds` | histogram | | event time (device clock) to the sink's confirmation |
 //! | `tributary_kafka_inflight_messages`, `tributary_kafka_inflight_bytes` | gauge | | records (and their bytes) handed to librdkafka, not yet confirmed |
 //! | `tributary_dead_letters_total` | counter | transport | inputs kept on the dead-letter topic (undecodable, invalid, denied) |
+//! | `tributary_rule_emitted_total` | counter | rule | derived events the rules emitted |
+//! | `tributary_rule_late_total` | counter | rule | events older than what the rule had processed for that device: left out of its output |
 //! | `tributary_forward_errors_total` | counter | topic, error | failed deliveries; `error` is librdkafka's error code name, or `io` |
 //! | `tributary_forwarder_restarts_total` | counter | | times the supervised forwarder failed and was restarted |
 //! | `tributary_forwarder_up` | gauge | | 1 while the forwarder runs |
@@ -109,6 +111,16 @@ impl Metrics {
             "forward_errors",
             "Failed deliveries, by topic and error",
             i.forward_errors.clone(),
+        );
+        r.register(
+            "rule_emitted",
+            "Derived events the rules emitted, by rule",
+            i.rule_emitted.clone(),
+        );
+        r.register(
+            "rule_late",
+            "Events a rule found older than what it had processed for that device, by rule",
+            i.rule_late.clone(),
         );
         r.register(
             "forwarder_restarts",

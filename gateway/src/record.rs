@@ -35,6 +35,9 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
     /// `Some` for device events (de-duplicated by it), `None` for dead letters.
     pub origin: Option<EventId>,
+    /// The decoded device event, for the rules the spool runs as it commits ([`crate::rules`]);
+    /// `None` for dead letters, derived events and rows read back from the spool.
+    pub event: Option<std::sync::Arc<tributary_protocol::Event>>,
 }
 
 impl Record {

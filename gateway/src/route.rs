@@ -196,7 +196,7 @@ impl Router {
         };
         let value = self.encoder.encode(&event, format)?;
         let id = EventId {
-            device_id: event.device_id,
+            device_id: event.device_id.clone(),
             session,
             seq: event.seq,
         };
@@ -221,6 +221,7 @@ impl Router {
             timestamp_ms: i64::try_from(event.time_ms).unwrap_or(i64::MAX),
             headers,
             origin: Some(id),
+            event: Some(std::sync::Arc::new(event)),
         })
     }
 
@@ -243,6 +244,7 @@ impl Router {
                 ),
             ],
             origin: None,
+            event: None,
         }
     }
 }

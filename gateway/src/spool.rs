@@ -17,6 +17,7 @@
 //! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
 //!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
+//! - `rule_state(rule, device_id, version, state)`: the rules' state per device.
 //!
 //! # Invariants
 //! - An [`Appended::Stored`] reply means the row's transaction committed with
@@ -55,6 +56,7 @@ mod db;
 pub mod limits;
 mod reader;
 pub mod recover;
+mod rule_state;
 pub mod schema;
 pub mod seqs;
 pub mod tools;
@@ -83,6 +85,9 @@ pub enum Appended {
     Stored { id: i64 },
     /// A retransmission of an event already stored (or already forwarded).
     Duplicate,
+    /// Committed durably, but not queued itself: a rule with `replace_raw` stored what it
+    /// derived instead ([`crate::rules`]).
+    Replaced,
 }
 
 /// A record read back from the spool, with its queue id.

@@ -59,6 +59,14 @@ pub struct Instruments {
     pub timestamps_clamped: Counter,
     pub dead_letters: Family<TransportLabel, Counter>,
     pub forward_errors: Family<ForwardErrorLabel, Counter>,
+    pub rule_emitted: Family<RuleLabel, Counter>,
+    pub rule_late: Family<RuleLabel, Counter>,
+}
+
+/// A configured rule, by name (a bounded set: the config's).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
 }
 
 /// A delivery failure: the topic and the kind of error (librdkafka's error code name, or `io`
@@ -87,6 +95,8 @@ impl Default for Instruments {
             timestamps_clamped: Counter::default(),
             dead_letters: Family::default(),
             forward_errors: Family::default(),
+            rule_emitted: Family::default(),
+            rule_late: Family::default(),
         }
     }
 }
@@ -136,7 +146,7 @@ impl Stats {
             update(&mut all, topic, |c| {
                 c.received += 1;
                 match outcome {
-                    Appended::Stored { .. } => c.spooled += 1,
+                    Appended::Stored { .. } | Appended::Replaced => c.spooled += 1,
                     Appended::Duplicate => c.duplicates += 1,
                 }
             });

@@ -9,6 +9,7 @@ mod e2e {
     pub mod kafka;
     pub mod limits;
     pub mod node;
+    pub mod rules;
     pub mod security;
     pub mod sim;
     pub mod spool;

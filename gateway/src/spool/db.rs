@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction};
 
 use super::limits::{self, FullPolicy, Limits};
+use super::rule_state::{Pending, RuleStates};
 use super::seqs::{Changes, Regression, Seqs, Session, Verdict};
 use super::{schema, Appended, SpoolError, Spooled};
 use crate::record::{now_ms, EventId, Record};
@@ -45,6 +46,8 @@ pub struct GroupOutcome {
     pub dropped: BTreeMap<String, u64>,
     /// Sequence regressions among the stored events (see [`super::seqs`]).
     pub regressions: Vec<Regression>,
+    /// Per rule: derived events emitted and late events seen.
+    pub rule_counts: BTreeMap<String, (u64, u64)>,
 }
 
 /// The columns every reader of `records` selects, in the order [`row_to_spooled`] reads them.
@@ -64,6 +67,8 @@ pub struct SpoolDb {
     seqs: Seqs,
     /// Keys plus values of the queued rows.
     bytes: u64,
+    /// The rules run on stored events, and their state per device.
+    rules: RuleStates,
 }
 
 impl SpoolDb {
@@ -99,7 +104,15 @@ impl SpoolDb {
             limits,
             seqs,
             bytes,
+            rules: RuleStates::default(),
         })
+    }
+
+    /// Runs `rules` on the events stored from now on ([`crate::rules`]), with the states this
+    /// spool kept for them.
+    pub fn set_rules(&mut self, rules: crate::rules::RuleSet) -> Result<(), SpoolError> {
+        self.rules = RuleStates::load(&self.conn, rules)?;
+        Ok(())
     }
 
     /// Leaves checkpoints to a [`super::checkpoint::Checkpointer`] (the writer's connection).
@@ -172,6 +185,7 @@ impl SpoolDb {
             self.free_space(incoming)?
         };
         let mut changes = Changes::default();
+        let mut pending = Pending::default();
         let tx = self
             .conn
             .transaction()
@@ -196,8 +210,16 @@ impl SpoolDb {
             };
             match room {
                 Ok(()) => {
-                    let out = append_in(&tx, groups, &self.seqs, &mut changes)?;
-                    bytes += stored_size(groups, &out);
+                    let (out, derived) = append_in(
+                        &tx,
+                        groups,
+                        &self.seqs,
+                        &mut changes,
+                        &self.rules,
+                        &mut pending,
+                    )?;
+                    self.rules.save(&tx, &pending)?;
+                    bytes += stored_size(groups, &out) + derived;
                     Ok(out)
                 }
                 Err(full) => Err(full),
@@ -208,10 +230,13 @@ impl SpoolDb {
         self.bytes = bytes;
         let regressions = std::mem::take(&mut changes.regressions);
         self.seqs.apply(changes);
+        let rule_counts = std::mem::take(&mut pending.counts);
+        self.rules.apply(pending);
         Ok(GroupOutcome {
             appended,
             dropped,
             regressions,
+            rule_counts,
         })
     }
 
@@ -544,12 +569,17 @@ fn add_counters(
     Ok(())
 }
 
+/// Appends `groups` in `tx`: de-duplicates by seq, runs the rules on each stored event and
+/// inserts what they derive after it. Returns the outcomes and the bytes of the derived rows.
 fn append_in(
     tx: &Transaction<'_>,
     groups: &[Vec<Record>],
     committed: &Seqs,
     changes: &mut Changes,
-) -> Result<Vec<Vec<Appended>>, SpoolError> {
+    rules: &RuleStates,
+    pending: &mut Pending,
+) -> Result<(Vec<Vec<Appended>>, u64), SpoolError> {
+    let mut derived_bytes = 0;
     let received_ms = now_ms();
     let mut insert = insert_statement(tx)?;
     let mut outcomes = Vec::with_capacity(groups.len());
@@ -570,8 +600,21 @@ fn append_in(
                     continue;
                 }
             }
-            let id = insert_one(&mut insert, tx, record, received_ms)?;
-            out.push(Appended::Stored { id });
+            let (derived, replaced) = if rules.is_empty() {
+                (Vec::new(), false)
+            } else {
+                rules.run(pending, record)
+            };
+            if replaced {
+                out.push(Appended::Replaced);
+            } else {
+                let id = insert_one(&mut insert, tx, record, received_ms)?;
+                out.push(Appended::Stored { id });
+            }
+            for d in &derived {
+                insert_one(&mut insert, tx, d, received_ms)?;
+                derived_bytes += payload_size(d);
+            }
         }
         outcomes.push(out);
     }
@@ -579,7 +622,7 @@ fn append_in(
     for ((device, _), session) in &changes.sessions {
         upsert_session(tx, device, session)?;
     }
-    Ok(outcomes)
+    Ok((outcomes, derived_bytes))
 }
 
 /// The statement [`insert_one`] runs, prepared once per transaction.
@@ -708,6 +751,7 @@ pub(super) fn row_to_spooled(
             }),
             _ => None,
         },
+        event: None,
     };
     Ok(match serde_json::from_str(&headers) {
         Ok(headers) => Ok(Spooled {

@@ -9,6 +9,8 @@
 //!   migration time as their latest event time), and `records` gains `session` (0: none).
 //! - v4: `quarantine`: records Kafka refused for good (too large, invalid timestamp, topic not
 //!   authorised), moved out of the queue with the reason, for the operator to requeue or drop.
+//! - v5: `rule_state(rule, device_id, version, state)`: each rule's state per device, as JSON,
+//!   written in the transaction that stores the events it saw ([`crate::rules`]).
 //!
 //! A database with a newer version than this code is refused, never rewritten.
 
@@ -17,7 +19,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -82,6 +84,16 @@ CREATE TABLE quarantine (
 );
 ";
 
+const V4_TO_V5: &str = "
+CREATE TABLE rule_state (
+    rule      TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    version   TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    PRIMARY KEY (rule, device_id)
+) WITHOUT ROWID;
+";
+
 /// The pragmas every connection that writes uses.
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -123,6 +135,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     if found < 4 {
         tx.execute_batch(V3_TO_V4)
             .map_err(SpoolError::sqlite("migrate to schema v4"))?;
+    }
+    if found < 5 {
+        tx.execute_batch(V4_TO_V5)
+            .map_err(SpoolError::sqlite("migrate to schema v5"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;

@@ -17,6 +17,7 @@ fn record(device: &str, seq: u64) -> Record {
             session: 0,
             seq,
         }),
+        event: None,
     }
 }
 
@@ -109,6 +110,7 @@ fn spool_config(
         group_commit_wait: wait,
         limits: Limits::unlimited(),
         forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
+        rules: Default::default(),
     }
 }
 
@@ -478,6 +480,7 @@ proptest! {
                                 max_seq.insert(id.device_id.clone(), id.seq);
                                 queue.push((row, id.device_id.clone(), id.seq));
                             }
+                            Appended::Replaced => prop_assert!(false, "no rules here"),
                         }
                     }
                 }

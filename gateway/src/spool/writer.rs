@@ -53,7 +53,12 @@ pub(super) struct Handle {
     pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
-pub(super) fn start(db: SpoolDb, config: &SpoolConfig, stats: Stats) -> Result<Handle, SpoolError> {
+pub(super) fn start(
+    mut db: SpoolDb,
+    config: &SpoolConfig,
+    stats: Stats,
+) -> Result<Handle, SpoolError> {
+    db.set_rules(config.rules.clone())?;
     let appended = Arc::new(Notify::new());
     let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (notify, counted) = (appended.clone(), commits.clone());
@@ -269,16 +274,24 @@ impl Writer {
                 max_seq = r.max_seq,
             );
         }
+        for (rule, (emitted, late)) in &outcome.rule_counts {
+            let label = crate::stats::RuleLabel { rule: rule.clone() };
+            let i = &self.stats.instruments;
+            i.rule_emitted.get_or_create(&label).inc_by(*emitted);
+            i.rule_late.get_or_create(&label).inc_by(*late);
+        }
         for (topic, n) in &outcome.dropped {
             tracing::warn!(message = "Spool full: oldest unforwarded events dropped (policy drop_oldest).", %topic, count = n);
             self.stats.record_discarded(topic, super::DROPPED_FULL, *n);
         }
         match outcome.appended {
             Ok(outcomes) => {
+                // A replaced event stored what its rule derived, if anything: wake the
+                // forwarder for it too.
                 let stored = outcomes
                     .iter()
                     .flatten()
-                    .any(|o| matches!(o, Appended::Stored { .. }));
+                    .any(|o| !matches!(o, Appended::Duplicate));
                 if !batches.is_empty() {
                     self.stats.set_spool_full(false);
                 }

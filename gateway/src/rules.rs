@@ -1,0 +1,415 @@
+//! Rules: stream processing at the edge, exactly once.
+//!
+//! # Design
+//! A rule (`[[rules]]` in the config) selects device events by kind, device id glob and route
+//! (the topic the raw event goes to), runs its logic ([`kinds`]: `filter`, `deadband`,
+//! `downsample`) per device on event time, and emits derived events to its own topic, keyed by
+//! device id, in any value format. A derived event has the shape of a device event (the JSON of
+//! a reading or a position), and headers that say where it came from:
+//! - `event-id`: `{source event-id}/{rule}`: the event that made the rule emit, and the rule;
+//!   unique, so consumers drop repeats by it as they do for raw events;
+//! - `rule`, `rule-version`; `source-seqs` (`{first}-{last}`) and `source-count`: the device
+//!   events it stands for (a downsample's interval);
+//! - `kind`, `content-type`, as for raw events.
+//!
+//! Rules run inside the spool writer's transaction, on the events of the group being committed,
+//! in the order they are stored (per device, seq order). The raw rows, the derived rows and each
+//! rule's new state for the device (`rule_state`) commit together or not at all. So after a
+//! crash at any moment a rule has neither lost nor repeated a derived event: an uncommitted
+//! group was never acknowledged, the device sends it again, and the rule runs on it again from
+//! the state it had before. Retransmissions the spool recognises as duplicates are not run. Kafka
+//! then gets each derived row as it gets raw rows: once, or again after a crash between its
+//! delivery and the row's deletion, with the same `event-id`.
+//!
+//! # Invariants
+//! - Raw events are forwarded as before, unless a selecting rule has `replace_raw = true` (for
+//!   a deadband that should be all that crosses a metered link): then the device is
+//!   acknowledged, the rule's output is stored, and the raw row is not.
+//! - A rule's version is a hash of its definition. State stored under another version (the rule
+//!   was changed) is dropped when the spool opens, and that is logged.
+//! - Late events (older than what the rule processed for that device) are counted
+//!   (`tributary_rule_late_total`) and left out of the derived stream, never dropped from the raw
+//!   one.
+//! - A rule added later sees the events stored from then on, not the backlog.
+//!
+//! `tributary rules test --config gateway.toml --input events.jsonl` runs the same code over a
+//! file of events, offline.
+
+pub mod expr;
+pub mod kinds;
+pub mod offline;
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use tributary_protocol::{Event, Kind};
+
+use crate::record::{EventId, Record};
+use crate::route::{self, headers, Encoder, Format, FormatError};
+pub use kinds::{Band, Derived, Logic, Mode, State};
+
+/// A validated rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    /// A hash of the definition: changes when the rule does.
+    pub version: String,
+    pub kind: Option<Kind>,
+    /// Device id glob (`*`, `?`).
+    pub device: Option<String>,
+    /// The topic the raw event is routed to.
+    pub route: Option<String>,
+    pub logic: Logic,
+    pub topic: String,
+    pub format: Format,
+    pub replace_raw: bool,
+}
+
+impl Rule {
+    /// Whether this rule runs on `event`, whose raw record goes to `route`.
+    pub fn selects(&self, event: &Event, route: &str) -> bool {
+        self.kind.is_none_or(|k| k == event.kind())
+            && self
+                .device
+                .as_deref()
+                .is_none_or(|g| route::glob_matches(g, &event.device_id))
+            && self.route.as_deref().is_none_or(|r| r == route)
+    }
+}
+
+/// `[[rules]]` as written.
+#[derive(Debug, Default, Deserialize, serde::Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    /// `filter`, `deadband` or `downsample`.
+    #[serde(rename = "type")]
+    pub kind_of_rule: Option<String>,
+    pub kind: Option<String>,
+    pub device: Option<String>,
+    pub route: Option<String>,
+    pub topic: Option<String>,
+    pub format: Option<String>,
+    pub avro_schema_id: Option<u32>,
+    #[serde(default)]
+    pub replace_raw: bool,
+    /// filter: the condition.
+    #[serde(rename = "where")]
+    pub condition: Option<String>,
+    /// deadband: the number watched.
+    pub field: Option<String>,
+    pub absolute: Option<f64>,
+    pub relative: Option<f64>,
+    pub heartbeat_ms: Option<u64>,
+    /// downsample.
+    pub interval_ms: Option<u64>,
+    pub mode: Option<String>,
+}
+
+/// Why a rule was refused: the key (`rules[i].field`) and the problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleError {
+    pub key: String,
+    pub problem: String,
+}
+
+/// Validates `[[rules]]`; `format` parses a value format as routes do.
+pub fn validate(
+    raw: &[RawRule],
+    format: impl Fn(Option<&str>, Option<u32>) -> Result<Format, (&'static str, String)>,
+) -> Result<Vec<Rule>, RuleError> {
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let bad = |field: &str, problem: String| RuleError {
+            key: format!("rules[{i}].{field}"),
+            problem,
+        };
+        let name = r.name.clone().unwrap_or_default();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(bad(
+                "name",
+                format!("{name:?} is not a rule name (1 to 64 of A-Z a-z 0-9 _ - .)"),
+            ));
+        }
+        if rules.iter().any(|x| x.name == name) {
+            return Err(bad("name", format!("{name:?} is used by an earlier rule")));
+        }
+        let kind = crate::config::event_kind(r.kind.as_deref()).map_err(|p| bad("kind", p))?;
+        if let Some(glob) = &r.device {
+            crate::config::device_glob(glob).map_err(|p| bad("device", p))?;
+        }
+        let topic = r.topic.clone().unwrap_or_default();
+        if !crate::config::legal_topic(&topic) {
+            return Err(bad(
+                "topic",
+                format!("{topic:?} is missing or not a legal Kafka topic name"),
+            ));
+        }
+        let format = format(r.format.as_deref(), r.avro_schema_id).map_err(|(f, p)| bad(f, p))?;
+        let logic = logic(r).map_err(|(f, p)| bad(f, p))?;
+        rules.push(Rule {
+            version: version(r),
+            name,
+            kind,
+            device: r.device.clone(),
+            route: r.route.clone(),
+            logic,
+            topic,
+            format,
+            replace_raw: r.replace_raw,
+        });
+    }
+    Ok(rules)
+}
+
+fn logic(r: &RawRule) -> Result<Logic, (&'static str, String)> {
+    let unused = |fields: &[(&'static str, bool)]| -> Result<(), (&'static str, String)> {
+        match fields.iter().find(|(_, set)| *set) {
+            Some((f, _)) => Err((*f, "does not apply to a rule of this type".to_owned())),
+            None => Ok(()),
+        }
+    };
+    match r.kind_of_rule.as_deref() {
+        Some("filter") => {
+            unused(&[
+                ("field", r.field.is_some()),
+                ("absolute", r.absolute.is_some()),
+                ("relative", r.relative.is_some()),
+                ("heartbeat_ms", r.heartbeat_ms.is_some()),
+                ("interval_ms", r.interval_ms.is_some()),
+                ("mode", r.mode.is_some()),
+            ])?;
+            let text = r
+                .condition
+                .as_deref()
+                .ok_or(("where", "a filter needs a condition".to_owned()))?;
+            let condition =
+                expr::Condition::parse(text).map_err(|e| ("where", format!("{text:?}: {e}")))?;
+            Ok(Logic::Filter { condition })
+        }
+        Some("deadband") => {
+            unused(&[
+                ("where", r.condition.is_some()),
+                ("interval_ms", r.interval_ms.is_some()),
+                ("mode", r.mode.is_some()),
+            ])?;
+            let text = r
+                .field
+                .as_deref()
+                .ok_or(("field", "a deadband needs the number it watches".to_owned()))?;
+            let field =
+                expr::Number::parse(text).map_err(|e| ("field", format!("{text:?}: {e}")))?;
+            let band = match (r.absolute, r.relative) {
+                (Some(a), None) if a.is_finite() && a >= 0.0 => Band::Absolute(a),
+                (None, Some(f)) if f.is_finite() && f >= 0.0 => Band::Relative(f),
+                (Some(_), Some(_)) => {
+                    return Err(("relative", "give absolute or relative, not both".into()))
+                }
+                (None, None) => {
+                    return Err(("absolute", "a deadband needs absolute or relative".into()))
+                }
+                (Some(_), None) => return Err(("absolute", "must be a number ≥ 0".into())),
+                (None, Some(_)) => return Err(("relative", "must be a number ≥ 0".into())),
+            };
+            if r.heartbeat_ms == Some(0) {
+                return Err(("heartbeat_ms", "must be more than 0 (or left out)".into()));
+            }
+            Ok(Logic::Deadband {
+                field,
+                band,
+                heartbeat_ms: r.heartbeat_ms,
+            })
+        }
+        Some("downsample") => {
+            unused(&[
+                ("where", r.condition.is_some()),
+                ("field", r.field.is_some()),
+                ("absolute", r.absolute.is_some()),
+                ("relative", r.relative.is_some()),
+                ("heartbeat_ms", r.heartbeat_ms.is_some()),
+            ])?;
+            let interval_ms = match r.interval_ms {
+                Some(ms) if ms > 0 => ms,
+                _ => return Err(("interval_ms", "a downsample needs interval_ms > 0".into())),
+            };
+            let mode = match r.mode.as_deref().unwrap_or("last") {
+                "first" => Mode::First,
+                "last" => Mode::Last,
+                "mean" => Mode::Mean,
+                other => {
+                    return Err((
+                        "mode",
+                        format!("{other:?} is not \"first\", \"last\" or \"mean\""),
+                    ))
+                }
+            };
+            Ok(Logic::Downsample { interval_ms, mode })
+        }
+        Some(other) => Err((
+            "type",
+            format!("{other:?} is not \"filter\", \"deadband\" or \"downsample\""),
+        )),
+        None => Err((
+            "type",
+            "missing: \"filter\", \"deadband\" or \"downsample\"".into(),
+        )),
+    }
+}
+
+/// A stable hash of a rule's definition (FNV-1a over its fields as JSON), as 16 hex digits.
+fn version(r: &RawRule) -> String {
+    let text = serde_json::to_string(r).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The configured rules and what they need to write their output.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    /// `None` without rules (building one parses the Avro schema).
+    encoder: Option<std::sync::Arc<Encoder>>,
+}
+
+/// What the rules made of one stored event.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Derived records, in rule order, with the index of the rule that emitted each.
+    pub records: Vec<(usize, Record)>,
+    /// New states, by rule index.
+    pub states: Vec<(usize, State)>,
+    /// A selecting rule replaces the raw event.
+    pub replace_raw: bool,
+    /// Rules that found the event late.
+    pub late: Vec<usize>,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> Result<Self, FormatError> {
+        let encoder = if rules.is_empty() {
+            None
+        } else {
+            Some(std::sync::Arc::new(Encoder::new()?))
+        };
+        Ok(Self { rules, encoder })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Runs every rule that selects `event` (stored as `source`, its raw record routed to
+    /// `route`), with `state` giving each rule's state for the device.
+    pub fn run(
+        &self,
+        source: &EventId,
+        event: &Event,
+        route: &str,
+        state: impl Fn(usize) -> Option<State>,
+    ) -> Output {
+        let mut out = Output::default();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.selects(event, route) {
+                continue;
+            }
+            out.replace_raw |= rule.replace_raw;
+            let before = state(i).unwrap_or_default();
+            let step = kinds::step(&rule.logic, &before, event);
+            if step.late {
+                out.late.push(i);
+            }
+            for d in &step.derived {
+                out.records.push((i, self.record(rule, source, d)));
+            }
+            if step.state != before {
+                out.states.push((i, step.state));
+            }
+        }
+        out
+    }
+
+    /// The record for a derived event.
+    fn record(&self, rule: &Rule, source: &EventId, d: &Derived) -> Record {
+        let encoded = match &self.encoder {
+            Some(encoder) => encoder
+                .encode(&d.event, rule.format)
+                .map_err(|e| e.to_string()),
+            None => Err("no encoder".to_owned()),
+        };
+        // Encoding a validated event fails only with a broken schema file, which start-up
+        // already refused; should it ever, the record says so instead of panicking.
+        let value = encoded.unwrap_or_else(|e| {
+            format!("{{\"error\":\"encoding the derived event failed: {e}\"}}").into_bytes()
+        });
+        let trigger = EventId {
+            device_id: source.device_id.clone(),
+            session: source.session,
+            seq: d.event.seq,
+        };
+        Record {
+            topic: rule.topic.clone(),
+            key: d.event.device_id.clone().into_bytes(),
+            value,
+            timestamp_ms: i64::try_from(d.event.time_ms).unwrap_or(i64::MAX),
+            headers: vec![
+                (
+                    headers::EVENT_ID.to_owned(),
+                    format!("{trigger}/{}", rule.name),
+                ),
+                (headers::KIND.to_owned(), d.event.kind().as_str().to_owned()),
+                (
+                    headers::CONTENT_TYPE.to_owned(),
+                    rule.format.content_type().to_owned(),
+                ),
+                ("rule".to_owned(), rule.name.clone()),
+                ("rule-version".to_owned(), rule.version.clone()),
+                (
+                    "source-seqs".to_owned(),
+                    format!("{}-{}", d.first_seq, d.event.seq),
+                ),
+                ("source-count".to_owned(), d.count.to_string()),
+            ],
+            origin: None,
+            event: None,
+        }
+    }
+}
+
+/// Rule states per `(rule name, device id)`, as the spool keeps them, with their versions.
+pub type States = HashMap<(String, String), (String, State)>;
+
+/// A reading for tests: `values` are `(name, value)` pairs in °C.
+#[cfg(test)]
+pub(crate) fn test_reading(device: &str, seq: u64, time_ms: u64, values: &[(&str, f64)]) -> Event {
+    Event {
+        device_id: device.into(),
+        seq,
+        time_ms,
+        body: tributary_protocol::Body::Reading(tributary_protocol::Reading {
+            values: values
+                .iter()
+                .map(|(n, v)| tributary_protocol::SensorValue {
+                    name: (*n).into(),
+                    value: *v,
+                    unit: "Cel".into(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

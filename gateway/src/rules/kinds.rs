@@ -1,0 +1,227 @@
+//! What each kind of rule does with one event, given its state for that device: the derived
+//! events it emits and its next state. Pure functions of (definition, state, event), so the
+//! writer can run them inside its transaction and `tributary rules test` offline, with the same
+//! results.
+//!
+//! All kinds run on event time, per device: an event older than what the rule already
+//! processed for that device is *late*; it is counted and left out of the derived stream (the
+//! raw stream still carries it).
+
+use serde::{Deserialize, Serialize};
+use tributary_protocol::{Body, Event, Reading, SensorValue};
+
+use super::expr::{Condition, Number};
+
+/// A rule's body, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logic {
+    /// Keep the events for which `condition` holds.
+    Filter { condition: Condition },
+    /// Report by exception: emit when `field` moved by more than the band since the value last
+    /// emitted, and at least every `heartbeat_ms` of event time.
+    Deadband {
+        field: Number,
+        band: Band,
+        heartbeat_ms: Option<u64>,
+    },
+    /// At most one event per device per `interval_ms` of event time (intervals aligned to the
+    /// Unix epoch).
+    Downsample { interval_ms: u64, mode: Mode },
+}
+
+/// A deadband's width.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Band {
+    /// Emit when `|value - last| > band`.
+    Absolute(f64),
+    /// Emit when `|value - last| > band × |last|`.
+    Relative(f64),
+}
+
+/// Which event of an interval a downsample keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The interval's first event, emitted as it arrives.
+    First,
+    /// The interval's last event, emitted once an event of a later interval arrives.
+    Last,
+    /// A reading of the interval's mean per value name, over the events that had it (positions:
+    /// the last), emitted once an event of a later interval arrives.
+    Mean,
+}
+
+/// A rule's state for one device, kept in the spool (`rule_state`) as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The latest event time processed, for lateness.
+    pub time_ms: u64,
+    /// Deadband: the value last emitted and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emitted: Option<(f64, u64)>,
+    /// Downsample: the open interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+}
+
+/// An open downsample interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Its index: event time ÷ interval.
+    pub index: u64,
+    pub first_seq: u64,
+    pub count: u64,
+    /// `last`/`mean`: the latest event (for mean, its values are replaced by the means).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Event>,
+    /// `mean`: per value name (in the order first seen), its unit, the sum and the count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sums: Vec<(String, String, f64, u64)>,
+}
+
+/// A derived event and what it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derived {
+    pub event: Event,
+    /// The source events' seqs: the first and how many (the last is `event.seq`).
+    pub first_seq: u64,
+    pub count: u64,
+}
+
+/// The outcome of one event.
+#[derive(Debug, Default, PartialEq)]
+pub struct Step {
+    pub derived: Vec<Derived>,
+    pub state: State,
+    /// The event was older than what the rule had processed for its device.
+    pub late: bool,
+}
+
+fn one(event: &Event) -> Derived {
+    Derived {
+        event: event.clone(),
+        first_seq: event.seq,
+        count: 1,
+    }
+}
+
+/// Runs `body` over `event` with the device's `state`.
+pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
+    let mut next = state.clone();
+    if event.time_ms < state.time_ms && !matches!(body, Logic::Filter { .. }) {
+        return Step {
+            derived: Vec::new(),
+            state: next,
+            late: true,
+        };
+    }
+    next.time_ms = next.time_ms.max(event.time_ms);
+    let derived = match body {
+        Logic::Filter { condition } => {
+            if condition.holds(event) {
+                vec![one(event)]
+            } else {
+                Vec::new()
+            }
+        }
+        Logic::Deadband {
+            field,
+            band,
+            heartbeat_ms,
+        } => match field.value(event) {
+            None => Vec::new(),
+            Some(value) => {
+                let emit = match state.emitted {
+                    None => true,
+                    Some((last, at)) => {
+                        let moved = (value - last).abs();
+                        let outside = match band {
+                            Band::Absolute(b) => moved > *b,
+                            Band::Relative(r) => moved > r * last.abs(),
+                        };
+                        // NaN never equals itself: a NaN after a number (or the reverse) is a
+                        // change worth reporting.
+                        outside
+                            || value.is_nan() != last.is_nan()
+                            || heartbeat_ms.is_some_and(|h| event.time_ms.saturating_sub(at) >= h)
+                    }
+                };
+                if emit {
+                    next.emitted = Some((value, event.time_ms));
+                    vec![one(event)]
+                } else {
+                    Vec::new()
+                }
+            }
+        },
+        Logic::Downsample { interval_ms, mode } => {
+            let index = event.time_ms / (*interval_ms).max(1);
+            let mut out = Vec::new();
+            let same = state.interval.as_ref().is_some_and(|i| i.index == index);
+            if !same {
+                if let Some(closed) = next.interval.take() {
+                    out.extend(close(closed, *mode));
+                }
+                if *mode == Mode::First {
+                    out.push(one(event));
+                }
+                next.interval = Some(Interval {
+                    index,
+                    first_seq: event.seq,
+                    count: 0,
+                    last: None,
+                    sums: Vec::new(),
+                });
+            }
+            if let Some(open) = next.interval.as_mut() {
+                open.count += 1;
+                if *mode != Mode::First {
+                    open.last = Some(event.clone());
+                }
+                if let (Mode::Mean, Body::Reading(r)) = (mode, &event.body) {
+                    for v in &r.values {
+                        match open.sums.iter_mut().find(|(n, ..)| n == &v.name) {
+                            Some((_, _, sum, n)) => {
+                                *sum += v.value;
+                                *n += 1;
+                            }
+                            None => {
+                                open.sums.push((v.name.clone(), v.unit.clone(), v.value, 1));
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        }
+    };
+    Step {
+        derived,
+        state: next,
+        late: false,
+    }
+}
+
+/// What a closed `last` or `mean` interval emits.
+fn close(interval: Interval, mode: Mode) -> Option<Derived> {
+    let mut event = interval.last?;
+    if mode == Mode::Mean && matches!(event.body, Body::Reading(_)) {
+        let values = interval
+            .sums
+            .into_iter()
+            .map(|(name, unit, sum, n)| SensorValue {
+                name,
+                value: sum / n.max(1) as f64,
+                unit,
+            })
+            .collect();
+        event.body = Body::Reading(Reading { values });
+    }
+    Some(Derived {
+        first_seq: interval.first_seq,
+        count: interval.count,
+        event,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+use super::*;
+
+fn parse(toml_text: &str) -> Result<Vec<Rule>, RuleError> {
+    #[derive(Deserialize)]
+    struct File {
+        rules: Vec<RawRule>,
+    }
+    let file: File = toml::from_str(toml_text).expect("toml");
+    validate(&file.rules, crate::config::value_format)
+}
+
+fn reading(device: &str, seq: u64, time_ms: u64, t: f64) -> Event {
+    test_reading(device, seq, time_ms, &[("t", t)])
+}
+
+const HOT: &str = r#"
+[[rules]]
+name = "hot"
+type = "filter"
+kind = "reading"
+device = "boiler-*"
+where = "values.t > 80"
+topic = "alerts.hot"
+"#;
+
+#[test]
+fn a_valid_rule_is_read_with_its_selection_and_a_version() {
+    let rules = parse(HOT).unwrap();
+    let r = &rules[0];
+    assert_eq!(r.name, "hot");
+    assert_eq!(r.kind, Some(Kind::Reading));
+    assert_eq!(r.topic, "alerts.hot");
+    assert_eq!(r.format, Format::Json);
+    assert_eq!(r.version.len(), 16);
+    let changed = parse(&HOT.replace("80", "85")).unwrap();
+    assert_ne!(
+        changed[0].version, r.version,
+        "a changed rule has a new version"
+    );
+    assert_eq!(
+        parse(HOT).unwrap()[0].version,
+        r.version,
+        "and the same rule the same"
+    );
+    assert!(r.selects(&reading("boiler-1", 1, 0, 90.0), "telemetry.readings"));
+    assert!(!r.selects(&reading("fan-1", 1, 0, 90.0), "telemetry.readings"));
+}
+
+#[test]
+fn mistakes_name_the_rule_and_key() {
+    for (text, key, says) in [
+        (
+            HOT.replace("name = \"hot\"", "name = \"h/t\""),
+            "rules[0].name",
+            "not a rule name",
+        ),
+        (
+            HOT.replace("type = \"filter\"", "type = \"window\""),
+            "rules[0].type",
+            "\"window\"",
+        ),
+        (
+            HOT.replace("values.t > 80", "values.t >"),
+            "rules[0].where",
+            "ends too soon",
+        ),
+        (
+            HOT.replace("alerts.hot", "alerts hot"),
+            "rules[0].topic",
+            "legal Kafka topic",
+        ),
+        (
+            HOT.replace("kind = \"reading\"", "kind = \"alarm\""),
+            "rules[0].kind",
+            "\"alarm\"",
+        ),
+        (
+            format!("{HOT}interval_ms = 5\n"),
+            "rules[0].interval_ms",
+            "does not apply",
+        ),
+        (
+            format!("{HOT}{HOT}"),
+            "rules[1].name",
+            "used by an earlier rule",
+        ),
+        (
+            HOT.replace("topic = \"alerts.hot\"", "topic = \"a\"\nformat = \"xml\""),
+            "rules[0].format",
+            "\"xml\"",
+        ),
+        (
+            "[[rules]]\nname = \"d\"\ntype = \"deadband\"\nfield = \"values.t\"\ntopic = \"x\"\n"
+                .into(),
+            "rules[0].absolute",
+            "needs absolute or relative",
+        ),
+        (
+            "[[rules]]\nname = \"d\"\ntype = \"downsample\"\ninterval_ms = 0\ntopic = \"x\"\n"
+                .into(),
+            "rules[0].interval_ms",
+            "interval_ms > 0",
+        ),
+    ] {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{text}: {e:?}");
+        assert!(e.problem.contains(says), "{text}: {e:?}");
+    }
+}
+
+#[test]
+fn derived_records_carry_their_rule_and_sources_in_headers() {
+    let rules = parse(
+        r#"
+[[rules]]
+name = "per-10s"
+type = "downsample"
+interval_ms = 10000
+mode = "mean"
+topic = "telemetry.readings.10s"
+"#,
+    )
+    .unwrap();
+    let set = RuleSet::new(rules).unwrap();
+    let mut state: Option<State> = None;
+    let mut records = Vec::new();
+    for (seq, time, t) in [(1, 1_000, 10.0), (2, 2_000, 20.0), (3, 11_000, 0.0)] {
+        let id = EventId {
+            device_id: "s1".into(),
+            session: 0,
+            seq,
+        };
+        let out = set.run(
+            &id,
+            &reading("s1", seq, time, t),
+            "telemetry.readings",
+            |_| state.clone(),
+        );
+        assert!(!out.replace_raw);
+        if let Some((_, s)) = out.states.into_iter().next() {
+            state = Some(s);
+        }
+        records.extend(out.records.into_iter().map(|(_, r)| r));
+    }
+    assert_eq!(
+        records.len(),
+        1,
+        "the first interval closed when seq 3 arrived"
+    );
+    let r = &records[0];
+    assert_eq!(r.topic, "telemetry.readings.10s");
+    assert_eq!(r.key, b"s1");
+    assert_eq!(r.timestamp_ms, 2_000);
+    let header = |name: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("event-id"), Some("s1:2/per-10s"));
+    assert_eq!(header("rule"), Some("per-10s"));
+    assert_eq!(header("source-seqs"), Some("1-2"));
+    assert_eq!(header("source-count"), Some("2"));
+    assert_eq!(header("content-type"), Some("application/json"));
+    let value: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+    assert_eq!(value["values"][0]["value"], 15.0);
+    assert_eq!(value["seq"], 2);
+}
+
+#[test]
+fn the_examples_in_config_gateway_toml_are_valid_rules() {
+    let text = crate::config::DEFAULT_CONFIG_TOML;
+    let start = text.find("# [[rules]]").expect("the rules examples");
+    let block: String = text[start..]
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# ")
+                .or_else(|| l.strip_prefix('#'))
+                .unwrap_or(l)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let rules = parse(&block).unwrap();
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["hot", "temperature-by-exception", "positions-per-minute"]
+    );
+}
