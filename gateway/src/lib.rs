@@ -95,7 +95,7 @@ pub async fn run_with(
     tracing::info!(message = "Spool open.", path = %config.spool.path.display());
     let ingest = Ingest::new(
         spool.clone(),
-        Router::new(config.routes.clone())?,
+        Router::new(config.routes.clone())?.keeping_events(!config.spool.rules.is_empty()),
         stats.clone(),
         authority,
     );

@@ -109,6 +109,9 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 pub struct Router {
     routes: RoutesConfig,
     encoder: Encoder,
+    /// Keep each event on its record for the spool's rules; off without rules, so the hot path
+    /// pays nothing for them.
+    keep_events: bool,
 }
 
 /// Input that could not be accepted as an event, kept for inspection.
@@ -158,7 +161,14 @@ impl Router {
         Ok(Self {
             routes,
             encoder: Encoder::new()?,
+            keep_events: false,
         })
+    }
+
+    /// Keeps each routed event on its record (`Record::event`), for the spool's rules.
+    pub fn keeping_events(mut self, keep: bool) -> Self {
+        self.keep_events = keep;
+        self
     }
 
     fn topic_for(&self, kind: Kind) -> &str {
@@ -195,10 +205,16 @@ impl Router {
             _ => event.device_id.clone(),
         };
         let value = self.encoder.encode(&event, format)?;
+        let (timestamp_ms, seq) = (i64::try_from(event.time_ms).unwrap_or(i64::MAX), event.seq);
+        let (device_id, event) = if self.keep_events {
+            (event.device_id.clone(), Some(std::sync::Arc::new(event)))
+        } else {
+            (event.device_id, None)
+        };
         let id = EventId {
-            device_id: event.device_id.clone(),
+            device_id,
             session,
-            seq: event.seq,
+            seq,
         };
         let mut headers = vec![
             (headers::EVENT_ID.to_owned(), id.to_string()),
@@ -218,10 +234,10 @@ impl Router {
             topic: topic.to_owned(),
             key: key.into_bytes(),
             value,
-            timestamp_ms: i64::try_from(event.time_ms).unwrap_or(i64::MAX),
+            timestamp_ms,
             headers,
             origin: Some(id),
-            event: Some(std::sync::Arc::new(event)),
+            event,
         })
     }
 

@@ -36,7 +36,9 @@ pub fn run(
     input: impl BufRead,
     mut out: impl Write,
 ) -> std::io::Result<Summary> {
-    let router = Router::new(routes).map_err(std::io::Error::other)?;
+    let router = Router::new(routes)
+        .map_err(std::io::Error::other)?
+        .keeping_events(false);
     let mut states: HashMap<(usize, String), State> = HashMap::new();
     let mut seen: HashSet<(String, u64)> = HashSet::new();
     let mut summary = Summary::default();
