@@ -38,6 +38,8 @@
 pub mod expr;
 pub mod kinds;
 pub mod offline;
+pub mod threshold;
+pub mod window;
 
 use std::collections::HashMap;
 
@@ -104,6 +106,17 @@ pub struct RawRule {
     /// downsample.
     pub interval_ms: Option<u64>,
     pub mode: Option<String>,
+    /// window.
+    pub size_ms: Option<u64>,
+    pub hop_ms: Option<u64>,
+    pub lateness_ms: Option<u64>,
+    pub fields: Option<Vec<String>>,
+    pub aggregates: Option<Vec<String>>,
+    /// threshold.
+    pub when: Option<String>,
+    pub for_ms: Option<u64>,
+    pub clear: Option<String>,
+    pub clear_for_ms: Option<u64>,
 }
 
 /// Why a rule was refused: the key (`rules[i].field`) and the problem.
@@ -168,22 +181,9 @@ pub fn validate(
 }
 
 fn logic(r: &RawRule) -> Result<Logic, (&'static str, String)> {
-    let unused = |fields: &[(&'static str, bool)]| -> Result<(), (&'static str, String)> {
-        match fields.iter().find(|(_, set)| *set) {
-            Some((f, _)) => Err((*f, "does not apply to a rule of this type".to_owned())),
-            None => Ok(()),
-        }
-    };
     match r.kind_of_rule.as_deref() {
         Some("filter") => {
-            unused(&[
-                ("field", r.field.is_some()),
-                ("absolute", r.absolute.is_some()),
-                ("relative", r.relative.is_some()),
-                ("heartbeat_ms", r.heartbeat_ms.is_some()),
-                ("interval_ms", r.interval_ms.is_some()),
-                ("mode", r.mode.is_some()),
-            ])?;
+            only(r, &["where"])?;
             let text = r
                 .condition
                 .as_deref()
@@ -193,11 +193,7 @@ fn logic(r: &RawRule) -> Result<Logic, (&'static str, String)> {
             Ok(Logic::Filter { condition })
         }
         Some("deadband") => {
-            unused(&[
-                ("where", r.condition.is_some()),
-                ("interval_ms", r.interval_ms.is_some()),
-                ("mode", r.mode.is_some()),
-            ])?;
+            only(r, &["field", "absolute", "relative", "heartbeat_ms"])?;
             let text = r
                 .field
                 .as_deref()
@@ -226,13 +222,7 @@ fn logic(r: &RawRule) -> Result<Logic, (&'static str, String)> {
             })
         }
         Some("downsample") => {
-            unused(&[
-                ("where", r.condition.is_some()),
-                ("field", r.field.is_some()),
-                ("absolute", r.absolute.is_some()),
-                ("relative", r.relative.is_some()),
-                ("heartbeat_ms", r.heartbeat_ms.is_some()),
-            ])?;
+            only(r, &["interval_ms", "mode"])?;
             let interval_ms = match r.interval_ms {
                 Some(ms) if ms > 0 => ms,
                 _ => return Err(("interval_ms", "a downsample needs interval_ms > 0".into())),
@@ -250,15 +240,139 @@ fn logic(r: &RawRule) -> Result<Logic, (&'static str, String)> {
             };
             Ok(Logic::Downsample { interval_ms, mode })
         }
-        Some(other) => Err((
-            "type",
-            format!("{other:?} is not \"filter\", \"deadband\" or \"downsample\""),
-        )),
-        None => Err((
-            "type",
-            "missing: \"filter\", \"deadband\" or \"downsample\"".into(),
-        )),
+        Some("window") => window_spec(r).map(Logic::Window),
+        Some("threshold") => threshold_spec(r).map(Logic::Threshold),
+        Some(other) => Err(("type", format!("{other:?} is not {TYPES}"))),
+        None => Err(("type", format!("missing: {TYPES}"))),
     }
+}
+
+const TYPES: &str = "\"filter\", \"deadband\", \"downsample\", \"window\" or \"threshold\"";
+
+/// The keys each type of rule takes beyond the common ones; any other that is set is refused.
+fn only(r: &RawRule, keys: &[&str]) -> Result<(), (&'static str, String)> {
+    let set: [(&'static str, bool); 16] = [
+        ("where", r.condition.is_some()),
+        ("field", r.field.is_some()),
+        ("absolute", r.absolute.is_some()),
+        ("relative", r.relative.is_some()),
+        ("heartbeat_ms", r.heartbeat_ms.is_some()),
+        ("interval_ms", r.interval_ms.is_some()),
+        ("mode", r.mode.is_some()),
+        ("size_ms", r.size_ms.is_some()),
+        ("hop_ms", r.hop_ms.is_some()),
+        ("lateness_ms", r.lateness_ms.is_some()),
+        ("fields", r.fields.is_some()),
+        ("aggregates", r.aggregates.is_some()),
+        ("when", r.when.is_some()),
+        ("for_ms", r.for_ms.is_some()),
+        ("clear", r.clear.is_some()),
+        ("clear_for_ms", r.clear_for_ms.is_some()),
+    ];
+    match set.iter().find(|(k, on)| *on && !keys.contains(k)) {
+        Some((k, _)) => Err((k, "does not apply to a rule of this type".to_owned())),
+        None => Ok(()),
+    }
+}
+
+fn window_spec(r: &RawRule) -> Result<window::Spec, (&'static str, String)> {
+    only(
+        r,
+        &["size_ms", "hop_ms", "lateness_ms", "fields", "aggregates"],
+    )?;
+    let size_ms = match r.size_ms {
+        Some(ms) if ms > 0 => ms,
+        _ => return Err(("size_ms", "a window needs size_ms > 0".into())),
+    };
+    let hop_ms = r.hop_ms.unwrap_or(size_ms);
+    if hop_ms == 0 || hop_ms > size_ms {
+        return Err((
+            "hop_ms",
+            format!("must be more than 0 and at most size_ms ({size_ms})"),
+        ));
+    }
+    if size_ms / hop_ms > 100 {
+        return Err((
+            "hop_ms",
+            "at most 100 windows may overlap (size_ms / hop_ms)".into(),
+        ));
+    }
+    let names = r.fields.as_deref().unwrap_or_default();
+    if names.is_empty() {
+        return Err((
+            "fields",
+            "a window needs at least one field, such as \"values.temperature\"".into(),
+        ));
+    }
+    let mut fields = Vec::new();
+    for text in names {
+        let number = expr::Number::parse(text).map_err(|e| ("fields", format!("{text:?}: {e}")))?;
+        let name = text.strip_prefix("values.").unwrap_or(text).to_owned();
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err((
+                "fields",
+                format!(
+                    "{text:?}: name a field (values.<name>, speed_mps, ...), not an expression"
+                ),
+            ));
+        }
+        let unit = match name.as_str() {
+            "lat" | "lon" | "heading_deg" => "deg",
+            "alt_m" => "m",
+            "speed_mps" => "m/s",
+            "hdop" | "satellites" | "seq" => "1",
+            "time_ms" => "ms",
+            _ => "",
+        };
+        fields.push((name, number, unit.to_owned()));
+    }
+    let aggregates = match &r.aggregates {
+        None => window::Aggregate::ALL.to_vec(),
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                window::Aggregate::parse(a).ok_or((
+                    "aggregates",
+                    format!("{a:?} is not count, min, max, mean, sum or last"),
+                ))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(window::Spec {
+        size_ms,
+        hop_ms,
+        lateness_ms: r.lateness_ms.unwrap_or(0),
+        fields,
+        aggregates,
+    })
+}
+
+fn threshold_spec(r: &RawRule) -> Result<threshold::Spec, (&'static str, String)> {
+    only(r, &["when", "for_ms", "clear", "clear_for_ms"])?;
+    let condition = |key: &'static str, text: &str| {
+        expr::Condition::parse(text).map_err(|e| (key, format!("{text:?}: {e}")))
+    };
+    let when = condition(
+        "when",
+        r.when.as_deref().ok_or((
+            "when",
+            "a threshold needs the condition that raises it".to_owned(),
+        ))?,
+    )?;
+    let clear = r
+        .clear
+        .as_deref()
+        .map(|c| condition("clear", c))
+        .transpose()?;
+    Ok(threshold::Spec {
+        when,
+        for_ms: r.for_ms.unwrap_or(0),
+        clear,
+        clear_for_ms: r.clear_for_ms.unwrap_or(0),
+    })
 }
 
 /// A stable hash of a rule's definition (FNV-1a over its fields as JSON), as 16 hex digits.
@@ -359,29 +473,36 @@ impl RuleSet {
             session: source.session,
             seq: d.event.seq,
         };
+        let tag = d
+            .tag
+            .as_deref()
+            .map(|t| format!("@{t}"))
+            .unwrap_or_default();
+        let mut headers = vec![
+            (
+                headers::EVENT_ID.to_owned(),
+                format!("{trigger}/{}{tag}", rule.name),
+            ),
+            (headers::KIND.to_owned(), d.event.kind().as_str().to_owned()),
+            (
+                headers::CONTENT_TYPE.to_owned(),
+                rule.format.content_type().to_owned(),
+            ),
+            ("rule".to_owned(), rule.name.clone()),
+            ("rule-version".to_owned(), rule.version.clone()),
+            (
+                "source-seqs".to_owned(),
+                format!("{}-{}", d.first_seq, d.event.seq),
+            ),
+            ("source-count".to_owned(), d.count.to_string()),
+        ];
+        headers.extend(d.headers.iter().cloned());
         Record {
             topic: rule.topic.clone(),
             key: d.event.device_id.clone().into_bytes(),
             value,
             timestamp_ms: i64::try_from(d.event.time_ms).unwrap_or(i64::MAX),
-            headers: vec![
-                (
-                    headers::EVENT_ID.to_owned(),
-                    format!("{trigger}/{}", rule.name),
-                ),
-                (headers::KIND.to_owned(), d.event.kind().as_str().to_owned()),
-                (
-                    headers::CONTENT_TYPE.to_owned(),
-                    rule.format.content_type().to_owned(),
-                ),
-                ("rule".to_owned(), rule.name.clone()),
-                ("rule-version".to_owned(), rule.version.clone()),
-                (
-                    "source-seqs".to_owned(),
-                    format!("{}-{}", d.first_seq, d.event.seq),
-                ),
-                ("source-count".to_owned(), d.count.to_string()),
-            ],
+            headers,
             origin: None,
             event: None,
         }
@@ -408,6 +529,19 @@ pub(crate) fn test_reading(device: &str, seq: u64, time_ms: u64, values: &[(&str
                 })
                 .collect(),
         }),
+    }
+}
+
+/// A derived reading's value by name, for tests (NaN when it has none).
+#[cfg(test)]
+pub(crate) fn test_value(d: &Derived, name: &str) -> f64 {
+    match &d.event.body {
+        tributary_protocol::Body::Reading(r) => r
+            .values
+            .iter()
+            .find(|v| v.name == name)
+            .map_or(f64::NAN, |v| v.value),
+        tributary_protocol::Body::Position(_) => f64::NAN,
     }
 }
 

@@ -50,6 +50,11 @@ impl Condition {
     pub fn holds(&self, event: &Event) -> bool {
         matches!(eval(&self.0, event), Value::Bool(true))
     }
+
+    /// Whether the condition is definitely false for `event` (not merely missing a field).
+    pub fn is_false(&self, event: &Event) -> bool {
+        matches!(eval(&self.0, event), Value::Bool(false))
+    }
 }
 
 impl Number {

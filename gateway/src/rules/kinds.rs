@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tributary_protocol::{Body, Event, Reading, SensorValue};
 
 use super::expr::{Condition, Number};
+use super::{threshold, window};
 
 /// A rule's body, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,10 @@ pub enum Logic {
     /// At most one event per device per `interval_ms` of event time (intervals aligned to the
     /// Unix epoch).
     Downsample { interval_ms: u64, mode: Mode },
+    /// Tumbling or hopping windows with aggregates ([`window`]).
+    Window(window::Spec),
+    /// Alerts with hysteresis ([`threshold`]).
+    Threshold(threshold::Spec),
 }
 
 /// A deadband's width.
@@ -61,6 +66,12 @@ pub struct State {
     /// Downsample: the open interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Interval>,
+    /// Window: the open windows and the watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<window::Windows>,
+    /// Threshold: raised or not, and since when the change has been building.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<threshold::Alert>,
 }
 
 /// An open downsample interval.
@@ -85,6 +96,11 @@ pub struct Derived {
     /// The source events' seqs: the first and how many (the last is `event.seq`).
     pub first_seq: u64,
     pub count: u64,
+    /// Headers of this kind of output (a window's bounds, an alert's state).
+    pub headers: Vec<(String, String)>,
+    /// Told apart from other output of the same rule and source event by this, in its
+    /// `event-id` (`@{tag}`): a hopping window's start.
+    pub tag: Option<String>,
 }
 
 /// The outcome of one event.
@@ -101,13 +117,16 @@ fn one(event: &Event) -> Derived {
         event: event.clone(),
         first_seq: event.seq,
         count: 1,
+        headers: Vec::new(),
+        tag: None,
     }
 }
 
 /// Runs `body` over `event` with the device's `state`.
 pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
     let mut next = state.clone();
-    if event.time_ms < state.time_ms && !matches!(body, Logic::Filter { .. }) {
+    // Filters need no order; windows have their own lateness.
+    if event.time_ms < state.time_ms && !matches!(body, Logic::Filter { .. } | Logic::Window(_)) {
         return Step {
             derived: Vec::new(),
             state: next,
@@ -193,6 +212,17 @@ pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
             }
             out
         }
+        Logic::Window(spec) => {
+            let (out, late) = window::step(spec, next.windows.get_or_insert_default(), event);
+            return Step {
+                derived: out,
+                state: next,
+                late,
+            };
+        }
+        Logic::Threshold(spec) => threshold::step(spec, next.alert.get_or_insert_default(), event)
+            .into_iter()
+            .collect(),
     };
     Step {
         derived,
@@ -220,6 +250,8 @@ fn close(interval: Interval, mode: Mode) -> Option<Derived> {
         first_seq: interval.first_seq,
         count: interval.count,
         event,
+        headers: Vec::new(),
+        tag: None,
     })
 }
 

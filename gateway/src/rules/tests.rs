@@ -13,6 +13,15 @@ fn reading(device: &str, seq: u64, time_ms: u64, t: f64) -> Event {
     test_reading(device, seq, time_ms, &[("t", t)])
 }
 
+const WINDOW: &str = r#"
+[[rules]]
+name = "w"
+type = "window"
+size_ms = 60000
+fields = ["values.t"]
+topic = "w"
+"#;
+
 const HOT: &str = r#"
 [[rules]]
 name = "hot"
@@ -55,9 +64,9 @@ fn mistakes_name_the_rule_and_key() {
             "not a rule name",
         ),
         (
-            HOT.replace("type = \"filter\"", "type = \"window\""),
+            HOT.replace("type = \"filter\"", "type = \"sliding\""),
             "rules[0].type",
-            "\"window\"",
+            "\"sliding\"",
         ),
         (
             HOT.replace("values.t > 80", "values.t >"),
@@ -100,6 +109,31 @@ fn mistakes_name_the_rule_and_key() {
                 .into(),
             "rules[0].interval_ms",
             "interval_ms > 0",
+        ),
+        (
+            format!("{WINDOW}hop_ms = 120000\n"),
+            "rules[0].hop_ms",
+            "at most size_ms",
+        ),
+        (
+            WINDOW.replace("\"values.t\"", "\"values.t * 2\""),
+            "rules[0].fields",
+            "not an expression",
+        ),
+        (
+            format!("{WINDOW}aggregates = [\"median\"]\n"),
+            "rules[0].aggregates",
+            "\"median\" is not count",
+        ),
+        (
+            format!("{WINDOW}when = \"values.t > 1\"\n"),
+            "rules[0].when",
+            "does not apply",
+        ),
+        (
+            "[[rules]]\nname = \"a\"\ntype = \"threshold\"\nfor_ms = 5\ntopic = \"x\"\n".into(),
+            "rules[0].when",
+            "needs the condition",
         ),
     ] {
         let e = parse(&text).unwrap_err();
@@ -184,6 +218,36 @@ fn the_examples_in_config_gateway_toml_are_valid_rules() {
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["hot", "temperature-by-exception", "positions-per-minute"]
+        [
+            "hot",
+            "temperature-by-exception",
+            "positions-per-minute",
+            "temperature-5m",
+            "boiler-overheat"
+        ]
     );
+}
+
+#[test]
+fn windows_and_thresholds_are_read_with_their_defaults() {
+    let rules = parse(&format!(
+        "{WINDOW}{}",
+        "[[rules]]\nname = \"a\"\ntype = \"threshold\"\nwhen = \"speed_mps > 30\"\ntopic = \"x\"\n"
+    ))
+    .unwrap();
+    match &rules[0].logic {
+        Logic::Window(w) => {
+            assert_eq!((w.size_ms, w.hop_ms, w.lateness_ms), (60_000, 60_000, 0));
+            assert_eq!(w.aggregates.len(), 6);
+            assert_eq!(w.fields[0].0, "t");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &rules[1].logic {
+        Logic::Threshold(t) => {
+            assert_eq!((t.for_ms, t.clear_for_ms), (0, 0));
+            assert!(t.clear.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
 }

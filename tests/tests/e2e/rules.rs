@@ -1,6 +1,7 @@
-//! `[[rules]]`: derived topics from the real gateway, exactly once across a SIGKILL, checked
-//! against `tributary rules test` over the same events; a changed rule starts afresh; bad rules
-//! exit 64 naming the key.
+//! `[[rules]]`: derived topics from the real gateway (a deadband that replaces the raw stream, a
+//! mean downsample, hopping windows, a threshold with hysteresis), exactly once across a
+//! SIGKILL, checked against `tributary rules test` over the same events; a changed rule starts
+//! afresh; bad rules exit 64 naming the key.
 
 use std::collections::BTreeSet;
 
@@ -26,6 +27,23 @@ type = "downsample"
 interval_ms = 10000
 mode = "mean"
 topic = "{stem}.10s"
+
+[[rules]]
+name = "stats-20s"
+type = "window"
+size_ms = 20000
+hop_ms = 10000
+lateness_ms = 4000
+fields = ["values.t"]
+topic = "{stem}.20s"
+
+[[rules]]
+name = "warm"
+type = "threshold"
+when = "values.t > 6"
+for_ms = 2000
+clear = "values.t < 5.5"
+topic = "{stem}.alerts"
 "#,
         stem = topics.readings
     )
@@ -105,10 +123,7 @@ fn rules_emit_exactly_once_across_a_sigkill_as_the_offline_tool_computes() {
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("60 events"), "{summary}");
 
-    for topic in [
-        format!("{}.temp", topics.readings),
-        format!("{}.10s", topics.readings),
-    ] {
+    for topic in ["temp", "10s", "20s", "alerts"].map(|t| format!("{}.{t}", topics.readings)) {
         let got = event_ids(&gateway.sink_lines(&topic));
         let want: Vec<String> = event_ids(
             &expected

@@ -1,5 +1,5 @@
 use proptest::prelude::*;
-use tributary_protocol::{Body, Event};
+use tributary_protocol::Event;
 
 use super::*;
 
@@ -26,14 +26,7 @@ fn seqs(derived: &[Derived]) -> Vec<u64> {
 }
 
 fn value(d: &Derived, name: &str) -> f64 {
-    match &d.event.body {
-        Body::Reading(r) => r
-            .values
-            .iter()
-            .find(|v| v.name == name)
-            .map_or(f64::NAN, |v| v.value),
-        Body::Position(_) => f64::NAN,
-    }
+    crate::rules::test_value(d, name)
 }
 
 fn deadband(band: Band, heartbeat_ms: Option<u64>) -> Logic {

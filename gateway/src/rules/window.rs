@@ -1,0 +1,312 @@
+//! `window`: tumbling and hopping windows per device on event time, with count, min, max, mean,
+//! sum and last per field, and an allowed lateness.
+//!
+//! A window `[start, start + size)` starts every `hop` (= `size` for tumbling windows) at
+//! multiples of `hop` since the Unix epoch. Each device has its own watermark: its highest event
+//! time minus `lateness_ms`. A window is emitted once the device's watermark passes its end, so
+//! a device flushing hours of backlog closes its own windows as its events arrive and never
+//! holds up another device's. An event whose windows have all been emitted is late: counted,
+//! left out. The emitted event is a reading at the window's start whose values are
+//! `{field}.{aggregate}` (`temperature.mean`, `speed_mps.max`, `temperature.count`), with the
+//! window in the `window-start-ms` and `window-end-ms` headers.
+
+use serde::{Deserialize, Serialize};
+use tributary_protocol::{Body, Event, Reading, SensorValue};
+
+use super::expr::Number;
+use super::kinds::Derived;
+
+/// An aggregate a window computes per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Count,
+    Min,
+    Max,
+    Mean,
+    Sum,
+    Last,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 6] = [
+        Aggregate::Count,
+        Aggregate::Min,
+        Aggregate::Max,
+        Aggregate::Mean,
+        Aggregate::Sum,
+        Aggregate::Last,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Mean => "mean",
+            Aggregate::Sum => "sum",
+            Aggregate::Last => "last",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// A window rule's definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub size_ms: u64,
+    pub hop_ms: u64,
+    pub lateness_ms: u64,
+    /// `(output name, expression, unit)` per field; an empty unit is taken from the events (a
+    /// reading value's own).
+    pub fields: Vec<(String, Number, String)>,
+    pub aggregates: Vec<Aggregate>,
+}
+
+/// A device's open windows and its watermark.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Windows {
+    /// The highest event time seen.
+    pub max_time_ms: u64,
+    /// Windows emitted up to (exclusive) this end: anything ending at or before it is closed.
+    pub closed_until_ms: u64,
+    pub open: Vec<Open>,
+}
+
+/// One open window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Open {
+    pub start_ms: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub events: u64,
+    /// Per field, in the spec's order: count, min, max, sum, last.
+    pub fields: Vec<Acc>,
+}
+
+/// One field's accumulator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Acc {
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub last: f64,
+    /// A reading value's unit, as its events carry it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
+}
+
+/// Adds `event` to the device's windows; returns the windows it closed and whether it was late.
+pub fn step(spec: &Spec, windows: &mut Windows, event: &Event) -> (Vec<Derived>, bool) {
+    let t = event.time_ms;
+    let (size, hop) = (spec.size_ms.max(1), spec.hop_ms.max(1));
+    // The windows [k·hop, k·hop + size) that hold t and are not closed yet.
+    let first_k = (t + 1).saturating_sub(size).div_ceil(hop);
+    let starts: Vec<u64> = (first_k..=t / hop)
+        .map(|k| k * hop)
+        .filter(|s| s + size > windows.closed_until_ms)
+        .collect();
+    let late = starts.is_empty();
+    for start in starts {
+        let i = match windows.open.iter().position(|w| w.start_ms == start) {
+            Some(i) => i,
+            None => {
+                windows.open.push(Open {
+                    start_ms: start,
+                    first_seq: event.seq,
+                    last_seq: event.seq,
+                    events: 0,
+                    fields: vec![Acc::default(); spec.fields.len()],
+                });
+                windows.open.len() - 1
+            }
+        };
+        let w = &mut windows.open[i];
+        w.events += 1;
+        w.first_seq = w.first_seq.min(event.seq);
+        w.last_seq = w.last_seq.max(event.seq);
+        for ((name, expr, unit), acc) in spec.fields.iter().zip(w.fields.iter_mut()) {
+            if let Some(v) = expr.value(event) {
+                if unit.is_empty() && acc.unit.is_empty() {
+                    if let Body::Reading(r) = &event.body {
+                        if let Some(sv) = r.values.iter().find(|sv| &sv.name == name) {
+                            acc.unit = sv.unit.clone();
+                        }
+                    }
+                }
+                if acc.count == 0 {
+                    (acc.min, acc.max) = (v, v);
+                }
+                acc.count += 1;
+                acc.min = acc.min.min(v);
+                acc.max = acc.max.max(v);
+                acc.sum += v;
+                acc.last = v;
+            }
+        }
+    }
+    windows.max_time_ms = windows.max_time_ms.max(t);
+    let watermark = windows.max_time_ms.saturating_sub(spec.lateness_ms);
+    let mut out = Vec::new();
+    windows.open.sort_by_key(|w| w.start_ms);
+    while windows
+        .open
+        .first()
+        .is_some_and(|w| w.start_ms + size <= watermark)
+    {
+        let w = windows.open.remove(0);
+        windows.closed_until_ms = windows.closed_until_ms.max(w.start_ms + size);
+        out.push(emit(spec, &w, &event.device_id, size));
+    }
+    (out, late)
+}
+
+fn emit(spec: &Spec, w: &Open, device: &str, size: u64) -> Derived {
+    let mut values = Vec::new();
+    for ((name, _, unit), acc) in spec.fields.iter().zip(&w.fields) {
+        for a in &spec.aggregates {
+            let value = match (a, acc.count) {
+                (Aggregate::Count, n) => n as f64,
+                (_, 0) => continue,
+                (Aggregate::Min, _) => acc.min,
+                (Aggregate::Max, _) => acc.max,
+                (Aggregate::Sum, _) => acc.sum,
+                (Aggregate::Mean, n) => acc.sum / n as f64,
+                (Aggregate::Last, _) => acc.last,
+            };
+            values.push(SensorValue {
+                name: format!("{name}.{}", a.name()),
+                value,
+                unit: match (a, unit.is_empty()) {
+                    (Aggregate::Count, _) => "1".to_owned(),
+                    (_, true) => acc.unit.clone(),
+                    (_, false) => unit.clone(),
+                },
+            });
+        }
+    }
+    Derived {
+        event: Event {
+            device_id: device.to_owned(),
+            seq: w.last_seq,
+            time_ms: w.start_ms,
+            body: Body::Reading(Reading { values }),
+        },
+        first_seq: w.first_seq,
+        count: w.events,
+        headers: vec![
+            ("window-start-ms".to_owned(), w.start_ms.to_string()),
+            ("window-end-ms".to_owned(), (w.start_ms + size).to_string()),
+        ],
+        // Overlapping (hopping) windows can end with the same event: the start tells them apart.
+        tag: Some(w.start_ms.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::test_reading;
+
+    fn spec(size_ms: u64, hop_ms: u64, lateness_ms: u64) -> Spec {
+        Spec {
+            size_ms,
+            hop_ms,
+            lateness_ms,
+            fields: vec![(
+                "t".to_owned(),
+                Number::parse("values.t").unwrap(),
+                "Cel".to_owned(),
+            )],
+            aggregates: Aggregate::ALL.to_vec(),
+        }
+    }
+
+    fn run(spec: &Spec, events: &[(u64, f64)]) -> (Vec<Derived>, usize) {
+        let mut w = Windows::default();
+        let mut out = Vec::new();
+        let mut late = 0;
+        for (i, (t, v)) in events.iter().enumerate() {
+            let (d, l) = step(
+                spec,
+                &mut w,
+                &test_reading("d", i as u64 + 1, *t, &[("t", *v)]),
+            );
+            out.extend(d);
+            late += usize::from(l);
+        }
+        (out, late)
+    }
+
+    fn agg(d: &Derived, name: &str) -> f64 {
+        crate::rules::test_value(d, name)
+    }
+
+    #[test]
+    fn tumbling_windows_aggregate_and_close_when_the_device_moves_past_them() {
+        // [0,10 s): 1, 3, 2; [10,20 s): 10; then 25 s closes [10,20).
+        let (out, late) = run(
+            &spec(10_000, 10_000, 0),
+            &[
+                (0, 1.0),
+                (4_000, 3.0),
+                (9_999, 2.0),
+                (10_000, 10.0),
+                (25_000, 0.0),
+            ],
+        );
+        assert_eq!(late, 0);
+        assert_eq!(out.len(), 2);
+        let w = &out[0];
+        assert_eq!(w.event.time_ms, 0);
+        assert_eq!((w.first_seq, w.count, w.event.seq), (1, 3, 3));
+        assert_eq!(agg(w, "t.count"), 3.0);
+        assert_eq!(agg(w, "t.min"), 1.0);
+        assert_eq!(agg(w, "t.max"), 3.0);
+        assert_eq!(agg(w, "t.sum"), 6.0);
+        assert_eq!(agg(w, "t.mean"), 2.0);
+        assert_eq!(agg(w, "t.last"), 2.0);
+        assert_eq!(out[1].event.time_ms, 10_000);
+        assert_eq!(agg(&out[1], "t.count"), 1.0);
+        assert_eq!(
+            out[1].headers,
+            [
+                ("window-start-ms".to_owned(), "10000".to_owned()),
+                ("window-end-ms".to_owned(), "20000".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn hopping_windows_count_an_event_in_each_window_that_holds_it() {
+        // Size 10 s every 5 s: the event at 7 s is in [0,10) and [5,15).
+        let (out, _) = run(&spec(10_000, 5_000, 0), &[(7_000, 1.0), (30_000, 0.0)]);
+        let starts: Vec<u64> = out.iter().map(|d| d.event.time_ms).collect();
+        assert_eq!(starts, [0, 5_000]);
+        assert!(out.iter().all(|d| agg(d, "t.count") == 1.0));
+        assert_ne!(out[0].tag, out[1].tag, "their event-ids differ");
+    }
+
+    #[test]
+    fn allowed_lateness_takes_stragglers_and_counts_what_comes_later() {
+        // Lateness 5 s: at 12 s the watermark is 7 s, so [0,10) is still open for the event at
+        // 3 s; at 16 s the watermark passes 10 s and [0,10) closes; an event at 4 s is then late.
+        let (out, late) = run(
+            &spec(10_000, 10_000, 5_000),
+            &[
+                (1_000, 1.0),
+                (12_000, 5.0),
+                (3_000, 3.0),
+                (16_000, 0.0),
+                (4_000, 9.0),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(agg(&out[0], "t.count"), 2.0);
+        assert_eq!(agg(&out[0], "t.sum"), 4.0);
+        assert_eq!(late, 1);
+    }
+}
