@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("acl", acl),
     ("credentials", credentials),
     ("tcp_session", tcp_session),
+    ("rule_expr", rule_expr),
 ];
 
 /// TCP frames as they arrive on a socket: the first byte picks the read size (1 to 64 bytes),
@@ -122,6 +123,53 @@ pub fn config(data: &[u8]) {
     };
     if let Err(error) = crate::config::Config::parse(text, Path::new("fuzz.toml")) {
         assert!(!error.to_string().is_empty());
+    }
+}
+
+/// A rule expression (`where`, `when`, a deadband's `field`) as an operator writes it: it parses
+/// or is refused at a position inside the text; what parses evaluates on a reading and a
+/// position without panicking, and a condition never both holds and is false.
+pub fn rule_expr(data: &[u8]) {
+    use crate::rules::expr::{Condition, Number};
+    let text = String::from_utf8_lossy(data);
+    let reading = tributary_protocol::Event {
+        device_id: "d".into(),
+        seq: 3,
+        time_ms: 1_700_000_000_000,
+        body: tributary_protocol::Body::Reading(tributary_protocol::Reading {
+            values: vec![tributary_protocol::SensorValue {
+                name: "t".into(),
+                value: 21.5,
+                unit: "Cel".into(),
+            }],
+        }),
+    };
+    let position = tributary_protocol::Event {
+        body: tributary_protocol::Body::Position(tributary_protocol::Position {
+            lat: 52.5,
+            lon: 13.4,
+            alt_m: Some(30.0),
+            speed_mps: Some(12.0),
+            heading_deg: None,
+            hdop: Some(0.8),
+            satellites: Some(9),
+            fix: tributary_protocol::FixQuality::Gps,
+        }),
+        ..reading.clone()
+    };
+    match Condition::parse(&text) {
+        Ok(c) => {
+            for e in [&reading, &position] {
+                assert!(!(c.holds(e) && c.is_false(e)), "{text:?}");
+            }
+        }
+        Err(e) => assert!(e.at <= text.len(), "{text:?}: {e}"),
+    }
+    match Number::parse(&text) {
+        Ok(n) => {
+            let _ = (n.value(&reading), n.value(&position));
+        }
+        Err(e) => assert!(e.at <= text.len(), "{text:?}: {e}"),
     }
 }
 

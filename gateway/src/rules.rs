@@ -36,6 +36,7 @@
 //! file of events, offline.
 
 pub mod expr;
+pub mod geofence;
 pub mod kinds;
 pub mod offline;
 pub mod threshold;
@@ -117,6 +118,10 @@ pub struct RawRule {
     pub for_ms: Option<u64>,
     pub clear: Option<String>,
     pub clear_for_ms: Option<u64>,
+    /// geofence.
+    pub zones: Option<std::path::PathBuf>,
+    pub dwell_ms: Option<u64>,
+    pub max_hdop: Option<f64>,
 }
 
 /// Why a rule was refused: the key (`rules[i].field`) and the problem.
@@ -242,16 +247,18 @@ fn logic(r: &RawRule) -> Result<Logic, (&'static str, String)> {
         }
         Some("window") => window_spec(r).map(Logic::Window),
         Some("threshold") => threshold_spec(r).map(Logic::Threshold),
+        Some("geofence") => geofence_spec(r).map(Logic::Geofence),
         Some(other) => Err(("type", format!("{other:?} is not {TYPES}"))),
         None => Err(("type", format!("missing: {TYPES}"))),
     }
 }
 
-const TYPES: &str = "\"filter\", \"deadband\", \"downsample\", \"window\" or \"threshold\"";
+const TYPES: &str =
+    "\"filter\", \"deadband\", \"downsample\", \"window\", \"threshold\" or \"geofence\"";
 
 /// The keys each type of rule takes beyond the common ones; any other that is set is refused.
 fn only(r: &RawRule, keys: &[&str]) -> Result<(), (&'static str, String)> {
-    let set: [(&'static str, bool); 16] = [
+    let set: [(&'static str, bool); 19] = [
         ("where", r.condition.is_some()),
         ("field", r.field.is_some()),
         ("absolute", r.absolute.is_some()),
@@ -268,6 +275,9 @@ fn only(r: &RawRule, keys: &[&str]) -> Result<(), (&'static str, String)> {
         ("for_ms", r.for_ms.is_some()),
         ("clear", r.clear.is_some()),
         ("clear_for_ms", r.clear_for_ms.is_some()),
+        ("zones", r.zones.is_some()),
+        ("dwell_ms", r.dwell_ms.is_some()),
+        ("max_hdop", r.max_hdop.is_some()),
     ];
     match set.iter().find(|(k, on)| *on && !keys.contains(k)) {
         Some((k, _)) => Err((k, "does not apply to a rule of this type".to_owned())),
@@ -375,9 +385,30 @@ fn threshold_spec(r: &RawRule) -> Result<threshold::Spec, (&'static str, String)
     })
 }
 
-/// A stable hash of a rule's definition (FNV-1a over its fields as JSON), as 16 hex digits.
+fn geofence_spec(r: &RawRule) -> Result<geofence::Spec, (&'static str, String)> {
+    only(r, &["zones", "dwell_ms", "max_hdop"])?;
+    let path = r.zones.as_deref().ok_or((
+        "zones",
+        "a geofence needs a GeoJSON file of zones".to_owned(),
+    ))?;
+    let zones = geofence::load(path).map_err(|e| ("zones", e))?;
+    if r.max_hdop.is_some_and(|h| !(h.is_finite() && h > 0.0)) {
+        return Err(("max_hdop", "must be a number above 0".into()));
+    }
+    Ok(geofence::Spec {
+        zones: std::sync::Arc::new(zones),
+        dwell_ms: r.dwell_ms,
+        max_hdop: r.max_hdop,
+    })
+}
+
+/// A stable hash of a rule's definition (FNV-1a over its fields as JSON, and the zones file a
+/// geofence reads), as 16 hex digits.
 fn version(r: &RawRule) -> String {
-    let text = serde_json::to_string(r).unwrap_or_default();
+    let mut text = serde_json::to_string(r).unwrap_or_default();
+    if let Some(zones) = &r.zones {
+        text.push_str(&std::fs::read_to_string(zones).unwrap_or_default());
+    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         hash ^= u64::from(b);

@@ -142,6 +142,18 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<usize> {
     ] {
         seeds.write("acl", name, text.as_bytes())?;
     }
+    for (name, text) in [
+        ("filter", "values.t > 30 and abs(values.vibration) >= 2.5"),
+        ("position", "speed_mps * 3.6 > 90 or not (hdop < 2)"),
+        (
+            "functions",
+            "max(1, 2e1, -3) == 20 and (values.t > 1) == true",
+        ),
+        ("number", "values.t"),
+        ("error", "values.t >> 3"),
+    ] {
+        seeds.write("rule_expr", name, text.as_bytes())?;
+    }
     seeds.write(
         "credentials",
         "two-devices",

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tributary_protocol::{Body, Event, Reading, SensorValue};
 
 use super::expr::{Condition, Number};
-use super::{threshold, window};
+use super::{geofence, threshold, window};
 
 /// A rule's body, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,8 @@ pub enum Logic {
     Window(window::Spec),
     /// Alerts with hysteresis ([`threshold`]).
     Threshold(threshold::Spec),
+    /// Enter, exit and dwell against polygons ([`geofence`]).
+    Geofence(geofence::Spec),
 }
 
 /// A deadband's width.
@@ -72,6 +74,9 @@ pub struct State {
     /// Threshold: raised or not, and since when the change has been building.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<threshold::Alert>,
+    /// Geofence: the zones the device is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside: Option<geofence::Inside>,
 }
 
 /// An open downsample interval.
@@ -223,6 +228,7 @@ pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
         Logic::Threshold(spec) => threshold::step(spec, next.alert.get_or_insert_default(), event)
             .into_iter()
             .collect(),
+        Logic::Geofence(spec) => geofence::step(spec, next.inside.get_or_insert_default(), event),
     };
     Step {
         derived,

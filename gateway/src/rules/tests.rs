@@ -213,7 +213,15 @@ fn the_examples_in_config_gateway_toml_are_valid_rules() {
                 .unwrap_or(l)
         })
         .map(|l| format!("{l}\n"))
-        .collect();
+        .collect::<String>()
+        // The shipped zones file, wherever the test runs from.
+        .replace(
+            "\"config/depots.geojson\"",
+            &format!(
+                "{:?}",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../config/depots.geojson")
+            ),
+        );
     let rules = parse(&block).unwrap();
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
@@ -223,7 +231,8 @@ fn the_examples_in_config_gateway_toml_are_valid_rules() {
             "temperature-by-exception",
             "positions-per-minute",
             "temperature-5m",
-            "boiler-overheat"
+            "boiler-overheat",
+            "depots"
         ]
     );
 }
@@ -250,4 +259,41 @@ fn windows_and_thresholds_are_read_with_their_defaults() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_geofence_reads_its_zones_file_and_its_version_follows_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones.geojson");
+    let square = |name: &str| {
+        format!(
+            r#"{{"type": "FeatureCollection", "features": [{{"type": "Feature",
+            "properties": {{"name": "{name}"}}, "geometry": {{"type": "Polygon",
+            "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}}}}]}}"#
+        )
+    };
+    std::fs::write(&zones, square("depot")).unwrap();
+    let text = format!(
+        "[[rules]]\nname = \"g\"\ntype = \"geofence\"\nzones = {:?}\ndwell_ms = 60000\n\
+         max_hdop = 2.5\ntopic = \"fences\"\n",
+        zones.display().to_string()
+    );
+    let first = parse(&text).unwrap();
+    match &first[0].logic {
+        Logic::Geofence(g) => {
+            assert_eq!(g.zones[0].name, "depot");
+            assert_eq!((g.dwell_ms, g.max_hdop), (Some(60_000), Some(2.5)));
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&zones, square("yard")).unwrap();
+    assert_ne!(
+        parse(&text).unwrap()[0].version,
+        first[0].version,
+        "new zones, new version"
+    );
+    std::fs::remove_file(&zones).unwrap();
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.key, "rules[0].zones");
+    assert!(e.problem.contains("zones.geojson"), "{e:?}");
 }

@@ -1,5 +1,5 @@
 //! `[[rules]]`: derived topics from the real gateway (a deadband that replaces the raw stream, a
-//! mean downsample, hopping windows, a threshold with hysteresis), exactly once across a
+//! mean downsample, hopping windows, a threshold with hysteresis, a geofence), exactly once across a
 //! SIGKILL, checked against `tributary rules test` over the same events; a changed rule starts
 //! afresh; bad rules exit 64 naming the key.
 
@@ -38,6 +38,15 @@ fields = ["values.t"]
 topic = "{stem}.20s"
 
 [[rules]]
+name = "depots"
+type = "geofence"
+kind = "position"
+zones = {zones:?}
+dwell_ms = 30000
+max_hdop = 2.0
+topic = "{stem}.fences"
+
+[[rules]]
 name = "warm"
 type = "threshold"
 when = "values.t > 6"
@@ -45,7 +54,8 @@ for_ms = 2000
 clear = "values.t < 5.5"
 topic = "{stem}.alerts"
 "#,
-        stem = topics.readings
+        stem = topics.readings,
+        zones = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/depots.geojson"),
     )
 }
 
@@ -65,6 +75,20 @@ fn events() -> Vec<(String, String)> {
                 ),
             ));
         }
+    }
+    // A truck crossing depot-mitte (13.395 to 13.415 E at 52.52 N), a fix every 10 s; every
+    // fourth fix is noisy (HDOP 5), which the geofence ignores.
+    for i in 0..12u64 {
+        let lon = 13.385 + i as f64 * 0.0035;
+        let hdop = if i % 4 == 3 { 5.0 } else { 1.0 };
+        out.push((
+            "devices/tr-1/position".to_owned(),
+            format!(
+                r#"{{"device_id":"tr-1","seq":{},"time_ms":{},"kind":"position","lat":52.52,"lon":{lon},"hdop":{hdop}}}"#,
+                i + 1,
+                1_700_000_000_000 + i * 10_000
+            ),
+        ));
     }
     out
 }
@@ -121,9 +145,11 @@ fn rules_emit_exactly_once_across_a_sigkill_as_the_offline_tool_computes() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains("60 events"), "{summary}");
+    assert!(summary.contains("72 events"), "{summary}");
 
-    for topic in ["temp", "10s", "20s", "alerts"].map(|t| format!("{}.{t}", topics.readings)) {
+    for topic in
+        ["temp", "10s", "20s", "alerts", "fences"].map(|t| format!("{}.{t}", topics.readings))
+    {
         let got = event_ids(&gateway.sink_lines(&topic));
         let want: Vec<String> = event_ids(
             &expected
