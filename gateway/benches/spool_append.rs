@@ -13,6 +13,8 @@
 //! the spool stores them) the plain way: SQLite's own cost for what the spool must keep, so the
 //! table shows how much of the gap is the row and how much the spool's code.
 
+mod common;
+
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,26 +62,10 @@ fn spool_run(dir: &Path, size: usize, total: usize) -> Run {
     runtime.block_on(async {
         let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
         let per_conn = total / CONNECTIONS;
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..CONNECTIONS)
-            .map(|c| {
-                let spool = spool.clone();
-                tokio::spawn(async move {
-                    let mut seq = 1;
-                    while (seq as usize) <= per_conn {
-                        let batch = (0..PER_CALL)
-                            .map(|i| record(c, seq + i as u64, size))
-                            .collect();
-                        spool.append(batch).await.expect("append");
-                        seq += PER_CALL as u64;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("task");
-        }
-        let elapsed = start.elapsed();
+        let elapsed = common::drive(&spool, CONNECTIONS, PER_CALL, per_conn, move |c, seq| {
+            Some(record(c, seq, size))
+        })
+        .await;
         let commits = spool.commits();
         spool.close().await;
         Run {

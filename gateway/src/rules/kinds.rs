@@ -57,25 +57,25 @@ pub enum Mode {
     Mean,
 }
 
-/// A rule's state for one device, kept in the spool (`rule_state`) as JSON.
+/// A rule's state for one device, kept in the spool (`rule_state`) as postcard bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// The latest event time processed, for lateness.
     pub time_ms: u64,
     /// Deadband: the value last emitted and when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub emitted: Option<(f64, u64)>,
     /// Downsample: the open interval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub interval: Option<Interval>,
     /// Window: the open windows and the watermark.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub windows: Option<window::Windows>,
     /// Threshold: raised or not, and since when the change has been building.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub alert: Option<threshold::Alert>,
     /// Geofence: the zones the device is in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub inside: Option<geofence::Inside>,
 }
 
@@ -87,10 +87,10 @@ pub struct Interval {
     pub first_seq: u64,
     pub count: u64,
     /// `last`/`mean`: the latest event (for mean, its values are replaced by the means).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last: Option<Event>,
     /// `mean`: per value name (in the order first seen), its unit, the sum and the count.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub sums: Vec<(String, String, f64, u64)>,
 }
 

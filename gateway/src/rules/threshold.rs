@@ -29,7 +29,7 @@ pub struct Alert {
     pub raised: bool,
     /// When the condition that would change `raised` began to hold, the first seq since, and
     /// how many events it has held on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub since: Option<(u64, u64, u64)>,
 }
 

@@ -95,7 +95,7 @@ pub struct Acc {
     pub sum: f64,
     pub last: f64,
     /// A reading value's unit, as its events carry it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub unit: String,
 }
 
@@ -308,5 +308,94 @@ mod tests {
         assert_eq!(agg(&out[0], "t.count"), 2.0);
         assert_eq!(agg(&out[0], "t.sum"), 4.0);
         assert_eq!(late, 1);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rules::test_reading;
+
+    /// Windows computed the obvious way: every event into every window that holds it, unless
+    /// it arrives after the device's watermark passed all of them; a window is emitted once the
+    /// watermark passes its end.
+    fn reference(
+        size: u64,
+        hop: u64,
+        lateness: u64,
+        events: &[(u64, f64)],
+    ) -> (Vec<(u64, u64, f64)>, usize) {
+        let mut max_time = 0;
+        let mut closed_until = 0;
+        let mut open: std::collections::BTreeMap<u64, (u64, f64)> = Default::default();
+        let mut out = Vec::new();
+        let mut late = 0;
+        for &(t, v) in events {
+            let starts: Vec<u64> = (0..=t / hop)
+                .map(|k| k * hop)
+                .filter(|s| s + size > t && s + size > closed_until)
+                .collect();
+            if starts.is_empty() {
+                late += 1;
+            }
+            for s in starts {
+                let w = open.entry(s).or_insert((0, 0.0));
+                w.0 += 1;
+                w.1 += v;
+            }
+            max_time = max_time.max(t);
+            let watermark = max_time.saturating_sub(lateness);
+            while let Some((&s, &(n, sum))) = open.iter().next() {
+                if s + size > watermark {
+                    break;
+                }
+                open.remove(&s);
+                closed_until = closed_until.max(s + size);
+                out.push((s, n, sum));
+            }
+        }
+        (out, late)
+    }
+
+    proptest! {
+        #[test]
+        fn windows_match_the_reference(
+            events in proptest::collection::vec((0u64..200_000, -10.0f64..10.0), 0..80),
+            size in 1u64..60_000,
+            hops in 1u64..5,
+            lateness in 0u64..30_000,
+        ) {
+            let hop = (size / hops).max(1);
+            let spec = Spec {
+                size_ms: size,
+                hop_ms: hop,
+                lateness_ms: lateness,
+                fields: vec![("t".to_owned(), Number::parse("values.t").unwrap(), String::new())],
+                aggregates: vec![Aggregate::Count, Aggregate::Sum],
+            };
+            let mut windows = Windows::default();
+            let mut got = Vec::new();
+            let mut late = 0;
+            for (i, (t, v)) in events.iter().enumerate() {
+                let (d, l) = step(&spec, &mut windows, &test_reading("d", i as u64, *t, &[("t", *v)]));
+                late += usize::from(l);
+                for w in d {
+                    got.push((
+                        w.event.time_ms,
+                        crate::rules::test_value(&w, "t.count") as u64,
+                        crate::rules::test_value(&w, "t.sum"),
+                    ));
+                }
+            }
+            let (want, want_late) = reference(size, hop, lateness, &events);
+            prop_assert_eq!(late, want_late);
+            prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert_eq!((g.0, g.1), (w.0, w.1));
+                prop_assert!((g.2 - w.2).abs() < 1e-9, "{:?} vs {:?}", g, w);
+            }
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! they emit, and both in the writer's transaction ([`crate::rules`] says why that makes them
 //! exactly once).
 //!
-//! The committed states live in memory, mirrored from `rule_state` (like the sequence state).
+//! States are stored as postcard bytes (compact and quick to write at every commit; JSON took a
+//! large share of a group's time with windows open). An unreadable state is treated like one of
+//! another version: dropped at start, and logged. The committed states live in memory, mirrored
+//! from `rule_state` (like the sequence state).
 //! A group works on a [`Pending`] overlay; the overlay is written in the group's transaction and
 //! merged into memory only once that transaction committed, so a failed commit leaves memory as
 //! the database is.
@@ -35,7 +38,7 @@ impl RuleStates {
     /// or of another version of a rule (it was changed), are deleted, and that is logged: a
     /// changed rule starts afresh.
     pub fn load(conn: &Connection, set: RuleSet) -> Result<Self, SpoolError> {
-        let rows: Vec<(String, String, String, String)> = conn
+        let rows: Vec<(String, String, String, Vec<u8>)> = conn
             .prepare("SELECT rule, device_id, version, state FROM rule_state")
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
@@ -46,7 +49,7 @@ impl RuleStates {
         let mut reset: BTreeMap<String, (String, u64)> = BTreeMap::new();
         for (rule, device, version, text) in rows {
             let current = set.rules().iter().find(|r| r.name == rule);
-            let state = serde_json::from_str::<State>(&text).ok();
+            let state = postcard::from_bytes::<State>(&text).ok();
             match (current, state) {
                 (Some(r), Some(state)) if r.version == version => {
                     committed.insert((rule, device), state);
@@ -130,7 +133,7 @@ impl RuleStates {
             let Some(rule) = self.set.rules().get(*i) else {
                 continue;
             };
-            let text = serde_json::to_string(state).map_err(|e| SpoolError::BadRow {
+            let text = postcard::to_allocvec(state).map_err(|e| SpoolError::BadRow {
                 id: 0,
                 reason: format!("rule {} state: {e}", rule.name),
             })?;

@@ -9,7 +9,7 @@
 //!   migration time as their latest event time), and `records` gains `session` (0: none).
 //! - v4: `quarantine`: records Kafka refused for good (too large, invalid timestamp, topic not
 //!   authorised), moved out of the queue with the reason, for the operator to requeue or drop.
-//! - v5: `rule_state(rule, device_id, version, state)`: each rule's state per device, as JSON,
+//! - v5: `rule_state(rule, device_id, version, state)`: each rule's state per device (postcard),
 //!   written in the transaction that stores the events it saw ([`crate::rules`]).
 //!
 //! A database with a newer version than this code is refused, never rewritten.
@@ -89,7 +89,7 @@ CREATE TABLE rule_state (
     rule      TEXT NOT NULL,
     device_id TEXT NOT NULL,
     version   TEXT NOT NULL,
-    state     TEXT NOT NULL,
+    state     BLOB NOT NULL,
     PRIMARY KEY (rule, device_id)
 ) WITHOUT ROWID;
 ";

@@ -148,7 +148,7 @@ fn late_events_are_counted_and_left_out() {
 }
 
 #[test]
-fn state_survives_its_json_round_trip() {
+fn state_survives_its_postcard_round_trip() {
     let events = [
         reading(1, 1_000, &[("t", 10.0)]),
         reading(2, 2_000, &[("t", 20.0)]),
@@ -158,8 +158,8 @@ fn state_survives_its_json_round_trip() {
         mode: Mode::Mean,
     };
     let (_, state, _) = run(&mean, &events);
-    let text = serde_json::to_string(&state).unwrap();
-    let back: State = serde_json::from_str(&text).unwrap();
+    let bytes = postcard::to_allocvec(&state).unwrap();
+    let back: State = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(back, state);
 }
 

@@ -1,0 +1,174 @@
+//! What rules cost: the spool's durable ingest with five typical rules beside the same load
+//! with none, in one run on one disk, and the rule state each device adds.
+//!
+//! `cargo bench -p tributary-gateway --bench rules`
+//!
+//! The load is the gateway's: 64 connections, each appending batches of 10 routed readings (the
+//! router's records, with their events attached) and waiting for the commit. The rules are a
+//! filter, a deadband, a downsample (mean), a hopping window and a threshold, all selecting every
+//! reading. State per device is measured as the `rule_state` rows' bytes in the database.
+
+mod common;
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+use tributary_gateway::config::{Config, SpoolConfig};
+use tributary_gateway::route::Router;
+use tributary_gateway::rules::RuleSet;
+use tributary_gateway::spool::{Limits, Spool};
+use tributary_gateway::stats::Stats;
+use tributary_protocol::{Body, Event, Reading, SensorValue};
+
+const CONNECTIONS: usize = 64;
+const PER_CALL: usize = 10;
+const EVENTS: usize = 64_000;
+
+const RULES: &str = r#"
+[[rules]]
+name = "hot"
+type = "filter"
+where = "values.temperature > 24 and values.humidity < 60"
+topic = "bench.hot"
+
+[[rules]]
+name = "by-exception"
+type = "deadband"
+field = "values.temperature"
+absolute = 0.5
+heartbeat_ms = 600000
+topic = "bench.exception"
+
+[[rules]]
+name = "per-minute"
+type = "downsample"
+interval_ms = 60000
+mode = "mean"
+topic = "bench.1m"
+
+[[rules]]
+name = "stats-5m"
+type = "window"
+size_ms = 300000
+hop_ms = 60000
+fields = ["values.temperature", "values.humidity"]
+topic = "bench.5m"
+
+[[rules]]
+name = "overheat"
+type = "threshold"
+when = "values.temperature > 25"
+for_ms = 30000
+clear = "values.temperature < 23"
+topic = "bench.alerts"
+"#;
+
+fn event(device: usize, seq: u64) -> Event {
+    // A station every second, temperature wandering around 22 °C.
+    let temperature = 22.0 + ((seq * 7 + device as u64) % 50) as f64 / 10.0;
+    Event {
+        device_id: format!("station-{device}"),
+        seq,
+        time_ms: 1_700_000_000_000 + seq * 1_000,
+        body: Body::Reading(Reading {
+            values: vec![
+                SensorValue {
+                    name: "temperature".into(),
+                    value: temperature,
+                    unit: "Cel".into(),
+                },
+                SensorValue {
+                    name: "humidity".into(),
+                    value: 45.0 + (seq % 20) as f64,
+                    unit: "%".into(),
+                },
+            ],
+        }),
+    }
+}
+
+struct Run {
+    rate: f64,
+    state_bytes_per_device: f64,
+    /// Derived rows stored per device event.
+    derived_per_event: f64,
+}
+
+fn run(dir: &Path, rules: RuleSet) -> Run {
+    let config = SpoolConfig {
+        path: dir.join("spool.db"),
+        group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
+        group_commit_wait: Duration::ZERO,
+        limits: Limits::unlimited(),
+        forget_devices_after: Duration::from_secs(30 * 24 * 3600),
+        rules: rules.clone(),
+    };
+    let routes = Config::parse("", Path::new("bench.toml"))
+        .expect("default config")
+        .routes;
+    let router = std::sync::Arc::new(
+        Router::new(routes)
+            .expect("router")
+            .keeping_events(!rules.is_empty()),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let rate = runtime.block_on(async {
+        let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
+        let per_conn = EVENTS / CONNECTIONS;
+        let elapsed = common::drive(&spool, CONNECTIONS, PER_CALL, per_conn, move |c, seq| {
+            router.event(event(c, seq), 0, None).ok()
+        })
+        .await;
+        let rate = (per_conn * CONNECTIONS) as f64 / elapsed.as_secs_f64();
+        spool.close().await;
+        rate
+    });
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).expect("open");
+    let state: i64 = conn
+        .query_row(
+            "SELECT coalesce(sum(length(state) + length(rule) + length(device_id) + length(version)), 0)
+             FROM rule_state",
+            [],
+            |r| r.get(0),
+        )
+        .expect("rule_state");
+    let derived: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM records WHERE topic LIKE 'bench.%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("derived rows");
+    Run {
+        rate,
+        state_bytes_per_device: state as f64 / CONNECTIONS as f64,
+        derived_per_event: derived as f64 / EVENTS as f64,
+    }
+}
+
+fn main() {
+    let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into());
+    let config = Config::parse(RULES, Path::new("bench.toml")).expect("the bench's rules");
+    let five = config.spool.rules;
+    println!(
+        "disk: {base}; {EVENTS} readings from {CONNECTIONS} connections, batches of {PER_CALL}"
+    );
+    let none = run(
+        tempfile::tempdir_in(&base).expect("dir").path(),
+        RuleSet::default(),
+    );
+    let with = run(tempfile::tempdir_in(&base).expect("dir").path(), five);
+    println!("{:>22} {:>12}", "", "events/s");
+    println!("{:>22} {:>12.0}", "no rules", none.rate);
+    println!("{:>22} {:>12.0}", "five rules", with.rate);
+    println!("{:>22} {:>12.2}", "ratio", with.rate / none.rate);
+    println!(
+        "rule state: {:.0} bytes per device; {:.2} derived rows per event (five rules)",
+        with.state_bytes_per_device, with.derived_per_event
+    );
+    println!(
+        "{{\"bench\":\"rules\",\"none_eps\":{:.0},\"five_eps\":{:.0},\"state_bytes_per_device\":{:.0}}}",
+        none.rate, with.rate, with.state_bytes_per_device
+    );
+}
