@@ -93,6 +93,28 @@ fn events() -> Vec<(String, String)> {
     out
 }
 
+/// `tributary rules test` with the gateway's config over `events`: the derived records and the
+/// summary it printed.
+fn offline(gateway: &Gateway, events: &[(String, String)]) -> (Vec<serde_json::Value>, String) {
+    let input = gateway.sink_dir().join("../events.jsonl");
+    let text: String = events.iter().map(|(_, p)| format!("{p}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let out = std::process::Command::new(binary("tributary"))
+        .args(["rules", "test", "--config"])
+        .arg(&gateway.config)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{summary}");
+    let derived = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (derived, summary)
+}
+
 fn event_ids(lines: &[serde_json::Value]) -> Vec<String> {
     lines
         .iter()
@@ -120,31 +142,7 @@ fn rules_emit_exactly_once_across_a_sigkill_as_the_offline_tool_computes() {
     gateway.stop();
 
     // The reference: the same rules over the same events, offline.
-    let input = gateway.sink_dir().join("../events.jsonl");
-    std::fs::write(
-        &input,
-        all.iter()
-            .map(|(_, p)| format!("{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let out = std::process::Command::new(binary("tributary"))
-        .args(["rules", "test", "--config"])
-        .arg(&gateway.config)
-        .arg("--input")
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let summary = String::from_utf8_lossy(&out.stderr);
+    let (expected, summary) = offline(&gateway, &all);
     assert!(summary.contains("72 events"), "{summary}");
 
     for topic in
@@ -228,4 +226,83 @@ fn a_bad_rule_exits_64_naming_its_key_and_position() {
         stderr.contains("rules[0].where") && stderr.contains("at character 10"),
         "{stderr}"
     );
+}
+
+/// A device flushing three hours of offline backlog while another streams live: each closes its
+/// own windows on its own event time, none of the backlog is late, and both devices' windows are
+/// complete and what the rules compute offline.
+#[test]
+fn a_backlog_of_hours_and_a_live_stream_both_get_complete_windows() {
+    let topics = Topics::unique("backlog");
+    let config = format!(
+        r#"
+[[rules]]
+name = "ten-minutes"
+type = "window"
+size_ms = 600000
+fields = ["values.t"]
+aggregates = ["count", "mean"]
+topic = "{}.10m"
+"#,
+        topics.readings
+    );
+    let mut gateway = Gateway::start_with(None, &topics, &config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Aligned to ten minutes, so each window holds ten of the backlog's one-a-minute readings.
+    let backlog_start = (now - 3 * 3_600_000) / 600_000 * 600_000;
+    let reading = |device: &str, seq: u64, time_ms: u64, t: f64| {
+        (
+            format!("devices/{device}/readings"),
+            format!(
+                r#"{{"device_id":"{device}","seq":{seq},"time_ms":{time_ms},"kind":"reading","values":[{{"name":"t","value":{t},"unit":"Cel"}}]}}"#
+            ),
+        )
+    };
+    let mut all = Vec::new();
+    for i in 0..180u64 {
+        // The old device's hour-old readings, one a minute, and a live reading every third.
+        all.push(reading(
+            "old-1",
+            i + 1,
+            backlog_start + i * 60_000,
+            (i % 10) as f64,
+        ));
+        if i % 3 == 0 {
+            all.push(reading("live-1", i / 3 + 1, now + i * 1_000, 20.0));
+        }
+    }
+    for (topic, payload) in &all {
+        assert!(mosquitto_pub(gateway.mqtt.port(), 1, topic, payload));
+    }
+    let (_, metrics) = tributary_tests::http_get(gateway.admin, "/metrics");
+    gateway.stop();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("tributary_rule_late_total") && !l.ends_with(" 0")),
+        "nothing of the backlog is late:\n{metrics}"
+    );
+    let topic = format!("{}.10m", topics.readings);
+    let windows = gateway.sink_lines(&topic);
+    let old: Vec<&serde_json::Value> = windows.iter().filter(|w| w["key"] == "old-1").collect();
+    // 180 minutes: 18 windows, the last still open (no later reading has closed it).
+    assert_eq!(old.len(), 17, "{old:?}");
+    for w in &old {
+        assert_eq!(w["value"]["values"][0]["name"], "t.count");
+        assert_eq!(
+            w["value"]["values"][0]["value"], 10.0,
+            "a complete window: {w}"
+        );
+        assert_eq!(w["value"]["values"][1]["value"], 4.5, "{w}");
+    }
+
+    // And exactly what the rules compute offline from the same readings.
+    let (expected, _) = offline(&gateway, &all);
+    let ids = |lines: &[serde_json::Value]| -> BTreeSet<String> {
+        event_ids(lines).into_iter().collect()
+    };
+    assert_eq!(ids(&windows), ids(&expected));
 }
