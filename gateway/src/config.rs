@@ -430,11 +430,10 @@ impl Config {
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
         identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
 
-        let rules =
-            crate::rules::validate(&raw.rules, value_format).map_err(|e| ConfigError::Rule {
-                key: e.key,
-                problem: e.problem,
-            })?;
+        let rules = crate::rules::validate(&raw.rules).map_err(|e| ConfigError::Rule {
+            key: e.key,
+            problem: e.problem,
+        })?;
         let rule_topics: Vec<String> = rules.iter().map(|r| r.topic.clone()).collect();
         let rules =
             crate::rules::RuleSet::new(rules).map_err(|e| ConfigError::Files(e.to_string()))?;

@@ -85,7 +85,7 @@ impl Rule {
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: Option<String>,
-    /// `filter`, `deadband` or `downsample`.
+    /// `filter`, `deadband`, `downsample`, `window`, `threshold` or `geofence`.
     #[serde(rename = "type")]
     pub kind_of_rule: Option<String>,
     pub kind: Option<String>,
@@ -131,11 +131,8 @@ pub struct RuleError {
     pub problem: String,
 }
 
-/// Validates `[[rules]]`; `format` parses a value format as routes do.
-pub fn validate(
-    raw: &[RawRule],
-    format: impl Fn(Option<&str>, Option<u32>) -> Result<Format, (&'static str, String)>,
-) -> Result<Vec<Rule>, RuleError> {
+/// Validates `[[rules]]`.
+pub fn validate(raw: &[RawRule]) -> Result<Vec<Rule>, RuleError> {
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
         let bad = |field: &str, problem: String| RuleError {
@@ -168,10 +165,11 @@ pub fn validate(
                 format!("{topic:?} is missing or not a legal Kafka topic name"),
             ));
         }
-        let format = format(r.format.as_deref(), r.avro_schema_id).map_err(|(f, p)| bad(f, p))?;
+        let format = crate::config::value_format(r.format.as_deref(), r.avro_schema_id)
+            .map_err(|(f, p)| bad(f, p))?;
         let logic = logic(r).map_err(|(f, p)| bad(f, p))?;
         rules.push(Rule {
-            version: version(r),
+            version: version(r, &logic),
             name,
             kind,
             device: r.device.clone(),
@@ -402,12 +400,12 @@ fn geofence_spec(r: &RawRule) -> Result<geofence::Spec, (&'static str, String)> 
     })
 }
 
-/// A stable hash of a rule's definition (FNV-1a over its fields as JSON, and the zones file a
-/// geofence reads), as 16 hex digits.
-fn version(r: &RawRule) -> String {
+/// A stable hash of a rule's definition (FNV-1a over its fields as JSON, and the zones a
+/// geofence read from its file), as 16 hex digits.
+fn version(r: &RawRule, logic: &Logic) -> String {
     let mut text = serde_json::to_string(r).unwrap_or_default();
-    if let Some(zones) = &r.zones {
-        text.push_str(&std::fs::read_to_string(zones).unwrap_or_default());
+    if let Logic::Geofence(spec) = logic {
+        text.push_str(&format!("{:?}", spec.zones));
     }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -430,12 +428,22 @@ pub struct RuleSet {
 pub struct Output {
     /// Derived records, in rule order, with the index of the rule that emitted each.
     pub records: Vec<(usize, Record)>,
-    /// New states, by rule index.
-    pub states: Vec<(usize, State)>,
     /// A selecting rule replaces the raw event.
     pub replace_raw: bool,
     /// Rules that found the event late.
     pub late: Vec<usize>,
+}
+
+/// Where [`RuleSet::run`] finds each rule's state for a device, to update in place: the spool's
+/// pending group over its committed states, or `tributary rules test`'s map.
+pub trait States {
+    fn state(&mut self, rule: usize, device: &str) -> &mut State;
+}
+
+impl States for HashMap<(usize, String), State> {
+    fn state(&mut self, rule: usize, device: &str) -> &mut State {
+        self.entry((rule, device.to_owned())).or_default()
+    }
 }
 
 impl RuleSet {
@@ -457,13 +465,13 @@ impl RuleSet {
     }
 
     /// Runs every rule that selects `event` (stored as `source`, its raw record routed to
-    /// `route`), with `state` giving each rule's state for the device.
+    /// `route`), updating each rule's state for the device in `states`.
     pub fn run(
         &self,
         source: &EventId,
         event: &Event,
         route: &str,
-        state: impl Fn(usize) -> Option<State>,
+        states: &mut impl States,
     ) -> Output {
         let mut out = Output::default();
         for (i, rule) in self.rules.iter().enumerate() {
@@ -471,16 +479,18 @@ impl RuleSet {
                 continue;
             }
             out.replace_raw |= rule.replace_raw;
-            let before = state(i).unwrap_or_default();
-            let step = kinds::step(&rule.logic, &before, event);
-            if step.late {
+            let mut none = State::default();
+            let state = if rule.logic.has_state() {
+                states.state(i, &event.device_id)
+            } else {
+                &mut none
+            };
+            let (derived, late) = kinds::step(&rule.logic, state, event);
+            if late {
                 out.late.push(i);
             }
-            for d in &step.derived {
+            for d in &derived {
                 out.records.push((i, self.record(rule, source, d)));
-            }
-            if step.state != before {
-                out.states.push((i, step.state));
             }
         }
         out
@@ -539,9 +549,6 @@ impl RuleSet {
         }
     }
 }
-
-/// Rule states per `(rule name, device id)`, as the spool keeps them, with their versions.
-pub type States = HashMap<(String, String), (String, State)>;
 
 /// A reading for tests: `values` are `(name, value)` pairs in °C.
 #[cfg(test)]

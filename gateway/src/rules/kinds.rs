@@ -1,5 +1,5 @@
 //! What each kind of rule does with one event, given its state for that device: the derived
-//! events it emits and its next state. Pure functions of (definition, state, event), so the
+//! events it emits, updating its state in place. Functions of (definition, state, event) only, so the
 //! writer can run them inside its transaction and `tributary rules test` offline, with the same
 //! results.
 //!
@@ -108,15 +108,6 @@ pub struct Derived {
     pub tag: Option<String>,
 }
 
-/// The outcome of one event.
-#[derive(Debug, Default, PartialEq)]
-pub struct Step {
-    pub derived: Vec<Derived>,
-    pub state: State,
-    /// The event was older than what the rule had processed for its device.
-    pub late: bool,
-}
-
 fn one(event: &Event) -> Derived {
     Derived {
         event: event.clone(),
@@ -127,19 +118,23 @@ fn one(event: &Event) -> Derived {
     }
 }
 
-/// Runs `body` over `event` with the device's `state`.
-pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
-    let mut next = state.clone();
-    // Filters need no order; windows have their own lateness.
-    if event.time_ms < state.time_ms && !matches!(body, Logic::Filter { .. } | Logic::Window(_)) {
-        return Step {
-            derived: Vec::new(),
-            state: next,
-            late: true,
-        };
+impl Logic {
+    /// Whether the rule keeps state per device (a filter does not).
+    pub fn has_state(&self) -> bool {
+        !matches!(self, Logic::Filter { .. })
     }
-    next.time_ms = next.time_ms.max(event.time_ms);
-    let derived = match body {
+}
+
+/// Runs `logic` over `event`, updating the device's `state` in place; returns the derived events
+/// and whether the event was late.
+pub fn step(logic: &Logic, state: &mut State, event: &Event) -> (Vec<Derived>, bool) {
+    match logic {
+        // Filters need no order; windows have their own lateness.
+        Logic::Filter { .. } | Logic::Window(_) => {}
+        _ if event.time_ms < state.time_ms => return (Vec::new(), true),
+        _ => state.time_ms = event.time_ms,
+    }
+    let derived = match logic {
         Logic::Filter { condition } => {
             if condition.holds(event) {
                 vec![one(event)]
@@ -170,7 +165,7 @@ pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
                     }
                 };
                 if emit {
-                    next.emitted = Some((value, event.time_ms));
+                    state.emitted = Some((value, event.time_ms));
                     vec![one(event)]
                 } else {
                     Vec::new()
@@ -182,13 +177,13 @@ pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
             let mut out = Vec::new();
             let same = state.interval.as_ref().is_some_and(|i| i.index == index);
             if !same {
-                if let Some(closed) = next.interval.take() {
+                if let Some(closed) = state.interval.take() {
                     out.extend(close(closed, *mode));
                 }
                 if *mode == Mode::First {
                     out.push(one(event));
                 }
-                next.interval = Some(Interval {
+                state.interval = Some(Interval {
                     index,
                     first_seq: event.seq,
                     count: 0,
@@ -196,7 +191,7 @@ pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
                     sums: Vec::new(),
                 });
             }
-            if let Some(open) = next.interval.as_mut() {
+            if let Some(open) = state.interval.as_mut() {
                 open.count += 1;
                 if *mode != Mode::First {
                     open.last = Some(event.clone());
@@ -218,23 +213,14 @@ pub fn step(body: &Logic, state: &State, event: &Event) -> Step {
             out
         }
         Logic::Window(spec) => {
-            let (out, late) = window::step(spec, next.windows.get_or_insert_default(), event);
-            return Step {
-                derived: out,
-                state: next,
-                late,
-            };
+            return window::step(spec, state.windows.get_or_insert_default(), event);
         }
-        Logic::Threshold(spec) => threshold::step(spec, next.alert.get_or_insert_default(), event)
+        Logic::Threshold(spec) => threshold::step(spec, state.alert.get_or_insert_default(), event)
             .into_iter()
             .collect(),
-        Logic::Geofence(spec) => geofence::step(spec, next.inside.get_or_insert_default(), event),
+        Logic::Geofence(spec) => geofence::step(spec, state.inside.get_or_insert_default(), event),
     };
-    Step {
-        derived,
-        state: next,
-        late: false,
-    }
+    (derived, false)
 }
 
 /// What a closed `last` or `mean` interval emits.

@@ -89,13 +89,7 @@ pub fn run(
             session: 0,
             seq: event.seq,
         };
-        let device = event.device_id.clone();
-        let output = rules.run(&source, &event, &record.topic, |i| {
-            states.get(&(i, device.clone())).cloned()
-        });
-        for (i, state) in output.states {
-            states.insert((i, device.clone()), state);
-        }
+        let output = rules.run(&source, &event, &record.topic, &mut states);
         summary.late += output.late.len() as u64;
         for (_, derived) in output.records {
             summary.derived += 1;

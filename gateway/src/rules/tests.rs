@@ -6,7 +6,7 @@ fn parse(toml_text: &str) -> Result<Vec<Rule>, RuleError> {
         rules: Vec<RawRule>,
     }
     let file: File = toml::from_str(toml_text).expect("toml");
-    validate(&file.rules, crate::config::value_format)
+    validate(&file.rules)
 }
 
 fn reading(device: &str, seq: u64, time_ms: u64, t: f64) -> Event {
@@ -156,7 +156,7 @@ topic = "telemetry.readings.10s"
     )
     .unwrap();
     let set = RuleSet::new(rules).unwrap();
-    let mut state: Option<State> = None;
+    let mut states: HashMap<(usize, String), State> = HashMap::new();
     let mut records = Vec::new();
     for (seq, time, t) in [(1, 1_000, 10.0), (2, 2_000, 20.0), (3, 11_000, 0.0)] {
         let id = EventId {
@@ -168,12 +168,9 @@ topic = "telemetry.readings.10s"
             &id,
             &reading("s1", seq, time, t),
             "telemetry.readings",
-            |_| state.clone(),
+            &mut states,
         );
         assert!(!out.replace_raw);
-        if let Some((_, s)) = out.states.into_iter().next() {
-            state = Some(s);
-        }
         records.extend(out.records.into_iter().map(|(_, r)| r));
     }
     assert_eq!(

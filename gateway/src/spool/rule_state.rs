@@ -6,7 +6,8 @@
 //! large share of a group's time with windows open). An unreadable state is treated like one of
 //! another version: dropped at start, and logged. The committed states live in memory, mirrored
 //! from `rule_state` (like the sequence state).
-//! A group works on a [`Pending`] overlay; the overlay is written in the group's transaction and
+//! A group works on a [`Pending`] overlay (a rule's committed state is copied in when the group
+//! first touches it, then updated in place); the overlay is written in the group's transaction and
 //! merged into memory only once that transaction committed, so a failed commit leaves memory as
 //! the database is.
 
@@ -23,6 +24,28 @@ use crate::rules::{RuleSet, State};
 pub struct RuleStates {
     set: RuleSet,
     committed: HashMap<(String, String), State>,
+}
+
+/// The states a group works on: its own, first taken from the committed ones.
+struct Overlay<'a> {
+    pending: &'a mut HashMap<(usize, String), State>,
+    committed: &'a HashMap<(String, String), State>,
+    set: &'a RuleSet,
+}
+
+impl crate::rules::States for Overlay<'_> {
+    fn state(&mut self, rule: usize, device: &str) -> &mut State {
+        let (committed, set) = (self.committed, self.set);
+        self.pending
+            .entry((rule, device.to_owned()))
+            .or_insert_with(|| {
+                set.rules()
+                    .get(rule)
+                    .and_then(|r| committed.get(&(r.name.clone(), device.to_owned())))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+    }
 }
 
 /// One group's changes, not yet committed.
@@ -88,20 +111,12 @@ impl RuleStates {
         let (Some(event), Some(source)) = (&record.event, &record.origin) else {
             return (Vec::new(), false);
         };
-        let device = &event.device_id;
-        let out = self.set.run(source, event, &record.topic, |i| {
-            pending
-                .states
-                .get(&(i, device.clone()))
-                .or_else(|| {
-                    let name = &self.set.rules().get(i)?.name;
-                    self.committed.get(&(name.clone(), device.clone()))
-                })
-                .cloned()
-        });
-        for (i, state) in out.states {
-            pending.states.insert((i, device.clone()), state);
-        }
+        let mut states = Overlay {
+            pending: &mut pending.states,
+            committed: &self.committed,
+            set: &self.set,
+        };
+        let out = self.set.run(source, event, &record.topic, &mut states);
         let rules = self.set.rules();
         let mut count = |i: usize, emitted: u64, late: u64| {
             if let Some(rule) = rules.get(i) {

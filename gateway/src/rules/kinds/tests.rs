@@ -13,10 +13,9 @@ fn run(logic: &Logic, events: &[Event]) -> (Vec<Derived>, State, usize) {
     let mut out = Vec::new();
     let mut late = 0;
     for e in events {
-        let s = step(logic, &state, e);
-        out.extend(s.derived);
-        late += usize::from(s.late);
-        state = s.state;
+        let (derived, was_late) = step(logic, &mut state, e);
+        out.extend(derived);
+        late += usize::from(was_late);
     }
     (out, state, late)
 }
