@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{binary, free_port, loopback};
+use crate::{binary, free_ports, loopback};
 
 /// Topics one gateway writes to.
 #[derive(Debug, Clone)]
@@ -191,12 +191,10 @@ impl Gateway {
         (tcp_lines, mqtt_lines): (&str, &str),
         extra: &str,
     ) -> Self {
-        let tcp = loopback(free_port());
-        let mqtt = loopback(free_port());
-        let broker = loopback(free_port());
-        let admin = loopback(free_port());
+        // One call for all of them: separately chosen ports can repeat.
+        let [tcp, mqtt, broker, admin, tcp_tls, mqtt_tls] = free_ports::<6>().map(loopback);
         let (tcp_tls, mqtt_tls) = if tls {
-            (Some(loopback(free_port())), Some(loopback(free_port())))
+            (Some(tcp_tls), Some(mqtt_tls))
         } else {
             (None, None)
         };

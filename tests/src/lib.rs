@@ -16,10 +16,21 @@ use std::path::PathBuf;
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the OS hands out an ephemeral port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports: all held open until every one is chosen, so the OS cannot
+/// hand out the same port twice (as separate [`free_port`] calls may).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("the OS hands out an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| {
+        held[i]
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
+    })
 }
 
 pub fn loopback(port: u16) -> SocketAddr {
