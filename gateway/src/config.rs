@@ -82,6 +82,10 @@ pub struct RawConfig {
     /// `[[rules]]`: stream processing at the edge ([`crate::rules`]).
     #[serde(default)]
     pub rules: Vec<crate::rules::RawRule>,
+    /// `[[mappings]]`: payloads of devices that do not speak Tributary's formats
+    /// ([`crate::mapping`]).
+    #[serde(default)]
+    pub mappings: Vec<crate::mapping::RawMapping>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +207,8 @@ pub struct Config {
     /// Certificates for the TLS listeners; `None` without TLS.
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
+    /// How payloads on other topics than `devices/...` become events.
+    pub mappings: Vec<crate::mapping::Mapping>,
 }
 
 #[derive(Debug, Clone)]
@@ -430,6 +436,10 @@ impl Config {
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
         identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
 
+        let mappings = crate::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
+            key: e.key,
+            problem: e.problem,
+        })?;
         let rules = crate::rules::validate(&raw.rules).map_err(|e| ConfigError::Rule {
             key: e.key,
             problem: e.problem,
@@ -638,6 +648,7 @@ impl Config {
             },
             tls,
             auth,
+            mappings,
         })
     }
 }
@@ -671,13 +682,7 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         device_glob(glob).map_err(|p| bad("device", p))?;
     }
     if let Some(filter) = &raw.mqtt_topic {
-        let levels: Vec<&str> = filter.split('/').collect();
-        let ok = levels.iter().enumerate().all(|(i, l)| {
-            (*l == "#" && i == levels.len() - 1)
-                || *l == "+"
-                || !(l.contains('+') || l.contains('#'))
-        });
-        if filter.is_empty() || !ok {
+        if !crate::route::valid_filter(filter) {
             return Err(bad(
                 "mqtt_topic",
                 format!("{filter:?} is not an MQTT filter (+ for one level, # last)"),

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tributary_protocol::Event;
 
 use crate::identity::Authority;
+use crate::mapping::{Mapping, Mappings};
 use crate::record::Record;
 use crate::route::{DeadLetter, Router};
 use crate::spool::{Appended, Spool, SpoolError};
@@ -54,6 +55,7 @@ pub struct Ingest {
     router: Arc<Router>,
     pub(crate) stats: Stats,
     pub(crate) authority: Arc<Authority>,
+    pub(crate) mappings: Arc<Mappings>,
 }
 
 impl Ingest {
@@ -63,7 +65,14 @@ impl Ingest {
             router: Arc::new(router),
             stats,
             authority,
+            mappings: Arc::new(Mappings::default()),
         }
+    }
+
+    /// Decodes publishes on the topics `mappings` name ([`crate::mapping`]).
+    pub fn with_mappings(mut self, mappings: Vec<Mapping>) -> Self {
+        self.mappings = Arc::new(Mappings::new(mappings));
+        self
     }
 
     /// Stores valid `events` and `dead_letters` in one commit. Returns one outcome per stored

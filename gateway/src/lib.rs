@@ -15,6 +15,7 @@ pub mod forward;
 pub mod fuzz;
 pub mod identity;
 pub mod ingest;
+pub mod mapping;
 pub mod metrics;
 pub mod ratelog;
 pub mod record;
@@ -98,7 +99,8 @@ pub async fn run_with(
         Router::new(config.routes.clone())?.keeping_events(!config.spool.rules.is_empty()),
         stats.clone(),
         authority,
-    );
+    )
+    .with_mappings(config.mappings.clone());
 
     let admin_stop = CancellationToken::new();
     let admin = Arc::new(admin::Admin {

@@ -104,6 +104,15 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     levels.next().is_none()
 }
 
+/// Whether `filter` is an MQTT topic filter: `+` and `#` only as whole levels, `#` only last.
+pub fn valid_filter(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    !filter.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| {
+            (*l == "#" && i == levels.len() - 1) || *l == "+" || !l.contains(['+', '#'])
+        })
+}
+
 /// Maps events to topics.
 #[derive(Debug, Clone)]
 pub struct Router {

@@ -154,6 +154,36 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<usize> {
     ] {
         seeds.write("rule_expr", name, text.as_bytes())?;
     }
+    // The payloads of the shipped mapping presets, as each project documents them.
+    for (name, topic, payload) in [
+        (
+            "tasmota",
+            "tele/tasmota_1A2B3C/SENSOR",
+            r#"{"Time":"2019-11-03T19:34:28","BME280":{"Temperature":21.3,"Humidity":44.0,"DewPoint":8.5,"Pressure":1013.2},"PressureUnit":"hPa","TempUnit":"C"}"#,
+        ),
+        (
+            "zigbee2mqtt",
+            "zigbee2mqtt/0x00158d0001a2b3c4",
+            r#"{"battery":100,"humidity":58.28,"linkquality":65,"pressure":1008,"temperature":21.35,"voltage":3005,"occupancy":true}"#,
+        ),
+        (
+            "shelly-status",
+            "shellyplus1pm-441793a4b0a8/status/switch:0",
+            r#"{"id":0,"source":"init","output":false,"apower":0.0,"voltage":236.9,"aenergy":{"total":0.0,"by_minute":[0.0],"minute_ts":1654511662},"temperature":{"tC":43.6,"tF":110.5}}"#,
+        ),
+        (
+            "shelly-notify",
+            "shellyplus1pm-441793a4b0a8/events/rpc",
+            r#"{"src":"shellyplus1pm-441793a4b0a8","method":"NotifyStatus","params":{"ts":1654511668.42,"switch:0":{"id":0,"apower":12.3}}}"#,
+        ),
+        (
+            "owntracks",
+            "owntracks/jane/phone",
+            r#"{"_type":"location","tid":"JJ","acc":10,"alt":100,"batt":85,"lat":52.5163,"lon":13.3777,"tst":1700000000,"vel":36,"cog":270}"#,
+        ),
+    ] {
+        seeds.write("mqtt_publish", name, &publish(topic, payload.as_bytes()))?;
+    }
     seeds.write(
         "credentials",
         "two-devices",

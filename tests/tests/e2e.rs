@@ -3,6 +3,7 @@
 
 mod e2e {
     pub mod admin;
+    pub mod connectors;
     pub mod crash;
     pub mod front_door;
     pub mod full_disk;

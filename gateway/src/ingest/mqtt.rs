@@ -57,6 +57,7 @@ pub use broker::{start_broker, Republisher};
 
 use super::Ingest;
 use crate::config::MqttConfig;
+use crate::mapping::Mappings;
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
 
@@ -118,12 +119,20 @@ pub async fn serve(
 }
 
 /// Decodes one publish into events with their boot session (0: none), or a dead letter
-/// saying why not.
+/// saying why not: through a mapping where one names the topic, else as Tributary's own
+/// format. `connection` is the authenticated device id of the publishing connection.
 pub(crate) fn decode_publish(
+    mappings: &Mappings,
     topic: &str,
     payload: &[u8],
+    connection: Option<&str>,
 ) -> Result<Vec<(Event, u64)>, Box<DeadLetter>> {
-    decode(topic, payload).map_err(|(device_id, reason)| {
+    let decoded = if mappings.covers(topic) {
+        mappings.decode(topic, payload, connection, crate::record::now_ms())
+    } else {
+        decode(topic, payload)
+    };
+    decoded.map_err(|(device_id, reason)| {
         Box::new(DeadLetter::new(
             "mqtt",
             topic.to_owned(),
@@ -147,7 +156,9 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable>
         _ => {
             return Err((
                 None,
-                format!("topic {topic:?} is not devices/{{device_id}}/{{kind}}"),
+                format!(
+                "topic {topic:?} is not devices/{{device_id}}/{{kind}}, and no mapping names it"
+            ),
             ))
         }
     };

@@ -316,7 +316,12 @@ impl Session {
                 first_denied.get_or_insert(i);
                 continue;
             }
-            match super::decode_publish(&p.topic, &p.payload) {
+            match super::decode_publish(
+                &self.ingest.mappings,
+                &p.topic,
+                &p.payload,
+                self.identity.device_id(),
+            ) {
                 Ok(e) => {
                     events.extend(
                         e.into_iter()

@@ -1,0 +1,149 @@
+//! Devices that speak their own formats: payload mappings and presets, from a real MQTT client
+//! through the gateway into Kafka, read back by a consumer.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tributary_tests::gateway::{Gateway, Topics};
+use tributary_tests::kafka::{consume, create_topics};
+use tributary_tests::{env, mosquitto_pub};
+
+const IDLE: Duration = Duration::from_secs(30);
+
+/// From Tasmota's documentation: a BME280's telemetry.
+const TASMOTA: &str = r#"{"Time":"2019-11-03T19:34:28","BME280":{"Temperature":21.3,"Humidity":44.0,"DewPoint":8.5,"Pressure":1013.2},"PressureUnit":"hPa","TempUnit":"C"}"#;
+/// From the OwnTracks booklet: a location.
+const OWNTRACKS: &str = r#"{"_type":"location","tid":"JJ","acc":10,"alt":100,"batt":85,"conn":"w","lat":52.5163,"lon":13.3777,"tst":1700000000,"vel":36,"cog":270}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasmota_and_owntracks_payloads_arrive_in_kafka_as_events() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("presets");
+    create_topics(&brokers, &topics.all(), 1).await;
+    let gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        "[[mappings]]\npreset = \"tasmota\"\n[[mappings]]\npreset = \"owntracks\"\n",
+    );
+    let port = gateway.mqtt.port();
+    // The plug publishes the same telemetry twice (as after a lost PUBACK): with no seq of its
+    // own, both are stored, each with its own event-id.
+    assert!(mosquitto_pub(
+        port,
+        1,
+        "tele/tasmota_1A2B3C/SENSOR",
+        TASMOTA
+    ));
+    assert!(mosquitto_pub(
+        port,
+        1,
+        "tele/tasmota_1A2B3C/SENSOR",
+        TASMOTA
+    ));
+    assert!(mosquitto_pub(port, 1, "owntracks/jane/phone", OWNTRACKS));
+    // Another OwnTracks message type: acknowledged, kept as a dead letter that says why.
+    assert!(mosquitto_pub(
+        port,
+        1,
+        "owntracks/jane/phone",
+        r#"{"_type":"lwt","tst":1700000001}"#
+    ));
+
+    let readings = consume(&brokers, &topics.readings, 3, IDLE);
+    assert_eq!(readings.len(), 3, "{readings:?}");
+    let plug: Vec<_> = readings
+        .iter()
+        .filter(|m| m.key == "tasmota_1A2B3C")
+        .collect();
+    assert_eq!(plug.len(), 2, "{readings:?}");
+    let values = plug[0].value["values"]
+        .as_array()
+        .expect("a reading's values");
+    assert!(
+        values
+            .iter()
+            .any(|v| v["name"] == "BME280.Temperature" && v["value"] == 21.3 && v["unit"] == "Cel"),
+        "{values:?}"
+    );
+    let ids: BTreeSet<&str> = plug
+        .iter()
+        .map(|m| m.headers["event-id"].as_str())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "a resend without a seq is a second event: {ids:?}"
+    );
+    let battery = readings
+        .iter()
+        .find(|m| m.key == "jane-phone")
+        .expect("battery reading");
+    assert_eq!(battery.value["values"][0]["name"], "battery");
+    assert_eq!(
+        battery.timestamp_ms,
+        Some(1_700_000_000_000),
+        "OwnTracks' tst"
+    );
+
+    let positions = consume(&brokers, &topics.positions, 1, IDLE);
+    assert_eq!(positions.len(), 1, "{positions:?}");
+    let p = &positions[0];
+    assert_eq!(p.key, "jane-phone");
+    assert_eq!(
+        (p.value["lat"].as_f64(), p.value["lon"].as_f64()),
+        (Some(52.5163), Some(13.3777))
+    );
+    assert!(
+        (p.value["speed_mps"].as_f64().unwrap_or(0.0) - 10.0).abs() < 0.01,
+        "{:?}",
+        p.value
+    );
+    assert_eq!(p.timestamp_ms, Some(1_700_000_000_000));
+
+    let dead = consume(&brokers, &topics.dead_letter, 1, IDLE);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = &dead[0].headers["reason"];
+    assert!(reason.contains("`_type` is the string \"lwt\""), "{reason}");
+}
+
+#[test]
+fn a_mapping_that_does_not_validate_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[[mappings]]\npreset = \"tasmota\"\nidentity = \"anyone\"\n",
+    )
+    .expect("write config");
+    let out = std::process::Command::new(tributary_tests::binary("tributary"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run tributary");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mappings[0].identity"), "{stderr}");
+}
+
+#[test]
+fn every_example_config_is_accepted_by_check_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let examples = std::fs::read_dir(root.join("config/examples")).expect("config/examples");
+    let mut checked = 0;
+    for entry in examples {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = std::process::Command::new(tributary_tests::binary("tributary"))
+            .current_dir(&root)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run tributary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 4, "one example per preset at least: {checked}");
+}
