@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::route::{Format, Rule};
 use crate::spool::{FullPolicy, Limits};
 
+mod connectors;
 mod identity;
 pub use identity::{Anonymous, AuthConfig, IdentityFrom, OnDeny, TlsConfig};
 
@@ -86,6 +87,9 @@ pub struct RawConfig {
     /// ([`crate::mapping`]).
     #[serde(default)]
     pub mappings: Vec<crate::mapping::RawMapping>,
+    /// `[teltonika]`: Codec 8 trackers over TCP.
+    #[serde(default)]
+    pub teltonika: connectors::RawTeltonika,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +213,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// How payloads on other topics than `devices/...` become events.
     pub mappings: Vec<crate::mapping::Mapping>,
+    /// The Teltonika tracker listener; `None` when off (the default).
+    pub teltonika: Option<crate::ingest::teltonika::TeltonikaConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -436,6 +442,7 @@ impl Config {
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
         identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
 
+        let teltonika = connectors::teltonika(raw.teltonika)?;
         let mappings = crate::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
             key: e.key,
             problem: e.problem,
@@ -649,6 +656,7 @@ impl Config {
             tls,
             auth,
             mappings,
+            teltonika,
         })
     }
 }

@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("credentials", credentials),
     ("tcp_session", tcp_session),
     ("rule_expr", rule_expr),
+    ("teltonika", teltonika),
 ];
 
 /// TCP frames as they arrive on a socket: the first byte picks the read size (1 to 64 bytes),
@@ -214,6 +215,33 @@ pub fn credentials(data: &[u8]) {
         let again = crate::identity::credentials::Credentials::parse(&parsed.to_text(), path)
             .expect("written text parses");
         assert_eq!(again, parsed);
+    }
+}
+
+/// A Teltonika tracker's stream after its handshake: packets back to back, as the session reads
+/// them. Each decoded packet took bytes it had, within the limit, and says how many records it
+/// holds; anything else is an error that names what was wrong.
+pub fn teltonika(data: &[u8]) {
+    use crate::ingest::teltonika::codec;
+    const LIMIT: usize = 4096;
+    let _ = codec::imei(data);
+    let mut rest = data;
+    loop {
+        match codec::packet(rest, LIMIT) {
+            Ok(Some((packet, used))) => {
+                assert!(
+                    used <= rest.len() && used <= 8 + LIMIT + 4,
+                    "took {used} bytes"
+                );
+                assert!(packet.records.len() <= 255);
+                rest = &rest[used..];
+            }
+            Ok(None) => break,
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                break;
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod listen;
 pub mod mqtt;
 pub mod tcp;
+pub mod teltonika;
 
 use std::sync::Arc;
 

@@ -186,6 +186,21 @@ pub async fn run_with(
         }
     }
 
+    if let Some(t) = &config.teltonika {
+        let listener =
+            ingest::listen::listen(t.listen).map_err(|source| GatewayError::TcpBind {
+                addr: t.listen,
+                source,
+            })?;
+        tracing::info!(message = "Teltonika tracker ingest listening.", addr = %t.listen, known = t.names.len(), accept_unknown = t.accept_unknown);
+        scope.tasks.spawn(ingest::teltonika::serve(
+            listener,
+            t.clone(),
+            ingest.clone(),
+            scope.clone(),
+        ));
+    }
+
     // The forwarder drains after ingest has stopped, so it gets its own token.
     let forward_stop = CancellationToken::new();
     let drain = Drain {

@@ -488,6 +488,11 @@ impl Mappings {
         }
     }
 
+    /// A gateway-assigned `(seq, session)`, for connectors whose devices send no seq.
+    pub fn assign_seq(&self) -> (u64, u64) {
+        self.seqs.next()
+    }
+
     /// Whether a mapping names `topic`.
     pub fn covers(&self, topic: &str) -> bool {
         self.list

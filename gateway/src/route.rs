@@ -104,6 +104,9 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     levels.next().is_none()
 }
 
+/// Most bytes of a refused payload kept in its dead letter.
+pub const DEAD_LETTER_BYTES: usize = 1024;
+
 /// Whether `filter` is an MQTT topic filter: `+` and `#` only as whole levels, `#` only last.
 pub fn valid_filter(filter: &str) -> bool {
     let levels: Vec<&str> = filter.split('/').collect();

@@ -184,6 +184,18 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<usize> {
     ] {
         seeds.write("mqtt_publish", name, &publish(topic, payload.as_bytes()))?;
     }
+    // Teltonika's documented Codec 8 and Codec 8 Extended packets, back to back.
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+            .collect()
+    };
+    let codec8 = hex("000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF");
+    let codec8e = hex("000000000000004A8E010000016B412CEE000100000000000000000000000000000000010005000100010100010011001D00010010015E2C880002000B000000003544C87A000E000000001DD7E06A00000100002994");
+    seeds.write("teltonika", "codec8", &codec8)?;
+    seeds.write("teltonika", "codec8e", &codec8e)?;
+    seeds.write("teltonika", "both", &[codec8, codec8e].concat())?;
     seeds.write(
         "credentials",
         "two-devices",

@@ -147,3 +147,109 @@ fn every_example_config_is_accepted_by_check_config() {
     }
     assert!(checked >= 4, "one example per preset at least: {checked}");
 }
+
+/// Codec 8 Extended, the example in Teltonika's protocol documentation (one record, no fix,
+/// five IO values).
+const CODEC8E_EXAMPLE: &str = "000000000000004A8E010000016B412CEE000100000000000000000000000000000000010005000100010100010011001D00010010015E2C880002000B000000003544C87A000E000000001DD7E06A00000100002994";
+
+/// A small tracker: CRC-16/ARC as Teltonika's documentation gives it, written here again so the
+/// test does not lean on the gateway's own.
+fn crc16(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |mut crc, b| {
+        crc ^= u16::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+        crc
+    })
+}
+
+/// A Codec 8 packet with one record per `(timestamp ms, lat, lon, km/h)`: 7 satellites and
+/// IO 239 (ignition) = 1.
+fn codec8(records: &[(u64, f64, f64, u16)]) -> Vec<u8> {
+    let mut d = vec![0x08, records.len() as u8];
+    for (ts, lat, lon, kmh) in records {
+        d.extend_from_slice(&ts.to_be_bytes());
+        d.push(1);
+        d.extend_from_slice(&((lon * 1e7).round() as i32).to_be_bytes());
+        d.extend_from_slice(&((lat * 1e7).round() as i32).to_be_bytes());
+        d.extend_from_slice(&[0, 35, 0, 180, 7]);
+        d.extend_from_slice(&kmh.to_be_bytes());
+        d.extend_from_slice(&[239, 1, 1, 239, 1, 0, 0, 0]);
+    }
+    d.push(records.len() as u8);
+    let mut out = vec![0, 0, 0, 0];
+    out.extend_from_slice(&(d.len() as u32).to_be_bytes());
+    out.extend_from_slice(&d);
+    out.extend_from_slice(&u32::from(crc16(&d)).to_be_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_teltonika_tracker_is_answered_after_the_commit_and_its_records_reach_kafka() {
+    use std::io::{Read, Write};
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("teltonika");
+    create_topics(&brokers, &topics.all(), 1).await;
+    let port = tributary_tests::free_port();
+    let gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        &format!(
+            "[teltonika]\nlisten = \"127.0.0.1:{port}\"\nnames = {{ \"356307042441013\" = \"truck-12\" }}\n"
+        ),
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(b"\x00\x0f356307042441013").expect("IMEI");
+    let mut accepted = [0u8; 1];
+    s.read_exact(&mut accepted).expect("handshake answer");
+    assert_eq!(accepted, [1], "a listed IMEI is accepted");
+    let example: Vec<u8> = (0..CODEC8E_EXAMPLE.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&CODEC8E_EXAMPLE[i..i + 2], 16).expect("hex"))
+        .collect();
+    let mut count = [0u8; 4];
+    s.write_all(&example).expect("example packet");
+    s.read_exact(&mut count).expect("record count");
+    assert_eq!(count, [0, 0, 0, 1]);
+    s.write_all(&codec8(&[
+        (1_700_000_000_000, 52.5163, 13.3777, 36),
+        (1_700_000_005_000, 52.5170, 13.3790, 72),
+    ]))
+    .expect("GPS packet");
+    s.read_exact(&mut count).expect("record count");
+    assert_eq!(count, [0, 0, 0, 2]);
+
+    let positions = consume(&brokers, &topics.positions, 2, IDLE);
+    assert_eq!(positions.len(), 2, "{positions:?}");
+    assert!(positions.iter().all(|m| m.key == "truck-12"));
+    assert_eq!(positions[0].value["lat"].as_f64(), Some(52.5163));
+    assert_eq!(
+        positions[1].value["speed_mps"].as_f64(),
+        Some(20.0),
+        "72 km/h"
+    );
+    assert_eq!(positions[0].timestamp_ms, Some(1_700_000_000_000));
+    let readings = consume(&brokers, &topics.readings, 3, IDLE);
+    assert_eq!(readings.len(), 3, "{readings:?}");
+    let example = &readings[0];
+    assert_eq!(
+        example.timestamp_ms,
+        Some(0x0000_016B_412C_EE00),
+        "the record's timestamp"
+    );
+    let names: Vec<&str> = example.value["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(names, ["din1", "io_17", "total_odometer", "io_11", "io_14"]);
+    drop(gateway);
+}

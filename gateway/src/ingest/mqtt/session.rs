@@ -28,8 +28,7 @@ use crate::ingest::conn::{self, Accepted, Stream};
 use crate::ingest::Ingest;
 use crate::route::DeadLetter;
 
-/// Most bytes of a refused payload kept in its dead letter.
-pub const DEAD_LETTER_BYTES: usize = 1024;
+pub use crate::route::DEAD_LETTER_BYTES;
 
 /// How long a new connection has to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,290 @@
+//! Teltonika vehicle trackers: Codec 8 and Codec 8 Extended over TCP ([`codec`]).
+//!
+//! One task per connection, through the shared connection layer ([`super::conn`]). The session:
+//! 1. The IMEI handshake, within [`IMEI_TIMEOUT`]. The device id is the IMEI's name in
+//!    `teltonika.names`, or the IMEI itself where `teltonika.accept_unknown` is on; any other
+//!    IMEI is answered `0x00` and the connection closes (counted as `unknown_imei`). Trackers
+//!    cannot log in, so the names table is the list of trackers this gateway takes.
+//! 2. AVL data packets. Each packet's records become events: a position where the record has a
+//!    fix (satellites above 0), and a reading of its IO elements (named where Teltonika's
+//!    common ids are known: `ignition`, `external_voltage`, ...; `io_<id>` otherwise). A record
+//!    with neither, or an event that fails validation, is kept as a dead letter saying why.
+//! 3. Only after the spool committed the packet does the gateway answer the record count, as
+//!    the protocol asks. A packet that cannot be decoded (CRC, length, truncation) is kept as a
+//!    dead letter and the connection closes unanswered: framing is lost, and the device resends
+//!    it on its next connection. A spool failure closes it unanswered too.
+//!
+//! Records carry no sequence number, so their events get gateway-assigned seqs
+//! ([`crate::mapping::AssignedSeqs`]): a packet resent after a lost answer is stored again.
+//! Duplicates are recognisable by device and timestamp (the Kafka timestamp is the record's).
+
+pub mod codec;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tributary_protocol::{Body, Event, FixQuality, Position, Reading, SensorValue};
+
+use super::conn::{self, Accepted, Spec};
+use super::{Inbound, Ingest};
+use crate::route::DeadLetter;
+use crate::shutdown::Scope;
+
+/// How long a new connection has to send its IMEI.
+pub const IMEI_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest packet data taken: a tracker's buffer flush is well under this.
+pub const MAX_PACKET_BYTES: usize = 64 * 1024;
+
+/// `[teltonika]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeltonikaConfig {
+    pub listen: std::net::SocketAddr,
+    pub max_connections: std::num::NonZeroUsize,
+    pub idle_timeout: Duration,
+    /// IMEI to device id.
+    pub names: BTreeMap<String, String>,
+    /// Take IMEIs not in `names`, as themselves.
+    pub accept_unknown: bool,
+}
+
+/// Serves trackers on `listener` until `scope.stop`.
+pub async fn serve(listener: TcpListener, config: TeltonikaConfig, ingest: Ingest, scope: Scope) {
+    let spec = Spec {
+        transport: "teltonika",
+        tls: false,
+        max_connections: config.max_connections.get(),
+    };
+    let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
+    let stop = scope.stop.clone();
+    let config = std::sync::Arc::new(config);
+    let session = move |a: Accepted| session(a, config.clone(), ingest.clone(), stop.clone());
+    // Over the cap: refuse at the handshake, the one refusal the protocol has.
+    let busy = move |mut a: Accepted| async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            conn::write_answer(&mut a.stream, &[0]),
+        )
+        .await;
+    };
+    conn::serve(listener, spec, authority, stats, scope, session, busy).await;
+}
+
+/// Serves one tracker connection; also how it is driven in-process.
+pub async fn session(
+    mut a: Accepted,
+    config: std::sync::Arc<TeltonikaConfig>,
+    ingest: Ingest,
+    stop: CancellationToken,
+) {
+    let peer = a.peer.addr;
+    let mut buf = BytesMut::with_capacity(conn::INITIAL_READ);
+    let refuse = |reason: &'static str, device: Option<&str>| {
+        ingest
+            .stats
+            .record_refusal("teltonika", reason, device, Some(peer));
+    };
+    // 1. The IMEI.
+    let imei = loop {
+        match codec::imei(&buf) {
+            Ok(Some((imei, used))) => {
+                buf.advance(used);
+                break imei;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                refuse("malformed", None);
+                tracing::info!(message = "Teltonika handshake refused.", %peer, %error);
+                let _ = conn::write_answer(&mut a.stream, &[0]).await;
+                return;
+            }
+        }
+        match read(&mut a, &mut buf, IMEI_TIMEOUT, &stop).await {
+            Some(n) if n > 0 => {}
+            Some(_) => return,
+            None => return refuse("hello_timeout", None),
+        }
+    };
+    let device_id = match config.names.get(&imei) {
+        Some(name) => name.clone(),
+        None if config.accept_unknown => imei.clone(),
+        None => {
+            refuse("unknown_imei", None);
+            if let Some(suppressed) = crate::ratelog::allow("teltonika_unknown_imei") {
+                tracing::warn!(message = "Teltonika tracker with an IMEI not in teltonika.names refused.", %imei, %peer, suppressed);
+            }
+            let _ = conn::write_answer(&mut a.stream, &[0]).await;
+            return;
+        }
+    };
+    if conn::write_answer(&mut a.stream, &[1]).await.is_err() {
+        return;
+    }
+    tracing::debug!(message = "Teltonika tracker connected.", %imei, %device_id, %peer);
+    // 2. Packets.
+    loop {
+        match codec::packet(&buf, MAX_PACKET_BYTES) {
+            Ok(Some((packet, used))) => {
+                let raw = buf.split_to(used);
+                let count = packet.records.len();
+                let (events, dead) = events(&ingest, &device_id, &packet, &raw);
+                if let Err(error) = ingest.submit("teltonika", events, dead).await {
+                    tracing::warn!(message = "Teltonika records not stored; closing unanswered so the tracker resends.", %device_id, %error);
+                    return;
+                }
+                if conn::write_answer(&mut a.stream, &codec::accepted(count))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                refuse("malformed", Some(&device_id));
+                let kept = &buf[..buf.len().min(crate::route::DEAD_LETTER_BYTES)];
+                let letter = DeadLetter::new(
+                    "teltonika",
+                    peer.to_string(),
+                    Some(device_id.clone()),
+                    format!("undecodable Codec 8 packet: {error}"),
+                    kept,
+                );
+                let _ = ingest.submit("teltonika", Vec::new(), vec![letter]).await;
+                return;
+            }
+        }
+        match read(&mut a, &mut buf, config.idle_timeout, &stop).await {
+            Some(n) if n > 0 => {}
+            Some(_) => return,
+            None => return refuse("idle_timeout", Some(&device_id)),
+        }
+    }
+}
+
+/// Reads more; `Some(0)` at the end of the stream, an error or `stop`; `None` after `limit` of
+/// silence.
+async fn read(
+    a: &mut Accepted,
+    buf: &mut BytesMut,
+    limit: Duration,
+    stop: &CancellationToken,
+) -> Option<usize> {
+    tokio::select! {
+        _ = stop.cancelled() => Some(0),
+        r = tokio::time::timeout(limit, conn::read_more(&mut a.stream, buf)) => match r {
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(_)) => Some(0),
+            Err(_) => None,
+        },
+    }
+}
+
+/// Names for Teltonika's common IO ids (FMB series), with units.
+const IO_NAMES: &[(u16, &str, &str)] = &[
+    (1, "din1", ""),
+    (9, "ain1", "mV"),
+    (16, "total_odometer", "m"),
+    (21, "gsm_signal", ""),
+    (24, "speed", "km/h"),
+    (66, "external_voltage", "mV"),
+    (67, "battery_voltage", "mV"),
+    (68, "battery_current", "mA"),
+    (69, "gnss_status", ""),
+    (181, "pdop", ""),
+    (182, "hdop", ""),
+    (199, "trip_odometer", "m"),
+    (200, "sleep_mode", ""),
+    (239, "ignition", ""),
+    (240, "movement", ""),
+    (241, "gsm_operator", ""),
+];
+
+/// The events of a packet's records, and dead letters for records that make none.
+fn events(
+    ingest: &Ingest,
+    device_id: &str,
+    packet: &codec::Packet,
+    raw: &[u8],
+) -> (Vec<Inbound>, Vec<DeadLetter>) {
+    let (mut events, mut dead) = (Vec::new(), Vec::new());
+    let origin = format!("teltonika/{device_id}");
+    let raw = &raw[..raw.len().min(crate::route::DEAD_LETTER_BYTES)];
+    for (index, record) in packet.records.iter().enumerate() {
+        let mut bodies = Vec::new();
+        let hdop = record
+            .io
+            .iter()
+            .find(|(id, _)| *id == 182)
+            .map(|(_, v)| *v as f32 / 10.0);
+        if record.gps.satellites > 0 {
+            bodies.push(Body::Position(Position {
+                lat: record.gps.lat,
+                lon: record.gps.lon,
+                alt_m: Some(f32::from(record.gps.altitude_m)),
+                speed_mps: Some(f32::from(record.gps.speed_kmh) / 3.6),
+                heading_deg: Some(f32::from(record.gps.angle_deg)),
+                hdop,
+                satellites: Some(record.gps.satellites),
+                fix: FixQuality::Gps,
+            }));
+        }
+        let values: Vec<SensorValue> = record
+            .io
+            .iter()
+            .map(|(id, value)| {
+                let (name, unit) = IO_NAMES
+                    .iter()
+                    .find(|(known, _, _)| known == id)
+                    .map_or((format!("io_{id}"), ""), |(_, n, u)| ((*n).to_owned(), *u));
+                SensorValue {
+                    name,
+                    value: *value as f64,
+                    unit: unit.to_owned(),
+                }
+            })
+            .collect();
+        if !values.is_empty() {
+            bodies.push(Body::Reading(Reading { values }));
+        }
+        if bodies.is_empty() {
+            dead.push(DeadLetter::new(
+                "teltonika",
+                origin.clone(),
+                Some(device_id.to_owned()),
+                format!("record {index}: no GPS fix (0 satellites) and no IO values"),
+                raw,
+            ));
+        }
+        for body in bodies {
+            let (seq, session) = ingest.mappings.assign_seq();
+            let event = Event {
+                device_id: device_id.to_owned(),
+                seq,
+                time_ms: record.timestamp_ms,
+                body,
+            };
+            match event.validate() {
+                Ok(()) => events.push(Inbound {
+                    event,
+                    session,
+                    mqtt_topic: None,
+                }),
+                Err(e) => dead.push(DeadLetter::new(
+                    "teltonika",
+                    origin.clone(),
+                    Some(device_id.to_owned()),
+                    format!("record {index}: {e}"),
+                    raw,
+                )),
+            }
+        }
+    }
+    (events, dead)
+}
+
+#[cfg(test)]
+mod tests;
