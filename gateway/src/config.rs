@@ -25,6 +25,27 @@ pub use identity::{Anonymous, AuthConfig, IdentityFrom, OnDeny, TlsConfig};
 /// The documented default configuration, shipped as `config/gateway.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/gateway.toml");
 
+/// The commented-out examples of the shipped config from the line starting `from` up to the line
+/// starting `until` (or the end), uncommented: what the tests parse, so the examples stay valid.
+#[cfg(test)]
+pub(crate) fn shipped_examples(from: &str, until: Option<&str>) -> String {
+    let start = DEFAULT_CONFIG_TOML
+        .find(from)
+        .unwrap_or(DEFAULT_CONFIG_TOML.len());
+    let rest = &DEFAULT_CONFIG_TOML[start..];
+    let end = until.and_then(|u| rest.find(u)).unwrap_or(rest.len());
+    rest[..end]
+        .lines()
+        .map(|l| {
+            let l = l
+                .strip_prefix("# ")
+                .or_else(|| l.strip_prefix('#'))
+                .unwrap_or(l);
+            format!("{l}\n")
+        })
+        .collect()
+}
+
 /// A configuration problem, naming the key (`section.key`) where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,6 +111,9 @@ pub struct RawConfig {
     /// `[teltonika]`: Codec 8 trackers over TCP.
     #[serde(default)]
     pub teltonika: connectors::RawTeltonika,
+    /// `[[files]]`: files followed line by line.
+    #[serde(default)]
+    pub files: Vec<connectors::RawFiles>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +239,8 @@ pub struct Config {
     pub mappings: Vec<crate::mapping::Mapping>,
     /// The Teltonika tracker listener; `None` when off (the default).
     pub teltonika: Option<crate::ingest::teltonika::TeltonikaConfig>,
+    /// The file-tail sources.
+    pub files: Vec<crate::ingest::files::FileSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -443,6 +469,7 @@ impl Config {
         identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
 
         let teltonika = connectors::teltonika(raw.teltonika)?;
+        let files = connectors::files(raw.files)?;
         let mappings = crate::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
             key: e.key,
             problem: e.problem,
@@ -657,6 +684,7 @@ impl Config {
             auth,
             mappings,
             teltonika,
+            files,
         })
     }
 }

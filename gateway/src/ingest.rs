@@ -14,6 +14,7 @@
 //! [`Authority`] before anything reaches [`Ingest::submit`].
 
 pub mod conn;
+pub mod files;
 pub mod listen;
 pub mod mqtt;
 pub mod tcp;
@@ -27,7 +28,7 @@ use crate::identity::Authority;
 use crate::mapping::{Mapping, Mappings};
 use crate::record::Record;
 use crate::route::{DeadLetter, Router};
-use crate::spool::{Appended, Spool, SpoolError};
+use crate::spool::{Appended, SourceState, Spool, SpoolError};
 use crate::stats::Stats;
 
 /// A validated event, the device's boot session (0: none) and the MQTT topic it arrived on
@@ -52,7 +53,7 @@ impl From<Event> for Inbound {
 /// The path from a listener into the spool, and what every listener shares.
 #[derive(Clone)]
 pub struct Ingest {
-    spool: Spool,
+    pub(crate) spool: Spool,
     router: Arc<Router>,
     pub(crate) stats: Stats,
     pub(crate) authority: Arc<Authority>,
@@ -83,9 +84,24 @@ impl Ingest {
         &self,
         transport: &'static str,
         events: Vec<Inbound>,
-        mut dead_letters: Vec<DeadLetter>,
+        dead_letters: Vec<DeadLetter>,
     ) -> Result<Vec<Appended>, SpoolError> {
-        let arrived = (events.len() + dead_letters.len()) as u64;
+        self.submit_from(transport, events, Vec::new(), dead_letters, None)
+            .await
+    }
+
+    /// [`Ingest::submit`] for a source that tracks how far it has read (a tailed file):
+    /// `records` are ready-made (a text line for its topic) and stored after the events, and
+    /// `source`, where given, commits in the same transaction. Outcomes are the events' only.
+    pub async fn submit_from(
+        &self,
+        transport: &'static str,
+        events: Vec<Inbound>,
+        ready: Vec<Record>,
+        mut dead_letters: Vec<DeadLetter>,
+        source: Option<SourceState>,
+    ) -> Result<Vec<Appended>, SpoolError> {
+        let arrived = (events.len() + ready.len() + dead_letters.len()) as u64;
         self.stats.activity.events(
             transport,
             events.iter().map(|i| &i.event),
@@ -110,6 +126,8 @@ impl Ingest {
             }
         }
         let n_events = records.len();
+        let n_stored = n_events + ready.len();
+        records.extend(ready);
         self.stats
             .instruments
             .dead_letters
@@ -136,13 +154,18 @@ impl Ingest {
         }
         records.extend(dead_letters.iter().map(|d| self.router.dead_letter(d)));
         let topics: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();
-        match self.spool.append(records).await {
+        let appended = match source {
+            Some(source) => self.spool.append_from(records, source).await,
+            None => self.spool.append(records).await,
+        };
+        match appended {
             Ok(mut outcomes) => {
                 self.stats
                     .record_appended(topics.iter().map(String::as_str), &outcomes);
-                outcomes.truncate(n_events);
+                outcomes.truncate(n_stored);
                 self.stats
                     .record_transport(transport, arrived, outcomes.len() as u64);
+                outcomes.truncate(n_events);
                 Ok(outcomes)
             }
             Err(e) => {

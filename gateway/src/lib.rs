@@ -201,6 +201,15 @@ pub async fn run_with(
         ));
     }
 
+    for source in &config.files {
+        tracing::info!(message = "Following files.", source = %source.name, path = %source.path.display());
+        scope.tasks.spawn(ingest::files::serve(
+            source.clone(),
+            ingest.clone(),
+            scope.clone(),
+        ));
+    }
+
     // The forwarder drains after ingest has stopped, so it gets its own token.
     let forward_stop = CancellationToken::new();
     let drain = Drain {

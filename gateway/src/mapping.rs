@@ -237,6 +237,29 @@ pub fn validate(raw: &[RawMapping]) -> Result<Vec<Mapping>, MappingError> {
     Ok(out)
 }
 
+/// A mapping written inline in another section (a tailed file's `mapping`), where `topic` is
+/// not needed: `{topic.N}` then means level N of what the caller passes as the topic.
+pub fn validate_inline(raw: &RawMapping, key: &str) -> Result<Mapping, MappingError> {
+    let mut m = raw.clone();
+    if let Some(name) = &m.preset {
+        let base = presets::load(name)
+            .map_err(|problem| MappingError {
+                key: format!("{key}.preset"),
+                problem,
+            })?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        m = m.over(base);
+    }
+    m.topic.get_or_insert_with(|| "#".to_owned());
+    m.name.get_or_insert_with(|| key.to_owned());
+    mapping(m, 0).map_err(|(k, problem)| MappingError {
+        key: format!("{key}.{k}"),
+        problem,
+    })
+}
+
 /// Every shipped preset, validated: what the `mqtt_publish` fuzz target decodes with.
 pub fn presets() -> Vec<Mapping> {
     let raw: Vec<RawMapping> = presets::PRESETS
@@ -438,6 +461,13 @@ pub struct AssignedSeqs {
 }
 
 impl AssignedSeqs {
+    /// The one the whole process shares: every connector's assigned seqs come from it, so two
+    /// connectors can never hand the same device the same seq in the same session.
+    pub fn global() -> &'static AssignedSeqs {
+        static GLOBAL: std::sync::OnceLock<AssignedSeqs> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(AssignedSeqs::new)
+    }
+
     pub fn new() -> Self {
         Self {
             session: (crate::record::now_ms().max(1)) as u64,
@@ -473,24 +503,15 @@ impl Default for AssignedSeqs {
 /// Why a mapped publish is refused: the device id, where known, and the reason.
 pub type Refused = (Option<String>, String);
 
-/// The validated mappings and the seqs they assign; what every connector decodes with.
+/// The validated mappings; what every connector decodes with.
 #[derive(Debug, Default)]
 pub struct Mappings {
     list: Vec<Mapping>,
-    seqs: AssignedSeqs,
 }
 
 impl Mappings {
     pub fn new(list: Vec<Mapping>) -> Self {
-        Self {
-            list,
-            seqs: AssignedSeqs::new(),
-        }
-    }
-
-    /// A gateway-assigned `(seq, session)`, for connectors whose devices send no seq.
-    pub fn assign_seq(&self) -> (u64, u64) {
-        self.seqs.next()
+        Self { list }
     }
 
     /// Whether a mapping names `topic`.
@@ -512,6 +533,17 @@ impl Mappings {
     ) -> Result<Vec<(Event, u64)>, Refused> {
         let value: Value = serde_json::from_slice(payload)
             .map_err(|e| (None, format!("payload is not JSON: {e}")))?;
+        self.decode_value(topic, &value, connection, received_ms)
+    }
+
+    /// [`Mappings::decode`] of a payload already parsed (a CSV row made an object).
+    pub fn decode_value(
+        &self,
+        topic: &str,
+        value: &Value,
+        connection: Option<&str>,
+        received_ms: i64,
+    ) -> Result<Vec<(Event, u64)>, Refused> {
         let mut events = Vec::new();
         let mut declined = Vec::new();
         for m in self
@@ -519,11 +551,11 @@ impl Mappings {
             .iter()
             .filter(|m| crate::route::filter_matches(&m.topic, topic))
         {
-            if let Some(reason) = m.declines(&value) {
+            if let Some(reason) = m.declines(value) {
                 declined.push(format!("mapping {}: {reason}", m.name));
                 continue;
             }
-            events.push(m.event(topic, &value, connection, received_ms, &self.seqs)?);
+            events.push(m.event(topic, value, connection, received_ms)?);
         }
         if events.is_empty() {
             return Err((None, declined.join("; ")));
@@ -550,7 +582,6 @@ impl Mapping {
         payload: &Value,
         connection: Option<&str>,
         received_ms: i64,
-        seqs: &AssignedSeqs,
     ) -> Result<(Event, u64), Refused> {
         let name = &self.name;
         let device_id = self
@@ -574,7 +605,7 @@ impl Mapping {
             Some((path, format)) => event_time(path, *format, payload).map_err(fail)?,
         };
         let (seq, session) = match &self.seq {
-            None => seqs.next(),
+            None => AssignedSeqs::global().next(),
             Some(path) => match path.get(payload).and_then(Value::as_u64) {
                 Some(seq) => (seq, 0),
                 None => {

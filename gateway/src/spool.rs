@@ -69,7 +69,8 @@ mod tests;
 use std::sync::Arc;
 
 pub use db::{
-    payload_size, GroupOutcome, SpoolDb, SpoolStats, TopicStats, DROPPED_FULL, EXPIRED, QUARANTINED,
+    payload_size, GroupOutcome, SourceState, SpoolDb, SpoolStats, TopicStats, DROPPED_FULL,
+    EXPIRED, QUARANTINED,
 };
 pub use limits::{FullPolicy, Limits};
 pub use recover::Recovery;
@@ -220,7 +221,37 @@ impl Spool {
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, SpoolError> {
         self.inner
             .worker
-            .request(|reply| writer::Command::Append { records, reply })
+            .request(|reply| writer::Command::Append {
+                records,
+                source: None,
+                reply,
+            })
+            .await
+    }
+
+    /// Stores records durably together with how far their source has been read: both commit,
+    /// or neither. `Err` leaves the saved state as it was.
+    pub async fn append_from(
+        &self,
+        records: Vec<Record>,
+        source: SourceState,
+    ) -> Result<Vec<Appended>, SpoolError> {
+        self.inner
+            .worker
+            .request(|reply| writer::Command::Append {
+                records,
+                source: Some(source),
+                reply,
+            })
+            .await
+    }
+
+    /// The saved states of the sources whose names start with `prefix`.
+    pub async fn sources(&self, prefix: &str) -> Result<Vec<SourceState>, SpoolError> {
+        let prefix = prefix.to_owned();
+        self.inner
+            .worker
+            .request(|reply| writer::Command::Read(writer::Read::Sources { prefix, reply }))
             .await
     }
 

@@ -20,6 +20,8 @@ pub struct Msg {
     pub offset: i64,
     pub key: String,
     pub value: Value,
+    /// The value as text (lossy UTF-8), for values that are not JSON.
+    pub text: String,
     pub timestamp_ms: Option<i64>,
     pub headers: BTreeMap<String, String>,
 }
@@ -128,6 +130,7 @@ fn to_msg(m: &rdkafka::message::BorrowedMessage<'_>) -> Msg {
         offset: m.offset(),
         key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
         value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
         timestamp_ms: m.timestamp().to_millis(),
         headers,
     }

@@ -224,3 +224,33 @@ fn the_timestamp_policy_is_read_and_checked() {
         .to_string();
     assert!(err.contains("time.kafka_timestamp"), "{err}");
 }
+
+#[test]
+fn the_file_source_examples_in_the_shipped_config_are_valid() {
+    let block = shipped_examples("# [[files]]", Some("# Rules:"));
+    let config = parse(&block).unwrap();
+    let names: Vec<&str> = config.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["app", "meters"]);
+}
+
+#[test]
+fn bad_file_sources_name_the_key() {
+    let cases = [
+        ("[[files]]\npath = \"/x/*.log\"\ntopic = \"t\"\n", "files[0].name"),
+        ("[[files]]\nname = \"a\"\ntopic = \"t\"\n", "files[0].path"),
+        ("[[files]]\nname = \"a\"\npath = \"/x/*/a.log\"\ntopic = \"t\"\n", "files[0].path"),
+        ("[[files]]\nname = \"a\"\npath = \"/x/a.log\"\n", "files[0].topic"),
+        ("[[files]]\nname = \"a\"\npath = \"/x/a.log\"\nformat = \"json\"\n", "files[0].mapping"),
+        ("[[files]]\nname = \"a\"\npath = \"/x/a.log\"\nformat = \"xml\"\n", "files[0].format"),
+        (
+            "[[files]]\nname = \"a\"\npath = \"/x/a.log\"\nformat = \"csv\"\n[files.mapping]\nkind = \"reading\"\n",
+            "files[0].mapping.device_id",
+        ),
+        ("[[files]]\nname = \"a\"\npath = \"/x/a\"\ntopic = \"t\"\n[[files]]\nname = \"a\"\npath = \"/x/b\"\ntopic = \"t\"\n", "files[1].name"),
+        ("[teltonika]\nlisten = \"0.0.0.0:5027\"\nnames = { \"123\" = \"t-1\" }\n", "teltonika.names"),
+    ];
+    for (text, key) in cases {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

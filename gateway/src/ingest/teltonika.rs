@@ -129,7 +129,7 @@ pub async fn session(
             Ok(Some((packet, used))) => {
                 let raw = buf.split_to(used);
                 let count = packet.records.len();
-                let (events, dead) = events(&ingest, &device_id, &packet, &raw);
+                let (events, dead) = events(&device_id, &packet, &raw);
                 if let Err(error) = ingest.submit("teltonika", events, dead).await {
                     tracing::warn!(message = "Teltonika records not stored; closing unanswered so the tracker resends.", %device_id, %error);
                     return;
@@ -204,12 +204,7 @@ const IO_NAMES: &[(u16, &str, &str)] = &[
 ];
 
 /// The events of a packet's records, and dead letters for records that make none.
-fn events(
-    ingest: &Ingest,
-    device_id: &str,
-    packet: &codec::Packet,
-    raw: &[u8],
-) -> (Vec<Inbound>, Vec<DeadLetter>) {
+fn events(device_id: &str, packet: &codec::Packet, raw: &[u8]) -> (Vec<Inbound>, Vec<DeadLetter>) {
     let (mut events, mut dead) = (Vec::new(), Vec::new());
     let origin = format!("teltonika/{device_id}");
     let raw = &raw[..raw.len().min(crate::route::DEAD_LETTER_BYTES)];
@@ -260,7 +255,7 @@ fn events(
             ));
         }
         for body in bodies {
-            let (seq, session) = ingest.mappings.assign_seq();
+            let (seq, session) = crate::mapping::AssignedSeqs::global().next();
             let event = Event {
                 device_id: device_id.to_owned(),
                 seq,

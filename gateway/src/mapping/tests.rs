@@ -314,20 +314,7 @@ fn every_preset_parses_and_keys_override_it() {
 
 #[test]
 fn the_examples_in_config_gateway_toml_are_valid_mappings() {
-    let text = crate::config::DEFAULT_CONFIG_TOML;
-    let start = text.find("# [[mappings]]").expect("the mapping examples");
-    let end = text[start..].find("# Rules:").expect("the rules follow") + start;
-    let block: String = text[start..end]
-        .lines()
-        .map(|l| {
-            format!(
-                "{}\n",
-                l.strip_prefix("# ")
-                    .or_else(|| l.strip_prefix('#'))
-                    .unwrap_or(l)
-            )
-        })
-        .collect();
+    let block = crate::config::shipped_examples("# [[mappings]]", Some("# File-tail sources:"));
     #[derive(Deserialize)]
     struct F {
         mappings: Vec<RawMapping>,

@@ -200,17 +200,7 @@ topic = "telemetry.readings.10s"
 
 #[test]
 fn the_examples_in_config_gateway_toml_are_valid_rules() {
-    let text = crate::config::DEFAULT_CONFIG_TOML;
-    let start = text.find("# [[rules]]").expect("the rules examples");
-    let block: String = text[start..]
-        .lines()
-        .map(|l| {
-            l.strip_prefix("# ")
-                .or_else(|| l.strip_prefix('#'))
-                .unwrap_or(l)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect::<String>()
+    let block = crate::config::shipped_examples("# [[rules]]", None)
         // The shipped zones file, wherever the test runs from.
         .replace(
             "\"config/depots.geojson\"",

@@ -142,13 +142,13 @@ impl SpoolDb {
 
     /// Appends one group of records in its own transaction.
     pub fn append(&mut self, records: Vec<Record>) -> Result<Vec<Appended>, SpoolError> {
-        let mut out = self.commit_group(&[records], &[])?.appended?;
+        let mut out = self.commit_group(&[records], &[], &[])?.appended?;
         Ok(out.pop().unwrap_or_default())
     }
 
     /// Deletes acknowledged rows in one transaction.
     pub fn ack(&mut self, ids: &[i64]) -> Result<(), SpoolError> {
-        self.commit_group(&[], ids).map(drop)
+        self.commit_group(&[], ids, &[]).map(drop)
     }
 
     /// Deletes `acks` and appends `groups` in one transaction: the writer's group commit.
@@ -162,10 +162,11 @@ impl SpoolDb {
         &mut self,
         groups: &[Vec<Record>],
         acks: &[i64],
+        sources: &[SourceState],
     ) -> Result<GroupOutcome, SpoolError> {
-        match self.commit_once(groups, acks) {
+        match self.commit_once(groups, acks, sources) {
             Err(error) if !groups.is_empty() => {
-                let mut outcome = self.commit_once(&[], acks)?;
+                let mut outcome = self.commit_once(&[], acks, &[])?;
                 outcome.appended = Err(error);
                 Ok(outcome)
             }
@@ -177,6 +178,7 @@ impl SpoolDb {
         &mut self,
         groups: &[Vec<Record>],
         acks: &[i64],
+        sources: &[SourceState],
     ) -> Result<GroupOutcome, SpoolError> {
         let incoming: u64 = groups.iter().flatten().map(payload_size).sum();
         let free = if groups.is_empty() {
@@ -219,6 +221,7 @@ impl SpoolDb {
                         &mut pending,
                     )?;
                     self.rules.save(&tx, &pending)?;
+                    save_sources(&tx, sources)?;
                     bytes += stored_size(groups, &out) + derived;
                     Ok(out)
                 }
@@ -832,4 +835,50 @@ pub fn is_full(e: &rusqlite::Error) -> bool {
 pub fn is_corrupt(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+}
+
+/// How far a source (a tailed file) has been read: committed with what was read up to there.
+/// An empty `state` forgets the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceState {
+    pub source: String,
+    pub state: Vec<u8>,
+}
+
+fn save_sources(tx: &rusqlite::Transaction, sources: &[SourceState]) -> Result<(), SpoolError> {
+    for s in sources {
+        if s.state.is_empty() {
+            tx.execute("DELETE FROM source_offsets WHERE source = ?1", [&s.source])
+                .map_err(SpoolError::sqlite("forget a source offset"))?;
+        } else {
+            tx.execute(
+                "INSERT OR REPLACE INTO source_offsets (source, state) VALUES (?1, ?2)",
+                rusqlite::params![s.source, s.state],
+            )
+            .map_err(SpoolError::sqlite("save a source offset"))?;
+        }
+    }
+    Ok(())
+}
+
+impl SpoolDb {
+    /// Every saved source offset whose name starts with `prefix`.
+    pub fn sources(&self, prefix: &str) -> Result<Vec<SourceState>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT source, state FROM source_offsets WHERE substr(source, 1, length(?1)) = ?1",
+            )
+            .map_err(SpoolError::sqlite("read source offsets"))?;
+        let rows = stmt
+            .query_map([prefix], |r| {
+                Ok(SourceState {
+                    source: r.get(0)?,
+                    state: r.get(1)?,
+                })
+            })
+            .map_err(SpoolError::sqlite("read source offsets"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(SpoolError::sqlite("read source offsets"))
+    }
 }

@@ -11,6 +11,8 @@
 //!   authorised), moved out of the queue with the reason, for the operator to requeue or drop.
 //! - v5: `rule_state(rule, device_id, version, state)`: each rule's state per device (postcard),
 //!   written in the transaction that stores the events it saw ([`crate::rules`]).
+//! - v6: `source_offsets(source, state)`: how far a source (a tailed file) has been read,
+//!   written in the transaction that stores what was read up to there.
 //!
 //! A database with a newer version than this code is refused, never rewritten.
 
@@ -19,7 +21,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -94,6 +96,13 @@ CREATE TABLE rule_state (
 ) WITHOUT ROWID;
 ";
 
+const V5_TO_V6: &str = "
+CREATE TABLE source_offsets (
+    source TEXT PRIMARY KEY,
+    state  BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
 /// The pragmas every connection that writes uses.
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -139,6 +148,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     if found < 5 {
         tx.execute_batch(V4_TO_V5)
             .map_err(SpoolError::sqlite("migrate to schema v5"))?;
+    }
+    if found < 6 {
+        tx.execute_batch(V5_TO_V6)
+            .map_err(SpoolError::sqlite("migrate to schema v6"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;

@@ -207,7 +207,9 @@ fn when_full_the_block_policy_refuses_appends_but_still_commits_acks() {
     assert!(matches!(err, SpoolError::Full { .. }), "{err}");
     assert!(err.to_string().contains("max_bytes"), "{err}");
     let first = db.fetch(0, 1).unwrap()[0].id;
-    let outcome = db.commit_group(&[vec![record("a", 4)]], &[first]).unwrap();
+    let outcome = db
+        .commit_group(&[vec![record("a", 4)]], &[first], &[])
+        .unwrap();
     assert!(
         outcome.appended.is_ok(),
         "the ack in the same group made room"
@@ -272,7 +274,7 @@ fn on_a_real_enospc_the_acks_still_commit_only_the_new_events_are_refused_and_it
     std::fs::write(&filler, vec![0u8; (left - payload - 4096) as usize]).unwrap();
 
     let outcome = db
-        .commit_group(std::slice::from_ref(&batch), &first_100)
+        .commit_group(std::slice::from_ref(&batch), &first_100, &[])
         .expect("the group's acks commit");
     match &outcome.appended {
         Err(SpoolError::Full { reason }) => {
@@ -310,7 +312,7 @@ fn when_full_drop_oldest_deletes_the_oldest_rows_and_counts_them_per_topic() {
     db.append(vec![record("a", 1), record("a", 2), record("a", 3)])
         .unwrap();
     let outcome = db
-        .commit_group(&[vec![record("a", 4), record("a", 5)]], &[])
+        .commit_group(&[vec![record("a", 4), record("a", 5)]], &[], &[])
         .unwrap();
     assert!(outcome.appended.is_ok());
     assert_eq!(outcome.dropped.values().sum::<u64>(), 2);
@@ -540,4 +542,34 @@ fn acks_delete_exactly_the_acknowledged_rows_in_runs() {
         .sum();
     assert!(total > kept);
     assert_eq!(db.bytes(), kept, "the bytes freed are counted");
+}
+
+#[test]
+fn a_source_offset_commits_with_its_records_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = payload_size(&record("a", 1));
+    let mut db = limited(&dir, 2 * size, FullPolicy::Block);
+    let state = |n: u8| SourceState {
+        source: "file:logs:1".into(),
+        state: vec![n],
+    };
+    let outcome = db
+        .commit_group(&[vec![record("a", 1)]], &[], &[state(1)])
+        .unwrap();
+    assert!(outcome.appended.is_ok());
+    assert_eq!(db.sources("file:logs:").unwrap(), [state(1)]);
+    // Full: the records are refused, and the offset stays where the stored lines end.
+    let outcome = db
+        .commit_group(&[vec![record("a", 2), record("a", 3)]], &[], &[state(2)])
+        .unwrap();
+    assert!(matches!(outcome.appended, Err(SpoolError::Full { .. })));
+    assert_eq!(db.sources("file:").unwrap(), [state(1)]);
+    assert!(db.sources("file:other:").unwrap().is_empty());
+    // An empty state forgets the source.
+    let forget = SourceState {
+        source: "file:logs:1".into(),
+        state: Vec::new(),
+    };
+    db.commit_group(&[vec![]], &[], &[forget]).unwrap();
+    assert!(db.sources("file:").unwrap().is_empty());
 }

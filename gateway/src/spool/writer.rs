@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::checkpoint::Checkpointer;
+use super::db::SourceState;
 use super::worker::{Reply, Worker};
 use super::{Appended, SpoolDb, SpoolError, SpoolStats};
 use crate::config::SpoolConfig;
@@ -23,6 +24,8 @@ use crate::stats::Stats;
 pub(super) enum Command {
     Append {
         records: Vec<Record>,
+        /// How far the source of `records` has been read, committed with them.
+        source: Option<SourceState>,
         reply: Reply<Vec<Appended>>,
     },
     Ack {
@@ -41,8 +44,16 @@ pub(super) enum Command {
 /// Requests that only read and need the writer's own state; answered between write groups.
 /// (Forwarding's reads go to the reader thread, `reader.rs`.)
 pub(super) enum Read {
-    Stats { reply: Reply<SpoolStats> },
-    Gauges { reply: Reply<super::Gauges> },
+    Stats {
+        reply: Reply<SpoolStats>,
+    },
+    Gauges {
+        reply: Reply<super::Gauges>,
+    },
+    Sources {
+        prefix: String,
+        reply: Reply<Vec<SourceState>>,
+    },
 }
 
 #[derive(Clone)]
@@ -118,6 +129,7 @@ const EXPIRY_EVERY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Group {
     appends: Vec<(Vec<Record>, Reply<Vec<Appended>>)>,
+    sources: Vec<SourceState>,
     acks: Vec<(Vec<i64>, Reply<()>)>,
     reads: Vec<Read>,
     quarantines: Vec<(i64, String, Reply<Option<String>>)>,
@@ -127,8 +139,13 @@ struct Group {
 impl Group {
     fn add(&mut self, command: Command) {
         match command {
-            Command::Append { records, reply } => {
+            Command::Append {
+                records,
+                source,
+                reply,
+            } => {
                 self.events += records.len();
+                self.sources.extend(source);
                 self.appends.push((records, reply));
             }
             Command::Ack { ids, reply } => {
@@ -235,7 +252,8 @@ impl Writer {
         let (ack_ids, ack_replies): (Vec<_>, Vec<_>) = acks.into_iter().unzip();
         let ids: Vec<i64> = ack_ids.into_iter().flatten().collect();
         let started = Instant::now();
-        let committed = self.db.commit_group(&batches, &ids);
+        let sources = std::mem::take(&mut group.sources);
+        let committed = self.db.commit_group(&batches, &ids, &sources);
         self.stats
             .instruments
             .commit_seconds
@@ -323,6 +341,9 @@ impl Writer {
             }
             Read::Gauges { reply } => {
                 let _ = reply.send(self.db.gauges());
+            }
+            Read::Sources { prefix, reply } => {
+                let _ = reply.send(self.db.sources(&prefix));
             }
         }
     }

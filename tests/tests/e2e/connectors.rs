@@ -253,3 +253,67 @@ async fn a_teltonika_tracker_is_answered_after_the_commit_and_its_records_reach_
     assert_eq!(names, ["din1", "io_17", "total_odometer", "io_11", "io_14"]);
     drop(gateway);
 }
+
+/// Kafka Connect's FileStreamSource demo, done safely: lines appended to a file arrive in a
+/// topic, through a SIGKILL of the gateway and a logrotate-style rename, each line present and
+/// any line seen twice a delivery repeat with the same `event-id`.
+#[tokio::test(flavor = "multi_thread")]
+async fn lines_appended_to_a_file_arrive_once_through_a_crash_and_a_rotation() {
+    use std::io::Write;
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("files");
+    let lines_topic = tributary_tests::unique_topic("files.lines");
+    create_topics(&brokers, &[&lines_topic], 1).await;
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("app.log");
+    let mut gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        &format!(
+            "[[files]]\nname = \"app\"\npath = {:?}\nformat = \"text\"\ntopic = \"{lines_topic}\"\npoll_ms = 20\n",
+            log.display().to_string()
+        ),
+    );
+    let write = |path: &std::path::Path, from: usize, to: usize| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the log");
+        for n in from..to {
+            writeln!(f, "line {n:05} of the application log").expect("append");
+            if n % 50 == 0 {
+                f.flush().expect("flush");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    write(&log, 0, 1500);
+    gateway.kill();
+    write(&log, 1500, 2000);
+    gateway.restart();
+    write(&log, 2000, 2500);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::rename(&log, logs.path().join("app.log.1")).expect("rotate");
+    write(&logs.path().join("app.log.1"), 2500, 2600);
+    write(&log, 2600, 3000);
+
+    let got = consume(&brokers, &lines_topic, 3000, IDLE);
+    let mut by_line: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for m in &got {
+        by_line
+            .entry(m.text.as_str())
+            .or_default()
+            .insert(m.headers["event-id"].as_str());
+    }
+    let missing: Vec<usize> = (0..3000)
+        .filter(|n| !by_line.contains_key(format!("line {n:05} of the application log").as_str()))
+        .collect();
+    assert!(missing.is_empty(), "lines lost: {missing:?}");
+    assert_eq!(by_line.len(), 3000, "nothing but the lines written");
+    assert!(
+        by_line.values().all(|ids| ids.len() == 1),
+        "a line seen twice is a delivery repeat, with one event-id"
+    );
+    drop(gateway);
+}

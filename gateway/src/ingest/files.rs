@@ -1,0 +1,369 @@
+//! The file-tail source: Kafka Connect's FileStreamSource, done safely.
+//!
+//! Each `[[files]]` source follows the files a path or glob names and turns each complete line
+//! into a record: `text` lines go to the source's topic as they are (key: `key`, or the file's
+//! name); `json` lines and `csv` rows (the first line is the header) become events through the
+//! source's inline `mapping`, and so take the routes, formats, rules and dead letters every
+//! device event takes.
+//!
+//! # Invariants
+//! - **Neither lost nor repeated.** How far each file has been read is committed in the same
+//!   spool transaction as the lines read up to there ([`crate::spool::SourceState`]), so after a
+//!   crash reading resumes exactly after the last committed line. (Fluent Bit advances its
+//!   offset before delivery and loses lines; here a line is in the spool before its offset.)
+//! - **Rotation.** A file is known by device, inode and its first line's fingerprint
+//!   ([`tail`]). Renamed away (logrotate's default), it is read to its end through the open
+//!   handle, then let go; truncated in place (copytruncate), it is read again from the start;
+//!   a new file at the path is a new file.
+//! - A partial last line waits for its newline. A line over `max_line_bytes` is a dead letter
+//!   (its first 1 KiB kept) and reading goes on after it; so is a line the mapping refuses.
+//! - A spool that refuses (full, failing) keeps the offset where it was; the lines are read
+//!   again at the next poll.
+
+pub mod tail;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use self::tail::FileId;
+use super::{Inbound, Ingest};
+use crate::mapping::{Mapping, Mappings};
+use crate::record::Record;
+use crate::route::DeadLetter;
+use crate::shutdown::Scope;
+use crate::spool::SourceState;
+
+/// Lines committed per spool append, at most.
+const MAX_LINES: usize = 1000;
+/// Bytes read per append, about.
+const MAX_BYTES: usize = 1 << 20;
+
+/// What each line is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineFormat {
+    /// The line as it is, to `topic`.
+    Text { topic: String, key: Option<String> },
+    /// A JSON object per line, through the mapping.
+    Json(Box<Mapping>),
+    /// A CSV row per line, named by the header row, through the mapping.
+    Csv(Box<Mapping>),
+}
+
+/// One `[[files]]` source, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSource {
+    pub name: String,
+    pub path: PathBuf,
+    pub format: LineFormat,
+    /// Files already there at the first start: read from their start (`false`) or end.
+    pub start_at_end: bool,
+    pub max_line_bytes: usize,
+    pub poll: Duration,
+}
+
+/// A file being followed.
+struct Followed {
+    id: FileId,
+    path: PathBuf,
+    file: File,
+    /// Where the next unread line starts (all before it is committed).
+    offset: u64,
+    /// The header row, for CSV.
+    header: Vec<String>,
+    /// Whether the last discovery found it (by any name).
+    seen: bool,
+}
+
+/// Follows `source` until `scope.stop`.
+pub async fn serve(source: FileSource, ingest: Ingest, scope: Scope) {
+    let source = Arc::new(source);
+    let saved: HashMap<String, u64> = match ingest
+        .spool
+        .sources(&format!("file:{}:", source.name))
+        .await
+    {
+        Ok(states) => states
+            .into_iter()
+            .filter_map(|s| Some((s.source, u64::from_be_bytes(s.state.try_into().ok()?))))
+            .collect(),
+        Err(error) => {
+            tracing::error!(message = "Cannot read the saved file offsets; the file source does not start.", source = %source.name, %error);
+            return;
+        }
+    };
+    let mappings = match &source.format {
+        LineFormat::Json(m) | LineFormat::Csv(m) => Mappings::new(vec![(**m).clone()]),
+        LineFormat::Text { .. } => Mappings::default(),
+    };
+    let mut tailer = Tailer {
+        source: source.clone(),
+        ingest,
+        mappings,
+        saved,
+        followed: Vec::new(),
+        first_scan: true,
+    };
+    loop {
+        tailer.poll().await;
+        tokio::select! {
+            _ = scope.stop.cancelled() => break,
+            _ = tokio::time::sleep(source.poll) => {}
+        }
+    }
+}
+
+struct Tailer {
+    source: Arc<FileSource>,
+    ingest: Ingest,
+    mappings: Mappings,
+    /// Offsets saved by earlier runs, by key; taken when their file is found.
+    saved: HashMap<String, u64>,
+    followed: Vec<Followed>,
+    first_scan: bool,
+}
+
+impl Tailer {
+    async fn poll(&mut self) {
+        self.discover();
+        let mut i = 0;
+        while i < self.followed.len() {
+            if self.drain(i).await.is_err() {
+                // The spool refused: try again at the next poll, from the committed offset.
+                return;
+            }
+            let f = &self.followed[i];
+            if !f.seen && tail::len(&f.file) <= f.offset {
+                // Renamed or deleted, and read to its end: let it go, and forget its offset.
+                let key = f.id.key(&self.source.name);
+                tracing::info!(message = "A followed file is gone and was read to its end.", source = %self.source.name, path = %f.path.display());
+                let forget = SourceState {
+                    source: key,
+                    state: Vec::new(),
+                };
+                if self
+                    .commit(Vec::new(), Vec::new(), Vec::new(), forget)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                self.followed.remove(i);
+                continue;
+            }
+            i += 1;
+        }
+        self.first_scan = false;
+    }
+
+    /// Finds the files the path names now, and follows the new ones.
+    fn discover(&mut self) {
+        for f in &mut self.followed {
+            f.seen = false;
+        }
+        for path in tail::discover(&self.source.path) {
+            let Some((file, id, first)) = tail::open(&path, self.source.max_line_bytes) else {
+                continue;
+            };
+            if let Some(f) = self.followed.iter_mut().find(|f| f.id == id) {
+                f.seen = true;
+                f.path = path;
+                if tail::len(&f.file) < f.offset {
+                    tracing::info!(message = "A followed file was truncated; reading it from the start.", source = %self.source.name, path = %f.path.display());
+                    f.offset = 0;
+                }
+                continue;
+            }
+            let key = id.key(&self.source.name);
+            let offset = match self.saved.remove(&key) {
+                Some(offset) if offset <= tail::len(&file) => offset,
+                Some(_) => 0,
+                None if self.first_scan && self.source.start_at_end => tail::len(&file),
+                None => 0,
+            };
+            let header = match &self.source.format {
+                LineFormat::Csv(_) => csv_fields(&first).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            tracing::info!(message = "Following a file.", source = %self.source.name, path = %path.display(), offset);
+            self.followed.push(Followed {
+                id,
+                path,
+                file,
+                offset,
+                header,
+                seen: true,
+            });
+        }
+    }
+
+    /// Reads and commits what the file at `i` has, batch by batch.
+    async fn drain(&mut self, i: usize) -> Result<(), ()> {
+        loop {
+            let f = &mut self.followed[i];
+            let chunk = match tail::read_lines(
+                &mut f.file,
+                f.offset,
+                self.source.max_line_bytes,
+                MAX_LINES,
+                MAX_BYTES,
+            ) {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(message = "Reading a followed file failed.", source = %self.source.name, path = %f.path.display(), %error);
+                    return Ok(());
+                }
+            };
+            if chunk.next == f.offset {
+                return Ok(());
+            }
+            let (events, ready, dead) = self.lines(i, &chunk);
+            let f = &self.followed[i];
+            let state = SourceState {
+                source: f.id.key(&self.source.name),
+                state: chunk.next.to_be_bytes().to_vec(),
+            };
+            self.commit(events, ready, dead, state).await?;
+            self.followed[i].offset = chunk.next;
+        }
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<Inbound>,
+        ready: Vec<Record>,
+        dead: Vec<DeadLetter>,
+        state: SourceState,
+    ) -> Result<(), ()> {
+        self.ingest
+            .submit_from("file", events, ready, dead, Some(state))
+            .await
+            .map(drop)
+            .map_err(|error| {
+                if let Some(suppressed) = crate::ratelog::allow("file_source_refused") {
+                    tracing::warn!(message = "File lines not stored; reading them again later.", source = %self.source.name, %error, suppressed);
+                }
+            })
+    }
+
+    /// The events, ready-made records and dead letters of a chunk's lines.
+    fn lines(&self, i: usize, chunk: &tail::Chunk) -> (Vec<Inbound>, Vec<Record>, Vec<DeadLetter>) {
+        let f = &self.followed[i];
+        let file_name = f
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file")
+            .to_owned();
+        let now = crate::record::now_ms();
+        let (mut events, mut ready, mut dead) = (Vec::new(), Vec::new(), Vec::new());
+        let letter = |at: u64, reason: String, bytes: &[u8], device: Option<String>| {
+            DeadLetter::new(
+                "file",
+                format!("{}:{at}", f.path.display()),
+                device,
+                reason,
+                &bytes[..bytes.len().min(crate::route::DEAD_LETTER_BYTES)],
+            )
+        };
+        for (at, head, len) in &chunk.too_long {
+            let reason = format!(
+                "line of {len} bytes, over files.max_line_bytes ({})",
+                self.source.max_line_bytes
+            );
+            dead.push(letter(*at, reason, head, None));
+        }
+        for (at, line) in &chunk.lines {
+            let value = match &self.source.format {
+                LineFormat::Text { topic, key } => {
+                    let id = format!("{}:{:016x}:{at}", self.source.name, f.id.fingerprint);
+                    let key = key.as_deref().unwrap_or(&file_name);
+                    ready.push(text_record(topic, key, line, (&f.path, *at, id), now));
+                    continue;
+                }
+                LineFormat::Csv(_) if *at == 0 => continue,
+                LineFormat::Csv(_) => match csv_fields(line) {
+                    Some(fields) => Ok(csv_object(&f.header, fields)),
+                    None => Err("not a CSV row".to_owned()),
+                },
+                LineFormat::Json(_) => {
+                    serde_json::from_slice::<Value>(line).map_err(|e| format!("not JSON: {e}"))
+                }
+            };
+            let decoded = value
+                .map_err(|reason| (None, reason))
+                .and_then(|v| self.mappings.decode_value(&file_name, &v, None, now));
+            match decoded {
+                Ok(list) => events.extend(list.into_iter().map(|(event, session)| Inbound {
+                    event,
+                    session,
+                    mqtt_topic: None,
+                })),
+                Err((device, reason)) => dead.push(letter(*at, reason, line, device)),
+            }
+        }
+        (events, ready, dead)
+    }
+}
+
+/// A text line as a record for `topic`: the line as its value; where it came from, and an
+/// `event-id` (`{source}:{file fingerprint}:{offset}`) that names the line, in headers.
+fn text_record(
+    topic: &str,
+    key: &str,
+    line: &[u8],
+    (path, at, id): (&std::path::Path, u64, String),
+    now: i64,
+) -> Record {
+    Record {
+        topic: topic.to_owned(),
+        key: key.as_bytes().to_vec(),
+        value: line.to_vec(),
+        timestamp_ms: now,
+        headers: vec![
+            (
+                "content-type".to_owned(),
+                "text/plain; charset=utf-8".to_owned(),
+            ),
+            ("file".to_owned(), path.display().to_string()),
+            ("offset".to_owned(), at.to_string()),
+            ("event-id".to_owned(), id),
+        ],
+        origin: None,
+        event: None,
+    }
+}
+
+/// The fields of one CSV line, or `None` if it does not parse.
+fn csv_fields(line: &[u8]) -> Option<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line);
+    let record = reader.records().next()?.ok()?;
+    Some(record.iter().map(|f| f.trim().to_owned()).collect())
+}
+
+/// A CSV row as a JSON object by header: numbers where a field is one, strings otherwise.
+fn csv_object(header: &[String], fields: Vec<String>) -> Value {
+    let map = header
+        .iter()
+        .zip(fields)
+        .map(|(name, field)| {
+            let value = match field.parse::<f64>() {
+                Ok(n) if n.is_finite() => {
+                    serde_json::Number::from_f64(n).map_or(Value::String(field), Value::Number)
+                }
+                _ => Value::String(field),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests;
