@@ -114,6 +114,9 @@ pub struct RawConfig {
     /// `[[files]]`: files followed line by line.
     #[serde(default)]
     pub files: Vec<connectors::RawFiles>,
+    /// `[[bridges]]`: upstream MQTT brokers Tributary subscribes to.
+    #[serde(default)]
+    pub bridges: Vec<connectors::RawBridge>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +244,8 @@ pub struct Config {
     pub teltonika: Option<crate::ingest::teltonika::TeltonikaConfig>,
     /// The file-tail sources.
     pub files: Vec<crate::ingest::files::FileSource>,
+    /// The upstream brokers bridged in.
+    pub bridges: Vec<crate::ingest::bridge::BridgeConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -470,6 +475,7 @@ impl Config {
 
         let teltonika = connectors::teltonika(raw.teltonika)?;
         let files = connectors::files(raw.files)?;
+        let bridges = connectors::bridges(raw.bridges)?;
         let mappings = crate::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
             key: e.key,
             problem: e.problem,
@@ -685,6 +691,7 @@ impl Config {
             mappings,
             teltonika,
             files,
+            bridges,
         })
     }
 }

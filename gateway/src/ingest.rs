@@ -13,6 +13,7 @@
 //! Every listener authenticates its devices and checks their publishes through the shared
 //! [`Authority`] before anything reaches [`Ingest::submit`].
 
+pub mod bridge;
 pub mod conn;
 pub mod files;
 pub mod listen;
@@ -86,20 +87,21 @@ impl Ingest {
         events: Vec<Inbound>,
         dead_letters: Vec<DeadLetter>,
     ) -> Result<Vec<Appended>, SpoolError> {
-        self.submit_from(transport, events, Vec::new(), dead_letters, None)
+        self.submit_from(transport, events, Vec::new(), dead_letters, Vec::new())
             .await
     }
 
     /// [`Ingest::submit`] for a source that tracks how far it has read (a tailed file):
     /// `records` are ready-made (a text line for its topic) and stored after the events, and
-    /// `source`, where given, commits in the same transaction. Outcomes are the events' only.
+    /// `sources` (how far each source has read) commit in the same transaction. Outcomes are
+    /// the events' only.
     pub async fn submit_from(
         &self,
         transport: &'static str,
         events: Vec<Inbound>,
         ready: Vec<Record>,
         mut dead_letters: Vec<DeadLetter>,
-        source: Option<SourceState>,
+        sources: Vec<SourceState>,
     ) -> Result<Vec<Appended>, SpoolError> {
         let arrived = (events.len() + ready.len() + dead_letters.len()) as u64;
         self.stats.activity.events(
@@ -154,9 +156,10 @@ impl Ingest {
         }
         records.extend(dead_letters.iter().map(|d| self.router.dead_letter(d)));
         let topics: Vec<String> = records.iter().map(|r| r.topic.clone()).collect();
-        let appended = match source {
-            Some(source) => self.spool.append_from(records, source).await,
-            None => self.spool.append(records).await,
+        let appended = if sources.is_empty() {
+            self.spool.append(records).await
+        } else {
+            self.spool.append_from(records, sources).await
         };
         match appended {
             Ok(mut outcomes) => {

@@ -201,6 +201,20 @@ pub async fn run_with(
         ));
     }
 
+    for bridge in &config.bridges {
+        match ingest::bridge::options(bridge) {
+            Ok(options) => {
+                tracing::info!(message = "Bridging an upstream MQTT broker.", bridge = %bridge.name, host = %bridge.host, port = bridge.port, client_id = %bridge.client_id);
+                scope.tasks.spawn(ingest::bridge::serve(
+                    bridge.clone(),
+                    options,
+                    ingest.clone(),
+                    scope.clone(),
+                ));
+            }
+            Err(error) => tracing::error!(message = "Bridge not started.", %error),
+        }
+    }
     for source in &config.files {
         tracing::info!(message = "Following files.", source = %source.name, path = %source.path.display());
         scope.tasks.spawn(ingest::files::serve(

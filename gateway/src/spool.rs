@@ -223,24 +223,24 @@ impl Spool {
             .worker
             .request(|reply| writer::Command::Append {
                 records,
-                source: None,
+                sources: Vec::new(),
                 reply,
             })
             .await
     }
 
-    /// Stores records durably together with how far their source has been read: both commit,
-    /// or neither. `Err` leaves the saved state as it was.
+    /// Stores records durably together with how far their sources have been read: all commit,
+    /// or nothing does. `Err` leaves the saved states as they were.
     pub async fn append_from(
         &self,
         records: Vec<Record>,
-        source: SourceState,
+        sources: Vec<SourceState>,
     ) -> Result<Vec<Appended>, SpoolError> {
         self.inner
             .worker
             .request(|reply| writer::Command::Append {
                 records,
-                source: Some(source),
+                sources,
                 reply,
             })
             .await

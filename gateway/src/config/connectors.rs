@@ -1,4 +1,4 @@
-//! The connector sections: `[teltonika]` and `[[files]]`.
+//! The connector sections: `[teltonika]`, `[[files]]` and `[[bridges]]`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{invalid, non_zero, socket_addr, ConfigError, MAX_DURATION_MS};
+use crate::ingest::bridge::BridgeConfig;
 use crate::ingest::files::{FileSource, LineFormat};
 use crate::ingest::teltonika::TeltonikaConfig;
 use crate::mapping::RawMapping;
@@ -77,6 +78,7 @@ pub struct RawFiles {
     pub start_at: Option<String>,
     pub max_line_bytes: Option<usize>,
     pub poll_ms: Option<u64>,
+    pub rotate_wait_ms: Option<u64>,
 }
 
 /// `[[files]]`: the file-tail sources.
@@ -167,6 +169,15 @@ pub fn files(raw: Vec<RawFiles>) -> Result<Vec<FileSource>, ConfigError> {
             ms @ 10..=3_600_000 => Duration::from_millis(ms),
             _ => return Err(bad("poll_ms", "must be from 10 to 3600000".into())),
         };
+        let rotate_wait = match f.rotate_wait_ms.unwrap_or(5000) {
+            ms @ 0..=86_400_000 => Duration::from_millis(ms),
+            _ => {
+                return Err(bad(
+                    "rotate_wait_ms",
+                    "must be at most 86400000 (a day)".into(),
+                ))
+            }
+        };
         out.push(FileSource {
             name,
             path,
@@ -174,7 +185,117 @@ pub fn files(raw: Vec<RawFiles>) -> Result<Vec<FileSource>, ConfigError> {
             start_at_end,
             max_line_bytes,
             poll,
+            rotate_wait,
         });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBridge {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub topics: Option<Vec<RawSubscription>>,
+    pub keep_alive_s: Option<u64>,
+    pub max_payload_bytes: Option<usize>,
+}
+
+/// A topic filter, alone (QoS 1) or with its QoS.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSubscription {
+    Filter(String),
+    WithQos { filter: String, qos: u8 },
+}
+
+/// `[[bridges]]`: upstream MQTT brokers to subscribe to.
+pub fn bridges(raw: Vec<RawBridge>) -> Result<Vec<BridgeConfig>, ConfigError> {
+    let mut out: Vec<BridgeConfig> = Vec::new();
+    for (i, b) in raw.into_iter().enumerate() {
+        let bad = |key: &str, problem: String| ConfigError::Rule {
+            key: format!("bridges[{i}].{key}"),
+            problem,
+        };
+        let name = b
+            .name
+            .ok_or_else(|| bad("name", "a bridge needs a name".into()))?;
+        if tributary_protocol::validate_device_id(&name).is_err() {
+            return Err(bad(
+                "name",
+                format!("{name:?} is not 1 to 64 of A-Z a-z 0-9 _ . -"),
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(bad("name", format!("{name:?} names two bridges")));
+        }
+        let host = b
+            .host
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("host", "a bridge needs the upstream broker's host".into()))?;
+        let topics = b.topics.unwrap_or_default();
+        if topics.is_empty() {
+            return Err(bad(
+                "topics",
+                "a bridge needs at least one topic filter".into(),
+            ));
+        }
+        let topics = topics
+            .into_iter()
+            .map(|t| {
+                let (filter, qos) = match t {
+                    RawSubscription::Filter(f) => (f, 1),
+                    RawSubscription::WithQos { filter, qos } => (filter, qos),
+                };
+                if !crate::route::valid_filter(&filter) {
+                    return Err(bad(
+                        "topics",
+                        format!("{filter:?} is not an MQTT filter (+ for one level, # last)"),
+                    ));
+                }
+                if qos > 2 {
+                    return Err(bad(
+                        "topics",
+                        format!("{filter:?}: QoS {qos} is not 0, 1 or 2"),
+                    ));
+                }
+                Ok((filter, qos))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if b.password.is_some() && b.username.is_none() {
+            return Err(bad("password", "a password needs a username".into()));
+        }
+        let client_id = b.client_id.unwrap_or_else(|| format!("tributary-{name}"));
+        if client_id.is_empty() || client_id.len() > 65535 {
+            return Err(bad("client_id", "must be 1 to 65535 bytes".into()));
+        }
+        let keep_alive = match b.keep_alive_s.unwrap_or(30) {
+            s @ 5..=65535 => Duration::from_secs(s),
+            _ => return Err(bad("keep_alive_s", "must be from 5 to 65535".into())),
+        };
+        let port = b
+            .port
+            .unwrap_or(if b.ca_file.is_some() { 8883 } else { 1883 });
+        let config = BridgeConfig {
+            name,
+            host,
+            port,
+            client_id,
+            username: b.username,
+            password: b.password,
+            ca_file: b.ca_file,
+            topics,
+            keep_alive,
+            max_payload_bytes: b.max_payload_bytes.unwrap_or(256 * 1024).max(1),
+        };
+        // A CA file that does not load is a config error, found now rather than at connect.
+        crate::ingest::bridge::options(&config).map_err(|e| bad("ca_file", e.to_string()))?;
+        out.push(config);
     }
     Ok(out)
 }

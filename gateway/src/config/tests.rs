@@ -248,9 +248,37 @@ fn bad_file_sources_name_the_key() {
         ),
         ("[[files]]\nname = \"a\"\npath = \"/x/a\"\ntopic = \"t\"\n[[files]]\nname = \"a\"\npath = \"/x/b\"\ntopic = \"t\"\n", "files[1].name"),
         ("[teltonika]\nlisten = \"0.0.0.0:5027\"\nnames = { \"123\" = \"t-1\" }\n", "teltonika.names"),
+        ("[[bridges]]\nhost = \"h\"\ntopics = [\"a/#\"]\n", "bridges[0].name"),
+        ("[[bridges]]\nname = \"b\"\ntopics = [\"a/#\"]\n", "bridges[0].host"),
+        ("[[bridges]]\nname = \"b\"\nhost = \"h\"\n", "bridges[0].topics"),
+        ("[[bridges]]\nname = \"b\"\nhost = \"h\"\ntopics = [\"a/#/b\"]\n", "bridges[0].topics"),
+        ("[[bridges]]\nname = \"b\"\nhost = \"h\"\ntopics = [{ filter = \"a\", qos = 3 }]\n", "bridges[0].topics"),
+        ("[[bridges]]\nname = \"b\"\nhost = \"h\"\ntopics = [\"a\"]\npassword = \"p\"\n", "bridges[0].password"),
+        ("[[bridges]]\nname = \"b\"\nhost = \"h\"\ntopics = [\"a\"]\nca_file = \"/nonexistent.pem\"\n", "bridges[0].ca_file"),
     ];
     for (text, key) in cases {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains(key), "{text}: {err}");
     }
+}
+
+#[test]
+fn the_bridge_example_in_the_shipped_config_is_valid() {
+    let config = parse(&shipped_examples(
+        "# [[bridges]]",
+        Some("# File-tail sources:"),
+    ))
+    .unwrap();
+    let b = &config.bridges[0];
+    assert_eq!(
+        (b.name.as_str(), b.port, b.client_id.as_str()),
+        ("site", 1883, "tributary-depot-7")
+    );
+    assert_eq!(
+        b.topics,
+        [
+            ("tele/+/SENSOR".to_owned(), 1),
+            ("zigbee2mqtt/+".to_owned(), 1)
+        ]
+    );
 }

@@ -12,8 +12,8 @@
 //!   crash reading resumes exactly after the last committed line. (Fluent Bit advances its
 //!   offset before delivery and loses lines; here a line is in the spool before its offset.)
 //! - **Rotation.** A file is known by device, inode and its first line's fingerprint
-//!   ([`tail`]). Renamed away (logrotate's default), it is read to its end through the open
-//!   handle, then let go; truncated in place (copytruncate), it is read again from the start;
+//!   ([`tail`]). Renamed away (logrotate's default), it is still read through the open handle
+//!   for `rotate_wait` (a writer appends to it until it reopens its log), then let go; truncated in place (copytruncate), it is read again from the start;
 //!   a new file at the path is a new file.
 //! - A partial last line waits for its newline. A line over `max_line_bytes` is a dead letter
 //!   (its first 1 KiB kept) and reading goes on after it; so is a line the mapping refuses.
@@ -64,6 +64,9 @@ pub struct FileSource {
     pub start_at_end: bool,
     pub max_line_bytes: usize,
     pub poll: Duration,
+    /// How long a file the path no longer names is still followed (a writer may append to a
+    /// rotated file until it reopens its log): Fluent Bit's `Rotate_Wait`.
+    pub rotate_wait: Duration,
 }
 
 /// A file being followed.
@@ -77,6 +80,8 @@ struct Followed {
     header: Vec<String>,
     /// Whether the last discovery found it (by any name).
     seen: bool,
+    /// Since when discovery has not found it.
+    gone_since: Option<std::time::Instant>,
 }
 
 /// Follows `source` until `scope.stop`.
@@ -136,9 +141,22 @@ impl Tailer {
                 // The spool refused: try again at the next poll, from the committed offset.
                 return;
             }
+            let f = &mut self.followed[i];
+            let gone_for = match (f.seen, f.gone_since) {
+                (true, _) => None,
+                (false, None) => Some(*f.gone_since.insert(std::time::Instant::now())),
+                (false, Some(t)) => Some(t),
+            }
+            .map(|t| t.elapsed());
+            if f.seen {
+                f.gone_since = None;
+            }
             let f = &self.followed[i];
-            if !f.seen && tail::len(&f.file) <= f.offset {
-                // Renamed or deleted, and read to its end: let it go, and forget its offset.
+            if gone_for.is_some_and(|d| d >= self.source.rotate_wait)
+                && tail::len(&f.file) <= f.offset
+            {
+                // Renamed or deleted, read to its end and quiet for rotate_wait: let it go, and
+                // forget its offset.
                 let key = f.id.key(&self.source.name);
                 tracing::info!(message = "A followed file is gone and was read to its end.", source = %self.source.name, path = %f.path.display());
                 let forget = SourceState {
@@ -197,6 +215,7 @@ impl Tailer {
                 offset,
                 header,
                 seen: true,
+                gone_since: None,
             });
         }
     }
@@ -240,7 +259,7 @@ impl Tailer {
         state: SourceState,
     ) -> Result<(), ()> {
         self.ingest
-            .submit_from("file", events, ready, dead, Some(state))
+            .submit_from("file", events, ready, dead, vec![state])
             .await
             .map(drop)
             .map_err(|error| {

@@ -314,7 +314,7 @@ fn every_preset_parses_and_keys_override_it() {
 
 #[test]
 fn the_examples_in_config_gateway_toml_are_valid_mappings() {
-    let block = crate::config::shipped_examples("# [[mappings]]", Some("# File-tail sources:"));
+    let block = crate::config::shipped_examples("# [[mappings]]", Some("# MQTT bridges:"));
     #[derive(Deserialize)]
     struct F {
         mappings: Vec<RawMapping>,

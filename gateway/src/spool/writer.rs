@@ -24,8 +24,8 @@ use crate::stats::Stats;
 pub(super) enum Command {
     Append {
         records: Vec<Record>,
-        /// How far the source of `records` has been read, committed with them.
-        source: Option<SourceState>,
+        /// How far the sources of `records` have been read, committed with them.
+        sources: Vec<SourceState>,
         reply: Reply<Vec<Appended>>,
     },
     Ack {
@@ -141,11 +141,11 @@ impl Group {
         match command {
             Command::Append {
                 records,
-                source,
+                sources,
                 reply,
             } => {
                 self.events += records.len();
-                self.sources.extend(source);
+                self.sources.extend(sources);
                 self.appends.push((records, reply));
             }
             Command::Ack { ids, reply } => {

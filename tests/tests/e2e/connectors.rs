@@ -317,3 +317,149 @@ async fn lines_appended_to_a_file_arrive_once_through_a_crash_and_a_rotation() {
     );
     drop(gateway);
 }
+
+/// Debian's `mosquitto` on a free loopback port, as a site's existing broker; killed on drop.
+struct SiteBroker {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl SiteBroker {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = tributary_tests::free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 0\nmax_inflight_messages 20\n"
+            ),
+        )
+        .expect("mosquitto.conf");
+        let child = std::process::Command::new(env("TRIBUTARY_TEST_MOSQUITTO"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian's package) is installed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SiteBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the gateway's log says `what`.
+fn wait_for_log(gateway: &Gateway, what: &str, after: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gateway.log().matches(what).count() <= after {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} in the log:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Messages on an existing broker, bridged through a SIGKILL of the gateway: every message the
+/// broker delivered arrives, and none is stored twice (a repeat in Kafka is a delivery repeat,
+/// with one event-id), although Tasmota's payloads carry no seq to de-duplicate by.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bridged_broker_s_messages_arrive_once_through_a_gateway_crash() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("bridge");
+    create_topics(&brokers, &topics.all(), 1).await;
+    let site = SiteBroker::start();
+    let mut gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        &format!(
+            "[[mappings]]\npreset = \"tasmota\"\n\
+             [[bridges]]\nname = \"site\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             client_id = \"depot-7\"\ntopics = [\"tele/+/SENSOR\"]\n",
+            site.port
+        ),
+    );
+    wait_for_log(&gateway, "Bridge connected", 0);
+    std::thread::sleep(Duration::from_millis(500));
+    const N: usize = 2000;
+    let lines: String = (0..N)
+        .map(|n| format!("{{\"SI7021\":{{\"Temperature\":{n}}}}}\n"))
+        .collect();
+    let port = site.port;
+    let publisher = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(["-t", "tele/plug-1/SENSOR", "-l"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for chunk in lines.as_bytes().chunks(4096) {
+            stdin.write_all(chunk).expect("publish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(stdin);
+        child.wait().expect("mosquitto_pub exits").success()
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    gateway.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    gateway.restart();
+    assert!(publisher.join().expect("publisher"), "mosquitto_pub failed");
+
+    let got = consume(&brokers, &topics.readings, N, IDLE);
+    let mut ids_by_value: std::collections::BTreeMap<i64, BTreeSet<&str>> = Default::default();
+    for m in &got {
+        let value = m.value["values"][0]["value"]
+            .as_f64()
+            .expect("a temperature") as i64;
+        ids_by_value
+            .entry(value)
+            .or_default()
+            .insert(m.headers["event-id"].as_str());
+    }
+    let missing: Vec<usize> = (0..N)
+        .filter(|n| !ids_by_value.contains_key(&(*n as i64)))
+        .collect();
+    assert!(missing.is_empty(), "{} lost: {missing:?}", missing.len());
+    let twice: Vec<_> = ids_by_value
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} stored twice, the first: {:?}",
+        twice.len(),
+        &twice[..twice.len().min(3)]
+    );
+    // The site broker goes away: the outage is in the log, once.
+    let before = gateway
+        .log()
+        .matches("Bridge lost its upstream broker")
+        .count();
+    drop(site);
+    wait_for_log(&gateway, "Bridge lost its upstream broker", before);
+    drop(gateway);
+}

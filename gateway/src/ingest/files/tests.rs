@@ -15,6 +15,7 @@ fn source(dir: &Path, format: LineFormat) -> FileSource {
         start_at_end: false,
         max_line_bytes: 64,
         poll: Duration::from_millis(10),
+        rotate_wait: Duration::ZERO,
     }
 }
 

@@ -1,0 +1,318 @@
+//! The MQTT bridge: Tributary as a subscriber of brokers a site already runs.
+//!
+//! Each `[[bridges]]` entry connects to one upstream broker with a persistent session (clean
+//! session off, a fixed client id), subscribes to its topic filters, and decodes what arrives
+//! the way the MQTT listener does: `devices/...` as Tributary's own format, other topics through
+//! the mappings ([`crate::mapping`]). The upstream is trusted as the operator configured it: no
+//! per-device identity applies to what it delivers.
+//!
+//! # Invariants
+//! - **Acknowledged upstream only once committed.** Acknowledgements are manual: a QoS 1
+//!   PUBACK (QoS 2 PUBREC) goes to the upstream broker only after the spool committed the
+//!   message, so a gateway crash before the commit makes the broker deliver it again. A spool
+//!   that refuses keeps the messages unacknowledged and the commit is retried.
+//! - **Not stored twice.** A crash between the commit and the PUBACK makes the broker deliver
+//!   the message again, with DUP set and its packet id. With each QoS 1 and 2 message the spool
+//!   commits `bridge:{name}:{packet id}` = a hash of topic and payload; a DUP delivery whose
+//!   packet id holds its own hash is acknowledged and not stored again.
+//! - Connection loss is logged once per outage, with how long it lasted when it ends; the
+//!   client reconnects with backoff (1 s doubling to 60 s), and the broker then delivers what
+//!   queued for the session meanwhile. `tributary_connections{transport="bridge"}` counts the
+//!   connected bridges, and the received and acknowledged counters their messages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+
+use super::{Inbound, Ingest};
+use crate::route::DeadLetter;
+use crate::shutdown::Scope;
+use crate::spool::SourceState;
+
+/// Messages committed together, at most.
+const MAX_BATCH: usize = 500;
+
+/// One `[[bridges]]` entry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Connect with TLS, trusting these CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Topic filters with the QoS to subscribe at.
+    pub topics: Vec<(String, u8)>,
+    pub keep_alive: Duration,
+    pub max_payload_bytes: usize,
+}
+
+/// Why a bridge cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("bridge {name}: CA file {path}: {problem}")]
+    Ca {
+        name: String,
+        path: PathBuf,
+        problem: String,
+    },
+}
+
+/// The MQTT client options of `config`.
+pub fn options(config: &BridgeConfig) -> Result<MqttOptions, BridgeError> {
+    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(config.keep_alive)
+        .set_max_packet_size(config.max_payload_bytes + 64 * 1024, 64 * 1024);
+    if let Some(user) = &config.username {
+        options.set_credentials(user, config.password.clone().unwrap_or_default());
+    }
+    if let Some(path) = &config.ca_file {
+        let bad = |problem: String| BridgeError::Ca {
+            name: config.name.clone(),
+            path: path.clone(),
+            problem,
+        };
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?
+        {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        options.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
+        ));
+    }
+    Ok(options)
+}
+
+/// Runs the bridge until `scope.stop`.
+pub async fn serve(config: BridgeConfig, options: MqttOptions, ingest: Ingest, scope: Scope) {
+    let (client, eventloop) = AsyncClient::new(options, 2 * MAX_BATCH);
+    let mut bridge = Bridge {
+        config,
+        ingest,
+        client,
+        eventloop,
+        down_since: None,
+        backoff: Duration::from_secs(1),
+        connection: None,
+    };
+    tokio::select! {
+        _ = scope.stop.cancelled() => {}
+        _ = bridge.run() => {}
+    }
+    let _ = bridge.client.try_disconnect();
+}
+
+struct Bridge {
+    config: BridgeConfig,
+    ingest: Ingest,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    down_since: Option<Instant>,
+    backoff: Duration,
+    /// Counts the upstream connection in `tributary_connections{transport="bridge"}`.
+    connection: Option<crate::stats::ConnectionGuard>,
+}
+
+impl Bridge {
+    async fn run(&mut self) {
+        loop {
+            match self.eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(ack.session_present),
+                Ok(Event::Incoming(Packet::Publish(first))) => {
+                    let mut batch = vec![first];
+                    // Whatever else has arrived already joins the same commit.
+                    while batch.len() < MAX_BATCH {
+                        match tokio::time::timeout(Duration::from_millis(1), self.eventloop.poll())
+                            .await
+                        {
+                            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => batch.push(p),
+                            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                                self.connected(ack.session_present)
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(error)) => {
+                                self.lost(&error.to_string());
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(batch).await;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.lost(&error.to_string());
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    fn connected(&mut self, session_present: bool) {
+        let down_for = self.down_since.take().map(|t| t.elapsed());
+        tracing::info!(
+            message = "Bridge connected to its upstream broker.",
+            bridge = %self.config.name,
+            host = %self.config.host,
+            session_present,
+            down_for_ms = down_for.map(|d| d.as_millis() as u64),
+        );
+        self.backoff = Duration::from_secs(1);
+        self.connection = Some(self.ingest.stats.connection("bridge"));
+        let topics = self
+            .config
+            .topics
+            .iter()
+            .map(|(filter, qos)| rumqttc::SubscribeFilter::new(filter.clone(), qos_of(*qos)));
+        if let Err(error) = self.client.try_subscribe_many(topics) {
+            tracing::warn!(message = "Bridge could not subscribe.", bridge = %self.config.name, %error);
+        }
+    }
+
+    fn lost(&mut self, error: &str) {
+        self.connection = None;
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            tracing::warn!(
+                message = "Bridge lost its upstream broker; reconnecting with backoff.",
+                bridge = %self.config.name,
+                host = %self.config.host,
+                port = self.config.port,
+                %error,
+            );
+        }
+    }
+
+    /// Stores a batch, retrying while the spool refuses, then acknowledges it upstream.
+    async fn commit(&mut self, batch: Vec<Publish>) {
+        let (events, dead, sources, duplicates) = decode(&self.config, &self.ingest, &batch).await;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let attempt = self
+                .ingest
+                .submit_from(
+                    "bridge",
+                    events.clone(),
+                    Vec::new(),
+                    dead.clone(),
+                    sources.clone(),
+                )
+                .await;
+            match attempt {
+                Ok(_) => break,
+                Err(error) => {
+                    if let Some(suppressed) = crate::ratelog::allow("bridge_not_stored") {
+                        tracing::warn!(message = "Bridged messages not stored; retrying before acknowledging them upstream.", bridge = %self.config.name, %error, suppressed);
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if duplicates > 0 {
+            tracing::info!(message = "Redelivered messages already stored; acknowledged again.", bridge = %self.config.name, duplicates);
+        }
+        for p in &batch {
+            if let Err(error) = self.client.try_ack(p) {
+                tracing::debug!(message = "Bridge acknowledgement not queued; the broker will redeliver.", bridge = %self.config.name, %error);
+            }
+        }
+    }
+}
+
+/// The batch's events, dead letters and packet-id records, and how many were redeliveries of
+/// messages already stored.
+async fn decode(
+    config: &BridgeConfig,
+    ingest: &Ingest,
+    batch: &[Publish],
+) -> (Vec<Inbound>, Vec<DeadLetter>, Vec<SourceState>, usize) {
+    let (mut events, mut dead, mut sources, mut duplicates) =
+        (Vec::new(), Vec::new(), Vec::new(), 0);
+    for p in batch {
+        let hash = fingerprint(&p.topic, &p.payload);
+        let key = format!("bridge:{}:{}:", config.name, p.pkid);
+        if p.dup && p.qos != QoS::AtMostOnce && stored(ingest, &key, hash).await {
+            duplicates += 1;
+            continue;
+        }
+        if p.qos != QoS::AtMostOnce {
+            sources.push(SourceState {
+                source: key,
+                state: hash.to_be_bytes().to_vec(),
+            });
+        }
+        if p.payload.len() > config.max_payload_bytes {
+            dead.push(DeadLetter::new(
+                "bridge",
+                p.topic.clone(),
+                None,
+                format!(
+                    "payload too large: {} bytes, limit {} (bridges.max_payload_bytes)",
+                    p.payload.len(),
+                    config.max_payload_bytes
+                ),
+                &p.payload[..p.payload.len().min(crate::route::DEAD_LETTER_BYTES)],
+            ));
+            continue;
+        }
+        match super::mqtt::decode_publish(&ingest.mappings, &p.topic, &p.payload, None) {
+            Ok(list) => events.extend(list.into_iter().map(|(event, session)| Inbound {
+                event,
+                session,
+                mqtt_topic: Some(p.topic.clone()),
+            })),
+            Err(letter) => dead.push(*letter),
+        }
+    }
+    (events, dead, sources, duplicates)
+}
+
+/// Whether the spool holds the message with this packet-id key and hash.
+async fn stored(ingest: &Ingest, key: &str, hash: u64) -> bool {
+    match ingest.spool.sources(key).await {
+        Ok(states) => states
+            .iter()
+            .any(|s| s.source == key && s.state == hash.to_be_bytes()),
+        Err(_) => false,
+    }
+}
+
+fn qos_of(qos: u8) -> QoS {
+    match qos {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// FNV-1a over topic and payload.
+fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
+    topic
+        .as_bytes()
+        .iter()
+        .chain([0u8].iter())
+        .chain(payload)
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
