@@ -327,14 +327,23 @@ struct SiteBroker {
 
 impl SiteBroker {
     fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_with(
+            tempfile::tempdir().expect("temp dir"),
+            "allow_anonymous true\n",
+        )
+    }
+
+    /// A broker with `extra` in its config (TLS files, a password file), in `dir`.
+    fn start_with(dir: tempfile::TempDir, extra: &str) -> Self {
         let port = tributary_tests::free_port();
         let conf = dir.path().join("mosquitto.conf");
+        // `user root`: started as root, mosquitto would otherwise drop to its own user, which
+        // cannot read the test's files; as anyone else the line is ignored.
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 20\n"
+                "listener {port} 127.0.0.1\npersistence false\nuser root\n\
+                 max_queued_messages 0\nmax_inflight_messages 20\n{extra}"
             ),
         )
         .expect("mosquitto.conf");
@@ -462,4 +471,81 @@ async fn a_bridged_broker_s_messages_arrive_once_through_a_gateway_crash() {
     drop(site);
     wait_for_log(&gateway, "Bridge lost its upstream broker", before);
     drop(gateway);
+}
+
+/// A site broker that takes only TLS and a username and password: the bridge verifies the
+/// broker's certificate against `ca_file`, logs in, and the messages arrive; with the wrong
+/// password it stays out and says so.
+#[test]
+fn a_bridge_connects_over_tls_with_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut pki = tributary_tests::pki::Pki::new(dir.path());
+    let server = pki.server();
+    let passwords = dir.path().join("passwords");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["tributary", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd (Debian's mosquitto) is installed");
+    assert!(made.success());
+    let extra = format!(
+        "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        passwords.display(),
+        pki.ca_file().display(),
+        server.cert.display(),
+        server.key.display()
+    );
+    let ca = pki.ca_file();
+    let site = SiteBroker::start_with(dir, &extra);
+    let topics = Topics::unique("bridge-tls");
+    let bridge = |password: &str| {
+        format!(
+            "[[mappings]]\npreset = \"tasmota\"\n\
+             [[bridges]]\nname = \"site\"\nhost = \"localhost\"\nport = {}\nca_file = {:?}\n\
+             username = \"tributary\"\npassword = \"{password}\"\ntopics = [\"tele/+/SENSOR\"]\n",
+            site.port,
+            ca.display().to_string()
+        )
+    };
+    let refused = Gateway::start_with(None, &topics, &bridge("wrong"));
+    wait_for_log(&refused, "Bridge lost its upstream broker", 0);
+    assert!(
+        !refused.log().contains("Bridge connected"),
+        "{}",
+        refused.log()
+    );
+    drop(refused);
+
+    let mut gateway = Gateway::start_with(None, &topics, &bridge("s3cret"));
+    wait_for_log(&gateway, "Bridge connected", 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let published = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", &site.port.to_string(), "-q", "1"])
+        .arg("--cafile")
+        .arg(&ca)
+        .args(["-u", "tributary", "-P", "s3cret"])
+        .args([
+            "-t",
+            "tele/plug-9/SENSOR",
+            "-m",
+            r#"{"SI7021":{"Temperature":20.1}}"#,
+        ])
+        .status()
+        .expect("mosquitto_pub");
+    assert!(published.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gateway.sink_lines(&topics.readings).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing arrived:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gateway.stop();
+    let readings = gateway.sink_lines(&topics.readings);
+    assert_eq!(readings.len(), 1, "{readings:?}");
+    assert_eq!(readings[0]["key"], "plug-9");
+    assert_eq!(readings[0]["value"]["values"][0]["value"], 20.1);
 }
