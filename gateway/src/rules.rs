@@ -14,7 +14,7 @@
 //!
 //! Rules run inside the spool writer's transaction, on the events of the group being committed,
 //! in the order they are stored (per device, seq order). The raw rows, the derived rows and each
-//! rule's new state for the device (`rule_state`) commit together or not at all. So after a
+//! rule's new state for the device (`device_rule_state`) commit together or not at all. So after a
 //! crash at any moment a rule has neither lost nor repeated a derived event: an uncommitted
 //! group was never acknowledged, the device sends it again, and the rule runs on it again from
 //! the state it had before. Retransmissions the spool recognises as duplicates are not run. Kafka

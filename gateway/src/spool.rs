@@ -17,7 +17,7 @@
 //! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
 //!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
-//! - `rule_state(rule, device_id, version, state)`: the rules' state per device.
+//! - `device_rule_state(device_id, states)`: the rules' states per device.
 //!
 //! # Invariants
 //! - An [`Appended::Stored`] reply means the row's transaction committed with

@@ -57,7 +57,7 @@ pub enum Mode {
     Mean,
 }
 
-/// A rule's state for one device, kept in the spool (`rule_state`) as postcard bytes.
+/// A rule's state for one device, kept in the spool (`device_rule_state`) as postcard bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// The latest event time processed, for lateness.

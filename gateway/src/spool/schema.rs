@@ -11,6 +11,8 @@
 //!   authorised), moved out of the queue with the reason, for the operator to requeue or drop.
 //! - v5: `rule_state(rule, device_id, version, state)`: each rule's state per device (postcard),
 //!   written in the transaction that stores the events it saw ([`crate::rules`]).
+//! - v7: `device_rule_state(device_id, states)`: every rule's state of a device in one row
+//!   (`rule_state`'s rows are moved into it when the spool opens with rules).
 //! - v6: `source_offsets(source, state)`: how far a source (a tailed file) has been read,
 //!   written in the transaction that stores what was read up to there.
 //!
@@ -21,7 +23,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -103,6 +105,13 @@ CREATE TABLE source_offsets (
 ) WITHOUT ROWID;
 ";
 
+const V6_TO_V7: &str = "
+CREATE TABLE device_rule_state (
+    device_id TEXT PRIMARY KEY,
+    states    BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
 /// The pragmas every connection that writes uses.
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -152,6 +161,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     if found < 6 {
         tx.execute_batch(V5_TO_V6)
             .map_err(SpoolError::sqlite("migrate to schema v6"))?;
+    }
+    if found < 7 {
+        tx.execute_batch(V6_TO_V7)
+            .map_err(SpoolError::sqlite("migrate to schema v7"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;

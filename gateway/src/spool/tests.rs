@@ -573,3 +573,121 @@ fn a_source_offset_commits_with_its_records_or_not_at_all() {
     db.commit_group(&[vec![]], &[], &[forget]).unwrap();
     assert!(db.sources("file:").unwrap().is_empty());
 }
+
+fn rule_set(toml_text: &str) -> crate::rules::RuleSet {
+    crate::config::Config::parse(toml_text, std::path::Path::new("t.toml"))
+        .unwrap()
+        .spool
+        .rules
+}
+
+/// A routed reading with its event attached, as ingest hands it to a spool with rules.
+fn reading(device: &str, seq: u64, value: f64) -> Record {
+    let event = tributary_protocol::Event {
+        device_id: device.into(),
+        seq,
+        time_ms: 1_700_000_000_000 + seq * 1000,
+        body: tributary_protocol::Body::Reading(tributary_protocol::Reading {
+            values: vec![tributary_protocol::SensorValue {
+                name: "t".into(),
+                value,
+                unit: "Cel".into(),
+            }],
+        }),
+    };
+    let routes = crate::config::Config::parse("", std::path::Path::new("t.toml"))
+        .unwrap()
+        .routes;
+    crate::route::Router::new(routes)
+        .unwrap()
+        .keeping_events(true)
+        .event(event, 0, None)
+        .unwrap()
+}
+
+const DEADBAND: &str = "[[rules]]\nname = \"db\"\ntype = \"deadband\"\nfield = \"values.t\"\nabsolute = 1.0\ntopic = \"out\"\n";
+
+#[test]
+fn rule_states_survive_a_reopen_in_one_row_per_device_and_reset_when_the_rule_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let derived = |db: &SpoolDb| {
+        db.fetch(0, 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.record.topic == "out")
+            .count()
+    };
+    let mut db = open(&dir);
+    db.set_rules(rule_set(DEADBAND)).unwrap();
+    db.append(vec![reading("a", 1, 20.0), reading("b", 1, 20.0)])
+        .unwrap();
+    assert_eq!(
+        derived(&db),
+        2,
+        "each device's first value passes the deadband"
+    );
+    drop(db);
+    let rows: i64 = rusqlite::Connection::open(dir.path().join("spool.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM device_rule_state", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2, "one row per device");
+    // Reopened with the same rule: 20.5 is inside the band of the remembered 20.
+    let mut db = open(&dir);
+    db.set_rules(rule_set(DEADBAND)).unwrap();
+    db.append(vec![reading("a", 2, 20.5)]).unwrap();
+    assert_eq!(derived(&db), 2);
+    drop(db);
+    // The rule changed (a narrower band): its state starts afresh, so 20.6 passes.
+    let mut db = open(&dir);
+    db.set_rules(rule_set(&DEADBAND.replace("1.0", "0.2")))
+        .unwrap();
+    db.append(vec![reading("a", 3, 20.6)]).unwrap();
+    assert_eq!(derived(&db), 3);
+}
+
+#[test]
+fn schema_v5_rule_state_rows_move_into_device_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = rule_set(DEADBAND);
+    let version = set.rules()[0].version.clone();
+    let mut db = open(&dir);
+    db.set_rules(set.clone()).unwrap();
+    db.append(vec![reading("a", 1, 20.0)]).unwrap();
+    drop(db);
+    // Write a's state as schema v5 kept it, and take the v7 row away.
+    let conn = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
+    let bytes: Vec<u8> = conn
+        .query_row(
+            "SELECT states FROM device_rule_state WHERE device_id = 'a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let entries: Vec<(String, String, crate::rules::State)> = postcard::from_bytes(&bytes).unwrap();
+    let state = postcard::to_allocvec(&entries[0].2).unwrap();
+    conn.execute(
+        "INSERT INTO rule_state (rule, device_id, version, state) VALUES ('db', 'a', ?1, ?2)",
+        rusqlite::params![version, state],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM device_rule_state", []).unwrap();
+    drop(conn);
+    let mut db = open(&dir);
+    db.set_rules(set).unwrap();
+    // The moved state still knows 20: 20.5 is inside the band.
+    db.append(vec![reading("a", 2, 20.5)]).unwrap();
+    let out = db
+        .fetch(0, 100)
+        .unwrap()
+        .iter()
+        .filter(|r| r.record.topic == "out")
+        .count();
+    assert_eq!(out, 1);
+    drop(db);
+    let conn = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
+    let old: i64 = conn
+        .query_row("SELECT count(*) FROM rule_state", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(old, 0, "moved, not kept twice");
+}
