@@ -49,6 +49,7 @@ fn records(topic: &str, n: usize) -> Vec<Record> {
                     seq,
                 }),
                 event: None,
+                mqtt_topic: None,
             }
         })
         .collect()

@@ -40,6 +40,7 @@ fn record(device: usize, seq: u64, size: usize) -> Record {
             seq,
         }),
         event: None,
+        mqtt_topic: None,
     }
 }
 

@@ -236,6 +236,7 @@ mod tests {
             headers: Vec::new(),
             origin: None,
             event: None,
+            mqtt_topic: None,
         };
         let event = stamp(&mut record, 1_000, TimePolicy::default(), &Stats::default());
         assert_eq!(event, 9_000_000_000_000);

@@ -38,6 +38,9 @@ pub struct Record {
     /// The decoded device event, for the rules the spool runs as it commits ([`crate::rules`]);
     /// `None` for dead letters, derived events and rows read back from the spool.
     pub event: Option<std::sync::Arc<tributary_protocol::Event>>,
+    /// The MQTT topic the event arrived on, for rules that select by it; like `event`, only
+    /// while rules are configured, and `None` for TCP.
+    pub mqtt_topic: Option<std::sync::Arc<str>>,
 }
 
 impl Record {

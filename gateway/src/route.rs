@@ -249,6 +249,9 @@ impl Router {
             timestamp_ms,
             headers,
             origin: Some(id),
+            mqtt_topic: mqtt_topic
+                .filter(|_| event.is_some())
+                .map(std::sync::Arc::from),
             event,
         })
     }
@@ -273,6 +276,7 @@ impl Router {
             ],
             origin: None,
             event: None,
+            mqtt_topic: None,
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Rule {
     pub device: Option<String>,
     /// The topic the raw event is routed to.
     pub route: Option<String>,
+    /// An MQTT topic filter the event must have arrived on (`None`: any, TCP too).
+    pub mqtt_topic: Option<String>,
     pub logic: Logic,
     pub topic: String,
     pub format: Format,
@@ -70,13 +72,17 @@ pub struct Rule {
 
 impl Rule {
     /// Whether this rule runs on `event`, whose raw record goes to `route`.
-    pub fn selects(&self, event: &Event, route: &str) -> bool {
+    pub fn selects(&self, event: &Event, route: &str, mqtt_topic: Option<&str>) -> bool {
         self.kind.is_none_or(|k| k == event.kind())
             && self
                 .device
                 .as_deref()
                 .is_none_or(|g| route::glob_matches(g, &event.device_id))
             && self.route.as_deref().is_none_or(|r| r == route)
+            && self
+                .mqtt_topic
+                .as_deref()
+                .is_none_or(|f| mqtt_topic.is_some_and(|t| route::filter_matches(f, t)))
     }
 }
 
@@ -91,6 +97,7 @@ pub struct RawRule {
     pub kind: Option<String>,
     pub device: Option<String>,
     pub route: Option<String>,
+    pub mqtt_topic: Option<String>,
     pub topic: Option<String>,
     pub format: Option<String>,
     pub avro_schema_id: Option<u32>,
@@ -167,6 +174,12 @@ pub fn validate(raw: &[RawRule]) -> Result<Vec<Rule>, RuleError> {
         }
         let format = crate::config::value_format(r.format.as_deref(), r.avro_schema_id)
             .map_err(|(f, p)| bad(f, p))?;
+        if let Some(filter) = r.mqtt_topic.as_deref().filter(|f| !route::valid_filter(f)) {
+            return Err(bad(
+                "mqtt_topic",
+                format!("{filter:?} is not an MQTT filter (+ for one level, # last)"),
+            ));
+        }
         let logic = logic(r).map_err(|(f, p)| bad(f, p))?;
         rules.push(Rule {
             version: version(r, &logic),
@@ -174,6 +187,7 @@ pub fn validate(raw: &[RawRule]) -> Result<Vec<Rule>, RuleError> {
             kind,
             device: r.device.clone(),
             route: r.route.clone(),
+            mqtt_topic: r.mqtt_topic.clone(),
             logic,
             topic,
             format,
@@ -470,12 +484,12 @@ impl RuleSet {
         &self,
         source: &EventId,
         event: &Event,
-        route: &str,
+        (route, mqtt_topic): (&str, Option<&str>),
         states: &mut impl States,
     ) -> Output {
         let mut out = Output::default();
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.selects(event, route) {
+            if !rule.selects(event, route, mqtt_topic) {
                 continue;
             }
             out.replace_raw |= rule.replace_raw;
@@ -546,6 +560,7 @@ impl RuleSet {
             headers,
             origin: None,
             event: None,
+            mqtt_topic: None,
         }
     }
 }

@@ -354,6 +354,7 @@ fn text_record(
         ],
         origin: None,
         event: None,
+        mqtt_topic: None,
     }
 }
 

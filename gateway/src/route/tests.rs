@@ -178,3 +178,36 @@ fn postcard_values_are_the_event_as_devices_encode_it() {
     let bytes = enc.encode(&e, Format::Postcard).unwrap();
     assert_eq!(postcard::from_bytes::<Event>(&bytes).unwrap(), e);
 }
+
+#[test]
+fn with_rules_a_record_carries_its_event_and_the_mqtt_topic_it_arrived_on() {
+    let routes = crate::config::Config::parse("", std::path::Path::new("t.toml"))
+        .unwrap()
+        .routes;
+    let event = tributary_protocol::Event {
+        device_id: "env-1".into(),
+        seq: 1,
+        time_ms: 5,
+        body: tributary_protocol::Body::Reading(tributary_protocol::Reading {
+            values: vec![tributary_protocol::SensorValue {
+                name: "t".into(),
+                value: 1.0,
+                unit: "Cel".into(),
+            }],
+        }),
+    };
+    let keeping = Router::new(routes.clone()).unwrap().keeping_events(true);
+    let r = keeping
+        .event(event.clone(), 0, Some("devices/env-1/readings"))
+        .unwrap();
+    assert_eq!(r.mqtt_topic.as_deref(), Some("devices/env-1/readings"));
+    assert!(r.event.is_some());
+    let plain = Router::new(routes).unwrap();
+    let r = plain
+        .event(event, 0, Some("devices/env-1/readings"))
+        .unwrap();
+    assert!(
+        r.mqtt_topic.is_none() && r.event.is_none(),
+        "nothing kept without rules"
+    );
+}

@@ -48,6 +48,14 @@ pub fn run(
         if line.trim().is_empty() {
             continue;
         }
+        // The MQTT topic the event arrived on, where the line names it (rules may select by it).
+        #[derive(serde::Deserialize)]
+        struct Arrived {
+            mqtt_topic: Option<String>,
+        }
+        let mqtt_topic = serde_json::from_str::<Arrived>(&line)
+            .ok()
+            .and_then(|a| a.mqtt_topic);
         let event = match serde_json::from_str::<JsonEvent>(&line) {
             Ok(json) => {
                 let Some(device) = json.device_id.clone() else {
@@ -77,7 +85,7 @@ pub fn run(
             continue;
         }
         summary.events += 1;
-        let record = match router.event(event.clone(), 0, None) {
+        let record = match router.event(event.clone(), 0, mqtt_topic.as_deref()) {
             Ok(r) => r,
             Err(e) => {
                 summary.bad_lines.push((number, e.to_string()));
@@ -89,7 +97,12 @@ pub fn run(
             session: 0,
             seq: event.seq,
         };
-        let output = rules.run(&source, &event, &record.topic, &mut states);
+        let output = rules.run(
+            &source,
+            &event,
+            (&record.topic, mqtt_topic.as_deref()),
+            &mut states,
+        );
         summary.late += output.late.len() as u64;
         for (_, derived) in output.records {
             summary.derived += 1;

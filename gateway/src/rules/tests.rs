@@ -51,8 +51,32 @@ fn a_valid_rule_is_read_with_its_selection_and_a_version() {
         r.version,
         "and the same rule the same"
     );
-    assert!(r.selects(&reading("boiler-1", 1, 0, 90.0), "telemetry.readings"));
-    assert!(!r.selects(&reading("fan-1", 1, 0, 90.0), "telemetry.readings"));
+    assert!(r.selects(&reading("boiler-1", 1, 0, 90.0), "telemetry.readings", None));
+    assert!(!r.selects(&reading("fan-1", 1, 0, 90.0), "telemetry.readings", None));
+}
+
+#[test]
+fn a_rule_may_select_by_the_mqtt_topic_an_event_arrived_on() {
+    let rules = parse(&HOT.replace(
+        "[[rules]]\n",
+        "[[rules]]\nmqtt_topic = \"devices/+/readings\"\n",
+    ))
+    .unwrap();
+    let r = &rules[0];
+    let hot = reading("boiler-1", 1, 0, 90.0);
+    assert!(r.selects(
+        &hot,
+        "telemetry.readings",
+        Some("devices/boiler-1/readings")
+    ));
+    assert!(!r.selects(&hot, "telemetry.readings", Some("tele/boiler-1/SENSOR")));
+    assert!(
+        !r.selects(&hot, "telemetry.readings", None),
+        "TCP events have no MQTT topic"
+    );
+    let err =
+        parse(&HOT.replace("[[rules]]\n", "[[rules]]\nmqtt_topic = \"a/#/b\"\n")).unwrap_err();
+    assert_eq!(err.key, "rules[0].mqtt_topic");
 }
 
 #[test]
@@ -167,7 +191,7 @@ topic = "telemetry.readings.10s"
         let out = set.run(
             &id,
             &reading("s1", seq, time, t),
-            "telemetry.readings",
+            ("telemetry.readings", None),
             &mut states,
         );
         assert!(!out.replace_raw);

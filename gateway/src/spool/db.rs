@@ -755,6 +755,7 @@ pub(super) fn row_to_spooled(
             _ => None,
         },
         event: None,
+        mqtt_topic: None,
     };
     Ok(match serde_json::from_str(&headers) {
         Ok(headers) => Ok(Spooled {

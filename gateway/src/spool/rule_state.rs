@@ -176,7 +176,8 @@ impl RuleStates {
             pending,
             committed: &self.committed,
         };
-        let out = self.set.run(source, event, &record.topic, &mut states);
+        let topics = (record.topic.as_str(), record.mqtt_topic.as_deref());
+        let out = self.set.run(source, event, topics, &mut states);
         let rules = self.set.rules();
         let mut count = |i: usize, emitted: u64, late: u64| {
             if let Some(rule) = rules.get(i) {

@@ -18,6 +18,7 @@ fn record(device: &str, seq: u64) -> Record {
             seq,
         }),
         event: None,
+        mqtt_topic: None,
     }
 }
 
