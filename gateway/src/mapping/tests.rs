@@ -2,6 +2,7 @@
 //! files), and the refusals a user would see.
 
 use super::*;
+use serde::Deserialize;
 
 const NOW: i64 = 1_764_000_000_000;
 
