@@ -13,6 +13,7 @@ pub mod config;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hash;
 pub mod identity;
 pub mod ingest;
 pub mod mapping;

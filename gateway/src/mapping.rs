@@ -10,7 +10,8 @@
 //! `config/presets/`) are mappings written the same way, and any key next to `preset`
 //! overrides the preset's.
 //!
-//! A publish on a topic that no mapping names goes the native way (`devices/{id}/{kind}`).
+//! Topics under `devices/` are always Tributary's own format, whatever a mapping's filter
+//! covers; a publish on another topic that no mapping names is a dead letter.
 //! A publish that mappings name is parsed once, and every mapping whose filter matches and
 //! whose `match` conditions hold makes one event of it (OwnTracks' preset makes a position and a
 //! battery reading of one location). All or nothing: if one of them fails, the publish is a

@@ -421,12 +421,7 @@ fn version(r: &RawRule, logic: &Logic) -> String {
     if let Logic::Geofence(spec) = logic {
         text.push_str(&format!("{:?}", spec.zones));
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", crate::hash::fnv1a(text.as_bytes()))
 }
 
 /// The configured rules and what they need to write their output.

@@ -204,21 +204,18 @@ impl Bridge {
 
     /// Stores a batch, retrying while the spool refuses, then acknowledges it upstream.
     async fn commit(&mut self, batch: Vec<Publish>) {
-        let (events, dead, sources, duplicates) = decode(&self.config, &self.ingest, &batch).await;
         let mut wait = Duration::from_millis(100);
-        loop {
+        let duplicates = loop {
+            // Decoded for each attempt: a refused attempt stored nothing, and the batch stays
+            // the one copy of the messages (no clones on the way that succeeds).
+            let (events, dead, sources, duplicates) =
+                decode(&self.config, &self.ingest, &batch).await;
             let attempt = self
                 .ingest
-                .submit_from(
-                    "bridge",
-                    events.clone(),
-                    Vec::new(),
-                    dead.clone(),
-                    sources.clone(),
-                )
+                .submit_from("bridge", events, Vec::new(), dead, sources)
                 .await;
             match attempt {
-                Ok(_) => break,
+                Ok(_) => break duplicates,
                 Err(error) => {
                     if let Some(suppressed) = crate::ratelog::allow("bridge_not_stored") {
                         tracing::warn!(message = "Bridged messages not stored; retrying before acknowledging them upstream.", bridge = %self.config.name, %error, suppressed);
@@ -227,7 +224,7 @@ impl Bridge {
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
-        }
+        };
         if duplicates > 0 {
             tracing::info!(message = "Redelivered messages already stored; acknowledged again.", bridge = %self.config.name, duplicates);
         }
@@ -307,12 +304,5 @@ fn qos_of(qos: u8) -> QoS {
 
 /// FNV-1a over topic and payload.
 fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
-    topic
-        .as_bytes()
-        .iter()
-        .chain([0u8].iter())
-        .chain(payload)
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        })
+    crate::hash::fnv1a(topic.as_bytes().iter().chain(&[0u8]).chain(payload))
 }

@@ -109,9 +109,9 @@ pub async fn serve(source: FileSource, ingest: Ingest, scope: Scope) {
         source: source.clone(),
         ingest,
         mappings,
+        first_scan: saved.is_empty(),
         saved,
         followed: Vec::new(),
-        first_scan: true,
     };
     loop {
         tailer.poll().await;
@@ -129,6 +129,9 @@ struct Tailer {
     /// Offsets saved by earlier runs, by key; taken when their file is found.
     saved: HashMap<String, u64>,
     followed: Vec<Followed>,
+    /// The first scan of a source that has saved no offset yet (its very first start): only then
+    /// does `start_at_end` skip what files hold. At a later start, a file the gateway has not
+    /// seen (created while it was down) is read from its start.
     first_scan: bool,
 }
 

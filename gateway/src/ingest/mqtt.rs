@@ -119,15 +119,16 @@ pub async fn serve(
 }
 
 /// Decodes one publish into events with their boot session (0: none), or a dead letter
-/// saying why not: through a mapping where one names the topic, else as Tributary's own
-/// format. `connection` is the authenticated device id of the publishing connection.
+/// saying why not: `devices/...` always as Tributary's own format (a broad mapping filter such
+/// as `+/+/+` never takes it over), other topics through a mapping that names them.
+/// `connection` is the authenticated device id of the publishing connection.
 pub(crate) fn decode_publish(
     mappings: &Mappings,
     topic: &str,
     payload: &[u8],
     connection: Option<&str>,
 ) -> Result<Vec<(Event, u64)>, Box<DeadLetter>> {
-    let decoded = if mappings.covers(topic) {
+    let decoded = if !topic.starts_with("devices/") && mappings.covers(topic) {
         mappings.decode(topic, payload, connection, crate::record::now_ms())
     } else {
         decode(topic, payload)
@@ -243,6 +244,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(events[0].1, 77);
+    }
+
+    #[test]
+    fn devices_topics_stay_native_whatever_a_mapping_filter_covers() {
+        let raw: crate::mapping::RawMapping = toml::from_str(
+            "topic = \"+/+/+\"\ndevice_id = \"{topic.1}\"\nkind = \"reading\"\nnumeric = true\n",
+        )
+        .unwrap();
+        let mappings = Mappings::new(crate::mapping::validate(&[raw]).unwrap());
+        let payload = br#"{"seq":4,"time_ms":5,"values":[{"name":"t","value":1.5,"unit":"Cel"}]}"#;
+        let events = decode_publish(&mappings, "devices/env-1/readings", payload, None).unwrap();
+        assert_eq!(events[0].0.seq, 4, "the device's own seq: decoded natively");
+        assert!(mappings.covers("plant/env-1/temp"));
     }
 
     #[test]

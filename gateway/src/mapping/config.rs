@@ -119,46 +119,33 @@ pub struct MappingError {
 pub fn validate(raw: &[RawMapping]) -> Result<Vec<Mapping>, MappingError> {
     let mut out = Vec::new();
     for (i, entry) in raw.iter().enumerate() {
-        let key = |k: &str| format!("mappings[{i}].{k}");
-        let bases = match &entry.preset {
-            None => vec![RawMapping::default()],
-            Some(name) => super::presets::load(name).map_err(|problem| MappingError {
-                key: key("preset"),
-                problem,
-            })?,
-        };
-        for base in bases {
-            let m = entry.clone().over(base);
-            out.push(mapping(m, i).map_err(|(k, problem)| MappingError {
-                key: key(k),
-                problem,
-            })?);
+        let key = format!("mappings[{i}]");
+        for m in expand(entry, &key)? {
+            out.push(mapping(m, &key)?);
         }
     }
     Ok(out)
 }
 
 /// A mapping written inline in another section (a tailed file's `mapping`), where `topic` is
-/// not needed: `{topic.N}` then means level N of what the caller passes as the topic.
+/// not needed: `{topic.N}` then means level N of what the caller passes as the topic. Of a
+/// preset with several mappings, the first is taken.
 pub fn validate_inline(raw: &RawMapping, key: &str) -> Result<Mapping, MappingError> {
-    let mut m = raw.clone();
-    if let Some(name) = &m.preset {
-        let base = super::presets::load(name)
-            .map_err(|problem| MappingError {
-                key: format!("{key}.preset"),
-                problem,
-            })?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        m = m.over(base);
-    }
+    let mut m = expand(raw, key)?.into_iter().next().unwrap_or_default();
     m.topic.get_or_insert_with(|| "#".to_owned());
-    m.name.get_or_insert_with(|| key.to_owned());
-    mapping(m, 0).map_err(|(k, problem)| MappingError {
-        key: format!("{key}.{k}"),
-        problem,
-    })
+    mapping(m, key)
+}
+
+/// `entry` over each mapping of its preset, or alone without one.
+fn expand(entry: &RawMapping, key: &str) -> Result<Vec<RawMapping>, MappingError> {
+    let bases = match &entry.preset {
+        None => vec![RawMapping::default()],
+        Some(name) => super::presets::load(name).map_err(|problem| MappingError {
+            key: format!("{key}.preset"),
+            problem,
+        })?,
+    };
+    Ok(bases.into_iter().map(|b| entry.clone().over(b)).collect())
 }
 
 /// Every shipped preset, validated: what the `mqtt_publish` fuzz target decodes with.
@@ -175,8 +162,16 @@ pub fn presets() -> Vec<Mapping> {
 
 type Bad = (&'static str, String);
 
-fn mapping(m: RawMapping, index: usize) -> Result<Mapping, Bad> {
-    let name = m.name.unwrap_or_else(|| format!("mappings[{index}]"));
+/// Validates one mapping; an error names `{key}.{field}`, and `key` is its name if it has none.
+fn mapping(m: RawMapping, key: &str) -> Result<Mapping, MappingError> {
+    checked(m, key).map_err(|(k, problem)| MappingError {
+        key: format!("{key}.{k}"),
+        problem,
+    })
+}
+
+fn checked(m: RawMapping, key: &str) -> Result<Mapping, Bad> {
+    let name = m.name.unwrap_or_else(|| key.to_owned());
     let topic = m
         .topic
         .ok_or(("topic", "a mapping needs an MQTT topic filter".to_owned()))?;

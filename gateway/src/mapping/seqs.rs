@@ -19,7 +19,8 @@ impl AssignedSeqs {
         GLOBAL.get_or_init(AssignedSeqs::new)
     }
 
-    pub fn new() -> Self {
+    /// A fresh one; outside tests, [`AssignedSeqs::global`] is the one to use.
+    pub(super) fn new() -> Self {
         Self {
             session: (crate::record::now_ms().max(1)) as u64,
             last: AtomicU64::new(0),
@@ -31,22 +32,14 @@ impl AssignedSeqs {
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let mut prev = self.last.load(Ordering::Relaxed);
-        loop {
-            let next = now_us.max(prev.saturating_add(1));
-            match self
-                .last
-                .compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return (next, self.session),
-                Err(actual) => prev = actual,
-            }
-        }
-    }
-}
-
-impl Default for AssignedSeqs {
-    fn default() -> Self {
-        Self::new()
+        let after = |prev: u64| now_us.max(prev.saturating_add(1));
+        // The closure always returns `Some`, so this is always `Ok(previous)`.
+        let prev = self
+            .last
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |prev| {
+                Some(after(prev))
+            })
+            .unwrap_or_else(|prev| prev);
+        (after(prev), self.session)
     }
 }

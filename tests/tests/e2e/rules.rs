@@ -93,11 +93,14 @@ fn events() -> Vec<(String, String)> {
     out
 }
 
-/// `tributary rules test` with the gateway's config over `events`: the derived records and the
-/// summary it printed.
-fn offline(gateway: &Gateway, events: &[(String, String)]) -> (Vec<serde_json::Value>, String) {
+/// `tributary rules test` with the gateway's config over events (JSON, one per line): the
+/// derived records and the summary it printed.
+fn offline(
+    gateway: &Gateway,
+    events: impl IntoIterator<Item = impl std::fmt::Display>,
+) -> (Vec<serde_json::Value>, String) {
     let input = gateway.sink_dir().join("../events.jsonl");
-    let text: String = events.iter().map(|(_, p)| format!("{p}\n")).collect();
+    let text: String = events.into_iter().map(|e| format!("{e}\n")).collect();
     std::fs::write(&input, text).unwrap();
     let out = std::process::Command::new(binary("tributary"))
         .args(["rules", "test", "--config"])
@@ -113,6 +116,16 @@ fn offline(gateway: &Gateway, events: &[(String, String)]) -> (Vec<serde_json::V
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     (derived, summary)
+}
+
+/// The event-ids of the records for `topic` among `lines`.
+fn event_ids_on(lines: &[serde_json::Value], topic: &str) -> Vec<String> {
+    let on: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["topic"] == topic)
+        .cloned()
+        .collect();
+    event_ids(&on)
 }
 
 fn event_ids(lines: &[serde_json::Value]) -> Vec<String> {
@@ -142,20 +155,14 @@ fn rules_emit_exactly_once_across_a_sigkill_as_the_offline_tool_computes() {
     gateway.stop();
 
     // The reference: the same rules over the same events, offline.
-    let (expected, summary) = offline(&gateway, &all);
+    let (expected, summary) = offline(&gateway, all.iter().map(|(_, payload)| payload));
     assert!(summary.contains("72 events"), "{summary}");
 
     for topic in
         ["temp", "10s", "20s", "alerts", "fences"].map(|t| format!("{}.{t}", topics.readings))
     {
         let got = event_ids(&gateway.sink_lines(&topic));
-        let want: Vec<String> = event_ids(
-            &expected
-                .iter()
-                .filter(|l| l["topic"] == topic.as_str())
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        let want = event_ids_on(&expected, &topic);
         assert!(
             !want.is_empty(),
             "the reference derives something for {topic}"
@@ -300,7 +307,7 @@ topic = "{}.10m"
     }
 
     // And exactly what the rules compute offline from the same readings.
-    let (expected, _) = offline(&gateway, &all);
+    let (expected, _) = offline(&gateway, all.iter().map(|(_, payload)| payload));
     let ids = |lines: &[serde_json::Value]| -> BTreeSet<String> {
         event_ids(lines).into_iter().collect()
     };
@@ -413,37 +420,11 @@ topic = "{stem}.fences"
         report.acked(),
         "every acknowledged event stored once"
     );
-    let input = gateway.sink_dir().join("../fleet.jsonl");
-    let text: String = raw.values().map(|v| format!("{v}\n")).collect();
-    std::fs::write(&input, text).unwrap();
-    let out = std::process::Command::new(binary("tributary"))
-        .args(["rules", "test", "--config"])
-        .arg(&gateway.config)
-        .arg("--input")
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (expected, _) = offline(&gateway, raw.values());
     for stem in ["exception", "10m", "1h", "fences"] {
         let topic = format!("{}.{stem}", topics.readings);
         let got: BTreeSet<String> = event_ids(&gateway.sink_lines(&topic)).into_iter().collect();
-        let want: BTreeSet<String> = event_ids(
-            &expected
-                .iter()
-                .filter(|l| l["topic"] == topic.as_str())
-                .cloned()
-                .collect::<Vec<_>>(),
-        )
-        .into_iter()
-        .collect();
+        let want: BTreeSet<String> = event_ids_on(&expected, &topic).into_iter().collect();
         assert!(!want.is_empty(), "the rules derive something for {topic}");
         assert_eq!(
             got, want,

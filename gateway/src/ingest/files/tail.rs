@@ -65,9 +65,7 @@ pub fn open(path: &Path, max_line: usize) -> Option<(File, FileId, Vec<u8>)> {
     let mut file = File::open(path).ok()?;
     let meta = file.metadata().ok()?;
     let first = first_line(&mut file, max_line)?;
-    let fingerprint = first.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let fingerprint = crate::hash::fnv1a(&first);
     let id = FileId {
         dev: meta.dev(),
         ino: meta.ino(),
@@ -77,24 +75,28 @@ pub fn open(path: &Path, max_line: usize) -> Option<(File, FileId, Vec<u8>)> {
 }
 
 /// The first line without its newline (at most `max_line` bytes of it), if it is complete.
+/// Read a kilobyte at a time: every poll asks this of every file it finds, and a first line is
+/// usually short.
 fn first_line(file: &mut File, max_line: usize) -> Option<Vec<u8>> {
     file.seek(SeekFrom::Start(0)).ok()?;
     let mut head = Vec::new();
-    file.by_ref()
-        .take(max_line as u64 + 1)
-        .read_to_end(&mut head)
-        .ok()?;
-    match head.iter().position(|b| *b == b'\n') {
-        Some(end) => {
-            head.truncate(end);
-            Some(head)
-        }
+    let mut piece = [0u8; 1024];
+    loop {
+        let n = file.read(&mut piece).ok()?;
+        let searched = head.len();
+        head.extend_from_slice(&piece[..n]);
         // A first line longer than the limit: its first max_line bytes are the fingerprint.
-        None if head.len() > max_line => {
-            head.truncate(max_line);
-            Some(head)
+        if let Some(end) = head[searched..].iter().position(|b| *b == b'\n') {
+            head.truncate((searched + end).min(max_line));
+            return Some(head);
         }
-        None => None,
+        if head.len() > max_line {
+            head.truncate(max_line);
+            return Some(head);
+        }
+        if n == 0 {
+            return None;
+        }
     }
 }
 
@@ -119,8 +121,17 @@ pub fn read_lines(
     max_lines: usize,
     max_bytes: usize,
 ) -> std::io::Result<Chunk> {
+    // Only what is there: an idle file costs a metadata call, not a buffer.
+    let available = len(file).saturating_sub(offset);
+    if available == 0 {
+        return Ok(Chunk {
+            next: offset,
+            ..Chunk::default()
+        });
+    }
     file.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; max_bytes.max(max_line + 1)];
+    let size = (max_bytes.max(max_line + 1) as u64).min(available) as usize;
+    let mut buf = vec![0u8; size];
     let mut filled = 0;
     loop {
         let n = file.read(&mut buf[filled..])?;
