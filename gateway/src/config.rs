@@ -20,7 +20,9 @@ use crate::spool::{FullPolicy, Limits};
 
 mod connectors;
 mod identity;
+mod mqtt;
 pub use identity::{Anonymous, AuthConfig, IdentityFrom, OnDeny, TlsConfig};
+pub use mqtt::{MqttConfig, RawMqtt};
 
 /// The documented default configuration, shipped as `config/gateway.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/gateway.toml");
@@ -154,17 +156,6 @@ pub struct RawTcp {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMqtt {
-    pub enabled: Option<bool>,
-    pub listen: Option<String>,
-    pub tls_listen: Option<String>,
-    pub max_payload_bytes: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub broker_listen: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSpool {
     pub path: Option<PathBuf>,
     pub group_commit_max_events: Option<usize>,
@@ -259,18 +250,6 @@ pub struct TcpConfig {
     pub max_connections: NonZeroUsize,
     /// A session that sends nothing for this long after HELLO is closed.
     pub idle_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct MqttConfig {
-    /// The plain-text listener; `None` when disabled (`listen = ""`).
-    pub listen: Option<SocketAddr>,
-    /// The TLS listener (conventionally port 8883), if any.
-    pub tls_listen: Option<SocketAddr>,
-    pub max_payload_bytes: NonZeroUsize,
-    pub max_connections: NonZeroUsize,
-    /// The embedded broker for subscribers and local apps; `None` when disabled.
-    pub broker_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -429,28 +408,7 @@ impl Config {
         } else {
             None
         };
-        let mqtt = if raw.mqtt.enabled.unwrap_or(true) {
-            Some(MqttConfig {
-                listen: optional_addr("mqtt.listen", raw.mqtt.listen, Some("127.0.0.1:1883"))?,
-                tls_listen: optional_addr("mqtt.tls_listen", raw.mqtt.tls_listen, None)?,
-                max_payload_bytes: non_zero(
-                    "mqtt.max_payload_bytes",
-                    raw.mqtt.max_payload_bytes,
-                    256 * 1024,
-                )?,
-                max_connections: non_zero(
-                    "mqtt.max_connections",
-                    raw.mqtt.max_connections,
-                    20_000,
-                )?,
-                broker_listen: match raw.mqtt.broker_listen {
-                    Some(s) if s.is_empty() => None,
-                    other => Some(socket_addr("mqtt.broker_listen", other, "127.0.0.1:1884")?),
-                },
-            })
-        } else {
-            None
-        };
+        let mqtt = mqtt::validate(raw.mqtt)?;
         let tcp = tcp.filter(|t| t.listen.is_some() || t.tls_listen.is_some());
         let mqtt = mqtt.filter(|m| m.listen.is_some() || m.tls_listen.is_some());
         if tcp.is_none() && mqtt.is_none() {

@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tcp_session", tcp_session),
     ("rule_expr", rule_expr),
     ("teltonika", teltonika),
+    ("mqtt_packets", mqtt_packets),
 ];
 
 /// TCP frames as they arrive on a socket: the first byte picks the read size (1 to 64 bytes),
@@ -242,6 +243,113 @@ pub fn teltonika(data: &[u8]) {
                 break;
             }
         }
+    }
+}
+
+/// An MQTT device's byte stream as the listener's codec reads it: the first byte picks the read
+/// size (1 to 64 bytes), the rest is the stream, whose CONNECT picks 3.1, 3.1.1 or 5. Every
+/// packet read is answered as a session would (each reason code in turn), and every answer must
+/// parse back, in the connection's version, as the packet written: a device can always read
+/// what the gateway says. Topic aliases resolve to a topic that was sent.
+pub fn mqtt_packets(data: &[u8]) {
+    use crate::ingest::mqtt::codec::{
+        AckCode, Closing, Codec, ConnectCode, Grant, Incoming, Reply, Version,
+    };
+    const LIMIT: usize = 4096;
+    const CODES: [AckCode; 7] = [
+        AckCode::Success,
+        AckCode::PayloadFormatInvalid,
+        AckCode::TopicNameInvalid,
+        AckCode::NotAuthorized,
+        AckCode::ImplementationSpecific,
+        AckCode::QuotaExceeded,
+        AckCode::Unspecified,
+    ];
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
+    let mut codec = Codec::new(LIMIT);
+    let mut buf = BytesMut::new();
+    let mut n = 0usize;
+    for piece in stream.chunks(usize::from(chunk % 64) + 1) {
+        buf.extend_from_slice(piece);
+        loop {
+            let packet = match codec.read(&mut buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    assert!(!e.to_string().is_empty(), "an error says what was wrong");
+                    return;
+                }
+            };
+            n += 1;
+            let code = CODES[n % CODES.len()];
+            let reply = match packet {
+                Incoming::Connect(c) => {
+                    assert_eq!(Some(c.version), codec.version());
+                    Reply::ConnAck {
+                        code: ConnectCode::Accepted,
+                        session_present: n.is_multiple_of(2),
+                        grant: Some(Box::new(Grant {
+                            receive_max: 1 + (n % 40) as u16,
+                            max_packet: LIMIT as u32,
+                            topic_alias_max: 32,
+                            session_expiry: None,
+                            server_keep_alive: Some(60),
+                            assigned_client_id: c.client_id.is_empty().then(|| "assigned".into()),
+                        })),
+                        reason: None,
+                    }
+                }
+                Incoming::Publish(p) => {
+                    assert!(!p.topic.is_empty(), "an alias resolves to a topic");
+                    let reason = Some(format!("reason {n}"));
+                    match p.qos {
+                        rumqttc::mqttbytes::QoS::ExactlyOnce => Reply::PubRec {
+                            pkid: p.pkid,
+                            code,
+                            reason,
+                        },
+                        _ => Reply::PubAck {
+                            pkid: p.pkid,
+                            code,
+                            reason,
+                        },
+                    }
+                }
+                Incoming::PubRel(pkid) => Reply::PubComp {
+                    pkid,
+                    found: n.is_multiple_of(2),
+                },
+                Incoming::Subscribe { pkid, filters } => Reply::SubAck { pkid, filters },
+                Incoming::Unsubscribe { pkid, filters } => Reply::UnsubAck { pkid, filters },
+                Incoming::PingReq => Reply::PingResp,
+                Incoming::Disconnect | Incoming::Ignored | Incoming::Unexpected(_) => {
+                    Reply::Disconnect {
+                        reason: Closing::ProtocolError,
+                        detail: Some("bye".into()),
+                    }
+                }
+            };
+            let mut out = BytesMut::new();
+            codec.write(&reply, &mut out).expect("an answer encodes");
+            match codec.version() {
+                Some(Version::V5) => {
+                    let back = rumqttc::v5::mqttbytes::v5::Packet::read(&mut out, None);
+                    assert!(back.is_ok(), "{reply:?} parses back: {back:?}");
+                }
+                _ if matches!(reply, Reply::Disconnect { .. }) => assert!(out.is_empty()),
+                _ => {
+                    let back = rumqttc::mqttbytes::v4::Packet::read(&mut out, usize::MAX);
+                    assert!(back.is_ok(), "{reply:?} parses back: {back:?}");
+                }
+            }
+            assert!(out.is_empty(), "one packet written");
+        }
+        assert!(
+            buf.len() <= LIMIT + 64 + stream.len().min(64),
+            "the codec does not hold more than a packet and a read"
+        );
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Inbound {
     pub event: Event,
     pub session: u64,
     pub mqtt_topic: Option<String>,
+    /// Kafka headers the event carries beside the gateway's own (MQTT 5 user properties).
+    pub headers: Vec<(String, String)>,
 }
 
 impl From<Event> for Inbound {
@@ -47,6 +49,7 @@ impl From<Event> for Inbound {
             event,
             session: 0,
             mqtt_topic: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -117,7 +120,10 @@ impl Ingest {
                 inbound.session,
                 inbound.mqtt_topic.as_deref(),
             ) {
-                Ok(record) => records.push(record),
+                Ok(mut record) => {
+                    record.headers.extend(inbound.headers);
+                    records.push(record)
+                }
                 Err(error) => dead_letters.push(DeadLetter::new(
                     "route",
                     inbound.mqtt_topic.unwrap_or_default(),

@@ -321,6 +321,16 @@ impl Spool {
         self.inner.appended.notified().await
     }
 
+    /// How full the spool is, as of its last commit: queued bytes over `max_bytes` (past 1 when
+    /// over the bound). Cheap: for answers that depend on the room left.
+    pub fn fill(&self) -> f64 {
+        let queued = self
+            .inner
+            .queued_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        queued as f64 / self.inner.max_bytes.max(1) as f64
+    }
+
     /// Group commits so far: each is one transaction and one fsync of the WAL.
     pub fn commits(&self) -> u64 {
         self.inner

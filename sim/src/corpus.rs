@@ -196,6 +196,9 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<usize> {
     seeds.write("teltonika", "codec8", &codec8)?;
     seeds.write("teltonika", "codec8e", &codec8e)?;
     seeds.write("teltonika", "both", &[codec8, codec8e].concat())?;
+    for (name, bytes) in mqtt_sessions(&streams[0]) {
+        seeds.write("mqtt_packets", name, &bytes)?;
+    }
     seeds.write(
         "credentials",
         "two-devices",
@@ -224,6 +227,92 @@ impl Seeds<'_> {
         self.written += 1;
         Ok(())
     }
+}
+
+/// Whole MQTT sessions of one device, as the `mqtt_packets` target reads them (first byte: read
+/// size 7): MQTT 5 with properties and a topic alias, 3.1.1, and 3.1's `MQIsdp` CONNECT.
+fn mqtt_sessions(events: &[Event]) -> Vec<(&'static str, Vec<u8>)> {
+    use bytes::{Bytes, BytesMut};
+    use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::{v5, QoS as QoS5};
+    let device = events[0].device_id.clone();
+    let topic = format!("devices/{device}/readings");
+    let payload = |e: &Event| Bytes::from(crate::mqtt::payload(e, None));
+    let mut v5s = BytesMut::new();
+    let mut connect = v5::Connect {
+        keep_alive: 30,
+        client_id: device.clone(),
+        clean_start: false,
+        properties: Some(v5::ConnectProperties::new()),
+    };
+    if let Some(p) = connect.properties.as_mut() {
+        p.session_expiry_interval = Some(3600);
+        p.receive_maximum = Some(16);
+    }
+    let login = v5::Login::new(device.clone(), "secret");
+    let mut packets = vec![v5::Packet::Connect(connect, None, Some(login))];
+    for (i, e) in events.iter().take(4).enumerate() {
+        // The first publish sets alias 1; the rest use it with an empty topic.
+        let mut p = v5::Publish::new(
+            if i == 0 { topic.as_str() } else { "" },
+            if i % 2 == 0 {
+                QoS5::AtLeastOnce
+            } else {
+                QoS5::ExactlyOnce
+            },
+            payload(e),
+            None,
+        );
+        p.pkid = i as u16 + 1;
+        let mut props = v5::PublishProperties {
+            topic_alias: Some(1),
+            content_type: Some("application/json".into()),
+            payload_format_indicator: Some(1),
+            ..Default::default()
+        };
+        props
+            .user_properties
+            .push(("site".into(), "depot-3".into()));
+        p.properties = Some(props);
+        packets.push(v5::Packet::Publish(p));
+    }
+    packets.push(v5::Packet::PubRel(v5::PubRel::new(2, None)));
+    packets.push(v5::Packet::PingReq(v5::PingReq));
+    packets.push(v5::Packet::Disconnect(v5::Disconnect::new(
+        v5::DisconnectReasonCode::NormalDisconnection,
+    )));
+    for p in &packets {
+        let _ = p.write(&mut v5s, None);
+    }
+    let mut v4s = BytesMut::new();
+    let mut connect = v4::Connect::new(device.clone());
+    connect.keep_alive = 30;
+    let mut packets = vec![v4::Packet::Connect(connect)];
+    for (i, e) in events.iter().take(4).enumerate() {
+        let mut p = v4::Publish::from_bytes(&topic, rumqttc::QoS::AtLeastOnce, payload(e));
+        p.pkid = i as u16 + 1;
+        packets.push(v4::Packet::Publish(p));
+    }
+    packets.push(v4::Packet::PingReq);
+    packets.push(v4::Packet::Disconnect);
+    for p in &packets {
+        let _ = p.write(&mut v4s, usize::MAX);
+    }
+    // MQTT 3.1: the 3.1.1 session with the CONNECT's protocol name and level of 3.1.
+    let mut v31 = v4s.to_vec();
+    if v31.len() > 9 && &v31[2..8] == b"\x00\x04MQTT" {
+        let mut head = vec![v31[0], v31[1] + 2, 0, 6];
+        head.extend_from_slice(b"MQIsdp");
+        head.push(3);
+        head.extend_from_slice(&v31[9..]);
+        v31 = head;
+    }
+    let read_by_7 = |b: &[u8]| [&[6u8][..], b].concat();
+    vec![
+        ("v5-session", read_by_7(&v5s)),
+        ("v311-session", read_by_7(&v4s)),
+        ("v31-session", read_by_7(&v31)),
+    ]
 }
 
 /// `message` as a frame of protocol `version` (empty if it cannot be written in it).

@@ -116,6 +116,18 @@ impl Gateway {
         )
     }
 
+    /// Like [`Gateway::start_with_mqtt`], in `dir`: for files the config names (`{dir}`) that
+    /// must be there before the gateway starts.
+    pub fn start_in_dir(
+        dir: tempfile::TempDir,
+        brokers: Option<&str>,
+        topics: &Topics,
+        mqtt: &str,
+        extra: &str,
+    ) -> Self {
+        Self::start_in(dir, brokers, topics, false, ("", mqtt), extra)
+    }
+
     /// Like [`Gateway::start_with`], with `env` set for the gateway process (`LD_PRELOAD`, ...).
     pub fn start_with_env(
         brokers: Option<&str>,

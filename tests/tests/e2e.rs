@@ -9,6 +9,7 @@ mod e2e {
     pub mod full_disk;
     pub mod kafka;
     pub mod limits;
+    pub mod mqtt5;
     pub mod node;
     pub mod rules;
     pub mod security;
@@ -232,7 +233,6 @@ async fn malformed_input_is_refused_counted_and_dead_lettered_while_others_carry
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_kafka_down_at_start_events_are_spooled_and_arrive_in_order_once_it_is_up() {
-    let tansu = env("TRIBUTARY_TEST_TANSU");
     let port = free_port();
     let brokers = loopback(port).to_string();
     let topics = Topics::unique("late");
@@ -240,14 +240,7 @@ async fn with_kafka_down_at_start_events_are_spooled_and_arrive_in_order_once_it
     let report = run(spec(&gateway, Link::Tcp, "late", 6, 50)).await;
     assert_all_acked(&report);
 
-    let url = format!("tcp://{brokers}");
-    let mut broker = std::process::Command::new(tansu)
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start a second tansu");
+    let broker = tributary_tests::MemoryTansu::start(&brokers);
     let result = async {
         create_topics(&brokers, &topics.all(), 3).await;
         let (readings, positions) = expected(&report);
@@ -264,8 +257,7 @@ async fn with_kafka_down_at_start_events_are_spooled_and_arrive_in_order_once_it
     };
     let outcome = tokio::time::timeout(Duration::from_secs(180), result).await;
     let stopped = gateway.stop();
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
     assert!(
         outcome.is_ok(),
         "events did not arrive; gateway log:\n{}",

@@ -277,6 +277,7 @@ async fn decode(
                 event,
                 session,
                 mqtt_topic: Some(p.topic.clone()),
+                headers: Vec::new(),
             })),
             Err(letter) => dead.push(*letter),
         }

@@ -324,6 +324,7 @@ impl Tailer {
                     event,
                     session,
                     mqtt_topic: None,
+                    headers: Vec::new(),
                 })),
                 Err((device, reason)) => dead.push(letter(*at, reason, line, device)),
             }

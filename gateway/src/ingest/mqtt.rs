@@ -44,9 +44,13 @@
 //! Only this module names rumqttd and rumqttc types.
 
 mod broker;
+pub(crate) mod codec;
+mod connect;
 pub(crate) mod json;
 mod oversize;
+mod properties;
 mod session;
+mod sessions;
 
 use std::net::SocketAddr;
 
@@ -80,6 +84,41 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MqttError> {
     super::listen::listen(addr).map_err(|source| MqttError::Bind { addr, source })
 }
 
+/// What every session on a listener shares: its limits and the sessions kept between
+/// connections.
+#[derive(Debug)]
+pub struct Settings {
+    /// `mqtt.max_payload_bytes`: a larger payload is refused (answered, dead-lettered).
+    pub max_payload: usize,
+    /// `mqtt.receive_maximum`: MQTT 5's Receive Maximum while the spool has room.
+    pub receive_maximum: u16,
+    /// `mqtt.max_keep_alive_s`: MQTT 5's Server Keep Alive for a device asking more (or none).
+    pub max_keep_alive: u16,
+    pub user_property_bounds: properties::Bounds,
+    pub sessions: sessions::Sessions,
+}
+
+impl Settings {
+    pub fn new(config: &MqttConfig) -> Self {
+        Self {
+            max_payload: config.max_payload_bytes.get(),
+            receive_maximum: config.receive_maximum,
+            max_keep_alive: config.max_keep_alive_s,
+            user_property_bounds: properties::Bounds {
+                count: config.max_user_properties,
+                bytes: config.max_user_property_bytes,
+            },
+            sessions: sessions::Sessions::default(),
+        }
+    }
+
+    /// The largest packet a session reads whole: the largest payload with room for its topic
+    /// and properties. A larger PUBLISH is read through ([`oversize`]).
+    pub fn max_packet(&self) -> usize {
+        self.max_payload + 64 * 1024
+    }
+}
+
 /// Serves device connections on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -94,13 +133,14 @@ pub async fn serve(
         tls,
         max_connections: config.max_connections.get(),
     };
-    let max_payload = config.max_payload_bytes.get();
+    let settings = std::sync::Arc::new(Settings::new(&config));
+    let busy_settings = settings.clone();
     let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
     let session_stop = scope.stop.clone();
     let (busy_ingest, busy_republish) = (ingest.clone(), republish.clone());
     let session = move |a: super::conn::Accepted| {
         let peer = a.peer.addr;
-        let session = session::Session::new(a, max_payload, ingest.clone(), republish.clone());
+        let session = session::Session::new(a, settings.clone(), ingest.clone(), republish.clone());
         let stop = session_stop.clone();
         async move {
             if let Err(error) = session.run(stop).await {
@@ -109,8 +149,12 @@ pub async fn serve(
         }
     };
     let busy = move |a: super::conn::Accepted| {
-        let session =
-            session::Session::new(a, max_payload, busy_ingest.clone(), busy_republish.clone());
+        let session = session::Session::new(
+            a,
+            busy_settings.clone(),
+            busy_ingest.clone(),
+            busy_republish.clone(),
+        );
         async move {
             let _ = session.refuse_busy().await;
         }
@@ -142,6 +186,23 @@ pub(crate) fn decode_publish(
             payload,
         ))
     })
+}
+
+/// Whether a topic is one the gateway decodes: `devices/{device_id}/{readings|position}`
+/// (optionally `/pc`), or one a mapping names. A publish elsewhere is refused for its topic;
+/// one here that does not decode, for its payload.
+pub(crate) fn topic_is_known(mappings: &Mappings, topic: &str) -> bool {
+    if !topic.starts_with("devices/") {
+        return mappings.covers(topic);
+    }
+    let parts: Vec<&str> = topic.split('/').collect();
+    match parts.as_slice() {
+        ["devices", id, seg] | ["devices", id, seg, "pc"] => {
+            tributary_protocol::validate_device_id(id).is_ok()
+                && Kind::from_mqtt_segment(seg).is_some()
+        }
+        _ => false,
+    }
 }
 
 /// Why a publish could not be decoded: the device id (where known) and the reason.

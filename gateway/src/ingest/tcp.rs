@@ -276,6 +276,7 @@ impl Connection {
                     event,
                     session,
                     mqtt_topic: None,
+                    headers: Vec::new(),
                 }),
                 Some((code, reason)) => {
                     let seq = event.seq;

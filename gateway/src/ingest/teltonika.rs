@@ -267,6 +267,7 @@ fn events(device_id: &str, packet: &codec::Packet, raw: &[u8]) -> (Vec<Inbound>,
                     event,
                     session,
                     mqtt_topic: None,
+                    headers: Vec::new(),
                 }),
                 Err(e) => dead.push(DeadLetter::new(
                     "teltonika",

@@ -62,6 +62,9 @@ pub(super) struct Handle {
     pub(super) appended: Arc<Notify>,
     /// Group commits (transactions, so fsyncs of the WAL) so far.
     pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Keys plus values of the queued rows after the last commit, and their bound.
+    pub(super) queued_bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) max_bytes: u64,
 }
 
 pub(super) fn start(
@@ -73,6 +76,8 @@ pub(super) fn start(
     let appended = Arc::new(Notify::new());
     let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (notify, counted) = (appended.clone(), commits.clone());
+    let queued_bytes = Arc::new(std::sync::atomic::AtomicU64::new(db.bytes()));
+    let queued = queued_bytes.clone();
     let (max_events, wait) = (
         config.group_commit_max_events.get(),
         config.group_commit_wait,
@@ -87,6 +92,7 @@ pub(super) fn start(
             rx,
             appended: notify,
             commits: counted,
+            queued,
             max_events,
             wait,
             max_age,
@@ -101,6 +107,8 @@ pub(super) fn start(
         worker,
         appended,
         commits,
+        queued_bytes,
+        max_bytes: config.limits.max_bytes,
     })
 }
 
@@ -110,6 +118,7 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     appended: Arc<Notify>,
     commits: Arc<std::sync::atomic::AtomicU64>,
+    queued: Arc<std::sync::atomic::AtomicU64>,
     max_events: usize,
     wait: Duration,
     max_age: Option<Duration>,
@@ -277,6 +286,8 @@ impl Writer {
         };
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queued
+            .store(self.db.bytes(), std::sync::atomic::Ordering::Relaxed);
         self.checkpointer.after_commit();
         for reply in ack_replies {
             let _ = reply.send(Ok(()));

@@ -119,6 +119,62 @@ async fn mqtt_device(port: u16, mut d: Device) -> Device {
     }
 }
 
+/// The same device over MQTT 5 (rumqttc's v5 client, which keeps to the gateway's Receive
+/// Maximum): only a PUBACK with reason "success" acknowledges an event.
+async fn mqtt5_device(port: u16, mut d: Device) -> Device {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason};
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+    let mut options = Options5::new(d.id.clone(), "127.0.0.1", port);
+    options.set_clean_start(true);
+    let (client, mut eventloop) = Client5::new(options, 64);
+    let mut resend: VecDeque<Event> = d.pending.clone();
+    let mut sent: VecDeque<u64> = VecDeque::new();
+    let mut by_pkid: HashMap<u16, u64> = HashMap::new();
+    loop {
+        while sent.len() + by_pkid.len() < 20 {
+            let e = resend.pop_front().unwrap_or_else(|| d.new_event());
+            let topic = tributary_sim::mqtt::topic(&e);
+            let payload = tributary_sim::mqtt::payload(&e, None);
+            if client
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .is_err()
+            {
+                break;
+            }
+            sent.push_back(e.seq);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+            Ok(Ok(Event5::Outgoing(Outgoing::Publish(pkid)))) => {
+                if let Some(seq) = sent.pop_front() {
+                    by_pkid.insert(pkid, seq);
+                }
+            }
+            Ok(Ok(Event5::Incoming(P5::PubAck(ack)))) => {
+                if let Some(seq) = by_pkid.remove(&ack.pkid) {
+                    if ack.reason == PubAckReason::Success {
+                        d.ack_one(seq);
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return d,
+        }
+    }
+}
+
+/// How the crash test's devices connect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Tcp,
+    Mqtt,
+    Mqtt5,
+}
+
 /// An event's identity.
 type Id = (String, u64);
 
@@ -152,13 +208,17 @@ fn event_id(line: &serde_json::Value) -> Id {
     )
 }
 
-async fn killed_repeatedly_loses_nothing_acknowledged(mqtt: bool) {
+async fn killed_repeatedly_loses_nothing_acknowledged(link: Link) {
     let seed: u64 = rand::rng().random();
     eprintln!("crash test seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let topics = Topics::unique(if mqtt { "crash-mqtt" } else { "crash-tcp" });
+    let (stem, prefix) = match link {
+        Link::Tcp => ("crash-tcp", "ct"),
+        Link::Mqtt => ("crash-mqtt", "cm"),
+        Link::Mqtt5 => ("crash-mqtt5", "c5"),
+    };
+    let topics = Topics::unique(stem);
     let mut gateway = Gateway::start(None, &topics);
-    let prefix = if mqtt { "cm" } else { "ct" };
     let mut fleet: Vec<Device> = (0..DEVICES).map(|i| Device::new(prefix, i)).collect();
     for round in 0..KILLS {
         if round > 0 {
@@ -169,10 +229,10 @@ async fn killed_repeatedly_loses_nothing_acknowledged(mqtt: bool) {
             .map(|d| {
                 let (tcp, port) = (gateway.tcp, gateway.mqtt.port());
                 tokio::spawn(async move {
-                    if mqtt {
-                        mqtt_device(port, d).await
-                    } else {
-                        tcp_device(tcp, d).await
+                    match link {
+                        Link::Tcp => tcp_device(tcp, d).await,
+                        Link::Mqtt => mqtt_device(port, d).await,
+                        Link::Mqtt5 => mqtt5_device(port, d).await,
                     }
                 })
             })
@@ -209,10 +269,15 @@ async fn killed_repeatedly_loses_nothing_acknowledged(mqtt: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_under_tcp_load_loses_no_acknowledged_event() {
-    killed_repeatedly_loses_nothing_acknowledged(false).await;
+    killed_repeatedly_loses_nothing_acknowledged(Link::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_under_mqtt_qos1_load_loses_no_acknowledged_event() {
-    killed_repeatedly_loses_nothing_acknowledged(true).await;
+    killed_repeatedly_loses_nothing_acknowledged(Link::Mqtt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_under_mqtt_5_load_loses_no_acknowledged_event() {
+    killed_repeatedly_loses_nothing_acknowledged(Link::Mqtt5).await;
 }

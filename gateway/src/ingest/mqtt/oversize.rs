@@ -9,10 +9,13 @@
 //! letter that gives both sizes.
 
 use bytes::{Buf, Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
 
+use super::codec::{remaining_length, Publish};
 use super::session::DEAD_LETTER_BYTES;
+
+/// The most bytes of MQTT 5 properties an oversize PUBLISH may carry (they are buffered).
+const MAX_PROPERTIES: usize = 64 * 1024;
 
 /// A PUBLISH being read through.
 #[derive(Debug)]
@@ -40,9 +43,9 @@ pub enum Start {
 
 impl Oversize {
     /// Looks at the packet at the start of `buf`. If it is a PUBLISH with a remaining length
-    /// over `max_packet` and its variable header is in, takes what has arrived of it. `Err` says
-    /// why the header is malformed.
-    pub fn start(buf: &mut BytesMut, max_packet: usize) -> Result<Start, String> {
+    /// over `max_packet` and its variable header is in (with MQTT 5's properties, `v5`, which
+    /// are skipped), takes what has arrived of it. `Err` says why the header is malformed.
+    pub fn start(buf: &mut BytesMut, max_packet: usize, v5: bool) -> Result<Start, String> {
         let Some(&first) = buf.first() else {
             return Ok(Start::No);
         };
@@ -70,7 +73,19 @@ impl Oversize {
             return Ok(Start::Pending);
         };
         let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
-        let variable_len = 2 + topic_len + id_len;
+        let mut variable_len = 2 + topic_len + id_len;
+        if v5 {
+            let Some(after) = variable.get(variable_len..) else {
+                return Ok(Start::Pending);
+            };
+            let Some((len_len, properties)) = remaining_length(after)? else {
+                return Ok(Start::Pending);
+            };
+            if properties > MAX_PROPERTIES {
+                return Err(format!("PUBLISH with {properties} bytes of properties"));
+            }
+            variable_len += len_len + properties;
+        }
         if variable_len > remaining {
             return Err("PUBLISH topic longer than the packet".into());
         }
@@ -105,28 +120,12 @@ impl Oversize {
         self.left == 0
     }
 
-    /// The publish as read (its payload: the first bytes only), and the payload's real size.
-    pub fn into_publish(self) -> (Publish, usize) {
-        let mut publish = Publish::from_bytes(self.topic, self.qos, Bytes::from(self.head));
-        publish.pkid = self.pkid;
-        (publish, self.size)
+    /// The publish as read: its payload the first bytes only, its size the real one.
+    pub fn into_publish(self) -> Publish {
+        let mut publish = Publish::new(self.topic, Bytes::from(self.head), self.qos, self.pkid);
+        publish.size = self.size;
+        publish
     }
-}
-
-/// The remaining-length varint at the start of `bytes`: its length in bytes and its value, or
-/// `None` if it has not all arrived.
-fn remaining_length(bytes: &[u8]) -> Result<Option<(usize, usize)>, String> {
-    let mut value = 0usize;
-    for (i, byte) in bytes.iter().take(4).enumerate() {
-        value |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((i + 1, value)));
-        }
-    }
-    if bytes.len() >= 4 {
-        return Err("remaining length longer than 4 bytes".into());
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -166,7 +165,7 @@ mod tests {
         let mut state = None;
         while state.is_none() {
             buf.extend_from_slice(pieces.next().unwrap());
-            match Oversize::start(&mut buf, 10_000).unwrap() {
+            match Oversize::start(&mut buf, 10_000, false).unwrap() {
                 Start::Started(o) => state = Some(o),
                 Start::Pending => {}
                 Start::No => panic!("an oversize PUBLISH"),
@@ -181,9 +180,9 @@ mod tests {
             buf.extend_from_slice(piece);
         }
         assert_eq!(&buf[..], [0xC0, 0x00], "the next packet is left intact");
-        let (publish, size) = o.into_publish();
+        let publish = o.into_publish();
         assert_eq!(
-            (publish.topic.as_str(), publish.pkid, size),
+            (publish.topic.as_str(), publish.pkid, publish.size),
             ("devices/a/readings", 7, 100_000)
         );
         assert_eq!(publish.payload.len(), DEAD_LETTER_BYTES);
@@ -192,12 +191,18 @@ mod tests {
     #[test]
     fn a_publish_within_the_limit_or_another_packet_is_left_alone() {
         let mut buf = BytesMut::from(&publish_header("t", 0, 10)[..]);
-        assert!(matches!(Oversize::start(&mut buf, 10_000), Ok(Start::No)));
+        assert!(matches!(
+            Oversize::start(&mut buf, 10_000, false),
+            Ok(Start::No)
+        ));
         let mut buf = BytesMut::from(&[0xC0u8, 0x00][..]);
-        assert!(matches!(Oversize::start(&mut buf, 1), Ok(Start::No)));
+        assert!(matches!(Oversize::start(&mut buf, 1, false), Ok(Start::No)));
         let mut buf = BytesMut::from(&[0x30u8, 0xff, 0xff][..]);
-        assert!(matches!(Oversize::start(&mut buf, 1), Ok(Start::Pending)));
+        assert!(matches!(
+            Oversize::start(&mut buf, 1, false),
+            Ok(Start::Pending)
+        ));
         let mut buf = BytesMut::from(&[0x36u8, 0xff, 0xff, 0xff, 0x7f, 0, 1][..]);
-        assert!(Oversize::start(&mut buf, 1).is_err(), "QoS 3");
+        assert!(Oversize::start(&mut buf, 1, false).is_err(), "QoS 3");
     }
 }

@@ -1,37 +1,48 @@
-//! One device connection on the gateway's MQTT listener (MQTT 3.1.1).
+//! One device connection on the gateway's MQTT listener (MQTT 3.1, 3.1.1 and 5).
 //!
-//! CONNECT must come first, within [`CONNECT_TIMEOUT`]. Then, for every read from the socket:
-//! all complete packets are parsed; the PUBLISHes among them are decoded and committed to the
-//! spool in one call; only after that commit are their PUBACKs (QoS 1) and PUBRECs (QoS 2)
-//! written, followed by answers to the other packets (PINGRESP, PUBCOMP, SUBACK, UNSUBACK).
-//! Devices cannot subscribe here (SUBACK says failure): subscribers use the embedded broker.
-//! A session that is silent for 1.5 times its keep-alive is closed, as the spec says.
+//! CONNECT must come first, within [`CONNECT_TIMEOUT`]; its protocol level picks the version
+//! ([`super::codec`]), and [`super::connect`] authenticates it and answers it. Then, for every
+//! read from the socket: all complete packets are parsed; the PUBLISHes among them are decoded
+//! and committed to the spool in one call; only after that commit are their PUBACKs (QoS 1) and
+//! PUBRECs (QoS 2) written, followed by answers to the other packets (PINGRESP, PUBCOMP, SUBACK,
+//! UNSUBACK). Devices cannot subscribe here (SUBACK says failure): subscribers use the embedded
+//! broker. A session that is silent for 1.5 times its keep-alive is closed, as the spec says.
 //!
-//! CONNECT authenticates the device; each publish of an authenticated device passes the ACL
-//! before it is decoded (see the [module doc](super) for the answers).
+//! Each publish of an authenticated device passes the ACL before it is decoded (see the
+//! [module doc](super) for the answers). What differs by version is how a refusal is said:
+//! - **3.1.1** has one answer: a publish that was kept as a dead letter is acknowledged like a
+//!   stored one, and one that could not be stored closes the connection unacknowledged.
+//! - **5** answers each publish with its reason code ([`AckCode`]). When the spool is full the
+//!   session holds the answers for up to [`BUSY_HOLD`], retrying, so a device with every publish
+//!   its Receive Maximum allows in flight is slowed down, not disconnected; then it answers
+//!   "quota exceeded" and the device resends later. A session that ends for a reason the
+//!   device should hear sends DISCONNECT with it first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
-    SubscribeReasonCode, UnsubAck,
-};
-use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use rumqttc::mqttbytes::QoS;
 use tokio_util::sync::CancellationToken;
 
+use super::codec::{Closing, Codec, ConnectCode, Incoming, Publish, ReadError, Reply, Version};
 use super::oversize::{Oversize, Start};
-use super::Republisher;
-use crate::config::OnDeny;
-use crate::identity::{Claim, Identity, Peer, Refusal};
+use super::{Republisher, Settings};
+use crate::identity::{Identity, Peer, Refusal};
 use crate::ingest::conn::{self, Accepted, Stream};
 use crate::ingest::Ingest;
 use crate::route::DeadLetter;
 
 pub use crate::route::DEAD_LETTER_BYTES;
 
+mod commit;
+
 /// How long a new connection has to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// MQTT 5: how long a session holds its answers while the spool is full before it answers
+/// "quota exceeded".
+pub const BUSY_HOLD: Duration = Duration::from_secs(5);
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +51,7 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("malformed MQTT packet: {0}")]
     Malformed(String),
-    #[error("MQTT protocol level {0} is not supported; this listener speaks 3.1.1 (level 4)")]
+    #[error("MQTT protocol level {0} is not supported; this listener speaks 3.1, 3.1.1 and 5")]
     UnsupportedProtocol(u8),
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
@@ -54,47 +65,103 @@ pub enum SessionError {
     Refused(Refusal),
     #[error("a publish the ACL denies; closed without acknowledging it (auth.on_deny)")]
     Denied,
+    #[error("more than the {0} unacknowledged QoS 1 and 2 publishes the CONNACK granted")]
+    ReceiveMaximum(u16),
+    #[error("topic alias {0} was never set or is over the maximum")]
+    TopicAlias(u16),
+    #[error("a packet of {0} bytes, over the Maximum Packet Size the CONNACK gave")]
+    PacketTooLarge(usize),
+}
+
+impl SessionError {
+    /// The DISCONNECT an MQTT 5 device hears for it; `None`: the connection just closes.
+    fn closing(&self) -> Option<Closing> {
+        Some(match self {
+            SessionError::Malformed(_) => Closing::Malformed,
+            SessionError::Protocol(_) => Closing::ProtocolError,
+            SessionError::KeepAlive => Closing::KeepAliveTimeout,
+            SessionError::Denied => Closing::NotAuthorized,
+            SessionError::ReceiveMaximum(_) => Closing::ReceiveMaximumExceeded,
+            SessionError::TopicAlias(_) => Closing::TopicAliasInvalid,
+            SessionError::PacketTooLarge(_) => Closing::PacketTooLarge,
+            SessionError::NotStored(_) => Closing::Unspecified,
+            _ => return None,
+        })
+    }
+}
+
+impl From<ReadError> for SessionError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Malformed(reason) => SessionError::Malformed(reason),
+            ReadError::UnsupportedProtocol(level) => SessionError::UnsupportedProtocol(level),
+            ReadError::TopicAlias(alias) => SessionError::TopicAlias(alias),
+        }
+    }
 }
 
 pub struct Session {
-    stream: Box<dyn Stream>,
-    peer: Peer,
+    pub(super) stream: Box<dyn Stream>,
+    pub(super) peer: Peer,
     /// Who the device is, once CONNECT was accepted.
-    identity: Identity,
-    /// `mqtt.max_payload_bytes`: a larger payload is refused (acknowledged, dead-lettered).
-    max_payload: usize,
+    pub(super) identity: Identity,
+    pub(super) settings: Arc<Settings>,
     /// Counts the device as connected on the status page while the session lives.
-    _connected: Option<crate::activity::Connected>,
-    max_packet: usize,
-    ingest: Ingest,
+    pub(super) connected: Option<crate::activity::Connected>,
+    pub(super) ingest: Ingest,
     republish: Option<Republisher>,
     read: BytesMut,
     write: BytesMut,
     /// A PUBLISH too large to buffer, being read through.
     oversize: Option<Oversize>,
+    pub(super) codec: Codec,
+    /// The client id, and the Session Expiry Interval its CONNECT asked for (MQTT 5).
+    pub(super) client_id: String,
+    pub(super) session_expiry: u32,
+    /// MQTT 5: the Receive Maximum the CONNACK granted (`u16::MAX` for 3.1.1, which has none).
+    pub(super) grant: u16,
+    /// QoS 2 publishes answered with PUBREC whose PUBREL has not come yet: they count against
+    /// the grant until then.
+    awaiting_rel: usize,
+    /// MQTT 5: packet ids of the last QoS 2 publishes a PUBREC refused (at most
+    /// [`REFUSED_REL`]): a PUBREL for one is answered "packet identifier not found", so a
+    /// client that ignores PUBREC's reason code still does not hear "complete".
+    refused_rel: std::collections::VecDeque<u16>,
+    /// MQTT 5: per device, the seqs this connection answered "not stored" and has not stored
+    /// since ([`commit`]). Empty unless the spool refused.
+    held: std::collections::HashMap<String, std::collections::BTreeSet<u64>>,
 }
+
+/// How many refused QoS 2 packet ids a session remembers.
+const REFUSED_REL: usize = 64;
 
 /// One packet as read: parsed, or an oversize PUBLISH read through.
 enum Parsed {
-    Packet(Packet),
-    Oversize(Publish, usize),
+    Packet(Incoming),
+    Oversize(Publish),
 }
 
 /// What one read's worth of packets asks for.
 #[derive(Default)]
 struct Round {
-    /// The publishes, with their payloads' real sizes (larger than the payload kept for one
-    /// read through, [`Oversize`]).
-    publishes: Vec<(Publish, usize)>,
+    publishes: Vec<Publish>,
     /// Answers that do not wait for the spool, written after the acks.
-    replies: Vec<Packet>,
+    replies: Vec<Reply>,
     disconnect: bool,
+}
+
+/// How a session's main loop ended without an error.
+enum Ended {
+    /// The device disconnected or closed the connection.
+    Device,
+    /// The gateway is shutting down.
+    Stopped,
 }
 
 impl Session {
     pub fn new(
         accepted: Accepted,
-        max_payload: usize,
+        settings: Arc<Settings>,
         ingest: Ingest,
         republish: Option<Republisher>,
     ) -> Self {
@@ -102,26 +169,34 @@ impl Session {
             stream: accepted.stream,
             peer: accepted.peer,
             identity: Identity::Anonymous,
-            max_payload,
-            _connected: None,
-            // Room for the topic and headers around the largest payload.
-            max_packet: max_payload + 64 * 1024,
+            connected: None,
+            codec: Codec::new(settings.max_packet()),
+            settings,
             ingest,
             republish,
             // Small to start: an idle device holds these while it waits (`conn::read_more`).
             read: BytesMut::with_capacity(conn::INITIAL_READ),
             write: BytesMut::with_capacity(256),
             oversize: None,
+            client_id: String::new(),
+            session_expiry: 0,
+            grant: u16::MAX,
+            awaiting_rel: 0,
+            refused_rel: std::collections::VecDeque::new(),
+            held: std::collections::HashMap::new(),
         }
     }
 
-    /// Refuses a connection over `mqtt.max_connections` with "server unavailable".
+    /// Refuses a connection over `mqtt.max_connections`: "server unavailable" (3.1.1) or
+    /// "server busy" (5).
     pub async fn refuse_busy(mut self) -> Result<(), SessionError> {
         let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.next_packet()).await;
-        self.send(&[Packet::ConnAck(ConnAck::new(
-            ConnectReturnCode::ServiceUnavailable,
-            false,
-        ))])
+        self.send(&[Reply::ConnAck {
+            code: ConnectCode::Busy,
+            session_present: false,
+            grant: None,
+            reason: Some("the gateway is at mqtt.max_connections; try again later".into()),
+        }])
         .await
     }
 
@@ -131,7 +206,8 @@ impl Session {
     ///
     /// Every other way a device breaks the session is counted too, by reason: `connect_timeout`
     /// (no CONNECT in time), `keepalive_timeout` (silent for 1.5 × its keep-alive),
-    /// `unsupported_protocol` and `protocol_violation`, and logged, rate-limited.
+    /// `unsupported_protocol`, `protocol_violation`, `receive_maximum` and `topic_alias`, and
+    /// logged, rate-limited. An MQTT 5 device hears why in a DISCONNECT.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), SessionError> {
         let result = self.serve(stop).await;
         let reason = match &result {
@@ -143,6 +219,8 @@ impl Session {
             Err(SessionError::KeepAlive) => Some("keepalive_timeout"),
             Err(SessionError::UnsupportedProtocol(_)) => Some("unsupported_protocol"),
             Err(SessionError::Protocol(_)) => Some("protocol_violation"),
+            Err(SessionError::ReceiveMaximum(_)) => Some("receive_maximum"),
+            Err(SessionError::TopicAlias(_)) => Some("topic_alias"),
             _ => None,
         };
         if let (Some(reason), Err(error)) = (reason, &result) {
@@ -157,7 +235,22 @@ impl Session {
                 tracing::info!(message = "MQTT session closed.", peer = %self.peer.addr, reason, %error, suppressed);
             }
         }
-        result
+        if self.connected.is_some() && self.codec.version() == Some(Version::V5) {
+            let closing = match &result {
+                Ok(Ended::Stopped) => Some((Closing::ShuttingDown, None)),
+                Ok(Ended::Device) => None,
+                Err(e) => e.closing().map(|c| (c, Some(e.to_string()))),
+            };
+            if let Some((reason, detail)) = closing {
+                let _ = self.send(&[Reply::Disconnect { reason, detail }]).await;
+            }
+        }
+        if self.connected.is_some() {
+            self.settings
+                .sessions
+                .end(&self.client_id, self.session_expiry);
+        }
+        result.map(|_| ())
     }
 
     async fn malformed(&mut self, reason: String) {
@@ -184,221 +277,49 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self, stop: CancellationToken) -> Result<(), SessionError> {
+    async fn serve(&mut self, stop: CancellationToken) -> Result<Ended, SessionError> {
         let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.next_packet()).await {
             Err(_) => return Err(SessionError::NoConnect),
-            Ok(Ok(Packet::Connect(c))) => c,
+            Ok(Ok(Incoming::Connect(c))) => c,
             Ok(Ok(_)) => return Err(SessionError::Protocol("first packet is not CONNECT")),
             Ok(Err(SessionError::UnsupportedProtocol(level))) => {
-                let refuse = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
-                self.send(&[Packet::ConnAck(refuse)]).await?;
+                self.send(&[Reply::ConnAck {
+                    code: ConnectCode::UnsupportedVersion,
+                    session_present: false,
+                    grant: None,
+                    reason: None,
+                }])
+                .await?;
                 return Err(SessionError::UnsupportedProtocol(level));
             }
             Ok(Err(e)) => return Err(e),
         };
-        if connect.protocol != Protocol::V4 {
-            let refuse = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
-            self.send(&[Packet::ConnAck(refuse)]).await?;
-            return Err(SessionError::UnsupportedProtocol(5));
-        }
-        if connect.client_id.is_empty() && !connect.clean_session {
-            self.send(&[Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::BadClientId,
-                false,
-            ))])
-            .await?;
-            return Err(SessionError::Protocol(
-                "empty client id without clean session",
-            ));
-        }
-        let claim = Claim {
-            device_id: &connect.client_id,
-            username: connect.login.as_ref().map(|l| l.username.as_str()),
-            password: connect.login.as_ref().map(|l| l.password.as_bytes()),
-        };
-        let authority = self.ingest.authority.clone();
-        match authority.authenticate(&self.peer, claim).await {
-            Ok(identity) => {
-                tracing::Span::current().record("device_id", connect.client_id.as_str());
-                self.identity = identity;
-                self._connected = Some(
-                    self.ingest
-                        .stats
-                        .activity
-                        .connected(&connect.client_id, "mqtt"),
-                );
-            }
-            Err(refusal) => {
-                let reason = refusal.reason();
-                self.ingest.stats.record_refusal(
-                    "mqtt",
-                    reason,
-                    Some(&connect.client_id),
-                    Some(self.peer.addr),
-                );
-                if let Some(suppressed) = crate::ratelog::allow(reason) {
-                    tracing::warn!(message = "Device refused at CONNECT.", client_id = %connect.client_id, peer = %self.peer.addr, reason, %refusal, suppressed);
-                }
-                let code = match refusal {
-                    Refusal::UnknownDevice(_) | Refusal::WrongPassword(_) => {
-                        ConnectReturnCode::BadUserNamePassword
-                    }
-                    _ => ConnectReturnCode::NotAuthorized,
-                };
-                self.send(&[Packet::ConnAck(ConnAck::new(code, false))])
-                    .await?;
-                return Err(SessionError::Refused(refusal));
-            }
-        }
-        self.send(&[Packet::ConnAck(ConnAck::new(
-            ConnectReturnCode::Success,
-            false,
-        ))])
-        .await?;
-        tracing::debug!(message = "MQTT device connected.", client_id = %connect.client_id, peer = %self.peer.addr, identity = ?self.identity);
-        let idle = match connect.keep_alive {
-            0 => Duration::from_secs(24 * 3600),
-            secs => Duration::from_millis(u64::from(secs) * 1500),
-        };
-
+        let idle = self.connect(*connect).await?;
         loop {
             let round = tokio::select! {
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => return Ok(Ended::Stopped),
                 r = tokio::time::timeout(idle, self.next_round()) => match r {
                     Err(_) => return Err(SessionError::KeepAlive),
                     Ok(Ok(Some(round))) => round,
-                    Ok(Ok(None)) => break,
+                    Ok(Ok(None)) => return Ok(Ended::Device),
                     Ok(Err(e)) => return Err(e),
                 },
             };
             // Boxed: the commit's state lives on the heap only while it runs, so an idle
             // session's task stays small.
-            let (mut out, denied) = Box::pin(self.commit(round.publishes)).await?;
-            if denied {
-                // Acknowledge what came before the denied publish (in order, as MQTT wants),
-                // then close without acknowledging it.
+            let (mut out, cut) = Box::pin(self.commit(round.publishes, &stop)).await?;
+            if let Some(error) = cut {
+                // Answer what came before the publish that ends the session (in order, as
+                // MQTT wants), then close without answering it.
                 self.send(&out).await?;
-                return Err(SessionError::Denied);
+                return Err(error);
             }
             out.extend(round.replies);
             self.send(&out).await?;
             if round.disconnect {
-                break;
+                return Ok(Ended::Device);
             }
         }
-        Ok(())
-    }
-
-    /// Stores the publishes and returns their acknowledgements, and whether one was denied
-    /// under `on_deny = "disconnect"` (then the acknowledgements stop before it); an error
-    /// means "not stored".
-    async fn commit(
-        &mut self,
-        publishes: Vec<(Publish, usize)>,
-    ) -> Result<(Vec<Packet>, bool), SessionError> {
-        if publishes.is_empty() {
-            return Ok((Vec::new(), false));
-        }
-        let mut events = Vec::new();
-        let mut dead = Vec::new();
-        let mut valid = Vec::with_capacity(publishes.len());
-        let mut first_denied = None;
-        for (i, (p, size)) in publishes.iter().enumerate() {
-            if *size > self.max_payload {
-                dead.push(self.too_large(&p.topic, &p.payload, *size));
-                valid.push(false);
-                continue;
-            }
-            if !self.ingest.authority.may_publish(&self.identity, &p.topic) {
-                dead.push(self.denied(&p.topic, &p.payload));
-                valid.push(false);
-                first_denied.get_or_insert(i);
-                continue;
-            }
-            match super::decode_publish(
-                &self.ingest.mappings,
-                &p.topic,
-                &p.payload,
-                self.identity.device_id(),
-            ) {
-                Ok(e) => {
-                    events.extend(
-                        e.into_iter()
-                            .map(|(event, session)| crate::ingest::Inbound {
-                                event,
-                                session,
-                                mqtt_topic: Some(p.topic.clone()),
-                            }),
-                    );
-                    valid.push(true);
-                }
-                Err(letter) => {
-                    dead.push(*letter);
-                    valid.push(false);
-                }
-            }
-        }
-        if let Err(error) = self.ingest.submit("mqtt", events, dead).await {
-            tracing::warn!(message = "MQTT events not stored; closing the connection unacknowledged.", peer = %self.peer.addr, %error);
-            return Err(SessionError::NotStored(error.to_string()));
-        }
-        let disconnect =
-            first_denied.filter(|_| self.ingest.authority.on_deny() == OnDeny::Disconnect);
-        let cut = disconnect.unwrap_or(publishes.len());
-        let mut acks = Vec::new();
-        for ((p, _), ok) in publishes.into_iter().zip(valid).take(cut) {
-            match p.qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => acks.push(Packet::PubAck(PubAck::new(p.pkid))),
-                QoS::ExactlyOnce => acks.push(Packet::PubRec(PubRec::new(p.pkid))),
-            }
-            if let (true, Some(r)) = (ok, &self.republish) {
-                r.publish(p.topic, p.payload);
-            }
-        }
-        Ok((acks, disconnect.is_some()))
-    }
-
-    /// The dead letter for a payload over `mqtt.max_payload_bytes` (its first
-    /// [`DEAD_LETTER_BYTES`] kept); counted and logged (rate-limited). It is acknowledged like
-    /// any dead letter, so the device does not resend it forever.
-    fn too_large(&self, topic: &str, payload: &[u8], size: usize) -> DeadLetter {
-        let device = self.identity.device_id();
-        self.ingest
-            .stats
-            .record_refusal("mqtt", "too_large", device, Some(self.peer.addr));
-        let reason = format!(
-            "payload too large: {size} bytes, limit {} (mqtt.max_payload_bytes)",
-            self.max_payload
-        );
-        if let Some(suppressed) = crate::ratelog::allow("mqtt_too_large") {
-            tracing::warn!(message = "MQTT payload over the limit.", %topic, peer = %self.peer.addr, %reason, suppressed);
-        }
-        DeadLetter::new(
-            "mqtt",
-            topic.to_owned(),
-            device.map(str::to_owned),
-            reason,
-            &payload[..payload.len().min(DEAD_LETTER_BYTES)],
-        )
-    }
-
-    /// The dead letter for a publish the ACL denies; counted and logged (rate-limited).
-    fn denied(&self, topic: &str, payload: &[u8]) -> DeadLetter {
-        let device = self.identity.device_id().unwrap_or("unknown");
-        self.ingest
-            .stats
-            .record_refusal("mqtt", "acl", Some(device), Some(self.peer.addr));
-        if let Some(suppressed) = crate::ratelog::allow("acl") {
-            tracing::warn!(message = "Publish refused by the ACL.", device_id = %device, %topic, peer = %self.peer.addr, suppressed);
-        }
-        DeadLetter::new(
-            "mqtt",
-            topic.to_owned(),
-            Some(device.to_owned()),
-            format!("acl: device {device:?} may not publish on {topic:?}"),
-            payload,
-        )
     }
 
     /// Reads until at least one packet is complete, then takes every complete packet.
@@ -408,38 +329,42 @@ impl Session {
         loop {
             while let Some(parsed) = self.parse()? {
                 let packet = match parsed {
-                    Parsed::Oversize(p, size) => {
-                        round.publishes.push((p, size));
+                    Parsed::Oversize(p) => {
+                        self.in_flight(&round, &p)?;
+                        round.publishes.push(p);
                         continue;
                     }
                     Parsed::Packet(packet) => packet,
                 };
                 match packet {
-                    Packet::Publish(p) => {
-                        let size = p.payload.len();
-                        round.publishes.push((p, size));
+                    Incoming::Publish(p) => {
+                        self.in_flight(&round, &p)?;
+                        round.publishes.push(p);
                     }
-                    Packet::PubRel(r) => round.replies.push(Packet::PubComp(PubComp::new(r.pkid))),
-                    Packet::PingReq => round.replies.push(Packet::PingResp),
-                    Packet::Subscribe(s) => round.replies.push(Packet::SubAck(SubAck::new(
-                        s.pkid,
-                        vec![SubscribeReasonCode::Failure; s.filters.len()],
-                    ))),
-                    Packet::Unsubscribe(u) => {
-                        round.replies.push(Packet::UnsubAck(UnsubAck::new(u.pkid)))
+                    Incoming::PubRel(pkid) => {
+                        let refused = self.refused_rel.iter().position(|r| *r == pkid);
+                        if let Some(i) = refused {
+                            self.refused_rel.remove(i);
+                        } else {
+                            self.awaiting_rel = self.awaiting_rel.saturating_sub(1);
+                        }
+                        let found = refused.is_none();
+                        round.replies.push(Reply::PubComp { pkid, found });
                     }
-                    Packet::Disconnect => {
+                    Incoming::PingReq => round.replies.push(Reply::PingResp),
+                    Incoming::Subscribe { pkid, filters } => {
+                        round.replies.push(Reply::SubAck { pkid, filters })
+                    }
+                    Incoming::Unsubscribe { pkid, filters } => {
+                        round.replies.push(Reply::UnsubAck { pkid, filters })
+                    }
+                    Incoming::Disconnect => {
                         round.disconnect = true;
                         return Ok(Some(round));
                     }
-                    Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {}
-                    Packet::Connect(_) => return Err(SessionError::Protocol("second CONNECT")),
-                    Packet::ConnAck(_)
-                    | Packet::SubAck(_)
-                    | Packet::UnsubAck(_)
-                    | Packet::PingResp => {
-                        return Err(SessionError::Protocol("server-only packet from a client"))
-                    }
+                    Incoming::Ignored => {}
+                    Incoming::Connect(_) => return Err(SessionError::Protocol("second CONNECT")),
+                    Incoming::Unexpected(what) => return Err(SessionError::Protocol(what)),
                 }
             }
             if !round.publishes.is_empty() || !round.replies.is_empty() {
@@ -451,7 +376,24 @@ impl Session {
         }
     }
 
-    async fn next_packet(&mut self) -> Result<Packet, SessionError> {
+    /// Checks that one more QoS 1 or 2 publish stays within the Receive Maximum granted.
+    fn in_flight(&self, round: &Round, p: &Publish) -> Result<(), SessionError> {
+        if p.qos == QoS::AtMostOnce || self.grant == u16::MAX {
+            return Ok(());
+        }
+        let unanswered = round
+            .publishes
+            .iter()
+            .filter(|q| q.qos != QoS::AtMostOnce)
+            .count()
+            + self.awaiting_rel;
+        if unanswered >= usize::from(self.grant) {
+            return Err(SessionError::ReceiveMaximum(self.grant));
+        }
+        Ok(())
+    }
+
+    async fn next_packet(&mut self) -> Result<Incoming, SessionError> {
         loop {
             match self.parse()? {
                 Some(Parsed::Packet(p)) => return Ok(p),
@@ -470,7 +412,8 @@ impl Session {
     /// buffer is read through as it arrives ([`Oversize`]) and returned once it has.
     fn parse(&mut self) -> Result<Option<Parsed>, SessionError> {
         if self.oversize.is_none() {
-            match Oversize::start(&mut self.read, self.max_packet) {
+            let v5 = self.codec.version() == Some(Version::V5);
+            match Oversize::start(&mut self.read, self.settings.max_packet(), v5) {
                 Ok(Start::No) => {}
                 Ok(Start::Pending) => return Ok(None),
                 Ok(Start::Started(o)) => self.oversize = Some(o),
@@ -484,26 +427,19 @@ impl Session {
             return Ok(self
                 .oversize
                 .take()
-                .map(|o| o.into_publish())
-                .map(|(p, size)| Parsed::Oversize(p, size)));
+                .map(|o| Parsed::Oversize(o.into_publish())));
         }
-        match Packet::read(&mut self.read, self.max_packet) {
-            Ok(p) => Ok(Some(Parsed::Packet(p))),
-            Err(CodecError::InsufficientBytes(_)) => Ok(None),
-            Err(CodecError::InvalidProtocolLevel(level)) => {
-                Err(SessionError::UnsupportedProtocol(level))
-            }
-            Err(e) => Err(SessionError::Malformed(format!("{e:?}"))),
-        }
+        Ok(self.codec.read(&mut self.read)?.map(Parsed::Packet))
     }
 
-    async fn send(&mut self, packets: &[Packet]) -> Result<(), SessionError> {
-        if packets.is_empty() {
+    pub(super) async fn send(&mut self, replies: &[Reply]) -> Result<(), SessionError> {
+        if replies.is_empty() {
             return Ok(());
         }
-        for p in packets {
-            p.write(&mut self.write, self.max_packet)
-                .map_err(|e| SessionError::Malformed(format!("{e:?}")))?;
+        for r in replies {
+            self.codec
+                .write(r, &mut self.write)
+                .map_err(SessionError::Malformed)?;
         }
         // A device that stops reading its acknowledgements is closed, not waited for.
         let written = conn::write_answer(&mut self.stream, &self.write).await;

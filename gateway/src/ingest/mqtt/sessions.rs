@@ -1,0 +1,82 @@
+//! MQTT 5 session expiry: which client ids have a session to resume.
+//!
+//! A device listener session holds no state a device could lose: a publish is acknowledged only
+//! once stored, QoS 2's PUBREL is answered from nothing (the publish was stored at PUBREC), and
+//! devices cannot subscribe here. So the only thing a session is, here, is the promise the
+//! CONNACK's Session Present flag makes: a client that connects with Clean Start 0 within its
+//! Session Expiry Interval of its last connection hears "session present", as the MQTT 5
+//! specification requires, and keeps its in-flight publishes to resend.
+//!
+//! The registry lives in memory: after a gateway restart no session is present, and a client
+//! resends what it had in flight only if its library does so regardless (the events it saw
+//! acknowledged are in the spool either way). It is bounded: past [`MAX_SESSIONS`] entries,
+//! expired ones are dropped, and if none has expired a new session is not kept (its next
+//! CONNECT hears "no session", which is always safe).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The most sessions kept between connections.
+pub const MAX_SESSIONS: usize = 100_000;
+
+/// Client ids with a session that outlives its connection, and when each expires (`None`:
+/// never, for an interval of `u32::MAX`).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    kept: Mutex<HashMap<String, Option<Instant>>>,
+}
+
+impl Sessions {
+    /// A CONNECT: whether a session is present for `client_id`. Clean Start discards it.
+    pub fn resume(&self, client_id: &str, clean_start: bool) -> bool {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(expires) = kept.remove(client_id) else {
+            return false;
+        };
+        !clean_start && expires.is_none_or(|at| at > Instant::now())
+    }
+
+    /// A connection ended: keep its session for `expiry_s` seconds (0: not at all).
+    pub fn end(&self, client_id: &str, expiry_s: u32) {
+        if expiry_s == 0 || client_id.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let expires = match expiry_s {
+            u32::MAX => None,
+            s => now.checked_add(Duration::from_secs(u64::from(s))),
+        };
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= MAX_SESSIONS {
+            kept.retain(|_, at| at.is_none_or(|at| at > now));
+            if kept.len() >= MAX_SESSIONS {
+                return;
+            }
+        }
+        kept.insert(client_id.to_owned(), expires);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_present_within_its_expiry_unless_clean_start_discards_it() {
+        let sessions = Sessions::default();
+        assert!(!sessions.resume("a", false), "never connected");
+        sessions.end("a", 60);
+        assert!(sessions.resume("a", false));
+        sessions.end("a", 60);
+        assert!(!sessions.resume("a", true), "clean start");
+        assert!(!sessions.resume("a", false), "and it is gone");
+        sessions.end("b", 0);
+        assert!(
+            !sessions.resume("b", false),
+            "expiry 0: ends with the connection"
+        );
+        sessions.end("c", u32::MAX);
+        assert!(sessions.resume("c", false), "never expires");
+    }
+}
