@@ -9,6 +9,7 @@
 pub mod config;
 pub mod link;
 pub mod mqtt;
+pub mod mqtt5;
 pub mod sim;
 pub mod sources;
 pub mod tcp;

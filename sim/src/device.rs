@@ -8,9 +8,11 @@
 //! outbox once it is written to the connection, and is never resent.
 //!
 //! - [`tcp`]: the TCP protocol, one batch in flight.
-//! - [`mqtt`]: MQTT 3.1.1 through rumqttc, a window of publishes in flight.
+//! - [`mqtt`]: MQTT through rumqttc, a window of publishes in flight; 3.1.1 there, and MQTT 5
+//!   in [`mqtt5`], whose reason codes can also say "busy" or "refused for good".
 
 pub mod mqtt;
+pub mod mqtt5;
 pub mod tcp;
 
 use std::collections::VecDeque;
@@ -69,6 +71,9 @@ pub struct Outcome {
     /// Sends of an event that had been sent before.
     pub resent: u64,
     pub reconnects: u64,
+    /// Events the gateway refused for good (MQTT 5 reason codes other than "busy"): dropped
+    /// from the outbox and logged, as a device dead-letters them locally.
+    pub refused: u64,
     pub faults: Injected,
     /// Why the device stopped early, if it did.
     pub error: Option<String>,
@@ -142,6 +147,7 @@ impl Device {
             acked_up_to: None,
             resent: 0,
             reconnects: 0,
+            refused: 0,
             faults: Injected::default(),
             error: None,
         };
@@ -167,7 +173,8 @@ impl Device {
         }
         let result = match self.outcome.link {
             Link::Tcp => tcp::run(&mut self, tcp).await,
-            Link::Mqtt { qos } => mqtt::run(&mut self, mqtt, qos).await,
+            Link::Mqtt { qos } => mqtt::run::<mqtt::V311>(&mut self, mqtt, qos).await,
+            Link::Mqtt5 { qos } => mqtt::run::<mqtt5::V5>(&mut self, mqtt, qos).await,
         };
         if let Err(error) = result {
             self.outcome.error = Some(error);
@@ -295,6 +302,17 @@ impl Device {
             None => self.outcome.last_sent_seq,
         };
         self.attempts = 0;
+        self.last_progress = Instant::now();
+    }
+
+    /// Drops an event the gateway refused for good (it will never be stored): logged, counted,
+    /// and the device moves on.
+    pub fn refused(&mut self, seq: u64, reason: &str) {
+        if let Some(i) = self.outbox.iter().position(|e| e.seq == seq) {
+            self.outbox.remove(i);
+            self.outcome.refused += 1;
+            tracing::warn!(device = %self.outcome.id, seq, %reason, "The gateway refused an event; dropped.");
+        }
         self.last_progress = Instant::now();
     }
 

@@ -59,6 +59,7 @@ struct CorpusArgs {
 enum Proto {
     Tcp,
     Mqtt,
+    Mqtt5,
 }
 
 #[derive(Args, Clone)]
@@ -298,6 +299,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             g.transport = match t {
                 Proto::Tcp => "tcp".into(),
                 Proto::Mqtt => "mqtt".into(),
+                Proto::Mqtt5 => "mqtt5".into(),
             };
         }
     }

@@ -82,7 +82,7 @@ impl RunReport {
     pub fn unacknowledged(&self) -> u64 {
         self.devices
             .iter()
-            .filter(|o| o.link != Link::Mqtt { qos: 0 })
+            .filter(|o| !o.link.fire_and_forget())
             .map(|o| o.sent - o.acked.min(o.sent))
             .sum()
     }
@@ -132,7 +132,7 @@ impl RunReport {
                 kind.as_str(),
                 &link.to_string(),
                 &row,
-                link == Link::Mqtt { qos: 0 },
+                link.fire_and_forget(),
             );
         }
         let t = self.total();

@@ -71,7 +71,20 @@ impl ModelKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Link {
     Tcp,
-    Mqtt { qos: u8 },
+    Mqtt {
+        qos: u8,
+    },
+    /// MQTT 5: the same publishes, with reason codes and the gateway's Receive Maximum.
+    Mqtt5 {
+        qos: u8,
+    },
+}
+
+impl Link {
+    /// MQTT QoS 0: no acknowledgements expected.
+    pub fn fire_and_forget(self) -> bool {
+        matches!(self, Link::Mqtt { qos: 0 } | Link::Mqtt5 { qos: 0 })
+    }
 }
 
 impl std::fmt::Display for Link {
@@ -79,6 +92,7 @@ impl std::fmt::Display for Link {
         match self {
             Link::Tcp => f.write_str("tcp"),
             Link::Mqtt { qos } => write!(f, "mqtt-qos{qos}"),
+            Link::Mqtt5 { qos } => write!(f, "mqtt5-qos{qos}"),
         }
     }
 }
@@ -348,11 +362,14 @@ impl Raw {
             let link = match (g.transport.as_str(), g.qos) {
                 ("tcp", _) => Link::Tcp,
                 ("mqtt", qos @ (0 | 1)) => Link::Mqtt { qos },
-                ("mqtt", qos) => return Err(bad(&key("qos"), format!("{qos} is not 0 or 1"))),
+                ("mqtt5", qos @ (0 | 1)) => Link::Mqtt5 { qos },
+                ("mqtt" | "mqtt5", qos) => {
+                    return Err(bad(&key("qos"), format!("{qos} is not 0 or 1")))
+                }
                 (other, _) => {
                     return Err(bad(
                         &key("transport"),
-                        format!("{other:?} is not \"tcp\" or \"mqtt\""),
+                        format!("{other:?} is not \"tcp\", \"mqtt\" or \"mqtt5\""),
                     ))
                 }
             };

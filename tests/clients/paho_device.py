@@ -64,6 +64,9 @@ def main():
     ap.add_argument("--device", default="")
     ap.add_argument("--acked")
     ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--keepalive", type=int, default=30)
+    ap.add_argument("--session-expiry", type=int,
+                    help="MQTT 5: connect with Clean Start 0 and this Session Expiry Interval")
     args = ap.parse_args()
 
     protocol = {"5": mqtt.MQTTv5, "311": mqtt.MQTTv311, "31": mqtt.MQTTv31}[args.version]
@@ -102,7 +105,13 @@ def main():
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     client.on_publish = on_publish
-    client.connect("127.0.0.1", args.port, keepalive=30)
+    if protocol == mqtt.MQTTv5 and args.session_expiry is not None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = args.session_expiry
+        client.connect("127.0.0.1", args.port, keepalive=args.keepalive, clean_start=False,
+                       properties=props)
+    else:
+        client.connect("127.0.0.1", args.port, keepalive=args.keepalive)
     client.loop_start()
     if not connected.wait(15) or state["gone"]:
         client.loop_stop()

@@ -69,16 +69,11 @@ fn assert_all_acked(report: &RunReport) {
     assert_eq!(report.acked(), report.sent(), "{}", report.table());
 }
 
-async fn fleet_arrives_exactly_once_in_order(stem: &str, tcp: bool) {
+async fn fleet_arrives_exactly_once_in_order(stem: &str, link: Link) {
     let brokers = env("TRIBUTARY_TEST_KAFKA");
     let topics = Topics::unique(stem);
     create_topics(&brokers, &topics.all(), 3).await;
     let mut gateway = Gateway::start(Some(&brokers), &topics);
-    let link = if tcp {
-        Link::Tcp
-    } else {
-        Link::Mqtt { qos: 1 }
-    };
     let report = run(spec(&gateway, link, stem, 10, 100)).await;
     assert_all_acked(&report);
     // tributary-sim's verifier: nothing missing, no duplicates, in order, right partitions.
@@ -97,12 +92,17 @@ async fn fleet_arrives_exactly_once_in_order(stem: &str, tcp: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_tcp_devices_arrive_exactly_once_keyed_and_in_order() {
-    fleet_arrives_exactly_once_in_order("tcp", true).await;
+    fleet_arrives_exactly_once_in_order("tcp", Link::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_mqtt_devices_arrive_exactly_once_keyed_and_in_order() {
-    fleet_arrives_exactly_once_in_order("mqtt", false).await;
+    fleet_arrives_exactly_once_in_order("mqtt", Link::Mqtt { qos: 1 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_mqtt_5_simulator_devices_arrive_exactly_once_keyed_and_in_order() {
+    fleet_arrives_exactly_once_in_order("mqtt5", Link::Mqtt5 { qos: 1 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

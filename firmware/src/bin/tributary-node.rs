@@ -8,6 +8,7 @@ use clap::Parser;
 use tributary_firmware::device::DeviceLoop;
 use tributary_firmware::node::config::{NodeConfig, TransportKind};
 use tributary_firmware::node::mqtt::MqttTransport;
+use tributary_firmware::node::mqtt5::Mqtt5Transport;
 use tributary_firmware::node::tcp::{AnyTransport, TcpTransport};
 use tributary_firmware::node::{sources, NodeError};
 
@@ -87,6 +88,11 @@ fn main() -> ExitCode {
             config.device_id.clone(),
             credentials,
         ))),
+        TransportKind::Mqtt5 => AnyTransport::Mqtt5(Box::new(Mqtt5Transport::new(
+            config.gateway,
+            config.device_id.clone(),
+            credentials,
+        ))),
     };
     let mut device = DeviceLoop::new(
         config.device_id.clone(),
@@ -126,8 +132,12 @@ fn main() -> ExitCode {
         std::thread::sleep(Duration::from_millis(50));
     }
     let c = device.counters();
+    let refused = match device.transport() {
+        AnyTransport::Mqtt5(t) => t.refused,
+        _ => 0,
+    };
     println!(
-        "sampled {} acknowledged {} dropped {} pending {}",
+        "sampled {} acknowledged {} dropped {} pending {} refused {refused}",
         c.sampled,
         c.acked,
         c.dropped,

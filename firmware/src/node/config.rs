@@ -14,7 +14,8 @@ pub struct NodeConfig {
     pub device_id: String,
     /// The gateway's TCP ingest address, or its MQTT listener with `transport = "mqtt"`.
     pub gateway: SocketAddr,
-    /// `tcp` (default) or `mqtt` (QoS 1; PUBACK only after the gateway's spool commit).
+    /// `tcp` (default), `mqtt` (MQTT 3.1.1, QoS 1; PUBACK only after the gateway's spool
+    /// commit) or `mqtt5` (the same over MQTT 5, acting on the gateway's reason codes).
     #[serde(default)]
     pub transport: TransportKind,
     /// This device's password, where the gateway requires one (`tributary devices add`).
@@ -45,6 +46,7 @@ pub enum TransportKind {
     #[default]
     Tcp,
     Mqtt,
+    Mqtt5,
 }
 
 fn default_buffer() -> usize {

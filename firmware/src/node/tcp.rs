@@ -130,6 +130,7 @@ impl TcpTransport {
 pub enum AnyTransport {
     Tcp(TcpTransport),
     Mqtt(Box<super::mqtt::MqttTransport>),
+    Mqtt5(Box<super::mqtt5::Mqtt5Transport>),
 }
 
 impl Transport for AnyTransport {
@@ -139,6 +140,7 @@ impl Transport for AnyTransport {
         match self {
             AnyTransport::Tcp(t) => t.connect(),
             AnyTransport::Mqtt(t) => t.connect(),
+            AnyTransport::Mqtt5(t) => t.connect(),
         }
     }
 
@@ -146,6 +148,7 @@ impl Transport for AnyTransport {
         match self {
             AnyTransport::Tcp(t) => t.send(events),
             AnyTransport::Mqtt(t) => t.send(events),
+            AnyTransport::Mqtt5(t) => t.send(events),
         }
     }
 }

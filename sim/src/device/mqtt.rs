@@ -1,13 +1,20 @@
-//! A device on MQTT 3.1.1 through rumqttc: JSON payloads on `devices/{id}/{readings|position}`,
-//! a window of `batch` publishes in flight.
+//! A device on MQTT through rumqttc: JSON payloads on `devices/{id}/{readings|position}`, a
+//! window of `batch` publishes in flight. One loop for both protocol versions; [`Client`] is
+//! what differs ([`V311`] here, [`super::mqtt5::V5`]).
 //!
 //! Every connection is a fresh rumqttc event loop with a clean session, so rumqttc's own replay
 //! of unacknowledged publishes never mixes with the device's: after a failure the device drops
 //! the event loop and resends from its outbox. rumqttc reports each publish it writes as
 //! `Outgoing::Publish(pkid)`, in the order they were requested; that order maps packet ids to
 //! seqs, and a PUBACK's packet id to the event it acknowledges.
+//!
+//! An answer is [`Answer::Stored`] (3.1.1's only one), [`Answer::Busy`] or [`Answer::Refused`]
+//! (MQTT 5's reason codes). Told busy, the device stops handing out publishes until everything
+//! in flight is answered, waits its backoff, then resends from the lowest busy seq, in order.
+//! Told refused, it drops the event, logs the reason and counts it, and moves on.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,50 +24,99 @@ use tokio::time::Instant;
 use super::Device;
 use crate::mqtt::{payload, topic};
 
+/// What the gateway said to one publish.
+pub enum Answer {
+    Stored,
+    /// Not stored; resend later.
+    Busy,
+    /// Never stored; the reason.
+    Refused(String),
+}
+
+/// What one turn of a client's event loop brought.
+pub enum Polled {
+    ConnAck,
+    /// A publish went out with this packet id.
+    Published(u16),
+    Answered(u16, Answer),
+    /// The gateway closed the session, saying why.
+    Closed(String),
+    Other,
+}
+
+/// One connection of one protocol version.
+pub trait Client: Sized {
+    /// Connects (lazily, on the first poll) as `device`, with `window` publishes in flight.
+    fn connect(device: &Device, addr: SocketAddr, window: usize) -> Self;
+    /// Queues a publish without waiting; `false` if the client's queue is full.
+    fn publish(&self, topic: String, qos1: bool, payload: Vec<u8>) -> bool;
+    fn poll(&mut self) -> impl Future<Output = Result<Polled, String>> + Send;
+    /// Sends DISCONNECT and lets it, and what was queued before it, go out.
+    fn disconnect(self) -> impl Future<Output = ()> + Send;
+}
+
 /// One connection's bookkeeping.
-struct Conn {
-    client: AsyncClient,
-    eventloop: rumqttc::EventLoop,
+struct Conn<C> {
+    client: C,
     connected: bool,
     /// Seqs requested from rumqttc and not yet written.
     requested: VecDeque<u64>,
-    /// Written QoS 1 publishes awaiting their PUBACK.
+    /// Written QoS 1 publishes awaiting their answer.
     awaiting: HashMap<u16, u64>,
     /// The highest seq handed to this connection.
     last_seq: Option<u64>,
     /// When the oldest outstanding publish was written, for the ack timeout.
     oldest: Option<Instant>,
+    /// The lowest seq answered "busy": nothing new goes out until it is resent.
+    busy: Option<u64>,
 }
 
-pub async fn run(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), String> {
+pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), String> {
     let window = device.pace.batch.clamp(1, u16::MAX as usize / 2);
-    let qos = if qos == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    };
-    let mut conn: Option<Conn> = None;
+    let qos1 = qos != 0;
+    let mut conn: Option<Conn<C>> = None;
     loop {
         if device.interrupted() {
             if let Some(c) = conn.take() {
-                disconnect(c).await;
+                c.client.disconnect().await;
             }
             return Ok(());
         }
         device.fill(window * 4);
-        let nothing_left = device.finished();
-        if nothing_left {
+        if device.finished() {
             if let Some(c) = conn.take() {
-                disconnect(c).await;
+                c.client.disconnect().await;
             }
             return Ok(());
         }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => conn.insert(connect(device, addr, window)),
+            None => conn.insert(Conn {
+                client: C::connect(device, addr, window),
+                connected: false,
+                requested: VecDeque::new(),
+                awaiting: HashMap::new(),
+                last_seq: None,
+                oldest: None,
+                busy: None,
+            }),
         };
+        // Told busy and everything answered: back off, then resend from the lowest busy seq.
+        if let Some(lowest) = c.busy {
+            if c.requested.is_empty() && c.awaiting.is_empty() {
+                if device
+                    .sleep(super::backoff(device.pace.backoff, 1))
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                c.last_seq = lowest.checked_sub(1);
+                c.busy = None;
+            }
+        }
         // Hand rumqttc what fits the window.
-        while c.connected && c.requested.len() + c.awaiting.len() < window {
+        while c.connected && c.busy.is_none() && c.requested.len() + c.awaiting.len() < window {
             let Some(e) = device
                 .outbox
                 .iter()
@@ -69,7 +125,7 @@ pub async fn run(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), S
                 break;
             };
             let (seq, t, p) = (e.seq, topic(e), payload(e, device.session));
-            if c.client.try_publish(t, qos, false, p).is_err() {
+            if !c.client.publish(t, qos1, p) {
                 break;
             }
             c.requested.push_back(seq);
@@ -87,7 +143,7 @@ pub async fn run(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), S
             *c.oldest.get_or_insert_with(Instant::now) + device.pace.ack_timeout
         };
         let polled = tokio::select! {
-            p = c.eventloop.poll() => Some(p),
+            p = c.client.poll() => Some(p),
             _ = tokio::time::sleep_until(wake) => None,
             _ = device.pace.cancel.cancelled() => continue,
         };
@@ -102,33 +158,37 @@ pub async fn run(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), S
                     format!("no CONNACK within {:?}", device.pace.ack_timeout)
                 })
             }
-            None => None,
-            Some(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {
+            None | Some(Ok(Polled::Other)) => None,
+            Some(Ok(Polled::ConnAck)) => {
                 c.connected = true;
                 c.oldest = None;
                 device.on_connect();
                 None
             }
-            Some(Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid)))) => {
+            Some(Ok(Polled::Published(pkid))) => {
                 if let Some(seq) = c.requested.pop_front() {
-                    if qos == QoS::AtMostOnce {
-                        device.forget(seq);
-                    } else {
+                    if qos1 {
                         c.awaiting.insert(pkid, seq);
                         c.oldest.get_or_insert_with(Instant::now);
+                    } else {
+                        device.forget(seq);
                     }
                 }
                 None
             }
-            Some(Ok(MqttEvent::Incoming(Packet::PubAck(ack)))) => {
-                if let Some(seq) = c.awaiting.remove(&ack.pkid) {
-                    device.ack_one(seq);
+            Some(Ok(Polled::Answered(pkid, answer))) => {
+                if let Some(seq) = c.awaiting.remove(&pkid) {
+                    match answer {
+                        Answer::Stored => device.ack_one(seq),
+                        Answer::Busy => c.busy = Some(c.busy.map_or(seq, |b| b.min(seq))),
+                        Answer::Refused(why) => device.refused(seq, &why),
+                    }
                     c.oldest = (!c.awaiting.is_empty()).then(Instant::now);
                 }
                 None
             }
-            Some(Ok(_)) => None,
-            Some(Err(e)) => Some(e.to_string()),
+            Some(Ok(Polled::Closed(why))) => Some(why),
+            Some(Err(e)) => Some(e),
         };
         if let Some(error) = failure {
             conn = None;
@@ -137,40 +197,61 @@ pub async fn run(device: &mut Device, addr: SocketAddr, qos: u8) -> Result<(), S
     }
 }
 
-fn connect(device: &Device, addr: SocketAddr, window: usize) -> Conn {
-    let mut options = MqttOptions::new(&device.outcome.id, addr.ip().to_string(), addr.port());
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_clean_session(true);
-    options.set_inflight(window as u16);
-    options.set_max_packet_size(1 << 20, 1 << 20);
-    let id = &device.outcome.id;
-    if let Some(password) = device.pace.credentials.password_for(id) {
-        options.set_credentials(id.clone(), password);
-    }
-    if let Some(tls) = &device.pace.credentials.tls {
-        options.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.clone()),
-        ));
-    }
-    let (client, eventloop) = AsyncClient::new(options, window + 4);
-    Conn {
-        client,
-        eventloop,
-        connected: false,
-        requested: VecDeque::new(),
-        awaiting: HashMap::new(),
-        last_seq: None,
-        oldest: None,
-    }
+/// MQTT 3.1.1: every PUBACK means stored.
+pub struct V311 {
+    client: AsyncClient,
+    eventloop: rumqttc::EventLoop,
 }
 
-/// Sends DISCONNECT and lets it go out.
-async fn disconnect(mut c: Conn) {
-    if c.client.try_disconnect().is_err() {
-        return;
+impl Client for V311 {
+    fn connect(device: &Device, addr: SocketAddr, window: usize) -> Self {
+        let mut options = MqttOptions::new(&device.outcome.id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_session(true);
+        options.set_inflight(window as u16);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let id = &device.outcome.id;
+        if let Some(password) = device.pace.credentials.password_for(id) {
+            options.set_credentials(id.clone(), password);
+        }
+        if let Some(tls) = &device.pace.credentials.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
+        let (client, eventloop) = AsyncClient::new(options, window + 4);
+        Self { client, eventloop }
     }
-    // rumqttc reports DISCONNECT when it queues it, and flushes on its next turn: poll on
-    // until the connection closes, so the last publishes (QoS 0 ones above all) go out.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, c.eventloop.poll()).await {}
+
+    fn publish(&self, topic: String, qos1: bool, payload: Vec<u8>) -> bool {
+        let qos = if qos1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        self.client.try_publish(topic, qos, false, payload).is_ok()
+    }
+
+    async fn poll(&mut self) -> Result<Polled, String> {
+        Ok(
+            match self.eventloop.poll().await.map_err(|e| e.to_string())? {
+                MqttEvent::Incoming(Packet::ConnAck(_)) => Polled::ConnAck,
+                MqttEvent::Outgoing(Outgoing::Publish(pkid)) => Polled::Published(pkid),
+                MqttEvent::Incoming(Packet::PubAck(ack)) => {
+                    Polled::Answered(ack.pkid, Answer::Stored)
+                }
+                _ => Polled::Other,
+            },
+        )
+    }
+
+    async fn disconnect(mut self) {
+        if self.client.try_disconnect().is_err() {
+            return;
+        }
+        // rumqttc reports DISCONNECT when it queues it, and flushes on its next turn: poll on
+        // until the connection closes, so the last publishes (QoS 0 ones above all) go out.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, self.eventloop.poll()).await {}
+    }
 }

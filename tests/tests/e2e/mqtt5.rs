@@ -303,3 +303,37 @@ async fn a_fast_mqtt_5_device_against_a_full_spool_is_slowed_down_not_cut_off_an
         "in order in the partition"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mqtt_5_connack_assigns_an_id_sets_the_keep_alive_and_keeps_a_session() {
+    let topics = Topics::unique("mqtt5-connack");
+    let gateway = Gateway::start_with_mqtt(None, &topics, "max_keep_alive_s = 120\n", "");
+    let port = gateway.mqtt.port().to_string();
+    // No client id, no keep-alive: the gateway picks both and says so.
+    let lines = paho(&["--port", &port, "--client-id", "", "--keepalive", "0"]);
+    let props = &connack(&lines)["props"];
+    assert_eq!(connack(&lines)["rc"], 0, "{lines:?}");
+    assert!(
+        props["AssignedClientIdentifier"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("tributary-")),
+        "{props}"
+    );
+    assert_eq!(props["ServerKeepAlive"], 120, "{props}");
+    // A session that outlives its connection is present when the device comes back.
+    let session = [
+        "--port",
+        &port,
+        "--client-id",
+        "s5-1",
+        "--session-expiry",
+        "300",
+    ];
+    let first = paho(&session);
+    assert_eq!(connack(&first)["session_present"], false, "{first:?}");
+    let again = paho(&session);
+    assert_eq!(connack(&again)["session_present"], true, "{again:?}");
+    // Clean Start discards it.
+    let clean = paho(&["--port", &port, "--client-id", "s5-1"]);
+    assert_eq!(connack(&clean)["session_present"], false, "{clean:?}");
+}

@@ -5,10 +5,10 @@ use std::process::Command;
 use tributary_tests::binary;
 use tributary_tests::gateway::{Gateway, Topics};
 
-/// Runs `tributary-node` with simulated sensors for 2 s against `gateway` (over TCP, or MQTT;
-/// with `secure`, over TLS with a password, to a gateway that accepts nobody without one) and
-/// checks what reached the gateway's file sink.
-fn node_events_arrive(mqtt: bool, secure: bool) {
+/// Runs `tributary-node` with simulated sensors for 2 s against `gateway` (over `transport`:
+/// TCP, MQTT or MQTT 5; with `secure`, over TLS with a password, to a gateway that accepts
+/// nobody without one) and checks what reached the gateway's file sink.
+fn node_events_arrive(transport: &str, secure: bool) {
     let topics = Topics::unique("node");
     let dir = tempfile::tempdir().unwrap();
     let mut credentials = String::new();
@@ -27,11 +27,11 @@ fn node_events_arrive(mqtt: bool, secure: bool) {
         Gateway::start_with(None, &topics, "")
     };
     let config = gateway.dir.path().join("node.toml");
-    let (transport, addr) = match (mqtt, secure) {
-        (true, false) => ("mqtt", gateway.mqtt),
-        (false, false) => ("tcp", gateway.tcp),
-        (true, true) => ("mqtt", gateway.mqtt_tls.unwrap()),
-        (false, true) => ("tcp", gateway.tcp_tls.unwrap()),
+    let addr = match (transport, secure) {
+        ("tcp", false) => gateway.tcp,
+        ("tcp", true) => gateway.tcp_tls.unwrap(),
+        (_, false) => gateway.mqtt,
+        (_, true) => gateway.mqtt_tls.unwrap(),
     };
     std::fs::write(
         &config,
@@ -86,22 +86,68 @@ fn node_events_arrive(mqtt: bool, secure: bool) {
 
 #[test]
 fn the_node_agent_reads_simulated_sensors_and_its_events_arrive_over_tcp() {
-    node_events_arrive(false, false);
+    node_events_arrive("tcp", false);
 }
 
 #[test]
 fn the_node_agent_reads_simulated_sensors_and_its_events_arrive_over_mqtt() {
-    node_events_arrive(true, false);
+    node_events_arrive("mqtt", false);
 }
 
 #[test]
 fn the_node_agent_logs_in_with_its_password_over_tls_on_tcp() {
-    node_events_arrive(false, true);
+    node_events_arrive("tcp", true);
 }
 
 #[test]
 fn the_node_agent_logs_in_with_its_password_over_tls_on_mqtt() {
-    node_events_arrive(true, true);
+    node_events_arrive("mqtt", true);
+}
+
+#[test]
+fn the_node_agent_speaks_mqtt_5() {
+    node_events_arrive("mqtt5", false);
+}
+
+#[test]
+fn an_mqtt_5_node_drops_what_the_gateway_refuses_for_good_and_moves_on() {
+    let topics = Topics::unique("node-refused");
+    // Every reading is larger than this: each is answered 0x83 and kept as a dead letter.
+    let mut gateway = Gateway::start_with_mqtt(None, &topics, "max_payload_bytes = 64\n", "");
+    let config = gateway.dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id = \"pi-sim-2\"\ngateway = \"{}\"\ntransport = \"mqtt5\"\nbatch = 5\n\
+             [[sensor]]\ntype = \"bme280\"\nbus = \"sim\"\ninterval_ms = 100\n",
+            gateway.mqtt
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary("tributary-node"))
+        .args(["--config"])
+        .arg(&config)
+        .args(["--run-for-ms", "1500"])
+        .output()
+        .expect("run tributary-node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("pending 0"), "it moved on: {stdout}");
+    let refused: u64 = stdout
+        .split("refused ")
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 5, "{stdout}");
+    assert!(
+        stderr.contains("payload too large"),
+        "the gateway's reason is logged: {stderr}"
+    );
+    gateway.stop();
+    assert!(gateway.sink_lines(&topics.readings).is_empty());
+    let dead = gateway.sink_lines(&topics.dead_letter);
+    assert_eq!(dead.len() as u64, refused, "each one kept by the gateway");
 }
 
 /// Runs `tributary-node` with `config` as its config file, until it exits.

@@ -253,6 +253,24 @@ impl Codec {
 
     /// The next packet in `buf`, if it has all arrived.
     pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, ReadError> {
+        let packet = self.read_any(buf)?;
+        // What the parsers let through but the specification forbids, and no answer could
+        // carry: packet id 0, a (UN)SUBSCRIBE without a topic filter.
+        match &packet {
+            Some(Incoming::PubRel(0))
+            | Some(Incoming::Subscribe { pkid: 0, .. })
+            | Some(Incoming::Unsubscribe { pkid: 0, .. }) => {
+                Err(ReadError::Malformed("packet identifier 0".into()))
+            }
+            Some(Incoming::Subscribe { filters: 0, .. })
+            | Some(Incoming::Unsubscribe { filters: 0, .. }) => Err(ReadError::Malformed(
+                "SUBSCRIBE or UNSUBSCRIBE without a topic filter".into(),
+            )),
+            _ => Ok(packet),
+        }
+    }
+
+    fn read_any(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, ReadError> {
         let version = match self.version {
             Some(v) => v,
             None => match first_connect(buf, self.max_packet)? {
@@ -296,6 +314,10 @@ impl Codec {
                     session_expiry: 0,
                     auth_method: None,
                 }))
+            }
+            v4::Packet::Publish(p) if p.topic.is_empty() => {
+                // MQTT-4.7.3-1: a topic name is at least one character.
+                return Err(ReadError::Malformed("PUBLISH with an empty topic".into()));
             }
             v4::Packet::Publish(p) => {
                 Incoming::Publish(Publish::new(p.topic, p.payload, p.qos, p.pkid))

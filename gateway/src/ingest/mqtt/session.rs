@@ -437,9 +437,12 @@ impl Session {
             return Ok(());
         }
         for r in replies {
-            self.codec
-                .write(r, &mut self.write)
-                .map_err(SessionError::Malformed)?;
+            if let Err(reason) = self.codec.write(r, &mut self.write) {
+                tracing::debug!(message = "An answer cannot be written; closing.", peer = %self.peer.addr, %reason);
+                return Err(SessionError::Protocol(
+                    "an answer the client cannot take (its Maximum Packet Size)",
+                ));
+            }
         }
         // A device that stops reading its acknowledgements is closed, not waited for.
         let written = conn::write_answer(&mut self.stream, &self.write).await;

@@ -193,3 +193,20 @@ fn an_mqtt_5_disconnect_without_a_reason_code_is_a_normal_disconnect() {
     ));
     assert!(buf.is_empty());
 }
+
+#[test]
+fn a_disconnect_without_a_reason_string_is_four_well_formed_bytes() {
+    let mut codec = Codec::new(1 << 20);
+    codec.read(&mut v5_connect(None)).unwrap();
+    let mut out = BytesMut::new();
+    let reply = Reply::Disconnect {
+        reason: Closing::KeepAliveTimeout,
+        detail: None,
+    };
+    codec.write(&reply, &mut out).unwrap();
+    assert_eq!(&out[..], [0xE0, 0x02, 0x8D, 0x00]);
+    let Ok(v5p::Packet::Disconnect(d)) = v5p::Packet::read(&mut out, None) else {
+        panic!("a DISCONNECT")
+    };
+    assert_eq!(d.reason_code, v5p::DisconnectReasonCode::KeepAliveTimeout);
+}

@@ -22,10 +22,27 @@ impl Codec {
             Some(max) if packet.size() > max as usize => self.v5_packet(reply, false),
             _ => packet,
         };
+        if let v5p::Packet::Disconnect(v5p::Disconnect {
+            reason_code,
+            properties: None,
+        }) = &packet
+        {
+            // rumqttc writes a reason code without properties one byte past the length it
+            // declares; this is the packet it means: the code and an empty property length.
+            out.extend_from_slice(&[0xE0, 0x02, *reason_code as u8, 0x00]);
+            return Ok(());
+        }
         packet
             .write(out, self.client_max_packet)
             .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| match e {
+                rumqttc::v5::mqttbytes::Error::OutgoingPacketTooLarge { pkt_size, max } => {
+                    format!(
+                        "a {pkt_size}-byte answer is over the client's Maximum Packet Size ({max})"
+                    )
+                }
+                e => format!("{e:?}"),
+            })
     }
 
     /// The v5 packet for `reply`; reason strings only where the client takes them and
