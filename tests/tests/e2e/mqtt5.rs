@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use rumqttc::v5::mqttbytes::v5;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
 use serde_json::{json, Value};
 use tributary_tests::clients::{answers, mqttjs, paho, paho_output, paho_spawn, plan};
 use tributary_tests::gateway::{Gateway, Topics};
@@ -336,4 +338,144 @@ async fn an_mqtt_5_connack_assigns_an_id_sets_the_keep_alive_and_keeps_a_session
     // Clean Start discards it.
     let clean = paho(&["--port", &port, "--client-id", "s5-1"]);
     assert_eq!(connack(&clean)["session_present"], false, "{clean:?}");
+}
+
+/// A raw MQTT 5 connection: for what no well-behaved client library would send.
+struct Raw5 {
+    stream: tokio::net::TcpStream,
+    read: bytes::BytesMut,
+}
+
+impl Raw5 {
+    async fn connect(addr: std::net::SocketAddr, id: &str) -> (Self, v5::ConnAck) {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut raw = Self {
+            stream,
+            read: bytes::BytesMut::new(),
+        };
+        let connect = v5::Connect {
+            keep_alive: 30,
+            client_id: id.into(),
+            clean_start: true,
+            properties: None,
+        };
+        raw.send(&[v5::Packet::Connect(connect, None, None)]).await;
+        match raw.next().await {
+            Some(v5::Packet::ConnAck(ack)) => (raw, ack),
+            other => panic!("CONNACK expected: {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packets: &[v5::Packet]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        for p in packets {
+            p.write(&mut out, None).expect("encode");
+        }
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// The next packet, or `None` once the gateway closed the connection.
+    async fn next(&mut self) -> Option<v5::Packet> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match v5::Packet::read(&mut self.read, None) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("the gateway wrote a packet that does not parse: {e:?}"),
+            }
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.stream.read_buf(&mut self.read),
+            );
+            match read.await.expect("an answer within 10 s") {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn publish5(topic: &str, alias: Option<u16>, qos: QoS5, pkid: u16, payload: String) -> v5::Packet {
+    let mut p = v5::Publish::new(topic, qos, payload, None);
+    p.pkid = pkid;
+    p.properties = alias.map(|a| v5::PublishProperties {
+        topic_alias: Some(a),
+        ..Default::default()
+    });
+    v5::Packet::Publish(p)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_breaking_mqtt_5_s_rules_hears_why_in_a_disconnect_and_is_counted() {
+    let topics = Topics::unique("mqtt5-raw");
+    let mut gateway = Gateway::start_with_mqtt(None, &topics, "receive_maximum = 4\n", "");
+    let topic = "devices/raw-1/readings";
+
+    // An alias it never set.
+    let (mut raw, ack) = Raw5::connect(gateway.mqtt, "raw-1").await;
+    let grant = ack.properties.expect("grants");
+    assert_eq!(grant.receive_max, Some(4));
+    raw.send(&[publish5(topic, Some(1), QoS5::AtLeastOnce, 1, reading(1))])
+        .await;
+    assert!(matches!(raw.next().await, Some(v5::Packet::PubAck(a)) if a.pkid == 1));
+    raw.send(&[publish5("", Some(1), QoS5::AtLeastOnce, 2, reading(2))])
+        .await;
+    assert!(
+        matches!(raw.next().await, Some(v5::Packet::PubAck(a)) if a.pkid == 2),
+        "alias 1 resolves to the topic it was set to"
+    );
+    raw.send(&[publish5("", Some(3), QoS5::AtLeastOnce, 3, reading(3))])
+        .await;
+    match raw.next().await {
+        Some(v5::Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, v5::DisconnectReasonCode::TopicAliasInvalid)
+        }
+        other => panic!("DISCONNECT 0x94 expected: {other:?}"),
+    }
+    assert!(raw.next().await.is_none(), "and closed");
+
+    // QoS 2 publishes whose PUBREL never comes count against the grant: the fifth is one too
+    // many.
+    let (mut raw, _) = Raw5::connect(gateway.mqtt, "raw-2").await;
+    let own = "devices/raw-2/readings";
+    for pkid in 1..=4u16 {
+        raw.send(&[publish5(
+            own,
+            None,
+            QoS5::ExactlyOnce,
+            pkid,
+            reading(pkid.into()),
+        )])
+        .await;
+        assert!(matches!(raw.next().await, Some(v5::Packet::PubRec(r)) if r.pkid == pkid));
+    }
+    raw.send(&[publish5(own, None, QoS5::ExactlyOnce, 5, reading(5))])
+        .await;
+    match raw.next().await {
+        Some(v5::Packet::Disconnect(d)) => {
+            assert_eq!(
+                d.reason_code,
+                v5::DisconnectReasonCode::ReceiveMaximumExceeded
+            )
+        }
+        other => panic!("DISCONNECT 0x93 expected: {other:?}"),
+    }
+
+    // Shutting down, the gateway says so.
+    let (mut raw, _) = Raw5::connect(gateway.mqtt, "raw-3").await;
+    let stopped = gateway.stop();
+    match raw.next().await {
+        Some(v5::Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, v5::DisconnectReasonCode::ServerShuttingDown)
+        }
+        other => panic!("DISCONNECT 0x8B expected: {other:?}"),
+    }
+    assert_eq!(stopped.refused("mqtt/topic_alias"), 1, "{}", stopped.stdout);
+    assert_eq!(
+        stopped.refused("mqtt/receive_maximum"),
+        1,
+        "{}",
+        stopped.stdout
+    );
 }
