@@ -8,7 +8,6 @@ use clap::Parser;
 use tributary_firmware::device::DeviceLoop;
 use tributary_firmware::node::config::{NodeConfig, TransportKind};
 use tributary_firmware::node::mqtt::MqttTransport;
-use tributary_firmware::node::mqtt5::Mqtt5Transport;
 use tributary_firmware::node::tcp::{AnyTransport, TcpTransport};
 use tributary_firmware::node::{sources, NodeError};
 
@@ -88,7 +87,7 @@ fn main() -> ExitCode {
             config.device_id.clone(),
             credentials,
         ))),
-        TransportKind::Mqtt5 => AnyTransport::Mqtt5(Box::new(Mqtt5Transport::new(
+        TransportKind::Mqtt5 => AnyTransport::Mqtt5(Box::new(MqttTransport::new(
             config.gateway,
             config.device_id.clone(),
             credentials,

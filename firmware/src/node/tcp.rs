@@ -129,8 +129,8 @@ impl TcpTransport {
 /// The transport `config/node.toml` chose.
 pub enum AnyTransport {
     Tcp(TcpTransport),
-    Mqtt(Box<super::mqtt::MqttTransport>),
-    Mqtt5(Box<super::mqtt5::Mqtt5Transport>),
+    Mqtt(Box<super::mqtt::MqttTransport<super::mqtt::V311>>),
+    Mqtt5(Box<super::mqtt::MqttTransport<super::mqtt5::V5>>),
 }
 
 impl Transport for AnyTransport {
