@@ -1,14 +1,15 @@
-//! MQTT ingest: Tributary's own MQTT 3.1.1 listener for devices, plus an embedded rumqttd broker
-//! for subscribers and local apps.
+//! MQTT ingest: Tributary's own MQTT listener for devices (MQTT 5, 3.1.1 and 3.1), plus an
+//! embedded rumqttd broker for subscribers and local apps.
 //!
 //! # Why Tributary owns device connections
 //! rumqttd acknowledges a QoS 1 publish as soon as its router has it, before anything is on
 //! disk, so a crash in between loses events the device saw acknowledged. The device listener
-//! ([`session`]) speaks MQTT with rumqttc's public codec (`rumqttc::mqttbytes::v4`), and sends
-//! PUBACK (QoS 1) or PUBREC (QoS 2) only after the spool committed the publish. Publishes that
-//! arrive together share one spool commit. If the spool cannot store them (full, or failing),
-//! the connection is closed without acknowledging: the device reconnects and resends with DUP,
-//! and de-duplication by `(device_id, seq)` makes that safe.
+//! ([`session`]) speaks MQTT with rumqttc's public codecs (through [`codec`]), and sends PUBACK
+//! (QoS 1) or PUBREC (QoS 2) only after the spool committed the publish. Publishes that arrive
+//! together share one spool commit. If the spool cannot store them (full, or failing), a 3.1.1
+//! connection is closed without acknowledging: the device reconnects and resends with DUP, and
+//! de-duplication by `(device_id, seq)` makes that safe. An MQTT 5 device is told so instead
+//! ("quota exceeded", "unspecified error") and resends later ([`session`]).
 //!
 //! After the commit, accepted publishes are passed on to the embedded broker ([`broker`],
 //! `mqtt.broker_listen`), so subscribers and local apps see device traffic as they would on any
@@ -34,7 +35,9 @@
 //! denied one is never stored as an event. MQTT 3.1.1 gives a server two answers only, so
 //! `auth.on_deny` chooses: `acknowledge` (the default) PUBACKs it, so the device does not resend
 //! it forever, and keeps it as a dead letter with the reason; `disconnect` keeps the dead letter
-//! and closes the connection without acknowledging it. Either way it is counted (`acl`).
+//! and closes the connection without acknowledging it. Either way it is counted (`acl`). MQTT 5
+//! devices hear "not authorized" (0x87) in the PUBACK instead, or in a DISCONNECT with
+//! `disconnect`.
 //!
 //! # What each QoS promises
 //! - QoS 0: nothing; fire-and-forget, as MQTT defines it.

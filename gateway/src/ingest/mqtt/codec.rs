@@ -426,7 +426,7 @@ impl Codec {
     }
 
     /// Resolves a topic alias: a topic with an alias sets it, an empty topic uses it.
-    pub fn alias(&mut self, topic: String, alias: Option<u16>) -> Result<String, ReadError> {
+    fn alias(&mut self, topic: String, alias: Option<u16>) -> Result<String, ReadError> {
         let Some(alias) = alias else {
             return if topic.is_empty() {
                 Err(ReadError::Malformed(

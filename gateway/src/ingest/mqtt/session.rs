@@ -145,6 +145,8 @@ enum Parsed {
 #[derive(Default)]
 struct Round {
     publishes: Vec<Publish>,
+    /// How many of `publishes` are QoS 1 or 2 (they count against the Receive Maximum).
+    unanswered: usize,
     /// Answers that do not wait for the spool, written after the acks.
     replies: Vec<Reply>,
     disconnect: bool,
@@ -330,17 +332,13 @@ impl Session {
             while let Some(parsed) = self.parse()? {
                 let packet = match parsed {
                     Parsed::Oversize(p) => {
-                        self.in_flight(&round, &p)?;
-                        round.publishes.push(p);
+                        self.in_flight(&mut round, p)?;
                         continue;
                     }
                     Parsed::Packet(packet) => packet,
                 };
                 match packet {
-                    Incoming::Publish(p) => {
-                        self.in_flight(&round, &p)?;
-                        round.publishes.push(p);
-                    }
+                    Incoming::Publish(p) => self.in_flight(&mut round, p)?,
                     Incoming::PubRel(pkid) => {
                         let refused = self.refused_rel.iter().position(|r| *r == pkid);
                         if let Some(i) = refused {
@@ -376,20 +374,16 @@ impl Session {
         }
     }
 
-    /// Checks that one more QoS 1 or 2 publish stays within the Receive Maximum granted.
-    fn in_flight(&self, round: &Round, p: &Publish) -> Result<(), SessionError> {
-        if p.qos == QoS::AtMostOnce || self.grant == u16::MAX {
-            return Ok(());
+    /// Adds a publish to the round, checking that a QoS 1 or 2 one stays within the Receive
+    /// Maximum granted (with the QoS 2 publishes still awaiting their PUBREL).
+    fn in_flight(&self, round: &mut Round, p: Publish) -> Result<(), SessionError> {
+        if p.qos != QoS::AtMostOnce {
+            if round.unanswered + self.awaiting_rel >= usize::from(self.grant) {
+                return Err(SessionError::ReceiveMaximum(self.grant));
+            }
+            round.unanswered += 1;
         }
-        let unanswered = round
-            .publishes
-            .iter()
-            .filter(|q| q.qos != QoS::AtMostOnce)
-            .count()
-            + self.awaiting_rel;
-        if unanswered >= usize::from(self.grant) {
-            return Err(SessionError::ReceiveMaximum(self.grant));
-        }
+        round.publishes.push(p);
         Ok(())
     }
 
