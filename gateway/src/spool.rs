@@ -227,6 +227,7 @@ impl Spool {
                 reply,
             })
             .await
+            .map(writer::Stored::into_outcomes)
     }
 
     /// Stores records durably together with how far their sources have been read: all commit,
@@ -244,6 +245,7 @@ impl Spool {
                 reply,
             })
             .await
+            .map(writer::Stored::into_outcomes)
     }
 
     /// The saved states of the sources whose names start with `prefix`.

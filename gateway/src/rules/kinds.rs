@@ -193,8 +193,20 @@ pub fn step(logic: &Logic, state: &mut State, event: &Event) -> (Vec<Derived>, b
             }
             if let Some(open) = state.interval.as_mut() {
                 open.count += 1;
-                if *mode != Mode::First {
-                    open.last = Some(event.clone());
+                match (&mut open.last, mode) {
+                    (_, Mode::First) => {}
+                    // A mean reading's values are the means: of the latest reading only its
+                    // seq and time are kept, without copying the whole event each time.
+                    (Some(last), Mode::Mean)
+                        if matches!(
+                            (&last.body, &event.body),
+                            (Body::Reading(_), Body::Reading(_))
+                        ) =>
+                    {
+                        last.seq = event.seq;
+                        last.time_ms = event.time_ms;
+                    }
+                    _ => open.last = Some(event.clone()),
                 }
                 if let (Mode::Mean, Body::Reading(r)) = (mode, &event.body) {
                     for v in &r.values {

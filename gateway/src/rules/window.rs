@@ -105,12 +105,12 @@ pub fn step(spec: &Spec, windows: &mut Windows, event: &Event) -> (Vec<Derived>,
     let (size, hop) = (spec.size_ms.max(1), spec.hop_ms.max(1));
     // The windows [k·hop, k·hop + size) that hold t and are not closed yet.
     let first_k = (t + 1).saturating_sub(size).div_ceil(hop);
-    let starts: Vec<u64> = (first_k..=t / hop)
-        .map(|k| k * hop)
-        .filter(|s| s + size > windows.closed_until_ms)
-        .collect();
-    let late = starts.is_empty();
-    for start in starts {
+    let mut late = true;
+    for start in (first_k..=t / hop).map(|k| k * hop) {
+        if start + size <= windows.closed_until_ms {
+            continue;
+        }
+        late = false;
         let i = match windows.open.iter().position(|w| w.start_ms == start) {
             Some(i) => i,
             None => {

@@ -37,6 +37,14 @@ pub struct TopicStats {
     pub oldest_received_ms: Option<i64>,
 }
 
+/// What a committed transaction did: the appends' outcomes, the rows dropped for room (per
+/// topic), and the spool's bytes after it.
+struct Transacted {
+    appended: Result<Vec<Vec<Appended>>, SpoolError>,
+    dropped: BTreeMap<String, u64>,
+    bytes: u64,
+}
+
 /// What one group commit did.
 #[derive(Debug)]
 pub struct GroupOutcome {
@@ -186,8 +194,57 @@ impl SpoolDb {
         } else {
             self.free_space(incoming)?
         };
+        if !groups.is_empty() {
+            self.rules.recover(&self.conn)?;
+        }
         let mut changes = Changes::default();
         let mut pending = Pending::default();
+        let done = self.transact(
+            groups,
+            acks,
+            sources,
+            (incoming, free),
+            &mut changes,
+            &mut pending,
+        );
+        let Transacted {
+            appended,
+            dropped,
+            bytes,
+        } = match done {
+            Ok(done) => done,
+            Err(error) => {
+                // Rolled back: what the rules took for this group is stale.
+                self.rules.lost(pending);
+                if let Err(again) = self.rules.recover(&self.conn) {
+                    tracing::warn!(message = "Reading rule states after a failed commit failed; retried before the next rules run.", error = %again);
+                }
+                return Err(error);
+            }
+        };
+        self.bytes = bytes;
+        let regressions = std::mem::take(&mut changes.regressions);
+        self.seqs.apply(changes);
+        let rule_counts = std::mem::take(&mut pending.counts);
+        self.rules.apply(pending);
+        Ok(GroupOutcome {
+            appended,
+            dropped,
+            regressions,
+            rule_counts,
+        })
+    }
+
+    /// [`Self::commit_once`]'s transaction.
+    fn transact(
+        &mut self,
+        groups: &[Vec<Record>],
+        acks: &[i64],
+        sources: &[SourceState],
+        (incoming, free): (u64, u64),
+        changes: &mut Changes,
+        pending: &mut Pending,
+    ) -> Result<Transacted, SpoolError> {
         let tx = self
             .conn
             .transaction()
@@ -212,15 +269,9 @@ impl SpoolDb {
             };
             match room {
                 Ok(()) => {
-                    let (out, derived) = append_in(
-                        &tx,
-                        groups,
-                        &self.seqs,
-                        &mut changes,
-                        &self.rules,
-                        &mut pending,
-                    )?;
-                    self.rules.save(&tx, &pending)?;
+                    let (out, derived) =
+                        append_in(&tx, groups, &self.seqs, changes, &mut self.rules, pending)?;
+                    self.rules.save(&tx, pending)?;
                     save_sources(&tx, sources)?;
                     bytes += stored_size(groups, &out) + derived;
                     Ok(out)
@@ -230,16 +281,10 @@ impl SpoolDb {
         };
         add_counters(&tx, &dropped, DROPPED_FULL)?;
         tx.commit().map_err(SpoolError::sqlite("commit"))?;
-        self.bytes = bytes;
-        let regressions = std::mem::take(&mut changes.regressions);
-        self.seqs.apply(changes);
-        let rule_counts = std::mem::take(&mut pending.counts);
-        self.rules.apply(pending);
-        Ok(GroupOutcome {
+        Ok(Transacted {
             appended,
             dropped,
-            regressions,
-            rule_counts,
+            bytes,
         })
     }
 
@@ -579,7 +624,7 @@ fn append_in(
     groups: &[Vec<Record>],
     committed: &Seqs,
     changes: &mut Changes,
-    rules: &RuleStates,
+    rules: &mut RuleStates,
     pending: &mut Pending,
 ) -> Result<(Vec<Vec<Appended>>, u64), SpoolError> {
     let mut derived_bytes = 0;

@@ -11,14 +11,18 @@
 //! same way and moved into `device_rule_state` then.
 //!
 //! The committed states live in memory, mirrored from the table (like the sequence state). A
-//! group works on a [`Pending`] overlay (a device's committed states are copied in when the
-//! group first touches it, then updated in place); the overlay is written in the group's
-//! transaction and merged into memory only once that transaction committed, so a failed commit
-//! leaves memory as the database is.
+//! group works on a [`Pending`] overlay: a device's committed states are moved into it when the
+//! group first touches it (not copied: copying every touched device's windows per group, and
+//! dropping the old ones after, cost the writer more than the rules' own steps), then updated in
+//! place. The overlay is written in the group's transaction and moved back once that
+//! transaction committed. When it did not commit, the states it took are stale and dropped; the
+//! devices are [`RuleStates::lost`], and their rows, which the rollback left as they were, are
+//! read again ([`RuleStates::recover`]) before any rule runs on them, so memory is as the
+//! database is.
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::SpoolError;
 use crate::record::Record;
@@ -32,27 +36,35 @@ type DeviceStates = Vec<Option<State>>;
 pub struct RuleStates {
     set: RuleSet,
     committed: HashMap<String, DeviceStates>,
+    /// Devices whose states a failed group took: to be read from the table again.
+    lost: Vec<String>,
 }
 
 /// The states a group works on: its own, first taken from the committed ones.
 struct Overlay<'a> {
     pending: &'a mut Pending,
-    committed: &'a HashMap<String, DeviceStates>,
+    committed: &'a mut HashMap<String, DeviceStates>,
+    /// The device last asked for: an event's rules all ask for the same one.
+    last: Option<usize>,
 }
 
 impl crate::rules::States for Overlay<'_> {
     fn state(&mut self, rule: usize, device: &str) -> &mut State {
         let p = &mut *self.pending;
-        let i = match p.index.get(device) {
-            Some(i) => *i,
+        let cached = self
+            .last
+            .filter(|i| p.devices.get(*i).is_some_and(|(d, _)| d == device));
+        let i = match cached.or_else(|| p.index.get(device).copied()) {
+            Some(i) => i,
             None => {
-                let copy = self.committed.get(device).cloned().unwrap_or_default();
-                p.devices.push((device.to_owned(), copy));
+                let taken = self.committed.remove(device).unwrap_or_default();
+                p.devices.push((device.to_owned(), taken));
                 p.index.insert(device.to_owned(), p.devices.len() - 1);
                 p.devices.len() - 1
             }
         };
-        // `i` came from `index`, which only holds positions of `devices`.
+        self.last = Some(i);
+        // `i` came from `index` (or was checked), which only holds positions of `devices`.
         let states = &mut p.devices[i].1;
         if states.len() <= rule {
             states.resize_with(rule + 1, || None);
@@ -90,11 +102,7 @@ impl RuleStates {
             let current = set.rules().iter().position(|r| r.name == rule);
             match (current, state) {
                 (Some(i), Some(state)) if set.rules()[i].version == version => {
-                    let states = committed.entry(device.to_owned()).or_default();
-                    if states.len() <= i {
-                        states.resize_with(i + 1, || None);
-                    }
-                    states[i] = Some(state);
+                    place(committed.entry(device.to_owned()).or_default(), i, state);
                     true
                 }
                 _ => {
@@ -149,7 +157,11 @@ impl RuleStates {
             rewrite.push(device);
         }
         log_resets(&set, &reset);
-        let states = Self { set, committed };
+        let states = Self {
+            set,
+            committed,
+            lost: Vec::new(),
+        };
         rewrite.sort();
         rewrite.dedup();
         for device in &rewrite {
@@ -168,13 +180,14 @@ impl RuleStates {
 
     /// Runs the rules on a record that is being stored; returns the derived records and
     /// whether a rule replaces the raw one.
-    pub fn run(&self, pending: &mut Pending, record: &Record) -> (Vec<Record>, bool) {
+    pub fn run(&mut self, pending: &mut Pending, record: &Record) -> (Vec<Record>, bool) {
         let (Some(event), Some(source)) = (&record.event, &record.origin) else {
             return (Vec::new(), false);
         };
         let mut states = Overlay {
             pending,
-            committed: &self.committed,
+            committed: &mut self.committed,
+            last: None,
         };
         let topics = (record.topic.as_str(), record.mqtt_topic.as_deref());
         let out = self.set.run(source, event, topics, &mut states);
@@ -208,6 +221,64 @@ impl RuleStates {
     pub fn apply(&mut self, pending: Pending) {
         self.committed.extend(pending.devices);
     }
+
+    /// Drops the states of a group that did not commit; its devices' committed states are read
+    /// again by [`Self::recover`].
+    pub fn lost(&mut self, pending: Pending) {
+        self.lost
+            .extend(pending.devices.into_iter().map(|(device, _)| device));
+    }
+
+    /// Reads the committed states of the devices a failed group took, if any. The writer calls
+    /// it before running rules; until it succeeds no rule runs, so none runs on a device whose
+    /// state is missing from memory.
+    pub fn recover(&mut self, conn: &Connection) -> Result<(), SpoolError> {
+        if self.lost.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = conn
+            .prepare_cached("SELECT states FROM device_rule_state WHERE device_id = ?1")
+            .map_err(SpoolError::sqlite("read rule state"))?;
+        for device in &self.lost {
+            let bytes: Option<Vec<u8>> = stmt
+                .query_row([device], |r| r.get(0))
+                .optional()
+                .map_err(SpoolError::sqlite("read rule state"))?;
+            let entries: Vec<(String, String, State)> = match bytes
+                .map(|b| postcard::from_bytes(&b))
+            {
+                None => Vec::new(),
+                Some(Ok(entries)) => entries,
+                Some(Err(error)) => {
+                    tracing::warn!(message = "A device's rule state does not decode; it starts afresh.", device_id = %device, %error);
+                    Vec::new()
+                }
+            };
+            let mut states = DeviceStates::new();
+            for (rule, version, state) in entries {
+                let rules = self.set.rules();
+                if let Some(i) = rules
+                    .iter()
+                    .position(|r| r.name == rule && r.version == version)
+                {
+                    place(&mut states, i, state);
+                }
+            }
+            if !states.is_empty() {
+                self.committed.insert(device.clone(), states);
+            }
+        }
+        self.lost.clear();
+        Ok(())
+    }
+}
+
+/// Puts rule `i`'s state into a device's states.
+fn place(states: &mut DeviceStates, i: usize, state: State) {
+    if states.len() <= i {
+        states.resize_with(i + 1, || None);
+    }
+    states[i] = Some(state);
 }
 
 /// Writes (or, with no states, deletes) one device's row.

@@ -692,3 +692,43 @@ fn schema_v5_rule_state_rows_move_into_device_rows() {
         .unwrap();
     assert_eq!(old, 0, "moved, not kept twice");
 }
+
+#[test]
+fn a_commit_that_fails_after_the_rules_ran_leaves_their_states_as_committed() {
+    let fs = Tmpfs::mount(4 << 20);
+    let path = fs.0.path().join("spool.db");
+    let mut db = SpoolDb::open_with(&path, Limits::unlimited()).unwrap();
+    db.set_rules(rule_set(DEADBAND)).unwrap();
+    db.append(vec![reading("a", 1, 20.0)]).unwrap();
+    // Every reading of this batch is a change the deadband passes: the rules run and emit,
+    // then SQLite runs into a real ENOSPC and the transaction rolls back.
+    let batch: Vec<Record> = (2..=400)
+        .map(|s| {
+            let mut r = reading("a", s, 30.0 + (s % 2) as f64 * 10.0);
+            r.value.resize(1024, b' ');
+            r
+        })
+        .collect();
+    let payload: u64 = batch.iter().map(payload_size).sum();
+    let filler = fs.0.path().join("filler");
+    std::fs::write(&filler, vec![0u8; (fs.free() - payload - 4096) as usize]).unwrap();
+    let outcome = db.commit_group(std::slice::from_ref(&batch), &[], &[]);
+    assert!(
+        matches!(
+            outcome,
+            Ok(GroupOutcome {
+                appended: Err(SpoolError::Full { .. }),
+                ..
+            })
+        ),
+        "the batch is refused for lack of room"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    // The deadband still remembers 20 (not the refused batch's 30 or 40, and not nothing):
+    // 20.5 is inside its band.
+    db.append(vec![reading("a", 2, 20.5)]).unwrap();
+    let rows = db.fetch(0, 1000).unwrap();
+    let derived = rows.iter().filter(|r| r.record.topic == "out").count();
+    assert_eq!(rows.len(), 3, "readings 1 and 2, and what 1 derived");
+    assert_eq!(derived, 1, "only the first reading passed the deadband");
+}

@@ -26,7 +26,7 @@ pub(super) enum Command {
         records: Vec<Record>,
         /// How far the sources of `records` have been read, committed with them.
         sources: Vec<SourceState>,
-        reply: Reply<Vec<Appended>>,
+        reply: Reply<Stored>,
     },
     Ack {
         ids: Vec<i64>,
@@ -39,6 +39,23 @@ pub(super) enum Command {
         reply: Reply<Option<String>>,
     },
     Read(Read),
+}
+
+/// What a stored batch's caller gets back: an outcome per record, and the records themselves,
+/// so that freeing them is the caller's work rather than the writer's. The writer is the one
+/// thread every event passes through; dropping a group's records (their strings, values and
+/// attached events, allocated on the connections' threads) took a tenth of its time.
+pub(super) struct Stored {
+    pub(super) outcomes: Vec<Appended>,
+    pub(super) records: Vec<Record>,
+}
+
+impl Stored {
+    /// The outcomes; the records are freed here, on the caller's thread.
+    pub(super) fn into_outcomes(self) -> Vec<Appended> {
+        drop(self.records);
+        self.outcomes
+    }
 }
 
 /// Requests that only read and need the writer's own state; answered between write groups.
@@ -137,7 +154,7 @@ const EXPIRY_EVERY: Duration = Duration::from_secs(5);
 /// The writes gathered for one transaction, and the reads that arrived meanwhile.
 #[derive(Default)]
 struct Group {
-    appends: Vec<(Vec<Record>, Reply<Vec<Appended>>)>,
+    appends: Vec<(Vec<Record>, Reply<Stored>)>,
     sources: Vec<SourceState>,
     acks: Vec<(Vec<i64>, Reply<()>)>,
     reads: Vec<Read>,
@@ -324,8 +341,12 @@ impl Writer {
                 if !batches.is_empty() {
                     self.stats.set_spool_full(false);
                 }
-                for (reply, out) in append_replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(out));
+                for ((reply, out), records) in append_replies.into_iter().zip(outcomes).zip(batches)
+                {
+                    let _ = reply.send(Ok(Stored {
+                        outcomes: out,
+                        records,
+                    }));
                 }
                 if stored {
                     self.appended.notify_one();
