@@ -39,6 +39,7 @@ pub mod expr;
 pub mod geofence;
 pub mod kinds;
 pub mod offline;
+pub mod sketch;
 pub mod threshold;
 pub mod window;
 
@@ -352,13 +353,16 @@ fn window_spec(r: &RawRule) -> Result<window::Spec, (&'static str, String)> {
         fields.push((name, number, unit.to_owned()));
     }
     let aggregates = match &r.aggregates {
-        None => window::Aggregate::ALL.to_vec(),
+        None => window::Aggregate::DEFAULT.to_vec(),
         Some(list) => list
             .iter()
             .map(|a| {
                 window::Aggregate::parse(a).ok_or((
                     "aggregates",
-                    format!("{a:?} is not count, min, max, mean, sum or last"),
+                    format!(
+                        "{a:?} is not count, min, max, mean, sum, last or a percentile \
+                         (p50, p95, p99.9: above 0, at most 100)"
+                    ),
                 ))
             })
             .collect::<Result<_, _>>()?,

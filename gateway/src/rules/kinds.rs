@@ -58,6 +58,10 @@ pub enum Mode {
 }
 
 /// A rule's state for one device, kept in the spool (`device_rule_state`) as postcard bytes.
+///
+/// Each rule uses one of the kinds' parts; the larger ones are boxed so that the state of a
+/// rule that does not use them stays small in memory (a device's states are kept for every
+/// rule). A box is encoded as what it holds: the bytes are the same either way.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// The latest event time processed, for lateness.
@@ -67,16 +71,16 @@ pub struct State {
     pub emitted: Option<(f64, u64)>,
     /// Downsample: the open interval.
     #[serde(default)]
-    pub interval: Option<Interval>,
+    pub interval: Option<Box<Interval>>,
     /// Window: the open windows and the watermark.
     #[serde(default)]
-    pub windows: Option<window::Windows>,
+    pub windows: Option<Box<window::Windows>>,
     /// Threshold: raised or not, and since when the change has been building.
     #[serde(default)]
-    pub alert: Option<threshold::Alert>,
+    pub alert: Option<Box<threshold::Alert>>,
     /// Geofence: the zones the device is in.
     #[serde(default)]
-    pub inside: Option<geofence::Inside>,
+    pub inside: Option<Box<geofence::Inside>>,
 }
 
 /// An open downsample interval.
@@ -178,25 +182,26 @@ pub fn step(logic: &Logic, state: &mut State, event: &Event) -> (Vec<Derived>, b
             let same = state.interval.as_ref().is_some_and(|i| i.index == index);
             if !same {
                 if let Some(closed) = state.interval.take() {
-                    out.extend(close(closed, *mode));
+                    out.extend(close(*closed, *mode));
                 }
                 if *mode == Mode::First {
                     out.push(one(event));
                 }
-                state.interval = Some(Interval {
+                state.interval = Some(Box::new(Interval {
                     index,
                     first_seq: event.seq,
                     count: 0,
                     last: None,
                     sums: Vec::new(),
-                });
+                }));
             }
             if let Some(open) = state.interval.as_mut() {
                 open.count += 1;
                 match (&mut open.last, mode) {
                     (_, Mode::First) => {}
                     // A mean reading's values are the means: of the latest reading only its
-                    // seq and time are kept, without copying the whole event each time.
+                    // device, seq and time are kept (not its values, which would only make the
+                    // stored state larger), without copying the whole event each time.
                     (Some(last), Mode::Mean)
                         if matches!(
                             (&last.body, &event.body),
@@ -205,6 +210,14 @@ pub fn step(logic: &Logic, state: &mut State, event: &Event) -> (Vec<Derived>, b
                     {
                         last.seq = event.seq;
                         last.time_ms = event.time_ms;
+                    }
+                    (_, Mode::Mean) if matches!(event.body, Body::Reading(_)) => {
+                        open.last = Some(Event {
+                            device_id: event.device_id.clone(),
+                            seq: event.seq,
+                            time_ms: event.time_ms,
+                            body: Body::Reading(Reading { values: Vec::new() }),
+                        });
                     }
                     _ => open.last = Some(event.clone()),
                 }

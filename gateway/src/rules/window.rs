@@ -1,5 +1,5 @@
 //! `window`: tumbling and hopping windows per device on event time, with count, min, max, mean,
-//! sum and last per field, and an allowed lateness.
+//! sum, last and percentiles (within 1 %, [`super::sketch`]) per field, and an allowed lateness.
 //!
 //! A window `[start, start + size)` starts every `hop` (= `size` for tumbling windows) at
 //! multiples of `hop` since the Unix epoch. Each device has its own watermark: its highest event
@@ -15,6 +15,7 @@ use tributary_protocol::{Body, Event, Reading, SensorValue};
 
 use super::expr::Number;
 use super::kinds::Derived;
+use super::sketch::{Bin, Sketch};
 
 /// An aggregate a window computes per field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +26,14 @@ pub enum Aggregate {
     Mean,
     Sum,
     Last,
+    /// A percentile, in hundredths of a percent (`p99.9` is 9990), from the field's
+    /// [`Sketch`]: within 1 % of the exact value.
+    Percentile(u16),
 }
 
 impl Aggregate {
-    pub const ALL: [Aggregate; 6] = [
+    /// The aggregates a window computes when its rule names none (percentiles are asked for).
+    pub const DEFAULT: [Aggregate; 6] = [
         Aggregate::Count,
         Aggregate::Min,
         Aggregate::Max,
@@ -37,19 +42,42 @@ impl Aggregate {
         Aggregate::Last,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// Its name, and the suffix of its output value (`temperature.p95`).
+    pub fn name(self) -> String {
         match self {
-            Aggregate::Count => "count",
-            Aggregate::Min => "min",
-            Aggregate::Max => "max",
-            Aggregate::Mean => "mean",
-            Aggregate::Sum => "sum",
-            Aggregate::Last => "last",
+            Aggregate::Count => "count".into(),
+            Aggregate::Min => "min".into(),
+            Aggregate::Max => "max".into(),
+            Aggregate::Mean => "mean".into(),
+            Aggregate::Sum => "sum".into(),
+            Aggregate::Last => "last".into(),
+            Aggregate::Percentile(h) => match (h / 100, h % 100) {
+                (whole, 0) => format!("p{whole}"),
+                (whole, part) if part % 10 == 0 => format!("p{whole}.{}", part / 10),
+                (whole, part) => format!("p{whole}.{part:02}"),
+            },
         }
     }
 
+    /// `count`, `min`, `max`, `mean`, `sum`, `last`, or `p` and a percentile above 0 and at
+    /// most 100 with up to two decimals (`p50`, `p95`, `p99.9`).
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
+        if let Some(a) = Self::DEFAULT.into_iter().find(|a| a.name() == name) {
+            return Some(a);
+        }
+        let digits = name.strip_prefix('p')?;
+        let (whole, part) = digits.split_once('.').unwrap_or((digits, ""));
+        let plain =
+            |d: &str| !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit());
+        if !plain(whole) || !(part.is_empty() || plain(part) && part.len() <= 2) {
+            return None;
+        }
+        let whole: u16 = whole.parse().ok()?;
+        let part: u16 = format!("{part:0<2}").parse().ok()?;
+        let h = whole.checked_mul(100)?.checked_add(part)?;
+        (1..=10_000)
+            .contains(&h)
+            .then_some(Aggregate::Percentile(h))
     }
 }
 
@@ -97,54 +125,83 @@ pub struct Acc {
     /// A reading value's unit, as its events carry it.
     #[serde(default)]
     pub unit: String,
+    /// The values, binned for percentiles: only when the rule asks for one (boxed: most
+    /// windows have none).
+    pub sketch: Option<Box<Sketch>>,
 }
 
 /// Adds `event` to the device's windows; returns the windows it closed and whether it was late.
 pub fn step(spec: &Spec, windows: &mut Windows, event: &Event) -> (Vec<Derived>, bool) {
     let t = event.time_ms;
     let (size, hop) = (spec.size_ms.max(1), spec.hop_ms.max(1));
-    // The windows [k·hop, k·hop + size) that hold t and are not closed yet.
+    // The windows [k·hop, k·hop + size) that hold t and are not closed yet: opened if new.
     let first_k = (t + 1).saturating_sub(size).div_ceil(hop);
+    let (lowest, highest) = (first_k * hop, t / hop * hop);
+    let closed = windows.closed_until_ms;
+    let holds =
+        |w: &&mut Open| (lowest..=highest).contains(&w.start_ms) && w.start_ms + size > closed;
     let mut late = true;
+    let percentiles = spec
+        .aggregates
+        .iter()
+        .any(|a| matches!(a, Aggregate::Percentile(_)));
     for start in (first_k..=t / hop).map(|k| k * hop) {
-        if start + size <= windows.closed_until_ms {
+        if start + size <= closed {
             continue;
         }
         late = false;
-        let i = match windows.open.iter().position(|w| w.start_ms == start) {
-            Some(i) => i,
-            None => {
-                windows.open.push(Open {
-                    start_ms: start,
-                    first_seq: event.seq,
-                    last_seq: event.seq,
-                    events: 0,
-                    fields: vec![Acc::default(); spec.fields.len()],
-                });
-                windows.open.len() - 1
-            }
-        };
-        let w = &mut windows.open[i];
+        if !windows.open.iter().any(|w| w.start_ms == start) {
+            windows.open.push(Open {
+                start_ms: start,
+                first_seq: event.seq,
+                last_seq: event.seq,
+                events: 0,
+                fields: vec![
+                    Acc {
+                        sketch: percentiles.then(Box::default),
+                        ..Acc::default()
+                    };
+                    spec.fields.len()
+                ],
+            });
+        }
+    }
+    for w in windows.open.iter_mut().filter(holds) {
         w.events += 1;
         w.first_seq = w.first_seq.min(event.seq);
         w.last_seq = w.last_seq.max(event.seq);
-        for ((name, expr, unit), acc) in spec.fields.iter().zip(w.fields.iter_mut()) {
-            if let Some(v) = expr.value(event) {
-                if unit.is_empty() && acc.unit.is_empty() {
-                    if let Body::Reading(r) = &event.body {
-                        if let Some(sv) = r.values.iter().find(|sv| &sv.name == name) {
-                            acc.unit = sv.unit.clone();
-                        }
-                    }
+    }
+    // Each field's value (and its sketch bin) once, into every window that holds the event.
+    for (f, (name, expr, unit)) in spec.fields.iter().enumerate() {
+        let Some(v) = expr.value(event) else { continue };
+        let bin = if percentiles { Bin::of(v) } else { None };
+        let units = || match &event.body {
+            Body::Reading(r) => r
+                .values
+                .iter()
+                .find(|sv| &sv.name == name)
+                .map(|sv| &sv.unit),
+            Body::Position(_) => None,
+        };
+        for w in windows.open.iter_mut().filter(holds) {
+            let Some(acc) = w.fields.get_mut(f) else {
+                continue;
+            };
+            if unit.is_empty() && acc.unit.is_empty() {
+                if let Some(u) = units() {
+                    acc.unit.clone_from(u);
                 }
-                if acc.count == 0 {
-                    (acc.min, acc.max) = (v, v);
-                }
-                acc.count += 1;
-                acc.min = acc.min.min(v);
-                acc.max = acc.max.max(v);
-                acc.sum += v;
-                acc.last = v;
+            }
+            if acc.count == 0 {
+                (acc.min, acc.max) = (v, v);
+            }
+            acc.count += 1;
+            acc.min = acc.min.min(v);
+            acc.max = acc.max.max(v);
+            acc.sum += v;
+            acc.last = v;
+            if let (Some(sketch), Some(bin)) = (&mut acc.sketch, bin) {
+                sketch.count_in(bin);
             }
         }
     }
@@ -176,6 +233,17 @@ fn emit(spec: &Spec, w: &Open, device: &str, size: u64) -> Derived {
                 (Aggregate::Sum, _) => acc.sum,
                 (Aggregate::Mean, n) => acc.sum / n as f64,
                 (Aggregate::Last, _) => acc.last,
+                (Aggregate::Percentile(h), _) => {
+                    match acc
+                        .sketch
+                        .as_ref()
+                        .and_then(|s| s.quantile(f64::from(*h) / 10_000.0))
+                    {
+                        Some(v) => v,
+                        // Every value was NaN or infinite.
+                        None => continue,
+                    }
+                }
             };
             values.push(SensorValue {
                 name: format!("{name}.{}", a.name()),
@@ -221,7 +289,7 @@ mod tests {
                 Number::parse("values.t").unwrap(),
                 "Cel".to_owned(),
             )],
-            aggregates: Aggregate::ALL.to_vec(),
+            aggregates: Aggregate::DEFAULT.to_vec(),
         }
     }
 
@@ -281,6 +349,51 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_are_read_from_the_window_values_within_one_percent() {
+        let mut spec = spec(100_000, 100_000, 0);
+        spec.aggregates = ["p50", "p95", "p99.9", "max"]
+            .iter()
+            .map(|a| Aggregate::parse(a).unwrap())
+            .collect();
+        // 1..=100 in a scrambled order (37 is prime to 100), then an event that closes the window.
+        let mut events: Vec<(u64, f64)> = (0..100u64)
+            .map(|i| (i * 1_000, ((i * 37) % 100 + 1) as f64))
+            .collect();
+        events.push((200_000, 0.0));
+        let (out, _) = run(&spec, &events);
+        let w = &out[0];
+        // Ranks ⌊q·99⌋: 49, 94, 98 (from 0), so 50, 95 and 99.
+        for (name, exact) in [("t.p50", 50.0), ("t.p95", 95.0), ("t.p99.9", 99.0)] {
+            let got = agg(w, name);
+            assert!((got - exact).abs() <= 0.01 * exact, "{name}: {got}");
+        }
+        assert_eq!(agg(w, "t.max"), 100.0);
+        let Body::Reading(r) = &w.event.body else {
+            panic!("a window emits a reading")
+        };
+        assert_eq!(
+            r.values[0].unit, "Cel",
+            "a percentile keeps the field's unit"
+        );
+    }
+
+    #[test]
+    fn aggregate_names_parse_and_print_back() {
+        for name in [
+            "count", "last", "p50", "p95", "p99.9", "p99.99", "p0.5", "p100",
+        ] {
+            let a = Aggregate::parse(name);
+            assert_eq!(a.map(Aggregate::name).as_deref(), Some(name));
+        }
+        assert_eq!(Aggregate::parse("p99.90"), Aggregate::parse("p99.9"));
+        for bad in [
+            "p0", "p101", "p", "p9.999", "p-5", "p 50", "p1e2", "median", "p.5",
+        ] {
+            assert_eq!(Aggregate::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn hopping_windows_count_an_event_in_each_window_that_holds_it() {
         // Size 10 s every 5 s: the event at 7 s is in [0,10) and [5,15).
         let (out, _) = run(&spec(10_000, 5_000, 0), &[(7_000, 1.0), (30_000, 0.0)]);
@@ -326,10 +439,10 @@ mod properties {
         hop: u64,
         lateness: u64,
         events: &[(u64, f64)],
-    ) -> (Vec<(u64, u64, f64)>, usize) {
+    ) -> (Vec<(u64, u64, f64, f64)>, usize) {
         let mut max_time = 0;
         let mut closed_until = 0;
-        let mut open: std::collections::BTreeMap<u64, (u64, f64)> = Default::default();
+        let mut open: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
         let mut out = Vec::new();
         let mut late = 0;
         for &(t, v) in events {
@@ -341,19 +454,20 @@ mod properties {
                 late += 1;
             }
             for s in starts {
-                let w = open.entry(s).or_insert((0, 0.0));
-                w.0 += 1;
-                w.1 += v;
+                open.entry(s).or_default().push(v);
             }
             max_time = max_time.max(t);
             let watermark = max_time.saturating_sub(lateness);
-            while let Some((&s, &(n, sum))) = open.iter().next() {
+            while let Some((&s, _)) = open.iter().next() {
                 if s + size > watermark {
                     break;
                 }
-                open.remove(&s);
+                let mut values = open.remove(&s).unwrap_or_default();
                 closed_until = closed_until.max(s + size);
-                out.push((s, n, sum));
+                values.sort_by(f64::total_cmp);
+                // The 90th percentile: the value at rank ⌊0.9·(n − 1)⌋.
+                let p90 = values[(0.9 * (values.len() - 1) as f64).floor() as usize];
+                out.push((s, values.len() as u64, values.iter().sum(), p90));
             }
         }
         (out, late)
@@ -373,7 +487,7 @@ mod properties {
                 hop_ms: hop,
                 lateness_ms: lateness,
                 fields: vec![("t".to_owned(), Number::parse("values.t").unwrap(), String::new())],
-                aggregates: vec![Aggregate::Count, Aggregate::Sum],
+                aggregates: vec![Aggregate::Count, Aggregate::Sum, Aggregate::Percentile(9000)],
             };
             let mut windows = Windows::default();
             let mut got = Vec::new();
@@ -386,6 +500,7 @@ mod properties {
                         w.event.time_ms,
                         crate::rules::test_value(&w, "t.count") as u64,
                         crate::rules::test_value(&w, "t.sum"),
+                        crate::rules::test_value(&w, "t.p90"),
                     ));
                 }
             }
@@ -395,6 +510,8 @@ mod properties {
             for (g, w) in got.iter().zip(&want) {
                 prop_assert_eq!((g.0, g.1), (w.0, w.1));
                 prop_assert!((g.2 - w.2).abs() < 1e-9, "{:?} vs {:?}", g, w);
+                // Within the sketch's 1 % of the exact percentile.
+                prop_assert!((g.3 - w.3).abs() <= 0.01 * w.3.abs() + 1e-9, "{:?} vs {:?}", g, w);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! makes them exactly once).
 //!
 //! A device's states for every rule are one row: postcard bytes of `(rule, version, state)`
-//! entries. One row per device rather than per rule and device makes a group's state writes as
+//! entries, in a format the row names ([`row`]: older rows still decode). One row per device rather than per rule and device makes a group's state writes as
 //! many as the devices it touched (a fifth of the rows with five rules), the largest share of
 //! what rules cost a commit. An entry of another version of its rule (the rule was changed), of
 //! a rule no longer configured, or a row that does not decode, is dropped when the spool opens,
@@ -27,6 +27,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::SpoolError;
 use crate::record::Record;
 use crate::rules::{RuleSet, State};
+
+mod row;
 
 /// A device's states, by rule index (`None`: the rule has none for it yet).
 type DeviceStates = Vec<Option<State>>;
@@ -122,7 +124,7 @@ impl RuleStates {
             })
             .map_err(SpoolError::sqlite("load rule state"))?;
         for (device, bytes) in rows {
-            let entries: Vec<(String, String, State)> = match postcard::from_bytes(&bytes) {
+            let entries = match row::decode(&bytes) {
                 Ok(e) => e,
                 Err(error) => {
                     tracing::warn!(message = "A device's rule state does not decode; it starts afresh.", device_id = %device, %error);
@@ -151,7 +153,7 @@ impl RuleStates {
                 &device,
                 &rule,
                 &version,
-                postcard::from_bytes(&bytes).ok(),
+                row::decode_v5(&bytes).ok(),
                 &mut committed,
             );
             rewrite.push(device);
@@ -167,7 +169,7 @@ impl RuleStates {
         for device in &rewrite {
             let empty = Vec::new();
             let row = states.committed.get(device).unwrap_or(&empty);
-            write_row(conn, &states.set, device, row)?;
+            write_row(conn, &states.set, device, row, &mut Vec::new())?;
         }
         conn.execute("DELETE FROM rule_state", [])
             .map_err(SpoolError::sqlite("move rule state"))?;
@@ -211,8 +213,9 @@ impl RuleStates {
 
     /// Writes `pending`'s states in the group's transaction: a row per device it touched.
     pub fn save(&self, tx: &Transaction<'_>, pending: &Pending) -> Result<(), SpoolError> {
+        let mut buf = Vec::with_capacity(1024);
         for (device, states) in &pending.devices {
-            write_row(tx, &self.set, device, states)?;
+            write_row(tx, &self.set, device, states, &mut buf)?;
         }
         Ok(())
     }
@@ -244,9 +247,7 @@ impl RuleStates {
                 .query_row([device], |r| r.get(0))
                 .optional()
                 .map_err(SpoolError::sqlite("read rule state"))?;
-            let entries: Vec<(String, String, State)> = match bytes
-                .map(|b| postcard::from_bytes(&b))
-            {
+            let entries = match bytes.map(|b| row::decode(&b)) {
                 None => Vec::new(),
                 Some(Ok(entries)) => entries,
                 Some(Err(error)) => {
@@ -287,6 +288,7 @@ fn write_row(
     set: &RuleSet,
     device: &str,
     states: &[Option<State>],
+    buf: &mut Vec<u8>,
 ) -> Result<(), SpoolError> {
     let entries: Vec<(&str, &str, &State)> = set
         .rules()
@@ -300,7 +302,7 @@ fn write_row(
             .map_err(SpoolError::sqlite("save rule state"))?;
         return Ok(());
     }
-    let bytes = postcard::to_allocvec(&entries).map_err(|e| SpoolError::BadRow {
+    row::encode(&entries, buf).map_err(|e| SpoolError::BadRow {
         id: 0,
         reason: format!("rule state of {device}: {e}"),
     })?;
@@ -308,7 +310,7 @@ fn write_row(
         "INSERT INTO device_rule_state (device_id, states) VALUES (?1, ?2)
          ON CONFLICT(device_id) DO UPDATE SET states = excluded.states",
     )
-    .and_then(|mut stmt| stmt.execute(params![device, bytes]))
+    .and_then(|mut stmt| stmt.execute(params![device, buf.as_slice()]))
     .map_err(SpoolError::sqlite("save rule state"))?;
     Ok(())
 }

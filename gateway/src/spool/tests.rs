@@ -665,7 +665,10 @@ fn schema_v5_rule_state_rows_move_into_device_rows() {
             |r| r.get(0),
         )
         .unwrap();
-    let entries: Vec<(String, String, crate::rules::State)> = postcard::from_bytes(&bytes).unwrap();
+    // A format 2 row: its two-byte lead, then the entries. A deadband's state has the same
+    // bytes in format 1, which schema v5 wrote.
+    let entries: Vec<(String, String, crate::rules::State)> =
+        postcard::from_bytes(&bytes[2..]).unwrap();
     let state = postcard::to_allocvec(&entries[0].2).unwrap();
     conn.execute(
         "INSERT INTO rule_state (rule, device_id, version, state) VALUES ('db', 'a', ?1, ?2)",

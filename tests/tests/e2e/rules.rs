@@ -35,6 +35,7 @@ size_ms = 20000
 hop_ms = 10000
 lateness_ms = 4000
 fields = ["values.t"]
+aggregates = ["count", "min", "max", "mean", "p50", "p90"]
 topic = "{stem}.20s"
 
 [[rules]]
@@ -179,6 +180,31 @@ fn rules_emit_exactly_once_across_a_sigkill_as_the_offline_tool_computes() {
             "{topic}: what the gateway derived across the crash is what the rules derive"
         );
     }
+    // The windows' values too, percentiles included: their state (sketches and all) came
+    // through the crash as the offline run keeps it.
+    let windows = gateway.sink_lines(&format!("{}.20s", topics.readings));
+    for w in &windows {
+        let id = &w["headers"]["event-id"];
+        let want = expected
+            .iter()
+            .find(|l| &l["headers"]["event-id"] == id)
+            .expect("the reference has it");
+        assert_eq!(w["value"], want["value"], "{id}");
+        let names: Vec<&str> = w["value"]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        // The vans' windows count no `t`; the stations' have every aggregate.
+        if w["key"].as_str().is_some_and(|k| k.starts_with("st-")) {
+            assert_eq!(
+                names,
+                ["t.count", "t.min", "t.max", "t.mean", "t.p50", "t.p90"]
+            );
+        }
+    }
+    assert!(windows.iter().any(|w| w["key"] == "st-2"), "{windows:?}");
     // The mean of the first 10 s of st-2 (seqs 1 to 5, times 0 to 8 s): 5 + 0.4 × (0+7+3+10+6)/5.
     let means = gateway.sink_lines(&format!("{}.10s", topics.readings));
     let first_st2 = means
