@@ -70,6 +70,42 @@ pub enum ConfigError {
     Files(String),
 }
 
+/// Reads `[[list]]` entries one at a time, so that a mistake in one (a key it does not know, a
+/// value of the wrong type) names the entry and its name: `rules[1] ("hot"): unknown field
+/// `colour``. Read as one array, TOML's error would point at the line only.
+fn named_entries<'de, D, T>(d: D, list: &str) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    let tables = Vec::<toml::Table>::deserialize(d)?;
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, table)| {
+            let name = match table.get("name").and_then(|n| n.as_str()) {
+                Some(n) => format!(" ({n:?})"),
+                None => String::new(),
+            };
+            T::deserialize(toml::Value::Table(table))
+                .map_err(|e| D::Error::custom(format!("{list}[{i}]{name}: {}", e.message())))
+        })
+        .collect()
+}
+
+fn rule_entries<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<crate::rules::RawRule>, D::Error> {
+    named_entries(d, "rules")
+}
+
+fn mapping_entries<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<crate::mapping::RawMapping>, D::Error> {
+    named_entries(d, "mappings")
+}
+
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -104,11 +140,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub auth: identity::RawAuth,
     /// `[[rules]]`: stream processing at the edge ([`crate::rules`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rule_entries")]
     pub rules: Vec<crate::rules::RawRule>,
     /// `[[mappings]]`: payloads of devices that do not speak Tributary's formats
     /// ([`crate::mapping`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "mapping_entries")]
     pub mappings: Vec<crate::mapping::RawMapping>,
     /// `[teltonika]`: Codec 8 trackers over TCP.
     #[serde(default)]

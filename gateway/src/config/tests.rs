@@ -282,3 +282,21 @@ fn the_bridge_example_in_the_shipped_config_is_valid() {
         ]
     );
 }
+
+#[test]
+fn a_key_a_rule_or_mapping_does_not_know_names_the_entry() {
+    for (text, says) in [
+        (
+            "[[rules]]\nname = \"ok\"\ntype = \"filter\"\nwhere = \"seq > 1\"\ntopic = \"a\"\n\
+             [[rules]]\nname = \"hot\"\ntype = \"filter\"\nwher = \"seq > 1\"\ntopic = \"b\"\n",
+            "rules[1] (\"hot\"): unknown field `wher`",
+        ),
+        (
+            "[[mappings]]\ntopic = \"plant/#\"\ndevise = \"x\"\n",
+            "mappings[0]: unknown field `devise`",
+        ),
+    ] {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+}

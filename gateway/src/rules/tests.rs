@@ -150,6 +150,11 @@ fn mistakes_name_the_rule_and_key() {
             "\"median\" is not count",
         ),
         (
+            format!("{WINDOW}aggregates = [\"count\", \"p101\"]\n"),
+            "rules[0].aggregates",
+            "\"p101\" is not count, min, max, mean, sum, last or a percentile",
+        ),
+        (
             format!("{WINDOW}when = \"values.t > 1\"\n"),
             "rules[0].when",
             "does not apply",

@@ -243,22 +243,43 @@ fn rules_emit_exactly_once_across_a_sigkill_as_the_offline_tool_computes() {
 fn a_bad_rule_exits_64_naming_its_key_and_position() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
-    std::fs::write(
-        &path,
-        "[[rules]]\nname = \"hot\"\ntype = \"filter\"\nwhere = \"values.t >> 3\"\ntopic = \"x\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(binary("tributary"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("rules[0].where") && stderr.contains("at character 10"),
-        "{stderr}"
-    );
+    let filter =
+        "[[rules]]\nname = \"hot\"\ntype = \"filter\"\nwhere = \"values.t > 3\"\ntopic = \"x\"\n";
+    let window = "[[rules]]\nname = \"w\"\ntype = \"window\"\nsize_ms = 60000\nfields = [\"values.t\"]\ntopic = \"y\"\n";
+    for (config, says) in [
+        // A bad expression: where in it.
+        (
+            filter.replace("values.t > 3", "values.t >> 3"),
+            vec!["rules[0].where", "at character 10"],
+        ),
+        // A key the rule does not know.
+        (
+            format!("{filter}colour = \"red\"\n"),
+            vec!["rules[0]", "colour"],
+        ),
+        // Two rules by one name.
+        (
+            format!("{filter}{filter}"),
+            vec!["rules[1].name", "used by an earlier rule"],
+        ),
+        // A percentile beyond 100.
+        (
+            format!("{window}aggregates = [\"p101\"]\n"),
+            vec!["rules[0].aggregates", "\"p101\""],
+        ),
+    ] {
+        std::fs::write(&path, &config).unwrap();
+        let out = std::process::Command::new(binary("tributary"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{config}\n{stderr}");
+        for s in says {
+            assert!(stderr.contains(s), "{config}: {s:?} not in\n{stderr}");
+        }
+    }
 }
 
 /// A device flushing three hours of offline backlog while another streams live: each closes its
