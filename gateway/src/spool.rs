@@ -56,9 +56,13 @@ mod db;
 pub mod limits;
 mod reader;
 pub mod recover;
+mod report;
+mod rows;
 mod rule_state;
 pub mod schema;
 pub mod seqs;
+mod sessions;
+mod sources;
 pub mod tools;
 mod worker;
 mod writer;
@@ -68,12 +72,12 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use db::{
-    payload_size, GroupOutcome, SourceState, SpoolDb, SpoolStats, TopicStats, DROPPED_FULL,
-    EXPIRED, QUARANTINED,
-};
+pub use db::{GroupOutcome, SpoolDb, DROPPED_FULL, EXPIRED, QUARANTINED};
 pub use limits::{FullPolicy, Limits};
 pub use recover::Recovery;
+pub use report::{SpoolStats, TopicStats};
+pub use rows::payload_size;
+pub use sources::SourceState;
 
 use crate::config::SpoolConfig;
 use crate::record::Record;

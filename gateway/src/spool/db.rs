@@ -9,33 +9,21 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction};
 
 use super::limits::{self, FullPolicy, Limits};
+use super::report::{stats, SpoolStats};
+use super::rows::{
+    delete_in, fetch_range, insert_one, insert_statement, payload_size, stored_size,
+};
 use super::rule_state::{Pending, RuleStates};
 use super::seqs::{Changes, Regression, Seqs, Session, Verdict};
+use super::sessions::{load_sessions, upsert_session};
+use super::sources::{save_sources, SourceState};
 use super::{schema, Appended, SpoolError, Spooled};
-use crate::record::{now_ms, EventId, Record};
+use crate::record::{now_ms, Record};
 
 /// Counter reasons, as stored in `counters.reason`.
 pub const DROPPED_FULL: &str = "dropped_full";
 pub const EXPIRED: &str = "expired";
 pub const QUARANTINED: &str = "quarantined";
-
-/// Row counts and sizes, in total and per topic, and what the spool discarded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SpoolStats {
-    pub rows: u64,
-    pub bytes: u64,
-    pub oldest_received_ms: Option<i64>,
-    pub topics: BTreeMap<String, TopicStats>,
-    /// `(topic, reason) -> count` of rows the spool deleted unforwarded.
-    pub discarded: BTreeMap<String, BTreeMap<String, u64>>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TopicStats {
-    pub rows: u64,
-    pub bytes: u64,
-    pub oldest_received_ms: Option<i64>,
-}
 
 /// What a committed transaction did: the appends' outcomes, the rows dropped for room (per
 /// topic), and the spool's bytes after it.
@@ -57,14 +45,6 @@ pub struct GroupOutcome {
     /// Per rule: derived events emitted and late events seen.
     pub rule_counts: BTreeMap<String, (u64, u64)>,
 }
-
-/// The columns every reader of `records` selects, in the order [`row_to_spooled`] reads them.
-macro_rules! record_columns {
-    () => {
-        "id, topic, key, value, timestamp_ms, headers, device_id, seq, session, received_ms"
-    };
-}
-pub(super) use record_columns;
 
 /// The spool database.
 pub struct SpoolDb {
@@ -482,69 +462,6 @@ impl SpoolDb {
     }
 }
 
-/// Keys plus values: what `max_bytes` counts.
-pub fn payload_size(record: &Record) -> u64 {
-    (record.key.len() + record.value.len()) as u64
-}
-
-fn stored_size(groups: &[Vec<Record>], outcomes: &[Vec<Appended>]) -> u64 {
-    groups
-        .iter()
-        .flatten()
-        .zip(outcomes.iter().flatten())
-        .filter(|(_, o)| matches!(o, Appended::Stored { .. }))
-        .map(|(r, _)| payload_size(r))
-        .sum()
-}
-
-/// Every `(device, session)` the spool remembers.
-pub fn load_sessions(conn: &Connection) -> Result<Vec<(String, Session)>, SpoolError> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT device_id, session, max_seq, max_time_ms, last_seen_ms, regressions
-             FROM sessions ORDER BY device_id, last_seen_ms DESC",
-        )
-        .map_err(SpoolError::sqlite("load sessions"))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Session {
-                    id: r.get::<_, i64>(1)? as u64,
-                    max_seq: r.get::<_, i64>(2)? as u64,
-                    max_time_ms: r.get(3)?,
-                    last_seen_ms: r.get(4)?,
-                    regressions: r.get::<_, i64>(5)?.max(0) as u64,
-                },
-            ))
-        })
-        .map_err(SpoolError::sqlite("load sessions"))?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(SpoolError::sqlite("load sessions"))
-}
-
-fn upsert_session(tx: &Transaction<'_>, device: &str, s: &Session) -> Result<(), SpoolError> {
-    tx.prepare_cached(
-        "INSERT INTO sessions (device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(device_id, session) DO UPDATE SET max_seq = excluded.max_seq,
-           max_time_ms = excluded.max_time_ms, last_seen_ms = excluded.last_seen_ms,
-           regressions = excluded.regressions",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            device,
-            s.id as i64,
-            s.max_seq as i64,
-            s.max_time_ms,
-            s.last_seen_ms,
-            s.regressions as i64
-        ])
-    })
-    .map(drop)
-    .map_err(SpoolError::sqlite("update sessions"))
-}
-
 /// Bytes in pages SQLite holds free inside the file; new rows reuse them before it grows.
 fn free_pages(conn: &Connection) -> Result<u64, SpoolError> {
     // Asked before every group that appends: a cached statement, since preparing this one (two
@@ -673,205 +590,6 @@ fn append_in(
     Ok((outcomes, derived_bytes))
 }
 
-/// The statement [`insert_one`] runs, prepared once per transaction.
-fn insert_statement<'t>(
-    tx: &'t Transaction<'_>,
-) -> Result<rusqlite::CachedStatement<'t>, SpoolError> {
-    tx.prepare_cached(
-        "INSERT INTO records
-           (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .map_err(SpoolError::sqlite("append"))
-}
-
-fn insert_one(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    tx: &Transaction<'_>,
-    record: &Record,
-    received_ms: i64,
-) -> Result<i64, SpoolError> {
-    let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
-    stmt.execute(params![
-        record.topic,
-        record.key,
-        record.value,
-        record.timestamp_ms,
-        headers,
-        record.origin.as_ref().map(|o| o.device_id.as_str()),
-        record.origin.as_ref().map(|o| o.seq as i64),
-        received_ms,
-        record.origin.as_ref().map_or(0, |o| o.session as i64),
-    ])
-    .map_err(SpoolError::sqlite("append"))?;
-    Ok(tx.last_insert_rowid())
-}
-
-/// Deletes rows by id; returns the bytes freed.
-fn delete_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64, SpoolError> {
-    let mut delete = tx
-        .prepare_cached(
-            "DELETE FROM records WHERE id BETWEEN ?1 AND ?2 RETURNING length(key) + length(value)",
-        )
-        .map_err(SpoolError::sqlite("delete"))?;
-    let mut freed = 0u64;
-    for (first, last) in id_runs(ids) {
-        let mut rows = delete
-            .query([first, last])
-            .map_err(SpoolError::sqlite("delete"))?;
-        while let Some(row) = rows.next().map_err(SpoolError::sqlite("delete"))? {
-            freed += row
-                .get::<_, i64>(0)
-                .map_err(SpoolError::sqlite("delete"))?
-                .max(0) as u64;
-        }
-    }
-    Ok(freed)
-}
-
-/// `ids` as runs of consecutive ids, `(first, last)`: one delete statement per run instead of
-/// one per id (a forwarder acknowledges mostly consecutive rows).
-fn id_runs(ids: &[i64]) -> Vec<(i64, i64)> {
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut runs: Vec<(i64, i64)> = Vec::new();
-    for id in sorted {
-        match runs.last_mut() {
-            Some((_, last)) if *last + 1 == id => *last = id,
-            _ => runs.push((id, id)),
-        }
-    }
-    runs
-}
-
-/// The highest id queued, or 0 when there is none.
-pub(super) fn last_id(conn: &Connection) -> Result<i64, SpoolError> {
-    conn.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))
-        .map_err(SpoolError::sqlite("last id"))
-}
-
-/// Up to `limit` rows with ids in `(after, until]`, in id order.
-pub(super) fn fetch_range(
-    conn: &Connection,
-    after: i64,
-    until: i64,
-    limit: usize,
-) -> Result<Vec<Spooled>, SpoolError> {
-    let mut stmt = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            record_columns!(),
-            " FROM records WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
-        ))
-        .map_err(SpoolError::sqlite("fetch"))?;
-    let rows = stmt
-        .query_map(params![after, until, limit as i64], row_to_spooled)
-        .map_err(SpoolError::sqlite("fetch"))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row.map_err(SpoolError::sqlite("fetch"))??);
-    }
-    Ok(out)
-}
-
-/// Decodes a `records` row selected as [`record_columns`].
-pub(super) fn row_to_spooled(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<Result<Spooled, SpoolError>> {
-    let id: i64 = r.get(0)?;
-    let headers: String = r.get(5)?;
-    let device_id: Option<String> = r.get(6)?;
-    let seq: Option<i64> = r.get(7)?;
-    let session: i64 = r.get(8)?;
-    let received_ms: i64 = r.get(9)?;
-    let record = Record {
-        topic: r.get(1)?,
-        key: r.get(2)?,
-        value: r.get(3)?,
-        timestamp_ms: r.get(4)?,
-        headers: Vec::new(),
-        origin: match (device_id, seq) {
-            (Some(device_id), Some(seq)) => Some(EventId {
-                device_id,
-                session: session as u64,
-                seq: seq as u64,
-            }),
-            _ => None,
-        },
-        event: None,
-        mqtt_topic: None,
-    };
-    Ok(match serde_json::from_str(&headers) {
-        Ok(headers) => Ok(Spooled {
-            id,
-            received_ms,
-            record: Record { headers, ..record },
-        }),
-        Err(e) => Err(SpoolError::BadRow {
-            id,
-            reason: format!("headers are not a JSON list of pairs: {e}"),
-        }),
-    })
-}
-
-/// Rows, bytes and the oldest row's age, in total and per topic, and the discard counters.
-pub(super) fn stats(conn: &Connection) -> Result<SpoolStats, SpoolError> {
-    let mut stats = SpoolStats::default();
-    {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT topic, count(*), coalesce(sum(length(key) + length(value)), 0),
-                        min(received_ms)
-                 FROM records GROUP BY topic",
-            )
-            .map_err(SpoolError::sqlite("stats"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    TopicStats {
-                        rows: r.get::<_, i64>(1)? as u64,
-                        bytes: r.get::<_, i64>(2)? as u64,
-                        oldest_received_ms: r.get(3)?,
-                    },
-                ))
-            })
-            .map_err(SpoolError::sqlite("stats"))?;
-        for row in rows {
-            let (topic, t) = row.map_err(SpoolError::sqlite("stats"))?;
-            stats.rows += t.rows;
-            stats.bytes += t.bytes;
-            stats.oldest_received_ms = match (stats.oldest_received_ms, t.oldest_received_ms) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            stats.topics.insert(topic, t);
-        }
-    }
-    let mut stmt = conn
-        .prepare_cached("SELECT topic, reason, count FROM counters")
-        .map_err(SpoolError::sqlite("stats"))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(SpoolError::sqlite("stats"))?;
-    for row in rows {
-        let (topic, reason, n) = row.map_err(SpoolError::sqlite("stats"))?;
-        stats
-            .discarded
-            .entry(topic)
-            .or_default()
-            .insert(reason, n.max(0) as u64);
-    }
-    Ok(stats)
-}
-
 /// Whether an SQLite error means the disk or database is full.
 pub fn is_full(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull)
@@ -883,48 +601,9 @@ pub fn is_corrupt(e: &rusqlite::Error) -> bool {
         if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
 }
 
-/// How far a source (a tailed file) has been read: committed with what was read up to there.
-/// An empty `state` forgets the source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceState {
-    pub source: String,
-    pub state: Vec<u8>,
-}
-
-fn save_sources(tx: &rusqlite::Transaction, sources: &[SourceState]) -> Result<(), SpoolError> {
-    for s in sources {
-        if s.state.is_empty() {
-            tx.execute("DELETE FROM source_offsets WHERE source = ?1", [&s.source])
-                .map_err(SpoolError::sqlite("forget a source offset"))?;
-        } else {
-            tx.execute(
-                "INSERT OR REPLACE INTO source_offsets (source, state) VALUES (?1, ?2)",
-                rusqlite::params![s.source, s.state],
-            )
-            .map_err(SpoolError::sqlite("save a source offset"))?;
-        }
-    }
-    Ok(())
-}
-
 impl SpoolDb {
     /// Every saved source offset whose name starts with `prefix`.
     pub fn sources(&self, prefix: &str) -> Result<Vec<SourceState>, SpoolError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT source, state FROM source_offsets WHERE substr(source, 1, length(?1)) = ?1",
-            )
-            .map_err(SpoolError::sqlite("read source offsets"))?;
-        let rows = stmt
-            .query_map([prefix], |r| {
-                Ok(SourceState {
-                    source: r.get(0)?,
-                    state: r.get(1)?,
-                })
-            })
-            .map_err(SpoolError::sqlite("read source offsets"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(SpoolError::sqlite("read source offsets"))
+        super::sources::read(&self.conn, prefix)
     }
 }

@@ -42,10 +42,10 @@ fn serve(conn: &Connection, rx: &mpsc::Receiver<Query>) {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(super::db::fetch_range(conn, after, until, limit));
+                let _ = reply.send(super::rows::fetch_range(conn, after, until, limit));
             }
             Query::LastId { reply } => {
-                let _ = reply.send(super::db::last_id(conn));
+                let _ = reply.send(super::rows::last_id(conn));
             }
         }
     }

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::db::{is_corrupt, load_sessions, record_columns, row_to_spooled, SpoolDb};
+use super::db::{is_corrupt, SpoolDb};
 use super::limits::Limits;
+use super::rows::{record_columns, row_to_spooled};
 use super::seqs::Session;
+use super::sessions::load_sessions;
 use super::SpoolError;
 use crate::record::{now_ms, Record};
 

@@ -10,8 +10,10 @@ use std::path::Path;
 
 use rusqlite::params;
 
-use super::db::{load_sessions, record_columns, row_to_spooled, stats as read_stats};
+use super::report::stats as read_stats;
+use super::rows::{record_columns, row_to_spooled};
 use super::seqs::Session;
+use super::sessions::load_sessions;
 use super::{recover, schema, Recovery, SpoolDb, SpoolError, SpoolStats, Spooled};
 
 /// Which rows `inspect` shows.
@@ -69,7 +71,7 @@ pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, SpoolError> {
     let mut after = 0;
     let mut n = 0;
     loop {
-        let rows = super::db::fetch_range(&conn, after, i64::MAX, 1000)?;
+        let rows = super::rows::fetch_range(&conn, after, i64::MAX, 1000)?;
         let Some(last) = rows.last().map(|r| r.id) else {
             return Ok(n);
         };

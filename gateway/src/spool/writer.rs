@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::checkpoint::Checkpointer;
-use super::db::SourceState;
+use super::sources::SourceState;
 use super::worker::{Reply, Worker};
 use super::{Appended, SpoolDb, SpoolError, SpoolStats};
 use crate::config::SpoolConfig;
