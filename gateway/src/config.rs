@@ -7,7 +7,6 @@
 //! `config/gateway.toml` documents every key, its unit and its default; `tributary
 //! print-config` prints it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -15,14 +14,19 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::route::{Format, Rule};
 use crate::spool::{FullPolicy, Limits};
 
 mod connectors;
 mod identity;
 mod mqtt;
+mod routes;
+mod sink;
 pub use identity::{Anonymous, AuthConfig, IdentityFrom, OnDeny, TlsConfig};
 pub use mqtt::{MqttConfig, RawMqtt};
+pub use routes::{
+    device_glob, event_kind, legal_topic, value_format, RawRoutes, RawRule, RoutesConfig,
+};
+pub use sink::{KafkaConfig, RawFileSink, RawKafka, SinkConfig, TopicSpec};
 
 /// The documented default configuration, shipped as `config/gateway.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/gateway.toml");
@@ -203,50 +207,6 @@ pub struct RawSpool {
     pub forget_devices_after_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKafka {
-    pub brokers: Option<String>,
-    pub max_in_flight: Option<usize>,
-    pub auto_create: Option<bool>,
-    pub max_in_flight_bytes: Option<usize>,
-    pub live_share: Option<f64>,
-    pub topic_partitions: Option<i32>,
-    pub topic_replication: Option<i32>,
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRoutes {
-    pub readings: Option<String>,
-    pub positions: Option<String>,
-    pub dead_letter: Option<String>,
-    #[serde(default)]
-    pub rule: Vec<RawRule>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRule {
-    pub kind: Option<String>,
-    pub device: Option<String>,
-    pub mqtt_topic: Option<String>,
-    pub topic: Option<String>,
-    pub key: Option<String>,
-    pub format: Option<String>,
-    pub avro_schema_id: Option<u32>,
-    pub partitions: Option<i32>,
-    pub replication: Option<i32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawFileSink {
-    pub dir: Option<PathBuf>,
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -330,47 +290,6 @@ impl Default for TimePolicy {
             max_future: Duration::from_secs(55 * 60),
         }
     }
-}
-
-/// Where forwarded events go.
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    Kafka(KafkaConfig),
-    /// No brokers configured: JSON lines per topic in this directory.
-    File {
-        dir: PathBuf,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    pub brokers: String,
-    /// Most messages handed to the producer and not yet acknowledged.
-    pub max_in_flight: NonZeroUsize,
-    /// About the most bytes (keys, values, headers) handed to the producer and not yet
-    /// acknowledged.
-    pub max_in_flight_bytes: NonZeroUsize,
-    /// Share of each refill given to fresh events while a backlog drains (0: strict order).
-    pub live_share: f64,
-    /// librdkafka properties, passed through after Tributary's own.
-    pub properties: BTreeMap<String, String>,
-    /// Topics to create through the Admin API if missing (`auto_create`), else `None`.
-    pub create_topics: Option<TopicSpec>,
-}
-
-/// Topics the forwarder creates if they are missing: `(name, partitions, replication)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSpec {
-    pub topics: Vec<(String, i32, i32)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RoutesConfig {
-    pub readings: String,
-    pub positions: String,
-    pub dead_letter: String,
-    /// Tried in order; the first match wins.
-    pub rules: Vec<Rule>,
 }
 
 impl Config {
@@ -529,125 +448,8 @@ impl Config {
             ));
         }
 
-        let brokers = raw.kafka.brokers.unwrap_or_default();
-        let default_topic_shape = (
-            raw.kafka.topic_partitions.unwrap_or(3),
-            raw.kafka.topic_replication.unwrap_or(1),
-        );
-        let sink = if brokers.trim().is_empty() {
-            SinkConfig::File {
-                dir: raw.file_sink.dir.unwrap_or_else(|| data_dir.join("sink")),
-            }
-        } else {
-            for b in brokers.split(',') {
-                let b = b.trim();
-                let port_ok = b
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-                if !port_ok {
-                    return Err(invalid(
-                        "kafka.brokers",
-                        format!("{b:?} is not host:port (brokers are a comma-separated list)"),
-                    ));
-                }
-            }
-            for key in ["bootstrap.servers", "enable.idempotence"] {
-                if raw.kafka.properties.contains_key(key) {
-                    return Err(invalid(
-                        "kafka.properties",
-                        format!("{key:?} is set by Tributary and may not be overridden"),
-                    ));
-                }
-            }
-            let partitions = raw.kafka.topic_partitions.unwrap_or(3);
-            if partitions < 1 {
-                return Err(invalid("kafka.topic_partitions", "must be at least 1"));
-            }
-            let replication = raw.kafka.topic_replication.unwrap_or(1);
-            if replication < 1 {
-                return Err(invalid("kafka.topic_replication", "must be at least 1"));
-            }
-            SinkConfig::Kafka(KafkaConfig {
-                brokers: brokers.trim().to_owned(),
-                max_in_flight: non_zero("kafka.max_in_flight", raw.kafka.max_in_flight, 10_000)?,
-                max_in_flight_bytes: non_zero(
-                    "kafka.max_in_flight_bytes",
-                    raw.kafka.max_in_flight_bytes,
-                    32 << 20,
-                )?,
-                live_share: match raw.kafka.live_share.unwrap_or(0.0) {
-                    s if (0.0..=0.9).contains(&s) => s,
-                    s => {
-                        return Err(invalid(
-                            "kafka.live_share",
-                            format!("{s} is outside 0.0 to 0.9"),
-                        ))
-                    }
-                },
-                properties: raw.kafka.properties,
-                create_topics: raw
-                    .kafka
-                    .auto_create
-                    .unwrap_or(false)
-                    .then(|| TopicSpec { topics: Vec::new() }),
-            })
-        };
-
-        let routes = RoutesConfig {
-            readings: topic("routes.readings", raw.routes.readings, "telemetry.readings")?,
-            positions: topic(
-                "routes.positions",
-                raw.routes.positions,
-                "telemetry.positions",
-            )?,
-            dead_letter: topic(
-                "routes.dead_letter",
-                raw.routes.dead_letter,
-                "telemetry.dead-letter",
-            )?,
-            rules: raw
-                .routes
-                .rule
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| rule(i, r))
-                .collect::<Result<_, _>>()?,
-        };
-
-        let mut sink = sink;
-        if let SinkConfig::Kafka(KafkaConfig {
-            create_topics: Some(spec),
-            ..
-        }) = &mut sink
-        {
-            let (partitions, replication) = default_topic_shape;
-            for name in [&routes.readings, &routes.positions, &routes.dead_letter] {
-                spec.topics.push((name.clone(), partitions, replication));
-            }
-            for r in &routes.rules {
-                if !spec.topics.iter().any(|(n, _, _)| n == &r.topic) {
-                    spec.topics.push((
-                        r.topic.clone(),
-                        r.partitions.unwrap_or(partitions),
-                        r.replication.unwrap_or(replication),
-                    ));
-                }
-            }
-            for name in &rule_topics {
-                if !spec.topics.iter().any(|(n, _, _)| n == name) {
-                    spec.topics.push((name.clone(), partitions, replication));
-                }
-            }
-        }
-
-        if let SinkConfig::Kafka(kafka) = &sink {
-            crate::forward::kafka::check(kafka).map_err(|problem| {
-                invalid(
-                    "kafka.properties",
-                    format!("librdkafka refuses the producer configuration: {problem}"),
-                )
-            })?;
-        }
+        let routes = routes::routes(raw.routes)?;
+        let sink = sink::sink(raw.kafka, raw.file_sink, &data_dir, &routes, &rule_topics)?;
         Ok(Config {
             data_dir,
             shutdown_grace,
@@ -708,113 +510,6 @@ fn optional_addr(
     }
 }
 
-/// Validates one `[[routes.rule]]`; errors name it as `routes.rule[i].key`.
-fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
-    let bad = |field: &str, problem: String| ConfigError::Rule {
-        key: format!("routes.rule[{index}].{field}"),
-        problem,
-    };
-    let kind = event_kind(raw.kind.as_deref()).map_err(|p| bad("kind", p))?;
-    if let Some(glob) = &raw.device {
-        device_glob(glob).map_err(|p| bad("device", p))?;
-    }
-    if let Some(filter) = &raw.mqtt_topic {
-        if !crate::route::valid_filter(filter) {
-            return Err(bad(
-                "mqtt_topic",
-                format!("{filter:?} is not an MQTT filter (+ for one level, # last)"),
-            ));
-        }
-    }
-    let topic_name = topic("routes.rule.topic", raw.topic.clone(), "").map_err(|_| {
-        bad(
-            "topic",
-            format!(
-                "{:?} is missing or not a legal Kafka topic name",
-                raw.topic.unwrap_or_default()
-            ),
-        )
-    })?;
-    let key = raw.key.unwrap_or_else(|| "{device_id}".to_owned());
-    let rest = key.replace("{device_id}", "").replace("{kind}", "");
-    if key.is_empty() || rest.contains('{') || rest.contains('}') {
-        return Err(bad(
-            "key",
-            format!("{key:?}: the template knows {{device_id}} and {{kind}}"),
-        ));
-    }
-    let format = value_format(raw.format.as_deref(), raw.avro_schema_id)
-        .map_err(|(field, problem)| bad(field, problem))?;
-    for (field, value) in [
-        ("partitions", raw.partitions),
-        ("replication", raw.replication),
-    ] {
-        if value.is_some_and(|v| v < 1) {
-            return Err(bad(field, "must be at least 1".into()));
-        }
-    }
-    Ok(Rule {
-        kind,
-        device: raw.device,
-        mqtt_topic: raw.mqtt_topic,
-        topic: topic_name,
-        key,
-        format,
-        partitions: raw.partitions,
-        replication: raw.replication,
-    })
-}
-
-/// The `kind` a route or rule selects: `"reading"`, `"position"`, or any when absent.
-pub fn event_kind(kind: Option<&str>) -> Result<Option<tributary_protocol::Kind>, String> {
-    match kind {
-        None => Ok(None),
-        Some("reading") => Ok(Some(tributary_protocol::Kind::Reading)),
-        Some("position") => Ok(Some(tributary_protocol::Kind::Position)),
-        Some(other) => Err(format!("{other:?} is not \"reading\" or \"position\"")),
-    }
-}
-
-/// Checks a device id glob (`A-Z a-z 0-9 _ . -`, with `*` and `?`).
-pub fn device_glob(glob: &str) -> Result<(), String> {
-    let ok = glob
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'));
-    if glob.is_empty() || !ok {
-        return Err(format!(
-            "{glob:?} is not a device id glob (A-Z a-z 0-9 _ . - * ?)"
-        ));
-    }
-    Ok(())
-}
-
-/// A value format as `format` and `avro_schema_id` name it (routes and rules); `Err` names the
-/// field at fault and the problem.
-pub fn value_format(
-    format: Option<&str>,
-    avro_schema_id: Option<u32>,
-) -> Result<Format, (&'static str, String)> {
-    match (format.unwrap_or("json"), avro_schema_id) {
-        ("json", None) => Ok(Format::Json),
-        ("csv", None) => Ok(Format::Csv),
-        ("postcard", None) => Ok(Format::Postcard),
-        ("avro", schema_id) => Ok(Format::Avro { schema_id }),
-        (_, Some(_)) => Err(("avro_schema_id", "only goes with format = \"avro\"".into())),
-        (other, None) => Err((
-            "format",
-            format!("{other:?} is not json, csv, avro or postcard"),
-        )),
-    }
-}
-
-/// Whether `name` is a legal Kafka topic name (1 to 249 of `A-Z a-z 0-9 . _ -`, not `.` or `..`).
-pub fn legal_topic(name: &str) -> bool {
-    let legal = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    !name.is_empty() && name.len() <= 249 && legal && name != "." && name != ".."
-}
-
 fn socket_addr(
     key: &'static str,
     value: Option<String>,
@@ -835,18 +530,6 @@ fn non_zero(
     default: usize,
 ) -> Result<NonZeroUsize, ConfigError> {
     NonZeroUsize::new(value.unwrap_or(default)).ok_or_else(|| invalid(key, "must be at least 1"))
-}
-
-/// Kafka's topic name rules: 1 to 249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
-fn topic(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
-    let name = value.unwrap_or_else(|| default.to_owned());
-    if !legal_topic(&name) {
-        return Err(invalid(
-            key,
-            format!("{name:?} is not a legal Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"),
-        ));
-    }
-    Ok(name)
 }
 
 #[cfg(test)]

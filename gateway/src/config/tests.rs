@@ -1,4 +1,5 @@
 use super::*;
+use crate::route::Format;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("test.toml"))

@@ -1,0 +1,172 @@
+//! `[kafka]` and `[file_sink]`: where forwarded events go. With brokers, Kafka (librdkafka's
+//! properties passed through after Tributary's own, checked by building a producer at start);
+//! without, JSON lines per topic in a directory.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{invalid, non_zero, ConfigError, RoutesConfig};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub brokers: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub auto_create: Option<bool>,
+    pub max_in_flight_bytes: Option<usize>,
+    pub live_share: Option<f64>,
+    pub topic_partitions: Option<i32>,
+    pub topic_replication: Option<i32>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSink {
+    pub dir: Option<PathBuf>,
+}
+
+/// Where forwarded events go.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Kafka(KafkaConfig),
+    /// No brokers configured: JSON lines per topic in this directory.
+    File {
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Most messages handed to the producer and not yet acknowledged.
+    pub max_in_flight: NonZeroUsize,
+    /// About the most bytes (keys, values, headers) handed to the producer and not yet
+    /// acknowledged.
+    pub max_in_flight_bytes: NonZeroUsize,
+    /// Share of each refill given to fresh events while a backlog drains (0: strict order).
+    pub live_share: f64,
+    /// librdkafka properties, passed through after Tributary's own.
+    pub properties: BTreeMap<String, String>,
+    /// Topics to create through the Admin API if missing (`auto_create`), else `None`.
+    pub create_topics: Option<TopicSpec>,
+}
+
+/// Topics the forwarder creates if they are missing: `(name, partitions, replication)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub topics: Vec<(String, i32, i32)>,
+}
+
+/// Validates the sink; with `auto_create`, lists the topics to create: the routes', then the
+/// rules' (`rule_topics`).
+pub(super) fn sink(
+    kafka: RawKafka,
+    file: RawFileSink,
+    data_dir: &Path,
+    routes: &RoutesConfig,
+    rule_topics: &[String],
+) -> Result<SinkConfig, ConfigError> {
+    let brokers = kafka.brokers.unwrap_or_default();
+    let default_topic_shape = (
+        kafka.topic_partitions.unwrap_or(3),
+        kafka.topic_replication.unwrap_or(1),
+    );
+    let sink = if brokers.trim().is_empty() {
+        SinkConfig::File {
+            dir: file.dir.unwrap_or_else(|| data_dir.join("sink")),
+        }
+    } else {
+        for b in brokers.split(',') {
+            let b = b.trim();
+            let port_ok = b
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(invalid(
+                    "kafka.brokers",
+                    format!("{b:?} is not host:port (brokers are a comma-separated list)"),
+                ));
+            }
+        }
+        for key in ["bootstrap.servers", "enable.idempotence"] {
+            if kafka.properties.contains_key(key) {
+                return Err(invalid(
+                    "kafka.properties",
+                    format!("{key:?} is set by Tributary and may not be overridden"),
+                ));
+            }
+        }
+        let partitions = kafka.topic_partitions.unwrap_or(3);
+        if partitions < 1 {
+            return Err(invalid("kafka.topic_partitions", "must be at least 1"));
+        }
+        let replication = kafka.topic_replication.unwrap_or(1);
+        if replication < 1 {
+            return Err(invalid("kafka.topic_replication", "must be at least 1"));
+        }
+        SinkConfig::Kafka(KafkaConfig {
+            brokers: brokers.trim().to_owned(),
+            max_in_flight: non_zero("kafka.max_in_flight", kafka.max_in_flight, 10_000)?,
+            max_in_flight_bytes: non_zero(
+                "kafka.max_in_flight_bytes",
+                kafka.max_in_flight_bytes,
+                32 << 20,
+            )?,
+            live_share: match kafka.live_share.unwrap_or(0.0) {
+                s if (0.0..=0.9).contains(&s) => s,
+                s => {
+                    return Err(invalid(
+                        "kafka.live_share",
+                        format!("{s} is outside 0.0 to 0.9"),
+                    ))
+                }
+            },
+            properties: kafka.properties,
+            create_topics: kafka
+                .auto_create
+                .unwrap_or(false)
+                .then(|| TopicSpec { topics: Vec::new() }),
+        })
+    };
+
+    let mut sink = sink;
+    if let SinkConfig::Kafka(KafkaConfig {
+        create_topics: Some(spec),
+        ..
+    }) = &mut sink
+    {
+        let (partitions, replication) = default_topic_shape;
+        for name in [&routes.readings, &routes.positions, &routes.dead_letter] {
+            spec.topics.push((name.clone(), partitions, replication));
+        }
+        for r in &routes.rules {
+            if !spec.topics.iter().any(|(n, _, _)| n == &r.topic) {
+                spec.topics.push((
+                    r.topic.clone(),
+                    r.partitions.unwrap_or(partitions),
+                    r.replication.unwrap_or(replication),
+                ));
+            }
+        }
+        for name in rule_topics {
+            if !spec.topics.iter().any(|(n, _, _)| n == name) {
+                spec.topics.push((name.clone(), partitions, replication));
+            }
+        }
+    }
+
+    if let SinkConfig::Kafka(k) = &sink {
+        crate::forward::kafka::check(k).map_err(|problem| {
+            invalid(
+                "kafka.properties",
+                format!("librdkafka refuses the producer configuration: {problem}"),
+            )
+        })?;
+    }
+    Ok(sink)
+}
