@@ -9,6 +9,7 @@
 //!
 //! Not part of the gateway's API: hidden from its docs, and free to change with the targets.
 
+mod rule_state;
 pub(crate) mod session;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ use tributary_protocol::codec::MessageCodec;
 use tributary_protocol::json::JsonEvent;
 use tributary_protocol::{decode_frame_versioned, encode_frame_version, Kind};
 
+pub use rule_state::rule_state;
 pub use session::tcp_session;
 
 /// A fuzz target: arbitrary bytes in, a panic only when an invariant breaks.
@@ -36,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rule_expr", rule_expr),
     ("teltonika", teltonika),
     ("mqtt_packets", mqtt_packets),
+    ("rule_state", rule_state),
 ];
 
 /// TCP frames as they arrive on a socket: the first byte picks the read size (1 to 64 bytes),

@@ -58,7 +58,7 @@ mod reader;
 pub mod recover;
 mod report;
 mod rows;
-mod rule_state;
+pub(crate) mod rule_state;
 pub mod schema;
 pub mod seqs;
 mod sessions;

@@ -196,7 +196,7 @@ pub fn step(logic: &Logic, state: &mut State, event: &Event) -> (Vec<Derived>, b
                 }));
             }
             if let Some(open) = state.interval.as_mut() {
-                open.count += 1;
+                open.count = open.count.saturating_add(1);
                 match (&mut open.last, mode) {
                     (_, Mode::First) => {}
                     // A mean reading's values are the means: of the latest reading only its
@@ -226,7 +226,7 @@ pub fn step(logic: &Logic, state: &mut State, event: &Event) -> (Vec<Derived>, b
                         match open.sums.iter_mut().find(|(n, ..)| n == &v.name) {
                             Some((_, _, sum, n)) => {
                                 *sum += v.value;
-                                *n += 1;
+                                *n = n.saturating_add(1);
                             }
                             None => {
                                 open.sums.push((v.name.clone(), v.unit.clone(), v.value, 1));

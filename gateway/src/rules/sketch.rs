@@ -51,46 +51,64 @@ struct Bins {
     counts: Vec<u64>,
 }
 
+/// The largest bin index a finite value has (|ln f64::MAX / ln γ| < 35,500), with room.
+const MAX_INDEX: i64 = 40_000;
+
 impl Bins {
+    /// Whether the bins are as [`Bins::add`] leaves them. Bins read back from a damaged state
+    /// row may not be; they are then treated as empty rather than trusted with arithmetic or an
+    /// allocation.
+    fn sane(&self) -> bool {
+        i64::from(self.offset).abs() <= MAX_INDEX && self.counts.len() <= MAX_BINS
+    }
+
     fn add(&mut self, index: i32) {
+        if !self.sane() {
+            *self = Bins::default();
+        }
+        let index = i64::from(index).clamp(-MAX_INDEX, MAX_INDEX);
         if self.counts.is_empty() {
-            self.offset = index;
+            self.offset = index as i32;
             self.counts.push(1);
             return;
         }
-        let top = self.offset + self.counts.len() as i32 - 1;
-        if index > top {
-            self.counts.resize((index - self.offset + 1) as usize, 0);
-            self.collapse();
-        } else if index < self.offset {
-            let grow = (self.offset - index) as usize;
-            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
-            self.offset = index;
-            self.collapse();
+        let offset = i64::from(self.offset);
+        let top = offset + self.counts.len() as i64 - 1;
+        // The span after adding, cut to the MAX_BINS highest bins: lower ones fold into the
+        // lowest bin kept.
+        let (low, high) = (offset.min(index), top.max(index));
+        let low = low.max(high - MAX_BINS as i64 + 1);
+        if low != offset || high != top {
+            let mut counts = vec![0u64; (high - low + 1) as usize];
+            for (i, c) in self.counts.iter().enumerate() {
+                let at = ((offset + i as i64).max(low) - low) as usize;
+                if let Some(slot) = counts.get_mut(at) {
+                    *slot = slot.saturating_add(*c);
+                }
+            }
+            self.counts = counts;
+            self.offset = low as i32;
         }
-        // `collapse` may have raised the offset above `index`: such a value joins the lowest
-        // bin kept.
-        let at = (index.max(self.offset) - self.offset) as usize;
+        let at = (index.max(low) - low) as usize;
         if let Some(c) = self.counts.get_mut(at) {
-            *c += 1;
+            *c = c.saturating_add(1);
         }
-    }
-
-    /// Folds the lowest bins into the lowest one kept until at most [`MAX_BINS`] remain.
-    fn collapse(&mut self) {
-        let excess = self.counts.len().saturating_sub(MAX_BINS);
-        if excess == 0 {
-            return;
-        }
-        let folded: u64 = self.counts.drain(..excess).sum();
-        if let Some(first) = self.counts.first_mut() {
-            *first += folded;
-        }
-        self.offset += excess as i32;
     }
 
     fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        if !self.sane() {
+            return 0;
+        }
+        self.counts.iter().fold(0, |n, c| n.saturating_add(*c))
+    }
+
+    /// `(bin index, count)` in index order; nothing for bins that are not [`Self::sane`].
+    fn bins(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
+        let counts = if self.sane() { &self.counts[..] } else { &[] };
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (self.offset + i as i32, *c))
     }
 }
 
@@ -141,7 +159,7 @@ impl Sketch {
     /// Counts a value in its bin.
     pub fn count_in(&mut self, bin: Bin) {
         match bin {
-            Bin::Zero => self.zero += 1,
+            Bin::Zero => self.zero = self.zero.saturating_add(1),
             Bin::Positive(i) => self.positive.add(i),
             Bin::Negative(i) => self.negative.add(i),
         }
@@ -149,7 +167,9 @@ impl Sketch {
 
     /// The values counted.
     pub fn count(&self) -> u64 {
-        self.zero + self.positive.total() + self.negative.total()
+        self.zero
+            .saturating_add(self.positive.total())
+            .saturating_add(self.negative.total())
     }
 
     /// The `q` quantile (`0 ≤ q ≤ 1`), or `None` when nothing was counted.
@@ -161,21 +181,20 @@ impl Sketch {
         let rank = (q.clamp(0.0, 1.0) * (n - 1) as f64).floor() as u64;
         let mut seen = 0u64;
         // In value order: the most negative first.
-        let negative = self.negative.counts.iter().enumerate().rev();
-        for (i, c) in negative {
-            seen += c;
+        for (i, c) in self.negative.bins().rev() {
+            seen = seen.saturating_add(c);
             if seen > rank {
-                return Some(-representative(self.negative.offset + i as i32));
+                return Some(-representative(i));
             }
         }
-        seen += self.zero;
+        seen = seen.saturating_add(self.zero);
         if seen > rank {
             return Some(0.0);
         }
-        for (i, c) in self.positive.counts.iter().enumerate() {
-            seen += c;
+        for (i, c) in self.positive.bins() {
+            seen = seen.saturating_add(c);
             if seen > rank {
-                return Some(representative(self.positive.offset + i as i32));
+                return Some(representative(i));
             }
         }
         // Unreachable: the bins hold `n` values and `rank < n`.
@@ -263,6 +282,29 @@ mod tests {
         }
         let bytes = postcard::to_allocvec(&s).unwrap();
         assert!(bytes.len() < 64, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn damaged_bins_from_disk_are_dropped_not_trusted() {
+        // As a corrupt state row could decode: an offset no value has, more bins than kept.
+        let mut s = Sketch {
+            zero: 0,
+            positive: Bins {
+                offset: -2_000_000_000,
+                counts: vec![u64::MAX; 3],
+            },
+            negative: Bins {
+                offset: i32::MAX,
+                counts: vec![1; MAX_BINS + 1],
+            },
+        };
+        assert_eq!(s.count(), 0);
+        assert_eq!(s.quantile(0.5), None);
+        s.add(3.0);
+        s.add(-3.0);
+        assert_eq!(s.count(), 2);
+        assert!(within(s.quantile(1.0).unwrap(), 3.0));
+        assert!(within(s.quantile(0.0).unwrap(), -3.0));
     }
 
     fn value() -> impl Strategy<Value = f64> {

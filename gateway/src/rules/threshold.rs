@@ -50,7 +50,7 @@ pub fn step(spec: &Spec, alert: &mut Alert, event: &Event) -> Option<Derived> {
         return None;
     }
     let held = alert.since.get_or_insert((event.time_ms, event.seq, 0));
-    held.2 += 1;
+    held.2 = held.2.saturating_add(1);
     let (since, first_seq, count) = *held;
     if event.time_ms.saturating_sub(since) < duration {
         return None;

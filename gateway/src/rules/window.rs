@@ -135,18 +135,19 @@ pub fn step(spec: &Spec, windows: &mut Windows, event: &Event) -> (Vec<Derived>,
     let t = event.time_ms;
     let (size, hop) = (spec.size_ms.max(1), spec.hop_ms.max(1));
     // The windows [k·hop, k·hop + size) that hold t and are not closed yet: opened if new.
-    let first_k = (t + 1).saturating_sub(size).div_ceil(hop);
-    let (lowest, highest) = (first_k * hop, t / hop * hop);
+    let first_k = t.saturating_add(1).saturating_sub(size).div_ceil(hop);
+    let (lowest, highest) = (first_k.saturating_mul(hop), t / hop * hop);
     let closed = windows.closed_until_ms;
-    let holds =
-        |w: &&mut Open| (lowest..=highest).contains(&w.start_ms) && w.start_ms + size > closed;
+    let holds = |w: &&mut Open| {
+        (lowest..=highest).contains(&w.start_ms) && w.start_ms.saturating_add(size) > closed
+    };
     let mut late = true;
     let percentiles = spec
         .aggregates
         .iter()
         .any(|a| matches!(a, Aggregate::Percentile(_)));
-    for start in (first_k..=t / hop).map(|k| k * hop) {
-        if start + size <= closed {
+    for start in (first_k..=t / hop).map(|k| k.saturating_mul(hop)) {
+        if start.saturating_add(size) <= closed {
             continue;
         }
         late = false;
@@ -167,7 +168,7 @@ pub fn step(spec: &Spec, windows: &mut Windows, event: &Event) -> (Vec<Derived>,
         }
     }
     for w in windows.open.iter_mut().filter(holds) {
-        w.events += 1;
+        w.events = w.events.saturating_add(1);
         w.first_seq = w.first_seq.min(event.seq);
         w.last_seq = w.last_seq.max(event.seq);
     }
@@ -195,7 +196,7 @@ pub fn step(spec: &Spec, windows: &mut Windows, event: &Event) -> (Vec<Derived>,
             if acc.count == 0 {
                 (acc.min, acc.max) = (v, v);
             }
-            acc.count += 1;
+            acc.count = acc.count.saturating_add(1);
             acc.min = acc.min.min(v);
             acc.max = acc.max.max(v);
             acc.sum += v;
@@ -212,10 +213,10 @@ pub fn step(spec: &Spec, windows: &mut Windows, event: &Event) -> (Vec<Derived>,
     while windows
         .open
         .first()
-        .is_some_and(|w| w.start_ms + size <= watermark)
+        .is_some_and(|w| w.start_ms.saturating_add(size) <= watermark)
     {
         let w = windows.open.remove(0);
-        windows.closed_until_ms = windows.closed_until_ms.max(w.start_ms + size);
+        windows.closed_until_ms = windows.closed_until_ms.max(w.start_ms.saturating_add(size));
         out.push(emit(spec, &w, &event.device_id, size));
     }
     (out, late)
@@ -267,7 +268,10 @@ fn emit(spec: &Spec, w: &Open, device: &str, size: u64) -> Derived {
         count: w.events,
         headers: vec![
             ("window-start-ms".to_owned(), w.start_ms.to_string()),
-            ("window-end-ms".to_owned(), (w.start_ms + size).to_string()),
+            (
+                "window-end-ms".to_owned(),
+                (w.start_ms.saturating_add(size)).to_string(),
+            ),
         ],
         // Overlapping (hopping) windows can end with the same event: the start tells them apart.
         tag: Some(w.start_ms.to_string()),

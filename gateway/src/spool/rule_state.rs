@@ -28,7 +28,7 @@ use super::SpoolError;
 use crate::record::Record;
 use crate::rules::{RuleSet, State};
 
-mod row;
+pub(crate) mod row;
 
 /// A device's states, by rule index (`None`: the rule has none for it yet).
 type DeviceStates = Vec<Option<State>>;

@@ -24,12 +24,12 @@ use crate::rules::{geofence, threshold, window};
 const FORMAT_2: [u8; 2] = [0x00, 0x02];
 
 /// One rule's state for a device, with the rule's name and version.
-pub(super) type Entry = (String, String, State);
+pub(crate) type Entry = (String, String, State);
 
 /// A device row's bytes, format 2.
 /// A device row's bytes, format 2, into `buf` (cleared first; reused across rows so that
 /// encoding a group's rows does not grow a new buffer each time).
-pub(super) fn encode(
+pub(crate) fn encode(
     entries: &[(&str, &str, &State)],
     buf: &mut Vec<u8>,
 ) -> Result<(), postcard::Error> {
@@ -40,7 +40,7 @@ pub(super) fn encode(
 }
 
 /// A device row's entries, from any format.
-pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, postcard::Error> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, postcard::Error> {
     match bytes.strip_prefix(&FORMAT_2) {
         Some(rest) => postcard::from_bytes(rest),
         None if bytes.first() == Some(&0) => Err(postcard::Error::DeserializeBadEncoding),
