@@ -28,6 +28,12 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// Microseconds from due to ACK.
     pub ack_latency: Histogram<u64>,
+    /// Microseconds from sending to ACK: from due when the device was still busy sending
+    /// earlier batches at that time (so a gateway that holds the device back is still counted),
+    /// else from the moment its timer woke it. The difference from `ack_latency` is then only
+    /// the timer's lateness (tokio's timers tick in milliseconds), which is the simulator's, not
+    /// the gateway's.
+    pub ack_from_send: Histogram<u64>,
 }
 
 pub(super) struct DeviceResult {
@@ -35,6 +41,7 @@ pub(super) struct DeviceResult {
     pub(super) acked: u64,
     pub(super) error: Option<String>,
     pub(super) latency: Histogram<u64>,
+    pub(super) from_send: Histogram<u64>,
 }
 
 /// A device's schedule: when its first batch is due, that instant in wall-clock ms (the event
@@ -53,6 +60,7 @@ impl Default for DeviceResult {
             acked: 0,
             error: None,
             latency: histogram(),
+            from_send: histogram(),
         }
     }
 }
@@ -121,6 +129,7 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
         errors: 0,
         elapsed: Duration::ZERO,
         ack_latency: histogram(),
+        ack_from_send: histogram(),
     };
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -132,6 +141,7 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
                     tracing::warn!(error = %e, "A bench device failed.");
                 }
                 let _ = total.ack_latency.add(&r.latency);
+                let _ = total.ack_from_send.add(&r.from_send);
             }
             Err(e) => {
                 total.errors += 1;
@@ -154,8 +164,8 @@ async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> Devi
         }
     };
     let (mut sink, mut source) = StreamExt::split::<Message>(framed);
-    // The writer tells the reader, per batch, its events' seqs and due times.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(u64, Instant)>>();
+    // The writer tells the reader, per batch, its events' seqs, due times and send times.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(u64, Instant, Instant)>>();
     let window = Arc::new(Semaphore::new(spec.window.max(1)));
     let end = start + spec.duration;
     let writer_window = Arc::clone(&window);
@@ -166,6 +176,9 @@ async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> Devi
             (per_device > 0.0).then(|| Duration::from_secs_f64(per_batch as f64 / per_device));
         tokio::time::sleep_until(start).await;
         for k in 0u32.. {
+            // When the previous batch was out: if that is after this one's due time, the
+            // device was held back, and its latency counts from due.
+            let ready = Instant::now();
             // Open loop: batch k is due at start + k × batch / rate, whatever came back.
             // Closed loop: a batch is due when the window lets it go.
             let (due, permit) = match batch_every {
@@ -193,8 +206,9 @@ async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> Devi
             if let Some(p) = permit {
                 p.forget();
             }
+            let sent_at = if ready >= due { due } else { Instant::now() };
             if tx
-                .send(events.iter().map(|e| (e.seq, due)).collect())
+                .send(events.iter().map(|e| (e.seq, due, sent_at)).collect())
                 .is_err()
             {
                 break;
@@ -208,12 +222,13 @@ async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> Devi
     };
     let reader = async move {
         let mut latency = histogram();
-        let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+        let mut from_send = histogram();
+        let mut pending: VecDeque<(u64, Instant, Instant)> = VecDeque::new();
         let mut acked = 0u64;
         let mut writer_done = false;
         loop {
             if writer_done && pending.is_empty() {
-                return (acked, latency, None);
+                return (acked, (latency, from_send), None);
             }
             let next = tokio::select! {
                 batch = rx.recv(), if !writer_done => {
@@ -239,10 +254,13 @@ async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> Devi
                     while let Ok(b) = rx.try_recv() {
                         pending.extend(b);
                     }
-                    while pending.front().is_some_and(|(s, _)| *s <= up_to_seq) {
-                        if let Some((_, due)) = pending.pop_front() {
-                            let us = now.saturating_duration_since(due).as_micros() as u64;
-                            let _ = latency.record(us.max(1));
+                    while pending.front().is_some_and(|(s, ..)| *s <= up_to_seq) {
+                        if let Some((_, due, sent)) = pending.pop_front() {
+                            let us = |from: Instant| {
+                                (now.saturating_duration_since(from).as_micros() as u64).max(1)
+                            };
+                            let _ = latency.record(us(due));
+                            let _ = from_send.record(us(sent));
                             acked += 1;
                         }
                     }
@@ -254,12 +272,12 @@ async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> Devi
                 Ok(Some(Ok(Err(bad)))) => bad.error.to_string(),
                 Ok(Some(Err(e))) => e.to_string(),
             };
-            return (acked, latency, Some(error));
+            return (acked, (latency, from_send), Some(error));
         }
     };
     let (written, (acked, latency, read_error)) = tokio::join!(writer, reader);
     result.acked = acked;
-    result.latency = latency;
+    (result.latency, result.from_send) = latency;
     match written {
         Ok(n) => result.sent = n,
         Err((n, e)) => {

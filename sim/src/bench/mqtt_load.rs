@@ -3,7 +3,7 @@
 //!
 //! rumqttc reports each publish it writes as `Outgoing::Publish(pkid)`, in the order they were
 //! requested, so the due times queued at request map to packet ids, and a PUBACK's packet id to
-//! its latency (due → PUBACK).
+//! its latency (due → PUBACK, and written → PUBACK).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub(super) async fn device(
     let end = start + spec.duration;
     // Due times of publishes requested and not yet written; of written ones by packet id.
     let mut requested: VecDeque<Instant> = VecDeque::new();
-    let mut awaiting: HashMap<u16, Instant> = HashMap::new();
+    let mut awaiting: HashMap<u16, (Instant, Instant)> = HashMap::new();
     let mut next_due = start;
     let mut k = 0u32;
     loop {
@@ -76,13 +76,17 @@ pub(super) async fn device(
             polled = eventloop.poll() => match polled {
                 Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
                     if let Some(due) = requested.pop_front() {
-                        awaiting.insert(pkid, due);
+                        awaiting.insert(pkid, (due, Instant::now()));
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(due) = awaiting.remove(&ack.pkid) {
-                        let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
-                        let _ = result.latency.record(us.max(1));
+                    if let Some((due, written)) = awaiting.remove(&ack.pkid) {
+                        let now = Instant::now();
+                        let us = |from: Instant| {
+                            (now.saturating_duration_since(from).as_micros() as u64).max(1)
+                        };
+                        let _ = result.latency.record(us(due));
+                        let _ = result.from_send.record(us(written));
                         result.acked += 1;
                     }
                 }

@@ -290,6 +290,16 @@ async fn bench_reports_rates_latency_percentiles_and_the_gateways_cost() {
         "{ack}"
     );
     assert_eq!(ack["count"], sent);
+    // From sending: every event, and never longer than from its due time (it is that less the
+    // simulator's timer lateness).
+    let from_send = &json["ack_from_send_ms"];
+    assert_eq!(from_send["count"], sent, "{json}");
+    for k in ["p50", "p99", "max"] {
+        assert!(
+            from_send[k].as_f64().unwrap() <= p(k) + 0.01,
+            "{k}: {from_send} vs {ack}"
+        );
+    }
     let e2e = &json["e2e_latency_ms"];
     assert_eq!(e2e["count"], sent, "every event was seen in Kafka: {json}");
     assert!(e2e["p50"].as_f64().unwrap() <= e2e["p99"].as_f64().unwrap());
@@ -338,6 +348,7 @@ async fn bench_drives_mqtt_devices_and_reports_their_puback_latency() {
     assert_eq!(json["acked"], sent, "{json}");
     assert_eq!(json["errors"], 0, "{json}");
     assert_eq!(json["ack_latency_ms"]["count"], sent, "{json}");
+    assert_eq!(json["ack_from_send_ms"]["count"], sent, "{json}");
     gateway.stop();
     assert_eq!(
         gateway.sink_lines(&topics.readings).len() as u64,
