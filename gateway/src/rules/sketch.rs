@@ -115,7 +115,8 @@ impl Bins {
 /// A bin's representative value: within a relative [`ALPHA`] of every value in the bin.
 fn representative(index: i32) -> f64 {
     let g = gamma();
-    2.0 * g.powi(index) / (g + 1.0)
+    // γ^(i−1) first: the bin of f64::MAX would overflow γ^i. Capped at the largest finite.
+    (g.powi(index - 1) * (2.0 * g / (g + 1.0))).min(f64::MAX)
 }
 
 /// Where a value is counted: computed once per value, however many sketches count it (an
@@ -282,6 +283,18 @@ mod tests {
         }
         let bytes = postcard::to_allocvec(&s).unwrap();
         assert!(bytes.len() < 64, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn the_extremes_of_f64_stay_finite_and_within_one_percent() {
+        let mut s = Sketch::default();
+        for v in [f64::MAX, -f64::MAX, f64::MIN_POSITIVE, 1e-300] {
+            s.add(v);
+        }
+        let top = s.quantile(1.0).unwrap();
+        assert!(top.is_finite() && within(top, f64::MAX), "{top}");
+        let bottom = s.quantile(0.0).unwrap();
+        assert!(bottom.is_finite() && within(bottom, -f64::MAX), "{bottom}");
     }
 
     #[test]
