@@ -6,10 +6,11 @@
 //! The load is the gateway's: 64 connections, each appending batches of 10 routed readings (the
 //! router's records, with their events attached) and waiting for the commit. The rules are a
 //! filter, a deadband, a downsample (mean), a hopping window (with a 95th percentile) and a
-//! threshold, all selecting every reading. Two sets of readings: typical ones (a temperature drifting slowly, as a station
-//! reports it) and a worst case (every reading a change the deadband passes). State per device
-//! is measured as the bytes of its `device_rule_state` row in the database, and as the heap its
-//! states take in memory once the spool loads them (a counting allocator).
+//! threshold, all selecting every reading. Two sets of readings: typical ones (a temperature
+//! drifting slowly, as a station reports it) and a worst case (every reading a change the
+//! deadband passes). Each load runs several times, interleaved, and its median run counts. State
+//! per device is measured as the bytes of its `device_rule_state` row in the database, and as
+//! the heap its states take in memory once the spool loads them (a counting allocator).
 
 mod common;
 

@@ -15,8 +15,8 @@
 //!   would widen that span further are counted in the lowest-magnitude bin kept, so only
 //!   magnitudes more than 10^17 times smaller than the largest lose accuracy. Temperatures
 //!   drifting between 20 and 25 °C take 12 bins; the state is a few dozen bytes.
-//! - It is plain data (postcard in the rule state), updated in O(1) per value except when the
-//!   span of bins grows downwards.
+//! - It is plain data (postcard in the rule state), updated in O(1) per value except when a
+//!   value falls outside the bins kept so far: they are then rebuilt (at most [`MAX_BINS`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -101,9 +101,8 @@ impl RuleStates {
                         state: Option<State>,
                         committed: &mut HashMap<String, DeviceStates>|
          -> bool {
-            let current = set.rules().iter().position(|r| r.name == rule);
-            match (current, state) {
-                (Some(i), Some(state)) if set.rules()[i].version == version => {
+            match (slot(&set, rule, version), state) {
+                (Some(i), Some(state)) => {
                     place(committed.entry(device.to_owned()).or_default(), i, state);
                     true
                 }
@@ -257,11 +256,7 @@ impl RuleStates {
             };
             let mut states = DeviceStates::new();
             for (rule, version, state) in entries {
-                let rules = self.set.rules();
-                if let Some(i) = rules
-                    .iter()
-                    .position(|r| r.name == rule && r.version == version)
-                {
+                if let Some(i) = slot(&self.set, &rule, &version) {
                     place(&mut states, i, state);
                 }
             }
@@ -272,6 +267,14 @@ impl RuleStates {
         self.lost.clear();
         Ok(())
     }
+}
+
+/// Where the state of `rule` at `version` goes: that rule's index, if it is configured at that
+/// version (a changed rule's old state has none).
+fn slot(set: &RuleSet, rule: &str, version: &str) -> Option<usize> {
+    set.rules()
+        .iter()
+        .position(|r| r.name == rule && r.version == version)
 }
 
 /// Puts rule `i`'s state into a device's states.

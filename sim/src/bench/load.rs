@@ -32,7 +32,7 @@ pub struct LoadResult {
     /// earlier batches at that time (so a gateway that holds the device back is still counted),
     /// else from the moment its timer woke it. The difference from `ack_latency` is then only
     /// the timer's lateness (tokio's timers tick in milliseconds), which is the simulator's, not
-    /// the gateway's.
+    /// the gateway's. Over MQTT: from when rumqttc wrote the publish.
     pub ack_from_send: Histogram<u64>,
 }
 
