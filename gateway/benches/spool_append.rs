@@ -9,8 +9,8 @@
 //! transactions of the size the spool's group commit reached, so the ratio shows what the spool
 //! costs beyond SQLite itself (de-duplication, headers, the thread hop, replies).
 //!
-//! A third run inserts rows of the spool's own shape (its table, its nine columns, headers as
-//! the spool stores them) the plain way: SQLite's own cost for what the spool must keep, so the
+//! A third run inserts rows of the spool's own shape (its table, its columns, headers as the
+//! spool stores them) the plain way: SQLite's own cost for what the spool must keep, so the
 //! table shows how much of the gap is the row and how much the spool's code.
 
 mod common;
@@ -101,8 +101,8 @@ fn plain_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
     )
 }
 
-/// The same batched insert of rows shaped as the spool's: its schema, its columns, the header
-/// JSON it writes for [`record`].
+/// The same batched insert of rows shaped as the spool's: its schema, its columns, its ids, the
+/// headers as it stores them for [`record`].
 fn row_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
     let mut conn = rusqlite::Connection::open(dir.join("row.db")).expect("open");
     conn.execute_batch(tributary_gateway::spool::schema::PRAGMAS)
@@ -113,13 +113,14 @@ fn row_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
         total,
         per_tx,
         "INSERT INTO records
-           (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+           (id, topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         |stmt, n| {
             let r = record(n % CONNECTIONS, n as u64, size);
-            let headers = serde_json::to_string(&r.headers).expect("headers");
+            let headers = tributary_gateway::spool::headers::encode(&r.headers, r.origin.as_ref());
             let device = r.origin.as_ref().map(|o| o.device_id.as_str());
             stmt.execute(rusqlite::params![
+                n as i64 + 1,
                 r.topic,
                 r.key,
                 r.value,
@@ -179,7 +180,7 @@ fn main() {
         "fsyncs/s",
         "ev/fsync"
     );
-    for (size, total) in [(100usize, 64_000usize), (1024, 32_000)] {
+    for (size, total) in [(100usize, 256_000usize), (1024, 64_000)] {
         let dir = tempfile::tempdir_in(&base).expect("bench dir");
         let spool = spool_run(dir.path(), size, total);
         let per_tx = (spool.events / spool.commits.max(1)).max(1) as usize;

@@ -39,7 +39,35 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("teltonika", teltonika),
     ("mqtt_packets", mqtt_packets),
     ("rule_state", rule_state),
+    ("spool_headers", spool_headers),
 ];
+
+/// A row's `headers` blob as the spool reads it from disk ([`crate::spool::headers`]); the
+/// first byte picks the row's event id (none, or one with or without a session). Whatever
+/// decodes re-encodes to bytes that decode to the same headers; nothing panics.
+pub fn spool_headers(data: &[u8]) {
+    use crate::record::EventId;
+    use crate::spool::headers::{decode, encode};
+    let Some((&pick, bytes)) = data.split_first() else {
+        return;
+    };
+    let origin = (pick % 3 != 0).then(|| EventId {
+        device_id: "dev-1".to_owned(),
+        session: if pick % 3 == 2 { 0xbeef } else { 0 },
+        seq: u64::from(pick),
+    });
+    match decode(bytes, origin.as_ref()) {
+        Ok(headers) => {
+            let again = encode(&headers, origin.as_ref());
+            assert_eq!(decode(&again, origin.as_ref()), Ok(headers), "round trip");
+            assert!(
+                again.len() <= bytes.len() + 64,
+                "re-encoding never grows much"
+            );
+        }
+        Err(e) => assert!(!e.is_empty()),
+    }
+}
 
 /// TCP frames as they arrive on a socket: the first byte picks the read size (1 to 64 bytes),
 /// the rest is the stream. Whatever the codec decodes re-encodes, in the peer's version, to a

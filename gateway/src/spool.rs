@@ -11,9 +11,10 @@
 //! checkpointer thread, so commits do not pay for them ([`checkpoint`]).
 //!
 //! # Schema ([`schema`], `PRAGMA user_version`)
-//! - `records(id INTEGER PRIMARY KEY AUTOINCREMENT, topic, key, value, timestamp_ms, headers,
-//!   device_id, seq, received_ms)`: one row per message still to be forwarded; `id` is the
-//!   queue order. `headers` is a JSON array of `[name, value]` pairs.
+//! - `records(id INTEGER PRIMARY KEY, topic, key, value, timestamp_ms, headers, device_id, seq,
+//!   received_ms, session)`: one row per message still to be forwarded; `id` is the queue
+//!   order, assigned by the writer so it never repeats ([`rows`]). `headers` is a compact
+//!   binary list ([`headers`]; JSON text in rows from before schema 8).
 //! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
 //!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
@@ -53,6 +54,7 @@
 
 mod checkpoint;
 mod db;
+pub mod headers;
 pub mod limits;
 mod reader;
 pub mod recover;

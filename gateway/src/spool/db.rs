@@ -11,7 +11,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction};
 use super::limits::{self, FullPolicy, Limits};
 use super::report::{stats, SpoolStats};
 use super::rows::{
-    delete_in, fetch_range, insert_one, insert_statement, payload_size, stored_size,
+    count_deleted, delete_in, fetch_range, insert_one, insert_statement, payload_size, stored_size,
+    take_id,
 };
 use super::rule_state::{Pending, RuleStates};
 use super::seqs::{Changes, Regression, Seqs, Session, Verdict};
@@ -57,6 +58,8 @@ pub struct SpoolDb {
     bytes: u64,
     /// The rules run on stored events, and their state per device.
     rules: RuleStates,
+    /// The id the next inserted row gets ([`super::rows`]: ids never repeat).
+    next_id: i64,
 }
 
 impl SpoolDb {
@@ -86,6 +89,7 @@ impl SpoolDb {
                 |r| r.get::<_, i64>(0),
             )
             .map_err(SpoolError::sqlite("measure"))? as u64;
+        let next_id = super::rows::next_id(&conn)?;
         Ok(Self {
             conn,
             path: path.to_owned(),
@@ -93,6 +97,7 @@ impl SpoolDb {
             seqs,
             bytes,
             rules: RuleStates::default(),
+            next_id,
         })
     }
 
@@ -237,7 +242,7 @@ impl SpoolDb {
             let room = match limits::check(&self.limits, bytes, incoming, free) {
                 Ok(()) => Ok(()),
                 Err((need, full)) if self.limits.policy == FullPolicy::DropOldest => {
-                    let freed = drop_oldest(&tx, need, &mut dropped)?;
+                    let freed = limits::drop_oldest(&tx, need, &mut dropped)?;
                     bytes = bytes.saturating_sub(freed);
                     if freed >= need {
                         Ok(())
@@ -249,8 +254,14 @@ impl SpoolDb {
             };
             match room {
                 Ok(()) => {
-                    let (out, derived) =
-                        append_in(&tx, groups, &self.seqs, changes, &mut self.rules, pending)?;
+                    let (out, derived) = append_in(
+                        &tx,
+                        groups,
+                        (&self.seqs, &mut self.next_id),
+                        changes,
+                        &mut self.rules,
+                        pending,
+                    )?;
                     self.rules.save(&tx, pending)?;
                     save_sources(&tx, sources)?;
                     bytes += stored_size(groups, &out) + derived;
@@ -273,7 +284,7 @@ impl SpoolDb {
     /// grows until a checkpoint) is checkpointed and truncated first, and space measured again.
     fn free_space(&mut self, incoming: u64) -> Result<u64, SpoolError> {
         let measure = |db: &Self| -> Result<u64, SpoolError> {
-            Ok(limits::free_on_disk(&db.path).saturating_add(free_pages(&db.conn)?))
+            Ok(limits::free_on_disk(&db.path).saturating_add(limits::free_pages(&db.conn)?))
         };
         let free = measure(self)?;
         if limits::check(&self.limits, 0, incoming, free).is_ok() {
@@ -435,7 +446,7 @@ impl SpoolDb {
         {
             let mut insert = insert_statement(&tx)?;
             for record in rows {
-                insert_one(&mut insert, &tx, &record, now)?;
+                insert_one(&mut insert, take_id(&mut self.next_id), &record, now)?;
                 bytes += payload_size(&record);
                 if let Some(o) = &record.origin {
                     let e = highest
@@ -462,62 +473,6 @@ impl SpoolDb {
     }
 }
 
-/// Bytes in pages SQLite holds free inside the file; new rows reuse them before it grows.
-fn free_pages(conn: &Connection) -> Result<u64, SpoolError> {
-    // Asked before every group that appends: a cached statement, since preparing this one (two
-    // pragma tables) cost a sixth of the writer's time.
-    let (free, size): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT (SELECT freelist_count FROM pragma_freelist_count),
-                    (SELECT page_size FROM pragma_page_size)",
-        )
-        .and_then(|mut stmt| stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
-        .map_err(SpoolError::sqlite("read free pages"))?;
-    Ok((free.max(0) * size.max(0)) as u64)
-}
-
-/// Deletes the oldest rows until `need` bytes are freed or the spool is empty.
-fn drop_oldest(
-    tx: &Transaction<'_>,
-    need: u64,
-    dropped: &mut BTreeMap<String, u64>,
-) -> Result<u64, SpoolError> {
-    let mut freed = 0;
-    let mut stmt = tx
-        .prepare_cached(
-            "DELETE FROM records WHERE id = (SELECT min(id) FROM records)
-             RETURNING topic, length(key) + length(value)",
-        )
-        .map_err(SpoolError::sqlite("drop oldest"))?;
-    while freed < need {
-        if count_deleted(&mut stmt, [], dropped, &mut freed)? == 0 {
-            break;
-        }
-    }
-    Ok(freed)
-}
-
-fn count_deleted(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    params: impl rusqlite::Params,
-    per_topic: &mut BTreeMap<String, u64>,
-    freed: &mut u64,
-) -> Result<usize, SpoolError> {
-    let rows = stmt
-        .query_map(params, |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(SpoolError::sqlite("delete"))?;
-    let mut n = 0;
-    for row in rows {
-        let (topic, size) = row.map_err(SpoolError::sqlite("delete"))?;
-        *per_topic.entry(topic).or_default() += 1;
-        *freed += size.max(0) as u64;
-        n += 1;
-    }
-    Ok(n)
-}
-
 fn add_counters(
     tx: &Transaction<'_>,
     counts: &BTreeMap<String, u64>,
@@ -539,7 +494,7 @@ fn add_counters(
 fn append_in(
     tx: &Transaction<'_>,
     groups: &[Vec<Record>],
-    committed: &Seqs,
+    (committed, next_id): (&Seqs, &mut i64),
     changes: &mut Changes,
     rules: &mut RuleStates,
     pending: &mut Pending,
@@ -573,11 +528,12 @@ fn append_in(
             if replaced {
                 out.push(Appended::Replaced);
             } else {
-                let id = insert_one(&mut insert, tx, record, received_ms)?;
+                let id = take_id(next_id);
+                insert_one(&mut insert, id, record, received_ms)?;
                 out.push(Appended::Stored { id });
             }
             for d in &derived {
-                insert_one(&mut insert, tx, d, received_ms)?;
+                insert_one(&mut insert, take_id(next_id), d, received_ms)?;
                 derived_bytes += payload_size(d);
             }
         }

@@ -126,7 +126,9 @@ impl Salvager {
                 [],
                 |r| r.get(0),
             )
-            .or_else(|_| conn.query_row("SELECT max(id) FROM records", [], |r| r.get(0)))
+            .or_else(|_| {
+                conn.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))
+            })
             .unwrap_or(i64::MAX)
         });
         let unreadable = if conn.is_none() {

@@ -1,8 +1,17 @@
 //! How a [`Record`] is a row of `records`: the columns, inserting, reading back, deleting by
 //! id runs, and the bytes a row counts against `max_bytes`.
 //!
-//! Ids come from `AUTOINCREMENT`, so they never repeat, even after the queue empties: an
-//! acknowledgement of an old id can never delete a new row.
+//! Ids are assigned by the writer ([`next_id`] at open, then counting up), not by SQLite, so
+//! they never repeat, even after the queue empties: an acknowledgement of an old id can never
+//! delete a new row. They start above every id `records` and `quarantine` hold, so a row moved
+//! to quarantine never meets an id already there. (Schema 1 to 7 got the same from
+//! `AUTOINCREMENT`, at the cost of a `sqlite_sequence` update per row; [`super::schema`] drops
+//! it when it can.)
+//!
+//! Headers are stored in [`super::headers`]' compact form; rows from before schema 8 hold JSON
+//! text, still read.
+
+use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, Transaction};
 
@@ -38,20 +47,22 @@ pub(super) fn insert_statement<'t>(
 ) -> Result<rusqlite::CachedStatement<'t>, SpoolError> {
     tx.prepare_cached(
         "INSERT INTO records
-           (topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+           (id, topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .map_err(SpoolError::sqlite("append"))
 }
 
+/// Inserts `record` as row `id` (from the writer's count, see the module doc).
 pub(super) fn insert_one(
     stmt: &mut rusqlite::CachedStatement<'_>,
-    tx: &Transaction<'_>,
+    id: i64,
     record: &Record,
     received_ms: i64,
-) -> Result<i64, SpoolError> {
-    let headers = serde_json::to_string(&record.headers).unwrap_or_else(|_| "[]".into());
+) -> Result<(), SpoolError> {
+    let headers = super::headers::encode(&record.headers, record.origin.as_ref());
     stmt.execute(params![
+        id,
         record.topic,
         record.key,
         record.value,
@@ -63,7 +74,39 @@ pub(super) fn insert_one(
         record.origin.as_ref().map_or(0, |o| o.session as i64),
     ])
     .map_err(SpoolError::sqlite("append"))?;
-    Ok(tx.last_insert_rowid())
+    Ok(())
+}
+
+/// The first id to assign: above every id `records` and `quarantine` hold and every id
+/// `AUTOINCREMENT` handed out (schema 1 to 7), so none repeats.
+pub(crate) fn next_id(conn: &Connection) -> Result<i64, SpoolError> {
+    // `sqlite_sequence` exists once any table had `AUTOINCREMENT` (every spool from before
+    // schema 8), and outlives it.
+    let sequence: i64 = conn
+        .query_row(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')
+                    THEN 1 ELSE 0 END",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .and_then(|exists| match exists {
+            0 => Ok(0),
+            _ => conn.query_row(
+                "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'records'",
+                [],
+                |r| r.get(0),
+            ),
+        })
+        .map_err(SpoolError::sqlite("next id"))?;
+    let stored: i64 = conn
+        .query_row(
+            "SELECT max(coalesce((SELECT max(id) FROM records), 0),
+                        coalesce((SELECT max(id) FROM quarantine), 0))",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(SpoolError::sqlite("next id"))?;
+    Ok(sequence.max(stored).saturating_add(1))
 }
 
 /// Deletes rows by id; returns the bytes freed.
@@ -139,7 +182,6 @@ pub(super) fn row_to_spooled(
     r: &rusqlite::Row<'_>,
 ) -> rusqlite::Result<Result<Spooled, SpoolError>> {
     let id: i64 = r.get(0)?;
-    let headers: String = r.get(5)?;
     let device_id: Option<String> = r.get(6)?;
     let seq: Option<i64> = r.get(7)?;
     let session: i64 = r.get(8)?;
@@ -161,15 +203,53 @@ pub(super) fn row_to_spooled(
         event: None,
         mqtt_topic: None,
     };
-    Ok(match serde_json::from_str(&headers) {
+    let headers = match r.get_ref(5)? {
+        rusqlite::types::ValueRef::Blob(b) => super::headers::decode(b, record.origin.as_ref()),
+        // Schema 1 to 7: a JSON array of `[name, value]` pairs.
+        rusqlite::types::ValueRef::Text(t) => serde_json::from_slice(t)
+            .map_err(|e| format!("headers are not a JSON list of pairs: {e}")),
+        other => Err(format!(
+            "headers are neither a blob nor text but {}",
+            other.data_type()
+        )),
+    };
+    Ok(match headers {
         Ok(headers) => Ok(Spooled {
             id,
             received_ms,
             record: Record { headers, ..record },
         }),
-        Err(e) => Err(SpoolError::BadRow {
-            id,
-            reason: format!("headers are not a JSON list of pairs: {e}"),
-        }),
+        Err(reason) => Err(SpoolError::BadRow { id, reason }),
     })
+}
+
+/// The next row id, counting on. An id taken by a transaction that rolls back is skipped, not
+/// reused.
+pub(super) fn take_id(next: &mut i64) -> i64 {
+    let id = *next;
+    *next = next.saturating_add(1);
+    id
+}
+
+/// Runs a `DELETE ... RETURNING topic, size` statement: counts the deleted rows per topic and
+/// adds their bytes to `freed`; returns how many.
+pub(super) fn count_deleted(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    per_topic: &mut BTreeMap<String, u64>,
+    freed: &mut u64,
+) -> Result<usize, SpoolError> {
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(SpoolError::sqlite("delete"))?;
+    let mut n = 0;
+    for row in rows {
+        let (topic, size) = row.map_err(SpoolError::sqlite("delete"))?;
+        *per_topic.entry(topic).or_default() += 1;
+        *freed += size.max(0) as u64;
+        n += 1;
+    }
+    Ok(n)
 }

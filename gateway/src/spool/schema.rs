@@ -15,6 +15,12 @@
 //!   (`rule_state`'s rows are moved into it when the spool opens with rules).
 //! - v6: `source_offsets(source, state)`: how far a source (a tailed file) has been read,
 //!   written in the transaction that stores what was read up to there.
+//! - v8: `records.headers` may hold the compact binary list ([`super::headers`]) instead of
+//!   JSON text, and the writer assigns row ids itself ([`super::rows`]). The `AUTOINCREMENT`
+//!   of schema 1 goes when it can: at any open that finds `records` holding at most
+//!   [`NARROW_MAX_ROWS`] rows, the table is rebuilt without it ([`narrow_records`]). A longer
+//!   queue (a box whose Kafka has been away) is left as it is, since copying it would need
+//!   its size again in free disk; the code works with either table.
 //!
 //! A database with a newer version than this code is refused, never rewritten.
 
@@ -23,7 +29,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -112,6 +118,31 @@ CREATE TABLE device_rule_state (
 ) WITHOUT ROWID;
 ";
 
+/// `records` without `AUTOINCREMENT`, the columns in schema 7's order.
+const NARROW_RECORDS: &str = "
+CREATE TABLE records_narrow (
+    id           INTEGER PRIMARY KEY,
+    topic        TEXT    NOT NULL,
+    key          BLOB    NOT NULL,
+    value        BLOB    NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    headers      BLOB    NOT NULL,
+    device_id    TEXT,
+    seq          INTEGER,
+    received_ms  INTEGER NOT NULL,
+    session      INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO records_narrow
+       (id, topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
+SELECT id, topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session
+FROM records;
+DROP TABLE records;
+ALTER TABLE records_narrow RENAME TO records;
+";
+
+/// The longest queue [`narrow_records`] copies.
+pub const NARROW_MAX_ROWS: i64 = 10_000;
+
 /// The pragmas every connection that writes uses.
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -166,7 +197,41 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
         tx.execute_batch(V6_TO_V7)
             .map_err(SpoolError::sqlite("migrate to schema v7"))?;
     }
+    narrow_records(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;
     tx.commit().map_err(SpoolError::sqlite("commit migration"))
+}
+
+/// Rebuilds `records` without `AUTOINCREMENT` (an update of `sqlite_sequence` per inserted
+/// row) when it still has it and holds at most [`NARROW_MAX_ROWS`] rows; returns whether it did.
+pub fn narrow_records(conn: &Connection) -> Result<bool, SpoolError> {
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(SpoolError::sqlite("read the records table's schema"))?;
+    if !sql.to_ascii_uppercase().contains("AUTOINCREMENT") {
+        return Ok(false);
+    }
+    let rows: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM records LIMIT ?1)",
+            [NARROW_MAX_ROWS + 1],
+            |r| r.get(0),
+        )
+        .map_err(SpoolError::sqlite("count queued rows"))?;
+    if rows > NARROW_MAX_ROWS {
+        tracing::info!(
+            message = "The spool's queue is too long to rebuild its table now; it stays as it is until a start with a shorter queue.",
+            rows_at_least = rows,
+            max_rows = NARROW_MAX_ROWS,
+        );
+        return Ok(false);
+    }
+    conn.execute_batch(NARROW_RECORDS)
+        .map_err(SpoolError::sqlite("rebuild records without AUTOINCREMENT"))?;
+    Ok(true)
 }

@@ -354,8 +354,8 @@ fn rows_older_than_the_cutoff_expire_and_are_counted() {
     );
 }
 
-#[test]
-fn a_spool_of_the_first_schema_migrates_and_keeps_its_rows_and_devices() {
+/// A copy of the schema 1 spool under `tests/fixtures`, in a directory of its own.
+fn v1_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spool.db");
     std::fs::copy(
@@ -363,6 +363,12 @@ fn a_spool_of_the_first_schema_migrates_and_keeps_its_rows_and_devices() {
         &path,
     )
     .unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_spool_of_the_first_schema_migrates_and_keeps_its_rows_and_devices() {
+    let (_dir, path) = v1_fixture();
     let mut db = SpoolDb::open(&path).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert_eq!(schema::version(&conn).unwrap(), schema::SCHEMA_VERSION);
@@ -377,6 +383,78 @@ fn a_spool_of_the_first_schema_migrates_and_keeps_its_rows_and_devices() {
         db.stats().unwrap().discarded.is_empty(),
         "the v2 table exists"
     );
+    assert!(
+        !has_autoincrement(&conn),
+        "a short queue is rebuilt at once"
+    );
+    let Appended::Stored { id } = db.append(vec![record("v1-dev", 4)]).unwrap()[0] else {
+        panic!("stored");
+    };
+    assert!(id > rows[2].id, "new ids follow the old ones: {id}");
+    let again = db.fetch(rows[2].id, 10).unwrap();
+    assert_eq!(again[0].record.headers, record("v1-dev", 4).headers);
+}
+
+fn has_autoincrement(conn: &rusqlite::Connection) -> bool {
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'records'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    sql.contains("AUTOINCREMENT")
+}
+
+#[test]
+fn a_long_old_queue_keeps_its_table_until_it_is_short_and_ids_never_meet_old_ones() {
+    let (_dir, path) = v1_fixture();
+    {
+        // A schema 1 queue longer than a start rebuilds, whose AUTOINCREMENT once reached
+        // 1,000,000.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+             INSERT INTO records (topic, key, value, timestamp_ms, headers, received_ms)
+             SELECT 'old', X'6b', X'76', i, '[[\"n\",\"v\"]]', i FROM n;
+             INSERT INTO records (id, topic, key, value, timestamp_ms, headers, received_ms)
+             VALUES (1000000, 'old', X'6b', X'76', 0, '[]', 0);
+             DELETE FROM records WHERE id = 1000000;",
+            schema::NARROW_MAX_ROWS
+        ))
+        .unwrap();
+    }
+    let mut db = SpoolDb::open(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert!(has_autoincrement(&conn), "too long to copy at this start");
+    assert_eq!(schema::version(&conn).unwrap(), schema::SCHEMA_VERSION);
+    let Appended::Stored { id } = db.append(vec![record("new", 1)]).unwrap()[0] else {
+        panic!("stored");
+    };
+    assert!(
+        id > 1_000_000,
+        "above every id AUTOINCREMENT handed out: {id}"
+    );
+    let queued = db.fetch(0, 20_000).unwrap();
+    assert_eq!(queued[3].record.headers, vec![("n".into(), "v".into())]);
+    assert_eq!(queued.last().unwrap().record, record("new", 1));
+
+    // Quarantine the new row, forward the rest: the next start finds a short queue.
+    db.quarantine(id, "test").unwrap();
+    db.ack(&queued.iter().map(|r| r.id).collect::<Vec<_>>())
+        .unwrap();
+    drop(db);
+    let mut db = SpoolDb::open(&path).unwrap();
+    assert!(!has_autoincrement(&conn), "rebuilt once the queue is short");
+    let Appended::Stored { id: next } = db.append(vec![record("new", 2)]).unwrap()[0] else {
+        panic!("stored");
+    };
+    assert!(
+        next > id,
+        "above the quarantined row's id: {next} after {id}"
+    );
+    assert_eq!(db.quarantine(next, "test").unwrap(), Some("t.2".into()));
+    assert_eq!(tools::quarantined(&path).unwrap().len(), 2);
 }
 
 #[test]

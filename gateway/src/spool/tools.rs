@@ -207,13 +207,14 @@ pub fn release(path: &Path, id: i64, requeue: bool) -> Result<bool, SpoolError> 
     let mut conn = rusqlite::Connection::open(path).map_err(SpoolError::sqlite("open"))?;
     let tx = conn.transaction().map_err(SpoolError::sqlite("begin"))?;
     if requeue {
+        let new_id = super::rows::next_id(&tx)?;
         tx.execute(
-            "INSERT INTO records (topic, key, value, timestamp_ms, headers, device_id, seq,
+            "INSERT INTO records (id, topic, key, value, timestamp_ms, headers, device_id, seq,
                                   session, received_ms)
-             SELECT topic, key, value, timestamp_ms, headers, device_id, seq, session,
+             SELECT ?2, topic, key, value, timestamp_ms, headers, device_id, seq, session,
                     received_ms
              FROM quarantine WHERE id = ?1",
-            [id],
+            [id, new_id],
         )
         .map_err(SpoolError::sqlite("requeue"))?;
     }
