@@ -1,8 +1,8 @@
 /*
  * An LD_PRELOAD shim that counts the process's fsync and fdatasync calls, for the test that
  * the spool's acknowledgements wait for a durable commit (tests/tests/e2e/spool.rs). After each
- * call it writes the running count, as decimal text, to the file TRIBUTARY_FSYNC_COUNT_FILE
- * names. The calls themselves go through to libc unchanged.
+ * call it writes the running counts, as decimal text, to the file TRIBUTARY_FSYNC_COUNT_FILE
+ * names: "<both> <fsync only>\n". The calls themselves go through to libc unchanged.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -13,15 +13,17 @@
 #include <unistd.h>
 
 static atomic_long calls;
+static atomic_long fsyncs;
 
-static void record(void) {
+static void record(int is_fsync) {
     long n = atomic_fetch_add(&calls, 1) + 1;
+    long f = is_fsync ? atomic_fetch_add(&fsyncs, 1) + 1 : atomic_load(&fsyncs);
     const char *path = getenv("TRIBUTARY_FSYNC_COUNT_FILE");
     if (path == NULL) {
         return;
     }
-    char text[32];
-    int len = snprintf(text, sizeof text, "%ld\n", n);
+    char text[48];
+    int len = snprintf(text, sizeof text, "%ld %ld\n", n, f);
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd >= 0) {
         if (pwrite(fd, text, (size_t)len, 0) < 0) {
@@ -37,7 +39,7 @@ int fdatasync(int fd) {
         real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
     }
     int result = real(fd);
-    record();
+    record(0);
     return result;
 }
 
@@ -47,6 +49,6 @@ int fsync(int fd) {
         real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
     }
     int result = real(fd);
-    record();
+    record(1);
     return result;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tributary_protocol::codec::MessageCodec;
@@ -53,6 +53,36 @@ pub(super) struct Clock {
     pub(super) per_device: f64,
 }
 
+/// How a device learns its [`Clock`]: the load starts once every device has connected (or
+/// failed to), so no batch is due while its device, or the gateway, is still busy connecting.
+/// Measured latency is then the steady state's, not the connection storm's.
+pub(super) struct Start {
+    /// One permit per device that has connected or given up.
+    connected: Arc<Semaphore>,
+    /// The load's start instant and its wall-clock ms, once every device is connected.
+    go: watch::Receiver<Option<(Instant, u64)>>,
+    /// This device's offset from the start, and its share of the rate.
+    offset: Duration,
+    per_device: f64,
+}
+
+impl Start {
+    /// Reports this device connected (or failed) and waits for the load's start.
+    pub(super) async fn connected(mut self) -> Clock {
+        self.connected.add_permits(1);
+        let (start, start_ms) = match self.go.wait_for(Option::is_some).await {
+            Ok(go) => go.unwrap_or((Instant::now(), now_ms())),
+            // The load was dropped: start at once, the device finds out soon enough.
+            Err(_) => (Instant::now(), now_ms()),
+        };
+        Clock {
+            start: start + self.offset,
+            start_ms: start_ms + self.offset.as_millis() as u64,
+            per_device: self.per_device,
+        }
+    }
+}
+
 impl Default for DeviceResult {
     fn default() -> Self {
         Self {
@@ -89,9 +119,9 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
         &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(spec.seed),
     ));
     let seq_start = now_ms();
-    let start = Instant::now() + Duration::from_millis(200);
-    let start_ms = now_ms() + 200;
     let per_device = spec.rate / spec.devices.max(1) as f64;
+    let connected = Arc::new(Semaphore::new(0));
+    let (go, go_rx) = watch::channel(None);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..spec.devices {
         let stream = DeviceStream::new(
@@ -99,7 +129,7 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
             &roads,
             &scenario.groups[0],
             i,
-            start_ms,
+            seq_start,
             seq_start,
         );
         let spec = spec.clone();
@@ -112,9 +142,10 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
             Duration::ZERO
         };
         // The device's clock starts with its offset: an event's time is its batch's due time.
-        let clock = Clock {
-            start: start + offset,
-            start_ms: start_ms + offset.as_millis() as u64,
+        let clock = Start {
+            connected: Arc::clone(&connected),
+            go: go_rx.clone(),
+            offset,
             per_device,
         };
         if spec.mqtt.is_some() {
@@ -123,6 +154,13 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
             tasks.spawn(device(spec, stream, clock));
         }
     }
+    // Every device connected (or gave up): the load starts.
+    let devices = u32::try_from(spec.devices).unwrap_or(u32::MAX);
+    if let Ok(all) = connected.acquire_many(devices).await {
+        all.forget();
+    }
+    let start = Instant::now() + Duration::from_millis(200);
+    let _ = go.send(Some((start, now_ms() + 200)));
     let mut total = LoadResult {
         sent: 0,
         acked: 0,
@@ -153,10 +191,12 @@ pub async fn run_load(spec: &BenchSpec) -> LoadResult {
     total
 }
 
-async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Clock) -> DeviceResult {
-    let (start, start_ms, per_device) = (clock.start, clock.start_ms, clock.per_device);
+async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Start) -> DeviceResult {
     let mut result = DeviceResult::default();
-    let framed = match connect(&spec, &stream.id).await {
+    let connected = connect(&spec, &stream.id).await;
+    let clock = clock.connected().await;
+    let (start, start_ms, per_device) = (clock.start, clock.start_ms, clock.per_device);
+    let framed = match connected {
         Ok(f) => f,
         Err(e) => {
             result.error = Some(e);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 use tokio::time::Instant;
 
-use super::load::{Clock, DeviceResult};
+use super::load::{DeviceResult, Start};
 use super::BenchSpec;
 use crate::mqtt::{payload, topic};
 use crate::stream::DeviceStream;
@@ -26,12 +26,12 @@ const DRAIN: Duration = Duration::from_secs(30);
 pub(super) async fn device(
     spec: BenchSpec,
     mut stream: DeviceStream,
-    clock: Clock,
+    clock: Start,
 ) -> DeviceResult {
-    let (start, start_ms, per_device) = (clock.start, clock.start_ms, clock.per_device);
     let mut result = DeviceResult::default();
     let Some(addr) = spec.mqtt else {
         result.error = Some("no MQTT address".into());
+        clock.connected().await;
         return result;
     };
     let mut options = MqttOptions::new(&stream.id, addr.ip().to_string(), addr.port());
@@ -39,6 +39,20 @@ pub(super) async fn device(
     options.set_clean_session(true);
     options.set_inflight(INFLIGHT);
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT));
+    // Connect before the load starts (rumqttc connects on its first poll).
+    let connected = loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(format!("connecting: {e}")),
+        }
+    };
+    let clock = clock.connected().await;
+    let (start, start_ms, per_device) = (clock.start, clock.start_ms, clock.per_device);
+    if let Err(e) = connected {
+        result.error = Some(e);
+        return result;
+    }
     let per_batch = spec.batch.max(1);
     let every = Duration::from_secs_f64(per_batch as f64 / per_device.max(1e-9));
     let end = start + spec.duration;

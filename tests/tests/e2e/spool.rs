@@ -172,16 +172,20 @@ fn fsync_counter(dir: &std::path::Path) -> std::path::PathBuf {
 /// next, so no two can share a commit. Each answer must then have been preceded by at least one
 /// sync of its own. With `synchronous=NORMAL` or `OFF` (no sync per commit in WAL mode), or an
 /// answer sent before the commit, the count falls short.
+///
+/// The syncs must be fdatasync, not fsync: fsync also writes the inode's times, a second disk
+/// write per commit (SQLite uses fdatasync only when built with `HAVE_FDATASYNC`, which
+/// `.cargo/config.toml` sets for the bundled build).
 #[tokio::test(flavor = "multi_thread")]
 async fn every_acknowledgement_waits_for_a_synced_commit() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let library = fsync_counter(scratch.path());
     let count_file = scratch.path().join("fsyncs");
-    let read_count = || -> u64 {
-        std::fs::read_to_string(&count_file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0)
+    // (all syncs, fsyncs among them)
+    let read_counts = || -> (u64, u64) {
+        let text = std::fs::read_to_string(&count_file).unwrap_or_default();
+        let mut n = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0))
     };
     let topics = Topics::unique("durable");
     // Kafka unreachable: nothing is forwarded, so only ingest commits sync.
@@ -200,18 +204,23 @@ async fn every_acknowledgement_waits_for_a_synced_commit() {
     let mut device = TcpDevice::connect(gateway.tcp, "durable-1", None, Some(9))
         .await
         .expect("connect");
-    let mut before = read_count();
+    let (mut before, fsyncs_before) = read_counts();
     for seq in 1..=20u64 {
         let event =
             tributary_sim::generate::event(0, "durable-1", seq, 1_767_225_600_000 + seq, false);
         assert_eq!(device.send_batch(&[event]).await.expect("stored"), seq);
-        let after = read_count();
+        let (after, _) = read_counts();
         assert!(
             after > before,
             "batch {seq} was acknowledged without a sync since the previous answer ({before} -> {after})"
         );
         before = after;
     }
+    let (_, fsyncs_after) = read_counts();
+    assert_eq!(
+        fsyncs_after, fsyncs_before,
+        "the spool's commits synced with fsync, which writes the inode too, not fdatasync"
+    );
     drop(device);
     assert!(gateway.stop().status.success());
 }
