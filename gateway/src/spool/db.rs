@@ -11,8 +11,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction};
 use super::limits::{self, FullPolicy, Limits};
 use super::report::{stats, SpoolStats};
 use super::rows::{
-    count_deleted, delete_in, fetch_range, insert_one, insert_statement, payload_size, stored_size,
-    take_id,
+    count_deleted, delete_in, fetch_range, payload_size, stored_size, take_id, Inserter,
 };
 use super::rule_state::{Pending, RuleStates};
 use super::seqs::{Changes, Regression, Seqs, Session, Verdict};
@@ -444,9 +443,9 @@ impl SpoolDb {
             .collect();
         let mut bytes = 0;
         {
-            let mut insert = insert_statement(&tx)?;
+            let mut insert = Inserter::new(&tx)?;
             for record in rows {
-                insert_one(&mut insert, take_id(&mut self.next_id), &record, now)?;
+                insert.insert(take_id(&mut self.next_id), &record, now)?;
                 bytes += payload_size(&record);
                 if let Some(o) = &record.origin {
                     let e = highest
@@ -501,7 +500,7 @@ fn append_in(
 ) -> Result<(Vec<Vec<Appended>>, u64), SpoolError> {
     let mut derived_bytes = 0;
     let received_ms = now_ms();
-    let mut insert = insert_statement(tx)?;
+    let mut insert = Inserter::new(tx)?;
     let mut outcomes = Vec::with_capacity(groups.len());
     for group in groups {
         let mut out = Vec::with_capacity(group.len());
@@ -529,19 +528,21 @@ fn append_in(
                 out.push(Appended::Replaced);
             } else {
                 let id = take_id(next_id);
-                insert_one(&mut insert, id, record, received_ms)?;
+                insert.insert(id, record, received_ms)?;
                 out.push(Appended::Stored { id });
             }
             for d in &derived {
-                insert_one(&mut insert, take_id(next_id), d, received_ms)?;
+                insert.insert(take_id(next_id), d, received_ms)?;
                 derived_bytes += payload_size(d);
             }
         }
         outcomes.push(out);
     }
     // One upsert per device session per group, in the same transaction as its rows.
-    for ((device, _), session) in &changes.sessions {
-        upsert_session(tx, device, session)?;
+    for (device, sessions) in &changes.sessions {
+        for session in sessions {
+            upsert_session(tx, device, session)?;
+        }
     }
     Ok((outcomes, derived_bytes))
 }

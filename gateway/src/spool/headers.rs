@@ -53,12 +53,18 @@ pub const WORDS: &[&str] = &[
 /// `headers` as [`FORMAT`] bytes; `origin` is the record's event id, if it has one.
 pub fn encode(headers: &[(String, String)], origin: Option<&EventId>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + headers.len() * 2);
+    encode_into(&mut out, headers, origin);
+    out
+}
+
+/// [`encode`] into `out`, cleared first: the spool's writer reuses one buffer for every row.
+pub fn encode_into(out: &mut Vec<u8>, headers: &[(String, String)], origin: Option<&EventId>) {
+    out.clear();
     out.push(FORMAT);
     for (name, value) in headers {
-        put(&mut out, name, None);
-        put(&mut out, value, origin);
+        put(out, name, None);
+        put(out, value, origin);
     }
-    out
 }
 
 /// Whether `s` is `origin` as its `Display` writes it, without formatting the device id.

@@ -41,8 +41,8 @@ pub(super) fn stored_size(groups: &[Vec<Record>], outcomes: &[Vec<Appended>]) ->
         .sum()
 }
 
-/// The statement [`insert_one`] runs, prepared once per transaction.
-pub(super) fn insert_statement<'t>(
+/// The statement [`Inserter`] runs, prepared once per transaction.
+fn insert_statement<'t>(
     tx: &'t Transaction<'_>,
 ) -> Result<rusqlite::CachedStatement<'t>, SpoolError> {
     tx.prepare_cached(
@@ -53,14 +53,40 @@ pub(super) fn insert_statement<'t>(
     .map_err(SpoolError::sqlite("append"))
 }
 
-/// Inserts `record` as row `id` (from the writer's count, see the module doc).
-pub(super) fn insert_one(
+/// The statement that inserts rows, and a buffer for their headers, reused for every row of a
+/// transaction.
+pub(super) struct Inserter<'t> {
+    stmt: rusqlite::CachedStatement<'t>,
+    headers: Vec<u8>,
+}
+
+impl<'t> Inserter<'t> {
+    pub(super) fn new(tx: &'t Transaction<'_>) -> Result<Self, SpoolError> {
+        Ok(Self {
+            stmt: insert_statement(tx)?,
+            headers: Vec::with_capacity(64),
+        })
+    }
+
+    /// Inserts `record` as row `id` (from the writer's count, see the module doc).
+    pub(super) fn insert(
+        &mut self,
+        id: i64,
+        record: &Record,
+        received_ms: i64,
+    ) -> Result<(), SpoolError> {
+        super::headers::encode_into(&mut self.headers, &record.headers, record.origin.as_ref());
+        insert_one(&mut self.stmt, id, record, &self.headers, received_ms)
+    }
+}
+
+fn insert_one(
     stmt: &mut rusqlite::CachedStatement<'_>,
     id: i64,
     record: &Record,
+    headers: &[u8],
     received_ms: i64,
 ) -> Result<(), SpoolError> {
-    let headers = super::headers::encode(&record.headers, record.origin.as_ref());
     stmt.execute(params![
         id,
         record.topic,

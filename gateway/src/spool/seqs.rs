@@ -70,7 +70,9 @@ pub struct Seqs {
 /// Changes made by one transaction, applied to [`Seqs`] only once it committed.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub sessions: HashMap<(String, u64), Session>,
+    /// Per device, the sessions this transaction changed (keyed by device alone, so an event of
+    /// a device already seen in the transaction is judged without allocating its id).
+    pub sessions: HashMap<String, Vec<Session>>,
     pub regressions: Vec<Regression>,
 }
 
@@ -98,10 +100,10 @@ impl Seqs {
         time_ms: i64,
         now_ms: i64,
     ) -> Verdict {
-        let key = (device.to_owned(), session);
         let current = changes
             .sessions
-            .get(&key)
+            .get(device)
+            .and_then(|changed| changed.iter().find(|s| s.id == session))
             .or_else(|| self.get(device, session))
             .copied();
         let (next, verdict) = match current {
@@ -144,17 +146,27 @@ impl Seqs {
                 )
             }
         };
-        changes.sessions.insert(key, next);
+        match changes.sessions.get_mut(device) {
+            Some(changed) => match changed.iter_mut().find(|s| s.id == session) {
+                Some(s) => *s = next,
+                None => changed.push(next),
+            },
+            None => {
+                changes.sessions.insert(device.to_owned(), vec![next]);
+            }
+        }
         verdict
     }
 
     /// Applies a committed transaction's changes.
     pub fn apply(&mut self, changes: Changes) {
-        for ((device, id), session) in changes.sessions {
+        for (device, changed) in changes.sessions {
             let sessions = self.devices.entry(device).or_default();
-            match sessions.iter_mut().find(|s| s.id == id) {
-                Some(s) => *s = session,
-                None => sessions.push(session),
+            for session in changed {
+                match sessions.iter_mut().find(|s| s.id == session.id) {
+                    Some(s) => *s = session,
+                    None => sessions.push(session),
+                }
             }
         }
     }
