@@ -13,8 +13,8 @@
 //! # Schema ([`schema`], `PRAGMA user_version`)
 //! - `records(id INTEGER PRIMARY KEY, topic, key, value, timestamp_ms, headers, device_id, seq,
 //!   received_ms, session)`: one row per message still to be forwarded; `id` is the queue
-//!   order, assigned by the writer so it never repeats ([`rows`]). `headers` is a compact
-//!   binary list ([`headers`]; JSON text in rows from before schema 8).
+//!   order, assigned by the writer so it never repeats while the gateway runs ([`rows`]).
+//!   `headers` is a compact binary list ([`headers`]; JSON text in rows from before schema 8).
 //! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
 //!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.

@@ -2,9 +2,10 @@
 //! id runs, and the bytes a row counts against `max_bytes`.
 //!
 //! Ids are assigned by the writer ([`next_id`] at open, then counting up), not by SQLite, so
-//! they never repeat, even after the queue empties: an acknowledgement of an old id can never
-//! delete a new row. They start above every id `records` and `quarantine` hold, so a row moved
-//! to quarantine never meets an id already there. (Schema 1 to 7 got the same from
+//! they never repeat while the gateway runs, even after the queue empties: an acknowledgement
+//! of an old id can never delete a new row. (Acknowledgements live in memory only, so a restart
+//! needs no more.) They start above every id `records` and `quarantine` hold, so a row moved to
+//! quarantine never meets an id already there. (Schema 1 to 7 got the same from
 //! `AUTOINCREMENT`, at the cost of a `sqlite_sequence` update per row; [`super::schema`] drops
 //! it when it can.)
 //!

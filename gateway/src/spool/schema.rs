@@ -11,10 +11,10 @@
 //!   authorised), moved out of the queue with the reason, for the operator to requeue or drop.
 //! - v5: `rule_state(rule, device_id, version, state)`: each rule's state per device (postcard),
 //!   written in the transaction that stores the events it saw ([`crate::rules`]).
-//! - v7: `device_rule_state(device_id, states)`: every rule's state of a device in one row
-//!   (`rule_state`'s rows are moved into it when the spool opens with rules).
 //! - v6: `source_offsets(source, state)`: how far a source (a tailed file) has been read,
 //!   written in the transaction that stores what was read up to there.
+//! - v7: `device_rule_state(device_id, states)`: every rule's state of a device in one row
+//!   (`rule_state`'s rows are moved into it when the spool opens with rules).
 //! - v8: `records.headers` may hold the compact binary list ([`super::headers`]) instead of
 //!   JSON text, and the writer assigns row ids itself ([`super::rows`]). The `AUTOINCREMENT`
 //!   of schema 1 goes when it can: at any open that finds `records` holding at most
