@@ -13,7 +13,7 @@ use tokio_util::codec::Framed;
 use tributary_protocol::codec::MessageCodec;
 use tributary_protocol::{Ack, Answer, Event, Message};
 
-use super::{histogram, BenchSpec};
+use super::{device_histogram, histogram, BenchSpec};
 use crate::generate::now_ms;
 use crate::scenario::{Link, ModelKind, Scenario};
 use crate::stream::DeviceStream;
@@ -89,8 +89,8 @@ impl Default for DeviceResult {
             sent: 0,
             acked: 0,
             error: None,
-            latency: histogram(),
-            from_send: histogram(),
+            latency: device_histogram(),
+            from_send: device_histogram(),
         }
     }
 }
@@ -261,8 +261,8 @@ async fn device(spec: BenchSpec, mut stream: DeviceStream, clock: Start) -> Devi
         Ok(sent)
     };
     let reader = async move {
-        let mut latency = histogram();
-        let mut from_send = histogram();
+        let mut latency = device_histogram();
+        let mut from_send = device_histogram();
         let mut pending: VecDeque<(u64, Instant, Instant)> = VecDeque::new();
         let mut acked = 0u64;
         let mut writer_done = false;
