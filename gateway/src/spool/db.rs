@@ -59,6 +59,8 @@ pub struct SpoolDb {
     rules: RuleStates,
     /// The id the next inserted row gets ([`super::rows`]: ids never repeat).
     next_id: i64,
+    /// The file's page size, for the free-space check.
+    page_size: u64,
 }
 
 impl SpoolDb {
@@ -89,6 +91,7 @@ impl SpoolDb {
             )
             .map_err(SpoolError::sqlite("measure"))? as u64;
         let next_id = super::rows::next_id(&conn)?;
+        let page_size = limits::page_size(&conn)?;
         Ok(Self {
             conn,
             path: path.to_owned(),
@@ -97,6 +100,7 @@ impl SpoolDb {
             bytes,
             rules: RuleStates::default(),
             next_id,
+            page_size,
         })
     }
 
@@ -283,7 +287,8 @@ impl SpoolDb {
     /// grows until a checkpoint) is checkpointed and truncated first, and space measured again.
     fn free_space(&mut self, incoming: u64) -> Result<u64, SpoolError> {
         let measure = |db: &Self| -> Result<u64, SpoolError> {
-            Ok(limits::free_on_disk(&db.path).saturating_add(limits::free_pages(&db.conn)?))
+            Ok(limits::free_on_disk(&db.path)
+                .saturating_add(limits::free_pages(&db.conn, db.page_size)?))
         };
         let free = measure(self)?;
         if limits::check(&self.limits, 0, incoming, free).is_ok() {

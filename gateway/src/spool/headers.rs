@@ -11,8 +11,7 @@
 //! - [`LITERAL`], a LEB128 length, then that many bytes of UTF-8.
 //!
 //! A device event's usual headers (`event-id`, `kind`, `content-type`) take 7 bytes this way,
-//! against about 90 as JSON: a third of a 100-byte event's row. (Measured with
-//! `cargo bench --bench spool_append`; see the README.)
+//! against about 90 as JSON: about a third of a 100-byte event's row.
 //!
 //! # Invariants
 //! - [`WORDS`] is part of the file format: entries are only ever appended, never reordered or

@@ -119,18 +119,24 @@ pub fn free_on_disk(path: &Path) -> u64 {
 }
 
 /// Bytes in pages SQLite holds free inside the file; new rows reuse them before it grows.
-pub(super) fn free_pages(conn: &Connection) -> Result<u64, SpoolError> {
-    // Asked before every group that appends: plain pragma statements, prepared once. (Preparing
-    // them each time cost a sixth of the writer's time. The `pragma_freelist_count` table form
-    // prepares its pragma again on every query: 3.1 µs against 2.3 µs for these two, of which
-    // `page_size` is itself re-prepared by SQLite each time.)
-    let read = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut stmt| stmt.query_row([], |r| r.get::<_, i64>(0)))
-            .map_err(SpoolError::sqlite("read free pages"))
-    };
-    let (free, size) = (read("PRAGMA freelist_count")?, read("PRAGMA page_size")?);
-    Ok((free.max(0) * size.max(0)) as u64)
+/// `page_size` is the file's, read once at open ([`page_size`]): it never changes for a file
+/// with content.
+pub(super) fn free_pages(conn: &Connection, page_size: u64) -> Result<u64, SpoolError> {
+    // Asked before every group that appends: a plain pragma statement, prepared once. (Preparing
+    // it each time cost a sixth of the writer's time; the `pragma_freelist_count` table form
+    // prepares its pragma again on every query.)
+    let free: i64 = conn
+        .prepare_cached("PRAGMA freelist_count")
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+        .map_err(SpoolError::sqlite("read free pages"))?;
+    Ok((free.max(0) as u64).saturating_mul(page_size))
+}
+
+/// The file's page size in bytes.
+pub(super) fn page_size(conn: &Connection) -> Result<u64, SpoolError> {
+    conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .map(|size| size.max(0) as u64)
+        .map_err(SpoolError::sqlite("read page size"))
 }
 
 /// Deletes the oldest rows until `need` bytes are freed or the spool is empty.

@@ -42,18 +42,6 @@ pub(super) fn stored_size(groups: &[Vec<Record>], outcomes: &[Vec<Appended>]) ->
         .sum()
 }
 
-/// The statement [`Inserter`] runs, prepared once per transaction.
-fn insert_statement<'t>(
-    tx: &'t Transaction<'_>,
-) -> Result<rusqlite::CachedStatement<'t>, SpoolError> {
-    tx.prepare_cached(
-        "INSERT INTO records
-           (id, topic, key, value, timestamp_ms, headers, device_id, seq, received_ms, session)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .map_err(SpoolError::sqlite("append"))
-}
-
 /// The statement that inserts rows, and a buffer for their headers, reused for every row of a
 /// transaction.
 pub(super) struct Inserter<'t> {
@@ -63,8 +51,16 @@ pub(super) struct Inserter<'t> {
 
 impl<'t> Inserter<'t> {
     pub(super) fn new(tx: &'t Transaction<'_>) -> Result<Self, SpoolError> {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO records
+                   (id, topic, key, value, timestamp_ms, headers, device_id, seq, received_ms,
+                    session)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(SpoolError::sqlite("append"))?;
         Ok(Self {
-            stmt: insert_statement(tx)?,
+            stmt,
             headers: Vec::with_capacity(64),
         })
     }
@@ -76,64 +72,42 @@ impl<'t> Inserter<'t> {
         record: &Record,
         received_ms: i64,
     ) -> Result<(), SpoolError> {
-        super::headers::encode_into(&mut self.headers, &record.headers, record.origin.as_ref());
-        insert_one(&mut self.stmt, id, record, &self.headers, received_ms)
+        let origin = record.origin.as_ref();
+        super::headers::encode_into(&mut self.headers, &record.headers, origin);
+        self.stmt
+            .execute(params![
+                id,
+                record.topic,
+                record.key,
+                record.value,
+                record.timestamp_ms,
+                self.headers,
+                origin.map(|o| o.device_id.as_str()),
+                origin.map(|o| o.seq as i64),
+                received_ms,
+                origin.map_or(0, |o| o.session as i64),
+            ])
+            .map_err(SpoolError::sqlite("append"))?;
+        Ok(())
     }
-}
-
-fn insert_one(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    id: i64,
-    record: &Record,
-    headers: &[u8],
-    received_ms: i64,
-) -> Result<(), SpoolError> {
-    stmt.execute(params![
-        id,
-        record.topic,
-        record.key,
-        record.value,
-        record.timestamp_ms,
-        headers,
-        record.origin.as_ref().map(|o| o.device_id.as_str()),
-        record.origin.as_ref().map(|o| o.seq as i64),
-        received_ms,
-        record.origin.as_ref().map_or(0, |o| o.session as i64),
-    ])
-    .map_err(SpoolError::sqlite("append"))?;
-    Ok(())
 }
 
 /// The first id to assign: above every id `records` and `quarantine` hold and every id
 /// `AUTOINCREMENT` handed out (schema 1 to 7), so none repeats.
 pub(crate) fn next_id(conn: &Connection) -> Result<i64, SpoolError> {
-    // `sqlite_sequence` exists once any table had `AUTOINCREMENT` (every spool from before
-    // schema 8), and outlives it.
-    let sequence: i64 = conn
+    // Every spool starts as schema 1, whose `records` had `AUTOINCREMENT`, so
+    // `sqlite_sequence` exists; it outlives the rebuild that drops it (only the row goes).
+    let highest: i64 = conn
         .query_row(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')
-                    THEN 1 ELSE 0 END",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .and_then(|exists| match exists {
-            0 => Ok(0),
-            _ => conn.query_row(
-                "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'records'",
-                [],
-                |r| r.get(0),
-            ),
-        })
-        .map_err(SpoolError::sqlite("next id"))?;
-    let stored: i64 = conn
-        .query_row(
-            "SELECT max(coalesce((SELECT max(id) FROM records), 0),
-                        coalesce((SELECT max(id) FROM quarantine), 0))",
+            "SELECT max(
+                 coalesce((SELECT max(seq) FROM sqlite_sequence WHERE name = 'records'), 0),
+                 coalesce((SELECT max(id) FROM records), 0),
+                 coalesce((SELECT max(id) FROM quarantine), 0))",
             [],
             |r| r.get(0),
         )
         .map_err(SpoolError::sqlite("next id"))?;
-    Ok(sequence.max(stored).saturating_add(1))
+    Ok(highest.saturating_add(1))
 }
 
 /// Deletes rows by id; returns the bytes freed.
