@@ -18,7 +18,8 @@
 //! | `tributary_spool_rows`, `tributary_spool_bytes`, `tributary_spool_max_bytes` | gauge | | queued rows; their keys plus values; the bound |
 //! | `tributary_spool_oldest_event_age_seconds` | gauge | | how long the oldest unforwarded row has waited (0 when empty) |
 //! | `tributary_disk_free_bytes` | gauge | | free space on the spool's filesystem |
-//! | `tributary_spool_commit_duration_seconds` | histogram | | one group commit (transaction and fsync) |
+//! | `tributary_spool_commit_duration_seconds` | histogram | | one group commit's transaction (its WAL frames written, not yet synced) |
+//! | `tributary_spool_sync_duration_seconds` | histogram | | one fdatasync of the WAL, which makes the commits before it durable |
 //! | `tributary_spool_commit_events` | histogram | | appends and acks per commit |
 //! | `tributary_delivery_latency_seconds` | histogram | | spool commit to the sink's confirmation |
 //! | `tributary_event_lag_seconds` | histogram | | event time (device clock) to the sink's confirmation |
@@ -74,8 +75,13 @@ impl Metrics {
         );
         r.register(
             "spool_commit_duration_seconds",
-            "One group commit: transaction and fsync",
+            "One group commit's transaction, before its sync",
             i.commit_seconds.clone(),
+        );
+        r.register(
+            "spool_sync_duration_seconds",
+            "One fdatasync of the spool's WAL, making the commits before it durable",
+            i.sync_seconds.clone(),
         );
         r.register(
             "spool_commit_events",

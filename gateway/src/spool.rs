@@ -1,11 +1,13 @@
 //! The spool: a durable queue on local disk between ingest and forwarding.
 //!
 //! # Design
-//! One SQLite database in WAL mode with `synchronous=FULL`. One thread, the writer, owns the
-//! connection; everything else talks to it through [`Spool`], a cheap cloneable handle. The
-//! writer commits whatever queued while its previous commit ran (up to
-//! `group_commit_max_events`) in one transaction, so one fsync covers many events from many
-//! connections (group commit). The forwarder's reads run on a second, read-only connection on
+//! One SQLite database in WAL mode. One thread, the writer, owns the connection; everything
+//! else talks to it through [`Spool`], a cheap cloneable handle. The writer commits whatever
+//! queued while its previous commit ran (up to `group_commit_max_events`) in one transaction
+//! (group commit). A commit's replies wait for an fdatasync of the WAL, the sync
+//! `synchronous=FULL` would make inside the commit: on the writer when nothing else is queued,
+//! else on the syncer thread, which syncs once for every commit handed to it while the writer
+//! goes on to the next group ([`sync`]). The forwarder's reads run on a second, read-only connection on
 //! the reader thread; offline tools read through their own. WAL readers never block the writer.
 //! Checkpoints (copying the WAL back into the database file) run on a third connection, the
 //! checkpointer thread, so commits do not pay for them ([`checkpoint`]).
@@ -21,8 +23,10 @@
 //! - `device_rule_state(device_id, states)`: the rules' states per device.
 //!
 //! # Invariants
-//! - An [`Appended::Stored`] reply means the row's transaction committed with
-//!   `synchronous=FULL`: it survives a crash or power cut. Ingest acknowledges only then.
+//! - An [`Appended::Stored`] reply means the row's transaction committed and an fdatasync of
+//!   the WAL begun after it returned: it survives a crash or power cut. Ingest acknowledges only
+//!   then, and [`Spool::fetch`] returns only rows so synced. After a failed sync every reply is
+//!   [`SpoolError::Sync`] until the gateway restarts ([`sync`] says why).
 //! - A row is deleted only by [`Spool::ack`], which sinks call after the destination (Kafka's
 //!   delivery report, or the file sink's fsync) confirmed it; or by an explicit policy the
 //!   operator chose: `drop_oldest` when full, or `max_age`. Those deletions are counted per
@@ -65,6 +69,7 @@ pub mod schema;
 pub mod seqs;
 mod sessions;
 mod sources;
+mod sync;
 pub mod tools;
 mod worker;
 mod writer;
@@ -144,6 +149,12 @@ pub enum SpoolError {
     BadRow { id: i64, reason: String },
     #[error("the spool is closed")]
     Closed,
+    /// An fdatasync of the WAL failed; from then on nothing is acknowledged ([`sync`]).
+    #[error("syncing the spool's WAL failed: {source}; nothing is acknowledged until the gateway restarts")]
+    Sync {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("spool {path} is in use by another process (a running gateway holds {path}.lock); stop it first")]
     Locked { path: std::path::PathBuf },
 }
@@ -209,9 +220,18 @@ impl Spool {
         config: &SpoolConfig,
         stats: Stats,
     ) -> Result<(Self, Option<Recovery>), SpoolError> {
+        Self::open_syncing(config, stats, sync::fdatasync)
+    }
+
+    /// [`Spool::open`] with the WAL synced by `sync` (tests inject failures and delays).
+    fn open_syncing(
+        config: &SpoolConfig,
+        stats: Stats,
+        sync: sync::SyncFn,
+    ) -> Result<(Self, Option<Recovery>), SpoolError> {
         let lock = lock(&config.path)?;
         let (db, recovery) = recover::open_checked(&config.path, config.limits)?;
-        let inner = writer::start(db, config, stats)?;
+        let inner = writer::start(db, config, stats, sync)?;
         let reader = reader::start(&config.path)?;
         Ok((
             Self {
@@ -275,6 +295,11 @@ impl Spool {
         until: i64,
         limit: usize,
     ) -> Result<Vec<Spooled>, SpoolError> {
+        // Only synced rows: nothing a power cut could still take back goes downstream.
+        let until = until.min(self.inner.durable.through());
+        if until <= after {
+            return Ok(Vec::new());
+        }
         self.reader
             .request(|reply| reader::Query::Fetch {
                 after,
@@ -285,11 +310,13 @@ impl Spool {
             .await
     }
 
-    /// The highest id queued, or 0 when the spool is empty.
+    /// The highest synced id queued, or 0 when the spool is empty.
     pub async fn last_id(&self) -> Result<i64, SpoolError> {
-        self.reader
+        let last = self
+            .reader
             .request(|reply| reader::Query::LastId { reply })
-            .await
+            .await?;
+        Ok(last.min(self.inner.durable.through()))
     }
 
     /// Moves a row the destination refused for good out of the queue, with the reason; returns
@@ -339,11 +366,16 @@ impl Spool {
         queued as f64 / self.inner.max_bytes.max(1) as f64
     }
 
-    /// Group commits so far: each is one transaction and one fsync of the WAL.
+    /// Group commits so far: one transaction each.
     pub fn commits(&self) -> u64 {
         self.inner
             .commits
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Syncs of the WAL so far: each made every commit before it durable ([`sync`]).
+    pub fn syncs(&self) -> u64 {
+        self.inner.durable.syncs()
     }
 
     /// Stops the writer after it has finished what it was asked, and waits for it.

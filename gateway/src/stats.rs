@@ -50,6 +50,7 @@ pub struct Instruments {
     pub acked: Family<TransportLabel, Counter>,
     pub connections: Family<TransportLabel, Gauge>,
     pub commit_seconds: Histogram,
+    pub sync_seconds: Histogram,
     pub commit_events: Histogram,
     pub delivery_seconds: Histogram,
     pub event_lag_seconds: Histogram,
@@ -85,6 +86,7 @@ impl Default for Instruments {
             connections: Family::default(),
             // 0.5 ms to 16 s (etcd's fsync buckets, one step lower).
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            sync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             commit_events: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 5 ms to about 12 days: deliveries after long outages land in a bucket too.
             delivery_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 28)),

@@ -116,6 +116,21 @@ impl SpoolDb {
         super::checkpoint::install(&self.conn);
     }
 
+    /// Leaves the WAL's sync at commit to a [`super::sync::Syncer`] (the writer's connection):
+    /// commits write their frames without syncing them (`synchronous=NORMAL`, which still
+    /// syncs around checkpoints). Until the syncer has synced a commit, it is not durable.
+    pub(super) fn hand_syncs_over(&self) -> Result<(), SpoolError> {
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(SpoolError::sqlite("set synchronous"))
+    }
+
+    /// The highest row id assigned so far (0 when none was): every committed row is at or
+    /// below it.
+    pub(super) fn assigned_through(&self) -> i64 {
+        self.next_id.saturating_sub(1)
+    }
+
     /// Opens an existing spool for reading only, without changing it; safe beside a running
     /// gateway (WAL readers never block the writer).
     pub fn open_read_only(path: &Path) -> Result<Connection, SpoolError> {

@@ -74,20 +74,23 @@ impl<'t> Inserter<'t> {
     ) -> Result<(), SpoolError> {
         let origin = record.origin.as_ref();
         super::headers::encode_into(&mut self.headers, &record.headers, origin);
-        self.stmt
-            .execute(params![
-                id,
-                record.topic,
-                record.key,
-                record.value,
-                record.timestamp_ms,
-                self.headers,
-                origin.map(|o| o.device_id.as_str()),
-                origin.map(|o| o.seq as i64),
-                received_ms,
-                origin.map_or(0, |o| o.session as i64),
-            ])
-            .map_err(SpoolError::sqlite("append"))?;
+        // Bound one by one with their own types: no `dyn ToSql` per value, and no count of the
+        // statement's parameters per row (the statement above has exactly these ten).
+        let s = &mut self.stmt;
+        let bound = (|| {
+            s.raw_bind_parameter(1, id)?;
+            s.raw_bind_parameter(2, record.topic.as_str())?;
+            s.raw_bind_parameter(3, record.key.as_slice())?;
+            s.raw_bind_parameter(4, record.value.as_slice())?;
+            s.raw_bind_parameter(5, record.timestamp_ms)?;
+            s.raw_bind_parameter(6, self.headers.as_slice())?;
+            s.raw_bind_parameter(7, origin.map(|o| o.device_id.as_str()))?;
+            s.raw_bind_parameter(8, origin.map(|o| o.seq as i64))?;
+            s.raw_bind_parameter(9, received_ms)?;
+            s.raw_bind_parameter(10, origin.map_or(0, |o| o.session as i64))?;
+            s.raw_execute()
+        })();
+        bound.map_err(SpoolError::sqlite("append"))?;
         Ok(())
     }
 }

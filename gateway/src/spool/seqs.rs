@@ -25,7 +25,10 @@
 //! forgotten session is stored as new: a retransmission that arrives after that time is a
 //! duplicate in Kafka, recognisable by its `event-id`.
 
-use std::collections::HashMap;
+/// Keyed by device id, looked up several times per event on the writer: foldhash (seeded per
+/// map) instead of SipHash, which took most of the writer's time spent judging.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
+use foldhash::HashMapExt as _;
 
 /// Sessions kept per device; older ones are forgotten.
 pub const MAX_SESSIONS_PER_DEVICE: usize = 16;

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::record::EventId;
 
-fn record(device: &str, seq: u64) -> Record {
+pub(super) fn record(device: &str, seq: u64) -> Record {
     Record {
         topic: format!("t.{}", seq % 3),
         key: device.as_bytes().to_vec(),
@@ -100,7 +100,7 @@ fn a_spool_from_a_newer_gateway_is_refused_not_rewritten() {
     ));
 }
 
-fn spool_config(
+pub(super) fn spool_config(
     dir: &tempfile::TempDir,
     max_events: usize,
     wait: std::time::Duration,

@@ -3,9 +3,11 @@
 //! Requests arrive on a channel. Appends and acks that queued while the previous commit ran (up
 //! to `group_commit_max_events` events) share one transaction and one fsync: under load, groups
 //! grow by themselves; a lone request is committed at once. `group_commit_wait` (default 0) makes
-//! the writer linger for more. Reads of the writer's own state are answered between groups (the
-//! forwarder reads through the reader thread). Replies go back on oneshot channels, so async
-//! callers never block a runtime worker on SQLite.
+//! the writer linger for more. A commit's replies wait for the WAL's sync ([`super::sync`]): on
+//! this thread when nothing else is queued, else on the syncer's while this one builds the next
+//! group. Reads of the writer's own state are answered between groups (the forwarder reads
+//! through the reader thread). Replies go back on oneshot channels, so async callers never block
+//! a runtime worker on SQLite.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio::sync::Notify;
 
 use super::checkpoint::Checkpointer;
 use super::sources::SourceState;
+use super::sync::{Deliver, Durable, Syncer};
 use super::worker::{Reply, Worker};
 use super::{Appended, SpoolDb, SpoolError, SpoolStats};
 use crate::config::SpoolConfig;
@@ -82,12 +85,15 @@ pub(super) struct Handle {
     /// Keys plus values of the queued rows after the last commit, and their bound.
     pub(super) queued_bytes: Arc<std::sync::atomic::AtomicU64>,
     pub(super) max_bytes: u64,
+    /// How far the spool is synced: what the forwarder may read.
+    pub(super) durable: Arc<Durable>,
 }
 
 pub(super) fn start(
     mut db: SpoolDb,
     config: &SpoolConfig,
     stats: Stats,
+    sync: super::sync::SyncFn,
 ) -> Result<Handle, SpoolError> {
     db.set_rules(config.rules.clone())?;
     let appended = Arc::new(Notify::new());
@@ -102,10 +108,15 @@ pub(super) fn start(
     let (max_age, forget_after) = (config.limits.max_age, config.forget_devices_after);
     let checkpointer = Checkpointer::start(&config.path)?;
     db.hand_checkpoints_over();
+    db.hand_syncs_over()?;
+    let durable = Arc::new(Durable::new(db.assigned_through()));
+    let syncer = Syncer::start(&config.path, durable.clone(), stats.clone(), sync)?;
     let worker = Worker::start("spool-writer", &config.path, move |rx| {
         Writer {
             db,
             checkpointer,
+            syncer,
+            next: None,
             rx,
             appended: notify,
             commits: counted,
@@ -126,12 +137,18 @@ pub(super) fn start(
         commits,
         queued_bytes,
         max_bytes: config.limits.max_bytes,
+        durable,
     })
 }
 
 struct Writer {
+    /// First, so it is dropped first: what it still holds is synced and answered before the
+    /// connection closes.
+    syncer: Syncer,
     db: SpoolDb,
     checkpointer: Checkpointer,
+    /// A request taken off the channel to learn whether one was queued; the next group's first.
+    next: Option<Command>,
     rx: mpsc::Receiver<Command>,
     appended: Arc<Notify>,
     commits: Arc<std::sync::atomic::AtomicU64>,
@@ -191,7 +208,11 @@ impl Group {
 impl Writer {
     fn run(mut self) {
         loop {
-            let first = match self.rx.recv_timeout(EXPIRY_EVERY) {
+            let next = match self.next.take() {
+                Some(c) => Ok(c),
+                None => self.rx.recv_timeout(EXPIRY_EVERY),
+            };
+            let first = match next {
                 Ok(c) => c,
                 Err(RecvTimeoutError::Timeout) => {
                     self.housekeeping();
@@ -210,10 +231,30 @@ impl Writer {
                 self.read(read);
             }
             for (id, reason, reply) in group.quarantines.drain(..) {
-                let _ = reply.send(self.db.quarantine(id, &reason));
+                let moved = self.db.quarantine(id, &reason);
+                let deliver: Deliver = Box::new(move |synced| {
+                    let _ = reply.send(synced.and(moved));
+                });
+                self.syncer
+                    .after_commit(self.db.assigned_through(), deliver, true);
             }
         }
         tracing::debug!(message = "Spool writer stopped.");
+    }
+
+    /// Whether nothing is waiting behind the commit just made (a request that is becomes the
+    /// next group's first).
+    fn nothing_queued(&mut self) -> bool {
+        if self.next.is_some() {
+            return false;
+        }
+        match self.rx.try_recv() {
+            Ok(c) => {
+                self.next = Some(c);
+                false
+            }
+            Err(_) => true,
+        }
     }
 
     /// Expires rows past `max_age`, at most every [`EXPIRY_EVERY`], and forgets idle device
@@ -306,9 +347,6 @@ impl Writer {
         self.queued
             .store(self.db.bytes(), std::sync::atomic::Ordering::Relaxed);
         self.checkpointer.after_commit();
-        for reply in ack_replies {
-            let _ = reply.send(Ok(()));
-        }
         for r in &outcome.regressions {
             self.stats
                 .record_refusal("spool", "seq_regression", Some(&r.device_id), None);
@@ -330,28 +368,9 @@ impl Writer {
             tracing::warn!(message = "Spool full: oldest unforwarded events dropped (policy drop_oldest).", %topic, count = n);
             self.stats.record_discarded(topic, super::DROPPED_FULL, *n);
         }
-        match outcome.appended {
-            Ok(outcomes) => {
-                // A replaced event stored what its rule derived, if anything: wake the
-                // forwarder for it too.
-                let stored = outcomes
-                    .iter()
-                    .flatten()
-                    .any(|o| !matches!(o, Appended::Duplicate));
-                if !batches.is_empty() {
-                    self.stats.set_spool_full(false);
-                }
-                for ((reply, out), records) in append_replies.into_iter().zip(outcomes).zip(batches)
-                {
-                    let _ = reply.send(Ok(Stored {
-                        outcomes: out,
-                        records,
-                    }));
-                }
-                if stored {
-                    self.appended.notify_one();
-                }
-            }
+        match &outcome.appended {
+            Ok(_) if !batches.is_empty() => self.stats.set_spool_full(false),
+            Ok(_) => {}
             Err(e) => {
                 if matches!(e, SpoolError::Full { .. }) {
                     self.stats.set_spool_full(true);
@@ -359,11 +378,17 @@ impl Writer {
                 } else {
                     tracing::warn!(message = "Events not stored; acknowledgements in the same group committed.", error = %e, events = group.events);
                 }
-                for reply in append_replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
             }
         }
+        let deliver = deliver(
+            outcome.appended,
+            (append_replies, batches),
+            ack_replies,
+            self.appended.clone(),
+        );
+        let inline = self.nothing_queued();
+        self.syncer
+            .after_commit(self.db.assigned_through(), deliver, inline);
     }
 
     fn read(&mut self, read: Read) {
@@ -379,4 +404,45 @@ impl Writer {
             }
         }
     }
+}
+
+/// The replies of one commit, sent once it is synced (or with the sync's error). The forwarder
+/// is woken only then, for rows it may now read.
+fn deliver(
+    appended: Result<Vec<Vec<Appended>>, SpoolError>,
+    (append_replies, batches): (Vec<Reply<Stored>>, Vec<Vec<Record>>),
+    ack_replies: Vec<Reply<()>>,
+    wake: Arc<Notify>,
+) -> Deliver {
+    Box::new(move |synced| {
+        for reply in ack_replies {
+            let _ = reply.send(synced.clone());
+        }
+        let appended = synced.and(appended);
+        match appended {
+            Ok(outcomes) => {
+                // A replaced event stored what its rule derived, if anything: wake the
+                // forwarder for it too.
+                let stored = outcomes
+                    .iter()
+                    .flatten()
+                    .any(|o| !matches!(o, Appended::Duplicate));
+                for ((reply, out), records) in append_replies.into_iter().zip(outcomes).zip(batches)
+                {
+                    let _ = reply.send(Ok(Stored {
+                        outcomes: out,
+                        records,
+                    }));
+                }
+                if stored {
+                    wake.notify_one();
+                }
+            }
+            Err(e) => {
+                for reply in append_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    })
 }

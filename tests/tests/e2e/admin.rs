@@ -109,7 +109,14 @@ async fn metrics_count_what_a_fleet_sent_and_a_prometheus_parser_reads_them() {
     assert_eq!(value(&m, "tributary_spool_rows{}"), 0.0);
     assert!(value(&m, "tributary_spool_max_bytes{}") > 0.0);
     assert!(value(&m, "tributary_disk_free_bytes{}") > 0.0);
-    assert!(value(&m, "tributary_spool_commit_duration_seconds_count{}") >= 1.0);
+    let commits = value(&m, "tributary_spool_commit_duration_seconds_count{}");
+    let syncs = value(&m, "tributary_spool_sync_duration_seconds_count{}");
+    assert!(commits >= 1.0);
+    // Every acknowledged batch waited for a sync; one sync may cover several commits.
+    assert!(
+        syncs >= 1.0 && syncs <= commits,
+        "{syncs} syncs for {commits} commits"
+    );
     assert_eq!(
         value(&m, "tributary_delivery_latency_seconds_count{}"),
         250.0

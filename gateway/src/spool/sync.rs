@@ -1,0 +1,328 @@
+//! Durability off the commit path: a commit's replies wait for an fdatasync of the WAL, which
+//! runs on the writer's thread when nothing else is queued and on the syncer thread when
+//! something is, so the writer builds the next group while the disk syncs the last one.
+//!
+//! # Design
+//! The writer's connection runs `synchronous=NORMAL`: its commits write their WAL frames but do
+//! not sync them (checkpoints still sync the WAL before copying it and the database after). What
+//! `synchronous=FULL` did at each commit, an fdatasync of the WAL, happens here instead, and
+//! nothing waits for a commit except through [`Syncer::after_commit`]:
+//! - **Inline.** Nothing queued behind the commit: the writer syncs at once and replies, as a
+//!   `FULL` commit would have. At low load this is every commit, with no thread hop added.
+//! - **Handed over.** Requests are waiting: the writer passes the commit's replies to the syncer
+//!   thread and starts the next group. The thread syncs once for every commit handed over
+//!   meanwhile: the disk's sync and the writer's SQLite work overlap.
+//!
+//! # Invariants
+//! - A reply (an acknowledgement to a device) is delivered only after an fdatasync that began
+//!   after its commit's frames were written. A sync covers every frame written before it began,
+//!   whichever fd or thread calls it (the page cache is the file's).
+//! - [`Durable::through`] is the highest row id whose commit is synced; the forwarder reads no
+//!   further, so Kafka never holds an event a power cut could take back from the spool.
+//! - The WAL keeps its prefix property: recovery replays commits up to the first frame that is
+//!   missing, so what a power cut loses is a suffix of unsynced, unacknowledged commits. Once a
+//!   sync has failed, that no longer holds (Linux may drop the failed pages and report later
+//!   syncs clean, leaving a hole that would hide later commits), so the first failure is final:
+//!   every reply from then on is an error until the gateway restarts and SQLite recovers the WAL.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::SpoolError;
+use crate::stats::Stats;
+
+/// What a commit's replies become once it is synced: called exactly once, with the sync's
+/// outcome.
+pub(super) type Deliver = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
+
+/// How far the spool is durable; shared by the writer, the syncer and the forwarder's reads.
+#[derive(Debug)]
+pub(crate) struct Durable {
+    through: AtomicI64,
+    syncs: AtomicU64,
+    /// The first failed sync's error, once there was one.
+    failed: std::sync::OnceLock<Arc<std::io::Error>>,
+}
+
+impl Durable {
+    /// Every row up to `through` is on disk (the spool's rows at open, which the open synced).
+    pub(super) fn new(through: i64) -> Self {
+        Self {
+            through: AtomicI64::new(through),
+            syncs: AtomicU64::new(0),
+            failed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The highest row id whose commit is synced.
+    pub(crate) fn through(&self) -> i64 {
+        self.through.load(Ordering::Acquire)
+    }
+
+    /// Syncs of the WAL made for commits so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The error every reply gets once a sync failed.
+    fn failure(&self) -> Option<SpoolError> {
+        self.failed.get().map(|source| SpoolError::Sync {
+            source: source.clone(),
+        })
+    }
+}
+
+/// The fdatasync of the WAL, replaceable in tests.
+pub(super) type SyncFn = fn(&File) -> std::io::Result<()>;
+
+/// Syncs the WAL for the writer's commits; see the module doc. Owned by the writer thread.
+pub(super) struct Syncer {
+    wal: Arc<File>,
+    sync: SyncFn,
+    durable: Arc<Durable>,
+    stats: Stats,
+    handed: Option<mpsc::Sender<(i64, Deliver)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    /// Opens the WAL of the spool at `path` (the writer's connection, already in WAL mode, has
+    /// created it) and starts the syncer thread.
+    pub(super) fn start(
+        path: &Path,
+        durable: Arc<Durable>,
+        stats: Stats,
+        sync: SyncFn,
+    ) -> Result<Self, SpoolError> {
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let wal_path = std::path::PathBuf::from(wal_path);
+        let dir_error = |e: std::io::Error| SpoolError::Dir {
+            path: wal_path.clone(),
+            source: e.into(),
+        };
+        // Read-only is enough for fdatasync; SQLite keeps the file (it deletes it only when
+        // its last connection closes, and the writer's lives as long as this).
+        let wal = Arc::new(File::open(&wal_path).map_err(dir_error)?);
+        sync(&wal).map_err(dir_error)?;
+        let (handed, queue) = mpsc::channel();
+        let thread = {
+            let (wal, durable, stats) = (wal.clone(), durable.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("spool-sync".into())
+                .spawn(move || serve(&wal, sync, &durable, &stats, &queue))
+                .map_err(dir_error)?
+        };
+        Ok(Self {
+            wal,
+            sync,
+            durable,
+            stats,
+            handed: Some(handed),
+            thread: Some(thread),
+        })
+    }
+
+    /// Called by the writer after each commit whose rows have ids up to `through`: syncs and
+    /// delivers now when `inline`, else hands the delivery to the syncer thread.
+    pub(super) fn after_commit(&self, through: i64, deliver: Deliver, inline: bool) {
+        if !inline {
+            if let Some(handed) = &self.handed {
+                if let Err(mpsc::SendError((_, deliver))) = handed.send((through, deliver)) {
+                    // The thread is gone (it cannot be while this lives): sync here instead.
+                    self.sync_and_deliver(through, vec![deliver]);
+                }
+                return;
+            }
+        }
+        self.sync_and_deliver(through, vec![deliver]);
+    }
+
+    fn sync_and_deliver(&self, through: i64, delivers: Vec<Deliver>) {
+        sync_and_deliver(
+            &self.wal,
+            self.sync,
+            &self.durable,
+            &self.stats,
+            through,
+            delivers,
+        );
+    }
+}
+
+impl Drop for Syncer {
+    /// Delivers everything handed over (after its sync) before the writer goes.
+    fn drop(&mut self) {
+        self.handed = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The syncer thread: one sync for whatever was handed over while the previous one ran.
+fn serve(
+    wal: &File,
+    sync: SyncFn,
+    durable: &Durable,
+    stats: &Stats,
+    queue: &mpsc::Receiver<(i64, Deliver)>,
+) {
+    while let Ok((mut through, first)) = queue.recv() {
+        let mut delivers = vec![first];
+        while let Ok((t, d)) = queue.try_recv() {
+            through = through.max(t);
+            delivers.push(d);
+        }
+        sync_and_deliver(wal, sync, durable, stats, through, delivers);
+    }
+}
+
+fn sync_and_deliver(
+    wal: &File,
+    sync: SyncFn,
+    durable: &Durable,
+    stats: &Stats,
+    through: i64,
+    delivers: Vec<Deliver>,
+) {
+    let outcome = if let Some(failure) = durable.failure() {
+        Err(failure)
+    } else {
+        let started = Instant::now();
+        match sync(wal) {
+            Ok(()) => {
+                stats
+                    .instruments
+                    .sync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                durable.syncs.fetch_add(1, Ordering::Relaxed);
+                durable.through.fetch_max(through, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(
+                    message = "Syncing the spool's WAL failed: nothing more is acknowledged; restart the gateway once the disk is sound.",
+                    %error
+                );
+                let source = durable.failed.get_or_init(|| Arc::new(error)).clone();
+                Err(SpoolError::Sync { source })
+            }
+        }
+    };
+    for deliver in delivers {
+        deliver(outcome.clone());
+    }
+}
+
+/// The real sync: `fdatasync(2)`.
+pub(super) fn fdatasync(file: &File) -> std::io::Result<()> {
+    file.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::super::tests::{record, spool_config};
+    use super::super::{Appended, Spool, SpoolDb, SpoolError};
+    use super::*;
+
+    static FAIL: AtomicBool = AtomicBool::new(false);
+
+    fn failing_when_told(file: &File) -> std::io::Result<()> {
+        if FAIL.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        file.sync_data()
+    }
+
+    /// After one failed fdatasync, Linux may have dropped the pages it could not write and
+    /// report later syncs clean; the WAL would have a hole. So no reply is a success again, even
+    /// once syncs work, and the forwarder never reads past the last synced row.
+    #[tokio::test]
+    async fn after_a_failed_sync_nothing_is_acknowledged_or_forwarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = spool_config(&dir, 100, Duration::ZERO);
+        let (spool, _) = Spool::open_syncing(&config, Stats::default(), failing_when_told).unwrap();
+        let first = spool.append(vec![record("d", 1)]).await.unwrap();
+        assert!(matches!(first[..], [Appended::Stored { .. }]));
+        FAIL.store(true, Ordering::SeqCst);
+        let failed = spool.append(vec![record("d", 2)]).await;
+        assert!(matches!(failed, Err(SpoolError::Sync { .. })), "{failed:?}");
+        FAIL.store(false, Ordering::SeqCst);
+        let after = spool.append(vec![record("d", 3)]).await;
+        assert!(matches!(after, Err(SpoolError::Sync { .. })), "{after:?}");
+        let error = after.unwrap_err().to_string();
+        assert!(error.contains("until the gateway restarts"), "{error}");
+        // The unsynced rows are committed, but the forwarder does not see them.
+        let forwarded = spool.fetch(0, 10).await.unwrap();
+        assert_eq!(forwarded.len(), 1);
+        assert_eq!(spool.last_id().await.unwrap(), forwarded[0].id);
+        spool.close().await;
+        // A restart syncs what SQLite recovered, and it is read again.
+        let (spool, _) = Spool::open(&config, Stats::default()).unwrap();
+        assert_eq!(spool.fetch(0, 10).await.unwrap().len(), 3);
+        spool.close().await;
+    }
+
+    /// Closed: syncs wait until the test opens it.
+    static GATE: Mutex<bool> = Mutex::new(true);
+    static GATE_MOVED: Condvar = Condvar::new();
+
+    fn gated(file: &File) -> std::io::Result<()> {
+        let mut open = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = GATE_MOVED.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+        file.sync_data()
+    }
+
+    fn set_gate(open: bool) {
+        *GATE.lock().unwrap_or_else(|e| e.into_inner()) = open;
+        GATE_MOVED.notify_all();
+    }
+
+    /// A committed row is neither acknowledged nor handed to the forwarder before the WAL's
+    /// sync: the reply waits for it, and reads stop below the row, although it is in the file.
+    #[tokio::test]
+    async fn a_commit_is_acknowledged_and_forwarded_only_after_its_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = spool_config(&dir, 100, Duration::ZERO);
+        let (spool, _) = Spool::open_syncing(&config, Stats::default(), gated).unwrap();
+        spool.append(vec![record("d", 1)]).await.unwrap();
+        set_gate(false);
+        let appending = tokio::spawn({
+            let spool = spool.clone();
+            async move { spool.append(vec![record("d", 2)]).await }
+        });
+        // The writer commits, then waits in the sync: the row is in the WAL, unacknowledged.
+        let path = dir.path().join("spool.db");
+        let mut committed = 0;
+        for _ in 0..500 {
+            let conn = SpoolDb::open_read_only(&path).unwrap();
+            committed = conn
+                .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+                .unwrap();
+            if committed == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(committed, 2, "the second append was never committed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!appending.is_finished(), "acknowledged before its sync");
+        assert_eq!(spool.fetch(0, 10).await.unwrap().len(), 1);
+        set_gate(true);
+        let stored = appending.await.unwrap().unwrap();
+        assert!(matches!(stored[..], [Appended::Stored { .. }]));
+        assert_eq!(spool.fetch(0, 10).await.unwrap().len(), 2);
+        spool.close().await;
+    }
+}
