@@ -272,21 +272,101 @@ mod tests {
         spool.close().await;
     }
 
-    /// Closed: syncs wait until the test opens it.
-    static GATE: Mutex<bool> = Mutex::new(true);
-    static GATE_MOVED: Condvar = Condvar::new();
+    /// A sync that waits while the test holds it closed.
+    struct Gate {
+        open: Mutex<bool>,
+        moved: Condvar,
+        /// Syncs begun.
+        calls: AtomicU64,
+    }
+
+    impl Gate {
+        const fn new() -> Self {
+            Self {
+                open: Mutex::new(true),
+                moved: Condvar::new(),
+                calls: AtomicU64::new(0),
+            }
+        }
+
+        fn sync(&self, file: &File) -> std::io::Result<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            while !*open {
+                open = self.moved.wait(open).unwrap_or_else(|e| e.into_inner());
+            }
+            file.sync_data()
+        }
+
+        fn set(&self, open: bool) {
+            *self.open.lock().unwrap_or_else(|e| e.into_inner()) = open;
+            self.moved.notify_all();
+        }
+    }
+
+    // One gate per test: tests run in parallel.
+    static SPOOL_GATE: Gate = Gate::new();
+    static SYNCER_GATE: Gate = Gate::new();
 
     fn gated(file: &File) -> std::io::Result<()> {
-        let mut open = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        while !*open {
-            open = GATE_MOVED.wait(open).unwrap_or_else(|e| e.into_inner());
-        }
-        file.sync_data()
+        SPOOL_GATE.sync(file)
+    }
+
+    fn syncer_gated(file: &File) -> std::io::Result<()> {
+        SYNCER_GATE.sync(file)
     }
 
     fn set_gate(open: bool) {
-        *GATE.lock().unwrap_or_else(|e| e.into_inner()) = open;
-        GATE_MOVED.notify_all();
+        SPOOL_GATE.set(open);
+    }
+
+    /// Commits handed to the syncer thread are answered only after a sync that began after
+    /// them, all of them by one sync when they queued behind it, and `through` covers the
+    /// highest.
+    #[test]
+    fn handed_over_commits_are_answered_after_one_sync_that_covers_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("spool.db-wal"), b"").unwrap();
+        let durable = Arc::new(Durable::new(4));
+        let syncer = Syncer::start(
+            &dir.path().join("spool.db"),
+            durable.clone(),
+            Stats::default(),
+            syncer_gated,
+        )
+        .unwrap();
+        let initial_syncs = durable.syncs();
+        SYNCER_GATE.set(false);
+        let (tx, answers) = mpsc::channel();
+        let answer = |n: i64| -> Deliver {
+            let tx = tx.clone();
+            Box::new(move |synced| {
+                let _ = tx.send((n, synced.is_ok()));
+            })
+        };
+        // The first is picked up at once and waits in its sync; the next two queue behind it.
+        let calls = SYNCER_GATE.calls.load(Ordering::SeqCst);
+        syncer.after_commit(5, answer(5), false);
+        for _ in 0..500 {
+            if SYNCER_GATE.calls.load(Ordering::SeqCst) > calls {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        syncer.after_commit(7, answer(7), false);
+        syncer.after_commit(9, answer(9), false);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(answers.try_recv().is_err(), "answered before any sync");
+        assert_eq!(durable.through(), 4);
+        SYNCER_GATE.set(true);
+        let mut got: Vec<_> = (0..3)
+            .map(|_| answers.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![(5, true), (7, true), (9, true)]);
+        drop(syncer);
+        assert_eq!(durable.through(), 9);
+        assert_eq!(durable.syncs() - initial_syncs, 2, "7 and 9 share one sync");
     }
 
     /// A committed row is neither acknowledged nor handed to the forwarder before the WAL's
