@@ -152,6 +152,16 @@ fn checks(admin: &Admin, spool: Option<Gauges>) -> Vec<Check> {
             },
         },
         Check {
+            name: "spool_sync",
+            ok: admin.stats.spool_sync_failed().is_none(),
+            detail: match admin.stats.spool_sync_failed() {
+                Some(error) => format!(
+                    "an fdatasync of the WAL failed ({error}): nothing is acknowledged; restart once the disk is sound"
+                ),
+                None => "syncing".into(),
+            },
+        },
+        Check {
             // Informational: never fails readiness.
             name: admin.sink,
             ok: true,

@@ -209,6 +209,7 @@ fn sync_and_deliver(
                     message = "Syncing the spool's WAL failed: nothing more is acknowledged; restart the gateway once the disk is sound.",
                     %error
                 );
+                stats.set_spool_sync_failed(error.to_string());
                 let source = durable.failed.get_or_init(|| Arc::new(error)).clone();
                 Err(SpoolError::Sync { source })
             }
@@ -250,7 +251,8 @@ mod tests {
     async fn after_a_failed_sync_nothing_is_acknowledged_or_forwarded() {
         let dir = tempfile::tempdir().unwrap();
         let config = spool_config(&dir, 100, Duration::ZERO);
-        let (spool, _) = Spool::open_syncing(&config, Stats::default(), failing_when_told).unwrap();
+        let stats = Stats::default();
+        let (spool, _) = Spool::open_syncing(&config, stats.clone(), failing_when_told).unwrap();
         let first = spool.append(vec![record("d", 1)]).await.unwrap();
         assert!(matches!(first[..], [Appended::Stored { .. }]));
         FAIL.store(true, Ordering::SeqCst);
@@ -261,6 +263,8 @@ mod tests {
         assert!(matches!(after, Err(SpoolError::Sync { .. })), "{after:?}");
         let error = after.unwrap_err().to_string();
         assert!(error.contains("until the gateway restarts"), "{error}");
+        // Readiness says so too.
+        assert!(stats.spool_sync_failed().is_some());
         // The unsynced rows are committed, but the forwarder does not see them.
         let forwarded = spool.fetch(0, 10).await.unwrap();
         assert_eq!(forwarded.len(), 1);
