@@ -251,7 +251,7 @@ pub struct TcpConfig {
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
     pub path: PathBuf,
-    /// Most events one transaction (one fsync) commits.
+    /// Most events one transaction commits.
     pub group_commit_max_events: NonZeroUsize,
     /// How long the writer waits for more events before it commits a partial group.
     pub group_commit_wait: Duration,

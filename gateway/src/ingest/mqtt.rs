@@ -41,7 +41,7 @@
 //!
 //! # What each QoS promises
 //! - QoS 0: nothing; fire-and-forget, as MQTT defines it.
-//! - QoS 1: PUBACK means the event is committed to the spool (`synchronous=FULL`).
+//! - QoS 1: PUBACK means the event is committed to the spool and the WAL synced after it.
 //! - QoS 2: PUBREC means the same; PUBREL/PUBCOMP complete the handshake.
 //!
 //! Only this module names rumqttd and rumqttc types.

@@ -10,7 +10,8 @@
 //! reader (WAL allows one checkpointer beside them).
 //!
 //! Invariants:
-//! - A checkpoint only copies committed frames; durability is the WAL's fsync at commit, so
+//! - A checkpoint only copies committed frames; durability is the WAL's sync after commit
+//!   ([`super::sync`]; a checkpoint syncs the WAL before it copies, and the database after), so
 //!   where and when checkpoints run changes no promise.
 //! - The WAL still restarts from its beginning: only the writer can restart it, and only when a
 //!   checkpoint has copied every frame before its next write. Under steady load the thread's

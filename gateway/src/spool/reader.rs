@@ -2,7 +2,7 @@
 //!
 //! In WAL mode a reader sees every transaction committed before its read began and never waits
 //! for the writer, nor the writer for it. So the forwarder's fetches do not queue behind group
-//! commits (and their fsyncs) on the writer thread, and commits do not wait behind fetches.
+//! commits (and their syncs) on the writer thread, and commits do not wait behind fetches.
 //! A row is visible here once the commit that holds it returned, which can be before the WAL
 //! is synced; [`super::Spool::fetch_range`] therefore asks for no row above
 //! [`super::sync::Durable::through`], and the forwarder is woken ([`super::Spool::appended`])

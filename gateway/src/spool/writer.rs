@@ -1,7 +1,7 @@
 //! The writer thread: the only owner of the spool's connection, and its group commit.
 //!
 //! Requests arrive on a channel. Appends and acks that queued while the previous commit ran (up
-//! to `group_commit_max_events` events) share one transaction and one fsync: under load, groups
+//! to `group_commit_max_events` events) share one transaction and its sync: under load, groups
 //! grow by themselves; a lone request is committed at once. `group_commit_wait` (default 0) makes
 //! the writer linger for more. A commit's replies wait for the WAL's sync ([`super::sync`]): on
 //! this thread when nothing else is queued, else on the syncer's while this one builds the next
@@ -80,7 +80,7 @@ pub(super) enum Read {
 pub(super) struct Handle {
     pub(super) worker: Worker<Command>,
     pub(super) appended: Arc<Notify>,
-    /// Group commits (transactions, so fsyncs of the WAL) so far.
+    /// Group commits (transactions) so far.
     pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
     /// Keys plus values of the queued rows after the last commit, and their bound.
     pub(super) queued_bytes: Arc<std::sync::atomic::AtomicU64>,
