@@ -351,7 +351,8 @@ impl Spool {
             .await
     }
 
-    /// Resolves when new rows were committed since the last call (or at once, if some were).
+    /// Resolves when new rows were committed and synced since the last call (or at once, if
+    /// some were): rows [`Spool::fetch`] can now return.
     pub async fn appended(&self) {
         self.inner.appended.notified().await
     }
