@@ -235,13 +235,6 @@ fn run(dir: &Path, rules: RuleSet, data: Data) -> Run {
     }
 }
 
-/// The run of median rate.
-fn median(mut runs: Vec<Run>) -> Run {
-    runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-    let mid = runs.len() / 2;
-    runs.swap_remove(mid)
-}
-
 fn main() {
     let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into());
     let config = Config::parse(RULES, Path::new("bench.toml")).expect("the bench's rules");
@@ -259,7 +252,7 @@ fn main() {
         rounds[1].push(run(fresh().path(), five.clone(), Data::Typical));
         rounds[2].push(run(fresh().path(), five.clone(), Data::Worst));
     }
-    let [none, typical, worst] = rounds.map(median);
+    let [none, typical, worst] = rounds.map(|runs| common::median_by(runs, |r| r.rate));
     println!(
         "{:>34} {:>12} {:>8} {:>22}",
         "", "events/s", "ratio", "derived rows per event"

@@ -1,6 +1,6 @@
 //! Durable append throughput: Tributary's spool (writer thread, group commit, WAL, every reply
 //! after an fdatasync of the WAL) beside a plain rusqlite batched insert with
-//! `synchronous=FULL`, on the same disk, in one run.
+//! `synchronous=FULL`, on the same disk, in rounds that alternate the two.
 //!
 //! `cargo bench -p tributary-gateway --bench spool_append`
 //!
@@ -9,8 +9,7 @@
 //! transactions of as many rows as the spool made durable per fdatasync, so both sync the disk
 //! about as often, and the ratio shows what the spool costs beyond SQLite itself
 //! (de-duplication, headers, the thread hops, replies) and what it gains by syncing one commit
-//! while building the next (the
-//! spool's `sync` module).
+//! while building the next (the spool's `sync` module).
 //!
 //! A third run inserts rows of the spool's own shape (its table, its columns, headers as the
 //! spool stores them) the plain way: SQLite's own cost for what the spool must keep, so the
@@ -175,11 +174,6 @@ fn batched(
 /// Rounds per event size; the table's last line per size is their median.
 const ROUNDS: usize = 3;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn main() {
     let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into());
     println!("disk: {base}");
@@ -233,6 +227,7 @@ fn main() {
                 spool.commits
             );
         }
+        let median = |xs| common::median_by(xs, |x: &f64| *x);
         let (ratio, row_ratio) = (median(ratios), median(row_ratios));
         println!(
             "{:>6} {:>7} {:>9} {:>12} {:>12} {:>7.2} {:>12} {:>10.2}",

@@ -128,6 +128,7 @@ fn checks(admin: &Admin, spool: Option<Gauges>) -> Vec<Check> {
             g.bytes.saturating_mul(10) >= g.max_bytes.saturating_mul(9)
                 || g.disk_free_bytes <= g.min_free_bytes
         });
+    let sync_failed = admin.spool.sync_failed();
     vec![
         Check {
             name: "spool",
@@ -153,8 +154,8 @@ fn checks(admin: &Admin, spool: Option<Gauges>) -> Vec<Check> {
         },
         Check {
             name: "spool_sync",
-            ok: admin.stats.spool_sync_failed().is_none(),
-            detail: match admin.stats.spool_sync_failed() {
+            ok: sync_failed.is_none(),
+            detail: match sync_failed {
                 Some(error) => format!(
                     "an fdatasync of the WAL failed ({error}): nothing is acknowledged; restart once the disk is sound"
                 ),

@@ -7,8 +7,9 @@
 //! (group commit). A commit's replies wait for an fdatasync of the WAL, the sync
 //! `synchronous=FULL` would make inside the commit: on the writer when nothing else is queued,
 //! else on the syncer thread, which syncs once for every commit handed to it while the writer
-//! goes on to the next group ([`sync`]). The forwarder's reads run on a second, read-only connection on
-//! the reader thread; offline tools read through their own. WAL readers never block the writer.
+//! goes on to the next group ([`sync`]). The forwarder's reads run on a second, read-only
+//! connection on the reader thread; offline tools read through their own. WAL readers never
+//! block the writer.
 //! Checkpoints (copying the WAL back into the database file) run on a third connection, the
 //! checkpointer thread, so commits do not pay for them ([`checkpoint`]).
 //!
@@ -372,6 +373,12 @@ impl Spool {
         self.inner
             .commits
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why a sync of the WAL failed, once one did: nothing is acknowledged since, until a
+    /// restart ([`sync`]). Readiness reports it.
+    pub fn sync_failed(&self) -> Option<Arc<std::io::Error>> {
+        self.inner.durable.failed().cloned()
     }
 
     /// Syncs of the WAL so far: each made every commit before it durable ([`sync`]).

@@ -128,8 +128,6 @@ pub struct Stats {
     forward: Arc<Mutex<ForwardState>>,
     /// The last append was refused for lack of room (cleared by the next stored one).
     spool_full: Arc<AtomicBool>,
-    /// Why a sync of the spool's WAL failed, once one did (final until a restart).
-    spool_sync_failed: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Stats {
@@ -208,16 +206,6 @@ impl Stats {
 
     pub fn set_spool_full(&self, full: bool) {
         self.spool_full.store(full, Ordering::Relaxed);
-    }
-
-    /// Why a sync of the spool's WAL failed, if one did: nothing is acknowledged since.
-    pub fn spool_sync_failed(&self) -> Option<&str> {
-        self.spool_sync_failed.get().map(String::as_str)
-    }
-
-    /// Records the first failed sync of the spool's WAL.
-    pub fn set_spool_sync_failed(&self, error: String) {
-        let _ = self.spool_sync_failed.set(error);
     }
 
     /// A confirmed delivery: clears a failure streak.

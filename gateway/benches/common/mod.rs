@@ -1,4 +1,5 @@
-//! What the spool benches share: the gateway's way of driving a spool.
+//! What the spool benches share: the gateway's way of driving a spool, and how a bench picks
+//! the run that stands for several.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,4 +38,12 @@ pub async fn drive(
         t.await.expect("task");
     }
     start.elapsed()
+}
+
+/// The middle one of `items` by `key` (the upper middle of an even count): the run, or ratio,
+/// that stands for several noisy ones.
+pub fn median_by<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    items.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mid = items.len() / 2;
+    items.swap_remove(mid)
 }

@@ -68,6 +68,11 @@ impl Durable {
         self.syncs.load(Ordering::Relaxed)
     }
 
+    /// Why a sync failed, once one did: from then on nothing is acknowledged.
+    pub(crate) fn failed(&self) -> Option<&Arc<std::io::Error>> {
+        self.failed.get()
+    }
+
     /// The error every reply gets once a sync failed.
     fn failure(&self) -> Option<SpoolError> {
         self.failed.get().map(|source| SpoolError::Sync {
@@ -79,12 +84,51 @@ impl Durable {
 /// The fdatasync of the WAL, replaceable in tests.
 pub(super) type SyncFn = fn(&File) -> std::io::Result<()>;
 
-/// Syncs the WAL for the writer's commits; see the module doc. Owned by the writer thread.
-pub(super) struct Syncer {
-    wal: Arc<File>,
+/// What a sync needs; shared by the writer (inline syncs) and the syncer thread.
+struct Target {
+    wal: File,
     sync: SyncFn,
     durable: Arc<Durable>,
     stats: Stats,
+}
+
+impl Target {
+    /// Syncs the WAL (unless a sync already failed), marks `through` durable, and delivers.
+    fn sync_and_deliver(&self, through: i64, delivers: Vec<Deliver>) {
+        let durable = &self.durable;
+        let outcome = if let Some(failure) = durable.failure() {
+            Err(failure)
+        } else {
+            let started = Instant::now();
+            match (self.sync)(&self.wal) {
+                Ok(()) => {
+                    self.stats
+                        .instruments
+                        .sync_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    durable.syncs.fetch_add(1, Ordering::Relaxed);
+                    durable.through.fetch_max(through, Ordering::AcqRel);
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::error!(
+                        message = "Syncing the spool's WAL failed: nothing more is acknowledged; restart the gateway once the disk is sound.",
+                        %error
+                    );
+                    let source = durable.failed.get_or_init(|| Arc::new(error)).clone();
+                    Err(SpoolError::Sync { source })
+                }
+            }
+        };
+        for deliver in delivers {
+            deliver(outcome.clone());
+        }
+    }
+}
+
+/// Syncs the WAL for the writer's commits; see the module doc. Owned by the writer thread.
+pub(super) struct Syncer {
+    target: Arc<Target>,
     handed: Option<mpsc::Sender<(i64, Deliver)>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -107,21 +151,24 @@ impl Syncer {
         };
         // Read-only is enough for fdatasync; SQLite keeps the file (it deletes it only when
         // its last connection closes, and the writer's lives as long as this).
-        let wal = Arc::new(File::open(&wal_path).map_err(dir_error)?);
+        let wal = File::open(&wal_path).map_err(dir_error)?;
         sync(&wal).map_err(dir_error)?;
-        let (handed, queue) = mpsc::channel();
-        let thread = {
-            let (wal, durable, stats) = (wal.clone(), durable.clone(), stats.clone());
-            std::thread::Builder::new()
-                .name("spool-sync".into())
-                .spawn(move || serve(&wal, sync, &durable, &stats, &queue))
-                .map_err(dir_error)?
-        };
-        Ok(Self {
+        let target = Arc::new(Target {
             wal,
             sync,
             durable,
             stats,
+        });
+        let (handed, queue) = mpsc::channel();
+        let thread = {
+            let target = target.clone();
+            std::thread::Builder::new()
+                .name("spool-sync".into())
+                .spawn(move || serve(&target, &queue))
+                .map_err(dir_error)?
+        };
+        Ok(Self {
+            target,
             handed: Some(handed),
             thread: Some(thread),
         })
@@ -130,27 +177,15 @@ impl Syncer {
     /// Called by the writer after each commit whose rows have ids up to `through`: syncs and
     /// delivers now when `inline`, else hands the delivery to the syncer thread.
     pub(super) fn after_commit(&self, through: i64, deliver: Deliver, inline: bool) {
-        if !inline {
-            if let Some(handed) = &self.handed {
-                if let Err(mpsc::SendError((_, deliver))) = handed.send((through, deliver)) {
-                    // The thread is gone (it cannot be while this lives): sync here instead.
-                    self.sync_and_deliver(through, vec![deliver]);
-                }
-                return;
-            }
-        }
-        self.sync_and_deliver(through, vec![deliver]);
-    }
-
-    fn sync_and_deliver(&self, through: i64, delivers: Vec<Deliver>) {
-        sync_and_deliver(
-            &self.wal,
-            self.sync,
-            &self.durable,
-            &self.stats,
-            through,
-            delivers,
-        );
+        let deliver = match (&self.handed, inline) {
+            (Some(handed), false) => match handed.send((through, deliver)) {
+                Ok(()) => return,
+                // The thread is gone (it cannot be while this lives): sync here instead.
+                Err(mpsc::SendError((_, deliver))) => deliver,
+            },
+            _ => deliver,
+        };
+        self.target.sync_and_deliver(through, vec![deliver]);
     }
 }
 
@@ -165,58 +200,14 @@ impl Drop for Syncer {
 }
 
 /// The syncer thread: one sync for whatever was handed over while the previous one ran.
-fn serve(
-    wal: &File,
-    sync: SyncFn,
-    durable: &Durable,
-    stats: &Stats,
-    queue: &mpsc::Receiver<(i64, Deliver)>,
-) {
+fn serve(target: &Target, queue: &mpsc::Receiver<(i64, Deliver)>) {
     while let Ok((mut through, first)) = queue.recv() {
         let mut delivers = vec![first];
         while let Ok((t, d)) = queue.try_recv() {
             through = through.max(t);
             delivers.push(d);
         }
-        sync_and_deliver(wal, sync, durable, stats, through, delivers);
-    }
-}
-
-fn sync_and_deliver(
-    wal: &File,
-    sync: SyncFn,
-    durable: &Durable,
-    stats: &Stats,
-    through: i64,
-    delivers: Vec<Deliver>,
-) {
-    let outcome = if let Some(failure) = durable.failure() {
-        Err(failure)
-    } else {
-        let started = Instant::now();
-        match sync(wal) {
-            Ok(()) => {
-                stats
-                    .instruments
-                    .sync_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                durable.syncs.fetch_add(1, Ordering::Relaxed);
-                durable.through.fetch_max(through, Ordering::AcqRel);
-                Ok(())
-            }
-            Err(error) => {
-                tracing::error!(
-                    message = "Syncing the spool's WAL failed: nothing more is acknowledged; restart the gateway once the disk is sound.",
-                    %error
-                );
-                stats.set_spool_sync_failed(error.to_string());
-                let source = durable.failed.get_or_init(|| Arc::new(error)).clone();
-                Err(SpoolError::Sync { source })
-            }
-        }
-    };
-    for deliver in delivers {
-        deliver(outcome.clone());
+        target.sync_and_deliver(through, delivers);
     }
 }
 
@@ -252,8 +243,7 @@ mod tests {
     async fn after_a_failed_sync_nothing_is_acknowledged_or_forwarded() {
         let dir = tempfile::tempdir().unwrap();
         let config = spool_config(&dir, 100, Duration::ZERO);
-        let stats = Stats::default();
-        let (spool, _) = Spool::open_syncing(&config, stats.clone(), failing_when_told).unwrap();
+        let (spool, _) = Spool::open_syncing(&config, Stats::default(), failing_when_told).unwrap();
         let first = spool.append(vec![record("d", 1)]).await.unwrap();
         assert!(matches!(first[..], [Appended::Stored { .. }]));
         FAIL.store(true, Ordering::SeqCst);
@@ -265,7 +255,7 @@ mod tests {
         let error = after.unwrap_err().to_string();
         assert!(error.contains("until the gateway restarts"), "{error}");
         // Readiness says so too.
-        assert!(stats.spool_sync_failed().is_some());
+        assert!(spool.sync_failed().is_some());
         // The unsynced rows are committed, but the forwarder does not see them.
         let forwarded = spool.fetch(0, 10).await.unwrap();
         assert_eq!(forwarded.len(), 1);
