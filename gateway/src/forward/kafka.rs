@@ -428,7 +428,12 @@ async fn refill(
             .fetch_range(fetch.after, fetch.until, fetch.limit)
             .await?;
         cursor.advance(&fetch, got.last().map(|r| r.id));
-        rows.extend(got);
+        // Usually one fetch: take its rows as they are rather than copying them into a new Vec.
+        if rows.is_empty() {
+            rows = got;
+        } else {
+            rows.extend(got);
+        }
     }
     Ok(rows)
 }
