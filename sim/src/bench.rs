@@ -111,6 +111,9 @@ pub struct BenchReport {
     pub gateway: Option<GatewayCost>,
     /// The disk's own append-and-fdatasync latency, measured before the load (`--fsync-dir`).
     pub disk_fdatasync_ms: Option<Latency>,
+    /// CPU time one of those rounds cost the probe, in microseconds: durability's floor in CPU
+    /// per spool sync on this machine.
+    pub disk_fdatasync_cpu_us: Option<f64>,
     /// Acknowledgement p99 over the disk's fdatasync p99: the cost of durability beyond the
     /// disk's own.
     pub ack_p99_over_fdatasync_p99: Option<f64>,
@@ -174,6 +177,12 @@ impl BenchReport {
                 "disk            fdatasync p50 {:.2} ms  p99 {:.2} ms  (ack p99 = {:.1} × fdatasync p99, {:.1} × from send)",
                 d.p50, d.p99, ratio, sent
             );
+            if let Some(cpu) = self.disk_fdatasync_cpu_us {
+                let _ = writeln!(
+                    out,
+                    "                {cpu:.0} µs of CPU per append and fdatasync"
+                );
+            }
         }
         match &self.gateway {
             Some(g) => {
@@ -285,9 +294,11 @@ pub async fn run(
         acked: load.acked,
         achieved_rate: load.acked as f64 / secs,
         errors: load.errors,
-        ack_p99_over_fdatasync_p99: disk.map(|d| ack_latency_ms.p99 / d.p99.max(1e-3)),
-        ack_from_send_p99_over_fdatasync_p99: disk.map(|d| ack_from_send_ms.p99 / d.p99.max(1e-3)),
-        disk_fdatasync_ms: disk,
+        ack_p99_over_fdatasync_p99: disk.map(|d| ack_latency_ms.p99 / d.latency.p99.max(1e-3)),
+        ack_from_send_p99_over_fdatasync_p99: disk
+            .map(|d| ack_from_send_ms.p99 / d.latency.p99.max(1e-3)),
+        disk_fdatasync_ms: disk.map(|d| d.latency),
+        disk_fdatasync_cpu_us: disk.and_then(|d| d.cpu_us),
         ack_latency_ms,
         ack_from_send_ms,
         e2e_latency_ms,
