@@ -15,6 +15,9 @@ use tributary_tests::kafka::{consume, create_topics};
 use tributary_tests::pki::{Pair, Pki};
 use tributary_tests::{binary, env, import_passwords, mosquitto_pub_with};
 
+mod seq;
+mod tcp;
+
 const IDLE: Duration = Duration::from_secs(20);
 
 fn reading(device: &str, seq: u64) -> String {
@@ -225,99 +228,12 @@ async fn tcp_tls(
     Framed::new(tls, MessageCodec::new(1 << 20))
 }
 
-fn hello(device: &str, password: Option<&str>) -> Message {
-    Message::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        device_id: device.into(),
-        password: password.map(Into::into),
-        session: Some(7),
-    })
-}
-
 fn event(device: &str, seq: u64) -> Event {
     let text = reading(device, seq).replacen('{', r#"{"kind":"reading","#, 1);
     let json: tributary_protocol::json::JsonEvent =
         serde_json::from_str(&text).expect("event json");
     json.into_event(device, tributary_protocol::Kind::Reading)
         .expect("event")
-}
-
-async fn answer<S>(framed: &mut Framed<S, MessageCodec>) -> Option<Message>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(Duration::from_secs(20), framed.next()).await {
-        Ok(Some(Ok(Ok(m)))) => Some(m),
-        _ => None,
-    }
-}
-
-#[test]
-fn tcp_over_tls_authenticates_hello_and_forbids_events_for_other_devices() {
-    let mut site = site("sec-tcp", "");
-    let cert_1 = site.pki.device("cert-1");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        // A password in HELLO; an event for another device in the batch is forbidden.
-        let mut c = tcp_tls(&site, None).await;
-        c.send(&hello("env-1", Some("pw-one"))).await.expect("send");
-        c.send(&Message::Events(vec![event("env-1", 1), event("env-2", 2), event("env-1", 3)]))
-            .await
-            .expect("send");
-        match answer(&mut c).await {
-            Some(Message::Answer(a)) => {
-                assert_eq!((a.up_to_seq, a.stored, a.duplicates), (3, 2, 0), "{a:?}");
-                assert_eq!(a.refused.len(), 1, "{a:?}");
-                let refused = &a.refused[0];
-                assert_eq!((refused.seq, refused.code), (2, NackCode::Forbidden));
-                assert!(refused.text.contains("env-2"), "{refused:?}");
-            }
-            other => panic!("expected one ANSWER for the batch, got {other:?}"),
-        }
-
-        // A client certificate proves the HELLO's id; a HELLO for someone else is refused.
-        let mut c = tcp_tls(&site, Some(&cert_1)).await;
-        c.send(&hello("cert-1", None)).await.expect("send");
-        c.send(&Message::Events(vec![event("cert-1", 1)])).await.expect("send");
-        assert!(
-            matches!(answer(&mut c).await, Some(Message::Answer(a)) if a.stored == 1 && a.refused.is_empty())
-        );
-        let mut c = tcp_tls(&site, Some(&cert_1)).await;
-        c.send(&hello("env-2", None)).await.expect("send");
-        match answer(&mut c).await {
-            Some(Message::Nack(n)) => {
-                assert_eq!(n.code, NackCode::Unauthorized);
-                assert!(n.text.contains("cert-1"), "{n:?}");
-            }
-            other => panic!("expected NACK unauthorized, got {other:?}"),
-        }
-
-        // A wrong password.
-        let mut c = tcp_tls(&site, None).await;
-        c.send(&hello("env-2", Some("nope"))).await.expect("send");
-        assert!(
-            matches!(answer(&mut c).await, Some(Message::Nack(n)) if n.code == NackCode::Unauthorized)
-        );
-    });
-    let stopped = site.gateway.stop();
-    assert!(stopped.status.success(), "{}", stopped.stderr);
-    let readings = consume(&site.brokers, &site.topics.readings, 3, IDLE);
-    let ids: BTreeSet<String> = readings
-        .iter()
-        .filter_map(|m| m.headers.get("event-id").cloned())
-        .collect();
-    assert_eq!(
-        ids,
-        BTreeSet::from(["env-1:7:1".into(), "env-1:7:3".into(), "cert-1:7:1".into()]),
-        "{readings:?}"
-    );
-    for counter in ["tcp/acl", "tcp/auth_id_mismatch", "tcp/auth_wrong_password"] {
-        assert!(
-            stopped.stdout.contains(counter),
-            "{counter}:\n{}",
-            stopped.stdout
-        );
-    }
 }
 
 #[test]
@@ -413,137 +329,6 @@ async fn wait_for_log(gateway: &Gateway, text: &str, times: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no {text:?} in the log:\n{}", gateway.log());
-}
-
-/// Event ids in the file sink's readings file.
-fn sink_event_ids(gateway: &Gateway, topics: &Topics) -> Vec<String> {
-    let path = gateway
-        .sink_dir()
-        .join(format!("{}.jsonl", topics.readings));
-    std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["headers"]["event-id"].as_str().map(str::to_owned))
-        .collect()
-}
-
-#[test]
-fn a_forged_seq_cannot_silence_a_device_and_a_reboot_with_a_lower_seq_loses_nothing() {
-    use tributary_sim::tcp::TcpDevice;
-    let topics = Topics::unique("sec-seq");
-    let mut gateway = Gateway::start(None, &topics);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let at = |device: &str, seq: u64, time_offset: u64| {
-        let mut e = event(device, seq);
-        e.time_ms = 1_700_000_000_000 + time_offset;
-        e
-    };
-    rt.block_on(async {
-        let send = |device: &'static str, session: Option<u64>, events: Vec<Event>| {
-            let addr = gateway.tcp;
-            async move {
-                let mut d = TcpDevice::connect(addr, device, None, session)
-                    .await
-                    .expect("connect");
-                d.send_batch(&events).await.expect("acknowledged");
-            }
-        };
-        // The forged event: the highest seq there is, far in the future, no session.
-        send("victim", None, vec![at("victim", u64::MAX, 10_000_000)]).await;
-        // The real device sends with its boot session: nothing of it is mistaken for a
-        // retransmission.
-        send(
-            "victim",
-            Some(0x63),
-            (1..=3).map(|s| at("victim", s, s)).collect(),
-        )
-        .await;
-        // A device without sessions: a retransmission is recognised; a reset counter with a
-        // later time is stored (a regression), not dropped.
-        send(
-            "legacy-1",
-            None,
-            (10..=12).map(|s| at("legacy-1", s, s)).collect(),
-        )
-        .await;
-        send("legacy-1", None, vec![at("legacy-1", 11, 11)]).await;
-        send(
-            "legacy-1",
-            None,
-            (1..=2).map(|s| at("legacy-1", s, 100 + s)).collect(),
-        )
-        .await;
-        // A device that reboots with a stale clock and a lower seq: its new session keeps it.
-        send(
-            "node-2",
-            Some(0xa),
-            (50..=52).map(|s| at("node-2", s, 1_000 + s)).collect(),
-        )
-        .await;
-        send(
-            "node-2",
-            Some(0xb),
-            (1..=2).map(|s| at("node-2", s, s)).collect(),
-        )
-        .await;
-    });
-    let (code, listing) = gateway.spool_tool(&["devices"]);
-    assert_eq!(code, Some(0), "{listing}");
-    let legacy = listing
-        .lines()
-        .find(|l| l.starts_with("legacy-1"))
-        .expect("legacy-1 listed");
-    assert!(
-        legacy.trim_end().ends_with(" 1"),
-        "one regression: {legacy}"
-    );
-    let (code, refused) = gateway.spool_tool(&["devices", "--reset", "legacy-1"]);
-    assert_ne!(
-        code,
-        Some(0),
-        "reset must wait for the gateway to stop: {refused}"
-    );
-    assert!(refused.contains("in use"), "{refused}");
-
-    let stopped = gateway.stop();
-    assert!(
-        stopped.stdout.contains("spool/seq_regression"),
-        "{}",
-        stopped.stdout
-    );
-    assert!(
-        stopped.stderr.contains("Sequence regression"),
-        "{}",
-        stopped.stderr
-    );
-    let mut ids = sink_event_ids(&gateway, &topics);
-    ids.sort();
-    let mut expected: Vec<String> = [
-        format!("victim:{}", u64::MAX),
-        "victim:63:1".into(),
-        "victim:63:2".into(),
-        "victim:63:3".into(),
-        "legacy-1:10".into(),
-        "legacy-1:11".into(),
-        "legacy-1:12".into(),
-        "legacy-1:1".into(),
-        "legacy-1:2".into(),
-        "node-2:a:50".into(),
-        "node-2:a:51".into(),
-        "node-2:a:52".into(),
-        "node-2:b:1".into(),
-        "node-2:b:2".into(),
-    ]
-    .into();
-    expected.sort();
-    assert_eq!(ids, expected);
-
-    // Stopped, the operator can reset a device's state.
-    let (code, out) = gateway.spool_tool(&["devices", "--reset", "legacy-1"]);
-    assert_eq!(code, Some(0), "{out}");
-    let (_, listing) = gateway.spool_tool(&["devices"]);
-    assert!(!listing.contains("legacy-1"), "{listing}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
