@@ -111,8 +111,8 @@ pub struct BenchReport {
     pub gateway: Option<GatewayCost>,
     /// The disk's own append-and-fdatasync latency, measured before the load (`--fsync-dir`).
     pub disk_fdatasync_ms: Option<Latency>,
-    /// CPU time one of those rounds cost the probe, in microseconds: durability's floor in CPU
-    /// per spool sync on this machine.
+    /// CPU time one of those rounds cost the probe, in microseconds: about what one spool sync
+    /// costs in CPU on this machine.
     pub disk_fdatasync_cpu_us: Option<f64>,
     /// Acknowledgement p99 over the disk's fdatasync p99: the cost of durability beyond the
     /// disk's own.

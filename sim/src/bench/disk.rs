@@ -9,8 +9,9 @@
 //!
 //! It also reports the CPU time one round costs the probing thread (write, fdatasync and the
 //! kernel's work for both, from `/proc/thread-self/schedstat`): a gateway that syncs its spool
-//! `n` times a second spends at least `n` times this on durability alone, whatever it does
-//! besides.
+//! `n` times a second spends about `n` times this on durability alone, whatever it does besides.
+//! About, not at least: the probe appends, so each of its syncs also writes the file's size,
+//! while the spool's WAL is mostly overwritten in place once it has wrapped.
 
 use std::io::Write;
 use std::path::Path;
