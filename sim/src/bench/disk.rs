@@ -43,7 +43,7 @@ fn probe(path: &Path, count: usize) -> std::io::Result<Probe> {
     let mut file = std::fs::File::create(path)?;
     let block = [0x5au8; BLOCK];
     let mut h = histogram();
-    let cpu0 = thread_cpu_ns();
+    let cpu0 = super::proc::thread_cpu_ns();
     for _ in 0..count {
         let started = Instant::now();
         file.write_all(&block)?;
@@ -51,7 +51,7 @@ fn probe(path: &Path, count: usize) -> std::io::Result<Probe> {
         let us = started.elapsed().as_micros().max(1) as u64;
         let _ = h.record(us);
     }
-    let cpu_us = match (cpu0, thread_cpu_ns()) {
+    let cpu_us = match (cpu0, super::proc::thread_cpu_ns()) {
         (Some(a), Some(b)) if count > 0 => Some(b.saturating_sub(a) as f64 / 1000.0 / count as f64),
         _ => None,
     };
@@ -59,12 +59,6 @@ fn probe(path: &Path, count: usize) -> std::io::Result<Probe> {
         latency: Latency::from_micros(&h),
         cpu_us,
     })
-}
-
-/// Nanoseconds the calling thread has run on a CPU (the first field of its schedstat).
-fn thread_cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]

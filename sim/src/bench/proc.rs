@@ -1,5 +1,6 @@
 //! The gateway's CPU time and resident memory, from `/proc/<pid>/stat` and `/proc/<pid>/status`
-//! (Linux). CPU ticks are in USER_HZ, which is 100 on every Linux architecture we build for.
+//! (Linux), and the bench's own thread's CPU time. CPU ticks are in USER_HZ, which is 100 on
+//! every Linux architecture we build for.
 
 use std::path::Path;
 
@@ -15,6 +16,14 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / USER_HZ)
+}
+
+/// Nanoseconds the calling thread has run on a CPU (the first field of its schedstat, which
+/// counts in nanoseconds where `stat` counts in ticks); `None` where the kernel does not
+/// report it.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
 }
 
 /// Resident memory of `pid` in MiB.
