@@ -81,6 +81,7 @@ impl SpoolDb {
         let mut conn = Connection::open(path).map_err(SpoolError::sqlite("open"))?;
         conn.execute_batch(schema::PRAGMAS)
             .map_err(SpoolError::sqlite("set pragmas"))?;
+        schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
         let seqs = Seqs::from_rows(load_sessions(&conn)?);
         let bytes = conn
@@ -141,6 +142,7 @@ impl SpoolDb {
         .map_err(SpoolError::sqlite("open read-only"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(SpoolError::sqlite("set busy timeout"))?;
+        schema::configure(&conn)?;
         let found = schema::version(&conn)?;
         if found > schema::SCHEMA_VERSION {
             return Err(SpoolError::TooNew {

@@ -157,6 +157,13 @@ pub(super) fn last_id(conn: &Connection) -> Result<i64, SpoolError> {
         .map_err(SpoolError::sqlite("last id"))
 }
 
+/// [`fetch_range`]'s query.
+pub(super) const FETCH_RANGE: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM records WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
+);
+
 /// Up to `limit` rows with ids in `(after, until]`, in id order.
 pub(super) fn fetch_range(
     conn: &Connection,
@@ -165,11 +172,7 @@ pub(super) fn fetch_range(
     limit: usize,
 ) -> Result<Vec<Spooled>, SpoolError> {
     let mut stmt = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            record_columns!(),
-            " FROM records WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
-        ))
+        .prepare_cached(FETCH_RANGE)
         .map_err(SpoolError::sqlite("fetch"))?;
     let rows = stmt
         .query_map(params![after, until, limit as i64], row_to_spooled)

@@ -357,6 +357,25 @@ fn acks_delete_exactly_the_acknowledged_rows_in_runs() {
 }
 
 #[test]
+fn the_forwarders_fetch_is_planned_once_whatever_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    db.append((1..=10).map(|s| record("a", s)).collect())
+        .unwrap();
+    let reader = SpoolDb::open_read_only(&dir.path().join("spool.db")).unwrap();
+    for limit in 1..=6 {
+        let rows = rows::fetch_range(&reader, 0, 10, limit).unwrap();
+        assert_eq!(rows.len(), limit);
+    }
+    let fetch = reader.prepare_cached(rows::FETCH_RANGE).unwrap();
+    assert_eq!(
+        fetch.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "a new LIMIT made SQLite parse and plan the cached fetch again"
+    );
+}
+
+#[test]
 fn a_source_offset_commits_with_its_records_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let size = payload_size(&record("a", 1));
