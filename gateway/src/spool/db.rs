@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 use super::limits::{self, FullPolicy, Limits};
 use super::report::{stats, SpoolStats};
@@ -44,6 +44,43 @@ pub struct GroupOutcome {
     pub regressions: Vec<Regression>,
     /// Per rule: derived events emitted and late events seen.
     pub rule_counts: BTreeMap<String, (u64, u64)>,
+}
+
+/// Begins a group's transaction and, when the group `appends` `incoming` bytes, measures the
+/// space it may use: free bytes on the filesystem plus pages SQLite holds free inside the file.
+/// The free-page count is read inside the transaction, under the locks its writes take anyway;
+/// read before it, it took and released WAL locks of its own on every commit (most of what
+/// measuring cost). When the space is short of the bounds, the transaction is ended, the WAL
+/// (which grows until a checkpoint) checkpointed and truncated, and space measured again.
+fn begin<'c>(
+    conn: &'c Connection,
+    path: &Path,
+    bounds: &Limits,
+    page_size: u64,
+    appends: bool,
+    incoming: u64,
+) -> Result<(Transaction<'c>, u64), SpoolError> {
+    let start = || {
+        Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+            .map_err(SpoolError::sqlite("begin"))
+    };
+    let measure = |tx: &Transaction<'_>| -> Result<u64, SpoolError> {
+        Ok(limits::free_on_disk(path).saturating_add(limits::free_pages(tx, page_size)?))
+    };
+    let tx = start()?;
+    if !appends {
+        return Ok((tx, u64::MAX));
+    }
+    let free = measure(&tx)?;
+    if limits::check(bounds, 0, incoming, free).is_ok() {
+        return Ok((tx, free));
+    }
+    drop(tx);
+    // A reader (an offline tool) can keep the checkpoint from finishing; that is fine.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    let tx = start()?;
+    let free = measure(&tx)?;
+    Ok((tx, free))
 }
 
 /// The spool database.
@@ -194,24 +231,12 @@ impl SpoolDb {
         sources: &[SourceState],
     ) -> Result<GroupOutcome, SpoolError> {
         let incoming: u64 = groups.iter().flatten().map(payload_size).sum();
-        let free = if groups.is_empty() {
-            u64::MAX
-        } else {
-            self.free_space(incoming)?
-        };
         if !groups.is_empty() {
             self.rules.recover(&self.conn)?;
         }
         let mut changes = Changes::default();
         let mut pending = Pending::default();
-        let done = self.transact(
-            groups,
-            acks,
-            sources,
-            (incoming, free),
-            &mut changes,
-            &mut pending,
-        );
+        let done = self.transact(groups, acks, sources, incoming, &mut changes, &mut pending);
         let Transacted {
             appended,
             dropped,
@@ -246,14 +271,19 @@ impl SpoolDb {
         groups: &[Vec<Record>],
         acks: &[i64],
         sources: &[SourceState],
-        (incoming, free): (u64, u64),
+        incoming: u64,
         changes: &mut Changes,
         pending: &mut Pending,
     ) -> Result<Transacted, SpoolError> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(SpoolError::sqlite("begin"))?;
+        let appends = !groups.is_empty();
+        let (tx, free) = begin(
+            &self.conn,
+            &self.path,
+            &self.limits,
+            self.page_size,
+            appends,
+            incoming,
+        )?;
         let mut bytes = self.bytes.saturating_sub(delete_in(&tx, acks)?);
         let mut dropped = BTreeMap::new();
         let appended = if groups.is_empty() {
@@ -297,25 +327,6 @@ impl SpoolDb {
             dropped,
             bytes,
         })
-    }
-
-    /// Space an append of `incoming` bytes can use: free bytes on the filesystem plus pages
-    /// SQLite holds free inside the file. When that is short of the bounds, the WAL (which
-    /// grows until a checkpoint) is checkpointed and truncated first, and space measured again.
-    fn free_space(&mut self, incoming: u64) -> Result<u64, SpoolError> {
-        let measure = |db: &Self| -> Result<u64, SpoolError> {
-            Ok(limits::free_on_disk(&db.path)
-                .saturating_add(limits::free_pages(&db.conn, db.page_size)?))
-        };
-        let free = measure(self)?;
-        if limits::check(&self.limits, 0, incoming, free).is_ok() {
-            return Ok(free);
-        }
-        // A reader (an offline tool) can keep the checkpoint from finishing; that is fine.
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        measure(self)
     }
 
     /// Moves row `id` out of the queue into `quarantine` with `reason`, in one transaction;
