@@ -1,6 +1,6 @@
 //! How big the spool may grow, and what happens when it is full.
 //!
-//! Two bounds, checked before every group commit: `max_bytes` (keys plus values of the queued
+//! Two bounds, checked as every group commit begins: `max_bytes` (keys plus values of the queued
 //! rows) and `min_free_bytes` (space left on the spool's filesystem, counting pages SQLite
 //! already holds free inside the file, which new rows reuse before the file grows). When an
 //! append would break either:
