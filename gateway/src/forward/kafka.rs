@@ -15,7 +15,8 @@
 //!   `sasl.*` (PLAIN, SCRAM, OAUTHBEARER) in `[kafka.properties]` pass straight through.
 //!
 //! # Flow
-//! At most `max_in_flight` records are handed to the producer and not yet confirmed. Each
+//! At most `max_in_flight` records are handed to the producer and not yet confirmed. Their
+//! delivery reports come back on one channel ([`Reports`], the producer's context). Each
 //! successful delivery report queues the row's id for deletion; ids are deleted in batches, one
 //! batch at a time, while sending goes on ([`Acks`]). A
 //! failed delivery (only errors librdkafka does not retry itself reach us, such as an unknown
@@ -43,14 +44,14 @@ mod tests;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, OptionFuture};
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
 use super::cursor::Cursor;
@@ -122,6 +123,59 @@ pub fn check(config: &KafkaConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A record while librdkafka holds it: its delivery report's opaque, which [`Reports`] turns
+/// into an [`Outcome`].
+struct InFlight {
+    id: i64,
+    topic: String,
+    size: usize,
+    received_ms: i64,
+    event_ms: i64,
+}
+
+impl InFlight {
+    /// The outcome of this record's delivery, given its error (`None`: delivered).
+    fn outcome(self, error: Option<&rdkafka::error::KafkaError>) -> Outcome {
+        let (error, kind) = match error {
+            None => (None, ""),
+            Some(error) => (Some((error.to_string(), permanent(error))), kind_of(error)),
+        };
+        Outcome {
+            id: self.id,
+            topic: self.topic,
+            error,
+            kind,
+            size: self.size,
+            received_ms: self.received_ms,
+            event_ms: self.event_ms,
+        }
+    }
+}
+
+/// The producer's context: every delivery report becomes an [`Outcome`] on one channel, read
+/// by the forwarder's loop. (rdkafka's `FutureProducer` gives each record a oneshot channel
+/// and the forwarder a future per record; under load their allocations and wake-ups were most
+/// of the forwarder's share of the runtime's time.) librdkafka reports every record it
+/// accepted exactly once; a report after the forwarder stopped has no reader and is dropped:
+/// its row stays in the spool.
+struct Reports {
+    outcomes: UnboundedSender<Outcome>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<InFlight>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, record: Box<InFlight>) {
+        let error = result.as_ref().err().map(|(error, _)| error);
+        if let Some(error) = error {
+            tracing::warn!(message = "Kafka delivery failed.", %error, topic = %record.topic, id = record.id);
+        }
+        let _ = self.outcomes.send(record.outcome(error));
+    }
+}
+
 /// A delivery outcome.
 struct Outcome {
     id: i64,
@@ -144,8 +198,11 @@ pub async fn run(
     stats: Stats,
     drain: Drain,
 ) -> Result<(), ForwardError> {
-    let producer: FutureProducer = client_config(&config)
-        .create()
+    let (reports, mut outcomes) = unbounded_channel();
+    let producer: ThreadedProducer<Reports> = client_config(&config)
+        .create_with_context(Reports {
+            outcomes: reports.clone(),
+        })
         .map_err(|e| ForwardError::Producer(e.to_string()))?;
     if let Some(spec) = config.create_topics.clone() {
         let admin = client_config(&config)
@@ -157,7 +214,8 @@ pub async fn run(
     let max = config.max_in_flight.get();
     let max_bytes = config.max_in_flight_bytes.get();
     let low_water = (max / 2).clamp(1, FETCH);
-    let mut inflight = FuturesUnordered::new();
+    // Records handed to the producer whose outcome has not been read yet.
+    let mut inflight = 0usize;
     let mut inflight_bytes = 0usize;
     let mut cursor = Cursor::new(config.live_share, 2 * max);
     let mut rewind: Option<i64> = None;
@@ -177,16 +235,16 @@ pub async fn run(
             acks.flush(&spool, &stats).await;
             tracing::warn!(
                 message = "Shutdown grace period ran out; unforwarded events stay in the spool.",
-                in_flight = inflight.len()
+                in_flight = inflight
             );
             break;
         }
         // Refill in chunks, not one slot per delivery report: each refill is a round trip to
         // the spool's thread and a query.
-        let room = max.saturating_sub(inflight.len());
+        let room = max.saturating_sub(inflight);
         if rewind.is_none()
             && !idle
-            && (room >= low_water || inflight.is_empty())
+            && (room >= low_water || inflight == 0)
             && inflight_bytes < max_bytes
         {
             match refill(&spool, &mut cursor, room.min(FETCH)).await {
@@ -194,9 +252,10 @@ pub async fn run(
                 Ok(rows) => {
                     for row in rows {
                         inflight_bytes += row.record.size();
-                        inflight.push(send(&producer, row, time, &stats));
+                        inflight += 1;
+                        send(&producer, row, time, &stats, &reports);
                     }
-                    stats.instruments.kafka_inflight.set(inflight.len() as i64);
+                    stats.instruments.kafka_inflight.set(inflight as i64);
                     stats
                         .instruments
                         .kafka_inflight_bytes
@@ -210,7 +269,7 @@ pub async fn run(
                 }
             }
         }
-        if let (Some(failed), true) = (rewind, inflight.is_empty()) {
+        if let (Some(failed), true) = (rewind, inflight == 0) {
             acks.flush(&spool, &stats).await;
             if quarantine(&spool, &stats, &mut refused).await {
                 // The stream can go on at once: what blocked it is out of the way.
@@ -228,16 +287,17 @@ pub async fn run(
             idle = false;
             continue;
         }
-        if deadline.is_some() && idle && inflight.is_empty() {
+        if deadline.is_some() && idle && inflight == 0 {
             break;
         }
         let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            Some(first) = inflight.next(), if !inflight.is_empty() => {
+            Some(first) = outcomes.recv(), if inflight > 0 => {
                 // Take every report that is already in, not just the first.
                 let mut next = Some(first);
                 let now = crate::record::now_ms();
                 while let Some(o) = next {
+                    inflight = inflight.saturating_sub(1);
                     inflight_bytes = inflight_bytes.saturating_sub(o.size);
                     match o.error {
                         None => {
@@ -265,9 +325,9 @@ pub async fn run(
                             rewind = Some(rewind.map_or(o.id, |r| r.min(o.id)));
                         }
                     }
-                    next = inflight.next().now_or_never().flatten();
+                    next = outcomes.try_recv().ok();
                 }
-                stats.instruments.kafka_inflight.set(inflight.len() as i64);
+                stats.instruments.kafka_inflight.set(inflight as i64);
                 stats.instruments.kafka_inflight_bytes.set(inflight_bytes as i64);
                 if acks.confirmed.len() >= ACK_BATCH {
                     acks.start(&spool);
@@ -291,7 +351,7 @@ pub async fn run(
     acks.flush(&spool, &stats).await;
     // Anything still queued inside librdkafka was not confirmed and stays in the spool. Flushing
     // and dropping the producer (which joins its polling thread) block: not on an async worker.
-    drop(inflight);
+    drop(outcomes);
     let _ = tokio::task::spawn_blocking(move || {
         let _ = producer.flush(Duration::from_millis(100));
         drop(producer);
@@ -344,20 +404,21 @@ async fn create_topics(
     }
 }
 
-/// Hands one record to the producer; the future resolves with its delivery outcome.
+/// Hands one record to the producer. Its outcome arrives on `reports`: from the delivery
+/// report, or at once when the producer refuses it (its queue is full, the record too large).
 fn send(
-    producer: &FutureProducer,
+    producer: &ThreadedProducer<Reports>,
     row: Spooled,
     time: crate::config::TimePolicy,
     stats: &Stats,
-) -> impl std::future::Future<Output = Outcome> + use<> {
+    reports: &UnboundedSender<Outcome>,
+) {
     let Spooled {
         id,
         mut record,
         received_ms,
     } = row;
     let event_ms = super::stamp(&mut record, received_ms, time, stats);
-    let size = record.size();
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
     for (key, value) in &record.headers {
         headers = headers.insert(Header {
@@ -365,51 +426,23 @@ fn send(
             value: Some(value.as_bytes()),
         });
     }
-    let queued = producer.send_result(
-        FutureRecord::to(&record.topic)
+    let pending = Box::new(InFlight {
+        id,
+        topic: record.topic.clone(),
+        size: record.size(),
+        received_ms,
+        event_ms,
+    });
+    let queued = producer.send(
+        BaseRecord::with_opaque_to(&record.topic, pending)
             .key(&record.key)
             .payload(&record.value)
             .timestamp(record.timestamp_ms)
             .headers(headers),
     );
-    let topic = record.topic.clone();
-    let delivery = queued.map_err(|(error, _)| error);
-    async move {
-        let (error, kind) = match delivery {
-            Err(error) => {
-                tracing::warn!(message = "Kafka producer refused a record.", %error, %topic, id);
-                (
-                    Some((error.to_string(), permanent(&error))),
-                    kind_of(&error),
-                )
-            }
-            Ok(future) => match future.await {
-                Ok(Ok(_)) => (None, ""),
-                Ok(Err((error, _))) => {
-                    tracing::warn!(message = "Kafka delivery failed.", %error, %topic, id);
-                    (
-                        Some((error.to_string(), permanent(&error))),
-                        kind_of(&error),
-                    )
-                }
-                Err(_) => {
-                    tracing::warn!(message = "Kafka delivery report lost.", %topic, id);
-                    (
-                        Some(("delivery report lost".to_owned(), false)),
-                        "report_lost",
-                    )
-                }
-            },
-        };
-        Outcome {
-            id,
-            topic,
-            error,
-            kind,
-            size,
-            received_ms,
-            event_ms,
-        }
+    if let Err((error, refused)) = queued {
+        tracing::warn!(message = "Kafka producer refused a record.", %error, topic = %record.topic, id);
+        let _ = reports.send(refused.delivery_opaque.outcome(Some(&error)));
     }
 }
 
