@@ -140,8 +140,13 @@ pub fn json_event(data: &[u8]) {
             if event.validate().is_err() {
                 continue;
             }
-            let text =
-                serde_json::to_vec(&JsonEvent::from(event.clone())).expect("an event serialises");
+            let text = serde_json::to_vec(&tributary_protocol::json::JsonOf(&event))
+                .expect("an event serialises");
+            assert_eq!(
+                text,
+                serde_json::to_vec(&JsonEvent::from(event.clone())).expect("an event serialises"),
+                "written in place, an event is the JSON its JsonEvent would be"
+            );
             let back = crate::ingest::mqtt::json::decode("fuzz-1", kind, &text)
                 .expect("what the gateway writes, it reads");
             let bytes =

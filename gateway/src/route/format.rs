@@ -12,11 +12,14 @@
 
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
-use tributary_protocol::json::JsonEvent;
+use tributary_protocol::json::JsonOf;
 use tributary_protocol::{Body, Event};
 
 /// The Avro schema of events, shipped as `config/event.avsc`.
 pub const AVRO_SCHEMA: &str = include_str!("../../../config/event.avsc");
+
+/// Bytes reserved for an event's JSON: a reading with a few values, or a position.
+const JSON_CAPACITY: usize = 256;
 
 /// A value format, as configured per route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +71,17 @@ impl Encoder {
 
     pub fn encode(&self, event: &Event, format: Format) -> Result<Vec<u8>, FormatError> {
         match format {
-            Format::Json => serde_json::to_vec(&JsonEvent::from(event.clone())).map_err(|e| {
-                FormatError::Encode {
-                    format: "json",
-                    reason: e.to_string(),
-                }
-            }),
+            Format::Json => {
+                // Most events' JSON fits, so the buffer is not grown on the way.
+                let mut out = Vec::with_capacity(JSON_CAPACITY);
+                serde_json::to_writer(&mut out, &JsonOf(event)).map_err(|e| {
+                    FormatError::Encode {
+                        format: "json",
+                        reason: e.to_string(),
+                    }
+                })?;
+                Ok(out)
+            }
             Format::Csv => csv_line(event),
             Format::Avro { schema_id } => {
                 let datum =
