@@ -17,7 +17,7 @@ use std::path::Path;
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 use tributary_protocol::codec::MessageCodec;
-use tributary_protocol::json::JsonEvent;
+use tributary_protocol::json::{JsonEvent, JsonOf};
 use tributary_protocol::{decode_frame_versioned, encode_frame_version, Kind};
 
 pub use rule_state::rule_state;
@@ -140,8 +140,7 @@ pub fn json_event(data: &[u8]) {
             if event.validate().is_err() {
                 continue;
             }
-            let text = serde_json::to_vec(&tributary_protocol::json::JsonOf(&event))
-                .expect("an event serialises");
+            let text = serde_json::to_vec(&JsonOf(&event)).expect("an event serialises");
             assert_eq!(
                 text,
                 serde_json::to_vec(&JsonEvent::from(event.clone())).expect("an event serialises"),

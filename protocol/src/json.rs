@@ -179,9 +179,9 @@ impl From<Event> for JsonEvent {
 }
 
 /// An [`Event`] serialised exactly as [`JsonEvent::from`] would serialise it, without copying
-/// it first: the gateway writes one of these for every event it routes as JSON. (Copying the
-/// event's device id and every value's name and unit, only to serialise and free them, was
-/// most of what the JSON encoding cost.) A test holds the two to the same bytes.
+/// it first: the gateway writes one of these for every event it routes as JSON, where copying
+/// the event's device id and every value's name and unit, only to serialise and free them, was
+/// about a quarter of what encoding cost in a profile. A test holds the two to the same bytes.
 pub struct JsonOf<'a>(pub &'a Event);
 
 impl Serialize for JsonOf<'_> {
@@ -193,13 +193,10 @@ impl Serialize for JsonOf<'_> {
         map.serialize_entry("device_id", &e.device_id)?;
         map.serialize_entry("seq", &e.seq)?;
         map.serialize_entry("time_ms", &e.time_ms)?;
+        map.serialize_entry("kind", e.kind().as_str())?;
         match &e.body {
-            Body::Reading(r) => {
-                map.serialize_entry("kind", "reading")?;
-                map.serialize_entry("values", &r.values)?;
-            }
+            Body::Reading(r) => map.serialize_entry("values", &r.values)?,
             Body::Position(p) => {
-                map.serialize_entry("kind", "position")?;
                 map.serialize_entry("lat", &p.lat)?;
                 map.serialize_entry("lon", &p.lon)?;
                 map.serialize_entry("alt_m", &p.alt_m)?;

@@ -128,36 +128,42 @@ pub fn check(config: &KafkaConfig) -> Result<(), String> {
 struct InFlight {
     id: i64,
     topic: String,
+    /// Bytes it counts against `max_in_flight_bytes` ([`crate::record::Record::size`]).
     size: usize,
+    /// When the row was committed to the spool, and the record's event time (ms).
     received_ms: i64,
     event_ms: i64,
 }
 
-impl InFlight {
-    /// The outcome of this record's delivery, given its error (`None`: delivered).
-    fn outcome(self, error: Option<&rdkafka::error::KafkaError>) -> Outcome {
+/// A delivery outcome.
+struct Outcome {
+    record: Box<InFlight>,
+    /// The delivery error, if it failed, and whether it is permanent.
+    error: Option<(String, bool)>,
+    /// The error's kind for the metric: librdkafka's code name.
+    kind: &'static str,
+}
+
+impl Outcome {
+    /// `record`'s outcome, given its delivery error (`None`: delivered).
+    fn of(record: Box<InFlight>, error: Option<&rdkafka::error::KafkaError>) -> Self {
         let (error, kind) = match error {
             None => (None, ""),
             Some(error) => (Some((error.to_string(), permanent(error))), kind_of(error)),
         };
-        Outcome {
-            id: self.id,
-            topic: self.topic,
+        Self {
+            record,
             error,
             kind,
-            size: self.size,
-            received_ms: self.received_ms,
-            event_ms: self.event_ms,
         }
     }
 }
 
 /// The producer's context: every delivery report becomes an [`Outcome`] on one channel, read
 /// by the forwarder's loop. (rdkafka's `FutureProducer` gives each record a oneshot channel
-/// and the forwarder a future per record; under load their allocations and wake-ups were most
-/// of the forwarder's share of the runtime's time.) librdkafka reports every record it
-/// accepted exactly once; a report after the forwarder stopped has no reader and is dropped:
-/// its row stays in the spool.
+/// and the forwarder a future to poll: two allocations and a future more per record.)
+/// librdkafka reports every record it accepted exactly once; a report after the forwarder
+/// stopped has no reader and is dropped: its row stays in the spool.
 struct Reports {
     outcomes: UnboundedSender<Outcome>,
 }
@@ -172,22 +178,8 @@ impl ProducerContext for Reports {
         if let Some(error) = error {
             tracing::warn!(message = "Kafka delivery failed.", %error, topic = %record.topic, id = record.id);
         }
-        let _ = self.outcomes.send(record.outcome(error));
+        let _ = self.outcomes.send(Outcome::of(record, error));
     }
-}
-
-/// A delivery outcome.
-struct Outcome {
-    id: i64,
-    topic: String,
-    /// The delivery error, if it failed, and whether it is permanent.
-    error: Option<(String, bool)>,
-    /// The error's kind for the metric: librdkafka's code name.
-    kind: &'static str,
-    size: usize,
-    /// When the row was committed to the spool, and the record's event time (ms).
-    received_ms: i64,
-    event_ms: i64,
 }
 
 /// Forwards spooled records to Kafka until drained after `drain.stop`.
@@ -251,9 +243,8 @@ pub async fn run(
                 Ok(rows) if rows.is_empty() => idle = true,
                 Ok(rows) => {
                     for row in rows {
-                        inflight_bytes += row.record.size();
                         inflight += 1;
-                        send(&producer, row, time, &stats, &reports);
+                        inflight_bytes += send(&producer, row, time, &stats, &reports);
                     }
                     stats.instruments.kafka_inflight.set(inflight as i64);
                     stats
@@ -296,10 +287,10 @@ pub async fn run(
                 // Take every report that is already in, not just the first.
                 let mut next = Some(first);
                 let now = crate::record::now_ms();
-                while let Some(o) = next {
+                while let Some(Outcome { record: o, error, kind }) = next {
                     inflight = inflight.saturating_sub(1);
                     inflight_bytes = inflight_bytes.saturating_sub(o.size);
-                    match o.error {
+                    match error {
                         None => {
                             super::record_delivery(&stats, now, o.received_ms, o.event_ms);
                             acks.confirmed.push((o.id, o.topic));
@@ -313,7 +304,7 @@ pub async fn run(
                                 .forward_errors
                                 .get_or_create(&crate::stats::ForwardErrorLabel {
                                     topic: o.topic.clone(),
-                                    error: o.kind.to_owned(),
+                                    error: kind.to_owned(),
                                 })
                                 .inc();
                             stats.forward_failed(format!("{}: {error}", o.topic), now);
@@ -404,15 +395,16 @@ async fn create_topics(
     }
 }
 
-/// Hands one record to the producer. Its outcome arrives on `reports`: from the delivery
-/// report, or at once when the producer refuses it (its queue is full, the record too large).
+/// Hands one record to the producer; returns the bytes it counts in flight. Its outcome
+/// arrives on `reports`: from the delivery report, or at once when the producer refuses it
+/// (its queue is full, the record too large).
 fn send(
     producer: &ThreadedProducer<Reports>,
     row: Spooled,
     time: crate::config::TimePolicy,
     stats: &Stats,
     reports: &UnboundedSender<Outcome>,
-) {
+) -> usize {
     let Spooled {
         id,
         mut record,
@@ -426,10 +418,11 @@ fn send(
             value: Some(value.as_bytes()),
         });
     }
+    let size = record.size();
     let pending = Box::new(InFlight {
         id,
         topic: record.topic.clone(),
-        size: record.size(),
+        size,
         received_ms,
         event_ms,
     });
@@ -442,8 +435,9 @@ fn send(
     );
     if let Err((error, refused)) = queued {
         tracing::warn!(message = "Kafka producer refused a record.", %error, topic = %record.topic, id);
-        let _ = reports.send(refused.delivery_opaque.outcome(Some(&error)));
+        let _ = reports.send(Outcome::of(refused.delivery_opaque, Some(&error)));
     }
+    size
 }
 
 /// Reads the next rows as the cursor plans them: live rows first while a backlog drains.
