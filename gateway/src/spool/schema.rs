@@ -152,10 +152,11 @@ PRAGMA journal_size_limit = 16777216;
 ";
 
 /// Settings for the connections that run the spool's statements (the writer's and every
-/// read-only one) beside the pragmas: the query planner's stability guarantee (QPSG). Without it SQLite plans a cached statement again whenever a bound value it
-/// planned with changes, `LIMIT ?` among them, so the forwarder's fetch (whose limit is the
-/// room left in flight, different nearly every time) was parsed and planned anew on most calls
-/// (a sixth of the reader thread's CPU under load). Our statements have one good plan each.
+/// read-only one) beside the pragmas: the query planner's stability guarantee (QPSG). Without
+/// it SQLite plans a cached statement again whenever a bound value it planned with changes,
+/// `LIMIT ?` among them, so the forwarder's fetch (whose limit is the room left in flight,
+/// different nearly every time) was parsed and planned anew on most calls (a sixth of the
+/// reader thread's CPU under load). Our statements have one good plan each.
 pub fn configure(conn: &Connection) -> Result<(), SpoolError> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
