@@ -4,8 +4,8 @@
 //!
 //! `cargo bench -p tributary-gateway --bench drain`
 //!
-//! The broker is `TRIBUTARY_BENCH_KAFKA` (host:port) if set; otherwise the bench starts `tansu`
-//! from the PATH on a free loopback port with the memory engine, for both sides.
+//! The broker is `TRIBUTARY_BENCH_KAFKA` (host:port) if set; otherwise the bench starts a
+//! one-node Apache Kafka on free loopback ports (`tests/kafka/node`), for both sides.
 //! `BENCH_EVENTS` changes the count.
 
 use std::num::NonZeroUsize;
@@ -55,29 +55,65 @@ fn records(topic: &str, n: usize) -> Vec<Record> {
         .collect()
 }
 
-fn start_tansu() -> (String, Option<Child>) {
+/// The broker to drain into: `TRIBUTARY_BENCH_KAFKA`, or a one-node Apache Kafka of the bench's
+/// own, started from the jars `tests/kafka/fetch` brings by `tests/kafka/node` (killed at the end).
+fn start_kafka(dir: &std::path::Path) -> (String, Option<Child>) {
     if let Ok(b) = std::env::var("TRIBUTARY_BENCH_KAFKA") {
         return (b, None);
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new("tansu")
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kafka");
+    let fetched = Command::new(tests.join("fetch"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("tests/kafka/fetch (Maven and Java 17), or set TRIBUTARY_BENCH_KAFKA");
+    assert!(fetched.status.success(), "tests/kafka/fetch failed");
+    let libs = String::from_utf8_lossy(&fetched.stdout).trim().to_owned();
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|ls| {
+            ls.iter()
+                .map(|l| l.local_addr().map(|a| a.port()))
+                .collect()
+        })
+        .expect("free ports");
+    let (port, ctrl) = (ports[0], ports[1]);
+    let log_path = dir.join("kafka.log");
+    let log = std::fs::File::create(&log_path).expect("broker log");
+    let child = Command::new(tests.join("node"))
+        .args([
+            "--libs",
+            &libs,
+            "--id",
+            "1",
+            "--cluster-id",
+            "dHJpYnV0YXJ5LWJlbmNoAA",
+        ])
+        .arg("--dir")
+        .arg(dir.join("kafka"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--controller-port",
+            &ctrl.to_string(),
+        ])
+        .args(["--voters", &format!("1@127.0.0.1:{ctrl}")])
+        .stdout(log.try_clone().expect("broker log"))
+        .stderr(log)
         .spawn()
-        .expect("tansu on the PATH (tests/run installs it), or set TRIBUTARY_BENCH_KAFKA");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start");
-        std::thread::sleep(Duration::from_millis(50));
+        .expect("tests/kafka/node");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("Kafka Server started")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Kafka did not start: see {log_path:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    (addr, Some(child))
+    (format!("127.0.0.1:{port}"), Some(child))
 }
 
 async fn create(brokers: &str, topics: &[&str]) {
@@ -111,9 +147,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let (brokers, tansu) = start_tansu();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let (brokers, kafka) = start_kafka(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let stamp = std::process::id();
     let (t_spool, t_plain) = (
         format!("drain-spool-{stamp}"),
@@ -223,7 +259,7 @@ fn main() {
     println!(
         "{{\"bench\":\"drain\",\"events\":{n},\"spool_eps\":{spool_rate:.0},\"plain_eps\":{plain_rate:.0}}}"
     );
-    if let Some(mut child) = tansu {
+    if let Some(mut child) = kafka {
         let _ = child.kill();
         let _ = child.wait();
     }

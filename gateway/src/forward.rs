@@ -97,6 +97,10 @@ pub async fn supervise(
 pub enum ForwardError {
     #[error("cannot create the Kafka producer: {0}")]
     Producer(String),
+    /// librdkafka's producer hit a fatal error (an idempotent producer refused its producer id,
+    /// for example by the cluster's ACLs) and can send nothing more: a new one is made.
+    #[error("the Kafka producer failed for good and is made again: {0}")]
+    Fatal(String),
     #[error("file sink: cannot write {path}: {source}")]
     File {
         path: std::path::PathBuf,

@@ -222,6 +222,17 @@ impl Stats {
         f.failing_since_ms.get_or_insert(now_ms);
     }
 
+    /// A failure that says less than one already being shown (every broker unreachable right
+    /// after the credentials were refused; a stall nobody explained): kept only when no failure
+    /// is being shown, so the operator keeps reading the cause.
+    pub fn forward_failed_vaguely(&self, error: String, now_ms: i64) {
+        let mut f = self.forward.lock().unwrap_or_else(|e| e.into_inner());
+        if f.failing_since_ms.is_none() {
+            f.last_error = Some(error);
+        }
+        f.failing_since_ms.get_or_insert(now_ms);
+    }
+
     pub fn set_forwarder_running(&self, running: bool) {
         self.forward
             .lock()

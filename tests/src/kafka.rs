@@ -28,13 +28,23 @@ pub struct Msg {
 
 /// Creates topics with `partitions` partitions; existing ones are fine.
 pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
+    create_replicated_topics(brokers, names, partitions, 1).await
+}
+
+/// Creates topics with `partitions` partitions of `replication` replicas each.
+pub async fn create_replicated_topics(
+    brokers: &str,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let topics: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -201,4 +211,70 @@ pub fn verify(
         Duration::from_secs(60),
     )
     .expect("the topics can be read")
+}
+
+/// What kafka-python (`tests/clients/check_kafka.py`) found in the gateway's topics, against
+/// the simulator's manifest of acknowledged events: an independent reader, not librdkafka.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PythonCheck {
+    pub acknowledged: u64,
+    pub found: u64,
+    pub missing: u64,
+    pub missing_sample: Vec<String>,
+    pub duplicates: u64,
+    pub different_copies: u64,
+    pub out_of_order: u64,
+    pub split_devices: u64,
+    pub wrong_key: u64,
+    pub records: u64,
+}
+
+impl PythonCheck {
+    /// Every acknowledged event is there, each device in one partition in seq order, keyed by
+    /// its device id, and any duplicate is an identical copy.
+    pub fn holds(&self) -> bool {
+        self.acknowledged > 0
+            && self.missing == 0
+            && self.found == self.acknowledged
+            && self.out_of_order == 0
+            && self.split_devices == 0
+            && self.wrong_key == 0
+            && self.different_copies == 0
+    }
+}
+
+/// Reads `topics` to their end with kafka-python (`TRIBUTARY_TEST_PYTHON`) and checks them
+/// against `manifest`; `read_committed` reads as `isolation_level="read_committed"`.
+pub fn check_with_kafka_python(
+    brokers: &str,
+    topics: &[&str],
+    manifest: &tributary_sim::manifest::Manifest,
+    read_committed: bool,
+) -> PythonCheck {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("manifest.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(manifest).expect("the manifest serialises"),
+    )
+    .expect("write the manifest");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/check_kafka.py");
+    let mut cmd = std::process::Command::new(crate::env("TRIBUTARY_TEST_PYTHON"));
+    cmd.arg(script).arg(brokers).arg(&path).args(topics);
+    if read_committed {
+        cmd.arg("--read-committed");
+    }
+    let out = cmd.output().expect("run check_kafka.py");
+    assert!(
+        out.status.success(),
+        "check_kafka.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check_kafka.py printed no result ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }

@@ -1,13 +1,14 @@
-//! Helpers for the end-to-end tests: the real `tributary` binary as a child process, a real
-//! Kafka-compatible broker (tansu, started by `tests/run`), and consumers that read back what
-//! the gateway wrote.
+//! Helpers for the end-to-end tests: the real `tributary` binary as a child process, Apache
+//! Kafka itself (one node started by `tests/run`, and clusters of a test's own, [`broker`]), and
+//! consumers that read back what the gateway wrote.
 //!
 //! Environment, set by `tests/run`:
 //! - `TRIBUTARY_TEST_KAFKA`: `host:port` of the broker. Tests that need it fail without it.
 //! - `TRIBUTARY_TEST_PYTHON`: a Python with kafka-python installed.
-//! - `TRIBUTARY_TEST_TANSU`: the tansu binary, for tests that start a broker of their own.
+//! - `TRIBUTARY_TEST_KAFKA_LIBS`: Apache Kafka's jars, for tests that start brokers of their own.
 //! - `TRIBUTARY_TEST_NODE`: Node.js, for the MQTT.js devices in `tests/clients`.
 
+pub mod broker;
 pub mod clients;
 pub mod gateway;
 pub mod kafka;
@@ -250,28 +251,4 @@ pub async fn raw_tcp(
         stream,
         tributary_protocol::codec::MessageCodec::new(1 << 16),
     )
-}
-
-/// A tansu broker of a test's own, in memory, on `brokers` (`host:port`); killed on drop.
-pub struct MemoryTansu(std::process::Child);
-
-impl MemoryTansu {
-    pub fn start(brokers: &str) -> Self {
-        let url = format!("tcp://{brokers}");
-        let child = std::process::Command::new(env("TRIBUTARY_TEST_TANSU"))
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        Self(child)
-    }
-}
-
-impl Drop for MemoryTansu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -8,6 +8,7 @@ mod e2e {
     pub mod front_door;
     pub mod full_disk;
     pub mod kafka;
+    pub mod kafka_security;
     pub mod limits;
     pub mod mqtt5;
     pub mod node;
@@ -240,7 +241,10 @@ async fn with_kafka_down_at_start_events_are_spooled_and_arrive_in_order_once_it
     let report = run(spec(&gateway, Link::Tcp, "late", 6, 50)).await;
     assert_all_acked(&report);
 
-    let broker = tributary_tests::MemoryTansu::start(&brokers);
+    let broker =
+        tokio::task::spawn_blocking(move || tributary_tests::broker::KafkaCluster::start_on(port))
+            .await
+            .expect("the broker starts");
     let result = async {
         create_topics(&brokers, &topics.all(), 3).await;
         let (readings, positions) = expected(&report);

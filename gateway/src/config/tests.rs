@@ -61,6 +61,18 @@ fn tributarys_own_kafka_settings_cannot_be_overridden() {
 }
 
 #[test]
+fn kafka_properties_librdkafka_refuses_together_are_refused_at_start() {
+    // Each is valid alone; librdkafka refuses the pair only when it creates the producer.
+    let err = parse("[kafka]\nbrokers = \"127.0.0.1:9\"\n[kafka.properties]\nacks = \"0\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("kafka.properties") && err.contains("acks") && err.contains("idempotence"),
+        "{err}"
+    );
+}
+
+#[test]
 fn spool_limits_have_documented_defaults_and_a_bad_policy_is_named() {
     let config = parse("").unwrap();
     assert_eq!(config.spool.limits.max_bytes, 1 << 30);

@@ -26,11 +26,16 @@
 //! # Records Kafka refuses for good
 //! Some refusals are about the record itself and will never succeed: too large
 //! (`message.max.bytes`, locally or at the broker), an invalid timestamp (Kafka 4.0 refuses
-//! records more than an hour in the future by default), an invalid record, a topic this client
-//! may not write. After [`QUARANTINE_AFTER`] such failures of the same row, it is moved to the
+//! records more than an hour in the future by default), an invalid record. After [`QUARANTINE_AFTER`] such failures of the same row, it is moved to the
 //! spool's quarantine with the reason (`tributary spool quarantine` lists, requeues or drops
 //! it), counted (`quarantined`) and logged at error level, and the stream flows on. That
 //! device's later events are then delivered before it: its order has a documented gap.
+//!
+//! Refusals about the gateway's rights or the cluster's state are not about the record: an ACL
+//! without Write, a topic that does not exist, refused credentials, too few in-sync replicas.
+//! They stall the affected records, which stay in the spool in order and flow on by themselves
+//! once the operator fixes the cluster; [`explain`] says what to fix, in the log, in
+//! `/readyz?verbose` and on the status page.
 //!
 //! At most `max_in_flight` records and about `max_in_flight_bytes` bytes are in librdkafka at
 //! once. With `live_share` above 0, a backlog drains with fresh events interleaved ahead of it
@@ -38,6 +43,7 @@
 //!
 //! Only this module names rdkafka types.
 
+mod stall;
 #[cfg(test)]
 mod tests;
 
@@ -76,12 +82,25 @@ fn kind_of(error: &rdkafka::error::KafkaError) -> &'static str {
         Some(RDKafkaErrorCode::InvalidRecord) => "InvalidRecord",
         Some(RDKafkaErrorCode::QueueFull) => "QueueFull",
         Some(RDKafkaErrorCode::MessageTimedOut) => "MessageTimedOut",
+        Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => "ClusterAuthorizationFailed",
+        Some(RDKafkaErrorCode::SaslAuthenticationFailed) => "SaslAuthenticationFailed",
+        Some(RDKafkaErrorCode::Authentication) => "Authentication",
+        Some(RDKafkaErrorCode::SSL) => "SSL",
+        Some(RDKafkaErrorCode::NotEnoughReplicas) => "NotEnoughReplicas",
+        Some(RDKafkaErrorCode::NotEnoughReplicasAfterAppend) => "NotEnoughReplicasAfterAppend",
+        Some(RDKafkaErrorCode::AllBrokersDown) => "AllBrokersDown",
+        Some(RDKafkaErrorCode::BrokerTransportFailure) => "BrokerTransportFailure",
+        Some(RDKafkaErrorCode::Fatal) => "Fatal",
         Some(_) => "other",
         None => "client",
     }
 }
 
 /// Whether a delivery error is about the record itself, so retrying can never succeed.
+///
+/// A refusal about the gateway's rights (an ACL that does not grant Write, a topic that does not
+/// exist yet) is not: the operator fixes the cluster and the same records go through. Those
+/// stall the stream with the records kept in the spool, in order, and say why ([`explain`]).
 fn permanent(error: &rdkafka::error::KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
@@ -91,10 +110,51 @@ fn permanent(error: &rdkafka::error::KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidMessage
                 | RDKafkaErrorCode::InvalidTimestamp
                 | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::UnsupportedForMessageFormat
         )
     )
+}
+
+/// What an operator reads for a failure: the error, and for the refusals an operator must fix
+/// on the cluster's side, what to fix. `topic` is empty for errors of the whole client.
+pub fn explain(error: &rdkafka::error::KafkaError, topic: &str) -> String {
+    let fix = match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => format!(
+            "the cluster's ACLs do not let the gateway's principal write to topic {topic:?}: \
+             grant it Describe and Write on the topic; records wait in the spool meanwhile"
+        ),
+        Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => "the cluster's ACLs refuse the \
+             gateway's principal a cluster operation: its idempotent producer needs Write on at \
+             least one topic (or IdempotentWrite on the cluster, on brokers before 3.0), and \
+             creating topics needs Create; records wait in the spool meanwhile"
+            .into(),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            format!(
+                "topic {topic:?} does not exist and the cluster does not create it: create it \
+                 (or set kafka.auto_create = true where the gateway may); records wait in the \
+                 spool meanwhile"
+            )
+        }
+        Some(RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::Authentication) => {
+            "Kafka refused the gateway's credentials: check sasl.mechanisms, sasl.username and \
+             sasl.password in [kafka.properties]; records wait in the spool meanwhile"
+                .into()
+        }
+        Some(RDKafkaErrorCode::SSL) => "TLS to Kafka failed: check ssl.ca.location (the CA that \
+             signed the brokers' certificates) and the brokers' names; records wait in the spool \
+             meanwhile"
+            .into(),
+        Some(
+            RDKafkaErrorCode::NotEnoughReplicas | RDKafkaErrorCode::NotEnoughReplicasAfterAppend,
+        ) => {
+            format!(
+                "topic {topic:?} has fewer in-sync replicas than min.insync.replicas, so Kafka \
+                 refuses acks=all writes; records wait in the spool until the brokers are back"
+            )
+        }
+        _ => return error.to_string(),
+    };
+    format!("{error}: {fix}")
 }
 
 /// The producer configuration Tributary uses; `config.properties` are applied last.
@@ -114,11 +174,16 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Builds librdkafka's configuration from `config` without connecting, so an unknown property
-/// or an invalid value is found at start: the error names the property and the value.
+/// Creates the producer Tributary would run, and drops it before it sends anything, so that
+/// what librdkafka refuses is found at start and by `check-config`: an unknown property or an
+/// invalid value (checked one by one), and properties it accepts one by one but refuses
+/// together (`acks = 0` with idempotence). The error names the property and the value.
+/// librdkafka starts connecting in the background; nothing waits for a broker.
 pub fn check(config: &KafkaConfig) -> Result<(), String> {
-    client_config(config)
-        .create_native_config()
+    let native = client_config(config);
+    native.create_native_config().map_err(|e| e.to_string())?;
+    native
+        .create::<rdkafka::producer::BaseProducer>()
         .map(drop)
         .map_err(|e| e.to_string())
 }
@@ -149,7 +214,10 @@ impl Outcome {
     fn of(record: Box<InFlight>, error: Option<&rdkafka::error::KafkaError>) -> Self {
         let (error, kind) = match error {
             None => (None, ""),
-            Some(error) => (Some((error.to_string(), permanent(error))), kind_of(error)),
+            Some(error) => (
+                Some((explain(error, &record.topic), permanent(error))),
+                kind_of(error),
+            ),
         };
         Self {
             record,
@@ -166,9 +234,43 @@ impl Outcome {
 /// stopped has no reader and is dropped: its row stays in the spool.
 struct Reports {
     outcomes: UnboundedSender<Outcome>,
+    stats: Stats,
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    /// Errors of the whole client, not of one record: credentials or TLS refused, every broker
+    /// unreachable, a fatal producer error. librdkafka retries them itself; the operator sees
+    /// the last one in `/readyz?verbose` and the status page, and counts in
+    /// `tributary_forward_errors_total{topic=""}`.
+    ///
+    /// A connection to one broker failing is counted and logged at warning level only: with
+    /// the others up, nothing is wrong for the gateway, and the operator's attention belongs to
+    /// what stops deliveries (said here, or by the stall check).
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let kind = kind_of(&error);
+        self.stats
+            .instruments
+            .forward_errors
+            .get_or_create(&crate::stats::ForwardErrorLabel {
+                topic: String::new(),
+                error: kind.to_owned(),
+            })
+            .inc();
+        if kind == "BrokerTransportFailure" {
+            tracing::warn!(message = "A Kafka broker connection failed.", reason, kind);
+            return;
+        }
+        let text = explain(&error, "");
+        tracing::error!(message = "Kafka client error.", error = %text, reason, kind);
+        let text = format!("{text} ({reason})");
+        if kind == "AllBrokersDown" {
+            self.stats
+                .forward_failed_vaguely(text, crate::record::now_ms());
+        } else {
+            self.stats.forward_failed(text, crate::record::now_ms());
+        }
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = Box<InFlight>;
@@ -176,6 +278,7 @@ impl ProducerContext for Reports {
     fn delivery(&self, result: &DeliveryResult<'_>, record: Box<InFlight>) {
         let error = result.as_ref().err().map(|(error, _)| error);
         if let Some(error) = error {
+            let error = explain(error, &record.topic);
             tracing::warn!(message = "Kafka delivery failed.", %error, topic = %record.topic, id = record.id);
         }
         let _ = self.outcomes.send(Outcome::of(record, error));
@@ -194,6 +297,7 @@ pub async fn run(
     let producer: ThreadedProducer<Reports> = client_config(&config)
         .create_with_context(Reports {
             outcomes: reports.clone(),
+            stats: stats.clone(),
         })
         .map_err(|e| ForwardError::Producer(e.to_string()))?;
     if let Some(spec) = config.create_topics.clone() {
@@ -203,6 +307,16 @@ pub async fn run(
         let stop = drain.stop.clone();
         tokio::spawn(async move { create_topics(admin, spec, stop).await });
     }
+    // For asking the cluster why records in flight are not confirmed (see [`stall`]).
+    let metadata = std::sync::Arc::new(
+        client_config(&config)
+            .create::<AdminClient<DefaultClientContext>>()
+            .map_err(|e| ForwardError::Producer(e.to_string()))?,
+    );
+    let mut last_report = Instant::now();
+    let mut sent_topics = std::collections::BTreeSet::new();
+    let mut diagnosis: Option<tokio::task::JoinHandle<_>> = None;
+    let mut stall_tick = tokio::time::interval(stall::STALL_AFTER);
     let max = config.max_in_flight.get();
     let max_bytes = config.max_in_flight_bytes.get();
     let low_water = (max / 2).clamp(1, FETCH);
@@ -216,6 +330,10 @@ pub async fn run(
     // Rows that failed with a permanent error: how often, and the last error.
     let mut refused: std::collections::HashMap<i64, (u32, String)> = Default::default();
     let mut idle = false;
+    // librdkafka raised a fatal error: the producer sends nothing more (each record comes back
+    // `Fatal`). Once nothing is in flight, the forwarder returns and the supervisor makes a new
+    // producer; the rows are still in the spool.
+    let mut fatal = false;
     let mut deadline: Option<Instant> = None;
     let mut ack_tick = tokio::time::interval(Duration::from_millis(50));
 
@@ -242,7 +360,13 @@ pub async fn run(
             match refill(&spool, &mut cursor, room.min(FETCH)).await {
                 Ok(rows) if rows.is_empty() => idle = true,
                 Ok(rows) => {
+                    if inflight == 0 {
+                        last_report = Instant::now();
+                    }
                     for row in rows {
+                        if !sent_topics.contains(&row.record.topic) {
+                            sent_topics.insert(row.record.topic.clone());
+                        }
                         inflight += 1;
                         inflight_bytes += send(&producer, row, time, &stats, &reports);
                     }
@@ -259,6 +383,20 @@ pub async fn run(
                     continue;
                 }
             }
+        }
+        if fatal && inflight == 0 {
+            acks.flush(&spool, &stats).await;
+            let why = producer
+                .client()
+                .fatal_error()
+                .map(|(code, reason)| {
+                    let error = rdkafka::error::KafkaError::Global(code);
+                    format!("{} ({reason})", explain(&error, ""))
+                })
+                .unwrap_or_else(|| "fatal error".into());
+            drop(outcomes);
+            let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+            return Err(ForwardError::Fatal(why));
         }
         if let (Some(failed), true) = (rewind, inflight == 0) {
             acks.flush(&spool, &stats).await;
@@ -285,6 +423,8 @@ pub async fn run(
         tokio::select! {
             Some(first) = outcomes.recv(), if inflight > 0 => {
                 // Take every report that is already in, not just the first.
+                last_report = Instant::now();
+                sent_topics.clear();
                 let mut next = Some(first);
                 let now = crate::record::now_ms();
                 while let Some(Outcome { record: o, error, kind }) = next {
@@ -299,6 +439,7 @@ pub async fn run(
                             }
                         }
                         Some((error, permanent)) => {
+                            fatal |= kind == "Fatal";
                             stats
                                 .instruments
                                 .forward_errors
@@ -335,6 +476,38 @@ pub async fn run(
                 idle = false;
             }
             _ = ack_tick.tick() => acks.start(&spool),
+            _ = stall_tick.tick(), if inflight > 0 && diagnosis.is_none() => {
+                if last_report.elapsed() >= stall::STALL_AFTER {
+                    let topics = std::mem::take(&mut sent_topics);
+                    diagnosis = Some(tokio::spawn(stall::diagnose(metadata.clone(), topics.clone())));
+                    sent_topics = topics;
+                }
+            }
+            Some(found) = OptionFuture::from(diagnosis.as_mut()), if diagnosis.is_some() => {
+                diagnosis = None;
+                // A report that came in meanwhile means it is moving again.
+                if inflight > 0 && last_report.elapsed() >= stall::STALL_AFTER {
+                    let (text, kind) = stall::describe(
+                        found.ok().flatten().as_deref(),
+                        inflight,
+                        last_report.elapsed().as_secs(),
+                    );
+                    tracing::warn!(message = "Kafka confirms nothing.", reason = %text, kind);
+                    stats
+                        .instruments
+                        .forward_errors
+                        .get_or_create(&crate::stats::ForwardErrorLabel {
+                            topic: String::new(),
+                            error: kind.to_owned(),
+                        })
+                        .inc();
+                    if kind == "Stalled" {
+                        stats.forward_failed_vaguely(text, crate::record::now_ms());
+                    } else {
+                        stats.forward_failed(text, crate::record::now_ms());
+                    }
+                }
+            }
             _ = drain.stop.cancelled(), if deadline.is_none() => {}
             _ = tokio::time::sleep_until(until), if deadline.is_some() => {}
         }

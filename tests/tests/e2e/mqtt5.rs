@@ -226,7 +226,8 @@ async fn each_refused_publish_gets_the_reason_code_that_says_why_and_is_kept_as_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fast_mqtt_5_device_against_a_full_spool_is_slowed_down_not_cut_off_and_loses_nothing() {
-    let brokers = loopback(free_port()).to_string();
+    let kafka_port = free_port();
+    let brokers = loopback(kafka_port).to_string();
     let topics = Topics::unique("mqtt5-flow");
     // Kafka is down: the spool (about 1,000 events' room) fills, and stays full until it is up.
     let gateway = Gateway::start_with(
@@ -273,7 +274,11 @@ async fn a_fast_mqtt_5_device_against_a_full_spool_is_slowed_down_not_cut_off_an
         "a full spool grants less than mqtt.receive_maximum: {late:?}"
     );
 
-    let broker = tributary_tests::MemoryTansu::start(&brokers);
+    let broker = tokio::task::spawn_blocking(move || {
+        tributary_tests::broker::KafkaCluster::start_on(kafka_port)
+    })
+    .await
+    .expect("the broker starts");
     create_topics(&brokers, &topics.all(), 3).await;
     let lines = tokio::task::spawn_blocking(move || paho_output(flood))
         .await
