@@ -11,7 +11,6 @@
 //! The tests take turns (one cluster at a time): three brokers, a gateway and 200 devices are
 //! what a 2-core machine can run at once.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tributary_sim::scenario::{Group, Link, ModelKind, Scenario};
@@ -20,7 +19,8 @@ use tributary_tests::gateway::{Gateway, Topics};
 use tributary_tests::kafka::{check_with_kafka_python, create_replicated_topics, PythonCheck};
 use tributary_tests::{http_get, run};
 
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Held by the test whose cluster is running (an async lock: each test has its own runtime).
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// 100 environment sensors over TCP and 100 trucks over MQTT QoS 1, each sending an event every
 /// 200 ms in real time (1,000 events/s in all) for `duration`.
@@ -108,9 +108,7 @@ fn check(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_leader_sigkilled_five_times_under_load_loses_nothing_and_keeps_order() {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (cluster, topics, gateway) = setup("leaderkill").await;
     let load = tokio::spawn(run(fleet(&gateway, "lk", Duration::from_secs(90))));
     let readings = topics.readings.clone();
@@ -142,9 +140,7 @@ async fn the_leader_sigkilled_five_times_under_load_loses_nothing_and_keeps_orde
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_of_all_three_brokers_under_load_loses_nothing_and_keeps_order() {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (cluster, topics, gateway) = setup("rolling").await;
     let load = tokio::spawn(run(fleet(&gateway, "rr", Duration::from_secs(75))));
     let names: Vec<String> = topics.all().iter().map(|t| (*t).to_owned()).collect();
@@ -171,9 +167,7 @@ async fn a_rolling_restart_of_all_three_brokers_under_load_loses_nothing_and_kee
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_of_three_brokers_down_for_a_minute_the_gateway_keeps_accepting_says_why_and_drains() {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (cluster, topics, gateway) = setup("minisr").await;
     let load = tokio::spawn(run(fleet(&gateway, "mi", Duration::from_secs(90))));
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -26,8 +26,10 @@
 //! # Records Kafka refuses for good
 //! Some refusals are about the record itself and will never succeed: too large
 //! (`message.max.bytes`, locally or at the broker), an invalid timestamp (Kafka 4.0 refuses
-//! records more than an hour in the future by default), an invalid record. After [`QUARANTINE_AFTER`] such failures of the same row, it is moved to the
-//! spool's quarantine with the reason (`tributary spool quarantine` lists, requeues or drops
+//! records more than an hour in the future by default), an invalid record. The broker refuses
+//! the whole produce batch for one such record, so after a refusal the forwarder sends one row
+//! at a time until one goes through: only a row refused while sent alone is to blame. After
+//! [`QUARANTINE_AFTER`] such failures of the same row, it is moved to the spool's quarantine with the reason (`tributary spool quarantine` lists, requeues or drops
 //! it), counted (`quarantined`) and logged at error level, and the stream flows on. That
 //! device's later events are then delivered before it: its order has a documented gap.
 //!
@@ -192,6 +194,8 @@ pub fn check(config: &KafkaConfig) -> Result<(), String> {
 /// into an [`Outcome`].
 struct InFlight {
     id: i64,
+    /// Sent alone, while isolating a refusal: its outcome is its own, not its batch's.
+    alone: bool,
     topic: String,
     /// Bytes it counts against `max_in_flight_bytes` ([`crate::record::Record::size`]).
     size: usize,
@@ -305,7 +309,8 @@ pub async fn run(
             .create::<AdminClient<DefaultClientContext>>()
             .map_err(|e| ForwardError::Producer(e.to_string()))?;
         let stop = drain.stop.clone();
-        tokio::spawn(async move { create_topics(admin, spec, stop).await });
+        let stats = stats.clone();
+        tokio::spawn(async move { create_topics(admin, spec, stats, stop).await });
     }
     // For asking the cluster why records in flight are not confirmed (see [`stall`]).
     let metadata = std::sync::Arc::new(
@@ -330,6 +335,11 @@ pub async fn run(
     // Rows that failed with a permanent error: how often, and the last error.
     let mut refused: std::collections::HashMap<i64, (u32, String)> = Default::default();
     let mut idle = false;
+    // Kafka refuses a whole produce batch for one bad record (an invalid timestamp, say), so a
+    // refusal does not say which record is at fault. After one, rows are sent one at a time
+    // until one goes through alone: only a row refused while alone counts towards the
+    // quarantine, and the good rows batched with a bad one are delivered.
+    let mut isolate = false;
     // librdkafka raised a fatal error: the producer sends nothing more (each record comes back
     // `Fatal`). Once nothing is in flight, the forwarder returns and the supervisor makes a new
     // producer; the rows are still in the spool.
@@ -352,12 +362,14 @@ pub async fn run(
         // Refill in chunks, not one slot per delivery report: each refill is a round trip to
         // the spool's thread and a query.
         let room = max.saturating_sub(inflight);
+        let wanted = if isolate { 1 } else { room.min(FETCH) };
         if rewind.is_none()
             && !idle
             && (room >= low_water || inflight == 0)
+            && (!isolate || inflight == 0)
             && inflight_bytes < max_bytes
         {
-            match refill(&spool, &mut cursor, room.min(FETCH)).await {
+            match refill(&spool, &mut cursor, wanted).await {
                 Ok(rows) if rows.is_empty() => idle = true,
                 Ok(rows) => {
                     if inflight == 0 {
@@ -368,7 +380,7 @@ pub async fn run(
                             sent_topics.insert(row.record.topic.clone());
                         }
                         inflight += 1;
-                        inflight_bytes += send(&producer, row, time, &stats, &reports);
+                        inflight_bytes += send(&producer, row, isolate, time, &stats, &reports);
                     }
                     stats.instruments.kafka_inflight.set(inflight as i64);
                     stats
@@ -401,8 +413,9 @@ pub async fn run(
         if let (Some(failed), true) = (rewind, inflight == 0) {
             acks.flush(&spool, &stats).await;
             if quarantine(&spool, &stats, &mut refused).await {
-                // The stream can go on at once: what blocked it is out of the way.
+                // The stream can go on at once, in batches: what blocked it is out of the way.
                 backoff.reset();
+                isolate = false;
             }
             let delay = backoff.next_delay();
             tracing::warn!(
@@ -433,6 +446,9 @@ pub async fn run(
                     match error {
                         None => {
                             super::record_delivery(&stats, now, o.received_ms, o.event_ms);
+                            if o.alone {
+                                isolate = false;
+                            }
                             acks.confirmed.push((o.id, o.topic));
                             if rewind.is_none() {
                                 backoff.reset();
@@ -449,11 +465,12 @@ pub async fn run(
                                 })
                                 .inc();
                             stats.forward_failed(format!("{}: {error}", o.topic), now);
-                            if permanent {
+                            if permanent && o.alone {
                                 let entry = refused.entry(o.id).or_insert((0, String::new()));
                                 entry.0 += 1;
                                 entry.1 = error;
                             }
+                            isolate |= permanent;
                             rewind = Some(rewind.map_or(o.id, |r| r.min(o.id)));
                         }
                     }
@@ -501,10 +518,13 @@ pub async fn run(
                             error: kind.to_owned(),
                         })
                         .inc();
+                    // Failing since the last report, not since this check.
+                    let since = crate::record::now_ms()
+                        .saturating_sub(last_report.elapsed().as_millis() as i64);
                     if kind == "Stalled" {
-                        stats.forward_failed_vaguely(text, crate::record::now_ms());
+                        stats.forward_failed_vaguely(text, since);
                     } else {
-                        stats.forward_failed(text, crate::record::now_ms());
+                        stats.forward_failed(text, since);
                     }
                 }
             }
@@ -526,9 +546,12 @@ pub async fn run(
 
 /// Creates the route topics that are missing, retrying while the cluster is unreachable.
 /// Forwarding does not wait for it: records for a missing topic stay in the spool meanwhile.
+/// A topic the cluster will not create (no Create ACL, a replication factor above its brokers)
+/// is said at error level and in `/readyz?verbose`, with the command that creates it by hand.
 async fn create_topics(
     admin: AdminClient<DefaultClientContext>,
     spec: TopicSpec,
+    stats: Stats,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let topics: Vec<NewTopic> = spec
@@ -550,7 +573,19 @@ async fn create_topics(
                             tracing::debug!(message = "Topic exists.", %topic)
                         }
                         Err((topic, code)) => {
-                            tracing::warn!(message = "Cannot create topic.", %topic, error = %code)
+                            let (partitions, replication) = spec
+                                .topics
+                                .iter()
+                                .find(|(n, _, _)| *n == topic)
+                                .map_or((0, 0), |(_, p, r)| (*p, *r));
+                            let text = format!(
+                                "cannot create topic {topic:?} ({code}): grant the gateway's \
+                                 principal Create, or create it: kafka-topics.sh --create \
+                                 --topic {topic} --partitions {partitions} \
+                                 --replication-factor {replication}"
+                            );
+                            tracing::error!(message = "Cannot create topic.", %topic, error = %code, reason = %text);
+                            stats.forward_failed(text, crate::record::now_ms());
                         }
                     }
                 }
@@ -574,6 +609,7 @@ async fn create_topics(
 fn send(
     producer: &ThreadedProducer<Reports>,
     row: Spooled,
+    alone: bool,
     time: crate::config::TimePolicy,
     stats: &Stats,
     reports: &UnboundedSender<Outcome>,
@@ -594,6 +630,7 @@ fn send(
     let size = record.size();
     let pending = Box::new(InFlight {
         id,
+        alone,
         topic: record.topic.clone(),
         size,
         received_ms,

@@ -381,6 +381,65 @@ async fn an_event_from_a_clock_hours_ahead_gets_a_clamped_kafka_timestamp_and_ke
     assert_eq!(value(&m, "tributary_timestamps_clamped_total{}"), 1.0);
 }
 
+/// KIP-1030 at the real broker: Apache Kafka 4 refuses records stamped more than an hour
+/// ahead (`log.message.timestamp.after.max.ms`). With `kafka_timestamp = "event"` the gateway
+/// passes the device's time through, so a clock 3 h ahead is refused by the broker for good:
+/// the record goes to the quarantine with the broker's reason, and the device's other events
+/// flow on.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_event_timestamps_the_broker_refuses_a_clock_hours_ahead_and_the_record_is_quarantined(
+) {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("kip1030");
+    tributary_tests::kafka::create_topics(&brokers, &topics.all(), 1).await;
+    let mut gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        "[time]\nkafka_timestamp = \"event\"\n",
+    );
+    let now = tributary_sim::generate::now_ms();
+    let mut d = tributary_sim::tcp::TcpDevice::connect(gateway.tcp, "fast-clock", None, None)
+        .await
+        .expect("connect");
+    d.send_batch(&[
+        tributary_sim::generate::event(0, "fast-clock", 1, now - 1000, false),
+        tributary_sim::generate::event(0, "fast-clock", 2, now + 3 * 3600 * 1000, false),
+        tributary_sim::generate::event(0, "fast-clock", 3, now - 500, false),
+    ])
+    .await
+    .expect("acknowledged: the spool has them");
+    let got =
+        tributary_tests::kafka::consume(&brokers, &topics.readings, 2, Duration::from_secs(30));
+    let seqs: Vec<u64> = got.iter().filter_map(|m| m.value["seq"].as_u64()).collect();
+    assert_eq!(seqs, vec![1, 3], "{got:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(&gateway);
+        let errors = format!(
+            "tributary_forward_errors_total{{error=\"InvalidTimestamp\",topic=\"{}\"}}",
+            topics.readings
+        );
+        if value(&m, &errors) >= 3.0 && gateway.log().contains("Record quarantined") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker's refusal was not counted: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(gateway.stop().status.success());
+    let (code, listing) = gateway.spool_tool(&["quarantine"]);
+    assert_eq!(code, Some(0), "{listing}");
+    let line: serde_json::Value =
+        serde_json::from_str(listing.lines().next().expect("one")).expect("json line");
+    assert_eq!(line["headers"]["event-id"], "fast-clock:2");
+    assert!(
+        line["reason"].as_str().unwrap_or("").contains("timestamp"),
+        "the broker's reason: {line}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_every_few_milliseconds_is_counted_and_stored_but_logged_rate_limited() {
     let topics = Topics::unique("garbage");

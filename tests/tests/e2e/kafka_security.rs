@@ -335,6 +335,66 @@ async fn a_wrong_password_an_unknown_ca_and_a_missing_topic_are_each_said_and_lo
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auto_create_the_gateway_creates_its_topics_as_configured_or_says_what_to_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pki = Pki::new(dir.path());
+    let (cluster, pki) = tokio::task::spawn_blocking(move || {
+        let c = secure_cluster(&mut pki);
+        (c, pki)
+    })
+    .await
+    .unwrap();
+    let principal = format!("User:{USER}");
+    let config = format!(
+        "auto_create = true\ntopic_partitions = 2\ntopic_replication = 1\n{}",
+        sasl_properties(PASSWORD, &pki.ca_file())
+    );
+
+    // Write and Describe, but no Create: the gateway says it may not, and what to run.
+    let topics = Topics::unique("nocreate");
+    for t in topics.all() {
+        cluster.allow(&principal, &["Describe", "Write"], &["--topic", t]);
+    }
+    let gateway = Gateway::start_with(Some(&cluster.sasl_brokers()), &topics, &config);
+    let body = wait_readyz(&gateway, "cannot create topic", Duration::from_secs(60)).await;
+    assert!(
+        body.contains("grant the gateway's principal Create")
+            && body.contains("--partitions 2 --replication-factor 1"),
+        "{body}"
+    );
+    drop(gateway);
+
+    // With Create on the gateway's topics (a prefixed ACL, as the README shows), it creates
+    // them with the configured partitions, and delivers.
+    let topics = Topics::unique("autocreate");
+    let prefix = topics.readings.split('.').next().expect("a stem");
+    cluster.allow(
+        &principal,
+        &["Create", "Describe", "Write"],
+        &["--topic", prefix, "--resource-pattern-type", "prefixed"],
+    );
+    let gateway = Gateway::start_with(Some(&cluster.sasl_brokers()), &topics, &config);
+    send(&gateway, "ac-1", 1..=10).await;
+    let got = consume(
+        &cluster.brokers(),
+        &topics.readings,
+        10,
+        Duration::from_secs(90),
+    );
+    assert_eq!(
+        seqs_of(&got),
+        (1..=10).collect::<Vec<_>>(),
+        "{}",
+        gateway.log()
+    );
+    let described = cluster.tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &["--describe", "--topic", &topics.readings],
+    );
+    assert!(described.contains("PartitionCount: 2"), "{described}");
+}
+
 #[test]
 fn check_config_exits_64_on_properties_librdkafka_refuses_together() {
     let dir = tempfile::tempdir().unwrap();
