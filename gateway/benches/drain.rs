@@ -47,6 +47,7 @@ fn records(topic: &str, n: usize) -> Vec<Record> {
                     device_id: device,
                     session: 0,
                     seq,
+                    writer: None,
                 }),
                 event: None,
                 mqtt_topic: None,

@@ -40,6 +40,7 @@ fn record(device: usize, seq: u64, size: usize) -> Record {
             device_id: format!("dev-{device}"),
             session: 0,
             seq,
+            writer: None,
         }),
         event: None,
         mqtt_topic: None,

@@ -205,6 +205,7 @@ pub struct RawSpool {
     pub when_full: Option<String>,
     pub max_age_ms: Option<u64>,
     pub forget_devices_after_ms: Option<u64>,
+    pub dedup_window: Option<usize>,
 }
 
 /// The validated configuration.
@@ -425,6 +426,16 @@ impl Config {
                         ))
                     }
                     Some(ms) => Some(Duration::from_millis(ms)),
+                },
+                dedup_window: match raw.spool.dedup_window {
+                    None => crate::spool::seqs::DEFAULT_WINDOW,
+                    Some(w) if (64..=65536).contains(&w) && w % 64 == 0 => w,
+                    Some(w) => {
+                        return Err(invalid(
+                            "spool.dedup_window",
+                            format!("{w} is not a multiple of 64 from 64 to 65536"),
+                        ))
+                    }
                 },
             },
             forget_devices_after: match raw.spool.forget_devices_after_ms {

@@ -55,6 +55,7 @@ pub fn spool_headers(data: &[u8]) {
         device_id: "dev-1".to_owned(),
         session: if pick % 3 == 2 { 0xbeef } else { 0 },
         seq: u64::from(pick),
+        writer: None,
     });
     match decode(bytes, origin.as_ref()) {
         Ok(headers) => {

@@ -41,6 +41,16 @@ pub struct Inbound {
     pub mqtt_topic: Option<String>,
     /// Kafka headers the event carries beside the gateway's own (MQTT 5 user properties).
     pub headers: Vec<(String, String)>,
+    /// The identity that wrote it, when that is not the event's device ([`Inbound::writer_of`]).
+    pub writer: Option<String>,
+}
+
+impl Inbound {
+    /// The writer to record for an event of `device` that `identity` sent: `None` when they
+    /// are the same (or the connection has no identity of its own).
+    pub fn writer_of(device: &str, identity: Option<&str>) -> Option<String> {
+        identity.filter(|i| *i != device).map(str::to_owned)
+    }
 }
 
 impl From<Event> for Inbound {
@@ -50,6 +60,7 @@ impl From<Event> for Inbound {
             session: 0,
             mqtt_topic: None,
             headers: Vec::new(),
+            writer: None,
         }
     }
 }
@@ -121,6 +132,9 @@ impl Ingest {
                 inbound.mqtt_topic.as_deref(),
             ) {
                 Ok(mut record) => {
+                    if let Some(origin) = record.origin.as_mut() {
+                        origin.writer = inbound.writer;
+                    }
                     record.headers.extend(inbound.headers);
                     records.push(record)
                 }

@@ -13,6 +13,10 @@ pub struct EventId {
     /// The device's boot session; 0 for devices that send none.
     pub session: u64,
     pub seq: u64,
+    /// The identity that wrote the event when that is not the device itself (an ACL rule, a
+    /// mapping with `identity = "mapped"`, the bridge, a tailed file): its de-duplication state
+    /// is kept apart ([`crate::spool::seqs`]). Not part of the `event-id`, never stored.
+    pub writer: Option<String>,
 }
 
 impl std::fmt::Display for EventId {

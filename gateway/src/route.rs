@@ -227,6 +227,7 @@ impl Router {
             device_id,
             session,
             seq,
+            writer: None,
         };
         let mut headers = vec![
             (headers::EVENT_ID.to_owned(), id.to_string()),

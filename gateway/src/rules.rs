@@ -526,6 +526,7 @@ impl RuleSet {
             device_id: source.device_id.clone(),
             session: source.session,
             seq: d.event.seq,
+            writer: None,
         };
         let tag = d
             .tag

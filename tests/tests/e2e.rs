@@ -5,6 +5,7 @@ mod e2e {
     pub mod admin;
     pub mod connectors;
     pub mod crash;
+    pub mod dedup;
     pub mod front_door;
     pub mod full_disk;
     pub mod kafka;

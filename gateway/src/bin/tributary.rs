@@ -120,7 +120,10 @@ enum RulesCommand {
 
 #[derive(Subcommand)]
 enum SpoolCommand {
-    /// The sequence state per device session: highest seq, last seen, regressions. With
+    /// The sequence state per device session: highest seq, the de-duplication window (seqs it
+    /// vouches for, of its width), last seen, events stored below the window (marked
+    /// possible-duplicate) and seqs reused with another time. Lanes written for a device by
+    /// another identity show it in brackets. With
     /// --reset DEVICE (gateway stopped), forget a device's state so its next events are stored
     /// whatever their seq.
     Devices {
@@ -391,16 +394,22 @@ fn spool_tool(command: &SpoolCommand, path: &Path) -> anyhow::Result<ExitCode> {
         SpoolCommand::Devices { reset: None } => {
             let now = tributary_gateway::record::now_ms();
             println!(
-                "{:<32} {:>16} {:>20} {:>14} {:>11}",
-                "device", "session", "max seq", "last seen s", "regressions"
+                "{:<32} {:>16} {:>20} {:>11} {:>14} {:>9} {:>7}",
+                "device", "session", "max seq", "window", "last seen s", "unvouched", "reused"
             );
-            for (device, s) in tools::devices(path)? {
+            for (lane, s) in tools::devices(path)? {
+                let device = match tributary_gateway::spool::seqs::split_lane(&lane) {
+                    (device, None) => device.to_owned(),
+                    (device, Some(writer)) => format!("{device} [{writer}]"),
+                };
                 println!(
-                    "{:<32} {:>16x} {:>20} {:>14.1} {:>11}",
+                    "{:<32} {:>16x} {:>20} {:>11} {:>14.1} {:>9} {:>7}",
                     device,
                     s.id,
-                    s.max_seq,
+                    s.max_seq(),
+                    format!("{}/{}", s.window.marked(), s.window.width()),
                     (now - s.last_seen_ms).max(0) as f64 / 1000.0,
+                    s.unvouched,
                     s.regressions
                 );
             }

@@ -278,6 +278,9 @@ async fn decode(
                 session,
                 mqtt_topic: Some(p.topic.clone()),
                 headers: Vec::new(),
+                // What a site broker relays keeps de-duplication state apart from what the
+                // device sends the gateway itself.
+                writer: Some(format!("bridge:{}", config.name)),
             })),
             Err(letter) => dead.push(*letter),
         }

@@ -325,6 +325,8 @@ impl Tailer {
                     session,
                     mqtt_topic: None,
                     headers: Vec::new(),
+                    // A file's lines keep de-duplication state apart from the device's own.
+                    writer: Some(format!("file:{file_name}")),
                 })),
                 Err((device, reason)) => dead.push(letter(*at, reason, line, device)),
             }

@@ -273,6 +273,7 @@ impl Connection {
             let problem = self.check(&event, &device, &identity);
             match problem {
                 None => valid.push(Inbound {
+                    writer: Inbound::writer_of(&event.device_id, Some(&device)),
                     event,
                     session,
                     mqtt_topic: None,

@@ -268,6 +268,7 @@ fn events(device_id: &str, packet: &codec::Packet, raw: &[u8]) -> (Vec<Inbound>,
                     session,
                     mqtt_topic: None,
                     headers: Vec::new(),
+                    writer: None,
                 }),
                 Err(e) => dead.push(DeadLetter::new(
                     "teltonika",

@@ -96,6 +96,7 @@ pub fn run(
             device_id: event.device_id.clone(),
             session: 0,
             seq: event.seq,
+            writer: None,
         };
         let output = rules.run(
             &source,

@@ -192,6 +192,7 @@ topic = "telemetry.readings.10s"
             device_id: "s1".into(),
             session: 0,
             seq,
+            writer: None,
         };
         let out = set.run(
             &id,

@@ -14,7 +14,7 @@ use super::rows::{
     count_deleted, delete_in, fetch_range, payload_size, stored_size, take_id, Inserter,
 };
 use super::rule_state::{Pending, RuleStates};
-use super::seqs::{Changes, Regression, Seqs, Session, Verdict};
+use super::seqs::{Changes, Regression, Seqs, Session, Verdict, Window};
 use super::sessions::{load_sessions, upsert_session};
 use super::sources::{save_sources, SourceState};
 use super::{schema, Appended, SpoolError, Spooled};
@@ -120,7 +120,10 @@ impl SpoolDb {
             .map_err(SpoolError::sqlite("set pragmas"))?;
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
-        let seqs = Seqs::from_rows(load_sessions(&conn)?);
+        let seqs = Seqs::from_rows(
+            load_sessions(&conn, limits.dedup_window)?,
+            limits.dedup_window,
+        );
         let bytes = conn
             .query_row(
                 "SELECT coalesce(sum(length(key) + length(value)), 0) FROM records",
@@ -402,7 +405,7 @@ impl SpoolDb {
 
     /// The highest seq stored for `device_id` in `session`, if any.
     pub fn max_seq(&self, device_id: &str, session: u64) -> Option<u64> {
-        self.seqs.get(device_id, session).map(|s| s.max_seq)
+        self.seqs.get(device_id, session).map(|s| s.max_seq())
     }
 
     /// Forgets sequence state idle since before `cutoff_ms`, and each device's sessions beyond
@@ -470,9 +473,20 @@ impl SpoolDb {
             .transaction()
             .map_err(SpoolError::sqlite("begin"))?;
         let now = now_ms();
+        let width = self.seqs.width();
+        // Windows of another width vouch for nothing here; the salvaged rows are marked in.
         let mut highest: HashMap<(String, u64), Session> = sessions
             .iter()
-            .map(|(d, s)| ((d.clone(), s.id), *s))
+            .map(|(d, s)| {
+                let window = Window::decode(Some(&s.window.encode()), s.max_seq(), width);
+                (
+                    (d.clone(), s.id),
+                    Session {
+                        window,
+                        ..s.clone()
+                    },
+                )
+            })
             .collect();
         let mut bytes = 0;
         {
@@ -481,17 +495,10 @@ impl SpoolDb {
                 insert.insert(take_id(&mut self.next_id), &record, now)?;
                 bytes += payload_size(&record);
                 if let Some(o) = &record.origin {
-                    let e = highest
+                    highest
                         .entry((o.device_id.clone(), o.session))
-                        .or_insert(Session {
-                            id: o.session,
-                            max_seq: o.seq,
-                            max_time_ms: record.timestamp_ms,
-                            last_seen_ms: now,
-                            regressions: 0,
-                        });
-                    e.max_seq = e.max_seq.max(o.seq);
-                    e.max_time_ms = e.max_time_ms.max(record.timestamp_ms);
+                        .or_insert_with(|| Session::new(o.session, width, now))
+                        .store(o.seq, record.timestamp_ms, now);
                 }
             }
         }
@@ -499,7 +506,8 @@ impl SpoolDb {
             upsert_session(&tx, device, session)?;
         }
         tx.commit().map_err(SpoolError::sqlite("commit"))?;
-        self.seqs = Seqs::from_rows(load_sessions(&self.conn)?);
+        let width = self.seqs.width();
+        self.seqs = Seqs::from_rows(load_sessions(&self.conn, width)?, width);
         self.bytes += bytes;
         Ok(())
     }
@@ -538,18 +546,37 @@ fn append_in(
     for group in groups {
         let mut out = Vec::with_capacity(group.len());
         for record in group {
+            let flagged;
+            let mut record = record;
             if let Some(o) = &record.origin {
                 let verdict = committed.judge(
                     changes,
                     &o.device_id,
+                    o.writer.as_deref(),
                     o.session,
                     o.seq,
                     record.timestamp_ms,
                     received_ms,
                 );
-                if verdict == Verdict::Duplicate {
-                    out.push(Appended::Duplicate);
-                    continue;
+                // Stored, and said so to consumers: they may still drop it by `event-id`.
+                let flag = match verdict {
+                    Verdict::Duplicate => {
+                        out.push(Appended::Duplicate);
+                        continue;
+                    }
+                    Verdict::New => None,
+                    Verdict::Unvouched { .. } => {
+                        Some((super::seqs::POSSIBLE_DUPLICATE, "below-window".to_owned()))
+                    }
+                    Verdict::Regression { max_seq } => {
+                        Some((super::seqs::SEQ_REUSED, max_seq.to_string()))
+                    }
+                };
+                if let Some((name, value)) = flag {
+                    let mut copy = record.clone();
+                    copy.headers.push((name.to_owned(), value));
+                    flagged = copy;
+                    record = &flagged;
                 }
             }
             let (derived, replaced) = if rules.is_empty() {

@@ -174,6 +174,7 @@ mod tests {
             device_id: "truck-7".into(),
             session,
             seq: 42,
+            writer: None,
         }
     }
 

@@ -50,6 +50,9 @@ pub struct Limits {
     pub policy: FullPolicy,
     /// Unforwarded rows older than this are expired; `None` keeps them until forwarded.
     pub max_age: Option<Duration>,
+    /// Seqs per device session the de-duplication window vouches for
+    /// (`spool.dedup_window`, [`super::seqs`]).
+    pub dedup_window: usize,
 }
 
 impl Limits {
@@ -60,6 +63,7 @@ impl Limits {
             min_free_bytes: 0,
             policy: FullPolicy::Block,
             max_age: None,
+            dedup_window: super::seqs::DEFAULT_WINDOW,
         }
     }
 }

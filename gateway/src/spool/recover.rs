@@ -153,7 +153,7 @@ impl Salvager {
         match &self.conn {
             None => Vec::new(),
             Some(conn) if self.legacy => legacy_devices(conn),
-            Some(conn) => load_sessions(conn).unwrap_or_default(),
+            Some(conn) => load_sessions(conn, 0).unwrap_or_default(),
         }
     }
 
@@ -212,11 +212,9 @@ fn legacy_devices(conn: &Connection) -> Vec<(String, Session)> {
         Ok((
             r.get::<_, String>(0)?,
             Session {
-                id: 0,
-                max_seq: r.get::<_, i64>(1)? as u64,
+                window: super::seqs::Window::decode(None, r.get::<_, i64>(1)? as u64, 0),
                 max_time_ms: now,
-                last_seen_ms: now,
-                regressions: 0,
+                ..Session::new(0, super::seqs::DEFAULT_WINDOW, now)
             },
         ))
     }) else {

@@ -204,6 +204,7 @@ pub(super) fn row_to_spooled(
                 device_id,
                 session: session as u64,
                 seq: seq as u64,
+                writer: None,
             }),
             _ => None,
         },

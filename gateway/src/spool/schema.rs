@@ -21,6 +21,11 @@
 //!   [`NARROW_MAX_ROWS`] rows, the table is rebuilt without it ([`narrow_records`]). A longer
 //!   queue (a box whose Kafka has been away) is left as it is, since copying it would need
 //!   its size again in free disk; the code works with either table.
+//! - v9: `sessions` gains `window` (the de-duplication window, [`super::seqs::Window`]) and
+//!   `unvouched` (events stored below the window). The migration fills each session's window,
+//!   at the default width, from its events still queued (known to be stored); what was
+//!   forwarded before is not known, so its retransmission is stored again. A lane written by
+//!   another identity is the row `device\0writer`.
 //!
 //! A database with a newer version than this code is refused, never rewritten.
 
@@ -29,7 +34,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -157,6 +162,11 @@ PRAGMA journal_size_limit = 16777216;
 /// `LIMIT ?` among them, so the forwarder's fetch (whose limit is the room left in flight,
 /// different nearly every time) was parsed and planned anew on most calls (a sixth of the
 /// reader thread's CPU under load). Our statements have one good plan each.
+const V8_TO_V9: &str = "
+ALTER TABLE sessions ADD COLUMN window BLOB;
+ALTER TABLE sessions ADD COLUMN unvouched INTEGER NOT NULL DEFAULT 0;
+";
+
 pub fn configure(conn: &Connection) -> Result<(), SpoolError> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -212,10 +222,63 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
         tx.execute_batch(V6_TO_V7)
             .map_err(SpoolError::sqlite("migrate to schema v7"))?;
     }
+    if found < 9 {
+        tx.execute_batch(V8_TO_V9)
+            .map_err(SpoolError::sqlite("migrate to schema v9"))?;
+        fill_windows(&tx).map_err(SpoolError::sqlite("migrate to schema v9: windows"))?;
+    }
     narrow_records(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;
     tx.commit().map_err(SpoolError::sqlite("commit migration"))
+}
+
+/// v9: each session's window from its events still in `records`, at the default width.
+fn fill_windows(conn: &Connection) -> Result<(), rusqlite::Error> {
+    use super::seqs::{fingerprint, Window, DEFAULT_WINDOW};
+    let mut windows: std::collections::HashMap<(String, i64), Window> = Default::default();
+    let mut stmt = conn.prepare("SELECT device_id, session, max_seq FROM sessions")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (device, session, max_seq) = row?;
+        let window = Window::decode(None, max_seq as u64, DEFAULT_WINDOW);
+        windows.insert((device, session), window);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT device_id, session, seq, timestamp_ms FROM records
+         WHERE device_id IS NOT NULL AND seq IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)? as u64,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (device, session, seq, time_ms) = row?;
+        if let Some(w) = windows.get_mut(&(device, session)) {
+            // Only inside the window: marking a seq below it would start the window again.
+            if seq <= w.highest() && w.highest() - seq < w.width() {
+                w.mark(seq, fingerprint(time_ms));
+            }
+        }
+    }
+    let mut update =
+        conn.prepare("UPDATE sessions SET window = ?1 WHERE device_id = ?2 AND session = ?3")?;
+    for ((device, session), w) in windows {
+        if w.marked() > 0 {
+            update.execute(rusqlite::params![w.encode(), device, session])?;
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds `records` without `AUTOINCREMENT` (an update of `sqlite_sequence` per inserted

@@ -3,45 +3,123 @@
 //! An event's identity is `(device_id, session, seq)`. `session` names a boot of the device
 //! (TCP `Hello::session`, the JSON event's `session`; 0 for devices that send none), so sequence
 //! numbers are compared only within one boot: a device that reboots and counts from 1 again
-//! starts a new session instead of looking like a retransmission, and a forged seq in one session
-//! cannot silence another.
+//! starts a new session instead of looking like a retransmission.
 //!
-//! Per `(device, session)` the spool keeps the highest seq stored and the latest event time among
-//! the stored events (`sessions` table, mirrored in memory). An incoming event is:
-//! - **new** if its seq is above the highest: stored;
-//! - a **duplicate** if its seq is at or below the highest and its time is not after the latest
-//!   stored time: a retransmission carries its original time, so this is what one looks like.
-//!   Acknowledged again, not stored;
-//! - a **regression** if its seq is at or below the highest but its time is after every stored
-//!   event's: no retransmission can look like that, so the device reset its counter (a reboot
-//!   without a session id, wiped storage). It is stored, the session's state restarts from it,
-//!   and it is counted and logged with both numbers. A device that resets its seq *and* its
-//!   clock (a Pi without a real-time clock) cannot be told from a retransmission this way; that
-//!   is what sessions are for.
+//! # The rule: drop only what is known to be stored
+//! Per lane (below) the spool keeps a [`Window`]: the highest seq stored and which of the
+//! `spool.dedup_window` seqs up to it are stored, each with its event time's fingerprint. An
+//! incoming event is:
+//! - **new** if its seq is above the highest, or inside the window and not stored (a gap, or
+//!   out of order): stored;
+//! - a **duplicate** only if its seq is inside the window, stored, with the same event time: a
+//!   retransmission of a stored event. Acknowledged again, not stored;
+//! - a **regression** if its seq is inside the window and stored with another event time: the
+//!   device reused a seq (a counter reset). Stored, with a `seq-reused` header, counted and
+//!   logged with both numbers;
+//! - **unvouched** if its seq is more than the window's width below the highest: the window
+//!   cannot tell a retransmission from a reset, so it is stored, with a `possible-duplicate`
+//!   header (consumers that de-duplicate by `event-id` still can), counted and logged, and the
+//!   window starts again from it. So one forged or glitched seq far ahead costs a device one
+//!   flagged event, never its later ones.
+//!
+//! An event's time never moves the state: it is compared, never trusted as "latest". The
+//! latest event time kept for display is capped at [`FUTURE_BOUND_MS`] past the receive time.
+//!
+//! # Lanes
+//! Events written for a device by another identity (an ACL rule letting a tracker publish for
+//! its trailers, a mapping with `identity = "mapped"`, the bridge, a tailed file) keep a lane of
+//! their own: the key `"{device}\0{writer}"`. They can never make the device's own events look
+//! old, nor the device theirs.
 //!
 //! # Bounds
-//! A session not heard from for `spool.forget_devices_after_ms` is forgotten, and a device
-//! keeps at most [`MAX_SESSIONS_PER_DEVICE`] sessions (the most recently seen). An event of a
+//! A session not heard from for `spool.forget_devices_after_ms` is forgotten, and a lane keeps
+//! at most [`MAX_SESSIONS_PER_DEVICE`] sessions (the most recently seen). An event of a
 //! forgotten session is stored as new: a retransmission that arrives after that time is a
 //! duplicate in Kafka, recognisable by its `event-id`.
+
+mod window;
+
+pub use window::{fingerprint, Seen, Window};
 
 /// Keyed by device id, looked up several times per event on the writer: foldhash (seeded per
 /// map) instead of SipHash, which took most of the writer's time spent judging.
 type HashMap<K, V> = foldhash::HashMap<K, V>;
 use foldhash::HashMapExt as _;
 
-/// Sessions kept per device; older ones are forgotten.
+/// Sessions kept per lane; older ones are forgotten.
 pub const MAX_SESSIONS_PER_DEVICE: usize = 16;
 
-/// The state of one `(device, session)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The window's width when the config does not say (`spool.dedup_window`).
+pub const DEFAULT_WINDOW: usize = 256;
+
+/// How far past its receive time an event's time may count as the session's latest (display
+/// only: times decide nothing).
+pub const FUTURE_BOUND_MS: i64 = 55 * 60 * 1000;
+
+/// The header on an event the window could not vouch for (its seq was far below the
+/// session's highest), valued `below-window`: it may repeat an event stored before.
+pub const POSSIBLE_DUPLICATE: &str = "possible-duplicate";
+
+/// The header on an event whose seq was stored before with another event time (a counter
+/// reset), valued with the session's highest seq then: its `event-id` also names an earlier,
+/// different event.
+pub const SEQ_REUSED: &str = "seq-reused";
+
+/// The key of a lane: the device alone for its own events, `device\0writer` for events another
+/// identity wrote for it.
+pub fn lane<'a>(device: &'a str, writer: Option<&str>) -> std::borrow::Cow<'a, str> {
+    match writer {
+        None => std::borrow::Cow::Borrowed(device),
+        Some(w) => std::borrow::Cow::Owned(format!("{device}\0{w}")),
+    }
+}
+
+/// The device and the writer of a lane's key.
+pub fn split_lane(key: &str) -> (&str, Option<&str>) {
+    match key.split_once('\0') {
+        Some((device, writer)) => (device, Some(writer)),
+        None => (key, None),
+    }
+}
+
+/// The state of one `(lane, session)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub id: u64,
-    pub max_seq: u64,
+    pub window: Window,
+    /// The latest event time stored, capped at [`FUTURE_BOUND_MS`] past its receive time.
     pub max_time_ms: i64,
     pub last_seen_ms: i64,
-    /// Regressions seen in this session so far.
+    /// Seqs reused with another event time in this session so far.
     pub regressions: u64,
+    /// Events stored below the window (marked `possible-duplicate`) so far.
+    pub unvouched: u64,
+}
+
+impl Session {
+    pub fn new(id: u64, width: usize, now_ms: i64) -> Self {
+        Self {
+            id,
+            window: Window::new(width),
+            max_time_ms: i64::MIN,
+            last_seen_ms: now_ms,
+            regressions: 0,
+            unvouched: 0,
+        }
+    }
+
+    pub fn max_seq(&self) -> u64 {
+        self.window.highest()
+    }
+
+    /// Records `seq` at `time_ms` as stored.
+    pub fn store(&mut self, seq: u64, time_ms: i64, now_ms: i64) {
+        self.window.mark(seq, fingerprint(time_ms));
+        self.max_time_ms = self
+            .max_time_ms
+            .max(time_ms.min(now_ms.saturating_add(FUTURE_BOUND_MS)));
+        self.last_seen_ms = now_ms;
+    }
 }
 
 /// What an incoming event is, to the spool.
@@ -49,114 +127,135 @@ pub struct Session {
 pub enum Verdict {
     New,
     Duplicate,
-    /// Stored; the session's highest seq was `max_seq`.
+    /// Stored: the seq was stored before with another event time; the highest was `max_seq`.
     Regression {
+        max_seq: u64,
+    },
+    /// Stored: the seq is below the window, whose highest was `max_seq`.
+    Unvouched {
         max_seq: u64,
     },
 }
 
-/// A regression, for the log.
+/// A stored event the window could not simply call new, for the log and the counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Regression {
     pub device_id: String,
+    pub writer: Option<String>,
     pub session: u64,
     pub seq: u64,
     pub max_seq: u64,
+    /// True: below the window (`possible-duplicate`); false: a seq reused with another time.
+    pub unvouched: bool,
 }
 
-/// The committed state, per device.
-#[derive(Debug, Default)]
+/// The committed state, per lane.
+#[derive(Debug)]
 pub struct Seqs {
     devices: HashMap<String, Vec<Session>>,
+    width: usize,
+}
+
+impl Default for Seqs {
+    fn default() -> Self {
+        Self {
+            devices: HashMap::new(),
+            width: DEFAULT_WINDOW,
+        }
+    }
 }
 
 /// Changes made by one transaction, applied to [`Seqs`] only once it committed.
 #[derive(Debug, Default)]
 pub struct Changes {
-    /// Per device, the sessions this transaction changed (keyed by device alone, so an event of
-    /// a device already seen in the transaction is judged without allocating its id).
+    /// Per lane, the sessions this transaction changed (keyed by lane alone, so an event of a
+    /// lane already seen in the transaction is judged without allocating its key).
     pub sessions: HashMap<String, Vec<Session>>,
     pub regressions: Vec<Regression>,
 }
 
 impl Seqs {
-    pub fn from_rows(rows: impl IntoIterator<Item = (String, Session)>) -> Self {
+    /// The state as stored, with windows `width` wide.
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, Session)>, width: usize) -> Self {
         let mut devices: HashMap<String, Vec<Session>> = HashMap::new();
         for (device, session) in rows {
             devices.entry(device).or_default().push(session);
         }
-        Self { devices }
+        Self { devices, width }
     }
 
-    pub fn get(&self, device: &str, session: u64) -> Option<&Session> {
-        self.devices.get(device)?.iter().find(|s| s.id == session)
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The session `session` of `lane` (a device id, or [`lane`]'s key).
+    pub fn get(&self, lane: &str, session: u64) -> Option<&Session> {
+        self.devices.get(lane)?.iter().find(|s| s.id == session)
     }
 
     /// Judges one event against the committed state plus `changes`, and records the outcome in
-    /// `changes`.
+    /// `changes`. `writer` is the identity that wrote it when that is not the device itself.
+    #[allow(clippy::too_many_arguments)]
     pub fn judge(
         &self,
         changes: &mut Changes,
         device: &str,
+        writer: Option<&str>,
         session: u64,
         seq: u64,
         time_ms: i64,
         now_ms: i64,
     ) -> Verdict {
-        let current = changes
-            .sessions
-            .get(device)
-            .and_then(|changed| changed.iter().find(|s| s.id == session))
-            .or_else(|| self.get(device, session))
-            .copied();
-        let (next, verdict) = match current {
-            None => (
-                Session {
-                    id: session,
-                    max_seq: seq,
-                    max_time_ms: time_ms,
-                    last_seen_ms: now_ms,
-                    regressions: 0,
-                },
-                Verdict::New,
-            ),
-            Some(s) if seq > s.max_seq => (
-                Session {
-                    max_seq: seq,
-                    max_time_ms: s.max_time_ms.max(time_ms),
-                    last_seen_ms: now_ms,
-                    ..s
-                },
-                Verdict::New,
-            ),
-            Some(s) if time_ms <= s.max_time_ms => return Verdict::Duplicate,
-            Some(s) => {
-                changes.regressions.push(Regression {
-                    device_id: device.to_owned(),
-                    session,
-                    seq,
-                    max_seq: s.max_seq,
-                });
-                (
-                    Session {
-                        max_seq: seq,
-                        max_time_ms: time_ms,
-                        last_seen_ms: now_ms,
-                        regressions: s.regressions + 1,
-                        ..s
-                    },
-                    Verdict::Regression { max_seq: s.max_seq },
-                )
+        let key = lane(device, writer);
+        if !changes.sessions.contains_key(key.as_ref()) {
+            changes
+                .sessions
+                .insert(key.clone().into_owned(), Vec::new());
+        }
+        let committed = self.get(&key, session);
+        let Some(sessions) = changes.sessions.get_mut(key.as_ref()) else {
+            // Inserted just above; stored rather than dropped all the same.
+            return Verdict::New;
+        };
+        let s = match sessions.iter().position(|s| s.id == session) {
+            Some(i) => &mut sessions[i],
+            None => {
+                let fresh = committed
+                    .cloned()
+                    .unwrap_or_else(|| Session::new(session, self.width, now_ms));
+                sessions.push(fresh);
+                let last = sessions.len() - 1;
+                &mut sessions[last]
             }
         };
-        match changes.sessions.get_mut(device) {
-            Some(changed) => match changed.iter_mut().find(|s| s.id == session) {
-                Some(s) => *s = next,
-                None => changed.push(next),
-            },
-            None => {
-                changes.sessions.insert(device.to_owned(), vec![next]);
+        let fresh = s.window.marked() == 0;
+        let max_seq = s.max_seq();
+        let verdict = match s.window.seen(seq) {
+            _ if fresh => Verdict::New,
+            Seen::Above | Seen::Unmarked => Verdict::New,
+            Seen::Marked(print) if print == fingerprint(time_ms) => {
+                s.last_seen_ms = now_ms;
+                return Verdict::Duplicate;
             }
+            Seen::Marked(_) => {
+                s.regressions += 1;
+                Verdict::Regression { max_seq }
+            }
+            Seen::Below => {
+                s.unvouched += 1;
+                Verdict::Unvouched { max_seq }
+            }
+        };
+        s.store(seq, time_ms, now_ms);
+        if let Verdict::Regression { .. } | Verdict::Unvouched { .. } = verdict {
+            changes.regressions.push(Regression {
+                device_id: device.to_owned(),
+                writer: writer.map(str::to_owned),
+                session,
+                seq,
+                max_seq,
+                unvouched: matches!(verdict, Verdict::Unvouched { .. }),
+            });
         }
         verdict
     }
@@ -175,7 +274,7 @@ impl Seqs {
     }
 
     /// Sessions to forget: idle since before `cutoff_ms`, or beyond the most recent
-    /// [`MAX_SESSIONS_PER_DEVICE`] of their device. Removes them from memory.
+    /// [`MAX_SESSIONS_PER_DEVICE`] of their lane. Removes them from memory.
     pub fn forget(&mut self, cutoff_ms: i64) -> Vec<(String, u64)> {
         let mut gone = Vec::new();
         self.devices.retain(|device, sessions| {
@@ -195,71 +294,11 @@ impl Seqs {
         gone
     }
 
-    /// Forgets every session of `device`.
+    /// Forgets every session of `device`, its lanes written by others included.
     pub fn reset(&mut self, device: &str) {
-        self.devices.remove(device);
+        self.devices.retain(|key, _| split_lane(key).0 != device);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn judge(seqs: &mut Seqs, device: &str, session: u64, seq: u64, time: i64) -> Verdict {
-        let mut changes = Changes::default();
-        let v = seqs.judge(&mut changes, device, session, seq, time, 1000);
-        seqs.apply(changes);
-        v
-    }
-
-    #[test]
-    fn a_retransmission_is_a_duplicate_and_a_reset_counter_with_a_later_time_is_not() {
-        let mut s = Seqs::default();
-        assert_eq!(judge(&mut s, "d", 0, 10, 100), Verdict::New);
-        assert_eq!(judge(&mut s, "d", 0, 11, 110), Verdict::New);
-        assert_eq!(judge(&mut s, "d", 0, 10, 100), Verdict::Duplicate);
-        assert_eq!(
-            judge(&mut s, "d", 0, 1, 200),
-            Verdict::Regression { max_seq: 11 }
-        );
-        assert_eq!(judge(&mut s, "d", 0, 2, 210), Verdict::New);
-        assert_eq!(s.get("d", 0).unwrap().regressions, 1);
-    }
-
-    #[test]
-    fn sessions_are_independent_so_a_forged_seq_cannot_silence_another_boot() {
-        let mut s = Seqs::default();
-        assert_eq!(judge(&mut s, "d", 7, u64::MAX, i64::MAX), Verdict::New);
-        assert_eq!(judge(&mut s, "d", 8, 1, 5), Verdict::New);
-        assert_eq!(judge(&mut s, "d", 8, 2, 6), Verdict::New);
-        assert_eq!(judge(&mut s, "d", 7, 3, 7), Verdict::Duplicate);
-    }
-
-    #[test]
-    fn changes_within_one_transaction_see_each_other() {
-        let s = Seqs::default();
-        let mut changes = Changes::default();
-        assert_eq!(s.judge(&mut changes, "d", 0, 1, 1, 0), Verdict::New);
-        assert_eq!(s.judge(&mut changes, "d", 0, 1, 1, 0), Verdict::Duplicate);
-        assert!(s.get("d", 0).is_none(), "nothing applied before commit");
-    }
-
-    #[test]
-    fn idle_and_surplus_sessions_are_forgotten() {
-        let mut s = Seqs::default();
-        for id in 0..(MAX_SESSIONS_PER_DEVICE as u64 + 3) {
-            let mut changes = Changes::default();
-            s.judge(&mut changes, "many", id, 1, 1, 100 + id as i64);
-            s.apply(changes);
-        }
-        let mut changes = Changes::default();
-        s.judge(&mut changes, "idle", 0, 1, 1, 5);
-        s.apply(changes);
-        let gone = s.forget(50);
-        assert_eq!(gone.len(), 4, "{gone:?}");
-        assert!(gone.contains(&("idle".to_owned(), 0)));
-        assert!(gone.contains(&("many".to_owned(), 0)));
-        assert!(s.get("many", 18).is_some());
-        assert!(s.get("idle", 0).is_none());
-    }
-}
+mod tests;

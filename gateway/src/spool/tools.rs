@@ -148,7 +148,7 @@ pub fn salvage(path: &Path) -> Result<Option<Recovery>, SpoolError> {
 
 /// Every device session the spool remembers (device, session state), read-only.
 pub fn devices(path: &Path) -> Result<Vec<(String, Session)>, SpoolError> {
-    load_sessions(&SpoolDb::open_read_only(path)?)
+    load_sessions(&SpoolDb::open_read_only(path)?, 0)
 }
 
 /// Forgets a device's sequence state, so its next events are stored whatever their seq.
@@ -156,7 +156,11 @@ pub fn devices(path: &Path) -> Result<Vec<(String, Session)>, SpoolError> {
 pub fn reset_device(path: &Path, device_id: &str) -> Result<usize, SpoolError> {
     let _lock = super::lock(path)?;
     let conn = rusqlite::Connection::open(path).map_err(SpoolError::sqlite("open"))?;
-    conn.execute("DELETE FROM sessions WHERE device_id = ?1", [device_id])
+    // The device's own lane and the lanes others wrote for it (`device\0writer`).
+    conn.execute(
+        "DELETE FROM sessions WHERE device_id = ?1 OR substr(device_id, 1, length(?1) + 1) = ?1 || char(0)",
+        [device_id],
+    )
         .map_err(SpoolError::sqlite("reset device"))
 }
 

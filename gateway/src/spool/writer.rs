@@ -348,15 +348,31 @@ impl Writer {
             .store(self.db.bytes(), std::sync::atomic::Ordering::Relaxed);
         self.checkpointer.after_commit();
         for r in &outcome.regressions {
+            // Both are stored; counted per device and reason, logged at most once per reason
+            // every 10 s with the number held back.
+            let reason = if r.unvouched {
+                "possible_duplicate"
+            } else {
+                "seq_regression"
+            };
             self.stats
-                .record_refusal("spool", "seq_regression", Some(&r.device_id), None);
-            tracing::warn!(
-                message = "Sequence regression: the device reset its seq; stored as new.",
-                device_id = %r.device_id,
-                session = r.session,
-                seq = r.seq,
-                max_seq = r.max_seq,
-            );
+                .record_refusal("spool", reason, Some(&r.device_id), None);
+            if let Some(suppressed) = crate::ratelog::allow(reason) {
+                let writer = r.writer.as_deref().unwrap_or("");
+                if r.unvouched {
+                    tracing::warn!(
+                        message = "Seq far below the session's highest: stored, marked possible-duplicate; the window starts again from it.",
+                        device_id = %r.device_id, writer, session = r.session, seq = r.seq,
+                        max_seq = r.max_seq, suppressed,
+                    );
+                } else {
+                    tracing::warn!(
+                        message = "Sequence regression: a seq stored before came with another time (the device reset its seq); stored, marked seq-reused.",
+                        device_id = %r.device_id, writer, session = r.session, seq = r.seq,
+                        max_seq = r.max_seq, suppressed,
+                    );
+                }
+            }
         }
         for (rule, (emitted, late)) in &outcome.rule_counts {
             let label = crate::stats::RuleLabel { rule: rule.clone() };

@@ -49,8 +49,9 @@ fn a_forged_seq_cannot_silence_a_device_and_a_reboot_with_a_lower_seq_loses_noth
             (1..=3).map(|s| at("victim", s, s)).collect(),
         )
         .await;
-        // A device without sessions: a retransmission is recognised; a reset counter with a
-        // later time is stored (a regression), not dropped.
+        // A device without sessions: a retransmission is recognised; a reset counter is
+        // stored, not dropped: seqs never stored are new, and a seq stored before with another
+        // time is a regression (stored, marked seq-reused).
         send(
             "legacy-1",
             None,
@@ -64,6 +65,7 @@ fn a_forged_seq_cannot_silence_a_device_and_a_reboot_with_a_lower_seq_loses_noth
             (1..=2).map(|s| at("legacy-1", s, 100 + s)).collect(),
         )
         .await;
+        send("legacy-1", None, vec![at("legacy-1", 12, 112)]).await;
         // A device that reboots with a stale clock and a lower seq: its new session keeps it.
         send(
             "node-2",
@@ -116,6 +118,7 @@ fn a_forged_seq_cannot_silence_a_device_and_a_reboot_with_a_lower_seq_loses_noth
         "victim:63:3".into(),
         "legacy-1:10".into(),
         "legacy-1:11".into(),
+        "legacy-1:12".into(),
         "legacy-1:12".into(),
         "legacy-1:1".into(),
         "legacy-1:2".into(),

@@ -286,6 +286,7 @@ impl Session {
             Ok(events) => Ok(events
                 .into_iter()
                 .map(|(event, session)| Inbound {
+                    writer: Inbound::writer_of(&event.device_id, connection),
                     event,
                     session,
                     mqtt_topic: Some(p.topic.clone()),
