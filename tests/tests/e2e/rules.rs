@@ -252,6 +252,29 @@ fn a_bad_rule_exits_64_naming_its_key_and_position() {
             filter.replace("values.t > 3", "values.t >> 3"),
             vec!["rules[0].where", "at character 10"],
         ),
+        // A chain of terms long enough to overflow a stack (issue: 3,000 terms passed
+        // check-config and killed the running gateway on the first event; 10,000 aborted
+        // check-config itself): refused, naming the key.
+        (
+            filter.replace(
+                "values.t > 3",
+                &(0..3_000)
+                    .map(|i| format!("values.t > {i}"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            ),
+            vec!["rules[0].where", "too long"],
+        ),
+        (
+            filter.replace(
+                "values.t > 3",
+                &(0..10_000)
+                    .map(|i| format!("values.t > {i}"))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            ),
+            vec!["rules[0].where", "too long"],
+        ),
         // A key the rule does not know.
         (
             format!("{filter}colour = \"red\"\n"),

@@ -25,6 +25,15 @@ fn tokens(text: &str) -> Result<Vec<(usize, Token)>, ExprError> {
             i += 1;
             continue;
         }
+        if out.len() == MAX_TOKENS {
+            return Err(ExprError {
+                at: start,
+                message: format!(
+                    "too long: more than {MAX_TOKENS} tokens (a chain of terms this long would \
+                     overflow the evaluation's stack; split it into several rules)"
+                ),
+            });
+        }
         if c.is_ascii_digit() || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             while i < bytes.len()
                 && (bytes[i].is_ascii_digit()
@@ -83,6 +92,12 @@ fn tokens(text: &str) -> Result<Vec<(usize, Token)>, ExprError> {
     }
     Ok(out)
 }
+
+/// Tokens an expression may have. Chained terms (`a or b or c …`) build a tree as deep as the
+/// chain, which the type check and every evaluation walk recursively: with at most this many
+/// tokens and [`MAX_DEPTH`] of nesting, that walk stays a few hundred frames deep, well within the
+/// spool writer's stack, so no configuration `check-config` accepts can crash the gateway.
+pub const MAX_TOKENS: usize = 512;
 
 struct Parser {
     tokens: Vec<(usize, Token)>,

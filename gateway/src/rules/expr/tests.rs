@@ -109,6 +109,41 @@ fn mistakes_are_refused_with_where_and_why() {
 }
 
 #[test]
+fn a_chain_too_long_for_the_stack_is_refused_and_the_longest_accepted_runs_on_a_small_stack() {
+    let chain = |n: usize| {
+        (0..n)
+            .map(|i| format!("values.t > {i}"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    for n in [3_000, 10_000] {
+        let e = Condition::parse(&chain(n)).unwrap_err();
+        assert!(e.message.contains("too long"), "{n} terms: {e}");
+    }
+    // The deepest trees the bound lets through: 127 comparisons joined by `or` (507 tokens),
+    // and 256 ones added up (511 tokens, a tree 255 deep).
+    let longest = chain(127);
+    let sum = vec!["1"; 256].join(" + ");
+    assert!(Condition::parse(&longest).is_ok());
+    assert!(Number::parse(&sum).is_ok());
+    // Parsed, type-checked, evaluated and dropped on a thread with 512 KiB of stack, a quarter
+    // of the spool writer's (Rust's default 2 MiB), in a debug build (larger frames).
+    let e = reading(&[("t", -1.0)]);
+    let (held, total) = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let c = Condition::parse(&longest).expect("parses");
+            let n = Number::parse(&sum).expect("parses");
+            (c.holds(&e), n.value(&e))
+        })
+        .expect("thread")
+        .join()
+        .expect("no stack overflow");
+    assert!(!held);
+    assert_eq!(total, Some(256.0));
+}
+
+#[test]
 fn nan_and_infinity_never_panic_and_nan_compares_false() {
     let e = reading(&[("z", 0.0)]);
     assert!(holds("1 / values.z > 1000", &e));
