@@ -1,7 +1,15 @@
 //! TCP ingest: the compact framed protocol ([`tributary_protocol::message`]).
 //!
 //! One task per connection, accepted by the shared connection layer ([`super::conn`]), plain or
-//! TLS. The session is HELLO, within [`HELLO_TIMEOUT`], then EVENTS batches.
+//! TLS. The session is HELLO, within [`HELLO_TIMEOUT`] of the connection (an absolute deadline,
+//! whatever arrives meanwhile), then EVENTS batches.
+//!
+//! - **Before HELLO** a connection costs the gateway a few bytes and nothing more: the first
+//!   frame must be a HELLO. Anything else (EVENTS, an answer, a frame that does not decode) gets
+//!   one NACK saying why and the connection closes; it is counted
+//!   (`tcp/protocol_violation`, `tcp/bad_frame_before_hello`) and never stored, so an
+//!   unauthenticated peer can neither fill the spool nor put what it sent (a password in a
+//!   HELLO that failed to decode) into the dead-letter topic.
 //!
 //! - **HELLO** authenticates the device ([`crate::identity`]): its client certificate, or the
 //!   password HELLO carries, must prove the device id HELLO names; an anonymous HELLO is accepted
@@ -14,9 +22,11 @@
 //!   `forbidden`; one that fails validation as `invalid_event`. Both are kept as dead letters and
 //!   released by the answer, since resending would not help. Version 1 and 2 devices get a NACK
 //!   per refused event and then an ACK, as they always did. An empty batch gets a NACK
-//!   (`invalid_event`). A frame that cannot be decoded gets a NACK (`malformed`) and is kept as
-//!   a dead letter; after a bad length or CRC the connection is closed, since frame boundaries
-//!   are lost. A spool failure gets a NACK (`busy`) and no ACK: the device keeps the events and
+//!   (`invalid_event`). A frame from an authenticated device that cannot be decoded gets a NACK
+//!   (`malformed`) and is kept as a dead letter with at most its first
+//!   [`crate::route::DEAD_LETTER_BYTES`] (none of a frame tagged HELLO, which may carry a
+//!   password); after a bad length or CRC the connection is closed, since frame boundaries are
+//!   lost. A spool failure gets a NACK (`busy`) and no ACK: the device keeps the events and
 //!   resends.
 
 use std::time::Duration;
@@ -95,6 +105,8 @@ struct Connection {
     _connected: Option<crate::activity::Connected>,
     /// `tcp.idle_timeout_ms`: silence after HELLO that closes the session.
     idle: Duration,
+    /// When HELLO must have arrived by: [`HELLO_TIMEOUT`] after the connection was accepted.
+    hello_by: tokio::time::Instant,
     ingest: Ingest,
 }
 
@@ -106,6 +118,7 @@ impl Connection {
             device: None,
             _connected: None,
             idle,
+            hello_by: tokio::time::Instant::now() + HELLO_TIMEOUT,
             ingest,
         }
     }
@@ -135,7 +148,12 @@ impl Connection {
                     break;
                 }
             };
-            match inbound? {
+            let inbound = inbound?;
+            if self.device.is_none() && !matches!(inbound, Ok(Message::Hello(_))) {
+                self.before_hello(inbound).await?;
+                break;
+            }
+            match inbound {
                 // Boxed: what handling a message needs lives on the heap only while it runs,
                 // so an idle connection's task stays small.
                 Ok(Message::Hello(hello)) => {
@@ -164,19 +182,52 @@ impl Connection {
         Ok(())
     }
 
-    /// The next frame: before HELLO within [`HELLO_TIMEOUT`], after it within the idle
-    /// timeout (`Err(())` when it ran out).
+    /// The next frame: before HELLO by the connection's HELLO deadline, after it within the
+    /// idle timeout (`Err(())` when it ran out).
     async fn next(
         &mut self,
     ) -> Result<Option<std::io::Result<tributary_protocol::codec::Inbound>>, ()> {
-        let limit = if self.device.is_some() {
-            self.idle
+        let until = if self.device.is_some() {
+            tokio::time::Instant::now() + self.idle
         } else {
-            HELLO_TIMEOUT
+            self.hello_by
         };
-        tokio::time::timeout(limit, self.wire.next())
+        tokio::time::timeout_at(until, self.wire.next())
             .await
             .map_err(|_| ())
+    }
+
+    /// A first frame that is not a HELLO: one NACK saying why, counted, nothing stored. The
+    /// caller closes the connection.
+    async fn before_hello(
+        &mut self,
+        inbound: tributary_protocol::codec::Inbound,
+    ) -> std::io::Result<()> {
+        let (reason, code, text) = match inbound {
+            Err(bad) => (
+                "bad_frame_before_hello",
+                NackCode::Malformed,
+                format!("{}; the first frame must be a HELLO", bad.error),
+            ),
+            Ok(m) => (
+                "protocol_violation",
+                NackCode::ProtocolViolation,
+                format!(
+                    "{} before HELLO: the first frame must be a HELLO",
+                    match m {
+                        Message::Events(_) => "EVENTS",
+                        _ => "an answer",
+                    }
+                ),
+            ),
+        };
+        self.ingest
+            .stats
+            .record_refusal("tcp", reason, None, Some(self.peer.addr));
+        if let Some(suppressed) = crate::ratelog::allow("tcp_before_hello") {
+            tracing::warn!(message = "Connection closed before HELLO; nothing stored.", peer = %self.peer.addr, reason, suppressed);
+        }
+        self.nack(code, text).await
     }
 
     /// Returns whether the session may go on.
@@ -370,14 +421,22 @@ impl Connection {
             .map(|e| (NackCode::InvalidEvent, e.to_string()))
     }
 
+    /// A frame an authenticated device sent that does not decode: kept as a dead letter with a
+    /// bounded prefix of its bytes, and none of a frame tagged HELLO (it may carry a password).
     async fn bad_frame(&mut self, bad: BadFrame) -> std::io::Result<()> {
         let reason = bad.error.to_string();
+        let tag = bad.raw.get(tributary_protocol::frame::FRAME_HEADER_LEN + 1);
+        let kept: &[u8] = if tag == Some(&0) {
+            &[]
+        } else {
+            &bad.raw[..bad.raw.len().min(crate::route::DEAD_LETTER_BYTES)]
+        };
         let letter = DeadLetter::new(
             "tcp",
             self.peer.addr.to_string(),
             self.device.as_ref().map(|d| d.0.clone()),
             reason.clone(),
-            &bad.raw,
+            kept,
         );
         if let Err(error) = self.ingest.submit("tcp", Vec::new(), vec![letter]).await {
             tracing::warn!(message = "Dead letter not stored.", peer = %self.peer.addr, %error);
