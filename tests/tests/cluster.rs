@@ -1,22 +1,28 @@
-//! Fault tests against a three-node Apache Kafka cluster (KRaft, replication factor 3,
-//! `min.insync.replicas=2`), each while 200 simulated devices stream into the gateway, 100 over
-//! the TCP protocol and 100 over MQTT 3.1.1 at QoS 1. The gateway produces with its defaults:
-//! `acks=all` and idempotence.
+//! Fault tests against brokers of the tests' own, while simulated devices stream into the
+//! gateway:
+//! - one node stopped and started again under load (10 devices over TCP);
+//! - a three-node Apache Kafka cluster (KRaft, replication factor 3, `min.insync.replicas=2`)
+//!   with 200 devices, 100 over the TCP protocol and 100 over MQTT 3.1.1 at QoS 1: the leader
+//!   SIGKILLed five times, a rolling restart, two of three nodes down for a minute.
 //!
-//! Each test then reads the topics with kafka-python (`tests/clients/check_kafka.py`), an
-//! independent client, and checks: every event the gateway acknowledged to a device is in
+//! The gateway produces with its defaults: `acks=all` and idempotence.
+//!
+//! The cluster tests then read the topics with kafka-python (`tests/clients/check_kafka.py`),
+//! an independent client, and check: every event the gateway acknowledged to a device is in
 //! Kafka, each device's events sit in one partition in seq order, and any duplicate is an
 //! identical copy with the same event id. The counts are printed (`cargo test -- --nocapture`).
 //!
-//! The tests take turns (one cluster at a time): three brokers, a gateway and 200 devices are
-//! what a 2-core machine can run at once.
+//! The tests take turns (one set of brokers at a time), in a test binary of their own: three
+//! JVMs, a gateway and 200 devices are what a 2-core machine can run at once.
 
 use std::time::Duration;
 
 use tributary_sim::scenario::{Group, Link, ModelKind, Scenario};
 use tributary_tests::broker::KafkaCluster;
 use tributary_tests::gateway::{Gateway, Topics};
-use tributary_tests::kafka::{check_with_kafka_python, create_replicated_topics, PythonCheck};
+use tributary_tests::kafka::{
+    check_with_kafka_python, create_replicated_topics, create_topics, verify, PythonCheck,
+};
 use tributary_tests::{http_get, run};
 
 /// Held by the test whose cluster is running (an async lock: each test has its own runtime).
@@ -258,6 +264,56 @@ async fn two_of_three_brokers_down_for_a_minute_the_gateway_keeps_accepting_says
     check("two of three down 60 s", &cluster, &topics, &report);
     assert_eq!(report.unacknowledged(), 0, "{}", report.table());
     drop(gateway);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_under_load_loses_nothing_and_keeps_each_device_in_order() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // A broker of the test's own, so that stopping it touches no other test.
+    let kafka = tokio::task::spawn_blocking(|| KafkaCluster::start(1))
+        .await
+        .expect("the broker starts");
+    let brokers = kafka.brokers();
+    let topics = Topics::unique("restart");
+    create_topics(&brokers, &topics.all(), 3).await;
+    let mut gateway = Gateway::start(Some(&brokers), &topics);
+    let mut load = tributary_tests::spec(gateway.tcp, "restart", 10, 300);
+    // 100 events per second per device, in real time.
+    load.speedup = 1.0;
+    load.groups[0].interval = Duration::from_millis(10);
+    let load = tokio::spawn(run(load));
+
+    // The broker goes away under load (a controlled shutdown, as in maintenance), stays away
+    // for a while, and comes back on the same data. The gateway keeps accepting into its spool
+    // throughout, and its producer carries on against the restarted broker.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut kafka = tokio::task::spawn_blocking(move || {
+        let mut kafka = kafka;
+        kafka.stop_node(1);
+        std::thread::sleep(Duration::from_secs(2));
+        kafka.start_node(1);
+        kafka
+    })
+    .await
+    .expect("the broker restarts");
+    let report = load.await.unwrap();
+    assert_eq!(
+        report.acked(),
+        3000,
+        "every event was acknowledged: {report:?}"
+    );
+
+    // tributary-sim's verifier: every acknowledged event, in order per device, on its key's
+    // partition. Duplicates are possible after the restart and recognisable by event id.
+    let verdict = verify(&brokers, &[&topics.readings], &report.manifest(), true);
+    eprintln!(
+        "duplicates after the broker restart: {}",
+        verdict.duplicates_allowed
+    );
+    assert!(verdict.ok(), "{}", verdict.report());
+    assert_eq!(verdict.found, 3000, "{}", verdict.report());
+    assert!(gateway.stop().status.success());
+    kafka.kill_node(1);
 }
 
 /// A gauge's value from the Prometheus text; 0 when absent.

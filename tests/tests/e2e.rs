@@ -9,7 +9,6 @@ mod e2e {
     pub mod front_door;
     pub mod full_disk;
     pub mod kafka;
-    pub mod kafka_security;
     pub mod limits;
     pub mod mqtt5;
     pub mod node;

@@ -1,5 +1,5 @@
 //! What a data team relies on, against the real broker: topics created as configured, the Java
-//! client's partitioning, and a broker restart under load.
+//! client's partitioning. (A broker restart under load is in `tests/cluster.rs`.)
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -9,9 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use tributary_sim::model::FaultRates;
 use tributary_sim::scenario::{Group, ModelKind, Scenario};
-use tributary_tests::broker::KafkaCluster;
 use tributary_tests::gateway::{Gateway, Topics};
-use tributary_tests::kafka::{consume, create_topics, verify};
+use tributary_tests::kafka::{consume, create_topics};
 use tributary_tests::{env, run};
 
 const IDLE: Duration = Duration::from_secs(30);
@@ -101,55 +100,6 @@ print("\n".join(bad) if bad else "ok")
         used.len() >= 5,
         "60 keys spread over most of 7 partitions: {used:?}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_broker_restart_under_load_loses_nothing_and_keeps_each_device_in_order() {
-    // A broker of the test's own, so that stopping it touches no other test.
-    let kafka = tokio::task::spawn_blocking(|| KafkaCluster::start(1))
-        .await
-        .expect("the broker starts");
-    let brokers = kafka.brokers();
-    let topics = Topics::unique("restart");
-    create_topics(&brokers, &topics.all(), 3).await;
-    let mut gateway = Gateway::start(Some(&brokers), &topics);
-    let mut load = spec(&gateway, "restart", 10, 300);
-    // 100 events per second per device, in real time.
-    load.speedup = 1.0;
-    load.groups[0].interval = Duration::from_millis(10);
-    let load = tokio::spawn(run(load));
-
-    // The broker goes away under load (a controlled shutdown, as in maintenance), stays away
-    // for a while, and comes back on the same data. The gateway keeps accepting into its spool
-    // throughout, and its producer carries on against the restarted broker.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut kafka = tokio::task::spawn_blocking(move || {
-        let mut kafka = kafka;
-        kafka.stop_node(1);
-        std::thread::sleep(Duration::from_secs(2));
-        kafka.start_node(1);
-        kafka
-    })
-    .await
-    .expect("the broker restarts");
-    let report = load.await.unwrap();
-    assert_eq!(
-        report.acked(),
-        3000,
-        "every event was acknowledged: {report:?}"
-    );
-
-    // tributary-sim's verifier: every acknowledged event, in order per device, on its key's
-    // partition. Duplicates are possible after the restart and recognisable by event id.
-    let verdict = verify(&brokers, &[&topics.readings], &report.manifest(), true);
-    eprintln!(
-        "duplicates after the broker restart: {}",
-        verdict.duplicates_allowed
-    );
-    assert!(verdict.ok(), "{}", verdict.report());
-    assert_eq!(verdict.found, 3000, "{}", verdict.report());
-    assert!(gateway.stop().status.success());
-    kafka.kill_node(1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

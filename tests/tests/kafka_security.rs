@@ -4,6 +4,9 @@
 //! The broker has a second, plain-text listener for the test itself (the super user
 //! `User:ANONYMOUS`): it creates topics, grants ACLs and reads back what arrived. The gateway
 //! talks only to the SASL_SSL listener, as user `tributary`, with the README's settings.
+//!
+//! A test binary of its own: each test starts a broker (a JVM), which should not share the two
+//! cores with the end-to-end suite's load tests.
 
 use std::time::Duration;
 
