@@ -80,6 +80,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// What the device is told: an unknown device and a wrong password get the same words, so
+    /// a refusal does not tell which device ids exist (the log and the counters keep which).
+    pub fn to_device(&self) -> String {
+        match self {
+            Refusal::UnknownDevice(_) | Refusal::WrongPassword(_) => {
+                "bad device id or password".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::NoCredentials => "auth_missing",

@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod hash;
 pub mod identity;
 pub mod ingest;
+pub mod logline;
 pub mod mapping;
 pub mod metrics;
 pub mod ratelog;

@@ -241,10 +241,29 @@ pub enum PasswordRefusal {
 }
 
 /// Checks passwords on a few threads of its own, with a cache of recent successes.
+///
+/// A device id the credentials file does not hold is checked against a dummy hash with the same
+/// parameters, so an unknown device takes as long to refuse as a wrong password: the time of
+/// an answer does not tell which device ids exist.
 #[derive(Clone)]
 pub struct Verifier {
     jobs: std::sync::mpsc::Sender<Job>,
     cache: Arc<Mutex<HashMap<String, Remembered>>>,
+    /// argon2id checks run so far (for tests: an unknown device costs one too).
+    checks: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The dummy hash an unknown device's password is checked against: argon2id with the same
+/// parameters as every stored hash, of a password nobody sends, made once.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(b"\0tributary: no such device\0", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// A verified password's digest and until when it is trusted.
@@ -283,6 +302,7 @@ impl Default for Verifier {
         Self {
             jobs,
             cache: Arc::default(),
+            checks: Arc::default(),
         }
     }
 }
@@ -296,21 +316,15 @@ impl Verifier {
         password: &[u8],
     ) -> Result<(), PasswordRefusal> {
         let Some(stored) = credentials.hash_of(device_id) else {
+            // The same work as a wrong password, then the same answer to the device.
+            let _ = self.check_on_thread(dummy_hash(), password).await;
             return Err(PasswordRefusal::UnknownDevice);
         };
         let digest = remember_key(stored, password);
         if self.cached(device_id, &digest) {
             return Ok(());
         }
-        let (verdict, answer) = oneshot::channel();
-        let job = Job {
-            stored: stored.to_owned(),
-            password: password.to_vec(),
-            verdict,
-        };
-        // No checking thread (it could not start): refuse rather than let anyone in.
-        let ok = self.jobs.send(job).is_ok() && answer.await.unwrap_or(false);
-        if !ok {
+        if !self.check_on_thread(stored, password).await {
             return Err(PasswordRefusal::WrongPassword);
         }
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -319,6 +333,25 @@ impl Verifier {
         }
         cache.insert(device_id.to_owned(), (digest, Instant::now() + CACHE_TTL));
         Ok(())
+    }
+
+    /// argon2id checks run so far.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One argon2id check on a checking thread. With no checking thread (it could not start)
+    /// it refuses rather than let anyone in.
+    async fn check_on_thread(&self, stored: &str, password: &[u8]) -> bool {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (verdict, answer) = oneshot::channel();
+        let job = Job {
+            stored: stored.to_owned(),
+            password: password.to_vec(),
+            verdict,
+        };
+        self.jobs.send(job).is_ok() && answer.await.unwrap_or(false)
     }
 
     fn cached(&self, device_id: &str, digest: &[u8; 32]) -> bool {
@@ -367,6 +400,22 @@ mod tests {
             v.verify(&creds, "env-2", b"correct horse").await,
             Err(PasswordRefusal::UnknownDevice)
         );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_device_costs_the_same_argon2_check_as_a_wrong_password() {
+        let creds = file_with("env-1", "correct horse");
+        let v = Verifier::default();
+        let before = v.checks();
+        let _ = v.verify(&creds, "env-1", b"wrong").await;
+        let wrong = v.checks() - before;
+        let _ = v.verify(&creds, "no-such-device", b"wrong").await;
+        let unknown = v.checks() - before - wrong;
+        assert_eq!((wrong, unknown), (1, 1));
+        // And the dummy hash has the stored hashes' parameters: the same cost.
+        let stored = creds.hash_of("env-1").unwrap_or_default();
+        let params = |h: &str| h.rsplitn(3, '$').nth(2).map(str::to_owned);
+        assert_eq!(params(dummy_hash()), params(stored));
     }
 
     #[tokio::test]

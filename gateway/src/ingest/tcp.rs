@@ -279,7 +279,7 @@ impl Connection {
                 if let Some(suppressed) = crate::ratelog::allow(reason) {
                     tracing::warn!(message = "Device refused at HELLO.", device_id = %hello.device_id, peer = %self.peer.addr, reason, %refusal, suppressed);
                 }
-                self.nack(NackCode::Unauthorized, refusal.to_string())
+                self.nack(NackCode::Unauthorized, refusal.to_device())
                     .await?;
                 Ok(false)
             }

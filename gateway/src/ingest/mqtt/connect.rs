@@ -78,7 +78,7 @@ impl Session {
                     Some(self.peer.addr),
                 );
                 if let Some(suppressed) = crate::ratelog::allow(reason) {
-                    tracing::warn!(message = "Device refused at CONNECT.", %client_id, peer = %self.peer.addr, reason, %refusal, suppressed);
+                    tracing::warn!(message = "Device refused at CONNECT.", client_id = ?client_id, peer = %self.peer.addr, reason, %refusal, suppressed);
                 }
                 let code = match refusal {
                     Refusal::UnknownDevice(_) | Refusal::WrongPassword(_) => {
@@ -86,7 +86,7 @@ impl Session {
                     }
                     _ => ConnectCode::NotAuthorized,
                 };
-                self.refuse(code, refusal.to_string()).await?;
+                self.refuse(code, refusal.to_device()).await?;
                 return Err(SessionError::Refused(refusal));
             }
         }

@@ -171,3 +171,48 @@ fn before_hello_garbage_is_answered_once_closed_and_never_stored() {
     );
     assert!(!stopped.stderr.contains("hunter2"), "nor the log");
 }
+
+/// A refused CONNECT whose client id carries a line break wrote a forged `ERROR` line into the
+/// text log (the journal). It stays inside its own line now.
+#[test]
+fn a_client_id_with_a_line_break_cannot_forge_a_log_line() {
+    let topics = Topics::unique("logforge");
+    let dir = tempfile::tempdir().expect("temp dir");
+    import_passwords(&dir.path().join("devices.passwd"), "env-1 pw-one\n");
+    let mut gateway = Gateway::start_in_dir(
+        dir,
+        None,
+        &topics,
+        "",
+        "[auth]\ncredentials = \"{dir}/devices.passwd\"\nanonymous = \"never\"\n",
+    );
+    // MQTT 3.1.1 CONNECT, written by hand (client libraries refuse such an id): clean session,
+    // user name and password flags, keep-alive 60, then the client id, user and password.
+    let field = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let body = [
+        &field(b"MQTT")[..],
+        &[4, 0b1100_0010, 0, 60],
+        &field(b"x\nERROR forged-by-attacker"),
+        &field(b"nobody"),
+        &field(b"x"),
+    ]
+    .concat();
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    let mut s = std::net::TcpStream::connect(gateway.mqtt).expect("connect");
+    s.write_all(&connect).expect("CONNECT");
+    let (connack, _) = read_to_close(&mut s, Duration::from_secs(5));
+    assert_eq!(connack.first(), Some(&0x20), "a CONNACK: {connack:?}");
+    assert_ne!(connack.get(3), Some(&0), "refused: {connack:?}");
+    let stopped = gateway.stop();
+    let log = stopped.stderr;
+    assert!(log.contains("Device refused at CONNECT"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "no forged line:\n{log}"
+    );
+    assert!(
+        log.contains("\\nERROR forged-by-attacker"),
+        "escaped in place:\n{log}"
+    );
+}
