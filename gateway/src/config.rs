@@ -21,7 +21,7 @@ mod identity;
 mod mqtt;
 mod routes;
 mod sink;
-pub use identity::{Anonymous, AuthConfig, IdentityFrom, OnDeny, TlsConfig};
+pub use identity::{cleartext_listeners, Anonymous, AuthConfig, IdentityFrom, OnDeny, TlsConfig};
 pub use mqtt::{MqttConfig, RawMqtt};
 pub use routes::{
     device_glob, event_kind, legal_topic, value_format, RawRoutes, RawRule, RoutesConfig,

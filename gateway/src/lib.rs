@@ -79,6 +79,7 @@ pub async fn run_with(
     stop: CancellationToken,
 ) -> Result<Summary, GatewayError> {
     warn_about_anonymous_network(&config);
+    warn_about_cleartext_passwords(&config);
     let stats = Stats::default();
     let spool_config = config.spool.clone();
     let spool_stats = stats.clone();
@@ -283,6 +284,33 @@ pub async fn run_with(
     let summary = stats.snapshot();
     tracing::info!(message = "Gateway stopped.");
     Ok(summary)
+}
+
+/// With `auth.cleartext_passwords`, says at every start which listeners take passwords in
+/// clear text from beyond this machine.
+fn warn_about_cleartext_passwords(config: &Config) {
+    let listeners: Vec<(&'static str, std::net::SocketAddr, bool)> = [
+        config
+            .tcp
+            .as_ref()
+            .and_then(|t| t.listen)
+            .map(|a| ("tcp.listen", a, false)),
+        config
+            .mqtt
+            .as_ref()
+            .and_then(|m| m.listen)
+            .map(|a| ("mqtt.listen", a, false)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (key, addr) in config::cleartext_listeners(&listeners, &config.auth) {
+        tracing::warn!(
+            message = "Device passwords cross the network in clear text on this listener (auth.cleartext_passwords = true): anyone on the network can read them. Prefer the TLS listener.",
+            key,
+            %addr
+        );
+    }
 }
 
 /// With `auth.anonymous = "network"`, says at every start which listeners accept anyone.

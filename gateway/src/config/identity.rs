@@ -26,6 +26,7 @@ pub struct RawTls {
 pub struct RawAuth {
     pub credentials: Option<PathBuf>,
     pub anonymous: Option<String>,
+    pub cleartext_passwords: Option<bool>,
     pub on_deny: Option<String>,
     #[serde(default)]
     pub acl: Vec<RawAclRule>,
@@ -100,6 +101,9 @@ pub struct AuthConfig {
     /// The credentials file (`device_id:argon2id-hash` lines).
     pub credentials: Option<PathBuf>,
     pub anonymous: Anonymous,
+    /// Passwords may cross the network in clear text: plain listeners beyond loopback while
+    /// devices have passwords (`auth.cleartext_passwords`; warned about at every start).
+    pub cleartext_passwords: bool,
     pub on_deny: OnDeny,
     pub acl: Acl,
 }
@@ -216,9 +220,26 @@ pub fn auth(raw: RawAuth) -> Result<AuthConfig, ConfigError> {
     Ok(AuthConfig {
         credentials: raw.credentials,
         anonymous,
+        cleartext_passwords: raw.cleartext_passwords.unwrap_or(false),
         on_deny,
         acl: Acl::new(rules),
     })
+}
+
+/// Plain (not TLS) listeners beyond loopback while devices have passwords: where passwords would
+/// cross the network in clear text. `listeners` are `(key, address, is_tls)`.
+pub fn cleartext_listeners(
+    listeners: &[(&'static str, SocketAddr, bool)],
+    auth: &AuthConfig,
+) -> Vec<(&'static str, SocketAddr)> {
+    if auth.credentials.is_none() {
+        return Vec::new();
+    }
+    listeners
+        .iter()
+        .filter(|(_, addr, is_tls)| !is_tls && !addr.ip().is_loopback())
+        .map(|&(key, addr, _)| (key, addr))
+        .collect()
 }
 
 /// Refuses, at start, a listener that anyone on the network could write to as any device, and
@@ -238,6 +259,19 @@ pub fn check_exposure(
                     "listens on {addr}, beyond this machine, but the embedded broker for \
                      subscribers has no authentication: anyone could read every device's data. \
                      Bind it to 127.0.0.1, or accept that with auth.anonymous = \"network\""
+                ),
+            ));
+        }
+    }
+    for (key, addr) in cleartext_listeners(listeners, auth) {
+        if !auth.cleartext_passwords {
+            return Err(invalid(
+                key,
+                format!(
+                    "listens on {addr} without TLS, beyond this machine, while devices \
+                     authenticate with passwords: they would cross the network in clear text. \
+                     Use a TLS listener (tcp.tls_listen, mqtt.tls_listen), bind to 127.0.0.1, or \
+                     accept that with auth.cleartext_passwords = true"
                 ),
             ));
         }

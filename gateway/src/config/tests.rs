@@ -162,8 +162,23 @@ fn a_listener_beyond_loopback_needs_a_way_to_authenticate_devices() {
     );
     let opted_in = "[mqtt]\nlisten = \"0.0.0.0:1883\"\n[auth]\nanonymous = \"network\"\n";
     assert!(parse(opted_in).is_ok());
+    // Passwords on a plain listener beyond loopback would cross the network in clear text:
+    // only with the explicit opt-in.
     let passwords = "[mqtt]\nlisten = \"0.0.0.0:1883\"\n[auth]\ncredentials = \"p\"\n";
-    assert!(parse(passwords).is_ok());
+    let err = parse(passwords).unwrap_err().to_string();
+    assert!(
+        err.contains("mqtt.listen")
+            && err.contains("clear text")
+            && err.contains("auth.cleartext_passwords"),
+        "{err}"
+    );
+    assert!(parse(&format!("{passwords}cleartext_passwords = true\n")).is_ok());
+    let passwords_tls = "[mqtt]\nlisten = \"127.0.0.1:1883\"\ntls_listen = \"0.0.0.0:8883\"\n\
+                         [tls]\ncert = \"c\"\nkey = \"k\"\n[auth]\ncredentials = \"p\"\n";
+    assert!(
+        parse(passwords_tls).is_ok(),
+        "TLS beyond loopback, plain on loopback"
+    );
     // Client certificates authenticate on a TLS listener only.
     let certs_plain = "[tcp]\nlisten = \"0.0.0.0:7878\"\n\
                        [tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
