@@ -28,8 +28,9 @@
 //! (`message.max.bytes`, locally or at the broker), an invalid timestamp (Kafka 4.0 refuses
 //! records more than an hour in the future by default), an invalid record. The broker refuses
 //! the whole produce batch for one such record, so after a refusal the forwarder sends one row
-//! at a time until one goes through: only a row refused while sent alone is to blame. After
-//! [`QUARANTINE_AFTER`] such failures of the same row, it is moved to the spool's quarantine with the reason (`tributary spool quarantine` lists, requeues or drops
+//! at a time through the highest row refused: only a row refused while sent alone is to blame.
+//! After [`QUARANTINE_AFTER`] such failures of the same row, it is moved to the spool's
+//! quarantine with the reason (`tributary spool quarantine` lists, requeues or drops
 //! it), counted (`quarantined`) and logged at error level, and the stream flows on. That
 //! device's later events are then delivered before it: its order has a documented gap.
 //!
@@ -337,9 +338,10 @@ pub async fn run(
     let mut idle = false;
     // Kafka refuses a whole produce batch for one bad record (an invalid timestamp, say), so a
     // refusal does not say which record is at fault. After one, rows are sent one at a time
-    // until one goes through alone: only a row refused while alone counts towards the
-    // quarantine, and the good rows batched with a bad one are delivered.
+    // through the highest row that was refused: only a row refused while alone counts towards
+    // the quarantine, and the good rows batched with a bad one are delivered.
     let mut isolate = false;
+    let mut isolate_through = i64::MIN;
     // librdkafka raised a fatal error: the producer sends nothing more (each record comes back
     // `Fatal`). Once nothing is in flight, the forwarder returns and the supervisor makes a new
     // producer; the rows are still in the spool.
@@ -446,7 +448,7 @@ pub async fn run(
                     match error {
                         None => {
                             super::record_delivery(&stats, now, o.received_ms, o.event_ms);
-                            if o.alone {
+                            if o.alone && o.id >= isolate_through {
                                 isolate = false;
                             }
                             acks.confirmed.push((o.id, o.topic));
@@ -470,7 +472,10 @@ pub async fn run(
                                 entry.0 += 1;
                                 entry.1 = error;
                             }
-                            isolate |= permanent;
+                            if permanent {
+                                isolate = true;
+                                isolate_through = isolate_through.max(o.id);
+                            }
                             rewind = Some(rewind.map_or(o.id, |r| r.min(o.id)));
                         }
                     }

@@ -40,6 +40,7 @@ fn wait_closed(sockets: &mut [TcpStream], deadline: Instant) -> usize {
 
 #[test]
 fn connections_held_open_without_a_word_cost_little_memory_and_are_closed_on_time() {
+    let _turn = tributary_tests::LOAD_TURN.blocking_lock();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let topics = Topics::unique("held");
     let mut gateway = Gateway::start_with_tcp(None, &topics, "idle_timeout_ms = 3000\n", "");

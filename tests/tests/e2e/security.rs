@@ -334,6 +334,7 @@ async fn wait_for_log(gateway: &Gateway, text: &str, times: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_thousand_devices_reconnecting_at_once_with_passwords_all_get_in() {
+    let _turn = tributary_tests::LOAD_TURN.lock().await;
     use tributary_sim::scenario::{Group, Link, Scenario};
     const DEVICES: usize = 2000;
     let dir = tempfile::tempdir().expect("temp dir");

@@ -32,6 +32,7 @@ fn text(out: &std::process::Output) -> String {
 
 #[test]
 fn ten_thousand_devices_connect_and_each_gets_an_event_acknowledged() {
+    let _turn = tributary_tests::LOAD_TURN.blocking_lock();
     let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(_, hard)| hard);
     assert!(
         hard >= 10_500,
