@@ -5,10 +5,16 @@
 //! Lines are appended, flushed and fsynced before their spool rows are acknowledged, so the
 //! sink is as durable as the spool; a crash between the fsync and the acknowledgement repeats
 //! those lines on the next start (recognisable by the `event-id` header).
+//!
+//! A crash in the middle of a batch's write can leave a torn line at the end of a file (the
+//! writer's buffer reaches the file in pieces). Its rows were not acknowledged, so they are
+//! still in the spool and are written again; but appended after the torn piece, the first of
+//! them would join it in one line no reader can parse. So a file is trimmed back to its last
+//! complete line when the sink opens it ([`trim_torn_tail`]), and the trim is logged.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Backoff, Drain, ForwardError};
@@ -135,6 +141,15 @@ impl Files {
             let topic = &row.record.topic;
             if !self.open.contains_key(topic) {
                 let path = self.path(topic);
+                match trim_torn_tail(&path) {
+                    Ok(0) => {}
+                    Ok(bytes) => tracing::warn!(
+                        message = "File sink: removed a line torn by a crash; its events are still in the spool and are written again.",
+                        path = %path.display(),
+                        bytes
+                    ),
+                    Err(source) => return Err(ForwardError::File { path, source }),
+                }
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -147,10 +162,14 @@ impl Files {
             };
             let mut line = serde_json::to_vec(&row.record.to_json()).unwrap_or_default();
             line.push(b'\n');
-            out.write_all(&line).map_err(|source| ForwardError::File {
-                path: path_for(&self.dir, topic),
-                source,
-            })?;
+            if let Err(source) = out.write_all(&line) {
+                // Reopened (and trimmed back to its last complete line) on the retry.
+                self.open.remove(topic);
+                return Err(ForwardError::File {
+                    path: path_for(&self.dir, topic),
+                    source,
+                });
+            }
             if !touched.contains(topic) {
                 touched.push(topic.clone());
             }
@@ -174,7 +193,67 @@ impl Files {
     }
 }
 
+/// Cuts `path` back to just after its last newline, so it ends with a complete line; returns
+/// how many bytes were cut (0 when it already did, or does not exist). Only a crash in the
+/// middle of a write leaves such a tail, and its rows are still in the spool.
+pub fn trim_torn_tail(path: &Path) -> std::io::Result<u64> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
+    Ok(len - end)
+}
+
 /// The file a topic's messages go to.
 pub fn path_for(dir: &Path, topic: &str) -> PathBuf {
     dir.join(format!("{topic}.jsonl"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_complete_lines_are_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.jsonl");
+        assert_eq!(trim_torn_tail(&path).expect("missing is fine"), 0);
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n").expect("write");
+        assert_eq!(trim_torn_tail(&path).expect("trim"), 0);
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n{\"c\":").expect("write");
+        assert_eq!(trim_torn_tail(&path).expect("trim"), 5);
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"{\"a\":1}\n{\"b\":2}\n"
+        );
+        // A torn first line, and a tail longer than one read.
+        let long = vec![b'x'; 200 * 1024];
+        std::fs::write(&path, &long).expect("write");
+        assert_eq!(trim_torn_tail(&path).expect("trim"), long.len() as u64);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0);
+        let mut with_line = b"{}\n".to_vec();
+        with_line.extend_from_slice(&long);
+        std::fs::write(&path, &with_line).expect("write");
+        assert_eq!(trim_torn_tail(&path).expect("trim"), long.len() as u64);
+        assert_eq!(std::fs::read(&path).expect("read"), b"{}\n");
+    }
 }
