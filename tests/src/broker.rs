@@ -138,6 +138,16 @@ impl KafkaCluster {
             .join(",")
     }
 
+    /// The bootstrap list of the nodes that are running now.
+    fn up_brokers(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The bootstrap list of the SASL_SSL listeners.
     pub fn sasl_brokers(&self) -> String {
         self.sasl_ports
@@ -269,14 +279,8 @@ impl KafkaCluster {
     /// The node that leads `topic`'s `partition` now, as the cluster's metadata says (asked of
     /// the nodes that are up); `None` while the partition has no leader.
     pub fn leader_of(&self, topic: &str, partition: i32) -> Option<u32> {
-        let up: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| n.child.is_some())
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", up.join(","))
+            .set("bootstrap.servers", self.up_brokers())
             .create()
             .ok()?;
         let metadata = consumer
@@ -306,14 +310,8 @@ impl KafkaCluster {
 
     /// Partitions of `topics` without a leader or with a replica out of sync.
     pub fn out_of_sync(&self, topics: &[&str]) -> Vec<String> {
-        let up: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| n.child.is_some())
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
         let Ok(consumer) = ClientConfig::new()
-            .set("bootstrap.servers", up.join(","))
+            .set("bootstrap.servers", self.up_brokers())
             .create::<BaseConsumer>()
         else {
             return vec!["no client".into()];

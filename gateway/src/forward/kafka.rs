@@ -160,6 +160,19 @@ pub fn explain(error: &rdkafka::error::KafkaError, topic: &str) -> String {
     format!("{error}: {fix}")
 }
 
+/// Counts an error of the whole client, not of one topic's record, in
+/// `tributary_forward_errors_total{topic=""}`.
+fn count_client_error(stats: &Stats, kind: &str) {
+    stats
+        .instruments
+        .forward_errors
+        .get_or_create(&crate::stats::ForwardErrorLabel {
+            topic: String::new(),
+            error: kind.to_owned(),
+        })
+        .inc();
+}
+
 /// The producer configuration Tributary uses; `config.properties` are applied last.
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -253,14 +266,7 @@ impl ClientContext for Reports {
     /// what stops deliveries (said here, or by the stall check).
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         let kind = kind_of(&error);
-        self.stats
-            .instruments
-            .forward_errors
-            .get_or_create(&crate::stats::ForwardErrorLabel {
-                topic: String::new(),
-                error: kind.to_owned(),
-            })
-            .inc();
+        count_client_error(&self.stats, kind);
         if kind == "BrokerTransportFailure" {
             tracing::warn!(message = "A Kafka broker connection failed.", reason, kind);
             return;
@@ -515,14 +521,7 @@ pub async fn run(
                         last_report.elapsed().as_secs(),
                     );
                     tracing::warn!(message = "Kafka confirms nothing.", reason = %text, kind);
-                    stats
-                        .instruments
-                        .forward_errors
-                        .get_or_create(&crate::stats::ForwardErrorLabel {
-                            topic: String::new(),
-                            error: kind.to_owned(),
-                        })
-                        .inc();
+                    count_client_error(&stats, kind);
                     // Failing since the last report, not since this check.
                     let since = crate::record::now_ms()
                         .saturating_sub(last_report.elapsed().as_millis() as i64);
