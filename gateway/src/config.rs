@@ -208,6 +208,30 @@ pub struct RawSpool {
     pub dedup_window: Option<usize>,
 }
 
+/// The device listeners: `(key, address, is_tls)` for each one configured.
+fn listeners(
+    tcp: Option<&TcpConfig>,
+    mqtt: Option<&MqttConfig>,
+) -> Vec<(&'static str, SocketAddr, bool)> {
+    let mut out = Vec::new();
+    if let Some(t) = tcp {
+        out.extend(t.listen.map(|a| ("tcp.listen", a, false)));
+        out.extend(t.tls_listen.map(|a| ("tcp.tls_listen", a, true)));
+    }
+    if let Some(m) = mqtt {
+        out.extend(m.listen.map(|a| ("mqtt.listen", a, false)));
+        out.extend(m.tls_listen.map(|a| ("mqtt.tls_listen", a, true)));
+    }
+    out
+}
+
+impl Config {
+    /// The device listeners: `(key, address, is_tls)` for each one configured.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr, bool)> {
+        listeners(self.tcp.as_ref(), self.mqtt.as_ref())
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -373,15 +397,7 @@ impl Config {
                 "both tcp and mqtt ingest are disabled (or have no listen address); enable at least one",
             ));
         }
-        let mut listeners = Vec::new();
-        if let Some(t) = &tcp {
-            listeners.extend(t.listen.map(|a| ("tcp.listen", a, false)));
-            listeners.extend(t.tls_listen.map(|a| ("tcp.tls_listen", a, true)));
-        }
-        if let Some(m) = &mqtt {
-            listeners.extend(m.listen.map(|a| ("mqtt.listen", a, false)));
-            listeners.extend(m.tls_listen.map(|a| ("mqtt.tls_listen", a, true)));
-        }
+        let listeners = listeners(tcp.as_ref(), mqtt.as_ref());
         let tls = identity::tls(raw.tls, listeners.iter().any(|l| l.2))?;
         let auth = identity::auth(raw.auth)?;
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
@@ -429,7 +445,7 @@ impl Config {
                 },
                 dedup_window: match raw.spool.dedup_window {
                     None => crate::spool::seqs::DEFAULT_WINDOW,
-                    Some(w) if (64..=65536).contains(&w) && w % 64 == 0 => w,
+                    Some(w) if crate::spool::seqs::valid_width(w) => w,
                     Some(w) => {
                         return Err(invalid(
                             "spool.dedup_window",

@@ -289,22 +289,7 @@ pub async fn run_with(
 /// With `auth.cleartext_passwords`, says at every start which listeners take passwords in
 /// clear text from beyond this machine.
 fn warn_about_cleartext_passwords(config: &Config) {
-    let listeners: Vec<(&'static str, std::net::SocketAddr, bool)> = [
-        config
-            .tcp
-            .as_ref()
-            .and_then(|t| t.listen)
-            .map(|a| ("tcp.listen", a, false)),
-        config
-            .mqtt
-            .as_ref()
-            .and_then(|m| m.listen)
-            .map(|a| ("mqtt.listen", a, false)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    for (key, addr) in config::cleartext_listeners(&listeners, &config.auth) {
+    for (key, addr) in config::cleartext_listeners(&config.listeners(), &config.auth) {
         tracing::warn!(
             message = "Device passwords cross the network in clear text on this listener (auth.cleartext_passwords = true): anyone on the network can read them. Prefer the TLS listener.",
             key,
@@ -318,13 +303,7 @@ fn warn_about_anonymous_network(config: &Config) {
     if config.auth.anonymous != config::Anonymous::Network {
         return;
     }
-    let listeners = [
-        config.tcp.as_ref().and_then(|t| t.listen),
-        config.tcp.as_ref().and_then(|t| t.tls_listen),
-        config.mqtt.as_ref().and_then(|m| m.listen),
-        config.mqtt.as_ref().and_then(|m| m.tls_listen),
-    ];
-    for addr in listeners.into_iter().flatten() {
+    for (_, addr, _) in config.listeners() {
         if !addr.ip().is_loopback() {
             tracing::warn!(
                 message = "Anonymous devices from the network are accepted (auth.anonymous = \"network\"): anyone who can reach this listener can write as any device.",

@@ -123,17 +123,46 @@ fn seqs_of(msgs: &[tributary_tests::kafka::Msg]) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sasl_ssl_with_scram_and_only_the_documented_acls_delivers_every_event() {
-    let dir = tempfile::tempdir().unwrap();
+/// [`secure_cluster`] started off the async workers, with its CA's directory (kept while the
+/// test runs).
+async fn start_secure() -> (tempfile::TempDir, KafkaCluster, Pki) {
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut pki = Pki::new(dir.path());
-    let cluster = tokio::task::spawn_blocking(move || {
-        let c = secure_cluster(&mut pki);
-        (c, pki)
+    let (cluster, pki) = tokio::task::spawn_blocking(move || {
+        let cluster = secure_cluster(&mut pki);
+        (cluster, pki)
     })
     .await
-    .unwrap();
-    let (cluster, pki) = cluster;
+    .expect("the cluster starts");
+    (dir, cluster, pki)
+}
+
+/// Reads `topic` from the test's listener and asserts it holds seqs 1 to `n`, in order.
+fn delivered(
+    cluster: &KafkaCluster,
+    topic: &str,
+    n: u64,
+    within_s: u64,
+    gateway: &Gateway,
+) -> Vec<tributary_tests::kafka::Msg> {
+    let got = consume(
+        &cluster.brokers(),
+        topic,
+        n as usize,
+        Duration::from_secs(within_s),
+    );
+    assert_eq!(
+        seqs_of(&got),
+        (1..=n).collect::<Vec<_>>(),
+        "{}",
+        gateway.log()
+    );
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sasl_ssl_with_scram_and_only_the_documented_acls_delivers_every_event() {
+    let (_dir, cluster, pki) = start_secure().await;
     let topics = Topics::unique("sasl");
     create_topics(&cluster.brokers(), &topics.all(), 3).await;
     grant_documented(&cluster, &topics);
@@ -143,32 +172,14 @@ async fn sasl_ssl_with_scram_and_only_the_documented_acls_delivers_every_event()
         &sasl_properties(PASSWORD, &pki.ca_file()),
     );
     send(&gateway, "sasl-1", 1..=50).await;
-    let got = consume(
-        &cluster.brokers(),
-        &topics.readings,
-        50,
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        seqs_of(&got),
-        (1..=50).collect::<Vec<_>>(),
-        "{}",
-        gateway.log()
-    );
+    let got = delivered(&cluster, &topics.readings, 50, 60, &gateway);
     assert!(got.iter().all(|m| m.key == "sasl-1"));
     gateway.wait_drained(Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_write_acls_stall_without_quarantine_and_flow_in_order_once_granted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut pki = Pki::new(dir.path());
-    let (cluster, pki) = tokio::task::spawn_blocking(move || {
-        let c = secure_cluster(&mut pki);
-        (c, pki)
-    })
-    .await
-    .unwrap();
+    let (_dir, cluster, pki) = start_secure().await;
     let topics = Topics::unique("acl");
     create_topics(&cluster.brokers(), &topics.all(), 1).await;
     let principal = format!("User:{USER}");
@@ -235,18 +246,7 @@ async fn missing_write_acls_stall_without_quarantine_and_flow_in_order_once_gran
 
     // The operator grants Write while the gateway runs: everything flows, in order.
     cluster.allow(&principal, &["Write"], &["--topic", &topics.readings]);
-    let got = consume(
-        &cluster.brokers(),
-        &topics.readings,
-        30,
-        Duration::from_secs(90),
-    );
-    assert_eq!(
-        seqs_of(&got),
-        (1..=30).collect::<Vec<_>>(),
-        "{}",
-        gateway.log()
-    );
+    delivered(&cluster, &topics.readings, 30, 90, &gateway);
     gateway.wait_drained(Duration::from_secs(60));
     assert!(
         readyz(&gateway).contains("delivering"),
@@ -257,14 +257,7 @@ async fn missing_write_acls_stall_without_quarantine_and_flow_in_order_once_gran
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_an_unknown_ca_and_a_missing_topic_are_each_said_and_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut pki = Pki::new(dir.path());
-    let (cluster, pki) = tokio::task::spawn_blocking(move || {
-        let c = secure_cluster(&mut pki);
-        (c, pki)
-    })
-    .await
-    .unwrap();
+    let (_dir, cluster, pki) = start_secure().await;
 
     // A wrong SASL password.
     let topics = Topics::unique("badpw");
@@ -324,30 +317,12 @@ async fn a_wrong_password_an_unknown_ca_and_a_missing_topic_are_each_said_and_lo
         "{body}"
     );
     create_topics(&cluster.brokers(), &missing.all(), 1).await;
-    let got = consume(
-        &cluster.brokers(),
-        &missing.readings,
-        10,
-        Duration::from_secs(90),
-    );
-    assert_eq!(
-        seqs_of(&got),
-        (1..=10).collect::<Vec<_>>(),
-        "{}",
-        gateway.log()
-    );
+    delivered(&cluster, &missing.readings, 10, 90, &gateway);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_auto_create_the_gateway_creates_its_topics_as_configured_or_says_what_to_create() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut pki = Pki::new(dir.path());
-    let (cluster, pki) = tokio::task::spawn_blocking(move || {
-        let c = secure_cluster(&mut pki);
-        (c, pki)
-    })
-    .await
-    .unwrap();
+    let (_dir, cluster, pki) = start_secure().await;
     let principal = format!("User:{USER}");
     let config = format!(
         "auto_create = true\ntopic_partitions = 2\ntopic_replication = 1\n{}",
@@ -379,18 +354,7 @@ async fn with_auto_create_the_gateway_creates_its_topics_as_configured_or_says_w
     );
     let gateway = Gateway::start_with(Some(&cluster.sasl_brokers()), &topics, &config);
     send(&gateway, "ac-1", 1..=10).await;
-    let got = consume(
-        &cluster.brokers(),
-        &topics.readings,
-        10,
-        Duration::from_secs(90),
-    );
-    assert_eq!(
-        seqs_of(&got),
-        (1..=10).collect::<Vec<_>>(),
-        "{}",
-        gateway.log()
-    );
+    delivered(&cluster, &topics.readings, 10, 90, &gateway);
     let described = cluster.tool(
         "org.apache.kafka.tools.TopicCommand",
         &["--describe", "--topic", &topics.readings],

@@ -196,9 +196,7 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
 /// together (`acks = 0` with idempotence). The error names the property and the value.
 /// librdkafka starts connecting in the background; nothing waits for a broker.
 pub fn check(config: &KafkaConfig) -> Result<(), String> {
-    let native = client_config(config);
-    native.create_native_config().map_err(|e| e.to_string())?;
-    native
+    client_config(config)
         .create::<rdkafka::producer::BaseProducer>()
         .map(drop)
         .map_err(|e| e.to_string())
@@ -352,6 +350,7 @@ pub async fn run(
     // `Fatal`). Once nothing is in flight, the forwarder returns and the supervisor makes a new
     // producer; the rows are still in the spool.
     let mut fatal = false;
+    let mut outcome = Ok(());
     let mut deadline: Option<Instant> = None;
     let mut ack_tick = tokio::time::interval(Duration::from_millis(50));
 
@@ -405,7 +404,6 @@ pub async fn run(
             }
         }
         if fatal && inflight == 0 {
-            acks.flush(&spool, &stats).await;
             let why = producer
                 .client()
                 .fatal_error()
@@ -414,9 +412,8 @@ pub async fn run(
                     format!("{} ({reason})", explain(&error, ""))
                 })
                 .unwrap_or_else(|| "fatal error".into());
-            drop(outcomes);
-            let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
-            return Err(ForwardError::Fatal(why));
+            outcome = Err(ForwardError::Fatal(why));
+            break;
         }
         if let (Some(failed), true) = (rewind, inflight == 0) {
             acks.flush(&spool, &stats).await;
@@ -506,9 +503,7 @@ pub async fn run(
             _ = ack_tick.tick() => acks.start(&spool),
             _ = stall_tick.tick(), if inflight > 0 && diagnosis.is_none() => {
                 if last_report.elapsed() >= stall::STALL_AFTER {
-                    let topics = std::mem::take(&mut sent_topics);
-                    diagnosis = Some(tokio::spawn(stall::diagnose(metadata.clone(), topics.clone())));
-                    sent_topics = topics;
+                    diagnosis = Some(tokio::spawn(stall::diagnose(metadata.clone(), sent_topics.clone())));
                 }
             }
             Some(found) = OptionFuture::from(diagnosis.as_mut()), if diagnosis.is_some() => {
@@ -545,7 +540,7 @@ pub async fn run(
         drop(producer);
     })
     .await;
-    Ok(())
+    outcome
 }
 
 /// Creates the route topics that are missing, retrying while the cluster is unreachable.

@@ -284,13 +284,12 @@ impl Default for Verifier {
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..(cores / 2).max(1) {
             let queue = queue.clone();
-            let worker = move || loop {
-                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok(job) = job else { break };
-                if job.verdict.is_closed() {
-                    continue;
+            let worker = move || {
+                if i == 0 {
+                    // Made here, at start, not by the first unknown device on an async worker.
+                    let _ = dummy_hash();
                 }
-                let _ = job.verdict.send(check(&job.stored, &job.password));
+                worker_loop(&queue)
             };
             if let Err(error) = std::thread::Builder::new()
                 .name(format!("password-check-{i}"))
@@ -359,6 +358,18 @@ impl Verifier {
         cache.get(device_id).is_some_and(|(known, until)| {
             *until > Instant::now() && bool::from(known.ct_eq(digest))
         })
+    }
+}
+
+/// A checking thread: runs jobs until the last [`Verifier`] clone is dropped.
+fn worker_loop(queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    loop {
+        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = job else { break };
+        if job.verdict.is_closed() {
+            continue;
+        }
+        let _ = job.verdict.send(check(&job.stored, &job.password));
     }
 }
 

@@ -287,19 +287,10 @@ impl Connection {
     }
 
     async fn events(&mut self, events: Vec<Event>) -> std::io::Result<()> {
+        // `run` hands EVENTS here only after a HELLO: before one, [`Self::before_hello`]
+        // answers and closes.
         let Some((device, identity, session)) = self.device.clone() else {
-            self.ingest.stats.record_refusal(
-                "tcp",
-                "protocol_violation",
-                None,
-                Some(self.peer.addr),
-            );
-            if let Some(suppressed) = crate::ratelog::allow("tcp_events_before_hello") {
-                tracing::warn!(message = "EVENTS before HELLO refused.", peer = %self.peer.addr, suppressed);
-            }
-            return self
-                .nack(NackCode::ProtocolViolation, "EVENTS before HELLO".into())
-                .await;
+            return Ok(());
         };
         let Some(up_to_seq) = events.iter().map(|e| e.seq).max() else {
             // Every batch gets an answer, an empty one too, so a device waiting for one does

@@ -235,7 +235,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
 
 /// v9: each session's window from its events still in `records`, at the default width.
 fn fill_windows(conn: &Connection) -> Result<(), rusqlite::Error> {
-    use super::seqs::{fingerprint, Window, DEFAULT_WINDOW};
+    use super::seqs::{fingerprint, Seen, Window, DEFAULT_WINDOW};
     let mut windows: std::collections::HashMap<(String, i64), Window> = Default::default();
     let mut stmt = conn.prepare("SELECT device_id, session, max_seq FROM sessions")?;
     let rows = stmt.query_map([], |r| {
@@ -266,7 +266,7 @@ fn fill_windows(conn: &Connection) -> Result<(), rusqlite::Error> {
         let (device, session, seq, time_ms) = row?;
         if let Some(w) = windows.get_mut(&(device, session)) {
             // Only inside the window: marking a seq below it would start the window again.
-            if seq <= w.highest() && w.highest() - seq < w.width() {
+            if matches!(w.seen(seq), Seen::Unmarked | Seen::Marked(_)) {
                 w.mark(seq, fingerprint(time_ms));
             }
         }

@@ -39,7 +39,7 @@
 
 mod window;
 
-pub use window::{fingerprint, Seen, Window};
+pub use window::{fingerprint, valid_width, Seen, Window};
 
 /// Keyed by device id, looked up several times per event on the writer: foldhash (seeded per
 /// map) instead of SipHash, which took most of the writer's time spent judging.
@@ -212,7 +212,6 @@ impl Seqs {
                 .sessions
                 .insert(key.clone().into_owned(), Vec::new());
         }
-        let committed = self.get(&key, session);
         let Some(sessions) = changes.sessions.get_mut(key.as_ref()) else {
             // Inserted just above; stored rather than dropped all the same.
             return Verdict::New;
@@ -220,7 +219,8 @@ impl Seqs {
         let s = match sessions.iter().position(|s| s.id == session) {
             Some(i) => &mut sessions[i],
             None => {
-                let fresh = committed
+                let fresh = self
+                    .get(&key, session)
                     .cloned()
                     .unwrap_or_else(|| Session::new(session, self.width, now_ms));
                 sessions.push(fresh);
@@ -228,11 +228,12 @@ impl Seqs {
                 &mut sessions[last]
             }
         };
-        let fresh = s.window.marked() == 0;
         let max_seq = s.max_seq();
         let verdict = match s.window.seen(seq) {
-            _ if fresh => Verdict::New,
             Seen::Above | Seen::Unmarked => Verdict::New,
+            // A window that vouches for nothing (a session from before windows were kept) has
+            // nothing to be below of.
+            Seen::Below if s.window.marked() == 0 => Verdict::New,
             Seen::Marked(print) if print == fingerprint(time_ms) => {
                 s.last_seen_ms = now_ms;
                 return Verdict::Duplicate;

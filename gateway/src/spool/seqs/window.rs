@@ -16,6 +16,11 @@ pub fn fingerprint(time_ms: i64) -> u32 {
     time_ms as u32
 }
 
+/// Whether `width` can be a window's: a multiple of 64 from 64 to 65536.
+pub fn valid_width(width: usize) -> bool {
+    (64..=65536).contains(&width) && width.is_multiple_of(64)
+}
+
 /// See the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
@@ -132,7 +137,7 @@ impl Window {
             .and_then(|b| b.get(..4))
             .and_then(|b| b.try_into().ok())
             .map(|b| u32::from_le_bytes(b) as usize)
-            .filter(|w| (64..=65536).contains(w) && w % 64 == 0);
+            .filter(|&w| valid_width(w));
         let width = match width {
             0 => stored.unwrap_or(super::DEFAULT_WINDOW),
             w => w,
@@ -142,11 +147,7 @@ impl Window {
         let Some(bytes) = bytes else { return w };
         let words = w.bits.len();
         let expected = 4 + words * 8 + words * 64 * 4;
-        let stored_width = bytes
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes);
-        if bytes.len() != expected || stored_width != Some(w.width() as u32) {
+        if bytes.len() != expected || stored != Some(w.width() as usize) {
             return w;
         }
         for (i, chunk) in bytes[4..4 + words * 8].chunks_exact(8).enumerate() {
