@@ -1,5 +1,10 @@
 //! The admin listener for operators: metrics, health and status over HTTP (axum, the version
-//! rumqttd already brings). Loopback by default (`admin.listen`); it has no authentication.
+//! rumqttd already brings, on hyper's HTTP/1 connection). Loopback by default (`admin.listen`);
+//! beyond loopback it needs a token ([`config`]). Before any handler, [`guard`] refuses a
+//! foreign `Host` (DNS rebinding) and a missing token. The accept loop holds at most
+//! `admin.max_connections` connections (one more is answered 503 and closed), and a request's
+//! headers must arrive within `admin.header_timeout_ms` (an idle keep-alive connection is closed
+//! after it too): slow clients cannot hold the descriptors the devices need.
 //!
 //! - `GET /metrics`: Prometheus text format ([`crate::metrics`]).
 //! - `GET /livez`: 200 while the process serves requests.
@@ -23,6 +28,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +37,10 @@ use crate::metrics::Metrics;
 use crate::record::now_ms;
 use crate::spool::{Gauges, Spool};
 use crate::stats::{Stats, TransportLabel};
+
+pub mod config;
+mod guard;
+pub use config::{AdminConfig, RawAdmin};
 
 /// How long a health check waits for the spool's thread.
 const SPOOL_CHECK: Duration = Duration::from_secs(2);
@@ -46,8 +57,21 @@ pub struct Admin {
     pub sink: &'static str,
 }
 
-/// Serves `listener` until `stop`.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
+/// How long a connection may take to finish its request once the listener stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves `listener` until `stop`, then closes every connection within [`CLOSE_GRACE`].
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    config: AdminConfig,
+    stop: CancellationToken,
+) {
+    let guard = Arc::new(guard::Guard {
+        token: config.token.clone(),
+        hosts: config.hosts.clone(),
+        stats: admin.stats.clone(),
+    });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
@@ -62,13 +86,76 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
             "/status.css",
             get(|| page(PAGE_CSS, "text/css; charset=utf-8")),
         )
-        .with_state(admin);
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::error!(message = "The admin listener failed.", %error);
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+        .with_state(admin.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // Out of descriptors, mostly: wait rather than spin.
+                    tracing::warn!(message = "The admin listener could not accept a connection.", %error);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            admin
+                .stats
+                .record_refusal("admin", "busy", None, Some(peer));
+            connections.spawn(refuse_busy(stream, config.max_connections));
+            continue;
+        };
+        let app = app.clone();
+        let stop = stop.clone();
+        let header_timeout = config.header_timeout;
+        connections.spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |mut request| {
+                request.extensions_mut().insert(guard::Peer(peer));
+                let mut app = app.clone();
+                async move { tower_service::Service::call(&mut app, request).await }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+                }
+            }
+        });
     }
+    while tokio::time::timeout(CLOSE_GRACE, connections.join_next())
+        .await
+        .is_ok_and(|joined| joined.is_some())
+    {}
+    connections.abort_all();
+}
+
+/// Answers a connection beyond `admin.max_connections` with 503 and closes it, without waiting
+/// on the peer for more than a moment.
+async fn refuse_busy(mut stream: tokio::net::TcpStream, cap: usize) {
+    let body =
+        format!("refused: the admin listener has {cap} connections open (admin.max_connections)\n");
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 const PAGE_HTML: &str = include_str!("../assets/status/index.html");

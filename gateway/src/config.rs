@@ -111,9 +111,16 @@ fn mapping_entries<'de, D: serde::Deserializer<'de>>(
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        problem: problem.into(),
+    ConfigError::invalid(key, problem)
+}
+
+impl ConfigError {
+    /// The key's value is wrong: `problem` says how.
+    pub(crate) fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -136,7 +143,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub file_sink: RawFileSink,
     #[serde(default)]
-    pub admin: RawAdmin,
+    pub admin: crate::admin::RawAdmin,
     #[serde(default)]
     pub time: RawTime,
     #[serde(default)]
@@ -173,12 +180,6 @@ pub struct RawGateway {
 pub struct RawTime {
     pub kafka_timestamp: Option<String>,
     pub max_future_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,7 +245,7 @@ pub struct Config {
     pub sink: SinkConfig,
     pub routes: RoutesConfig,
     /// The admin listener (metrics, health, status); `None` when disabled.
-    pub admin_listen: Option<SocketAddr>,
+    pub admin: Option<crate::admin::AdminConfig>,
     /// Which time a record's Kafka timestamp is.
     pub time: TimePolicy,
     /// Certificates for the TLS listeners; `None` without TLS.
@@ -402,6 +403,7 @@ impl Config {
         let auth = identity::auth(raw.auth)?;
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
         identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
+        let admin = crate::admin::config::admin(raw.admin, auth.anonymous == Anonymous::Network)?;
 
         let teltonika = connectors::teltonika(raw.teltonika)?;
         let files = connectors::files(raw.files)?;
@@ -485,7 +487,7 @@ impl Config {
             spool,
             sink,
             routes,
-            admin_listen: optional_addr("admin.listen", raw.admin.listen, Some("127.0.0.1:9880"))?,
+            admin,
             time: TimePolicy {
                 kafka_timestamp: match raw.time.kafka_timestamp.as_deref() {
                     None | Some("clamp") => TimestampSource::Clamp,

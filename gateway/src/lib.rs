@@ -130,15 +130,27 @@ pub async fn run_with(
             }
         })
     };
-    let admin_task = match config.admin_listen {
-        Some(addr) => {
+    let admin_task = match config.admin.clone() {
+        Some(admin_config) => {
+            let addr = admin_config.listen;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| GatewayError::AdminBind { addr, source })?;
-            tracing::info!(message = "Admin endpoints listening (/metrics, /livez, /readyz, /api/status).", %addr);
+            tracing::info!(message = "Admin endpoints listening (/metrics, /livez, /readyz, /api/status).", %addr, token = admin_config.token.is_some());
+            if !addr.ip().is_loopback() {
+                match admin_config.token {
+                    Some(_) => {
+                        tracing::warn!(message = "The admin listener is reachable from the network over plain HTTP: its token crosses the network in clear text. Prefer loopback behind a TLS proxy.", %addr)
+                    }
+                    None => {
+                        tracing::warn!(message = "The admin listener is reachable from the network without a token (auth.anonymous = \"network\"): anyone who can reach it reads devices' positions and peers' addresses.", %addr)
+                    }
+                }
+            }
             Some(tokio::spawn(admin::serve(
                 listener,
                 admin.clone(),
+                admin_config,
                 admin_stop.clone(),
             )))
         }

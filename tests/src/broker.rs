@@ -69,16 +69,16 @@ impl KafkaCluster {
     /// One node whose client listener is `port` (chosen before, e.g. a gateway was already told
     /// of it), started and ready.
     pub fn start_on(port: u16) -> Self {
-        Self::build(vec![port], Extra::default(), true)
+        Self::build(vec![port], Extra::default())
     }
 
     /// `n` nodes with `extra` settings, started and ready.
     pub fn start_with(n: usize, extra: Extra) -> Self {
         let ports: Vec<u16> = (0..n).map(|_| crate::free_port()).collect();
-        Self::build(ports, extra, true)
+        Self::build(ports, extra)
     }
 
-    fn build(ports: Vec<u16>, extra: Extra, start: bool) -> Self {
+    fn build(ports: Vec<u16>, extra: Extra) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("kafka-")
             .tempdir()
@@ -118,13 +118,11 @@ impl KafkaCluster {
             extra,
             _tmp: tmp,
         };
-        if start {
-            for i in 0..cluster.nodes.len() {
-                cluster.spawn(i);
-            }
-            for i in 0..cluster.nodes.len() {
-                cluster.wait_started(i);
-            }
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_started(i);
         }
         cluster
     }

@@ -146,12 +146,39 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with `shutdown_grace_ms` set to `grace_ms` (5000 otherwise).
     pub fn start_with_grace(brokers: Option<&str>, topics: &Topics, grace_ms: u64) -> Self {
-        let mut gateway = Self::configured(brokers, topics, "");
+        Self::start_edited(brokers, topics, "", |_, text| {
+            text.replace(
+                "shutdown_grace_ms = 5000\n",
+                &format!("shutdown_grace_ms = {grace_ms}\n"),
+            )
+        })
+    }
+
+    /// Like [`Gateway::start_with`], with `admin` (TOML `key = value` lines, `{dir}` for the
+    /// gateway's directory) added to the `[admin]` table.
+    pub fn start_with_admin(
+        brokers: Option<&str>,
+        topics: &Topics,
+        admin: &str,
+        extra: &str,
+    ) -> Self {
+        Self::start_edited(brokers, topics, extra, |gateway, text| {
+            let listen = format!("[admin]\nlisten = \"{}\"\n", gateway.admin);
+            let lines = admin.replace("{dir}", &gateway.dir.path().display().to_string());
+            text.replacen(&listen, &format!("{listen}{lines}"), 1)
+        })
+    }
+
+    /// Like [`Gateway::start_with`], with the config text passed through `edit` first.
+    fn start_edited(
+        brokers: Option<&str>,
+        topics: &Topics,
+        extra: &str,
+        edit: impl FnOnce(&Self, String) -> String,
+    ) -> Self {
+        let mut gateway = Self::configured(brokers, topics, extra);
         let text = std::fs::read_to_string(&gateway.config).expect("config");
-        let text = text.replace(
-            "shutdown_grace_ms = 5000\n",
-            &format!("shutdown_grace_ms = {grace_ms}\n"),
-        );
+        let text = edit(&gateway, text);
         std::fs::write(&gateway.config, text).expect("write config");
         gateway.spawn();
         gateway

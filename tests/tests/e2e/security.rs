@@ -15,6 +15,7 @@ use tributary_tests::kafka::{consume, create_topics};
 use tributary_tests::pki::{Pair, Pki};
 use tributary_tests::{binary, env, import_passwords, mosquitto_pub_with};
 
+mod admin;
 mod before_hello;
 mod seq;
 mod tcp;
