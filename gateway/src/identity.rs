@@ -22,11 +22,15 @@
 //!
 //! # Reload
 //! [`Authority::reload`] (SIGHUP) re-reads the credentials file, the ACL and the certificates.
-//! The new state is swapped in whole, for new connections and new publishes; connected devices
-//! stay connected. A file that does not load leaves the old state in force.
+//! The new state is swapped in whole, for new connections and new publishes. Open sessions are
+//! judged again ([`live`]): a device whose password entry was removed or changed, or whose
+//! certificate the new CA or CRL refuses, is disconnected; the others stay connected. A
+//! certificate that expires during a session ends it. A file that does not load leaves the
+//! old state in force.
 
 pub mod acl;
 pub mod credentials;
+pub mod live;
 pub mod throttle;
 pub mod tls;
 
@@ -111,6 +115,8 @@ pub struct Peer {
     /// The device id a verified client certificate names, or why it names none; `None` without
     /// a certificate.
     pub certificate: Option<Result<String, String>>,
+    /// The verified certificate chain, leaf first (judged again at a reload).
+    pub chain: Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
 }
 
 /// What a device claims in CONNECT or HELLO.
@@ -131,6 +137,8 @@ struct State {
     on_deny: OnDeny,
     identity_from: IdentityFrom,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The verifier of client certificates, when `tls.client_ca` is set.
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 /// Why the identity configuration could not be loaded.
@@ -147,6 +155,7 @@ pub struct Authority {
     state: RwLock<Arc<State>>,
     verifier: Verifier,
     throttle: Throttle,
+    live: live::Live,
 }
 
 impl Authority {
@@ -156,15 +165,56 @@ impl Authority {
             state: RwLock::new(Arc::new(State::load(&config.auth, config.tls.as_ref())?)),
             verifier: Verifier::default(),
             throttle: Throttle::default(),
+            live: live::Live::default(),
         })
     }
 
-    /// Replaces credentials, ACL and certificates with those `config` names. On error the old
-    /// state stays in force.
-    pub fn reload(&self, config: &Config) -> Result<(), IdentityError> {
+    /// Replaces credentials, ACL and certificates with those `config` names, then closes the
+    /// open sessions the new state no longer lets in; returns how many. On error the old state
+    /// stays in force and no session is touched.
+    pub fn reload(&self, config: &Config) -> Result<usize, IdentityError> {
         let next = Arc::new(State::load(&config.auth, config.tls.as_ref())?);
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = next;
-        Ok(())
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        Ok(self
+            .live
+            .sweep(|device, proof| next.still_lets_in(device, proof)))
+    }
+
+    /// Registers an authenticated session, so that a reload revoking its credential, or its
+    /// certificate's expiry, ends it; `None` for an anonymous one (nothing to revoke).
+    pub fn watch(&self, identity: &Identity, peer: &Peer) -> Option<live::Watch> {
+        let Identity::Device { id, by } = identity else {
+            return None;
+        };
+        let (proof, expires) = match (by, &peer.chain) {
+            (Method::Certificate, Some(chain)) => {
+                let expires = chain.first().and_then(tls::not_after).map(|t| {
+                    let left = t.saturating_sub(crate::record::now_ms() / 1000).max(0);
+                    tokio::time::Instant::now()
+                        + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+                });
+                let proof = live::Proof::Certificate {
+                    chain: chain.clone(),
+                };
+                (proof, expires)
+            }
+            _ => {
+                let stored = self
+                    .current()
+                    .credentials
+                    .as_ref()
+                    .and_then(|c| c.hash_of(id))
+                    .unwrap_or_default()
+                    .to_owned();
+                (live::Proof::Password { stored }, None)
+            }
+        };
+        Some(self.live.watch(id, proof, expires))
+    }
+
+    /// Authenticated sessions open now.
+    pub fn live_sessions(&self) -> usize {
+        self.live.len()
     }
 
     fn current(&self) -> Arc<State> {
@@ -260,7 +310,33 @@ impl Authority {
 }
 
 impl State {
+    /// `None` if a session of `device` let in by `proof` may stay; else the counter label.
+    fn still_lets_in(&self, device: &str, proof: &live::Proof) -> Option<&'static str> {
+        match proof {
+            live::Proof::Password { stored } => {
+                let now = self.credentials.as_ref().and_then(|c| c.hash_of(device));
+                (now != Some(stored.as_str())).then_some("revoked")
+            }
+            live::Proof::Certificate { chain } => {
+                let (Some(clients), Some((leaf, intermediates))) =
+                    (&self.clients, chain.split_first())
+                else {
+                    return Some("certificate_refused");
+                };
+                let now = rustls_pki_types::UnixTime::now();
+                match clients.verify_client_cert(leaf, intermediates, now) {
+                    Ok(_) => None,
+                    Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+                        Some("certificate_revoked")
+                    }
+                    Err(_) => Some("certificate_refused"),
+                }
+            }
+        }
+    }
+
     fn load(auth: &AuthConfig, tls: Option<&TlsConfig>) -> Result<Self, IdentityError> {
+        let built = tls.map(tls::server_config).transpose()?;
         Ok(Self {
             credentials: auth
                 .credentials
@@ -271,7 +347,8 @@ impl State {
             anonymous: auth.anonymous,
             on_deny: auth.on_deny,
             identity_from: tls.map_or(IdentityFrom::Cn, |t| t.identity_from),
-            tls: tls.map(tls::server_config).transpose()?,
+            clients: built.as_ref().and_then(|b| b.clients.clone()),
+            tls: built.map(|b| b.server),
         })
     }
 }

@@ -2,11 +2,11 @@
 //!
 //! The config file is read and validated again; its `[tls]` and `[auth]` sections, the
 //! credentials file and the certificate files they name replace the ones in force
-//! ([`Authority::reload`]). New connections and new publishes use them; connected devices stay
-//! connected (a device removed from the credentials file can no longer connect, but an open
-//! session of it runs on until it ends). A file that does not load is refused with a log line
-//! naming the problem, and the old state stays in force. Other settings take effect at the
-//! next start.
+//! ([`Authority::reload`]). New connections and new publishes use them. Connected devices stay
+//! connected, except those the new state no longer lets in: a device removed from the
+//! credentials file or given a new password, or whose certificate is now revoked, is
+//! disconnected at once. A file that does not load is refused with a log line naming the
+//! problem, and the old state stays in force. Other settings take effect at the next start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,9 +43,10 @@ pub fn reload(config_path: &std::path::Path, authority: &Authority) {
         .map_err(|e| e.to_string())
         .and_then(|config| authority.reload(&config).map_err(|e| e.to_string()));
     match result {
-        Ok(()) => tracing::info!(
+        Ok(revoked) => tracing::info!(
             message = "Reloaded credentials, ACL and certificates (SIGHUP).",
-            config = %config_path.display()
+            config = %config_path.display(),
+            sessions_revoked = revoked
         ),
         Err(error) => tracing::error!(
             message = "Reload refused; the previous credentials, ACL and certificates stay in force.",

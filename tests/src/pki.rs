@@ -22,6 +22,8 @@ pub struct Pki {
 pub struct Pair {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Its serial number, to revoke it later ([`Pki::revoke`]).
+    pub serial: u64,
 }
 
 impl Pki {
@@ -80,6 +82,18 @@ impl Pki {
         self.issue(device_id, params)
     }
 
+    /// A device certificate valid until `not_after` (an expiry during a session).
+    pub fn device_until(&mut self, device_id: &str, not_after: std::time::SystemTime) -> Pair {
+        let mut params = device_params(device_id);
+        params.not_after = time::OffsetDateTime::from(not_after);
+        self.issue(device_id, params)
+    }
+
+    /// Lists `pair` in the CRL from the next [`Pki::write_crl`] on.
+    pub fn revoke(&mut self, pair: &Pair) {
+        self.revoked.push(SerialNumber::from(pair.serial));
+    }
+
     /// A device certificate listed in the CRL ([`Pki::write_crl`]).
     pub fn revoked_device(&mut self, device_id: &str) -> Pair {
         let serial = SerialNumber::from(self.next_serial);
@@ -89,9 +103,14 @@ impl Pki {
 
     /// Writes the CRL of every revoked certificate to `dir/crl.pem`.
     pub fn write_crl(&self) -> PathBuf {
+        self.write_crl_until(2099)
+    }
+
+    /// [`Pki::write_crl`] with a next update on 1 January of `year` (a past year: a stale CRL).
+    pub fn write_crl_until(&self, year: i32) -> PathBuf {
         let params = CertificateRevocationListParams {
-            this_update: date_time_ymd(2024, 1, 1),
-            next_update: date_time_ymd(2099, 1, 1),
+            this_update: date_time_ymd(2019, 1, 1),
+            next_update: date_time_ymd(year, 1, 1),
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: self
@@ -99,7 +118,7 @@ impl Pki {
                 .iter()
                 .map(|serial| RevokedCertParams {
                     serial_number: serial.clone(),
-                    revocation_time: date_time_ymd(2024, 1, 1),
+                    revocation_time: date_time_ymd(2019, 1, 1),
                     reason_code: None,
                     invalidity_date: None,
                 })
@@ -139,13 +158,15 @@ impl Pki {
     }
 
     fn issue(&mut self, name: &str, mut params: CertificateParams) -> Pair {
-        params.serial_number = Some(SerialNumber::from(self.next_serial));
+        let serial = self.next_serial;
+        params.serial_number = Some(SerialNumber::from(serial));
         self.next_serial += 1;
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.ca).expect("sign");
         let pair = Pair {
             cert: self.dir.join(format!("{name}-{}.crt", self.next_serial)),
             key: self.dir.join(format!("{name}-{}.key", self.next_serial)),
+            serial,
         };
         std::fs::write(&pair.cert, cert.pem()).expect("write cert");
         std::fs::write(&pair.key, key.serialize_pem()).expect("write key");

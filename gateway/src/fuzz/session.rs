@@ -69,6 +69,7 @@ fn run(dir: &Path, data: &[u8]) {
                 addr: "127.0.0.1:40000".parse().expect("an address"),
                 loopback_listener: true,
                 certificate: None,
+                chain: None,
             },
         };
         let session = tokio::spawn(crate::ingest::tcp::session(

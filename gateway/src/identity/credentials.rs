@@ -213,7 +213,7 @@ impl Credentials {
         self.entries.is_empty()
     }
 
-    fn hash_of(&self, device_id: &str) -> Option<&str> {
+    pub(crate) fn hash_of(&self, device_id: &str) -> Option<&str> {
         self.entries.get(device_id).map(String::as_str)
     }
 }

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -37,8 +38,15 @@ pub enum TlsError {
     Rustls(String),
 }
 
+/// The server configuration, and the verifier of client certificates (kept to judge open
+/// sessions' certificates again after a reload).
+pub struct Built {
+    pub server: Arc<ServerConfig>,
+    pub clients: Option<Arc<dyn ClientCertVerifier>>,
+}
+
 /// Builds the server configuration from the files `config` names.
-pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(config: &TlsConfig) -> Result<Built, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs("tls.cert", &config.cert)?;
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| TlsError::Pem {
@@ -49,6 +57,7 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut clients = None;
     let builder = match &config.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -74,6 +83,7 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> 
                         what: "CRL",
                     });
                 }
+                warn_if_stale(path, &found);
                 crls.extend(found);
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -86,13 +96,43 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> 
             let verifier = verifier
                 .build()
                 .map_err(|e| TlsError::Rustls(format!("client verifier: {e}")))?;
+            clients = Some(verifier.clone());
             builder.with_client_cert_verifier(verifier)
         }
     };
     let server = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(format!("tls.cert and tls.key: {e}")))?;
-    Ok(Arc::new(server))
+    Ok(Built {
+        server: Arc::new(server),
+        clients,
+    })
+}
+
+/// Warns about a CRL past its next-update date: its issuer has published a newer one, which
+/// may revoke certificates this one does not. Said at start and at every reload.
+fn warn_if_stale(path: &Path, crls: &[CertificateRevocationListDer<'_>]) {
+    let now = x509_parser::time::ASN1Time::now();
+    for crl in crls {
+        let Ok((_, parsed)) = x509_parser::parse_x509_crl(crl.as_ref()) else {
+            continue; // rustls refuses it with its own words
+        };
+        if let Some(next) = parsed.next_update().filter(|next| *next < now) {
+            tracing::warn!(
+                message = "A CRL is past its next-update date: fetch the current one, or certificates revoked since are still let in.",
+                key = "tls.crl",
+                path = %path.display(),
+                next_update = %next,
+            );
+        }
+    }
+}
+
+/// The time `cert` stops being valid, as seconds since the Unix epoch; `None` if it does not
+/// parse (the handshake already verified it).
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

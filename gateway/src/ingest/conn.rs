@@ -207,6 +207,7 @@ async fn handshake(
                 addr,
                 loopback_listener,
                 certificate: None,
+                chain: None,
             },
         });
     };
@@ -228,18 +229,18 @@ async fn handshake(
             return None;
         }
     };
-    let certificate = tls
-        .get_ref()
-        .1
-        .peer_certificates()
+    let chain = tls.get_ref().1.peer_certificates();
+    let certificate = chain
         .and_then(|chain| chain.first())
         .map(|leaf| crate::identity::tls::identity_of(leaf, authority.identity_from()));
+    let chain = chain.map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
     Some(Accepted {
         stream: Box::new(tls),
         peer: Peer {
             addr,
             loopback_listener,
             certificate,
+            chain,
         },
     })
 }

@@ -29,6 +29,7 @@
 //!   lost. A spool failure gets a NACK (`busy`) and no ACK: the device keeps the events and
 //!   resends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -42,6 +43,7 @@ use self::wire::Wire;
 use super::conn::{self, Accepted, Spec};
 use super::{Inbound, Ingest};
 use crate::config::TcpConfig;
+use crate::identity::live::{self, Watch};
 use crate::identity::{Claim, Identity, Peer};
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
@@ -103,6 +105,8 @@ struct Connection {
     device: Option<(String, Identity, u64)>,
     /// Counts the device as connected on the status page while the session lives.
     _connected: Option<crate::activity::Connected>,
+    /// Fires when a reload revokes the device's credential or its certificate expires.
+    watch: Option<Arc<Watch>>,
     /// `tcp.idle_timeout_ms`: silence after HELLO that closes the session.
     idle: Duration,
     /// When HELLO must have arrived by: [`HELLO_TIMEOUT`] after the connection was accepted.
@@ -117,6 +121,7 @@ impl Connection {
             peer: accepted.peer,
             device: None,
             _connected: None,
+            watch: None,
             idle,
             hello_by: tokio::time::Instant::now() + HELLO_TIMEOUT,
             ingest,
@@ -125,8 +130,13 @@ impl Connection {
 
     async fn run(mut self, stop: CancellationToken) -> std::io::Result<()> {
         loop {
+            let watch = self.watch.clone();
             let inbound = tokio::select! {
                 _ = stop.cancelled() => break,
+                reason = live::ended(watch.as_deref()) => {
+                    self.revoked(reason).await;
+                    break;
+                }
                 next = self.next() => next,
             };
             let inbound = match inbound {
@@ -265,6 +275,7 @@ impl Connection {
                         .activity
                         .connected(&hello.device_id, "tcp"),
                 );
+                self.watch = authority.watch(&identity, &self.peer).map(Arc::new);
                 self.device = Some((hello.device_id, identity, session));
                 Ok(true)
             }
@@ -284,6 +295,18 @@ impl Connection {
                 Ok(false)
             }
         }
+    }
+
+    /// Ends a session whose credential no longer lets it in: counted, logged, and the device
+    /// told why before the connection closes.
+    async fn revoked(&mut self, reason: &'static str) {
+        let device = self.device.as_ref().map(|d| d.0.clone());
+        self.ingest
+            .stats
+            .record_refusal("tcp", reason, device.as_deref(), Some(self.peer.addr));
+        tracing::warn!(message = "Session closed: its credential no longer lets it in.", device_id = ?device, peer = %self.peer.addr, reason);
+        let text = format!("session ended: {}", live::describe(reason));
+        let _ = self.nack(NackCode::Unauthorized, text).await;
     }
 
     async fn events(&mut self, events: Vec<Event>) -> std::io::Result<()> {

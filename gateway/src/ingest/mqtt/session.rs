@@ -71,6 +71,8 @@ pub enum SessionError {
     TopicAlias(u16),
     #[error("a packet of {0} bytes, over the Maximum Packet Size the CONNACK gave")]
     PacketTooLarge(usize),
+    #[error("session ended: {}", crate::identity::live::describe(.0))]
+    Revoked(&'static str),
 }
 
 impl SessionError {
@@ -80,7 +82,7 @@ impl SessionError {
             SessionError::Malformed(_) => Closing::Malformed,
             SessionError::Protocol(_) => Closing::ProtocolError,
             SessionError::KeepAlive => Closing::KeepAliveTimeout,
-            SessionError::Denied => Closing::NotAuthorized,
+            SessionError::Denied | SessionError::Revoked(_) => Closing::NotAuthorized,
             SessionError::ReceiveMaximum(_) => Closing::ReceiveMaximumExceeded,
             SessionError::TopicAlias(_) => Closing::TopicAliasInvalid,
             SessionError::PacketTooLarge(_) => Closing::PacketTooLarge,
@@ -223,6 +225,7 @@ impl Session {
             Err(SessionError::Protocol(_)) => Some("protocol_violation"),
             Err(SessionError::ReceiveMaximum(_)) => Some("receive_maximum"),
             Err(SessionError::TopicAlias(_)) => Some("topic_alias"),
+            Err(SessionError::Revoked(reason)) => Some(*reason),
             _ => None,
         };
         if let (Some(reason), Err(error)) = (reason, &result) {
@@ -297,9 +300,13 @@ impl Session {
             Ok(Err(e)) => return Err(e),
         };
         let idle = self.connect(*connect).await?;
+        let watch = self.ingest.authority.watch(&self.identity, &self.peer);
         loop {
             let round = tokio::select! {
                 _ = stop.cancelled() => return Ok(Ended::Stopped),
+                reason = crate::identity::live::ended(watch.as_ref()) => {
+                    return Err(SessionError::Revoked(reason))
+                }
                 r = tokio::time::timeout(idle, self.next_round()) => match r {
                     Err(_) => return Err(SessionError::KeepAlive),
                     Ok(Ok(Some(round))) => round,

@@ -88,6 +88,7 @@ async fn a_device_that_stops_reading_its_answers_is_closed_after_the_write_timeo
             addr: "127.0.0.1:40001".parse().expect("address"),
             loopback_listener: true,
             certificate: None,
+            chain: None,
         },
     };
     let session = tokio::spawn(super::session(
