@@ -34,21 +34,6 @@ async fn mqtt_tls(
     (client, events)
 }
 
-/// Polls until the gateway closes the session (`true`) or a PUBACK arrives (`false`).
-async fn closed(events: &mut rumqttc::EventLoop, within: Duration) -> bool {
-    tokio::time::timeout(within, async {
-        loop {
-            match events.poll().await {
-                Err(_) => return true,
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => return false,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .unwrap_or(false)
-}
-
 #[test]
 fn a_reload_closes_the_sessions_it_revokes_and_an_expiring_certificate_ends_its_own() {
     let mut site = site("sec-revoke", "");
