@@ -405,7 +405,7 @@ impl Config {
         identity::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
         let admin = crate::admin::config::admin(raw.admin, auth.anonymous == Anonymous::Network)?;
 
-        let teltonika = connectors::teltonika(raw.teltonika)?;
+        let teltonika = connectors::teltonika(raw.teltonika, auth.anonymous == Anonymous::Network)?;
         let files = connectors::files(raw.files)?;
         let bridges = connectors::bridges(raw.bridges)?;
         let mappings = crate::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {

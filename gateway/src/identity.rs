@@ -41,7 +41,7 @@ pub use acl::Acl;
 pub use credentials::{Credentials, PasswordRefusal, Verifier};
 use throttle::Throttle;
 
-use crate::config::{Anonymous, AuthConfig, Config, IdentityFrom, OnDeny, TlsConfig};
+use crate::config::{Anonymous, Config, IdentityFrom, OnDeny};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +139,8 @@ struct State {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The verifier of client certificates, when `tls.client_ca` is set.
     clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// Device ids of Teltonika trackers (`teltonika.names`): no certificate may claim one.
+    tracker_ids: std::collections::HashSet<String>,
 }
 
 /// Why the identity configuration could not be loaded.
@@ -148,6 +150,12 @@ pub enum IdentityError {
     Credentials(#[from] credentials::CredentialsError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(
+        "config key `teltonika.names`: IMEI {imei} is mapped to {device:?}, a device that logs in \
+         with a password (auth.credentials): anyone who read the tracker's label could write as \
+         it. Map the IMEI to an id of its own"
+    )]
+    ImeiShadowsDevice { imei: String, device: String },
 }
 
 /// Decides identities; shared by every listener.
@@ -162,7 +170,7 @@ impl Authority {
     /// Loads the credentials file and the certificates the config names.
     pub fn load(config: &Config) -> Result<Self, IdentityError> {
         Ok(Self {
-            state: RwLock::new(Arc::new(State::load(&config.auth, config.tls.as_ref())?)),
+            state: RwLock::new(Arc::new(State::load(config)?)),
             verifier: Verifier::default(),
             throttle: Throttle::default(),
             live: live::Live::default(),
@@ -173,7 +181,7 @@ impl Authority {
     /// open sessions the new state no longer lets in; returns how many. On error the old state
     /// stays in force and no session is touched.
     pub fn reload(&self, config: &Config) -> Result<usize, IdentityError> {
-        let next = Arc::new(State::load(&config.auth, config.tls.as_ref())?);
+        let next = Arc::new(State::load(config)?);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
         Ok(self
             .live
@@ -244,6 +252,11 @@ impl Authority {
         let state = self.current();
         if let Some(cert) = &peer.certificate {
             let proven = cert.clone().map_err(Refusal::UnusableCertificate)?;
+            if state.tracker_ids.contains(&proven) {
+                return Err(Refusal::UnusableCertificate(format!(
+                    "client certificate names {proven:?}, a Teltonika tracker's id (teltonika.names)"
+                )));
+            }
             if claim.device_id != proven {
                 return Err(Refusal::IdMismatch {
                     claimed: claim.device_id.to_owned(),
@@ -335,14 +348,30 @@ impl State {
         }
     }
 
-    fn load(auth: &AuthConfig, tls: Option<&TlsConfig>) -> Result<Self, IdentityError> {
+    fn load(config: &Config) -> Result<Self, IdentityError> {
+        let (auth, tls) = (&config.auth, config.tls.as_ref());
         let built = tls.map(tls::server_config).transpose()?;
+        let credentials = auth
+            .credentials
+            .as_deref()
+            .map(Credentials::load)
+            .transpose()?;
+        // A tracker proves only its IMEI: it must never pass for a device that logs in.
+        if let (Some(t), Some(creds)) = (&config.teltonika, &credentials) {
+            if let Some((imei, device)) = t.names.iter().find(|(_, d)| creds.hash_of(d).is_some()) {
+                return Err(IdentityError::ImeiShadowsDevice {
+                    imei: imei.clone(),
+                    device: device.clone(),
+                });
+            }
+        }
         Ok(Self {
-            credentials: auth
-                .credentials
-                .as_deref()
-                .map(Credentials::load)
-                .transpose()?,
+            tracker_ids: config
+                .teltonika
+                .iter()
+                .flat_map(|t| t.names.values().cloned())
+                .collect(),
+            credentials,
             acl: auth.acl.clone(),
             anonymous: auth.anonymous,
             on_deny: auth.on_deny,

@@ -208,6 +208,9 @@ pub async fn run_with(
                 source,
             })?;
         tracing::info!(message = "Teltonika tracker ingest listening.", addr = %t.listen, known = t.names.len(), accept_unknown = t.accept_unknown);
+        if !t.listen.ip().is_loopback() {
+            tracing::warn!(message = "Teltonika trackers prove nothing but their IMEI (teltonika.trust_imei = true): anyone on this network who reads a tracker's label can write as it.", addr = %t.listen, accept_unknown = t.accept_unknown);
+        }
         scope.tasks.spawn(ingest::teltonika::serve(
             listener,
             t.clone(),

@@ -20,10 +20,20 @@ pub struct RawTeltonika {
     #[serde(default)]
     pub names: BTreeMap<String, String>,
     pub accept_unknown: Option<bool>,
+    pub accept_unknown_max: Option<usize>,
+    pub accept_unknown_per_minute: Option<u32>,
+    pub trust_imei: Option<bool>,
 }
 
-/// `[teltonika]`: off unless `listen` is set.
-pub fn teltonika(raw: RawTeltonika) -> Result<Option<TeltonikaConfig>, ConfigError> {
+/// `[teltonika]`: off unless `listen` is set. `network_opt_in` is `auth.anonymous = "network"`.
+///
+/// A tracker proves nothing but its IMEI, which is printed on its label. So beyond loopback the
+/// listener needs `trust_imei = true` (said at every start), and taking IMEIs not in `names`
+/// needs `auth.anonymous = "network"`, as any listener that lets anyone in does.
+pub fn teltonika(
+    raw: RawTeltonika,
+    network_opt_in: bool,
+) -> Result<Option<TeltonikaConfig>, ConfigError> {
     let Some(listen) = raw.listen.filter(|l| !l.is_empty()) else {
         return Ok(None);
     };
@@ -48,8 +58,54 @@ pub fn teltonika(raw: RawTeltonika) -> Result<Option<TeltonikaConfig>, ConfigErr
             "no tracker would be accepted: list IMEIs (\"356307042441013\" = \"truck-12\") or set accept_unknown = true",
         ));
     }
+    let listen = socket_addr("teltonika.listen", Some(listen), "")?;
+    let trust_imei = raw.trust_imei.unwrap_or(false);
+    if !listen.ip().is_loopback() {
+        if accept_unknown && !network_opt_in {
+            return Err(invalid(
+                "teltonika.accept_unknown",
+                format!(
+                    "listens on {listen}, beyond this machine, taking any IMEI: anyone on the \
+                     network could write as a tracker of their choosing. List the trackers in \
+                     teltonika.names, or accept that with auth.anonymous = \"network\""
+                ),
+            ));
+        }
+        if !trust_imei {
+            return Err(invalid(
+                "teltonika.trust_imei",
+                format!(
+                    "teltonika.listen is {listen}, beyond this machine, and trackers prove \
+                     nothing but their IMEI (printed on the label): anyone who reads one can \
+                     write as that tracker. Keep the listener on a network you control (a \
+                     private APN, a VPN) and say so with teltonika.trust_imei = true, or bind \
+                     it to 127.0.0.1"
+                ),
+            ));
+        }
+    }
+    let accept_unknown_max = match raw.accept_unknown_max {
+        None => 1000,
+        Some(n) if (1..=1_000_000).contains(&n) => n,
+        Some(_) => {
+            return Err(invalid(
+                "teltonika.accept_unknown_max",
+                "must be from 1 to 1000000",
+            ))
+        }
+    };
+    let accept_unknown_per_minute = match raw.accept_unknown_per_minute {
+        None => 60,
+        Some(n) if (1..=100_000).contains(&n) => n,
+        Some(_) => {
+            return Err(invalid(
+                "teltonika.accept_unknown_per_minute",
+                "must be from 1 to 100000",
+            ))
+        }
+    };
     Ok(Some(TeltonikaConfig {
-        listen: socket_addr("teltonika.listen", Some(listen), "")?,
+        listen,
         max_connections: non_zero("teltonika.max_connections", raw.max_connections, 20_000)?,
         idle_timeout: match raw.idle_timeout_ms {
             None => Duration::from_secs(600),
@@ -63,6 +119,9 @@ pub fn teltonika(raw: RawTeltonika) -> Result<Option<TeltonikaConfig>, ConfigErr
         },
         names: raw.names,
         accept_unknown,
+        accept_unknown_max,
+        accept_unknown_per_minute,
+        trust_imei,
     }))
 }
 

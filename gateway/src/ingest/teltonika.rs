@@ -2,9 +2,12 @@
 //!
 //! One task per connection, through the shared connection layer ([`super::conn`]). The session:
 //! 1. The IMEI handshake, within [`IMEI_TIMEOUT`]. The device id is the IMEI's name in
-//!    `teltonika.names`, or the IMEI itself where `teltonika.accept_unknown` is on; any other
-//!    IMEI is answered `0x00` and the connection closes (counted as `unknown_imei`). Trackers
-//!    cannot log in, so the names table is the list of trackers this gateway takes.
+//!    `teltonika.names`, or the IMEI itself where `teltonika.accept_unknown` is on, within its
+//!    bounds ([`newcomers`]); any other IMEI is answered `0x00` and the connection closes
+//!    (counted as `unknown_imei`). Trackers cannot log in, so the names table is the list of
+//!    trackers this gateway takes: the IMEI is a claim anyone who read the label can make.
+//!    Hence beyond loopback the listener needs `teltonika.trust_imei`, and a name may never be
+//!    a device id that logs in with a password ([`crate::identity::Authority::load`] refuses it).
 //! 2. AVL data packets. Each packet's records become events: a position where the record has a
 //!    fix (satellites above 0), and a reading of its IO elements (named where Teltonika's
 //!    common ids are known: `ignition`, `external_voltage`, ...; `io_<id>` otherwise). A record
@@ -19,6 +22,7 @@
 //! Duplicates are recognisable by device and timestamp (the Kafka timestamp is the record's).
 
 pub mod codec;
+mod newcomers;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,6 +52,12 @@ pub struct TeltonikaConfig {
     pub names: BTreeMap<String, String>,
     /// Take IMEIs not in `names`, as themselves.
     pub accept_unknown: bool,
+    /// With `accept_unknown`: the most IMEIs not in `names` taken while the gateway runs.
+    pub accept_unknown_max: usize,
+    /// With `accept_unknown`: the most IMEIs not seen before taken in a minute.
+    pub accept_unknown_per_minute: u32,
+    /// The operator said the listener's network is one they control (needed beyond loopback).
+    pub trust_imei: bool,
 }
 
 /// Serves trackers on `listener` until `scope.stop`.
@@ -59,8 +69,20 @@ pub async fn serve(listener: TcpListener, config: TeltonikaConfig, ingest: Inges
     };
     let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
     let stop = scope.stop.clone();
+    let newcomers = std::sync::Arc::new(newcomers::Newcomers::new(
+        config.accept_unknown_max,
+        config.accept_unknown_per_minute,
+    ));
     let config = std::sync::Arc::new(config);
-    let session = move |a: Accepted| session(a, config.clone(), ingest.clone(), stop.clone());
+    let session = move |a: Accepted| {
+        session(
+            a,
+            config.clone(),
+            newcomers.clone(),
+            ingest.clone(),
+            stop.clone(),
+        )
+    };
     // Over the cap: refuse at the handshake, the one refusal the protocol has.
     let busy = move |mut a: Accepted| async move {
         let _ = tokio::time::timeout(
@@ -76,6 +98,7 @@ pub async fn serve(listener: TcpListener, config: TeltonikaConfig, ingest: Inges
 pub async fn session(
     mut a: Accepted,
     config: std::sync::Arc<TeltonikaConfig>,
+    newcomers: std::sync::Arc<newcomers::Newcomers>,
     ingest: Ingest,
     stop: CancellationToken,
 ) {
@@ -107,10 +130,22 @@ pub async fn session(
             None => return refuse("hello_timeout", None),
         }
     };
-    let device_id = match config.names.get(&imei) {
-        Some(name) => name.clone(),
-        None if config.accept_unknown => imei.clone(),
-        None => {
+    let admitted = match config.names.get(&imei) {
+        Some(name) => Ok(name.clone()),
+        None if config.accept_unknown => newcomers.admit(&imei).map(|()| imei.clone()),
+        None => Err("unknown_imei"),
+    };
+    let device_id = match admitted {
+        Ok(id) => id,
+        Err(reason @ ("unknown_imei_limit" | "unknown_imei_rate")) => {
+            refuse(reason, None);
+            if let Some(suppressed) = crate::ratelog::allow(reason) {
+                tracing::warn!(message = "Teltonika tracker with a new IMEI refused: teltonika.accept_unknown_max or accept_unknown_per_minute reached.", %imei, %peer, reason, suppressed);
+            }
+            let _ = conn::write_answer(&mut a.stream, &[0]).await;
+            return;
+        }
+        Err(_) => {
             refuse("unknown_imei", None);
             if let Some(suppressed) = crate::ratelog::allow("teltonika_unknown_imei") {
                 tracing::warn!(message = "Teltonika tracker with an IMEI not in teltonika.names refused.", %imei, %peer, suppressed);

@@ -20,6 +20,7 @@ mod before_hello;
 mod revocation;
 mod seq;
 mod tcp;
+mod teltonika;
 
 const IDLE: Duration = Duration::from_secs(20);
 

@@ -27,6 +27,9 @@ async fn listening(
         idle_timeout: Duration::from_secs(60),
         names: BTreeMap::from([(IMEI.to_owned(), "truck-12".to_owned())]),
         accept_unknown,
+        accept_unknown_max: 1000,
+        accept_unknown_per_minute: 60,
+        trust_imei: false,
     };
     let scope = Scope::default();
     tokio::spawn(serve(listener, config, ingest, scope.clone()));
