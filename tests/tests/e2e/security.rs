@@ -315,6 +315,21 @@ fn sighup_reloads_credentials_closing_a_removed_devices_session_and_refusing_a_b
     ));
 }
 
+/// `tributary check-config` on `text` (written into `dir`): its exit code and its stderr.
+fn check_config(dir: &std::path::Path, text: &str) -> (Option<i32>, String) {
+    let config = dir.join("check.toml");
+    std::fs::write(&config, text).expect("write");
+    let out = Command::new(binary("tributary"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("tributary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Polls until the gateway closes the session (`true`) or a PUBACK arrives (`false`).
 async fn closed(events: &mut rumqttc::EventLoop, within: Duration) -> bool {
     tokio::time::timeout(within, async {

@@ -186,19 +186,7 @@ fn slow_admin_clients_cannot_hold_the_descriptors_devices_need() {
 #[test]
 fn an_admin_listener_on_the_network_needs_a_token_or_the_explicit_opt_in() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let check = |text: &str| {
-        let config = dir.path().join("admin.toml");
-        std::fs::write(&config, text).expect("write");
-        let out = Command::new(binary("tributary"))
-            .args(["check-config", "--config"])
-            .arg(&config)
-            .output()
-            .expect("tributary");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = |text: &str| check_config(dir.path(), text);
     let (code, stderr) = check("[admin]\nlisten = \"0.0.0.0:9880\"\n");
     assert_eq!(code, Some(64), "{stderr}");
     assert!(

@@ -7,20 +7,6 @@ use std::io::{Read, Write};
 
 use super::*;
 
-fn check_config(dir: &std::path::Path, text: &str) -> (Option<i32>, String) {
-    let config = dir.join("teltonika.toml");
-    std::fs::write(&config, text).expect("write");
-    let out = Command::new(binary("tributary"))
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .expect("tributary");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn an_imei_cannot_pass_for_a_device_with_a_password_nor_listen_openly_unsaid() {
     let dir = tempfile::tempdir().expect("temp dir");
