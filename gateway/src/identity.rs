@@ -29,6 +29,7 @@
 //! old state in force.
 
 pub mod acl;
+pub mod admission;
 pub mod credentials;
 pub mod live;
 pub mod throttle;
@@ -81,6 +82,8 @@ pub enum Refusal {
     IdMismatch { claimed: String, proven: String },
     #[error("{0}")]
     UnusableCertificate(String),
+    #[error("busy checking passwords; retry later")]
+    Busy,
 }
 
 impl Refusal {
@@ -95,6 +98,20 @@ impl Refusal {
         }
     }
 
+    /// Logs the refusal of a device claiming `device` from `peer` at `at` (`CONNECT`, `HELLO`),
+    /// rate-limited: a busy answer at info (the device retries), the rest as a warning.
+    pub fn log(&self, at: &'static str, device: &str, peer: SocketAddr) {
+        let reason = self.reason();
+        let Some(suppressed) = crate::ratelog::allow(reason) else {
+            return;
+        };
+        if *self == Refusal::Busy {
+            tracing::info!(message = "Device told to retry: too many password checks are waiting.", device_id = ?device, %peer, at, suppressed);
+        } else {
+            tracing::warn!(message = "Device refused.", device_id = ?device, %peer, at, reason, refusal = %self, suppressed);
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::NoCredentials => "auth_missing",
@@ -102,6 +119,7 @@ impl Refusal {
             Refusal::WrongPassword(_) => "auth_wrong_password",
             Refusal::IdMismatch { .. } => "auth_id_mismatch",
             Refusal::UnusableCertificate(_) => "auth_bad_certificate",
+            Refusal::Busy => "auth_busy",
         }
     }
 }
@@ -163,6 +181,7 @@ pub struct Authority {
     state: RwLock<Arc<State>>,
     verifier: Verifier,
     throttle: Throttle,
+    admission: admission::Admission,
     live: live::Live,
 }
 
@@ -173,6 +192,7 @@ impl Authority {
             state: RwLock::new(Arc::new(State::load(config)?)),
             verifier: Verifier::default(),
             throttle: Throttle::default(),
+            admission: admission::Admission::new(Verifier::threads()),
             live: live::Live::default(),
         })
     }
@@ -276,24 +296,37 @@ impl Authority {
                     proven: user.to_owned(),
                 });
             }
-            let wait = self.throttle.delay(peer.addr.ip());
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            let verdict = match &state.credentials {
-                Some(creds) => self.verifier.verify(creds, user, password).await,
-                None => Err(PasswordRefusal::UnknownDevice),
+            let ip = peer.addr.ip();
+            // Verified recently: no check, no queue, no wait.
+            let remembered = state
+                .credentials
+                .as_ref()
+                .is_some_and(|c| self.verifier.remembered(c, user, password));
+            let verdict = if remembered {
+                Ok(())
+            } else {
+                let ticket = self.admission.enter(ip).ok_or(Refusal::Busy)?;
+                let checked = tokio::time::timeout(admission::AUTH_BUDGET, async {
+                    let wait = self.throttle.delay(ip);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    let _turn = ticket.turn().await;
+                    match &state.credentials {
+                        Some(creds) => self.verifier.verify(creds, user, password).await,
+                        None => Err(PasswordRefusal::UnknownDevice),
+                    }
+                })
+                .await;
+                checked.map_err(|_| Refusal::Busy)?
             };
             return match verdict {
-                Ok(()) => {
-                    self.throttle.succeeded(peer.addr.ip());
-                    Ok(Identity::Device {
-                        id: user.to_owned(),
-                        by: Method::Password,
-                    })
-                }
+                Ok(()) => Ok(Identity::Device {
+                    id: user.to_owned(),
+                    by: Method::Password,
+                }),
                 Err(refusal) => {
-                    self.throttle.failed(peer.addr.ip());
+                    self.throttle.failed(ip);
                     Err(match refusal {
                         PasswordRefusal::UnknownDevice => Refusal::UnknownDevice(user.to_owned()),
                         PasswordRefusal::WrongPassword => Refusal::WrongPassword(user.to_owned()),

@@ -138,6 +138,10 @@ pub struct DeadLetter {
     /// The payload as UTF-8 where it is, else absent (see `payload_hex`).
     pub payload: Option<String>,
     pub payload_hex: Option<String>,
+    /// The payload's whole length, when more than [`DEAD_LETTER_BYTES`] of it arrived and only
+    /// that prefix is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<usize>,
     pub received_ms: i64,
 }
 
@@ -149,6 +153,9 @@ impl DeadLetter {
         reason: String,
         payload: &[u8],
     ) -> Self {
+        // A bounded prefix: a device cannot make the spool keep more of what it refused.
+        let payload_bytes = (payload.len() > DEAD_LETTER_BYTES).then_some(payload.len());
+        let payload = &payload[..payload.len().min(DEAD_LETTER_BYTES)];
         let (payload, payload_hex) = match std::str::from_utf8(payload) {
             Ok(s) => (Some(s.to_owned()), None),
             Err(_) => (
@@ -163,6 +170,7 @@ impl DeadLetter {
             reason,
             payload,
             payload_hex,
+            payload_bytes,
             received_ms: now_ms(),
         }
     }

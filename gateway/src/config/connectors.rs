@@ -138,6 +138,8 @@ pub struct RawFiles {
     pub max_line_bytes: Option<usize>,
     pub poll_ms: Option<u64>,
     pub rotate_wait_ms: Option<u64>,
+    pub follow_symlinks: Option<bool>,
+    pub max_files: Option<usize>,
 }
 
 /// `[[files]]`: the file-tail sources.
@@ -237,6 +239,10 @@ pub fn files(raw: Vec<RawFiles>) -> Result<Vec<FileSource>, ConfigError> {
                 ))
             }
         };
+        let max_files = match f.max_files.unwrap_or(100) {
+            n @ 1..=10_000 => n,
+            _ => return Err(bad("max_files", "must be from 1 to 10000".into())),
+        };
         out.push(FileSource {
             name,
             path,
@@ -245,6 +251,8 @@ pub fn files(raw: Vec<RawFiles>) -> Result<Vec<FileSource>, ConfigError> {
             max_line_bytes,
             poll,
             rotate_wait,
+            follow_symlinks: f.follow_symlinks.unwrap_or(false),
+            max_files,
         });
     }
     Ok(out)

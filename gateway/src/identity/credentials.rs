@@ -279,10 +279,9 @@ struct Job {
 impl Default for Verifier {
     /// Starts the checking threads; they end when the last clone is dropped.
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for i in 0..(cores / 2).max(1) {
+        for i in 0..Self::threads() {
             let queue = queue.clone();
             let worker = move || {
                 if i == 0 {
@@ -307,6 +306,18 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// Whether `password` for `device_id` was verified recently (no check needed).
+    pub fn remembered(&self, credentials: &Credentials, device_id: &str, password: &[u8]) -> bool {
+        credentials
+            .hash_of(device_id)
+            .is_some_and(|stored| self.cached(device_id, &remember_key(stored, password)))
+    }
+
+    /// The checking threads there are.
+    pub fn threads() -> usize {
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+    }
+
     /// Checks `password` for `device_id` against `credentials`.
     pub async fn verify(
         &self,

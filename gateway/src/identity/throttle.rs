@@ -1,8 +1,10 @@
 //! Slowing down repeated login failures from one address.
 //!
 //! After [`FREE_FAILURES`] failed logins from an IP address, each further attempt from it waits
-//! before it is checked: 100 ms, doubling per failure, at most [`MAX_DELAY`]. A success, or
-//! [`FORGET_AFTER`] without a failure, clears the address. Waiting (rather than refusing outright)
+//! before it is checked: 100 ms, doubling per failure, at most [`MAX_DELAY`]. Only
+//! [`FORGET_AFTER`] without a failure clears the address: a success does not, or a guesser
+//! holding one valid credential could reset the wait for all its other guesses (a device whose
+//! password was verified recently skips the wait anyway). Waiting (rather than refusing outright)
 //! keeps a misconfigured device behind the same NAT as good ones from locking them out, while a
 //! password guesser gets a few attempts a minute. The table is bounded: past [`MAX_ADDRESSES`]
 //! addresses, the oldest entries are forgotten.
@@ -53,11 +55,6 @@ impl Throttle {
         entry.0 = entry.0.saturating_add(1);
         entry.1 = Instant::now();
     }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(&ip);
-    }
 }
 
 #[cfg(test)]
@@ -65,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waits_grow_after_the_free_failures_and_a_success_clears_them() {
+    fn waits_grow_after_the_free_failures_and_only_quiet_clears_them() {
         let t = Throttle::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
@@ -82,7 +79,7 @@ mod tests {
         }
         assert_eq!(t.delay(ip), MAX_DELAY);
         assert_eq!(t.delay(other), Duration::ZERO);
-        t.succeeded(ip);
-        assert_eq!(t.delay(ip), Duration::ZERO);
+        t.failures.lock().unwrap().get_mut(&ip).unwrap().1 -= FORGET_AFTER;
+        assert_eq!(t.delay(ip), Duration::ZERO, "forgotten after a quiet spell");
     }
 }

@@ -19,6 +19,9 @@
 //!   (its first 1 KiB kept) and reading goes on after it; so is a line the mapping refuses.
 //! - A spool that refuses (full, failing) keeps the offset where it was; the lines are read
 //!   again at the next poll.
+//! - Only regular files are read, never through a symbolic link unless `follow_symlinks`; a
+//!   glob follows at most `max_files` files. What is refused is logged and counted once
+//!   (`files/symlink`, `files/not_a_regular_file`, `files/too_many_files`).
 
 pub mod tail;
 
@@ -67,6 +70,11 @@ pub struct FileSource {
     /// How long a file the path no longer names is still followed (a writer may append to a
     /// rotated file until it reopens its log): Fluent Bit's `Rotate_Wait`.
     pub rotate_wait: Duration,
+    /// Follow a path that is a symbolic link (off: another user who can write the directory
+    /// could point it at a file the gateway may read and they may not).
+    pub follow_symlinks: bool,
+    /// The most files a glob follows at once; more are refused, counted once each.
+    pub max_files: usize,
 }
 
 /// A file being followed.
@@ -105,14 +113,7 @@ pub async fn serve(source: FileSource, ingest: Ingest, scope: Scope) {
         LineFormat::Json(m) | LineFormat::Csv(m) => Mappings::new(vec![(**m).clone()]),
         LineFormat::Text { .. } => Mappings::default(),
     };
-    let mut tailer = Tailer {
-        source: source.clone(),
-        ingest,
-        mappings,
-        first_scan: saved.is_empty(),
-        saved,
-        followed: Vec::new(),
-    };
+    let mut tailer = Tailer::new(source.clone(), ingest, mappings, saved);
     loop {
         tailer.poll().await;
         tokio::select! {
@@ -133,9 +134,28 @@ struct Tailer {
     /// does `start_at_end` skip what files hold. At a later start, a file the gateway has not
     /// seen (created while it was down) is read from its start.
     first_scan: bool,
+    /// Paths refused (a link, not a regular file, over `max_files`), counted once each.
+    refused: std::collections::HashSet<PathBuf>,
 }
 
 impl Tailer {
+    fn new(
+        source: Arc<FileSource>,
+        ingest: Ingest,
+        mappings: Mappings,
+        saved: HashMap<String, u64>,
+    ) -> Self {
+        Self {
+            source,
+            ingest,
+            mappings,
+            first_scan: saved.is_empty(),
+            saved,
+            followed: Vec::new(),
+            refused: std::collections::HashSet::new(),
+        }
+    }
+
     async fn poll(&mut self) {
         self.discover();
         let mut i = 0;
@@ -181,14 +201,39 @@ impl Tailer {
         self.first_scan = false;
     }
 
+    /// Counts and logs a path not followed, once.
+    fn refuse(&mut self, path: PathBuf, reason: &'static str) {
+        if self.refused.len() < 10_000 && self.refused.insert(path.clone()) {
+            self.ingest
+                .stats
+                .record_refusal("files", reason, None, None);
+            tracing::warn!(message = "A file the source names is not followed.", source = %self.source.name, path = %path.display(), reason, hint = "a symbolic link needs follow_symlinks = true; only regular files are read; a glob follows at most max_files");
+        }
+    }
+
     /// Finds the files the path names now, and follows the new ones.
     fn discover(&mut self) {
         for f in &mut self.followed {
             f.seen = false;
         }
         for path in tail::discover(&self.source.path) {
-            let Some((file, id, first)) = tail::open(&path, self.source.max_line_bytes) else {
+            let known = self.followed.iter().any(|f| f.path == path);
+            if self.followed.len() >= self.source.max_files && !known {
+                self.refuse(path, "too_many_files");
                 continue;
+            }
+            let opened = tail::open(
+                &path,
+                self.source.max_line_bytes,
+                self.source.follow_symlinks,
+            );
+            let (file, id, first) = match opened {
+                Ok(Some(opened)) => opened,
+                Ok(None) => continue,
+                Err(reason) => {
+                    self.refuse(path, reason);
+                    continue;
+                }
             };
             if let Some(f) = self.followed.iter_mut().find(|f| f.id == id) {
                 f.seen = true;

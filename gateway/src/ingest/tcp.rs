@@ -287,11 +287,12 @@ impl Connection {
                     Some(&hello.device_id),
                     Some(self.peer.addr),
                 );
-                if let Some(suppressed) = crate::ratelog::allow(reason) {
-                    tracing::warn!(message = "Device refused at HELLO.", device_id = %hello.device_id, peer = %self.peer.addr, reason, %refusal, suppressed);
-                }
-                self.nack(NackCode::Unauthorized, refusal.to_device())
-                    .await?;
+                refusal.log("HELLO", &hello.device_id, self.peer.addr);
+                let code = match refusal {
+                    crate::identity::Refusal::Busy => NackCode::Busy,
+                    _ => NackCode::Unauthorized,
+                };
+                self.nack(code, refusal.to_device()).await?;
                 Ok(false)
             }
         }

@@ -17,6 +17,8 @@ use tributary_tests::{binary, env, import_passwords, mosquitto_pub_with};
 
 mod admin;
 mod before_hello;
+mod files;
+mod password_flood;
 mod revocation;
 mod seq;
 mod tcp;

@@ -47,7 +47,9 @@ pub fn discover(pattern: &Path) -> Vec<PathBuf> {
     };
     let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        // Not directories; links and special files are listed, and [`open`] says why it
+        // refuses them (nothing a glob matches is skipped without a word).
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
         .filter(|e| {
             e.file_name()
                 .to_str()
@@ -59,19 +61,49 @@ pub fn discover(pattern: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// An open file and who it is; `None` while its first line is incomplete (or it cannot be
-/// opened: it is looked for again at the next poll).
-pub fn open(path: &Path, max_line: usize) -> Option<(File, FileId, Vec<u8>)> {
-    let mut file = File::open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    let first = first_line(&mut file, max_line)?;
+/// An open file, who it is, and its first line.
+pub type Opened = (File, FileId, Vec<u8>);
+
+/// An open file and who it is; `Ok(None)` while its first line is incomplete (or it cannot be
+/// opened: it is looked for again at the next poll); `Err` with the counter label when the path
+/// is a symbolic link (unless `follow_symlinks`) or not a regular file. The link is refused at
+/// the open itself (`O_NOFOLLOW`), so it cannot be swapped in after a check; a FIFO or device is
+/// opened without blocking (`O_NONBLOCK`) and let go.
+pub fn open(
+    path: &Path,
+    max_line: usize,
+    follow_symlinks: bool,
+) -> Result<Option<Opened>, &'static str> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = libc::O_NONBLOCK;
+    if !follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err("symlink"),
+        Err(_) => return Ok(None),
+    };
+    let Ok(meta) = file.metadata() else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Err("not_a_regular_file");
+    }
+    let Some(first) = first_line(&mut file, max_line) else {
+        return Ok(None);
+    };
     let fingerprint = crate::hash::fnv1a(&first);
     let id = FileId {
         dev: meta.dev(),
         ino: meta.ino(),
         fingerprint,
     };
-    Some((file, id, first))
+    Ok(Some((file, id, first)))
 }
 
 /// The first line without its newline (at most `max_line` bytes of it), if it is complete.
@@ -220,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, b"one\r\ntwo\nthr").unwrap();
-        let (mut file, _, first) = open(&path, 100).unwrap();
+        let (mut file, _, first) = open(&path, 100, false).unwrap().unwrap();
         assert_eq!(first, b"one\r");
         let c = read_lines(&mut file, 0, 100, 10, 4096).unwrap();
         assert_eq!(c.lines, [(0, b"one".to_vec()), (5, b"two".to_vec())]);
@@ -240,7 +272,7 @@ mod tests {
         let path = dir.path().join("a.log");
         let long = "x".repeat(50);
         std::fs::write(&path, format!("ok\n{long}\nafter\n")).unwrap();
-        let (mut file, _, _) = open(&path, 10).unwrap();
+        let (mut file, _, _) = open(&path, 10, false).unwrap().unwrap();
         let c = read_lines(&mut file, 0, 10, 10, 4096).unwrap();
         assert_eq!(c.lines, [(0, b"ok".to_vec()), (54, b"after".to_vec())]);
         assert_eq!(c.too_long.len(), 1);
@@ -271,14 +303,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("app.log"), dir.path().join("app.log.1"));
         std::fs::write(&a, b"first\nsecond\n").unwrap();
-        let (_, before, _) = open(&a, 100).unwrap();
+        let (_, before, _) = open(&a, 100, false).unwrap().unwrap();
         std::fs::rename(&a, &b).unwrap();
-        let (_, after, _) = open(&b, 100).unwrap();
+        let (_, after, _) = open(&b, 100, false).unwrap().unwrap();
         assert_eq!(before, after, "renamed, the same file");
         std::fs::write(&a, b"first\n").unwrap();
-        let (_, fresh, _) = open(&a, 100).unwrap();
+        let (_, fresh, _) = open(&a, 100, false).unwrap().unwrap();
         assert_ne!(fresh, before, "a new file at the old name is another file");
         std::fs::write(dir.path().join("empty.log"), b"no newline yet").unwrap();
-        assert!(open(&dir.path().join("empty.log"), 100).is_none());
+        assert!(open(&dir.path().join("empty.log"), 100, false)
+            .unwrap()
+            .is_none());
     }
 }

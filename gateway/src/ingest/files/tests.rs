@@ -16,6 +16,8 @@ fn source(dir: &Path, format: LineFormat) -> FileSource {
         max_line_bytes: 64,
         poll: Duration::from_millis(10),
         rotate_wait: Duration::ZERO,
+        follow_symlinks: false,
+        max_files: 100,
     }
 }
 
@@ -35,14 +37,9 @@ async fn tailer(ingest: &Ingest, source: FileSource) -> Tailer {
         .into_iter()
         .map(|s| (s.source, u64::from_be_bytes(s.state.try_into().unwrap())))
         .collect();
-    Tailer {
-        source: Arc::new(source),
-        ingest: ingest.clone(),
-        mappings: Mappings::default(),
-        saved,
-        followed: Vec::new(),
-        first_scan: true,
-    }
+    let mut tailer = Tailer::new(Arc::new(source), ingest.clone(), Mappings::default(), saved);
+    tailer.first_scan = true;
+    tailer
 }
 
 /// The values of every stored record of `topic`, as text.

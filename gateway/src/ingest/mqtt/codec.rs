@@ -454,6 +454,10 @@ impl Codec {
     }
 }
 
+/// The largest CONNECT taken (client id, credentials, will, properties): memory a peer can
+/// hold before it is authenticated.
+pub const MAX_CONNECT_BYTES: usize = 64 * 1024;
+
 /// Looks at the CONNECT at the start of `buf` for its protocol version. `None`: not all of it
 /// has arrived. A 3.1 CONNECT is rewritten in place to 3.1.1's, once all of it is in.
 /// Anything that is not a CONNECT is left to the 3.1.1 parser, which says what it is.
@@ -471,6 +475,13 @@ fn first_connect(
     else {
         return Ok(None);
     };
+    if remaining > MAX_CONNECT_BYTES {
+        // Before anyone is authenticated, a peer gets a few bytes of memory, not a packet's
+        // worth: the connection closes before the rest is read.
+        return Err(ReadError::Malformed(format!(
+            "CONNECT of {remaining} bytes, over the {MAX_CONNECT_BYTES} a CONNECT may have"
+        )));
+    }
     let start = 1 + len_len;
     let Some(name_len) = buf
         .get(start..start + 2)

@@ -77,13 +77,12 @@ impl Session {
                     Some(&client_id),
                     Some(self.peer.addr),
                 );
-                if let Some(suppressed) = crate::ratelog::allow(reason) {
-                    tracing::warn!(message = "Device refused at CONNECT.", client_id = ?client_id, peer = %self.peer.addr, reason, %refusal, suppressed);
-                }
+                refusal.log("CONNECT", &client_id, self.peer.addr);
                 let code = match refusal {
                     Refusal::UnknownDevice(_) | Refusal::WrongPassword(_) => {
                         ConnectCode::BadCredentials
                     }
+                    Refusal::Busy => ConnectCode::Busy,
                     _ => ConnectCode::NotAuthorized,
                 };
                 self.refuse(code, refusal.to_device()).await?;

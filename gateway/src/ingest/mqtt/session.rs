@@ -205,8 +205,9 @@ impl Session {
     }
 
     /// Serves the connection until it ends. A malformed packet ends it (MQTT framing cannot be
-    /// trusted after one); it is counted (`malformed`), logged (rate-limited) and kept as a
-    /// dead letter with the bytes that could not be parsed (at most [`DEAD_LETTER_BYTES`]).
+    /// trusted after one); it is counted (`malformed`), logged (rate-limited) and, once the
+    /// device is authenticated, kept as a dead letter with the bytes that could not be parsed
+    /// (at most [`DEAD_LETTER_BYTES`]). Before CONNECT is accepted nothing is stored.
     ///
     /// Every other way a device breaks the session is counted too, by reason: `connect_timeout`
     /// (no CONNECT in time), `keepalive_timeout` (silent for 1.5 × its keep-alive),
@@ -268,6 +269,11 @@ impl Session {
         );
         if let Some(suppressed) = crate::ratelog::allow("mqtt_malformed") {
             tracing::warn!(message = "Malformed MQTT packet; connection closed.", peer = %self.peer.addr, %reason, suppressed);
+        }
+        if self.connected.is_none() {
+            // Nobody is authenticated: counted and logged, never stored (its bytes may hold a
+            // password, and storing them would let anyone fill the spool).
+            return;
         }
         let raw = &self.read[..self.read.len().min(DEAD_LETTER_BYTES)];
         let letter = DeadLetter::new(

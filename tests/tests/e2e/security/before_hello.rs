@@ -11,6 +11,18 @@ use tributary_protocol::{encode_frame_version, Hello, Message};
 
 use super::*;
 
+/// An MQTT 3.1.1 CONNECT written by hand (client libraries refuse what the attacks send):
+/// connect `flags`, keep-alive 60, then each of `fields` with its length (under 128 bytes in
+/// all).
+fn connect_3_1_1(flags: u8, fields: &[&[u8]]) -> Vec<u8> {
+    let field = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let mut body = [&field(b"MQTT")[..], &[4, flags, 0, 60]].concat();
+    for f in fields {
+        body.extend_from_slice(&field(f));
+    }
+    [&[0x10, body.len() as u8][..], &body].concat()
+}
+
 /// A frame with a valid length and CRC around `payload`, which decodes to nothing.
 fn sealed(payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; FRAME_HEADER_LEN + 1 + payload.len()];
@@ -188,17 +200,10 @@ fn a_client_id_with_a_line_break_cannot_forge_a_log_line() {
     );
     // MQTT 3.1.1 CONNECT, written by hand (client libraries refuse such an id): clean session,
     // user name and password flags, keep-alive 60, then the client id, user and password.
-    let field = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
-    let body = [
-        &field(b"MQTT")[..],
-        &[4, 0b1100_0010, 0, 60],
-        &field(b"x\nERROR forged-by-attacker"),
-        &field(b"nobody"),
-        &field(b"x"),
-    ]
-    .concat();
-    let mut connect = vec![0x10, body.len() as u8];
-    connect.extend_from_slice(&body);
+    let connect = connect_3_1_1(
+        0b1100_0010,
+        &[b"x\nERROR forged-by-attacker", b"nobody", b"x"],
+    );
     let mut s = std::net::TcpStream::connect(gateway.mqtt).expect("connect");
     s.write_all(&connect).expect("CONNECT");
     let (connack, _) = read_to_close(&mut s, Duration::from_secs(5));
@@ -206,7 +211,10 @@ fn a_client_id_with_a_line_break_cannot_forge_a_log_line() {
     assert_ne!(connack.get(3), Some(&0), "refused: {connack:?}");
     let stopped = gateway.stop();
     let log = stopped.stderr;
-    assert!(log.contains("Device refused at CONNECT"), "{log}");
+    assert!(
+        log.contains("Device refused.") && log.contains("CONNECT"),
+        "{log}"
+    );
     assert!(
         !log.lines().any(|l| l.starts_with("ERROR forged")),
         "no forged line:\n{log}"
@@ -215,4 +223,61 @@ fn a_client_id_with_a_line_break_cannot_forge_a_log_line() {
         log.contains("\\nERROR forged-by-attacker"),
         "escaped in place:\n{log}"
     );
+}
+
+/// Before: 200 unfinished CONNECTs of 300 KiB held 61 MiB until their deadline, and a CONNECT
+/// that failed to parse was kept, bytes and password included, as a dead letter. Now a CONNECT
+/// announcing more than 64 KiB is refused on its first bytes, and nothing an unauthenticated
+/// MQTT peer sends is stored.
+#[test]
+fn an_unauthenticated_mqtt_peer_holds_no_memory_and_stores_nothing() {
+    let topics = Topics::unique("mqtt-pre-connect");
+    let mut gateway = Gateway::start(None, &topics);
+    // A CONNECT whose remaining length says 300 KiB (varint 0x80 0xe0 0x12), then a trickle.
+    let mut s = std::net::TcpStream::connect(gateway.mqtt).expect("connect");
+    s.write_all(&[0x10, 0x80, 0xe0, 0x12, 0x00, 0x04, b'M', b'Q'])
+        .expect("the start of a CONNECT");
+    let started = Instant::now();
+    let (_, closed) = read_to_close(&mut s, Duration::from_secs(5));
+    assert!(
+        closed,
+        "closed on the first bytes, not at the 10 s deadline"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A CONNECT that does not parse (a will QoS of 3), carrying a password.
+    let connect = connect_3_1_1(
+        0b1101_1110,
+        &[
+            b"env-1",
+            b"will/topic",
+            b"will",
+            b"env-1",
+            b"hunter2-secret-pw",
+        ],
+    );
+    let mut s = std::net::TcpStream::connect(gateway.mqtt).expect("connect");
+    s.write_all(&connect).expect("CONNECT");
+    let (_, closed) = read_to_close(&mut s, Duration::from_secs(5));
+    assert!(closed, "closed after a CONNECT that does not parse");
+
+    // A real device is unaffected.
+    assert!(mosquitto_pub_with(
+        gateway.mqtt.port(),
+        1,
+        "devices/real-2/readings",
+        &reading("real-2", 1),
+        &["-i", "real-2"],
+    ));
+    gateway.wait_drained(Duration::from_secs(30));
+    let stopped = gateway.stop();
+    assert!(stopped.status.success());
+    assert!(
+        gateway.sink_lines(&topics.dead_letter).is_empty(),
+        "nothing of the unauthenticated peers is stored"
+    );
+    let text = sink_text(&gateway);
+    assert!(!text.contains("hunter2") && !text.contains("68756e74657232"));
+    assert_eq!(gateway.sink_lines(&topics.readings).len(), 1);
+    assert_eq!(stopped.refused("mqtt/malformed"), 2, "{}", stopped.stdout);
 }
