@@ -147,7 +147,7 @@ impl Activity {
                 time_ms: now_ms,
                 transport,
                 reason,
-                device: device.map(str::to_owned),
+                device: device.map(|d| crate::logline::clip(d).into_owned()),
                 peer: peer.map(|p| p.to_string()),
             });
             if inner.refusals.len() > MAX_REFUSALS {

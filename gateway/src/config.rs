@@ -190,6 +190,7 @@ pub struct RawTcp {
     pub tls_listen: Option<String>,
     pub max_frame_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub idle_timeout_ms: Option<u64>,
     /// Removed: refused with a pointer to per-device passwords.
     pub token: Option<String>,
@@ -270,6 +271,8 @@ pub struct TcpConfig {
     pub max_frame_bytes: NonZeroUsize,
     /// Connections beyond this (per listener) are refused with NACK busy.
     pub max_connections: NonZeroUsize,
+    /// Connections one address may hold on a listener not bound to loopback.
+    pub max_connections_per_address: NonZeroUsize,
     /// A session that sends nothing for this long after HELLO is closed.
     pub idle_timeout: Duration,
 }
@@ -375,6 +378,11 @@ impl Config {
                     tributary_protocol::DEFAULT_MAX_FRAME_BYTES,
                 )?,
                 max_connections: non_zero("tcp.max_connections", raw.tcp.max_connections, 20_000)?,
+                max_connections_per_address: non_zero(
+                    "tcp.max_connections_per_address",
+                    raw.tcp.max_connections_per_address,
+                    PER_ADDRESS,
+                )?,
                 idle_timeout: match raw.tcp.idle_timeout_ms {
                     None => Duration::from_secs(600),
                     Some(ms) if (1..=MAX_DURATION_MS).contains(&ms) => Duration::from_millis(ms),
@@ -520,6 +528,10 @@ impl Config {
         })
     }
 }
+
+/// The default of every device listener's `max_connections_per_address`: room for a depot's
+/// fleet behind one NAT router, not for one peer to take a listener's every slot.
+const PER_ADDRESS: usize = 1000;
 
 /// The longest duration a `_ms` key may name: 100 years, far below where millisecond
 /// arithmetic on `i64` timestamps could overflow.

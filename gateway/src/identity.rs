@@ -105,10 +105,14 @@ impl Refusal {
         let Some(suppressed) = crate::ratelog::allow(reason) else {
             return;
         };
+        // What a peer claimed, cut to a bounded length before it reaches the log.
+        let device = crate::logline::clip(device);
         if *self == Refusal::Busy {
             tracing::info!(message = "Device told to retry: too many password checks are waiting.", device_id = ?device, %peer, at, suppressed);
         } else {
-            tracing::warn!(message = "Device refused.", device_id = ?device, %peer, at, reason, refusal = %self, suppressed);
+            let refusal = self.to_string();
+            let refusal = crate::logline::clip(&refusal);
+            tracing::warn!(message = "Device refused.", device_id = ?device, %peer, at, reason, %refusal, suppressed);
         }
     }
 

@@ -80,6 +80,7 @@ pub async fn run_with(
 ) -> Result<Summary, GatewayError> {
     warn_about_anonymous_network(&config);
     warn_about_cleartext_passwords(&config);
+    warn_about_descriptor_limit(&config);
     let stats = Stats::default();
     let spool_config = config.spool.clone();
     let spool_stats = stats.clone();
@@ -309,6 +310,50 @@ fn warn_about_cleartext_passwords(config: &Config) {
             message = "Device passwords cross the network in clear text on this listener (auth.cleartext_passwords = true): anyone on the network can read them. Prefer the TLS listener.",
             key,
             %addr
+        );
+    }
+}
+
+/// Descriptors the gateway needs besides connections: the spool and its WAL, Kafka's sockets,
+/// followed files, the runtime's own.
+const DESCRIPTOR_MARGIN: u64 = 256;
+
+/// The most descriptors the configured listeners may hold at once, plus [`DESCRIPTOR_MARGIN`].
+fn descriptors_needed(config: &Config) -> u64 {
+    let mut n = DESCRIPTOR_MARGIN;
+    let count = |addr: Option<std::net::SocketAddr>, cap: usize| {
+        addr.map_or(0, |_| u64::try_from(cap).unwrap_or(u64::MAX))
+    };
+    if let Some(t) = &config.tcp {
+        n = n.saturating_add(count(t.listen, t.max_connections.get()));
+        n = n.saturating_add(count(t.tls_listen, t.max_connections.get()));
+    }
+    if let Some(m) = &config.mqtt {
+        for addr in [m.listen, m.tls_listen, m.broker_listen] {
+            n = n.saturating_add(count(addr, m.max_connections.get()));
+        }
+    }
+    if let Some(t) = &config.teltonika {
+        n = n.saturating_add(count(Some(t.listen), t.max_connections.get()));
+    }
+    if let Some(a) = &config.admin {
+        n = n.saturating_add(count(Some(a.listen), a.max_connections));
+    }
+    n.saturating_add(u64::try_from(config.files.len() * 100).unwrap_or(u64::MAX))
+}
+
+/// Says at start when the listeners' caps together exceed the open-file limit: past it, a new
+/// connection fails with EMFILE whatever the caps say, and so does opening a spool file.
+fn warn_about_descriptor_limit(config: &Config) {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    let needed = descriptors_needed(config);
+    if needed > soft {
+        tracing::warn!(
+            message = "The listeners' connection caps exceed the open-file limit: once descriptors run out, new devices are refused (\"Too many open files\"). Raise LimitNOFILE in the systemd unit, or lower tcp.max_connections, mqtt.max_connections, teltonika.max_connections and admin.max_connections.",
+            open_file_limit = soft,
+            descriptors_needed = needed,
         );
     }
 }

@@ -6,7 +6,20 @@
 //! event with one `write_all` ending in `\n`, so [`OneLine`] writes every `\n` and `\r` before
 //! the last byte as `\n` and `\r` escapes. The JSON log escapes them already.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
+
+/// The most characters of an identifier a peer sent (a client id, a claimed device id) that a
+/// log line or the status page keeps: an MQTT client id may be 65,535 bytes.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// `text` cut to [`MAX_ID_CHARS`] characters, with `…` where it was cut.
+pub fn clip(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(MAX_ID_CHARS) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
 
 /// Wraps the log's writer; see the module documentation.
 pub struct OneLine<W>(pub W);
@@ -53,5 +66,14 @@ mod tests {
             String::from_utf8(w.0).unwrap(),
             "WARN refused client_id=x\\nERROR forged\\r\nINFO plain\n"
         );
+    }
+
+    #[test]
+    fn a_long_identifier_is_clipped_on_a_character_boundary() {
+        assert_eq!(clip("env-1"), "env-1");
+        let long = "é".repeat(70_000);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), MAX_ID_CHARS + 1);
+        assert!(clipped.ends_with('…'));
     }
 }

@@ -170,7 +170,7 @@ impl Gateway {
     }
 
     /// Like [`Gateway::start_with`], with the config text passed through `edit` first.
-    fn start_edited(
+    pub fn start_edited(
         brokers: Option<&str>,
         topics: &Topics,
         extra: &str,

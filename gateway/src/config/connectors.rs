@@ -16,6 +16,7 @@ use crate::mapping::RawMapping;
 pub struct RawTeltonika {
     pub listen: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub idle_timeout_ms: Option<u64>,
     #[serde(default)]
     pub names: BTreeMap<String, String>,
@@ -107,6 +108,11 @@ pub fn teltonika(
     Ok(Some(TeltonikaConfig {
         listen,
         max_connections: non_zero("teltonika.max_connections", raw.max_connections, 20_000)?,
+        max_connections_per_address: non_zero(
+            "teltonika.max_connections_per_address",
+            raw.max_connections_per_address,
+            super::PER_ADDRESS,
+        )?,
         idle_timeout: match raw.idle_timeout_ms {
             None => Duration::from_secs(600),
             Some(ms) if (1..=MAX_DURATION_MS).contains(&ms) => Duration::from_millis(ms),

@@ -15,6 +15,7 @@ pub struct RawMqtt {
     pub tls_listen: Option<String>,
     pub max_payload_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub broker_listen: Option<String>,
     pub receive_maximum: Option<u32>,
     pub max_keep_alive_s: Option<u32>,
@@ -30,6 +31,8 @@ pub struct MqttConfig {
     pub tls_listen: Option<SocketAddr>,
     pub max_payload_bytes: NonZeroUsize,
     pub max_connections: NonZeroUsize,
+    /// Connections one address may hold on a listener not bound to loopback.
+    pub max_connections_per_address: NonZeroUsize,
     /// The embedded broker for subscribers and local apps; `None` when disabled.
     pub broker_listen: Option<SocketAddr>,
     /// MQTT 5: the Receive Maximum granted while the spool has room (1 to 65535).
@@ -59,6 +62,11 @@ pub fn validate(raw: RawMqtt) -> Result<Option<MqttConfig>, ConfigError> {
         tls_listen: optional_addr("mqtt.tls_listen", raw.tls_listen, None)?,
         max_payload_bytes: non_zero("mqtt.max_payload_bytes", raw.max_payload_bytes, 256 * 1024)?,
         max_connections: non_zero("mqtt.max_connections", raw.max_connections, 20_000)?,
+        max_connections_per_address: non_zero(
+            "mqtt.max_connections_per_address",
+            raw.max_connections_per_address,
+            super::PER_ADDRESS,
+        )?,
         broker_listen: match raw.broker_listen {
             Some(s) if s.is_empty() => None,
             other => Some(socket_addr("mqtt.broker_listen", other, "127.0.0.1:1884")?),

@@ -164,9 +164,54 @@ pub(super) fn sink(
         crate::forward::kafka::check(k).map_err(|problem| {
             invalid(
                 "kafka.properties",
-                format!("librdkafka refuses the producer configuration: {problem}"),
+                format!(
+                    "librdkafka refuses the producer configuration: {}",
+                    redact(&problem, &k.properties)
+                ),
             )
         })?;
     }
     Ok(sink)
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, ...).
+fn is_secret(key: &str) -> bool {
+    ["password", "secret", "key.pem", "token", "jaas"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+/// `problem` with the value of every secret property replaced by `<redacted>`: an error that
+/// quotes a password must not put it into a terminal, a log or a CI transcript.
+fn redact(problem: &str, properties: &std::collections::BTreeMap<String, String>) -> String {
+    properties
+        .iter()
+        .filter(|(k, v)| is_secret(k) && !v.is_empty())
+        .fold(problem.to_owned(), |text, (_, v)| {
+            text.replace(v.as_str(), "<redacted>")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_values_never_reach_the_error_text() {
+        let properties = [
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "pem-pass"),
+            ("compression.type", "bogus"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        let text = super::redact(
+            "Invalid value \"hunter2\" for sasl.password; pem-pass; \"bogus\" for compression.type",
+            &properties,
+        );
+        assert!(
+            !text.contains("hunter2") && !text.contains("pem-pass"),
+            "{text}"
+        );
+        assert!(text.contains("bogus"), "other values stay: {text}");
+    }
 }

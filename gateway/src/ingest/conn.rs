@@ -1,10 +1,12 @@
 //! The connection layer every device listener shares: accept, cap, TLS, hand over.
 //!
 //! [`serve`] runs one accept loop for one bound listener, whatever the protocol behind it:
-//! - **Cap.** At most `max_connections` sessions per listener hold a slot. A connection over
-//!   the cap is handed to the protocol's `busy` answer (CONNACK "server unavailable", NACK
-//!   busy), with at most [`MAX_REFUSING`] such answers under way; beyond that it is closed at
-//!   once. Either way it is counted (`over_limit`).
+//! - **Cap.** At most `max_connections` sessions per listener hold a slot, and on a listener
+//!   not bound to loopback at most `max_connections_per_address` of them come from one address
+//!   (a loopback listener only hears this machine). A connection over either cap is handed to
+//!   the protocol's `busy` answer (CONNACK "server unavailable", NACK busy), with at most
+//!   [`MAX_REFUSING`] such answers under way; beyond that it is closed at once. Either way it
+//!   is counted (`over_limit`, `over_address_limit`).
 //! - **TLS.** On a TLS listener the handshake runs in the connection's own task, bounded by
 //!   [`HANDSHAKE_TIMEOUT`], with the acceptor current at accept time (so a SIGHUP reload of the
 //!   certificates applies to new connections only). A failed handshake is counted by reason
@@ -84,6 +86,8 @@ pub struct Spec {
     pub transport: &'static str,
     pub tls: bool,
     pub max_connections: usize,
+    /// Connections one address may hold (not applied on a loopback listener).
+    pub max_per_address: usize,
 }
 
 /// Accepts connections until `scope.stop` is cancelled. `session` serves a connection that has
@@ -105,6 +109,7 @@ pub async fn serve<S, SF, B, BF>(
 {
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let slots = Arc::new(Semaphore::new(spec.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let session = Arc::new(session);
     let busy = Arc::new(busy);
@@ -123,11 +128,26 @@ pub async fn serve<S, SF, B, BF>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let slot = slots.clone().try_acquire_owned().ok();
+        let held = if loopback {
+            None
+        } else {
+            per_address.enter(addr.ip(), spec.max_per_address)
+        };
+        let over_address = !loopback && held.is_none();
+        let slot = if over_address {
+            None
+        } else {
+            slots.clone().try_acquire_owned().ok()
+        };
         let refusal = match slot {
             Some(_) => None,
             None => {
-                stats.record_refusal(spec.transport, "over_limit", None, Some(addr));
+                let reason = if over_address {
+                    "over_address_limit"
+                } else {
+                    "over_limit"
+                };
+                stats.record_refusal(spec.transport, reason, None, Some(addr));
                 match refusing.clone().try_acquire_owned() {
                     Ok(permit) => Some(permit),
                     // Too many refusals under way already: close at once.
@@ -160,6 +180,7 @@ pub async fn serve<S, SF, B, BF>(
         let abort = scope.abort.clone();
         let connection = async move {
             let _counted = stats.connection(spec.transport);
+            let _held = held;
             let Some(accepted) =
                 // Boxed: a TLS handshake's state is large, and needed only until it is done.
                 Box::pin(handshake(stream, addr, loopback, acceptor, &authority, &stats, spec))
@@ -189,6 +210,44 @@ pub async fn serve<S, SF, B, BF>(
         transport = spec.transport,
         tls = spec.tls
     );
+}
+
+/// How many connections each address holds on one listener.
+#[derive(Default)]
+struct PerAddress(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection counted against its address; uncounted when dropped.
+struct Held {
+    table: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// Counts a connection from `ip`, unless it holds `max` already.
+    fn enter(&self, ip: std::net::IpAddr, max: usize) -> Option<Held> {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = table.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            table: self.0.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = table.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.ip);
+            }
+        }
+    }
 }
 
 async fn handshake(

@@ -135,6 +135,7 @@ pub async fn serve(
         transport: "mqtt",
         tls,
         max_connections: config.max_connections.get(),
+        max_per_address: config.max_connections_per_address.get(),
     };
     let settings = std::sync::Arc::new(Settings::new(&config));
     let busy_settings = settings.clone();

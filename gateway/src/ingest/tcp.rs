@@ -64,6 +64,7 @@ pub async fn serve(
         transport: "tcp",
         tls,
         max_connections: config.max_connections.get(),
+        max_per_address: config.max_connections_per_address.get(),
     };
     let max_frame = config.max_frame_bytes.get();
     let idle = config.idle_timeout;

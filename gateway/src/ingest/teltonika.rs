@@ -47,6 +47,8 @@ pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 pub struct TeltonikaConfig {
     pub listen: std::net::SocketAddr,
     pub max_connections: std::num::NonZeroUsize,
+    /// Connections one address may hold when the listener is not on loopback.
+    pub max_connections_per_address: std::num::NonZeroUsize,
     pub idle_timeout: Duration,
     /// IMEI to device id.
     pub names: BTreeMap<String, String>,
@@ -66,6 +68,7 @@ pub async fn serve(listener: TcpListener, config: TeltonikaConfig, ingest: Inges
         transport: "teltonika",
         tls: false,
         max_connections: config.max_connections.get(),
+        max_per_address: config.max_connections_per_address.get(),
     };
     let (authority, stats) = (ingest.authority.clone(), ingest.stats.clone());
     let stop = scope.stop.clone();

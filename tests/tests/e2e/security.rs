@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
@@ -17,6 +17,7 @@ use tributary_tests::{binary, env, import_passwords, mosquitto_pub_with};
 
 mod admin;
 mod before_hello;
+mod exhaustion;
 mod files;
 mod password_flood;
 mod revocation;
@@ -315,6 +316,27 @@ fn sighup_reloads_credentials_closing_a_removed_devices_session_and_refusing_a_b
         "devices/env-1/readings",
         &reading("env-1", 2)
     ));
+}
+
+/// Reads until the gateway closes the connection (or `within` passes); returns what it sent
+/// and whether it closed.
+fn read_to_close(stream: &mut std::net::TcpStream, within: Duration) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => {}
+        }
+    }
+    (got, false)
 }
 
 /// `tributary check-config` on `text` (written into `dir`): its exit code and its stderr.

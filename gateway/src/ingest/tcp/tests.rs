@@ -26,6 +26,7 @@ async fn listening(idle: Duration) -> (std::net::SocketAddr, Scope, tempfile::Te
         tls_listen: None,
         max_frame_bytes: 4096.try_into().expect("non-zero"),
         max_connections: 8.try_into().expect("non-zero"),
+        max_connections_per_address: 8.try_into().expect("non-zero"),
         idle_timeout: idle,
     };
     let scope = Scope::default();

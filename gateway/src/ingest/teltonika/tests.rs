@@ -24,6 +24,7 @@ async fn listening(
     let config = TeltonikaConfig {
         listen: addr,
         max_connections: 8.try_into().expect("non-zero"),
+        max_connections_per_address: 8.try_into().expect("non-zero"),
         idle_timeout: Duration::from_secs(60),
         names: BTreeMap::from([(IMEI.to_owned(), "truck-12".to_owned())]),
         accept_unknown,

@@ -3,8 +3,8 @@
 //! an absolute deadline; anything else gets one answer and the connection closes. Nothing it
 //! sent is stored, it is counted, and a real device is unaffected.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Instant;
 
 use tributary_protocol::frame::{seal_in_place_version, FRAME_HEADER_LEN};
 use tributary_protocol::{encode_frame_version, Hello, Message};
@@ -29,26 +29,6 @@ fn sealed(payload: &[u8]) -> Vec<u8> {
     out[FRAME_HEADER_LEN + 1..].copy_from_slice(payload);
     seal_in_place_version(&mut out, payload.len(), PROTOCOL_VERSION).expect("sealed");
     out
-}
-
-/// Reads until the gateway closes the connection (or `within` passes); returns what it sent
-/// and whether it closed.
-fn read_to_close(stream: &mut std::net::TcpStream, within: Duration) -> (Vec<u8>, bool) {
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let deadline = Instant::now() + within;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => return (got, true),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
-            Err(_) => {}
-        }
-    }
-    (got, false)
 }
 
 fn sink_text(gateway: &Gateway) -> String {
