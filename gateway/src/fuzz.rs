@@ -360,7 +360,7 @@ pub fn mqtt_packets(data: &[u8]) {
                 Incoming::Subscribe { pkid, filters } => Reply::SubAck { pkid, filters },
                 Incoming::Unsubscribe { pkid, filters } => Reply::UnsubAck { pkid, filters },
                 Incoming::PingReq => Reply::PingResp,
-                Incoming::Disconnect | Incoming::Ignored | Incoming::Unexpected(_) => {
+                Incoming::Disconnect { .. } | Incoming::Ignored | Incoming::Unexpected(_) => {
                     Reply::Disconnect {
                         reason: Closing::ProtocolError,
                         detail: Some("bye".into()),

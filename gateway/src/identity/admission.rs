@@ -20,9 +20,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Checks that may wait or run at a time.
-pub const MAX_PENDING: usize = 1024;
-/// The longest an authentication may take, throttle and queue included.
-pub const AUTH_BUDGET: Duration = Duration::from_secs(15);
+pub const MAX_PENDING: usize = 8192;
+/// The longest an authentication may take, throttle and queue included. Long enough for a cold
+/// reconnect storm on a small core to go through (each device waits its turn once, rather than
+/// being sent away to pay for another TLS handshake), short enough that nothing waits forever.
+pub const AUTH_BUDGET: Duration = Duration::from_secs(60);
 
 pub struct Admission {
     pending: Arc<AtomicUsize>,

@@ -57,6 +57,28 @@ pub async fn read_more(stream: &mut Box<dyn Stream>, buf: &mut BytesMut) -> std:
     stream.read_buf(buf).await
 }
 
+/// How long a closing connection is drained: time for the peer to read the last answer.
+pub const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+
+/// Closes the way that lets the peer read what was sent last: shut the write side (FIN), then
+/// read and discard what the peer still sends until it closes too, for at most [`CLOSE_DRAIN`]
+/// and 64 KiB. Closing with unread bytes in the receive buffer would send a reset, and a
+/// client still writing would lose the unread DISCONNECT that says why.
+pub async fn close_gracefully(stream: &mut Box<dyn Stream>) {
+    let drained = async {
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_DRAIN, drained).await;
+}
+
 /// Writes an answer to a device and flushes it, within [`WRITE_TIMEOUT`]: a device that stops
 /// reading its answers gets `TimedOut`, and its session ends.
 pub async fn write_answer(stream: &mut Box<dyn Stream>, bytes: &[u8]) -> std::io::Result<()> {

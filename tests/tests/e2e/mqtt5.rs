@@ -13,6 +13,8 @@ use tributary_tests::gateway::{Gateway, Topics};
 use tributary_tests::kafka::{consume, create_topics};
 use tributary_tests::{env, free_port, import_passwords, loopback};
 
+mod letter;
+
 const IDLE: Duration = Duration::from_secs(20);
 
 fn reading(seq: u64) -> String {

@@ -19,13 +19,14 @@ use super::MqttError;
 /// Passes committed publishes on to the embedded broker.
 #[derive(Clone)]
 pub struct Republisher {
-    tx: mpsc::Sender<(String, bytes::Bytes)>,
+    tx: mpsc::Sender<(String, bytes::Bytes, bool)>,
 }
 
 impl Republisher {
-    /// Queues a copy for subscribers; never waits.
-    pub fn publish(&self, topic: String, payload: bytes::Bytes) {
-        if self.tx.try_send((topic, payload)).is_err() {
+    /// Queues a copy for subscribers, with its RETAIN flag (the broker keeps the last retained
+    /// one per topic for new subscribers); never waits.
+    pub fn publish(&self, topic: String, payload: bytes::Bytes, retain: bool) {
+        if self.tx.try_send((topic, payload, retain)).is_err() {
             tracing::debug!(
                 message = "Embedded broker is behind; a copy for subscribers was dropped."
             );
@@ -83,10 +84,22 @@ pub fn start_broker(listen: SocketAddr, max_connections: usize) -> Result<Republ
             }
         })
         .map_err(MqttError::Thread)?;
-    let (tx, mut rx) = mpsc::channel::<(String, bytes::Bytes)>(10_000);
+    let (tx, mut rx) = mpsc::channel::<(String, bytes::Bytes, bool)>(10_000);
     tokio::spawn(async move {
-        while let Some((topic, payload)) = rx.recv().await {
-            if link_tx.try_publish(topic, payload).is_err() {
+        while let Some((topic, payload, retain)) = rx.recv().await {
+            let sent = if retain {
+                // rumqttd's link has no non-blocking retained publish; the router's queue is
+                // bounded (1,000), and retained publishes are rare (a device's status).
+                let publish =
+                    rumqttd::protocol::Publish::new(bytes::Bytes::from(topic), payload, true);
+                link_tx
+                    .send(rumqttd::protocol::Packet::Publish(publish, None))
+                    .await
+                    .map(|_| ())
+            } else {
+                link_tx.try_publish(topic, payload).map(|_| ())
+            };
+            if sent.is_err() {
                 tracing::debug!(message = "Embedded broker refused a copy for subscribers.");
             }
         }

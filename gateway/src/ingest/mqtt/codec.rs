@@ -45,6 +45,16 @@ pub struct Connect {
     pub session_expiry: u32,
     /// MQTT 5: an enhanced-authentication method, which this listener does not offer.
     pub auth_method: Option<String>,
+    /// The Will: published (stored as the device's event) when the connection ends abnormally.
+    pub will: Option<Box<Will>>,
+}
+
+/// A CONNECT's Will Message.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub publish: Publish,
+    /// MQTT 5: Will Delay Interval, seconds.
+    pub delay_s: u32,
 }
 
 /// A PUBLISH, whatever its version, with its topic alias resolved.
@@ -59,6 +69,8 @@ pub struct Publish {
     pub size: usize,
     /// MQTT 5 properties the gateway acts on; `None` when there were none.
     pub properties: Option<Box<Properties>>,
+    /// The RETAIN flag: kept on the copy for the embedded broker's subscribers.
+    pub retain: bool,
 }
 
 impl Publish {
@@ -71,8 +83,33 @@ impl Publish {
             pkid,
             size,
             properties: None,
+            retain: false,
         }
     }
+}
+
+/// A PUBLISH's (or Will's) topic name as the specification allows it: no wildcard
+/// ([MQTT-3.3.2-2]: `+`, `#`) and no U+0000 ([MQTT-1.5.3-2]). Refused, the connection closes
+/// (MQTT 5: 0x90 Topic Name invalid).
+pub fn check_topic_name(topic: &str) -> Result<(), ReadError> {
+    match topic.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
+        None => Ok(()),
+        Some(c) => Err(ReadError::TopicName(format!(
+            "topic name {:?} holds {c:?}, which a PUBLISH may not have",
+            crate::logline::clip(topic)
+        ))),
+    }
+}
+
+/// A PUBLISH's fixed-header flags as the specification allows them: DUP only with QoS 1 or 2
+/// ([MQTT-3.3.1-2]).
+fn check_dup(dup: bool, qos: QoS) -> Result<(), ReadError> {
+    if dup && qos == QoS::AtMostOnce {
+        return Err(ReadError::Malformed(
+            "QoS 0 PUBLISH with the DUP flag set [MQTT-3.3.1-2]".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The MQTT 5 publish properties the gateway acts on.
@@ -82,6 +119,22 @@ pub struct Properties {
     pub utf8: bool,
     pub content_type: Option<String>,
     pub user: Vec<(String, String)>,
+}
+
+impl Properties {
+    /// The properties the gateway acts on, from a PUBLISH's or a Will's; `None` without any.
+    fn kept(
+        format: Option<u8>,
+        content_type: Option<String>,
+        user: Vec<(String, String)>,
+    ) -> Option<Box<Self>> {
+        let kept = Self {
+            utf8: format == Some(1),
+            content_type,
+            user,
+        };
+        (kept != Self::default()).then(|| Box::new(kept))
+    }
 }
 
 /// A packet from a device.
@@ -99,7 +152,12 @@ pub enum Incoming {
         pkid: u16,
         filters: usize,
     },
-    Disconnect,
+    /// A DISCONNECT: MQTT 5's new Session Expiry Interval, if it sets one, and whether its
+    /// reason is 0x04 "disconnect with Will Message".
+    Disconnect {
+        session_expiry: Option<u32>,
+        with_will: bool,
+    },
     /// An acknowledgement of a publish from the server; the listener sends none, so ignored.
     Ignored,
     /// A packet only a server sends (CONNACK, SUBACK, ...), or MQTT 5's AUTH, not offered.
@@ -160,6 +218,7 @@ pub enum Closing {
     KeepAliveTimeout,
     ReceiveMaximumExceeded,
     TopicAliasInvalid,
+    TopicNameInvalid,
     PacketTooLarge,
     Unspecified,
 }
@@ -214,6 +273,8 @@ pub enum ReadError {
     UnsupportedProtocol(u8),
     #[error("topic alias {0} was never set or is over the maximum")]
     TopicAlias(u16),
+    #[error("{0}")]
+    TopicName(String),
 }
 
 /// Topic aliases a client may set (MQTT 5), granted in CONNACK.
@@ -313,6 +374,18 @@ impl Codec {
                     password: c.login.map(|l| l.password.into_bytes()),
                     session_expiry: 0,
                     auth_method: None,
+                    will: match c.last_will {
+                        None => None,
+                        Some(w) => {
+                            check_topic_name(&w.topic)?;
+                            let mut publish = Publish::new(w.topic, w.message, w.qos, 0);
+                            publish.retain = w.retain;
+                            Some(Box::new(Will {
+                                publish,
+                                delay_s: 0,
+                            }))
+                        }
+                    },
                 }))
             }
             v4::Packet::Publish(p) if p.topic.is_empty() => {
@@ -320,7 +393,11 @@ impl Codec {
                 return Err(ReadError::Malformed("PUBLISH with an empty topic".into()));
             }
             v4::Packet::Publish(p) => {
-                Incoming::Publish(Publish::new(p.topic, p.payload, p.qos, p.pkid))
+                check_topic_name(&p.topic)?;
+                check_dup(p.dup, p.qos)?;
+                let mut publish = Publish::new(p.topic, p.payload, p.qos, p.pkid);
+                publish.retain = p.retain;
+                Incoming::Publish(publish)
             }
             v4::Packet::PubRel(r) => Incoming::PubRel(r.pkid),
             v4::Packet::PingReq => Incoming::PingReq,
@@ -332,7 +409,10 @@ impl Codec {
                 pkid: u.pkid,
                 filters: u.topics.len(),
             },
-            v4::Packet::Disconnect => Incoming::Disconnect,
+            v4::Packet::Disconnect => Incoming::Disconnect {
+                session_expiry: None,
+                with_will: false,
+            },
             v4::Packet::PubAck(_) | v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => {
                 Incoming::Ignored
             }
@@ -348,7 +428,10 @@ impl Codec {
         // rumqttc's parser refuses ("payload required"); MQTT.js sends it.
         if buf.starts_with(&[0xE0, 0x00]) {
             buf.advance(2);
-            return Ok(Some(Incoming::Disconnect));
+            return Ok(Some(Incoming::Disconnect {
+                session_expiry: None,
+                with_will: false,
+            }));
         }
         let limit = u32::try_from(self.max_packet).unwrap_or(u32::MAX);
         let packet = match v5p::Packet::read(buf, Some(limit)) {
@@ -360,7 +443,11 @@ impl Codec {
             Err(e) => return Err(ReadError::Malformed(format!("{e:?}"))),
         };
         Ok(Some(match packet {
-            v5p::Packet::Connect(c, _will, login) => {
+            v5p::Packet::Connect(c, will, login) => {
+                let will = match will {
+                    None => None,
+                    Some(w) => Some(Box::new(self.will_v5(w)?)),
+                };
                 self.version = Some(Version::V5);
                 let props = c.properties.unwrap_or_default();
                 self.client_max_packet = props.max_packet_size;
@@ -375,6 +462,7 @@ impl Codec {
                     password: login.map(|l| l.password.into_bytes()),
                     session_expiry: props.session_expiry_interval.unwrap_or(0),
                     auth_method: props.authentication_method,
+                    will,
                 }))
             }
             v5p::Packet::Publish(p) => Incoming::Publish(self.publish_v5(p)?),
@@ -388,7 +476,10 @@ impl Codec {
                 pkid: u.pkid,
                 filters: u.filters.len(),
             },
-            v5p::Packet::Disconnect(_) => Incoming::Disconnect,
+            v5p::Packet::Disconnect(d) => Incoming::Disconnect {
+                session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
+                with_will: d.reason_code == v5p::DisconnectReasonCode::DisconnectWithWillMessage,
+            },
             v5p::Packet::PubAck(_) | v5p::Packet::PubRec(_) | v5p::Packet::PubComp(_) => {
                 Incoming::Ignored
             }
@@ -408,21 +499,36 @@ impl Codec {
             .map_err(|_| ReadError::Malformed("PUBLISH topic is not UTF-8".into()))?;
         let props = p.properties.unwrap_or_default();
         let topic = self.alias(topic, props.topic_alias)?;
-        let qos = match p.qos {
-            V5QoS::AtMostOnce => QoS::AtMostOnce,
-            V5QoS::AtLeastOnce => QoS::AtLeastOnce,
-            V5QoS::ExactlyOnce => QoS::ExactlyOnce,
-        };
+        check_topic_name(&topic)?;
+        let qos = qos_of(p.qos);
+        check_dup(p.dup, qos)?;
         let mut publish = Publish::new(topic, p.payload, qos, p.pkid);
-        let kept = Properties {
-            utf8: props.payload_format_indicator == Some(1),
-            content_type: props.content_type,
-            user: props.user_properties,
-        };
-        if kept != Properties::default() {
-            publish.properties = Some(Box::new(kept));
-        }
+        publish.retain = p.retain;
+        publish.properties = Properties::kept(
+            props.payload_format_indicator,
+            props.content_type,
+            props.user_properties,
+        );
         Ok(publish)
+    }
+
+    /// A v5 CONNECT's Will, as the publish it becomes and its delay.
+    fn will_v5(&self, w: v5p::LastWill) -> Result<Will, ReadError> {
+        let topic = String::from_utf8(w.topic.to_vec())
+            .map_err(|_| ReadError::Malformed("Will topic is not UTF-8".into()))?;
+        check_topic_name(&topic)?;
+        let mut publish = Publish::new(topic, w.message, qos_of(w.qos), 0);
+        publish.retain = w.retain;
+        let mut delay_s = 0;
+        if let Some(props) = w.properties {
+            delay_s = props.delay_interval.unwrap_or(0);
+            publish.properties = Properties::kept(
+                props.payload_format_indicator,
+                props.content_type,
+                props.user_properties,
+            );
+        }
+        Ok(Will { publish, delay_s })
     }
 
     /// Resolves a topic alias: a topic with an alias sets it, an empty topic uses it.
@@ -451,6 +557,14 @@ impl Codec {
             self.aliases[slot] = Some(topic.clone());
             Ok(topic)
         }
+    }
+}
+
+fn qos_of(qos: V5QoS) -> QoS {
+    match qos {
+        V5QoS::AtMostOnce => QoS::AtMostOnce,
+        V5QoS::AtLeastOnce => QoS::AtLeastOnce,
+        V5QoS::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 

@@ -94,6 +94,8 @@ impl Session {
             k if v5 && (k == 0 || k > max_keep_alive) => (max_keep_alive, Some(max_keep_alive)),
             k => (k, None),
         };
+        self.will = c.will;
+        self.generation = self.settings.sessions.connected(&client_id);
         let (session_present, grant) = if v5 {
             self.grant = receive_maximum(self.settings.receive_maximum, self.ingest.spool.fill());
             self.session_expiry = c.session_expiry;
@@ -109,7 +111,16 @@ impl Session {
             };
             (present, Some(Box::new(grant)))
         } else {
-            (false, None)
+            // 3.1.1: CleanSession 0 asks for a session that lasts until a CleanSession 1
+            // connection ends it ([MQTT-3.1.2-4]), and Session Present must say it is there
+            // ([MQTT-3.2.2-2]). An empty client id has none to keep.
+            self.session_expiry = if c.clean_start || client_id.is_empty() {
+                0
+            } else {
+                u32::MAX
+            };
+            let present = self.settings.sessions.resume(&client_id, c.clean_start);
+            (present, None)
         };
         self.client_id = client_id;
         self.send(&[Reply::ConnAck {

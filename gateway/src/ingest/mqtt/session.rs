@@ -25,7 +25,9 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::QoS;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{Closing, Codec, ConnectCode, Incoming, Publish, ReadError, Reply, Version};
+use super::codec::{
+    Closing, Codec, ConnectCode, Incoming, Publish, ReadError, Reply, Version, Will,
+};
 use super::oversize::{Oversize, Start};
 use super::{Republisher, Settings};
 use crate::identity::{Identity, Peer, Refusal};
@@ -36,6 +38,7 @@ use crate::route::DeadLetter;
 pub use crate::route::DEAD_LETTER_BYTES;
 
 mod commit;
+mod will;
 
 /// How long a new connection has to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +76,8 @@ pub enum SessionError {
     PacketTooLarge(usize),
     #[error("session ended: {}", crate::identity::live::describe(.0))]
     Revoked(&'static str),
+    #[error("{0}")]
+    TopicName(String),
 }
 
 impl SessionError {
@@ -85,6 +90,7 @@ impl SessionError {
             SessionError::Denied | SessionError::Revoked(_) => Closing::NotAuthorized,
             SessionError::ReceiveMaximum(_) => Closing::ReceiveMaximumExceeded,
             SessionError::TopicAlias(_) => Closing::TopicAliasInvalid,
+            SessionError::TopicName(_) => Closing::TopicNameInvalid,
             SessionError::PacketTooLarge(_) => Closing::PacketTooLarge,
             SessionError::NotStored(_) => Closing::Unspecified,
             _ => return None,
@@ -98,6 +104,7 @@ impl From<ReadError> for SessionError {
             ReadError::Malformed(reason) => SessionError::Malformed(reason),
             ReadError::UnsupportedProtocol(level) => SessionError::UnsupportedProtocol(level),
             ReadError::TopicAlias(alias) => SessionError::TopicAlias(alias),
+            ReadError::TopicName(problem) => SessionError::TopicName(problem),
         }
     }
 }
@@ -132,6 +139,11 @@ pub struct Session {
     /// MQTT 5: per device, the seqs this connection answered "not stored" and has not stored
     /// since ([`commit`]). Empty unless the spool refused.
     held: std::collections::HashMap<String, std::collections::BTreeSet<u64>>,
+    /// The accepted CONNECT's Will, until a normal DISCONNECT discards it.
+    pub(super) will: Option<Box<Will>>,
+    /// Which connection of this client id this is ([`super::sessions::Sessions::connected`]):
+    /// a delayed Will is not stored once a newer one exists.
+    pub(super) generation: u64,
 }
 
 /// How many refused QoS 2 packet ids a session remembers.
@@ -188,6 +200,8 @@ impl Session {
             awaiting_rel: 0,
             refused_rel: std::collections::VecDeque::new(),
             held: std::collections::HashMap::new(),
+            will: None,
+            generation: 0,
         }
     }
 
@@ -214,7 +228,7 @@ impl Session {
     /// `unsupported_protocol`, `protocol_violation`, `receive_maximum` and `topic_alias`, and
     /// logged, rate-limited. An MQTT 5 device hears why in a DISCONNECT.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), SessionError> {
-        let result = self.serve(stop).await;
+        let result = self.serve(stop.clone()).await;
         let reason = match &result {
             Err(SessionError::Malformed(reason)) => {
                 self.malformed(reason.clone()).await;
@@ -227,6 +241,7 @@ impl Session {
             Err(SessionError::ReceiveMaximum(_)) => Some("receive_maximum"),
             Err(SessionError::TopicAlias(_)) => Some("topic_alias"),
             Err(SessionError::Revoked(reason)) => Some(*reason),
+            Err(SessionError::TopicName(_)) => Some("topic_name_invalid"),
             _ => None,
         };
         if let (Some(reason), Err(error)) = (reason, &result) {
@@ -251,10 +266,23 @@ impl Session {
                 let _ = self.send(&[Reply::Disconnect { reason, detail }]).await;
             }
         }
+        // The gateway closed it: let the device read why before the socket goes, rather than
+        // lose the answer to a reset (its unread bytes would cause one).
+        if !matches!(result, Ok(Ended::Device)) {
+            conn::close_gracefully(&mut self.stream).await;
+        }
         if self.connected.is_some() {
             self.settings
                 .sessions
                 .end(&self.client_id, self.session_expiry);
+        }
+        // A Will is the device's last word when it dropped off: not when it said goodbye (no
+        // Will left), not when the gateway stops or revoked it.
+        let dropped_off = !matches!(result, Ok(Ended::Stopped) | Err(SessionError::Revoked(_)));
+        if dropped_off && self.connected.is_some() {
+            if let Some(will) = self.will.take() {
+                self.store_will(*will, &stop).await;
+            }
         }
         result.map(|_| ())
     }
@@ -369,7 +397,11 @@ impl Session {
                     Incoming::Unsubscribe { pkid, filters } => {
                         round.replies.push(Reply::UnsubAck { pkid, filters })
                     }
-                    Incoming::Disconnect => {
+                    Incoming::Disconnect {
+                        session_expiry,
+                        with_will,
+                    } => {
+                        self.disconnecting(session_expiry, with_will)?;
                         round.disconnect = true;
                         return Ok(Some(round));
                     }

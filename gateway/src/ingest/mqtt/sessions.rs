@@ -25,9 +25,31 @@ pub const MAX_SESSIONS: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct Sessions {
     kept: Mutex<HashMap<String, Option<Instant>>>,
+    /// Each client id's latest connection, numbered: a delayed Will checks it has none newer.
+    latest: Mutex<HashMap<String, u64>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Sessions {
+    /// A CONNECT accepted for `client_id`: this connection's number.
+    pub fn connected(&self, client_id: &str) -> u64 {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        if latest.len() >= MAX_SESSIONS && !latest.contains_key(client_id) {
+            // Forgetting makes a delayed Will think no newer connection came: it is stored,
+            // which errs towards telling.
+            latest.clear();
+        }
+        latest.insert(client_id.to_owned(), n);
+        n
+    }
+
+    /// Whether `client_id` connected again after its connection number `n`.
+    pub fn superseded(&self, client_id: &str, n: u64) -> bool {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        latest.get(client_id).is_some_and(|&m| m != n)
+    }
+
     /// A CONNECT: whether a session is present for `client_id`. Clean Start discards it.
     pub fn resume(&self, client_id: &str, clean_start: bool) -> bool {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());

@@ -122,7 +122,7 @@ fn slow_admin_clients_cannot_hold_the_descriptors_devices_need() {
     let mut gateway = Gateway::start_with_admin(
         None,
         &topics,
-        "max_connections = 8\nheader_timeout_ms = 1500\n",
+        "max_connections = 8\nheader_timeout_ms = 5000\n",
         "",
     );
     // 300 requests sent half-way, never finished. Before: all 300 stayed open, and with the
@@ -156,7 +156,7 @@ fn slow_admin_clients_cannot_hold_the_descriptors_devices_need() {
     // Every half-sent request is closed by the gateway: beyond the cap at once, the others
     // when their headers' time runs out.
     for s in &mut held {
-        s.set_read_timeout(Some(Duration::from_secs(5)))
+        s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         let mut buf = [0u8; 512];
         loop {

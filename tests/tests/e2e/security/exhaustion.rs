@@ -23,25 +23,35 @@ fn one_address_holds_at_most_its_share_of_a_network_listener() {
             )
         },
     );
-    // Before: 50 idle sockets with tcp.max_connections = 50 kept every device out.
-    let held: Vec<std::net::TcpStream> = (0..5)
+    // Before: 50 idle sockets with tcp.max_connections = 50 kept every device out. Six from
+    // one address: at least one is turned away at once (more if the start-up probe's
+    // connection was still being counted), and never more than five are held.
+    let mut sockets: Vec<std::net::TcpStream> = (0..6)
         .map(|_| std::net::TcpStream::connect(gateway.tcp).expect("connect"))
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut sixth = std::net::TcpStream::connect(gateway.tcp).expect("connect");
-    let _ = sixth.write_all(b"");
-    let (answer, closed) = read_to_close(&mut sixth, Duration::from_secs(5));
-    assert!(closed, "the sixth connection from one address is closed");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut turned_away = 0;
+    for s in &mut sockets {
+        let _ = s.write_all(b"");
+        let (answer, closed) = read_to_close(s, Duration::from_millis(400));
+        if closed {
+            assert!(
+                String::from_utf8_lossy(&answer).contains("too many connections"),
+                "a busy answer: {answer:?}"
+            );
+            turned_away += 1;
+        }
+    }
     assert!(
-        String::from_utf8_lossy(&answer).contains("too many connections"),
-        "with a busy answer: {answer:?}"
+        (1..=2).contains(&turned_away),
+        "{turned_away} of 6 turned away; at most 5 held"
     );
-    drop(held);
+    drop(sockets);
     let stopped = gateway.stop();
     assert!(stopped.status.success());
     assert_eq!(
         stopped.refused("tcp/over_address_limit"),
-        1,
+        turned_away,
         "{}",
         stopped.stdout
     );

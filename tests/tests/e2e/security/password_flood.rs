@@ -1,6 +1,6 @@
 //! A password guesser on the depot's network floods the TCP listener with HELLOs: its checks
-//! run one address's share at a time and give up at the authentication budget, so a real device
-//! from another address is checked at once, and every guess is answered and counted.
+//! run one address's share at a time, so a real device from another address is checked at
+//! once, and every guess is answered and counted.
 
 use std::time::Instant;
 
@@ -89,7 +89,7 @@ fn a_password_flood_from_one_address_does_not_hold_up_a_device_from_another() {
         real_took < Duration::from_secs(5),
         "the real device waited behind the guesser: {real_took:?}"
     );
-    // Every guess got an answer: refused, or busy once its address's wait ran past the budget.
+    // Every guess got an answer: refused (or busy, had its address's wait run past the budget).
     let mut refused = 0;
     let mut busy = 0;
     for answer in &answers {
@@ -100,7 +100,6 @@ fn a_password_flood_from_one_address_does_not_hold_up_a_device_from_another() {
         }
     }
     assert_eq!(refused + busy, GUESSES);
-    assert!(busy > 0, "a guesser's queue gives up at the budget");
     let stopped = gateway.stop();
     assert_eq!(
         stopped.refused("tcp/auth_busy") as usize,

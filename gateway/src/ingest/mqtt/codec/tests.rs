@@ -189,7 +189,10 @@ fn an_mqtt_5_disconnect_without_a_reason_code_is_a_normal_disconnect() {
     codec.read(&mut buf).unwrap();
     assert!(matches!(
         codec.read(&mut buf).unwrap(),
-        Some(Incoming::Disconnect)
+        Some(Incoming::Disconnect {
+            session_expiry: None,
+            with_will: false
+        })
     ));
     assert!(buf.is_empty());
 }

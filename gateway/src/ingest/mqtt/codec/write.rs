@@ -214,6 +214,7 @@ fn disconnect_reason(reason: Closing) -> v5p::DisconnectReasonCode {
         Closing::KeepAliveTimeout => D::KeepAliveTimeout,
         Closing::ReceiveMaximumExceeded => D::ReceiveMaximumExceeded,
         Closing::TopicAliasInvalid => D::TopicAliasInvalid,
+        Closing::TopicNameInvalid => D::TopicNameInvalid,
         Closing::PacketTooLarge => D::PacketTooLarge,
         Closing::Unspecified => D::UnspecifiedError,
     }
@@ -222,7 +223,11 @@ fn disconnect_reason(reason: Closing) -> v5p::DisconnectReasonCode {
 /// 3.1.1's packets for `reply`: no reason codes beyond CONNACK's, no server DISCONNECT.
 fn write_v4(reply: &Reply, out: &mut BytesMut) -> Result<(), String> {
     let packet = match reply {
-        Reply::ConnAck { code, .. } => v4::Packet::ConnAck(v4::ConnAck::new(
+        Reply::ConnAck {
+            code,
+            session_present,
+            ..
+        } => v4::Packet::ConnAck(v4::ConnAck::new(
             match code {
                 ConnectCode::Accepted => v4::ConnectReturnCode::Success,
                 ConnectCode::UnsupportedVersion => v4::ConnectReturnCode::RefusedProtocolVersion,
@@ -233,7 +238,8 @@ fn write_v4(reply: &Reply, out: &mut BytesMut) -> Result<(), String> {
                 }
                 ConnectCode::Busy => v4::ConnectReturnCode::ServiceUnavailable,
             },
-            false,
+            // [MQTT-3.2.2-4]: 0 on any refusal.
+            *session_present && *code == ConnectCode::Accepted,
         )),
         Reply::PubAck { pkid, .. } => v4::Packet::PubAck(v4::PubAck::new(*pkid)),
         Reply::PubRec { pkid, .. } => v4::Packet::PubRec(v4::PubRec::new(*pkid)),

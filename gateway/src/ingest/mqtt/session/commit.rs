@@ -117,7 +117,7 @@ impl Session {
                 }
             }
             if let (AckCode::Success, Some(r)) = (code, &self.republish) {
-                r.publish(p.topic, p.payload);
+                r.publish(p.topic, p.payload, p.retain);
             }
         }
         Ok((answers, cut.map(|(_, e)| e)))
