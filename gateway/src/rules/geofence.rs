@@ -137,9 +137,92 @@ fn polygon(value: &serde_json::Value, name: &str) -> Result<Vec<Vec<(f64, f64)>>
                     "zone {name:?}: a ring needs at least 4 positions (the last repeats the first)"
                 ));
             }
+            check_ring(&points).map_err(|problem| format!("zone {name:?}: {problem}"))?;
             Ok(points)
         })
         .collect()
+}
+
+/// Rings longer than this are not checked for self-intersection (the check is quadratic).
+const MAX_CHECKED_RING: usize = 2000;
+
+/// The mistakes that would make a zone silently wrong: positions off the globe (most often
+/// longitude and latitude swapped), a ring not closed (RFC 7946 §3.1.6: the last position
+/// repeats the first), and a ring that crosses itself (a "bow tie": inside and outside are
+/// then not what was drawn).
+fn check_ring(points: &[(f64, f64)]) -> Result<(), String> {
+    for &(lon, lat) in points {
+        if !(-90.0..=90.0).contains(&lat) {
+            let hint = if (-90.0..=90.0).contains(&lon) && (-180.0..=180.0).contains(&lat) {
+                ": longitude and latitude look swapped; GeoJSON positions are [longitude, latitude]"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "position [{lon}, {lat}] has a latitude outside -90..90{hint}"
+            ));
+        }
+        if !(-180.0..=180.0).contains(&lon) {
+            return Err(format!(
+                "position [{lon}, {lat}] has a longitude outside -180..180"
+            ));
+        }
+    }
+    let (first, last) = (points[0], points[points.len() - 1]);
+    if first != last {
+        return Err(format!(
+            "a ring is not closed: its last position {last:?} must repeat its first {first:?} \
+             (RFC 7946 §3.1.6)"
+        ));
+    }
+    if points.len() <= MAX_CHECKED_RING {
+        let n = points.len() - 1; // segments
+        for i in 0..n {
+            for j in i + 1..n {
+                // Neighbours share an end; the last segment neighbours the first.
+                if j == i + 1 || (i == 0 && j == n - 1) {
+                    continue;
+                }
+                let (a, b) = (points[i], points[i + 1]);
+                let (c, d) = (points[j], points[j + 1]);
+                if segments_cross(a, b, c, d) {
+                    return Err(format!(
+                        "a ring crosses itself (segment {a:?}-{b:?} crosses {c:?}-{d:?}): \
+                         draw it without a \"bow tie\""
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether segments `ab` and `cd` cross or touch.
+fn segments_cross(a: (f64, f64), b: (f64, f64), c: (f64, f64), d: (f64, f64)) -> bool {
+    let orient = |p: (f64, f64), q: (f64, f64), r: (f64, f64)| {
+        let v = (q.0 - p.0) * (r.1 - p.1) - (q.1 - p.1) * (r.0 - p.0);
+        if v > 0.0 {
+            1
+        } else if v < 0.0 {
+            -1
+        } else {
+            0
+        }
+    };
+    let on = |p: (f64, f64), q: (f64, f64), r: (f64, f64)| {
+        r.0 >= p.0.min(q.0) && r.0 <= p.0.max(q.0) && r.1 >= p.1.min(q.1) && r.1 <= p.1.max(q.1)
+    };
+    let (o1, o2, o3, o4) = (
+        orient(a, b, c),
+        orient(a, b, d),
+        orient(c, d, a),
+        orient(c, d, b),
+    );
+    (o1 != o2 && o3 != o4)
+        || (o1 == 0 && on(a, b, c))
+        || (o2 == 0 && on(a, b, d))
+        || (o3 == 0 && on(c, d, a))
+        || (o4 == 0 && on(c, d, b))
 }
 
 /// Whether `(lon, lat)` is inside `ring` (ray casting; points on the edge may go either way).
@@ -293,6 +376,19 @@ mod tests {
             (
                 r#"{"type": "Feature", "properties": {"name": "a"}, "geometry": {"type": "Polygon", "coordinates": [[[1, 2], [3, 4], [1, 2]]]}}"#,
                 "at least 4 positions",
+            ),
+            (
+                r#"{"type": "Feature", "properties": {"name": "a"}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}}"#,
+                "not closed",
+            ),
+            (
+                // Tokyo as [lat, lon]: a latitude of 139.7.
+                r#"{"type": "Feature", "properties": {"name": "a"}, "geometry": {"type": "Polygon", "coordinates": [[[35.6, 139.7], [35.7, 139.7], [35.7, 139.8], [35.6, 139.7]]]}}"#,
+                "look swapped",
+            ),
+            (
+                r#"{"type": "Feature", "properties": {"name": "a"}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}}"#,
+                "crosses itself",
             ),
         ] {
             let e = parse(text).unwrap_err();

@@ -290,6 +290,24 @@ fn a_bad_rule_exits_64_naming_its_key_and_position() {
             format!("{window}aggregates = [\"p101\"]\n"),
             vec!["rules[0].aggregates", "\"p101\""],
         ),
+        // Geofences drawn wrong (issue 39): before, accepted, and the rule then never fired or
+        // fired in the wrong place.
+        (
+            fence(&dir, "bowtie", "[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]"),
+            vec!["rules[0].zones", "crosses itself"],
+        ),
+        (
+            fence(&dir, "open", "[[0, 0], [1, 0], [1, 1], [0, 1]]"),
+            vec!["rules[0].zones", "not closed"],
+        ),
+        (
+            fence(
+                &dir,
+                "swapped",
+                "[[35.6, 139.7], [35.7, 139.7], [35.7, 139.8], [35.6, 139.7]]",
+            ),
+            vec!["rules[0].zones", "swapped"],
+        ),
     ] {
         std::fs::write(&path, &config).unwrap();
         let out = std::process::Command::new(binary("tributary"))
@@ -303,6 +321,21 @@ fn a_bad_rule_exits_64_naming_its_key_and_position() {
             assert!(stderr.contains(s), "{config}: {s:?} not in\n{stderr}");
         }
     }
+}
+
+/// A geofence rule over a zones file holding one polygon ring `ring`, written into `dir`.
+fn fence(dir: &tempfile::TempDir, name: &str, ring: &str) -> String {
+    let zones = dir.path().join(format!("{name}.geojson"));
+    std::fs::write(
+        &zones,
+        format!(
+            r#"{{"type": "FeatureCollection", "features": [{{"type": "Feature", "properties": {{"name": "{name}"}}, "geometry": {{"type": "Polygon", "coordinates": [{ring}]}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    format!(
+        "[[rules]]\nname = \"f\"\ntype = \"geofence\"\nkind = \"position\"\nzones = {zones:?}\ntopic = \"z\"\n"
+    )
 }
 
 /// A device flushing three hours of offline backlog while another streams live: each closes its

@@ -65,6 +65,21 @@ fn open311(gateway: &Gateway, connect: &[u8]) -> (std::net::TcpStream, [u8; 4]) 
     (s, connack)
 }
 
+/// Runs `script` with the tests' Python (paho-mqtt installed) and checks what it printed.
+fn assert_prints(script: &str, expected: &str) {
+    let out = std::process::Command::new(env("TRIBUTARY_TEST_PYTHON"))
+        .args(["-c", script])
+        .output()
+        .expect("python");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        printed.trim(),
+        expected,
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Everything the gateway sends until it closes the connection; `Err` if it reset it.
 fn rest_of(s: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
     let mut all = Vec::new();
@@ -123,17 +138,7 @@ print(flags)
 "#,
         port = gateway.mqtt.port()
     );
-    let out = std::process::Command::new(env("TRIBUTARY_TEST_PYTHON"))
-        .args(["-c", &script])
-        .output()
-        .expect("python");
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        printed.trim(),
-        "[0, 1]",
-        "paho: {printed} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_prints(&script, "[0, 1]");
     gateway.stop();
 }
 
@@ -439,4 +444,26 @@ async fn a_retained_publish_is_retained_for_the_embedded_broker_s_subscribers() 
     let got = String::from_utf8_lossy(&out.stdout);
     assert!(got.contains(r#""seq":7"#), "the retained publish: {got:?}");
     gateway.stop();
+}
+
+/// The README's paho-mqtt snippet (issue 39: it exited before paho sent anything, and its
+/// comment named the wrong answer), taken from the README as written and run: it prints
+/// "1 Success" and the event is stored with its user property as a header.
+#[test]
+fn the_readme_s_paho_snippet_stores_its_event() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("# paho-mqtt 2.x, MQTT 5")
+        .expect("the snippet is in the README");
+    let end = start + readme[start..].find("```").expect("the block ends");
+    let topics = Topics::unique("readme-paho");
+    let mut gateway = Gateway::start(None, &topics);
+    let script = readme[start..end].replace("1883)", &format!("{})", gateway.mqtt.port()));
+    assert_prints(&script, "1 Success");
+    gateway.wait_drained(Duration::from_secs(30));
+    gateway.stop();
+    let stored = gateway.sink_lines(&topics.readings);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["headers"]["mqtt.site"], "depot-3", "{stored:?}");
 }
