@@ -137,7 +137,9 @@ pub async fn run_with(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| GatewayError::AdminBind { addr, source })?;
-            tracing::info!(message = "Admin endpoints listening (/metrics, /livez, /readyz, /api/status).", %addr, token = admin_config.token.is_some());
+            // The bound address, not the configured one: port 0 takes an ephemeral port.
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(message = "Admin endpoints listening (/metrics, /livez, /readyz, /api/status).", addr = %bound, token = admin_config.token.is_some());
             if !addr.ip().is_loopback() {
                 match admin_config.token {
                     Some(_) => {
@@ -168,7 +170,8 @@ pub async fn run_with(
             let Some(addr) = addr else { continue };
             let listener = ingest::listen::listen(addr)
                 .map_err(|source| GatewayError::TcpBind { addr, source })?;
-            tracing::info!(message = "TCP ingest listening.", %addr, tls);
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(message = "TCP ingest listening.", addr = %bound, tls);
             scope.tasks.spawn(ingest::tcp::serve(
                 listener,
                 tls,
@@ -190,7 +193,8 @@ pub async fn run_with(
         for (addr, tls) in [(mqtt.listen, false), (mqtt.tls_listen, true)] {
             let Some(addr) = addr else { continue };
             let listener = ingest::mqtt::bind(addr).await?;
-            tracing::info!(message = "MQTT ingest listening.", %addr, tls);
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(message = "MQTT ingest listening.", addr = %bound, tls);
             scope.tasks.spawn(ingest::mqtt::serve(
                 listener,
                 tls,
@@ -208,7 +212,8 @@ pub async fn run_with(
                 addr: t.listen,
                 source,
             })?;
-        tracing::info!(message = "Teltonika tracker ingest listening.", addr = %t.listen, known = t.names.len(), accept_unknown = t.accept_unknown);
+        let bound = listener.local_addr().unwrap_or(t.listen);
+        tracing::info!(message = "Teltonika tracker ingest listening.", addr = %bound, known = t.names.len(), accept_unknown = t.accept_unknown);
         if !t.listen.ip().is_loopback() {
             tracing::warn!(message = "Teltonika trackers prove nothing but their IMEI (teltonika.trust_imei = true): anyone on this network who reads a tracker's label can write as it.", addr = %t.listen, accept_unknown = t.accept_unknown);
         }

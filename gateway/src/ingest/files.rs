@@ -19,9 +19,12 @@
 //!   (its first 1 KiB kept) and reading goes on after it; so is a line the mapping refuses.
 //! - A spool that refuses (full, failing) keeps the offset where it was; the lines are read
 //!   again at the next poll.
-//! - Only regular files are read, never through a symbolic link unless `follow_symlinks`; a
-//!   glob follows at most `max_files` files. What is refused is logged and counted once
-//!   (`files/symlink`, `files/not_a_regular_file`, `files/too_many_files`).
+//! - Only regular files are read, never through a symbolic link unless `follow_symlinks`, never
+//!   a compressed archive (`.gz`, ...); a glob follows at most `max_files` files. What is
+//!   refused is logged and counted once (`files/symlink`, `files/not_a_regular_file`,
+//!   `files/compressed`, `files/too_many_files`).
+//! - A path that a rotated file no longer matches (`*.log` for `app.log.1`) is warned about at
+//!   start: lines appended after the rename are then read only within `rotate_wait`.
 
 pub mod tail;
 
@@ -92,8 +95,33 @@ struct Followed {
     gone_since: Option<std::time::Instant>,
 }
 
+/// Whether `pattern` still names a file logrotate renamed (`app.log` to `app.log.1`): if not,
+/// lines its writer appends after the rename are read only through the open handle, for
+/// `rotate_wait`, and a crash in that window loses them.
+pub fn follows_rotation(pattern: &std::path::Path) -> bool {
+    let Some(name) = pattern.file_name().and_then(|n| n.to_str()) else {
+        return true;
+    };
+    let example = name.replace('*', "app").replace('?', "a");
+    crate::route::glob_matches(name, &format!("{example}.1"))
+}
+
+/// A rotated archive by its name (`.gz`, `.bz2`, `.xz`, `.zst`, `.zip`, `.lz4`).
+fn is_compressed(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["gz", "bz2", "xz", "zst", "zip", "lz4"].contains(&e))
+}
+
 /// Follows `source` until `scope.stop`.
 pub async fn serve(source: FileSource, ingest: Ingest, scope: Scope) {
+    if !follows_rotation(&source.path) {
+        tracing::warn!(
+            message = "This file source's path does not match a rotated file (app.log renamed to app.log.1): lines written to it after the rename are lost if the gateway stops within rotate_wait_ms. End the pattern with `*` (\"app.log*\").",
+            source = %source.name,
+            path = %source.path.display(),
+        );
+    }
     let source = Arc::new(source);
     let saved: HashMap<String, u64> = match ingest
         .spool
@@ -217,6 +245,12 @@ impl Tailer {
             f.seen = false;
         }
         for path in tail::discover(&self.source.path) {
+            if is_compressed(&path) {
+                // logrotate's compressed archives (app.log.2.gz): a `*.log*` glob matches
+                // them, and they are not lines.
+                self.refuse(path, "compressed");
+                continue;
+            }
             let known = self.followed.iter().any(|f| f.path == path);
             if self.followed.len() >= self.source.max_files && !known {
                 self.refuse(path, "too_many_files");

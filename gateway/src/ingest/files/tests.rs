@@ -193,3 +193,14 @@ async fn a_line_over_the_limit_is_a_dead_letter_and_reading_goes_on() {
         "{dead:?}"
     );
 }
+
+#[test]
+fn a_pattern_that_loses_rotated_files_is_known_and_archives_are_not_lines() {
+    use super::{follows_rotation, is_compressed};
+    assert!(!follows_rotation(Path::new("/var/log/app/*.log")));
+    assert!(!follows_rotation(Path::new("/var/log/app/app.log")));
+    assert!(follows_rotation(Path::new("/var/log/app/*.log*")));
+    assert!(follows_rotation(Path::new("/var/log/app/app.log*")));
+    assert!(is_compressed(Path::new("/var/log/app/app.log.2.gz")));
+    assert!(!is_compressed(Path::new("/var/log/app/app.log.1")));
+}

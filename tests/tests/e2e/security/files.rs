@@ -68,4 +68,10 @@ fn the_file_source_reads_no_link_no_fifo_and_at_most_max_files() {
         "{}",
         stopped.stdout
     );
+    // `*.log` loses a rotated app.log.1 on a crash (issue 39): said at start.
+    assert!(
+        stopped.stderr.contains("does not match a rotated file"),
+        "{}",
+        stopped.stderr
+    );
 }
