@@ -540,7 +540,7 @@ const MAX_DURATION_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 const MAX_GRACE_MS: u64 = 24 * 3600 * 1000;
 
 /// An address, `""` for none, or the default when the key is absent.
-fn optional_addr(
+pub(crate) fn optional_addr(
     key: &'static str,
     value: Option<String>,
     default: Option<&str>,

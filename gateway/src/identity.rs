@@ -244,11 +244,6 @@ impl Authority {
         Some(self.live.watch(id, proof, expires))
     }
 
-    /// Authenticated sessions open now.
-    pub fn live_sessions(&self) -> usize {
-        self.live.len()
-    }
-
     fn current(&self) -> Arc<State> {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

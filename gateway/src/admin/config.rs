@@ -60,16 +60,11 @@ const MIN_TOKEN_CHARS: usize = 16;
 /// Validates `[admin]`; `None` when disabled (`listen = ""`). `network_opt_in` is
 /// `auth.anonymous = "network"`, which also lets the listener go beyond loopback without a token.
 pub fn admin(raw: RawAdmin, network_opt_in: bool) -> Result<Option<AdminConfig>, ConfigError> {
-    let text = raw.listen.as_deref().unwrap_or("127.0.0.1:9880");
-    if text.is_empty() {
+    let Some(listen) =
+        crate::config::optional_addr("admin.listen", raw.listen, Some("127.0.0.1:9880"))?
+    else {
         return Ok(None);
-    }
-    let listen: SocketAddr = text.parse().map_err(|_| {
-        ConfigError::invalid(
-            "admin.listen",
-            format!("{text:?} is not an address such as \"127.0.0.1:9880\""),
-        )
-    })?;
+    };
     let token = match &raw.token_file {
         None => None,
         Some(path) => Some(read_token(path)?),

@@ -44,7 +44,7 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
                 StatusCode::MISDIRECTED_REQUEST,
                 format!(
                     "refused: Host {:?} is not this gateway's address or one of admin.hosts\n",
-                    host.chars().take(100).collect::<String>()
+                    crate::logline::clip(&host)
                 ),
             )
                 .into_response();

@@ -127,7 +127,6 @@ pub fn teltonika(
         accept_unknown,
         accept_unknown_max,
         accept_unknown_per_minute,
-        trust_imei,
     }))
 }
 

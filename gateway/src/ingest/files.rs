@@ -235,7 +235,7 @@ impl Tailer {
             self.ingest
                 .stats
                 .record_refusal("files", reason, None, None);
-            tracing::warn!(message = "A file the source names is not followed.", source = %self.source.name, path = %path.display(), reason, hint = "a symbolic link needs follow_symlinks = true; only regular files are read; a glob follows at most max_files");
+            tracing::warn!(message = "A file the source names is not followed.", source = %self.source.name, path = %path.display(), reason, hint = "a symbolic link needs follow_symlinks = true; only regular, uncompressed files are read; a glob follows at most max_files");
         }
     }
 

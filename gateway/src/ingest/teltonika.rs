@@ -58,8 +58,6 @@ pub struct TeltonikaConfig {
     pub accept_unknown_max: usize,
     /// With `accept_unknown`: the most IMEIs not seen before taken in a minute.
     pub accept_unknown_per_minute: u32,
-    /// The operator said the listener's network is one they control (needed beyond loopback).
-    pub trust_imei: bool,
 }
 
 /// Serves trackers on `listener` until `scope.stop`.

@@ -30,7 +30,6 @@ async fn listening(
         accept_unknown,
         accept_unknown_max: 1000,
         accept_unknown_per_minute: 60,
-        trust_imei: false,
     };
     let scope = Scope::default();
     tokio::spawn(serve(listener, config, ingest, scope.clone()));
