@@ -7,6 +7,7 @@
 //!
 //! - **One answer per frame.** After the HELLO that opens the session, every frame gets exactly
 //!   one answer (protocol version 3; versions 1 and 2 get a NACK per refused event and an ACK).
+//!   Any other first frame gets one NACK and the connection closes: nothing after it is read.
 //! - **Acknowledged means committed.** Every event an ANSWER or ACK settled without refusing it is
 //!   in the spool afterwards: a row of its device session with that seq or a higher one (a
 //!   retransmission is recognised by the highest seq stored, `spool/seqs.rs`).
@@ -137,6 +138,16 @@ fn check(sent: &[u8], answers: &[u8], stored: &HashMap<(String, u64), u64>) {
     };
     let mut session: Option<(String, u64)> = None;
     for (frame, version) in frames {
+        // Before HELLO, anything else gets one NACK and the connection closes
+        // (`tcp/bad_frame_before_hello`, `tcp/protocol_violation`).
+        if session.is_none() && !matches!(&frame, Ok(Message::Hello(_))) {
+            let answer = next("a frame before HELLO");
+            assert!(
+                matches!(&answer, Message::Nack(_)),
+                "a frame before HELLO gets a NACK, not {answer:?}"
+            );
+            break;
+        }
         let message = match frame {
             Err(bad) => {
                 let answer = next("a bad frame");
@@ -181,7 +192,7 @@ fn check(sent: &[u8], answers: &[u8], stored: &HashMap<(String, u64), u64>) {
                     assert_committed(&events, &refused, s, stored);
                 }
             }
-            // EVENTS before HELLO, an empty batch, a second HELLO, a device's ACK or NACK.
+            // An empty batch, a second HELLO, a device's ACK or NACK.
             (m, _) => {
                 let answer = next("a frame the session refuses");
                 assert!(
