@@ -18,9 +18,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-use tributary_gateway::config::{KafkaConfig, SpoolConfig};
+use tributary_gateway::forward::KafkaConfig;
 use tributary_gateway::forward::{kafka, Drain};
 use tributary_gateway::record::{EventId, Record};
+use tributary_gateway::spool::SpoolConfig;
 use tributary_gateway::spool::{Limits, Spool, SpoolDb};
 use tributary_gateway::stats::Stats;
 
@@ -194,7 +195,7 @@ fn main() {
         let start = Instant::now();
         let forwarder = tokio::spawn(kafka::run(
             kafka_config(&brokers),
-            tributary_gateway::config::TimePolicy::default(),
+            tributary_gateway::forward::TimePolicy::default(),
             spool.clone(),
             Stats::default(),
             Drain {

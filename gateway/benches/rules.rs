@@ -20,9 +20,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use tributary_gateway::config::{Config, SpoolConfig};
+use tributary_gateway::config::Config;
 use tributary_gateway::route::Router;
 use tributary_gateway::rules::RuleSet;
+use tributary_gateway::spool::SpoolConfig;
 use tributary_gateway::spool::{Limits, Spool, SpoolDb};
 use tributary_gateway::stats::Stats;
 use tributary_protocol::{Body, Event, Reading, SensorValue};

@@ -21,8 +21,8 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_gateway::config::SpoolConfig;
 use tributary_gateway::record::{EventId, Record};
+use tributary_gateway::spool::SpoolConfig;
 use tributary_gateway::spool::{Limits, Spool};
 use tributary_gateway::stats::Stats;
 

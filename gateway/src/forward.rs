@@ -5,6 +5,7 @@
 //! (deleted) only after the destination confirmed it. On stop, a sink keeps draining until the
 //! spool is empty or `deadline` passes; what is left stays in the spool for the next start.
 
+pub mod config;
 pub mod cursor;
 pub mod file;
 pub mod kafka;
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    KafkaConfig, RawFileSink, RawKafka, RawTime, SinkConfig, TimePolicy, TimestampSource, TopicSpec,
+};
 
 use crate::stats::Stats;
 
@@ -45,8 +50,8 @@ impl Drain {
 /// (`tributary_forwarder_restarts_total`), shown by `/readyz?verbose` and `/api/status`, and the
 /// forwarder starts again after a backoff of 1 s doubling to 60 s. It never dies unseen.
 pub async fn supervise(
-    time: crate::config::TimePolicy,
-    sink: crate::config::SinkConfig,
+    time: TimePolicy,
+    sink: SinkConfig,
     spool: crate::spool::Spool,
     stats: Stats,
     drain: Drain,
@@ -55,14 +60,14 @@ pub async fn supervise(
     loop {
         stats.set_forwarder_running(true);
         let task = match sink.clone() {
-            crate::config::SinkConfig::Kafka(kafka) => tokio::spawn(kafka::run(
+            SinkConfig::Kafka(kafka) => tokio::spawn(kafka::run(
                 kafka,
                 time,
                 spool.clone(),
                 stats.clone(),
                 drain.clone(),
             )),
-            crate::config::SinkConfig::File { dir } => tokio::spawn(file::run(
+            SinkConfig::File { dir } => tokio::spawn(file::run(
                 dir,
                 time,
                 spool.clone(),
@@ -127,7 +132,7 @@ pub fn record_delivery(stats: &Stats, now_ms: i64, received_ms: i64, event_ms: i
 pub fn stamp(
     record: &mut crate::record::Record,
     received_ms: i64,
-    policy: crate::config::TimePolicy,
+    policy: TimePolicy,
     stats: &Stats,
 ) -> i64 {
     let event_ms = record.timestamp_ms;
@@ -143,12 +148,11 @@ pub fn stamp(
 /// received it, and whether that is not the event time (then the event time travels in the
 /// `event-time-ms` header). A clamp is counted.
 pub fn timestamp(
-    policy: crate::config::TimePolicy,
+    policy: TimePolicy,
     event_ms: i64,
     received_ms: i64,
     stats: &Stats,
 ) -> (i64, bool) {
-    use crate::config::TimestampSource;
     let latest = received_ms.saturating_add(policy.max_future.as_millis() as i64);
     match policy.kafka_timestamp {
         TimestampSource::Event => (event_ms, false),
@@ -200,7 +204,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{TimePolicy, TimestampSource};
+    use crate::forward::config::{TimePolicy, TimestampSource};
 
     #[test]
     fn the_timestamp_policy_clamps_only_events_too_far_ahead_and_counts_them() {

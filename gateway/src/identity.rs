@@ -30,6 +30,7 @@
 
 pub mod acl;
 pub mod admission;
+pub mod config;
 pub mod credentials;
 pub mod live;
 pub mod throttle;
@@ -42,7 +43,9 @@ pub use acl::Acl;
 pub use credentials::{Credentials, PasswordRefusal, Verifier};
 use throttle::Throttle;
 
-use crate::config::{Anonymous, Config, IdentityFrom, OnDeny};
+pub use config::{
+    cleartext_listeners, Anonymous, AuthConfig, IdentityFrom, OnDeny, RawAuth, RawTls, TlsConfig,
+};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,9 +192,18 @@ pub struct Authority {
     live: live::Live,
 }
 
+/// What the identity of devices is decided from: `[auth]`, `[tls]`, and the trackers
+/// `[teltonika]` names (IMEI to device id), which may never pass for a device that logs in.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub auth: &'a AuthConfig,
+    pub tls: Option<&'a TlsConfig>,
+    pub trackers: Option<&'a std::collections::BTreeMap<String, String>>,
+}
+
 impl Authority {
     /// Loads the credentials file and the certificates the config names.
-    pub fn load(config: &Config) -> Result<Self, IdentityError> {
+    pub fn load(config: Sources<'_>) -> Result<Self, IdentityError> {
         Ok(Self {
             state: RwLock::new(Arc::new(State::load(config)?)),
             verifier: Verifier::default(),
@@ -204,7 +216,7 @@ impl Authority {
     /// Replaces credentials, ACL and certificates with those `config` names, then closes the
     /// open sessions the new state no longer lets in; returns how many. On error the old state
     /// stays in force and no session is touched.
-    pub fn reload(&self, config: &Config) -> Result<usize, IdentityError> {
+    pub fn reload(&self, config: Sources<'_>) -> Result<usize, IdentityError> {
         let next = Arc::new(State::load(config)?);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
         Ok(self
@@ -380,8 +392,8 @@ impl State {
         }
     }
 
-    fn load(config: &Config) -> Result<Self, IdentityError> {
-        let (auth, tls) = (&config.auth, config.tls.as_ref());
+    fn load(config: Sources<'_>) -> Result<Self, IdentityError> {
+        let (auth, tls) = (config.auth, config.tls);
         let built = tls.map(tls::server_config).transpose()?;
         let credentials = auth
             .credentials
@@ -389,8 +401,9 @@ impl State {
             .map(Credentials::load)
             .transpose()?;
         // A tracker proves only its IMEI: it must never pass for a device that logs in.
-        if let (Some(t), Some(creds)) = (&config.teltonika, &credentials) {
-            if let Some((imei, device)) = t.names.iter().find(|(_, d)| creds.hash_of(d).is_some()) {
+        if let (Some(trackers), Some(creds)) = (config.trackers, &credentials) {
+            if let Some((imei, device)) = trackers.iter().find(|(_, d)| creds.hash_of(d).is_some())
+            {
                 return Err(IdentityError::ImeiShadowsDevice {
                     imei: imei.clone(),
                     device: device.clone(),
@@ -399,9 +412,9 @@ impl State {
         }
         Ok(Self {
             tracker_ids: config
-                .teltonika
+                .trackers
                 .iter()
-                .flat_map(|t| t.names.values().cloned())
+                .flat_map(|t| t.values().cloned())
                 .collect(),
             credentials,
             acl: auth.acl.clone(),

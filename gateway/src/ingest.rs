@@ -183,8 +183,10 @@ impl Ingest {
         };
         match appended {
             Ok(mut outcomes) => {
-                self.stats
-                    .record_appended(topics.iter().map(String::as_str), &outcomes);
+                self.stats.record_appended(
+                    topics.iter().map(String::as_str),
+                    outcomes.iter().map(|o| !matches!(o, Appended::Duplicate)),
+                );
                 outcomes.truncate(n_stored);
                 self.stats
                     .record_transport(transport, arrived, outcomes.len() as u64);

@@ -27,14 +27,16 @@ pub mod rules;
 pub mod shutdown;
 pub mod spool;
 pub mod stats;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SinkConfig};
+use crate::config::Config;
 use crate::forward::Drain;
+use crate::forward::SinkConfig;
 use crate::identity::Authority;
 use crate::ingest::Ingest;
 use crate::route::Router;
@@ -68,7 +70,7 @@ pub enum GatewayError {
 /// counters. Start-up errors (certificates, credentials, spool, ports) are returned before
 /// anything is accepted.
 pub async fn run(config: Config, stop: CancellationToken) -> Result<Summary, GatewayError> {
-    let authority = Arc::new(Authority::load(&config)?);
+    let authority = Arc::new(Authority::load(config.identity())?);
     run_with(config, authority, stop).await
 }
 
@@ -310,7 +312,7 @@ pub async fn run_with(
 /// With `auth.cleartext_passwords`, says at every start which listeners take passwords in
 /// clear text from beyond this machine.
 fn warn_about_cleartext_passwords(config: &Config) {
-    for (key, addr) in config::cleartext_listeners(&config.listeners(), &config.auth) {
+    for (key, addr) in crate::identity::cleartext_listeners(&config.listeners(), &config.auth) {
         tracing::warn!(
             message = "Device passwords cross the network in clear text on this listener (auth.cleartext_passwords = true): anyone on the network can read them. Prefer the TLS listener.",
             key,
@@ -365,7 +367,7 @@ fn warn_about_descriptor_limit(config: &Config) {
 
 /// With `auth.anonymous = "network"`, says at every start which listeners accept anyone.
 fn warn_about_anonymous_network(config: &Config) {
-    if config.auth.anonymous != config::Anonymous::Network {
+    if config.auth.anonymous != crate::identity::Anonymous::Network {
         return;
     }
     for (_, addr, _) in config.listeners() {

@@ -41,7 +41,11 @@ pub fn reload_on_hangup(config_path: PathBuf, authority: Arc<Authority>) {
 pub fn reload(config_path: &std::path::Path, authority: &Authority) {
     let result = Config::load(config_path)
         .map_err(|e| e.to_string())
-        .and_then(|config| authority.reload(&config).map_err(|e| e.to_string()));
+        .and_then(|config| {
+            authority
+                .reload(config.identity())
+                .map_err(|e| e.to_string())
+        });
     match result {
         Ok(revoked) => tracing::info!(
             message = "Reloaded credentials, ACL and certificates (SIGHUP).",

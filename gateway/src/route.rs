@@ -10,6 +10,7 @@
 //! de-duplication key for consumers), `kind` and `content-type`. Dead letters go to the
 //! dead-letter topic with a JSON value that says what was refused and why.
 
+pub mod config;
 pub mod format;
 
 #[cfg(test)]
@@ -18,8 +19,8 @@ mod tests;
 use serde::Serialize;
 use tributary_protocol::{Event, Kind};
 
-use crate::config::RoutesConfig;
 use crate::record::{now_ms, EventId, Record};
+pub use config::{RawRoutes, RoutesConfig};
 pub use format::{Encoder, Format, FormatError};
 
 /// Header names, in one place.
@@ -106,15 +107,6 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 
 /// Most bytes of a refused payload kept in its dead letter.
 pub const DEAD_LETTER_BYTES: usize = 1024;
-
-/// Whether `filter` is an MQTT topic filter: `+` and `#` only as whole levels, `#` only last.
-pub fn valid_filter(filter: &str) -> bool {
-    let levels: Vec<&str> = filter.split('/').collect();
-    !filter.is_empty()
-        && levels.iter().enumerate().all(|(i, l)| {
-            (*l == "#" && i == levels.len() - 1) || *l == "+" || !l.contains(['+', '#'])
-        })
-}
 
 /// Maps events to topics.
 #[derive(Debug, Clone)]

@@ -162,20 +162,25 @@ pub fn validate(raw: &[RawRule]) -> Result<Vec<Rule>, RuleError> {
         if rules.iter().any(|x| x.name == name) {
             return Err(bad("name", format!("{name:?} is used by an earlier rule")));
         }
-        let kind = crate::config::event_kind(r.kind.as_deref()).map_err(|p| bad("kind", p))?;
+        let kind =
+            crate::validate::names::event_kind(r.kind.as_deref()).map_err(|p| bad("kind", p))?;
         if let Some(glob) = &r.device {
-            crate::config::device_glob(glob).map_err(|p| bad("device", p))?;
+            crate::validate::names::device_glob(glob).map_err(|p| bad("device", p))?;
         }
         let topic = r.topic.clone().unwrap_or_default();
-        if !crate::config::legal_topic(&topic) {
+        if !crate::validate::names::legal_topic(&topic) {
             return Err(bad(
                 "topic",
                 format!("{topic:?} is missing or not a legal Kafka topic name"),
             ));
         }
-        let format = crate::config::value_format(r.format.as_deref(), r.avro_schema_id)
+        let format = crate::route::config::value_format(r.format.as_deref(), r.avro_schema_id)
             .map_err(|(f, p)| bad(f, p))?;
-        if let Some(filter) = r.mqtt_topic.as_deref().filter(|f| !route::valid_filter(f)) {
+        if let Some(filter) = r
+            .mqtt_topic
+            .as_deref()
+            .filter(|f| !crate::validate::names::valid_filter(f))
+        {
             return Err(bad(
                 "mqtt_topic",
                 format!("{filter:?} is not an MQTT filter (+ for one level, # last)"),

@@ -58,6 +58,7 @@
 //! exits or crash-loops on a full disk.
 
 mod checkpoint;
+pub mod config;
 mod db;
 pub mod headers;
 pub mod limits;
@@ -87,9 +88,9 @@ pub use report::{SpoolStats, TopicStats};
 pub use rows::payload_size;
 pub use sources::SourceState;
 
-use crate::config::SpoolConfig;
 use crate::record::Record;
 use crate::stats::Stats;
+pub use config::{RawSpool, SpoolConfig};
 
 /// What happened to one appended record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,8 +20,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-use crate::spool::Appended;
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TopicCounters {
     pub received: u64,
@@ -130,6 +128,17 @@ pub struct Stats {
     spool_full: Arc<AtomicBool>,
 }
 
+/// Why the spool deleted a row that was never forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discarded {
+    /// Older than `spool.max_age_ms`.
+    Expired,
+    /// Kafka refused it for good (too large, a topic it may not write).
+    Quarantined,
+    /// Pushed out by `spool.when_full = "drop_oldest"`.
+    Full,
+}
+
 impl Stats {
     fn with(&self, topic: &str, f: impl FnOnce(&mut TopicCounters)) {
         // A poisoned lock only means another thread panicked mid-update; counters stay usable.
@@ -137,20 +146,22 @@ impl Stats {
         update(&mut topics, topic, f);
     }
 
-    /// Counts the spool's verdict on records bound for `topics` (same order).
+    /// Counts the spool's verdict on records bound for `topics` (same order): `true` for a
+    /// record stored, `false` for a duplicate the spool already held.
     pub fn record_appended<'a>(
         &self,
         topics: impl IntoIterator<Item = &'a str>,
-        outcomes: &[Appended],
+        stored: impl IntoIterator<Item = bool>,
     ) {
         // One lock for the whole batch, not one per record.
         let mut all = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        for (topic, outcome) in topics.into_iter().zip(outcomes) {
+        for (topic, stored) in topics.into_iter().zip(stored) {
             update(&mut all, topic, |c| {
                 c.received += 1;
-                match outcome {
-                    Appended::Stored { .. } | Appended::Replaced => c.spooled += 1,
-                    Appended::Duplicate => c.duplicates += 1,
+                if stored {
+                    c.spooled += 1;
+                } else {
+                    c.duplicates += 1;
                 }
             });
         }
@@ -165,16 +176,12 @@ impl Stats {
         self.with(topic, |c| c.forwarded += n);
     }
 
-    /// Counts rows the spool deleted unforwarded, by reason (`dropped_full` or `expired`).
-    pub fn record_discarded(&self, topic: &str, reason: &str, n: u64) {
-        self.with(topic, |c| {
-            if reason == crate::spool::EXPIRED {
-                c.expired += n;
-            } else if reason == crate::spool::QUARANTINED {
-                c.quarantined += n;
-            } else {
-                c.dropped += n;
-            }
+    /// Counts rows the spool deleted unforwarded, by why.
+    pub fn record_discarded(&self, topic: &str, why: Discarded, n: u64) {
+        self.with(topic, |c| match why {
+            Discarded::Expired => c.expired += n,
+            Discarded::Quarantined => c.quarantined += n,
+            Discarded::Full => c.dropped += n,
         });
     }
 

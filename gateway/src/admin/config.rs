@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::validate::ConfigError;
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -61,7 +61,7 @@ const MIN_TOKEN_CHARS: usize = 16;
 /// `auth.anonymous = "network"`, which also lets the listener go beyond loopback without a token.
 pub fn admin(raw: RawAdmin, network_opt_in: bool) -> Result<Option<AdminConfig>, ConfigError> {
     let Some(listen) =
-        crate::config::optional_addr("admin.listen", raw.listen, Some("127.0.0.1:9880"))?
+        crate::validate::optional_addr("admin.listen", raw.listen, Some("127.0.0.1:9880"))?
     else {
         return Ok(None);
     };

@@ -192,7 +192,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Config::load(&config).and_then(|c| {
             // The files the config names (certificates, credentials) must load too.
-            Authority::load(&c)
+            Authority::load(c.identity())
                 .map_err(|e| tributary_gateway::config::ConfigError::Files(e.to_string()))
         }) {
             Ok(_) => {
@@ -275,7 +275,7 @@ fn main() -> ExitCode {
                 Ok(n) => tracing::debug!(limit = n, "Open file limit raised."),
                 Err(error) => tracing::warn!(%error, "Could not raise the open file limit."),
             }
-            let authority = match Authority::load(&config) {
+            let authority = match Authority::load(config.identity()) {
                 Ok(a) => std::sync::Arc::new(a),
                 Err(e) => {
                     eprintln!("error: {e}");

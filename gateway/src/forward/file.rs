@@ -26,7 +26,7 @@ const BATCH: usize = 2000;
 /// Forwards spooled records to files under `dir` until drained after `drain.stop`.
 pub async fn run(
     dir: PathBuf,
-    time: crate::config::TimePolicy,
+    time: super::TimePolicy,
     spool: Spool,
     stats: Stats,
     drain: Drain,

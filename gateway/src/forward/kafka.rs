@@ -63,9 +63,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
+use super::config::{KafkaConfig, TopicSpec};
 use super::cursor::Cursor;
 use super::{Backoff, Drain, ForwardError};
-use crate::config::{KafkaConfig, TopicSpec};
 use crate::spool::{Spool, Spooled};
 use crate::stats::Stats;
 
@@ -297,7 +297,7 @@ impl ProducerContext for Reports {
 /// Forwards spooled records to Kafka until drained after `drain.stop`.
 pub async fn run(
     config: KafkaConfig,
-    time: crate::config::TimePolicy,
+    time: super::TimePolicy,
     spool: Spool,
     stats: Stats,
     drain: Drain,
@@ -609,7 +609,7 @@ fn send(
     producer: &ThreadedProducer<Reports>,
     row: Spooled,
     alone: bool,
-    time: crate::config::TimePolicy,
+    time: super::TimePolicy,
     stats: &Stats,
     reports: &UnboundedSender<Outcome>,
 ) -> usize {
@@ -694,7 +694,7 @@ async fn quarantine(
                 refused.remove(&id);
                 if let Some(topic) = topic {
                     tracing::error!(message = "Record quarantined: Kafka refuses it for good; the stream goes on without it.", id, %topic, %reason);
-                    stats.record_discarded(&topic, crate::spool::QUARANTINED, 1);
+                    stats.record_discarded(&topic, crate::stats::Discarded::Quarantined, 1);
                     moved = true;
                 }
             }

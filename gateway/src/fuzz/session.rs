@@ -119,7 +119,7 @@ pub(crate) fn local_ingest(dir: &Path) -> (Ingest, Spool) {
     // One for the process: it starts password-checking threads.
     static AUTHORITY: OnceLock<Arc<Authority>> = OnceLock::new();
     let authority = AUTHORITY
-        .get_or_init(|| Arc::new(Authority::load(&config).expect("anonymous loopback")))
+        .get_or_init(|| Arc::new(Authority::load(config.identity()).expect("anonymous loopback")))
         .clone();
     let router = Router::new(config.routes.clone()).expect("default routes");
     (Ingest::new(spool.clone(), router, stats, authority), spool)

@@ -17,7 +17,7 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
-use crate::config::{IdentityFrom, TlsConfig};
+use super::config::{IdentityFrom, TlsConfig};
 
 /// Why the TLS set-up could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -20,11 +20,13 @@
 //!   queued for the session meanwhile. `tributary_connections{transport="bridge"}` counts the
 //!   connected bridges, and the received and acknowledged counters their messages.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+
+pub mod config;
+
+pub use config::{options, BridgeConfig, BridgeError, RawBridge};
 
 use super::{Inbound, Ingest};
 use crate::route::DeadLetter;
@@ -33,73 +35,6 @@ use crate::spool::SourceState;
 
 /// Messages committed together, at most.
 const MAX_BATCH: usize = 500;
-
-/// One `[[bridges]]` entry, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BridgeConfig {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// Connect with TLS, trusting these CA certificates (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Topic filters with the QoS to subscribe at.
-    pub topics: Vec<(String, u8)>,
-    pub keep_alive: Duration,
-    pub max_payload_bytes: usize,
-}
-
-/// Why a bridge cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum BridgeError {
-    #[error("bridge {name}: CA file {path}: {problem}")]
-    Ca {
-        name: String,
-        path: PathBuf,
-        problem: String,
-    },
-}
-
-/// The MQTT client options of `config`.
-pub fn options(config: &BridgeConfig) -> Result<MqttOptions, BridgeError> {
-    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
-    options
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(config.keep_alive)
-        .set_max_packet_size(config.max_payload_bytes + 64 * 1024, 64 * 1024);
-    if let Some(user) = &config.username {
-        options.set_credentials(user, config.password.clone().unwrap_or_default());
-    }
-    if let Some(path) = &config.ca_file {
-        let bad = |problem: String| BridgeError::Ca {
-            name: config.name.clone(),
-            path: path.clone(),
-            problem,
-        };
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in
-            rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?
-        {
-            roots
-                .add(cert.map_err(|e| bad(e.to_string()))?)
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        options.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
-        ));
-    }
-    Ok(options)
-}
 
 /// Runs the bridge until `scope.stop`.
 pub async fn serve(config: BridgeConfig, options: MqttOptions, ingest: Ingest, scope: Scope) {

@@ -26,19 +26,20 @@
 //! - A path that a rotated file no longer matches (`*.log` for `app.log.1`) is warned about at
 //!   start: lines appended after the rename are then read only within `rotate_wait`.
 
+pub mod config;
 pub mod tail;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
+pub use self::config::{FileSource, LineFormat, RawFiles};
 use self::tail::FileId;
 use super::{Inbound, Ingest};
-use crate::mapping::{Mapping, Mappings};
+use crate::mapping::Mappings;
 use crate::record::Record;
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
@@ -48,37 +49,6 @@ use crate::spool::SourceState;
 const MAX_LINES: usize = 1000;
 /// Bytes read per append, about.
 const MAX_BYTES: usize = 1 << 20;
-
-/// What each line is.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LineFormat {
-    /// The line as it is, to `topic`.
-    Text { topic: String, key: Option<String> },
-    /// A JSON object per line, through the mapping.
-    Json(Box<Mapping>),
-    /// A CSV row per line, named by the header row, through the mapping.
-    Csv(Box<Mapping>),
-}
-
-/// One `[[files]]` source, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileSource {
-    pub name: String,
-    pub path: PathBuf,
-    pub format: LineFormat,
-    /// Files already there at the first start: read from their start (`false`) or end.
-    pub start_at_end: bool,
-    pub max_line_bytes: usize,
-    pub poll: Duration,
-    /// How long a file the path no longer names is still followed (a writer may append to a
-    /// rotated file until it reopens its log): Fluent Bit's `Rotate_Wait`.
-    pub rotate_wait: Duration,
-    /// Follow a path that is a symbolic link (off: another user who can write the directory
-    /// could point it at a file the gateway may read and they may not).
-    pub follow_symlinks: bool,
-    /// The most files a glob follows at once; more are refused, counted once each.
-    pub max_files: usize,
-}
 
 /// A file being followed.
 struct Followed {

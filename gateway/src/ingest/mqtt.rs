@@ -48,6 +48,7 @@
 
 mod broker;
 pub(crate) mod codec;
+pub mod config;
 mod connect;
 pub(crate) mod json;
 mod oversize;
@@ -63,10 +64,10 @@ use tributary_protocol::{Event, Kind};
 pub use broker::{start_broker, Republisher};
 
 use super::Ingest;
-use crate::config::MqttConfig;
 use crate::mapping::Mappings;
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
+pub use config::{MqttConfig, RawMqtt};
 
 /// Why MQTT ingest could not start.
 #[derive(Debug, thiserror::Error)]

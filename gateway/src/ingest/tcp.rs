@@ -42,12 +42,12 @@ use tributary_protocol::{
 use self::wire::Wire;
 use super::conn::{self, Accepted, Spec};
 use super::{Inbound, Ingest};
-use crate::config::TcpConfig;
 use crate::identity::live::{self, Watch};
 use crate::identity::{Claim, Identity, Peer};
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
 use crate::spool::Appended;
+pub use config::{RawTcp, TcpConfig};
 
 /// How long a new connection has to send HELLO.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -469,6 +469,7 @@ fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+pub mod config;
 mod wire;
 
 #[cfg(test)]

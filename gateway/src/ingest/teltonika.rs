@@ -22,9 +22,9 @@
 //! Duplicates are recognisable by device and timestamp (the Kafka timestamp is the record's).
 
 pub mod codec;
+pub mod config;
 mod newcomers;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -36,29 +36,12 @@ use super::conn::{self, Accepted, Spec};
 use super::{Inbound, Ingest};
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
+pub use config::{RawTeltonika, TeltonikaConfig};
 
 /// How long a new connection has to send its IMEI.
 pub const IMEI_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest packet data taken: a tracker's buffer flush is well under this.
 pub const MAX_PACKET_BYTES: usize = 64 * 1024;
-
-/// `[teltonika]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TeltonikaConfig {
-    pub listen: std::net::SocketAddr,
-    pub max_connections: std::num::NonZeroUsize,
-    /// Connections one address may hold when the listener is not on loopback.
-    pub max_connections_per_address: std::num::NonZeroUsize,
-    pub idle_timeout: Duration,
-    /// IMEI to device id.
-    pub names: BTreeMap<String, String>,
-    /// Take IMEIs not in `names`, as themselves.
-    pub accept_unknown: bool,
-    /// With `accept_unknown`: the most IMEIs not in `names` taken while the gateway runs.
-    pub accept_unknown_max: usize,
-    /// With `accept_unknown`: the most IMEIs not seen before taken in a minute.
-    pub accept_unknown_per_minute: u32,
-}
 
 /// Serves trackers on `listener` until `scope.stop`.
 pub async fn serve(listener: TcpListener, config: TeltonikaConfig, ingest: Ingest, scope: Scope) {

@@ -14,9 +14,9 @@ use std::io::{BufRead, Write};
 use tributary_protocol::json::JsonEvent;
 
 use super::{RuleSet, State};
-use crate::config::RoutesConfig;
 use crate::record::EventId;
 use crate::route::Router;
+use crate::route::RoutesConfig;
 
 /// What a run saw.
 #[derive(Debug, Default, PartialEq, Eq)]

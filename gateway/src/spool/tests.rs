@@ -107,8 +107,8 @@ pub(super) fn spool_config(
     dir: &tempfile::TempDir,
     max_events: usize,
     wait: std::time::Duration,
-) -> crate::config::SpoolConfig {
-    crate::config::SpoolConfig {
+) -> crate::spool::SpoolConfig {
+    crate::spool::SpoolConfig {
         path: dir.path().join("spool.db"),
         group_commit_max_events: std::num::NonZeroUsize::new(max_events).unwrap(),
         group_commit_wait: wait,

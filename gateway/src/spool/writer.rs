@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::checkpoint::Checkpointer;
+use super::config::SpoolConfig;
 use super::sources::SourceState;
 use super::sync::{Deliver, Durable, Syncer};
 use super::worker::{Reply, Worker};
 use super::{Appended, SpoolDb, SpoolError, SpoolStats};
-use crate::config::SpoolConfig;
 use crate::record::{now_ms, Record};
 use crate::stats::Stats;
 
@@ -284,7 +284,8 @@ impl Writer {
             Ok(expired) => {
                 for (topic, n) in expired {
                     tracing::warn!(message = "Unforwarded events expired (spool.max_age_ms).", %topic, count = n);
-                    self.stats.record_discarded(&topic, super::EXPIRED, n);
+                    self.stats
+                        .record_discarded(&topic, crate::stats::Discarded::Expired, n);
                 }
             }
             Err(error) => tracing::warn!(message = "Expiring old spool rows failed.", %error),
@@ -382,7 +383,8 @@ impl Writer {
         }
         for (topic, n) in &outcome.dropped {
             tracing::warn!(message = "Spool full: oldest unforwarded events dropped (policy drop_oldest).", %topic, count = n);
-            self.stats.record_discarded(topic, super::DROPPED_FULL, *n);
+            self.stats
+                .record_discarded(topic, crate::stats::Discarded::Full, *n);
         }
         match &outcome.appended {
             Ok(_) if !batches.is_empty() => self.stats.set_spool_full(false),

@@ -13,9 +13,11 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::run;
-use crate::config::{KafkaConfig, RoutesConfig, SpoolConfig};
 use crate::forward::Drain;
+use crate::forward::KafkaConfig;
 use crate::route::Router;
+use crate::route::RoutesConfig;
+use crate::spool::SpoolConfig;
 use crate::spool::{Limits, Spool};
 use crate::stats::Stats;
 
@@ -142,7 +144,7 @@ fn start_forwarder(
     };
     let task = tokio::spawn(run(
         config,
-        crate::config::TimePolicy::default(),
+        crate::forward::TimePolicy::default(),
         spool.clone(),
         Stats::default(),
         drain,

@@ -11,8 +11,8 @@ use tokio_util::codec::Framed;
 use tributary_protocol::codec::MessageCodec;
 use tributary_protocol::{Hello, Message, PROTOCOL_VERSION};
 
+use super::TcpConfig;
 use super::{serve, HELLO_TIMEOUT};
-use crate::config::TcpConfig;
 use crate::shutdown::Scope;
 
 /// Serves TCP on a fresh loopback port; returns its address and what stops it.

@@ -18,7 +18,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio_util::sync::CancellationToken;
 
 use super::{Session, SessionError, BUSY_HOLD, DEAD_LETTER_BYTES};
-use crate::config::OnDeny;
+use crate::identity::OnDeny;
 use crate::ingest::mqtt::codec::{AckCode, Publish, Reply, Version};
 use crate::ingest::Inbound;
 use crate::route::DeadLetter;

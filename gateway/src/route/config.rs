@@ -1,11 +1,12 @@
 //! `[routes]`: which Kafka topic, key and value format each event goes to. The topics for
 //! readings, positions and dead letters, and `[[routes.rule]]` entries tried in order; and the
-//! checks routes share with rules and mappings (kinds, device globs, formats, topic names).
+//! value format, which rules name the same way.
 
 use serde::Deserialize;
 
-use super::{invalid, ConfigError};
-use crate::route::{Format, Rule};
+use super::{Format, Rule};
+use crate::validate::names::{device_glob, event_kind, topic, valid_filter};
+use crate::validate::ConfigError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +42,7 @@ pub struct RoutesConfig {
 }
 
 /// Validates `[routes]`.
-pub(super) fn routes(raw: RawRoutes) -> Result<RoutesConfig, ConfigError> {
+pub fn routes(raw: RawRoutes) -> Result<RoutesConfig, ConfigError> {
     Ok(RoutesConfig {
         readings: topic("routes.readings", raw.readings, "telemetry.readings")?,
         positions: topic("routes.positions", raw.positions, "telemetry.positions")?,
@@ -70,7 +71,7 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         device_glob(glob).map_err(|p| bad("device", p))?;
     }
     if let Some(filter) = &raw.mqtt_topic {
-        if !crate::route::valid_filter(filter) {
+        if !valid_filter(filter) {
             return Err(bad(
                 "mqtt_topic",
                 format!("{filter:?} is not an MQTT filter (+ for one level, # last)"),
@@ -116,29 +117,6 @@ fn rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
     })
 }
 
-/// The `kind` a route or rule selects: `"reading"`, `"position"`, or any when absent.
-pub fn event_kind(kind: Option<&str>) -> Result<Option<tributary_protocol::Kind>, String> {
-    match kind {
-        None => Ok(None),
-        Some("reading") => Ok(Some(tributary_protocol::Kind::Reading)),
-        Some("position") => Ok(Some(tributary_protocol::Kind::Position)),
-        Some(other) => Err(format!("{other:?} is not \"reading\" or \"position\"")),
-    }
-}
-
-/// Checks a device id glob (`A-Z a-z 0-9 _ . -`, with `*` and `?`).
-pub fn device_glob(glob: &str) -> Result<(), String> {
-    let ok = glob
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'));
-    if glob.is_empty() || !ok {
-        return Err(format!(
-            "{glob:?} is not a device id glob (A-Z a-z 0-9 _ . - * ?)"
-        ));
-    }
-    Ok(())
-}
-
 /// A value format as `format` and `avro_schema_id` name it (routes and rules); `Err` names the
 /// field at fault and the problem.
 pub fn value_format(
@@ -156,24 +134,4 @@ pub fn value_format(
             format!("{other:?} is not json, csv, avro or postcard"),
         )),
     }
-}
-
-/// Whether `name` is a legal Kafka topic name (1 to 249 of `A-Z a-z 0-9 . _ -`, not `.` or `..`).
-pub fn legal_topic(name: &str) -> bool {
-    let legal = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    !name.is_empty() && name.len() <= 249 && legal && name != "." && name != ".."
-}
-
-/// Kafka's topic name rules: 1 to 249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
-fn topic(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
-    let name = value.unwrap_or_else(|| default.to_owned());
-    if !legal_topic(&name) {
-        return Err(invalid(
-            key,
-            format!("{name:?} is not a legal Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"),
-        ));
-    }
-    Ok(name)
 }

@@ -1,14 +1,17 @@
-//! `[kafka]` and `[file_sink]`: where forwarded events go. With brokers, Kafka (librdkafka's
-//! properties passed through after Tributary's own, checked by building a producer at start);
-//! without, JSON lines per topic in a directory.
+//! `[kafka]`, `[file_sink]` and `[time]`: where forwarded events go, and which time becomes a
+//! record's timestamp. With brokers, Kafka (librdkafka's properties passed through after
+//! Tributary's own, checked at start by [`super::kafka::check`], which builds a producer and
+//! connects nowhere); without, JSON lines per topic in a directory.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{invalid, non_zero, ConfigError, RoutesConfig};
+use crate::route::RoutesConfig;
+use crate::validate::{invalid, non_zero, ConfigError, MAX_DURATION_MS};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +67,7 @@ pub struct TopicSpec {
 
 /// Validates the sink; with `auto_create`, lists the topics to create: the routes', then the
 /// rules' (`rule_topics`).
-pub(super) fn sink(
+pub fn sink(
     kafka: RawKafka,
     file: RawFileSink,
     data_dir: &Path,
@@ -161,7 +164,7 @@ pub(super) fn sink(
     }
 
     if let SinkConfig::Kafka(k) = &sink {
-        crate::forward::kafka::check(k).map_err(|problem| {
+        super::kafka::check(k).map_err(|problem| {
             invalid(
                 "kafka.properties",
                 format!(
@@ -172,6 +175,69 @@ pub(super) fn sink(
         })?;
     }
     Ok(sink)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTime {
+    pub kafka_timestamp: Option<String>,
+    pub max_future_ms: Option<u64>,
+}
+
+/// Which time becomes a record's Kafka timestamp (`[time]`). Device clocks can be wrong: a
+/// Raspberry Pi has no real-time clock, and Kafka 4.0 refuses records more than an hour in the
+/// future by default (KIP-1030, `message.timestamp.after.max.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimePolicy {
+    pub kafka_timestamp: TimestampSource,
+    /// With `Clamp`: the most an event time may be ahead of the receive time.
+    pub max_future: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampSource {
+    /// The device's event time, whatever it is.
+    Event,
+    /// The gateway's receive time (when the spool committed the event).
+    Receive,
+    /// The event time, but at most `max_future` after the receive time (the default).
+    Clamp,
+}
+
+impl Default for TimePolicy {
+    fn default() -> Self {
+        Self {
+            kafka_timestamp: TimestampSource::Clamp,
+            max_future: Duration::from_secs(55 * 60),
+        }
+    }
+}
+
+/// Validates `[time]`.
+pub fn time(raw: RawTime) -> Result<TimePolicy, ConfigError> {
+    Ok(TimePolicy {
+        kafka_timestamp: match raw.kafka_timestamp.as_deref() {
+            None | Some("clamp") => TimestampSource::Clamp,
+            Some("event") => TimestampSource::Event,
+            Some("receive") => TimestampSource::Receive,
+            Some(other) => {
+                return Err(invalid(
+                    "time.kafka_timestamp",
+                    format!("{other:?} is not \"clamp\", \"event\" or \"receive\""),
+                ))
+            }
+        },
+        max_future: match raw.max_future_ms {
+            None => TimePolicy::default().max_future,
+            Some(ms) if ms <= MAX_DURATION_MS => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(invalid(
+                    "time.max_future_ms",
+                    format!("must be at most {MAX_DURATION_MS} (100 years)"),
+                ))
+            }
+        },
+    })
 }
 
 /// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,

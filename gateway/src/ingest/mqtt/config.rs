@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
-use super::{invalid, non_zero, optional_addr, socket_addr, ConfigError};
+use crate::validate::{invalid, non_zero, optional_addr, socket_addr, ConfigError, PER_ADDRESS};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +65,7 @@ pub fn validate(raw: RawMqtt) -> Result<Option<MqttConfig>, ConfigError> {
         max_connections_per_address: non_zero(
             "mqtt.max_connections_per_address",
             raw.max_connections_per_address,
-            super::PER_ADDRESS,
+            PER_ADDRESS,
         )?,
         broker_listen: match raw.broker_listen {
             Some(s) if s.is_empty() => None,

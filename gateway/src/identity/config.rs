@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{invalid, ConfigError};
-use crate::identity::acl::{Acl, Filter, Rule};
+use super::acl::{Acl, Filter, Rule};
+use crate::validate::names::device_glob;
+use crate::validate::{invalid, ConfigError};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,15 +194,7 @@ pub fn auth(raw: RawAuth) -> Result<AuthConfig, ConfigError> {
             problem,
         };
         let devices = r.devices.unwrap_or_else(|| "*".into());
-        let glob_ok = devices
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'));
-        if devices.is_empty() || !glob_ok {
-            return Err(bad(
-                "devices",
-                format!("{devices:?} is not a device id glob (A-Z a-z 0-9 _ . - * ?)"),
-            ));
-        }
+        device_glob(&devices).map_err(|p| bad("devices", p))?;
         if r.allow.is_empty() && r.deny.is_empty() {
             return Err(bad("allow", "the rule has neither allow nor deny".into()));
         }

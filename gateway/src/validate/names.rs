@@ -1,0 +1,60 @@
+//! Naming rules several parts of the configuration share: event kinds, device id globs, Kafka
+//! topic names and MQTT topic filters. Pure functions of their text; nothing of the gateway.
+
+use super::{invalid, ConfigError};
+
+/// The `kind` a route, rule or mapping selects: `"reading"`, `"position"`, or any when absent.
+pub fn event_kind(kind: Option<&str>) -> Result<Option<tributary_protocol::Kind>, String> {
+    match kind {
+        None => Ok(None),
+        Some("reading") => Ok(Some(tributary_protocol::Kind::Reading)),
+        Some("position") => Ok(Some(tributary_protocol::Kind::Position)),
+        Some(other) => Err(format!("{other:?} is not \"reading\" or \"position\"")),
+    }
+}
+
+/// Checks a device id glob (`A-Z a-z 0-9 _ . -`, with `*` and `?`).
+pub fn device_glob(glob: &str) -> Result<(), String> {
+    let ok = glob
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'));
+    if glob.is_empty() || !ok {
+        return Err(format!(
+            "{glob:?} is not a device id glob (A-Z a-z 0-9 _ . - * ?)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `name` is a legal Kafka topic name (1 to 249 of `A-Z a-z 0-9 . _ -`, not `.` or `..`).
+pub fn legal_topic(name: &str) -> bool {
+    let legal = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    !name.is_empty() && name.len() <= 249 && legal && name != "." && name != ".."
+}
+
+/// The Kafka topic `key` names, or `default` when absent; refused unless [`legal_topic`].
+pub fn topic(
+    key: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let name = value.unwrap_or_else(|| default.to_owned());
+    if !legal_topic(&name) {
+        return Err(invalid(
+            key,
+            format!("{name:?} is not a legal Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Whether `filter` is a valid MQTT topic filter (`+` for a whole level, `#` last).
+pub fn valid_filter(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    !filter.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| {
+            (*l == "#" && i == levels.len() - 1) || *l == "+" || !l.contains(['+', '#'])
+        })
+}
