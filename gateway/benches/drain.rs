@@ -188,7 +188,6 @@ fn main() {
             group_commit_wait: Duration::from_millis(2),
             limits: Limits::unlimited(),
             forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
-            rules: Default::default(),
         };
         let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
         let stop = CancellationToken::new();

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tributary_gateway::config::Config;
 use tributary_gateway::route::Router;
+use tributary_gateway::rules::store::RuleStates;
 use tributary_gateway::rules::RuleSet;
 use tributary_gateway::spool::SpoolConfig;
 use tributary_gateway::spool::{Limits, Spool, SpoolDb};
@@ -160,7 +161,8 @@ static ALLOCATOR: Counting = Counting;
 fn state_in_memory(dir: &Path, rules: &RuleSet) -> f64 {
     let mut db = SpoolDb::open(&dir.join("spool.db")).expect("open spool");
     let before = LIVE.load(Ordering::Relaxed);
-    db.set_rules(rules.clone()).expect("load rule states");
+    db.set_hook(Box::new(RuleStates::new(rules.clone())))
+        .expect("load rule states");
     let after = LIVE.load(Ordering::Relaxed);
     // The set's clone is counted too: measure it alone and take it off.
     let set = rules.clone();
@@ -186,7 +188,6 @@ fn run(dir: &Path, rules: RuleSet, data: Data) -> Run {
         group_commit_wait: Duration::ZERO,
         limits: Limits::unlimited(),
         forget_devices_after: Duration::from_secs(30 * 24 * 3600),
-        rules: rules.clone(),
     };
     let routes = Config::parse("", Path::new("bench.toml"))
         .expect("default config")
@@ -198,7 +199,8 @@ fn run(dir: &Path, rules: RuleSet, data: Data) -> Run {
     );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let rate = runtime.block_on(async {
-        let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
+        let hook = Box::new(RuleStates::new(rules.clone()));
+        let (spool, _) = Spool::open_with(&config, Stats::default(), hook).expect("open spool");
         let per_conn = EVENTS / CONNECTIONS;
         let elapsed = common::drive(&spool, CONNECTIONS, PER_CALL, per_conn, move |c, seq| {
             router.event(event(data, c, seq), 0, None).ok()
@@ -239,7 +241,7 @@ fn run(dir: &Path, rules: RuleSet, data: Data) -> Run {
 fn main() {
     let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into());
     let config = Config::parse(RULES, Path::new("bench.toml")).expect("the bench's rules");
-    let five = config.spool.rules;
+    let five = config.rules;
     println!(
         "disk: {base}; {EVENTS} readings from {CONNECTIONS} connections, batches of {PER_CALL}; \
          the median of {ROUNDS} runs each"

@@ -62,7 +62,6 @@ fn spool_run(dir: &Path, size: usize, total: usize) -> Run {
         group_commit_wait: Duration::ZERO,
         limits: Limits::unlimited(),
         forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
-        rules: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {

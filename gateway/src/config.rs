@@ -163,6 +163,8 @@ pub struct Config {
     pub tcp: Option<TcpConfig>,
     pub mqtt: Option<MqttConfig>,
     pub spool: SpoolConfig,
+    /// `[[rules]]`: run by the spool's writer as it stores events ([`crate::rules::store`]).
+    pub rules: crate::rules::RuleSet,
     pub sink: SinkConfig,
     pub routes: RoutesConfig,
     /// The admin listener (metrics, health, status); `None` when disabled.
@@ -254,7 +256,7 @@ impl Config {
         let rule_topics: Vec<String> = rules.iter().map(|r| r.topic.clone()).collect();
         let rules =
             crate::rules::RuleSet::new(rules).map_err(|e| ConfigError::Files(e.to_string()))?;
-        let spool = crate::spool::config::validate(raw.spool, &data_dir, rules)?;
+        let spool = crate::spool::config::validate(raw.spool, &data_dir)?;
 
         let routes = crate::route::config::routes(raw.routes)?;
         let sink = crate::forward::config::sink(
@@ -270,6 +272,7 @@ impl Config {
             tcp,
             mqtt,
             spool,
+            rules,
             sink,
             routes,
             admin,

@@ -86,8 +86,9 @@ pub async fn run_with(
     let stats = Stats::default();
     let spool_config = config.spool.clone();
     let spool_stats = stats.clone();
+    let rules = Box::new(crate::rules::store::RuleStates::new(config.rules.clone()));
     let (spool, recovery) =
-        tokio::task::spawn_blocking(move || Spool::open(&spool_config, spool_stats))
+        tokio::task::spawn_blocking(move || Spool::open_with(&spool_config, spool_stats, rules))
             .await
             .map_err(|_| SpoolError::Closed)??;
     if let Some(r) = recovery {
@@ -102,7 +103,7 @@ pub async fn run_with(
     tracing::info!(message = "Spool open.", path = %config.spool.path.display());
     let ingest = Ingest::new(
         spool.clone(),
-        Router::new(config.routes.clone())?.keeping_events(!config.spool.rules.is_empty()),
+        Router::new(config.routes.clone())?.keeping_events(!config.rules.is_empty()),
         stats.clone(),
         authority,
     )

@@ -40,6 +40,7 @@ pub mod geofence;
 pub mod kinds;
 pub mod offline;
 pub mod sketch;
+pub mod store;
 pub mod threshold;
 pub mod window;
 

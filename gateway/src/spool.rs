@@ -13,6 +13,11 @@
 //! Checkpoints (copying the WAL back into the database file) run on a third connection, the
 //! checkpointer thread, so commits do not pay for them ([`checkpoint`]).
 //!
+//! The spool stands below everything that uses it: whatever must write in a group's
+//! transaction (the rules' states and derived records) is a [`hook::CommitHook`] handed to
+//! [`Spool::open_with`], and what the spool says of its work goes to an [`Observer`]. It names
+//! nothing of rules, routes, config or stats (`tests/imports/check` holds it to that).
+//!
 //! # Schema ([`schema`], `PRAGMA user_version`)
 //! - `records(id INTEGER PRIMARY KEY, topic, key, value, timestamp_ms, headers, device_id, seq,
 //!   received_ms, session)`: one row per message still to be forwarded; `id` is the queue
@@ -21,7 +26,8 @@
 //! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
 //!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
-//! - `device_rule_state(device_id, states)`: the rules' states per device.
+//! - `device_rule_state(device_id, states)`: the rules' states per device, written and read
+//!   by their commit hook (`crate::rules::store`).
 //!
 //! # Invariants
 //! - An [`Appended::Stored`] reply means the row's transaction committed and an fdatasync of
@@ -61,12 +67,13 @@ mod checkpoint;
 pub mod config;
 mod db;
 pub mod headers;
+pub mod hook;
 pub mod limits;
+pub mod observe;
 mod reader;
 pub mod recover;
 mod report;
 mod rows;
-pub(crate) mod rule_state;
 pub mod schema;
 pub mod seqs;
 mod sessions;
@@ -89,8 +96,8 @@ pub use rows::payload_size;
 pub use sources::SourceState;
 
 use crate::record::Record;
-use crate::stats::Stats;
 pub use config::{RawSpool, SpoolConfig};
+pub use observe::{Anomaly, Discarded, Observer};
 
 /// What happened to one appended record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,20 +227,30 @@ impl Spool {
     /// thread. Blocking: call it before serving, or from `spawn_blocking`.
     pub fn open(
         config: &SpoolConfig,
-        stats: Stats,
+        observer: impl Observer,
     ) -> Result<(Self, Option<Recovery>), SpoolError> {
-        Self::open_syncing(config, stats, sync::fdatasync)
+        Self::open_with(config, observer, Box::new(hook::Inert))
+    }
+
+    /// [`Spool::open`] with `hook` run in the transaction of every group ([`hook`]).
+    pub fn open_with(
+        config: &SpoolConfig,
+        observer: impl Observer,
+        hook: Box<dyn hook::CommitHook>,
+    ) -> Result<(Self, Option<Recovery>), SpoolError> {
+        Self::open_syncing(config, observer, hook, sync::fdatasync)
     }
 
     /// [`Spool::open`] with the WAL synced by `sync` (tests inject failures and delays).
     fn open_syncing(
         config: &SpoolConfig,
-        stats: Stats,
+        observer: impl Observer,
+        hook: Box<dyn hook::CommitHook>,
         sync: sync::SyncFn,
     ) -> Result<(Self, Option<Recovery>), SpoolError> {
         let lock = lock(&config.path)?;
         let (db, recovery) = recover::open_checked(&config.path, config.limits)?;
-        let inner = writer::start(db, config, stats, sync)?;
+        let inner = writer::start(db, config, Arc::new(observer), hook, sync)?;
         let reader = reader::start(&config.path)?;
         Ok((
             Self {

@@ -20,6 +20,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
+pub use crate::spool::Discarded;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TopicCounters {
     pub received: u64,
@@ -126,17 +128,6 @@ pub struct Stats {
     forward: Arc<Mutex<ForwardState>>,
     /// The last append was refused for lack of room (cleared by the next stored one).
     spool_full: Arc<AtomicBool>,
-}
-
-/// Why the spool deleted a row that was never forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Discarded {
-    /// Older than `spool.max_age_ms`.
-    Expired,
-    /// Kafka refused it for good (too large, a topic it may not write).
-    Quarantined,
-    /// Pushed out by `spool.when_full = "drop_oldest"`.
-    Full,
 }
 
 impl Stats {
@@ -417,5 +408,43 @@ pub struct ConnectionGuard(Gauge);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The spool tells the gateway's counters what it did ([`crate::spool::observe`]).
+impl crate::spool::Observer for Stats {
+    fn committed(&self, seconds: f64, events: usize) {
+        self.instruments.commit_seconds.observe(seconds);
+        self.instruments.commit_events.observe(events as f64);
+    }
+
+    fn synced(&self, seconds: f64) {
+        self.instruments.sync_seconds.observe(seconds);
+    }
+
+    fn discarded(&self, topic: &str, why: Discarded, n: u64) {
+        self.record_discarded(topic, why, n);
+    }
+
+    fn anomaly(&self, device_id: &str, anomaly: crate::spool::Anomaly) {
+        self.record_refusal("spool", anomaly.reason(), Some(device_id), None);
+    }
+
+    fn rule_output(&self, rule: &str, emitted: u64, late: u64) {
+        let label = RuleLabel {
+            rule: rule.to_owned(),
+        };
+        self.instruments
+            .rule_emitted
+            .get_or_create(&label)
+            .inc_by(emitted);
+        self.instruments
+            .rule_late
+            .get_or_create(&label)
+            .inc_by(late);
+    }
+
+    fn full(&self, full: bool) {
+        self.set_spool_full(full);
     }
 }

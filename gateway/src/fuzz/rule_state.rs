@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use tributary_protocol::{Body, Event, FixQuality, Position, Reading, SensorValue};
 
+use crate::rules::store::row;
 use crate::rules::{kinds, RuleSet};
-use crate::spool::rule_state::row;
 
 /// One rule of each kind, a window with a percentile among them.
 fn rules() -> &'static RuleSet {
@@ -58,7 +58,7 @@ topic = "g"
 "#
         );
         crate::config::Config::parse(&text, std::path::Path::new("fuzz.toml"))
-            .map(|c| c.spool.rules)
+            .map(|c| c.rules)
             .unwrap_or_default()
     })
 }

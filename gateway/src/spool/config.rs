@@ -35,18 +35,11 @@ pub struct SpoolConfig {
     pub limits: Limits,
     /// A device session (its sequence state) not heard from for this long is forgotten.
     pub forget_devices_after: Duration,
-    /// The rules the writer runs as it stores events (`[[rules]]`).
-    pub rules: crate::rules::RuleSet,
 }
 
 /// Validates `[spool]`; the spool file defaults to `spool.db` in `data_dir`.
-pub fn validate(
-    raw: RawSpool,
-    data_dir: &Path,
-    rules: crate::rules::RuleSet,
-) -> Result<SpoolConfig, ConfigError> {
+pub fn validate(raw: RawSpool, data_dir: &Path) -> Result<SpoolConfig, ConfigError> {
     let spool = SpoolConfig {
-        rules,
         path: raw.path.unwrap_or_else(|| data_dir.join("spool.db")),
         group_commit_max_events: non_zero(
             "spool.group_commit_max_events",

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
+use super::hook::{CommitHook, Counts, Inert};
 use super::limits::{self, FullPolicy, Limits};
 use super::report::{stats, SpoolStats};
 use super::rows::{
     count_deleted, delete_in, fetch_range, payload_size, stored_size, take_id, Inserter,
 };
-use super::rule_state::{Pending, RuleStates};
 use super::seqs::{Changes, Regression, Seqs, Session, Verdict, Window};
 use super::sessions::{load_sessions, upsert_session};
 use super::sources::{save_sources, SourceState};
@@ -42,8 +42,8 @@ pub struct GroupOutcome {
     pub dropped: BTreeMap<String, u64>,
     /// Sequence regressions among the stored events (see [`super::seqs`]).
     pub regressions: Vec<Regression>,
-    /// Per rule: derived events emitted and late events seen.
-    pub rule_counts: BTreeMap<String, (u64, u64)>,
+    /// What the commit hook counted (per rule: derived events emitted and late events seen).
+    pub rule_counts: Counts,
 }
 
 /// Begins a group's transaction and, when the group `appends` `incoming` bytes, measures the
@@ -92,8 +92,8 @@ pub struct SpoolDb {
     seqs: Seqs,
     /// Keys plus values of the queued rows.
     bytes: u64,
-    /// The rules run on stored events, and their state per device.
-    rules: RuleStates,
+    /// What runs on stored events in their transaction (the rules, in the gateway).
+    hook: Box<dyn CommitHook>,
     /// The id the next inserted row gets ([`super::rows`]: ids never repeat).
     next_id: i64,
     /// The file's page size, for the free-space check.
@@ -139,16 +139,17 @@ impl SpoolDb {
             limits,
             seqs,
             bytes,
-            rules: RuleStates::default(),
+            hook: Box::new(Inert),
             next_id,
             page_size,
         })
     }
 
-    /// Runs `rules` on the events stored from now on ([`crate::rules`]), with the states this
-    /// spool kept for them.
-    pub fn set_rules(&mut self, rules: crate::rules::RuleSet) -> Result<(), SpoolError> {
-        self.rules = RuleStates::load(&self.conn, rules)?;
+    /// Runs `hook` in the transaction of every group stored from now on ([`super::hook`]),
+    /// after it loaded its committed state.
+    pub fn set_hook(&mut self, mut hook: Box<dyn CommitHook>) -> Result<(), SpoolError> {
+        hook.load(&self.conn)?;
+        self.hook = hook;
         Ok(())
     }
 
@@ -235,11 +236,10 @@ impl SpoolDb {
     ) -> Result<GroupOutcome, SpoolError> {
         let incoming: u64 = groups.iter().flatten().map(payload_size).sum();
         if !groups.is_empty() {
-            self.rules.recover(&self.conn)?;
+            self.hook.prepare(&self.conn)?;
         }
         let mut changes = Changes::default();
-        let mut pending = Pending::default();
-        let done = self.transact(groups, acks, sources, incoming, &mut changes, &mut pending);
+        let done = self.transact(groups, acks, sources, incoming, &mut changes);
         let Transacted {
             appended,
             dropped,
@@ -247,19 +247,15 @@ impl SpoolDb {
         } = match done {
             Ok(done) => done,
             Err(error) => {
-                // Rolled back: what the rules took for this group is stale.
-                self.rules.lost(pending);
-                if let Err(again) = self.rules.recover(&self.conn) {
-                    tracing::warn!(message = "Reading rule states after a failed commit failed; retried before the next rules run.", error = %again);
-                }
+                // Rolled back: what the hook took for this group is stale.
+                self.hook.rolled_back(&self.conn);
                 return Err(error);
             }
         };
         self.bytes = bytes;
         let regressions = std::mem::take(&mut changes.regressions);
         self.seqs.apply(changes);
-        let rule_counts = std::mem::take(&mut pending.counts);
-        self.rules.apply(pending);
+        let rule_counts = self.hook.committed();
         Ok(GroupOutcome {
             appended,
             dropped,
@@ -276,7 +272,6 @@ impl SpoolDb {
         sources: &[SourceState],
         incoming: u64,
         changes: &mut Changes,
-        pending: &mut Pending,
     ) -> Result<Transacted, SpoolError> {
         let appends = !groups.is_empty();
         let (tx, free) = begin(
@@ -312,10 +307,9 @@ impl SpoolDb {
                         groups,
                         (&self.seqs, &mut self.next_id),
                         changes,
-                        &mut self.rules,
-                        pending,
+                        &mut *self.hook,
                     )?;
-                    self.rules.save(&tx, pending)?;
+                    self.hook.save(&tx)?;
                     save_sources(&tx, sources)?;
                     bytes += stored_size(groups, &out) + derived;
                     Ok(out)
@@ -529,15 +523,14 @@ fn add_counters(
     Ok(())
 }
 
-/// Appends `groups` in `tx`: de-duplicates by seq, runs the rules on each stored event and
-/// inserts what they derive after it. Returns the outcomes and the bytes of the derived rows.
+/// Appends `groups` in `tx`: de-duplicates by seq, runs the commit hook on each stored event
+/// and inserts what it derives after it. Returns the outcomes and the bytes of the derived rows.
 fn append_in(
     tx: &Transaction<'_>,
     groups: &[Vec<Record>],
     (committed, next_id): (&Seqs, &mut i64),
     changes: &mut Changes,
-    rules: &mut RuleStates,
-    pending: &mut Pending,
+    hook: &mut dyn CommitHook,
 ) -> Result<(Vec<Vec<Appended>>, u64), SpoolError> {
     let mut derived_bytes = 0;
     let received_ms = now_ms();
@@ -579,10 +572,10 @@ fn append_in(
                     record = &flagged;
                 }
             }
-            let (derived, replaced) = if rules.is_empty() {
-                (Vec::new(), false)
+            let (derived, replaced) = if hook.is_active() {
+                hook.stored(record)
             } else {
-                rules.run(pending, record)
+                (Vec::new(), false)
             };
             if replaced {
                 out.push(Appended::Replaced);

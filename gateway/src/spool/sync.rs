@@ -32,8 +32,8 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::observe::Shared;
 use super::SpoolError;
-use crate::stats::Stats;
 
 /// What a commit's replies become once it is synced: called exactly once, with the sync's
 /// outcome.
@@ -89,7 +89,7 @@ struct Target {
     wal: File,
     sync: SyncFn,
     durable: Arc<Durable>,
-    stats: Stats,
+    observer: Shared,
 }
 
 impl Target {
@@ -102,10 +102,7 @@ impl Target {
             let started = Instant::now();
             match (self.sync)(&self.wal) {
                 Ok(()) => {
-                    self.stats
-                        .instruments
-                        .sync_seconds
-                        .observe(started.elapsed().as_secs_f64());
+                    self.observer.synced(started.elapsed().as_secs_f64());
                     durable.syncs.fetch_add(1, Ordering::Relaxed);
                     durable.through.fetch_max(through, Ordering::AcqRel);
                     Ok(())
@@ -139,7 +136,7 @@ impl Syncer {
     pub(super) fn start(
         path: &Path,
         durable: Arc<Durable>,
-        stats: Stats,
+        observer: Shared,
         sync: SyncFn,
     ) -> Result<Self, SpoolError> {
         let mut wal_path = path.as_os_str().to_owned();
@@ -157,7 +154,7 @@ impl Syncer {
             wal,
             sync,
             durable,
-            stats,
+            observer,
         });
         let (handed, queue) = mpsc::channel();
         let thread = {
@@ -243,7 +240,13 @@ mod tests {
     async fn after_a_failed_sync_nothing_is_acknowledged_or_forwarded() {
         let dir = tempfile::tempdir().unwrap();
         let config = spool_config(&dir, 100, Duration::ZERO);
-        let (spool, _) = Spool::open_syncing(&config, Stats::default(), failing_when_told).unwrap();
+        let (spool, _) = Spool::open_syncing(
+            &config,
+            (),
+            Box::new(super::super::hook::Inert),
+            failing_when_told,
+        )
+        .unwrap();
         let first = spool.append(vec![record("d", 1)]).await.unwrap();
         assert!(matches!(first[..], [Appended::Stored { .. }]));
         FAIL.store(true, Ordering::SeqCst);
@@ -262,7 +265,7 @@ mod tests {
         assert_eq!(spool.last_id().await.unwrap(), forwarded[0].id);
         spool.close().await;
         // A restart syncs what SQLite recovered, and it is read again.
-        let (spool, _) = Spool::open(&config, Stats::default()).unwrap();
+        let (spool, _) = Spool::open(&config, ()).unwrap();
         assert_eq!(spool.fetch(0, 10).await.unwrap().len(), 3);
         spool.close().await;
     }
@@ -326,7 +329,7 @@ mod tests {
         let syncer = Syncer::start(
             &dir.path().join("spool.db"),
             durable.clone(),
-            Stats::default(),
+            Arc::new(()),
             syncer_gated,
         )
         .unwrap();
@@ -370,7 +373,8 @@ mod tests {
     async fn a_commit_is_acknowledged_and_forwarded_only_after_its_sync() {
         let dir = tempfile::tempdir().unwrap();
         let config = spool_config(&dir, 100, Duration::ZERO);
-        let (spool, _) = Spool::open_syncing(&config, Stats::default(), gated).unwrap();
+        let (spool, _) =
+            Spool::open_syncing(&config, (), Box::new(super::super::hook::Inert), gated).unwrap();
         spool.append(vec![record("d", 1)]).await.unwrap();
         set_gate(false);
         let appending = tokio::spawn({
@@ -408,7 +412,7 @@ mod tests {
     async fn concurrent_appends_and_acks_read_every_stored_event_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let config = spool_config(&dir, 1000, Duration::ZERO);
-        let (spool, _) = Spool::open(&config, Stats::default()).unwrap();
+        let (spool, _) = Spool::open(&config, ()).unwrap();
         let devices = 16u64;
         let mut appenders = Vec::new();
         for d in 0..devices {

@@ -114,7 +114,6 @@ pub(super) fn spool_config(
         group_commit_wait: wait,
         limits: Limits::unlimited(),
         forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
-        rules: Default::default(),
     }
 }
 

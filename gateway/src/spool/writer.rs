@@ -17,12 +17,12 @@ use tokio::sync::Notify;
 
 use super::checkpoint::Checkpointer;
 use super::config::SpoolConfig;
+use super::observe::{Anomaly, Discarded, Shared};
 use super::sources::SourceState;
 use super::sync::{Deliver, Durable, Syncer};
 use super::worker::{Reply, Worker};
 use super::{Appended, SpoolDb, SpoolError, SpoolStats};
 use crate::record::{now_ms, Record};
-use crate::stats::Stats;
 
 pub(super) enum Command {
     Append {
@@ -92,10 +92,11 @@ pub(super) struct Handle {
 pub(super) fn start(
     mut db: SpoolDb,
     config: &SpoolConfig,
-    stats: Stats,
+    observer: Shared,
+    hook: Box<dyn super::hook::CommitHook>,
     sync: super::sync::SyncFn,
 ) -> Result<Handle, SpoolError> {
-    db.set_rules(config.rules.clone())?;
+    db.set_hook(hook)?;
     let appended = Arc::new(Notify::new());
     let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (notify, counted) = (appended.clone(), commits.clone());
@@ -110,7 +111,7 @@ pub(super) fn start(
     db.hand_checkpoints_over();
     db.hand_syncs_over()?;
     let durable = Arc::new(Durable::new(db.assigned_through()));
-    let syncer = Syncer::start(&config.path, durable.clone(), stats.clone(), sync)?;
+    let syncer = Syncer::start(&config.path, durable.clone(), observer.clone(), sync)?;
     let worker = Worker::start("spool-writer", &config.path, move |rx| {
         Writer {
             db,
@@ -127,7 +128,7 @@ pub(super) fn start(
             forget_after,
             last_expiry: Instant::now(),
             last_forget: Instant::now(),
-            stats,
+            observer,
         }
         .run()
     })?;
@@ -159,7 +160,7 @@ struct Writer {
     forget_after: Duration,
     last_expiry: Instant,
     last_forget: Instant,
-    stats: Stats,
+    observer: Shared,
 }
 
 /// How often the writer forgets idle device sessions.
@@ -284,8 +285,7 @@ impl Writer {
             Ok(expired) => {
                 for (topic, n) in expired {
                     tracing::warn!(message = "Unforwarded events expired (spool.max_age_ms).", %topic, count = n);
-                    self.stats
-                        .record_discarded(&topic, crate::stats::Discarded::Expired, n);
+                    self.observer.discarded(&topic, Discarded::Expired, n);
                 }
             }
             Err(error) => tracing::warn!(message = "Expiring old spool rows failed.", %error),
@@ -322,14 +322,8 @@ impl Writer {
         let started = Instant::now();
         let sources = std::mem::take(&mut group.sources);
         let committed = self.db.commit_group(&batches, &ids, &sources);
-        self.stats
-            .instruments
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.stats
-            .instruments
-            .commit_events
-            .observe(group.events as f64);
+        self.observer
+            .committed(started.elapsed().as_secs_f64(), group.events);
         let outcome = match committed {
             Ok(o) => o,
             Err(e) => {
@@ -351,13 +345,13 @@ impl Writer {
         for r in &outcome.regressions {
             // Both are stored; counted per device and reason, logged at most once per reason
             // every 10 s with the number held back.
-            let reason = if r.unvouched {
-                "possible_duplicate"
+            let anomaly = if r.unvouched {
+                Anomaly::PossibleDuplicate
             } else {
-                "seq_regression"
+                Anomaly::SeqRegression
             };
-            self.stats
-                .record_refusal("spool", reason, Some(&r.device_id), None);
+            let reason = anomaly.reason();
+            self.observer.anomaly(&r.device_id, anomaly);
             if let Some(suppressed) = crate::ratelog::allow(reason) {
                 let writer = r.writer.as_deref().unwrap_or("");
                 if r.unvouched {
@@ -376,22 +370,18 @@ impl Writer {
             }
         }
         for (rule, (emitted, late)) in &outcome.rule_counts {
-            let label = crate::stats::RuleLabel { rule: rule.clone() };
-            let i = &self.stats.instruments;
-            i.rule_emitted.get_or_create(&label).inc_by(*emitted);
-            i.rule_late.get_or_create(&label).inc_by(*late);
+            self.observer.rule_output(rule, *emitted, *late);
         }
         for (topic, n) in &outcome.dropped {
             tracing::warn!(message = "Spool full: oldest unforwarded events dropped (policy drop_oldest).", %topic, count = n);
-            self.stats
-                .record_discarded(topic, crate::stats::Discarded::Full, *n);
+            self.observer.discarded(topic, Discarded::Full, *n);
         }
         match &outcome.appended {
-            Ok(_) if !batches.is_empty() => self.stats.set_spool_full(false),
+            Ok(_) if !batches.is_empty() => self.observer.full(false),
             Ok(_) => {}
             Err(e) => {
                 if matches!(e, SpoolError::Full { .. }) {
-                    self.stats.set_spool_full(true);
+                    self.observer.full(true);
                     tracing::warn!(message = "Spool full: events refused.", error = %e, events = group.events);
                 } else {
                     tracing::warn!(message = "Events not stored; acknowledgements in the same group committed.", error = %e, events = group.events);

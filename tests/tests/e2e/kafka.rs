@@ -19,18 +19,28 @@ fn spec(gateway: &Gateway, prefix: &str, devices: usize, events: u64) -> Scenari
     tributary_tests::spec(gateway.tcp, prefix, devices, events)
 }
 
+/// The partitions `topic` has, once the metadata names any: a topic created a moment ago may
+/// be answered without partitions (LEADER_NOT_AVAILABLE) while its leaders are elected.
 fn partitions_of(brokers: &str, topic: &str) -> usize {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    md.topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .unwrap();
+        let n = md
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if n > 0 || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -105,7 +105,6 @@ fn open_spool(dir: &tempfile::TempDir) -> Spool {
         group_commit_wait: Duration::from_millis(1),
         limits: Limits::unlimited(),
         forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
-        rules: Default::default(),
     };
     Spool::open(&config, Stats::default()).unwrap().0
 }

@@ -5,8 +5,18 @@ use super::*;
 fn rule_set(toml_text: &str) -> crate::rules::RuleSet {
     crate::config::Config::parse(toml_text, std::path::Path::new("t.toml"))
         .unwrap()
-        .spool
         .rules
+}
+
+/// Rules run in a spool as its commit hook, as the gateway runs them.
+trait WithRules {
+    fn set_rules(&mut self, set: crate::rules::RuleSet) -> Result<(), SpoolError>;
+}
+
+impl WithRules for SpoolDb {
+    fn set_rules(&mut self, set: crate::rules::RuleSet) -> Result<(), SpoolError> {
+        self.set_hook(Box::new(crate::rules::store::RuleStates::new(set)))
+    }
 }
 
 /// A routed reading with its event attached, as ingest hands it to a spool with rules.

@@ -1,6 +1,8 @@
 //! The rules' side of a group commit: their state per device (`device_rule_state`), the
-//! derived rows they emit, and both in the writer's transaction ([`crate::rules`] says why that
-//! makes them exactly once).
+//! derived rows they emit, and both in the spool writer's transaction ([`crate::rules`] says why
+//! that makes them exactly once). [`RuleStates`] is the spool's commit hook
+//! ([`crate::spool::hook`]): the spool calls it at each step of a group and knows nothing of
+//! what it keeps.
 //!
 //! A device's states for every rule are one row: postcard bytes of `(rule, version, state)`
 //! entries, in a format the row names ([`row`]: older rows still decode). One row per device rather than per rule and device makes a group's state writes as
@@ -15,18 +17,20 @@
 //! group first touches it (not copied: copying every touched device's windows per group, and
 //! dropping the old ones after, cost the writer more than the rules' own steps), then updated in
 //! place. The overlay is written in the group's transaction and moved back once that
-//! transaction committed. When it did not commit, the states it took are stale and dropped; the
-//! devices are [`RuleStates::lost`], and their rows, which the rollback left as they were, are
-//! read again ([`RuleStates::recover`]) before any rule runs on them, so memory is as the
-//! database is.
+//! transaction committed ([`CommitHook::committed`]). When it did not commit
+//! ([`CommitHook::rolled_back`]), the states it took are stale and dropped; the devices are
+//! marked lost, and their rows, which the rollback left as they were, are read again (at once,
+//! and by [`CommitHook::prepare`] until that succeeds) before any rule runs on them, so memory
+//! is as the database is.
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::SpoolError;
 use crate::record::Record;
 use crate::rules::{RuleSet, State};
+use crate::spool::hook::{CommitHook, Counts};
+use crate::spool::SpoolError;
 
 pub(crate) mod row;
 
@@ -40,6 +44,8 @@ pub struct RuleStates {
     committed: HashMap<String, DeviceStates>,
     /// Devices whose states a failed group took: to be read from the table again.
     lost: Vec<String>,
+    /// The group being committed.
+    pending: Pending,
 }
 
 /// The states a group works on: its own, first taken from the committed ones.
@@ -77,21 +83,29 @@ impl crate::rules::States for Overlay<'_> {
 
 /// One group's changes, not yet committed.
 #[derive(Debug, Default)]
-pub struct Pending {
+struct Pending {
     index: HashMap<String, usize>,
     devices: Vec<(String, DeviceStates)>,
     /// Per rule name: derived events emitted and late events seen.
-    pub counts: BTreeMap<String, (u64, u64)>,
+    counts: Counts,
 }
 
 /// Why entries were dropped at load, per rule name: (the version they had, devices).
 type Resets = BTreeMap<String, (String, u64)>;
 
 impl RuleStates {
+    /// The hook that runs `set` (its states read by [`CommitHook::load`] when the spool opens).
+    pub fn new(set: RuleSet) -> Self {
+        Self {
+            set,
+            ..Self::default()
+        }
+    }
+
     /// Loads the states of `set`'s rules. Entries of rules no longer configured, or of another
     /// version of a rule (it was changed), are dropped, and that is logged: a changed rule
     /// starts afresh. Schema v5's per-rule rows are moved into per-device rows.
-    pub fn load(conn: &Connection, set: RuleSet) -> Result<Self, SpoolError> {
+    fn read(conn: &Connection, set: RuleSet) -> Result<Self, SpoolError> {
         let mut committed: HashMap<String, DeviceStates> = HashMap::new();
         let mut reset = Resets::new();
         let mut rewrite: Vec<String> = Vec::new();
@@ -162,6 +176,7 @@ impl RuleStates {
             set,
             committed,
             lost: Vec::new(),
+            pending: Pending::default(),
         };
         rewrite.sort();
         rewrite.dedup();
@@ -175,16 +190,13 @@ impl RuleStates {
         Ok(states)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
     /// Runs the rules on a record that is being stored; returns the derived records and
     /// whether a rule replaces the raw one.
-    pub fn run(&mut self, pending: &mut Pending, record: &Record) -> (Vec<Record>, bool) {
+    fn run(&mut self, record: &Record) -> (Vec<Record>, bool) {
         let (Some(event), Some(source)) = (&record.event, &record.origin) else {
             return (Vec::new(), false);
         };
+        let pending = &mut self.pending;
         let mut states = Overlay {
             pending,
             committed: &mut self.committed,
@@ -193,9 +205,10 @@ impl RuleStates {
         let topics = (record.topic.as_str(), record.mqtt_topic.as_deref());
         let out = self.set.run(source, event, topics, &mut states);
         let rules = self.set.rules();
+        let counts = &mut self.pending.counts;
         let mut count = |i: usize, emitted: u64, late: u64| {
             if let Some(rule) = rules.get(i) {
-                let c = pending.counts.entry(rule.name.clone()).or_default();
+                let c = counts.entry(rule.name.clone()).or_default();
                 c.0 += emitted;
                 c.1 += late;
             }
@@ -210,31 +223,10 @@ impl RuleStates {
         (records, out.replace_raw)
     }
 
-    /// Writes `pending`'s states in the group's transaction: a row per device it touched.
-    pub fn save(&self, tx: &Transaction<'_>, pending: &Pending) -> Result<(), SpoolError> {
-        let mut buf = Vec::with_capacity(1024);
-        for (device, states) in &pending.devices {
-            write_row(tx, &self.set, device, states, &mut buf)?;
-        }
-        Ok(())
-    }
-
-    /// Takes in a committed group's states.
-    pub fn apply(&mut self, pending: Pending) {
-        self.committed.extend(pending.devices);
-    }
-
-    /// Drops the states of a group that did not commit; its devices' committed states are read
-    /// again by [`Self::recover`].
-    pub fn lost(&mut self, pending: Pending) {
-        self.lost
-            .extend(pending.devices.into_iter().map(|(device, _)| device));
-    }
-
     /// Reads the committed states of the devices a failed group took, if any. The writer calls
     /// it before running rules; until it succeeds no rule runs, so none runs on a device whose
     /// state is missing from memory.
-    pub fn recover(&mut self, conn: &Connection) -> Result<(), SpoolError> {
+    fn recover(&mut self, conn: &Connection) -> Result<(), SpoolError> {
         if self.lost.is_empty() {
             return Ok(());
         }
@@ -266,6 +258,51 @@ impl RuleStates {
         }
         self.lost.clear();
         Ok(())
+    }
+}
+
+impl CommitHook for RuleStates {
+    fn load(&mut self, conn: &Connection) -> Result<(), SpoolError> {
+        *self = Self::read(conn, std::mem::take(&mut self.set))?;
+        Ok(())
+    }
+
+    fn is_active(&self) -> bool {
+        !self.set.is_empty()
+    }
+
+    fn prepare(&mut self, conn: &Connection) -> Result<(), SpoolError> {
+        self.recover(conn)
+    }
+
+    fn stored(&mut self, record: &Record) -> (Vec<Record>, bool) {
+        self.run(record)
+    }
+
+    /// A row per device the group touched.
+    fn save(&mut self, tx: &Connection) -> Result<(), SpoolError> {
+        let mut buf = Vec::with_capacity(1024);
+        for (device, states) in &self.pending.devices {
+            write_row(tx, &self.set, device, states, &mut buf)?;
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self) -> Counts {
+        let pending = std::mem::take(&mut self.pending);
+        self.committed.extend(pending.devices);
+        pending.counts
+    }
+
+    /// The states the group took are dropped; their devices' committed states are read again
+    /// now, or by [`CommitHook::prepare`] before the rules run next.
+    fn rolled_back(&mut self, conn: &Connection) {
+        let pending = std::mem::take(&mut self.pending);
+        self.lost
+            .extend(pending.devices.into_iter().map(|(device, _)| device));
+        if let Err(again) = self.recover(conn) {
+            tracing::warn!(message = "Reading rule states after a failed commit failed; retried before the next rules run.", error = %again);
+        }
     }
 }
 
