@@ -35,6 +35,7 @@
 //! `tributary rules test --config gateway.toml --input events.jsonl` runs the same code over a
 //! file of events, offline.
 
+pub mod derived;
 pub mod expr;
 pub mod geofence;
 pub mod kinds;
@@ -51,7 +52,8 @@ use tributary_protocol::{Event, Kind};
 
 use crate::record::{EventId, Record};
 use crate::route::{self, headers, Encoder, Format, FormatError};
-pub use kinds::{Band, Derived, Logic, Mode, State};
+pub use derived::Derived;
+pub use kinds::{Band, Logic, Mode, State};
 
 /// A validated rule.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,7 @@ pub mod e2e;
 mod load;
 mod mqtt_load;
 pub mod proc;
+mod schedule;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

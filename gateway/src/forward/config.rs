@@ -1,7 +1,7 @@
 //! `[kafka]`, `[file_sink]` and `[time]`: where forwarded events go, and which time becomes a
 //! record's timestamp. With brokers, Kafka (librdkafka's properties passed through after
-//! Tributary's own, checked at start by [`super::kafka::check`], which builds a producer and
-//! connects nowhere); without, JSON lines per topic in a directory.
+//! Tributary's own, checked at start by [`check`], which builds a producer and connects
+//! nowhere); without, JSON lines per topic in a directory.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -164,7 +164,7 @@ pub fn sink(
     }
 
     if let SinkConfig::Kafka(k) = &sink {
-        super::kafka::check(k).map_err(|problem| {
+        check(k).map_err(|problem| {
             invalid(
                 "kafka.properties",
                 format!(
@@ -238,6 +238,35 @@ pub fn time(raw: RawTime) -> Result<TimePolicy, ConfigError> {
             }
         },
     })
+}
+
+/// The producer configuration Tributary uses; `config.properties` are applied last.
+pub fn client_config(config: &KafkaConfig) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "50")
+        .set("compression.type", "lz4")
+        .set("client.id", "tributary");
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Creates the producer Tributary would run, and drops it before it sends anything, so that
+/// what librdkafka refuses is found at start and by `check-config`: an unknown property or an
+/// invalid value (checked one by one), and properties it accepts one by one but refuses
+/// together (`acks = 0` with idempotence). The error names the property and the value.
+/// librdkafka starts connecting in the background; nothing waits for a broker.
+pub fn check(config: &KafkaConfig) -> Result<(), String> {
+    client_config(config)
+        .create::<rdkafka::producer::BaseProducer>()
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,

@@ -56,13 +56,13 @@ use futures::future::{BoxFuture, OptionFuture};
 use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
+pub use super::config::{check, client_config};
 use super::config::{KafkaConfig, TopicSpec};
 use super::cursor::Cursor;
 use super::{Backoff, Drain, ForwardError};
@@ -171,35 +171,6 @@ fn count_client_error(stats: &Stats, kind: &str) {
             error: kind.to_owned(),
         })
         .inc();
-}
-
-/// The producer configuration Tributary uses; `config.properties` are applied last.
-pub fn client_config(config: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("message.timeout.ms", "0")
-        .set("linger.ms", "50")
-        .set("compression.type", "lz4")
-        .set("client.id", "tributary");
-    for (k, v) in &config.properties {
-        c.set(k, v);
-    }
-    c
-}
-
-/// Creates the producer Tributary would run, and drops it before it sends anything, so that
-/// what librdkafka refuses is found at start and by `check-config`: an unknown property or an
-/// invalid value (checked one by one), and properties it accepts one by one but refuses
-/// together (`acks = 0` with idempotence). The error names the property and the value.
-/// librdkafka starts connecting in the background; nothing waits for a broker.
-pub fn check(config: &KafkaConfig) -> Result<(), String> {
-    client_config(config)
-        .create::<rdkafka::producer::BaseProducer>()
-        .map(drop)
-        .map_err(|e| e.to_string())
 }
 
 /// A record while librdkafka holds it: its delivery report's opaque, which [`Reports`] turns

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tributary_protocol::{Body, Event};
 
-use super::kinds::Derived;
+use super::derived::Derived;
 
 /// A named zone: polygons, each an outer ring and holes, of `(lon, lat)` points.
 #[derive(Debug, Clone, PartialEq)]

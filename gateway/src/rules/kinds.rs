@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use tributary_protocol::{Body, Event, Reading, SensorValue};
 
+use super::derived::Derived;
 use super::expr::{Condition, Number};
 use super::{geofence, threshold, window};
 
@@ -96,20 +97,6 @@ pub struct Interval {
     /// `mean`: per value name (in the order first seen), its unit, the sum and the count.
     #[serde(default)]
     pub sums: Vec<(String, String, f64, u64)>,
-}
-
-/// A derived event and what it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Derived {
-    pub event: Event,
-    /// The source events' seqs: the first and how many (the last is `event.seq`).
-    pub first_seq: u64,
-    pub count: u64,
-    /// Headers of this kind of output (a window's bounds, an alert's state).
-    pub headers: Vec<(String, String)>,
-    /// Told apart from other output of the same rule and source event by this, in its
-    /// `event-id` (`@{tag}`): a hopping window's start.
-    pub tag: Option<String>,
 }
 
 fn one(event: &Event) -> Derived {

@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 use tributary_protocol::Event;
 
+use super::derived::Derived;
 use super::expr::Condition;
-use super::kinds::Derived;
 
 /// A threshold rule's definition.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 use tributary_protocol::{Body, Event, Reading, SensorValue};
 
+use super::derived::Derived;
 use super::expr::Number;
-use super::kinds::Derived;
 use super::sketch::{Bin, Sketch};
 
 /// An aggregate a window computes per field.

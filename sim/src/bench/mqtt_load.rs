@@ -11,7 +11,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 use tokio::time::Instant;
 
-use super::load::{DeviceResult, Start};
+use super::schedule::{DeviceResult, Start};
 use super::BenchSpec;
 use crate::mqtt::{payload, topic};
 use crate::stream::DeviceStream;

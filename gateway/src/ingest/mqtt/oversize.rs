@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use rumqttc::mqttbytes::QoS;
 
 use super::codec::{remaining_length, Publish};
-use super::session::DEAD_LETTER_BYTES;
+use crate::route::DEAD_LETTER_BYTES;
 
 /// The most bytes of MQTT 5 properties an oversize PUBLISH may carry (they are buffered).
 const MAX_PROPERTIES: usize = 64 * 1024;
