@@ -7,7 +7,9 @@
 //! `fuzz_regressions` runs every file under `fuzz/regressions/<target>/` (crashes once found,
 //! kept forever) and `fuzz/seeds/<target>/` through the same function.
 //!
-//! Not part of the gateway's API: hidden from its docs, and free to change with the targets.
+//! Not part of the gateway's API: compiled only for tests and with the `fuzz` feature (which the
+//! targets in `fuzz/` turn on and production builds do not), hidden from its docs, and free to
+//! change with the targets.
 
 mod rule_state;
 pub(crate) mod session;

@@ -17,6 +17,8 @@ pub mod bridge;
 pub mod conn;
 pub mod files;
 pub mod listen;
+#[cfg(any(test, feature = "fuzz"))]
+pub(crate) mod local;
 pub mod mqtt;
 pub mod tcp;
 pub mod teltonika;

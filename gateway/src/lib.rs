@@ -11,6 +11,7 @@ pub mod activity;
 pub mod admin;
 pub mod config;
 pub mod forward;
+#[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hash;

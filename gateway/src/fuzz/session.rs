@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -25,13 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tributary_protocol::codec::{Inbound, MessageCodec};
 use tributary_protocol::{Event, Message, NackCode, OLDEST_VERSION, PROTOCOL_VERSION};
 
-use crate::config::Config;
-use crate::identity::{Authority, Peer};
+use crate::identity::Peer;
 use crate::ingest::conn::Accepted;
-use crate::ingest::Ingest;
-use crate::route::Router;
-use crate::spool::Spool;
-use crate::stats::Stats;
+use crate::ingest::local::local_ingest;
 
 /// The frame limit of the fuzzed session.
 const MAX_FRAME: usize = 8192;
@@ -104,25 +100,6 @@ fn run(dir: &Path, data: &[u8]) {
         }
     }
     check(data, &answers, &stored);
-}
-
-/// A gateway's ingest path in this process, on a fresh spool in `dir`, for devices on loopback
-/// (anonymous): what the session harness and the in-process session tests run against.
-pub(crate) fn local_ingest(dir: &Path) -> (Ingest, Spool) {
-    let text = format!(
-        "[gateway]\ndata_dir = {:?}\n[spool]\ngroup_commit_wait_ms = 0\n",
-        dir.display().to_string()
-    );
-    let config = Config::parse(&text, Path::new("fuzz.toml")).expect("the harness's config");
-    let stats = Stats::default();
-    let (spool, _) = Spool::open(&config.spool, stats.clone()).expect("a fresh spool");
-    // One for the process: it starts password-checking threads.
-    static AUTHORITY: OnceLock<Arc<Authority>> = OnceLock::new();
-    let authority = AUTHORITY
-        .get_or_init(|| Arc::new(Authority::load(config.identity()).expect("anonymous loopback")))
-        .clone();
-    let router = Router::new(config.routes.clone()).expect("default routes");
-    (Ingest::new(spool.clone(), router, stats, authority), spool)
 }
 
 /// Walks the device's frames and the gateway's answers side by side.

@@ -65,7 +65,7 @@ fn append(path: &Path, text: &str) {
 async fn lines_are_stored_once_and_a_restart_resumes_after_the_last_commit() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (ingest, spool) = crate::fuzz::session::local_ingest(data.path());
+    let (ingest, spool) = crate::ingest::local::local_ingest(data.path());
     let log = dir.path().join("app.log");
     append(&log, "one\ntwo\nthr");
     let mut t = tailer(&ingest, source(dir.path(), text())).await;
@@ -93,7 +93,7 @@ async fn lines_are_stored_once_and_a_restart_resumes_after_the_last_commit() {
 async fn rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (ingest, spool) = crate::fuzz::session::local_ingest(data.path());
+    let (ingest, spool) = crate::ingest::local::local_ingest(data.path());
     let log = dir.path().join("app.log");
     append(&log, "a1\na2\n");
     let mut t = tailer(&ingest, source(dir.path(), text())).await;
@@ -116,7 +116,7 @@ async fn rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one() {
 async fn copytruncate_starts_the_file_again_from_the_beginning() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (ingest, spool) = crate::fuzz::session::local_ingest(data.path());
+    let (ingest, spool) = crate::ingest::local::local_ingest(data.path());
     let log = dir.path().join("app.log");
     append(&log, "header\nx1\nx2\n");
     let mut t = tailer(&ingest, source(dir.path(), text())).await;
@@ -140,7 +140,7 @@ async fn copytruncate_starts_the_file_again_from_the_beginning() {
 async fn csv_rows_become_events_through_the_mapping_and_bad_rows_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (ingest, spool) = crate::fuzz::session::local_ingest(data.path());
+    let (ingest, spool) = crate::ingest::local::local_ingest(data.path());
     let raw: crate::mapping::RawMapping = toml::from_str(
         r#"
         device_id = "{payload.meter}"
@@ -182,7 +182,7 @@ async fn csv_rows_become_events_through_the_mapping_and_bad_rows_dead_letters() 
 async fn a_line_over_the_limit_is_a_dead_letter_and_reading_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (ingest, spool) = crate::fuzz::session::local_ingest(data.path());
+    let (ingest, spool) = crate::ingest::local::local_ingest(data.path());
     let log = dir.path().join("app.log");
     append(&log, &format!("short\n{}\nafter\n", "y".repeat(100)));
     let mut t = tailer(&ingest, source(dir.path(), text())).await;

@@ -18,7 +18,7 @@ use crate::shutdown::Scope;
 /// Serves TCP on a fresh loopback port; returns its address and what stops it.
 async fn listening(idle: Duration) -> (std::net::SocketAddr, Scope, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ingest, _spool) = crate::fuzz::session::local_ingest(dir.path());
+    let (ingest, _spool) = crate::ingest::local::local_ingest(dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let config = TcpConfig {
@@ -80,7 +80,7 @@ async fn a_session_silent_after_hello_is_closed_at_the_idle_timeout() {
 async fn a_device_that_stops_reading_its_answers_is_closed_after_the_write_timeout() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ingest, _spool) = crate::fuzz::session::local_ingest(dir.path());
+    let (ingest, _spool) = crate::ingest::local::local_ingest(dir.path());
     // A pipe with room for a few answers only, and a device that never reads them.
     let (mut device, gateway) = tokio::io::duplex(256);
     let accepted = crate::ingest::conn::Accepted {

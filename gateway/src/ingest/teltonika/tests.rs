@@ -18,7 +18,7 @@ async fn listening(
     accept_unknown: bool,
 ) -> (std::net::SocketAddr, Spool, Scope, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ingest, spool) = crate::fuzz::session::local_ingest(dir.path());
+    let (ingest, spool) = crate::ingest::local::local_ingest(dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let config = TeltonikaConfig {
