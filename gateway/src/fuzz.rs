@@ -131,12 +131,12 @@ pub fn mqtt_publish(data: &[u8]) {
     }
 }
 
-/// The JSON event form, through the parser MQTT payloads take (`ingest::mqtt::json`), on
+/// The JSON event form, through the one decoder MQTT payloads take (`protocol::json::decode`), on
 /// either kind's topic. Every event that decodes and validates survives a round trip through the
 /// JSON the gateway writes to Kafka unchanged.
 pub fn json_event(data: &[u8]) {
     for kind in [Kind::Reading, Kind::Position] {
-        let Ok(events) = crate::ingest::mqtt::json::decode("fuzz-1", kind, data) else {
+        let Ok(events) = tributary_protocol::json::decode("fuzz-1", kind, data) else {
             continue;
         };
         for (event, _session) in events {
@@ -149,7 +149,7 @@ pub fn json_event(data: &[u8]) {
                 serde_json::to_vec(&JsonEvent::from(event.clone())).expect("an event serialises"),
                 "written in place, an event is the JSON its JsonEvent would be"
             );
-            let back = crate::ingest::mqtt::json::decode("fuzz-1", kind, &text)
+            let back = tributary_protocol::json::decode("fuzz-1", kind, &text)
                 .expect("what the gateway writes, it reads");
             let bytes =
                 |e: &tributary_protocol::Event| postcard::to_allocvec(e).unwrap_or_default();

@@ -11,32 +11,38 @@
 //! ```
 //!
 //! In MQTT payloads `device_id` and `kind` may be left out: the topic
-//! `devices/{device_id}/{kind}` supplies them (see [`JsonEvent::into_event`]).
+//! `devices/{device_id}/{kind}` supplies them. [`JsonEvent`] and [`JsonOf`] write the form;
+//! [`decode`] and [`decode_line`] (with `std`) are the one decoder that reads it.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::event::{Body, Event, FixQuality, Kind, Position, Reading, SensorValue};
 
-/// An event as JSON. `device_id` and `kind` are optional on input only.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg(feature = "std")]
+mod decode;
+#[cfg(feature = "std")]
+pub use decode::{decode, decode_line};
+
+/// An event as JSON, as written (read back by [`decode`] and [`decode_line`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JsonEvent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     pub seq: u64,
     pub time_ms: u64,
-    /// The device's boot session (see [`crate::message`]), on input only: MQTT devices that
-    /// reset their seq at boot send it so the gateway can tell a reboot from a retransmission.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The device's boot session (see [`crate::message`]): MQTT devices that reset their seq
+    /// at boot send it so the gateway can tell a reboot from a retransmission.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,
     #[serde(flatten)]
     pub body: JsonBody,
 }
 
 /// The body, tagged by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JsonBody {
     Reading {
@@ -45,50 +51,14 @@ pub enum JsonBody {
     Position {
         lat: f64,
         lon: f64,
-        #[serde(default)]
         alt_m: Option<f32>,
-        #[serde(default)]
         speed_mps: Option<f32>,
-        #[serde(default)]
         heading_deg: Option<f32>,
-        #[serde(default)]
         hdop: Option<f32>,
-        #[serde(default)]
         satellites: Option<u8>,
-        #[serde(default = "default_fix")]
         fix: FixQuality,
     },
 }
-
-fn default_fix() -> FixQuality {
-    FixQuality::Gps
-}
-
-/// Why a JSON event does not fit the topic it came on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JsonMismatch {
-    /// The payload names another device than the topic.
-    DeviceId { topic: String, payload: String },
-    /// The payload's kind is not the topic's.
-    Kind { topic: Kind, payload: Kind },
-}
-
-impl core::fmt::Display for JsonMismatch {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::DeviceId { topic, payload } => write!(
-                f,
-                "payload device_id {payload:?} differs from the topic's {topic:?}"
-            ),
-            Self::Kind { topic, payload } => {
-                write!(f, "payload kind {payload} differs from the topic's {topic}")
-            }
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for JsonMismatch {}
 
 impl JsonBody {
     pub fn kind(&self) -> Kind {
@@ -96,33 +66,6 @@ impl JsonBody {
             JsonBody::Reading { .. } => Kind::Reading,
             JsonBody::Position { .. } => Kind::Position,
         }
-    }
-}
-
-impl JsonEvent {
-    /// Completes the event with the device id from its topic, refusing a payload that names
-    /// another device or kind. Validation of the result is [`Event::validate`]'s job.
-    pub fn into_event(self, device_id: &str, kind: Kind) -> Result<Event, JsonMismatch> {
-        if let Some(payload) = &self.device_id {
-            if payload != device_id {
-                return Err(JsonMismatch::DeviceId {
-                    topic: device_id.into(),
-                    payload: payload.clone(),
-                });
-            }
-        }
-        if self.body.kind() != kind {
-            return Err(JsonMismatch::Kind {
-                topic: kind,
-                payload: self.body.kind(),
-            });
-        }
-        Ok(Event {
-            device_id: device_id.into(),
-            seq: self.seq,
-            time_ms: self.time_ms,
-            body: self.body.into(),
-        })
     }
 }
 
@@ -251,11 +194,12 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "std")]
     fn events_round_trip_through_json() {
         for e in [reading("env-1", 3), position("truck-1", 4)] {
             let text = serde_json::to_string(&JsonEvent::from(e.clone())).unwrap();
-            let back: JsonEvent = serde_json::from_str(&text).unwrap();
-            assert_eq!(back.into_event(&e.device_id, e.kind()).unwrap(), e);
+            let (back, _) = decode_line(text.as_bytes()).unwrap();
+            assert_eq!(back, e);
         }
     }
 
@@ -268,11 +212,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "std")]
     fn a_minimal_mqtt_payload_takes_device_and_kind_from_the_topic() {
-        let j: JsonEvent =
-            serde_json::from_str(r#"{"seq":1,"time_ms":5,"kind":"position","lat":1.0,"lon":2.0}"#)
-                .unwrap();
-        let e = j.into_event("car-2", Kind::Position).unwrap();
+        let payload = r#"{"seq":1,"time_ms":5,"kind":"position","lat":1.0,"lon":2.0}"#;
+        let (e, _) = decode("car-2", Kind::Position, payload.as_bytes()).unwrap()[0].clone();
         assert_eq!(e.device_id, "car-2");
         assert!(matches!(
             e.body,
@@ -284,15 +227,14 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "std")]
     fn a_payload_for_another_device_or_kind_is_refused() {
-        let j = JsonEvent::from(reading("a", 1));
-        assert!(matches!(
-            j.clone().into_event("b", Kind::Reading),
-            Err(JsonMismatch::DeviceId { .. })
-        ));
-        assert!(matches!(
-            j.into_event("a", Kind::Position),
-            Err(JsonMismatch::Kind { .. })
-        ));
+        let j = serde_json::to_vec(&JsonEvent::from(reading("a", 1))).unwrap();
+        assert!(decode("b", Kind::Reading, &j)
+            .unwrap_err()
+            .contains("device_id"));
+        assert!(decode("a", Kind::Position, &j)
+            .unwrap_err()
+            .contains("kind"));
     }
 }

@@ -50,7 +50,6 @@ mod broker;
 pub(crate) mod codec;
 pub mod config;
 mod connect;
-pub(crate) mod json;
 mod oversize;
 mod properties;
 mod session;
@@ -250,7 +249,7 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable>
         }
         vec![(event, 0)]
     } else {
-        json::decode(device_id, kind, payload).map_err(fail)?
+        tributary_protocol::json::decode(device_id, kind, payload).map_err(fail)?
     };
     for (event, _) in &events {
         event
@@ -289,11 +288,9 @@ mod tests {
 
     #[test]
     fn a_postcard_payload_on_pc_topics_decodes() {
-        let event: Event = serde_json::from_str::<tributary_protocol::json::JsonEvent>(
-            r#"{"device_id":"car-1","seq":3,"time_ms":5,"kind":"position","lat":1,"lon":2}"#,
+        let (event, _) = tributary_protocol::json::decode_line(
+            br#"{"device_id":"car-1","seq":3,"time_ms":5,"kind":"position","lat":1,"lon":2}"#,
         )
-        .unwrap()
-        .into_event("car-1", Kind::Position)
         .unwrap();
         let bytes = postcard::to_allocvec(&event).unwrap();
         assert_eq!(

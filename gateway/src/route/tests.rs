@@ -1,13 +1,14 @@
 use apache_avro::types::Value as Avro;
-use tributary_protocol::json::JsonEvent;
 
 use super::*;
 
 fn event(json: &str, device: &str, kind: Kind) -> Event {
-    serde_json::from_str::<JsonEvent>(json)
-        .unwrap()
-        .into_event(device, kind)
-        .unwrap()
+    let (events, _): (Vec<Event>, Vec<u64>) =
+        tributary_protocol::json::decode(device, kind, json.as_bytes())
+            .unwrap()
+            .into_iter()
+            .unzip();
+    events.into_iter().next().unwrap()
 }
 
 fn reading(device: &str) -> Event {

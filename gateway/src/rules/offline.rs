@@ -11,8 +11,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
-use tributary_protocol::json::JsonEvent;
-
 use super::{RuleSet, State};
 use crate::record::EventId;
 use crate::route::Router;
@@ -56,23 +54,10 @@ pub fn run(
         let mqtt_topic = serde_json::from_str::<Arrived>(&line)
             .ok()
             .and_then(|a| a.mqtt_topic);
-        let event = match serde_json::from_str::<JsonEvent>(&line) {
-            Ok(json) => {
-                let Some(device) = json.device_id.clone() else {
-                    summary.bad_lines.push((number, "no device_id".to_owned()));
-                    continue;
-                };
-                let kind = json.body.kind();
-                match json.into_event(&device, kind) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        summary.bad_lines.push((number, e.to_string()));
-                        continue;
-                    }
-                }
-            }
+        let event = match tributary_protocol::json::decode_line(line.as_bytes()) {
+            Ok((event, _session)) => event,
             Err(e) => {
-                summary.bad_lines.push((number, e.to_string()));
+                summary.bad_lines.push((number, e));
                 continue;
             }
         };

@@ -237,10 +237,10 @@ async fn tcp_tls(
 
 fn event(device: &str, seq: u64) -> Event {
     let text = reading(device, seq).replacen('{', r#"{"kind":"reading","#, 1);
-    let json: tributary_protocol::json::JsonEvent =
-        serde_json::from_str(&text).expect("event json");
-    json.into_event(device, tributary_protocol::Kind::Reading)
-        .expect("event")
+    tributary_protocol::json::decode(device, tributary_protocol::Kind::Reading, text.as_bytes())
+        .expect("event json")
+        .remove(0)
+        .0
 }
 
 #[test]

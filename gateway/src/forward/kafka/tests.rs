@@ -37,15 +37,8 @@ fn events(device: u64, seqs: std::ops::Range<u64>) -> Vec<crate::record::Record>
             r#"{{"device_id":"d{device}","seq":{seq},"time_ms":{},"kind":"reading","values":[{{"name":"t","value":1.0,"unit":"Cel"}}]}}"#,
             1_700_000_000_000 + seq
         );
-        let e: tributary_protocol::json::JsonEvent = serde_json::from_str(&json).unwrap();
-        router
-            .event(
-                e.into_event(&format!("d{device}"), tributary_protocol::Kind::Reading)
-                    .unwrap(),
-                0,
-                None,
-            )
-            .unwrap()
+        let (e, _) = tributary_protocol::json::decode_line(json.as_bytes()).unwrap();
+        router.event(e, 0, None).unwrap()
     })
     .collect()
 }
