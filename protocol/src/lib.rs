@@ -34,6 +34,8 @@ pub mod event;
 pub mod json;
 #[cfg(feature = "alloc")]
 pub mod message;
+#[cfg(feature = "alloc")]
+pub mod topic;
 
 pub use device_id::{validate_device_id, DeviceIdError, MAX_DEVICE_ID_LEN};
 pub use frame::{

@@ -6,10 +6,10 @@ use tributary_protocol::Event;
 
 /// The topic an event is published on.
 pub fn topic(event: &Event) -> String {
-    format!(
-        "devices/{}/{}",
-        event.device_id,
-        event.kind().mqtt_segment()
+    tributary_protocol::topic::device_topic(
+        &event.device_id,
+        event.kind(),
+        tributary_protocol::topic::Encoding::Json,
     )
 }
 

@@ -81,7 +81,11 @@ impl<V: Version> MqttTransport<V> {
             .ok_or(std::io::ErrorKind::NotConnected)?;
         let mut sent: VecDeque<u64> = VecDeque::new();
         for e in events {
-            let topic = format!("devices/{}/{}", e.device_id, e.kind().mqtt_segment());
+            let topic = tributary_protocol::topic::device_topic(
+                &e.device_id,
+                e.kind(),
+                tributary_protocol::topic::Encoding::Json,
+            );
             let mut json = JsonEvent::from(e.clone());
             json.session = self.credentials.boot;
             let payload = serde_json::to_vec(&json).map_err(std::io::Error::other)?;

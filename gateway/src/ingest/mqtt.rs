@@ -58,7 +58,8 @@ mod sessions;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tributary_protocol::{Event, Kind};
+use tributary_protocol::topic::{self, Encoding, TopicError};
+use tributary_protocol::Event;
 
 pub use broker::{start_broker, Republisher};
 
@@ -176,7 +177,7 @@ pub(crate) fn decode_publish(
     payload: &[u8],
     connection: Option<&str>,
 ) -> Result<Vec<(Event, u64)>, Box<DeadLetter>> {
-    let decoded = if !topic.starts_with("devices/") && mappings.covers(topic) {
+    let decoded = if !topic::in_namespace(topic) && mappings.covers(topic) {
         mappings.decode(topic, payload, connection, crate::record::now_ms())
     } else {
         decode(topic, payload)
@@ -196,17 +197,10 @@ pub(crate) fn decode_publish(
 /// (optionally `/pc`), or one a mapping names. A publish elsewhere is refused for its topic;
 /// one here that does not decode, for its payload.
 pub(crate) fn topic_is_known(mappings: &Mappings, topic: &str) -> bool {
-    if !topic.starts_with("devices/") {
+    if !topic::in_namespace(topic) {
         return mappings.covers(topic);
     }
-    let parts: Vec<&str> = topic.split('/').collect();
-    match parts.as_slice() {
-        ["devices", id, seg] | ["devices", id, seg, "pc"] => {
-            tributary_protocol::validate_device_id(id).is_ok()
-                && Kind::from_mqtt_segment(seg).is_some()
-        }
-        _ => false,
-    }
+    topic::parse(topic).is_ok()
 }
 
 /// Why a publish could not be decoded: the device id (where known) and the reason.
@@ -215,29 +209,20 @@ type Undecodable = (Option<String>, String);
 /// Decodes one publish into events and sessions, or says why not (with the device id, where
 /// known).
 fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable> {
-    let parts: Vec<&str> = topic.split('/').collect();
-    let (device_id, segment, postcard) = match parts.as_slice() {
-        ["devices", id, seg] => (*id, *seg, false),
-        ["devices", id, seg, "pc"] => (*id, *seg, true),
-        _ => {
-            return Err((
-                None,
-                format!(
-                "topic {topic:?} is not devices/{{device_id}}/{{kind}}, and no mapping names it"
-            ),
-            ))
-        }
-    };
-    if let Err(e) = tributary_protocol::validate_device_id(device_id) {
-        return Err((None, format!("topic {topic:?}: {e}")));
-    }
-    let fail = |reason: String| (Some(device_id.to_owned()), reason);
-    let kind = Kind::from_mqtt_segment(segment).ok_or_else(|| {
-        fail(format!(
-            "topic {topic:?}: kind {segment:?} is not \"readings\" or \"position\""
-        ))
+    let parsed = topic::parse(topic).map_err(|e| match e {
+        TopicError::Shape => (
+            None,
+            format!("topic {topic:?} {e}, and no mapping names it"),
+        ),
+        TopicError::DeviceId(_) => (None, format!("topic {topic:?}: {e}")),
+        TopicError::Kind(_) => (
+            topic.split('/').nth(1).map(str::to_owned),
+            format!("topic {topic:?}: {e}"),
+        ),
     })?;
-    let events = if postcard {
+    let (device_id, kind) = (parsed.device_id, parsed.kind);
+    let fail = |reason: String| (Some(device_id.to_owned()), reason);
+    let events = if parsed.encoding == Encoding::Postcard {
         let event: Event = postcard::from_bytes(payload)
             .map_err(|e| fail(format!("payload is not a postcard event: {e}")))?;
         if event.device_id != device_id || event.kind() != kind {
@@ -261,6 +246,8 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable>
 
 #[cfg(test)]
 mod tests {
+    use tributary_protocol::Kind;
+
     use super::*;
 
     #[test]

@@ -402,10 +402,10 @@ impl Connection {
         identity: &Identity,
     ) -> Option<(NackCode, String)> {
         if let Identity::Device { id, .. } = identity {
-            let topic = format!(
-                "devices/{}/{}",
-                event.device_id,
-                event.kind().mqtt_segment()
+            let topic = tributary_protocol::topic::device_topic(
+                &event.device_id,
+                event.kind(),
+                tributary_protocol::topic::Encoding::Json,
             );
             if !self.ingest.authority.may_publish(identity, &topic) {
                 self.ingest

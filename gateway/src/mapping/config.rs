@@ -181,7 +181,7 @@ fn checked(m: RawMapping, key: &str) -> Result<Mapping, Bad> {
             format!("{topic:?} is not an MQTT filter (+ for one level, # last)"),
         ));
     }
-    if topic.split('/').next() == Some("devices") {
+    if tributary_protocol::topic::in_namespace(&topic) {
         return Err((
             "topic",
             format!("{topic:?}: devices/... carries Tributary's own format"),

@@ -47,7 +47,8 @@ pub fn headers(
         }
     }
     if let Some(content_type) = &properties.content_type {
-        let postcard = topic.ends_with("/pc") && topic.starts_with("devices/");
+        let postcard = tributary_protocol::topic::parse(topic)
+            .is_ok_and(|t| t.encoding == tributary_protocol::topic::Encoding::Postcard);
         if !reads(content_type, postcard) {
             let wanted = if postcard {
                 "application/x-postcard or application/octet-stream"
