@@ -12,16 +12,18 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tributary_protocol::{Body, Event};
 
+use crate::transport::Transport;
+
 pub const MAX_DEVICES: usize = 10_000;
 pub const MAX_REFUSALS: usize = 100;
 pub const RATE_SECONDS: usize = 300;
 pub const TRAIL: usize = 30;
 
 /// One device as the page shows it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Device {
     pub id: String,
-    pub transport: &'static str,
+    pub transport: Transport,
     /// Open connections of this device.
     pub connected: u32,
     pub last_seen_ms: i64,
@@ -47,7 +49,7 @@ pub struct Fix {
 #[derive(Debug, Clone, Serialize)]
 pub struct Refusal {
     pub time_ms: i64,
-    pub transport: &'static str,
+    pub transport: Transport,
     pub reason: &'static str,
     pub device: Option<String>,
     pub peer: Option<String>,
@@ -85,7 +87,7 @@ impl Activity {
     /// A committed batch of `events` from `transport`, received at `now_ms`.
     pub fn events<'a>(
         &self,
-        transport: &'static str,
+        transport: Transport,
         events: impl IntoIterator<Item = &'a Event>,
         now_ms: i64,
     ) {
@@ -120,7 +122,7 @@ impl Activity {
     }
 
     /// A device's connection opened; it counts as connected until the guard is dropped.
-    pub fn connected(&self, device_id: &str, transport: &'static str) -> Connected {
+    pub fn connected(&self, device_id: &str, transport: Transport) -> Connected {
         self.with(|inner| device(&mut inner.devices, device_id, transport).connected += 1);
         Connected {
             activity: self.clone(),
@@ -131,7 +133,7 @@ impl Activity {
     /// A refusal, with the device and peer where known.
     pub fn refused(
         &self,
-        transport: &'static str,
+        transport: Transport,
         reason: &'static str,
         device: Option<&str>,
         peer: Option<SocketAddr>,
@@ -210,7 +212,7 @@ impl Activity {
 fn device<'a>(
     devices: &'a mut HashMap<String, Device>,
     id: &str,
-    transport: &'static str,
+    transport: Transport,
 ) -> &'a mut Device {
     if !devices.contains_key(id) && devices.len() >= MAX_DEVICES {
         let oldest = devices
@@ -224,7 +226,15 @@ fn device<'a>(
     }
     let d = devices.entry(id.to_owned()).or_insert_with(|| Device {
         id: id.to_owned(),
-        ..Device::default()
+        transport,
+        connected: 0,
+        last_seen_ms: 0,
+        per_min: 0,
+        skew_ms: None,
+        last_refusal: None,
+        position: None,
+        trail: VecDeque::new(),
+        minute: (0, 0),
     });
     d.transport = transport;
     d
@@ -275,8 +285,8 @@ mod tests {
         let events: Vec<Event> = (1..=40)
             .map(|s| position("car-1", s, 52.0 + s as f64 * 1e-4))
             .collect();
-        a.events("tcp", &events, 50_000);
-        let guard = a.connected("car-1", "tcp");
+        a.events(Transport::Tcp, &events, 50_000);
+        let guard = a.connected("car-1", Transport::Tcp);
         let (devices, _, _) = a.snapshot(10, 50_000);
         assert_eq!(devices[0].per_min, 40);
         assert_eq!(devices[0].trail.len(), TRAIL);
@@ -298,7 +308,7 @@ mod tests {
         assert_eq!(rates.received, [10, 20]);
         assert_eq!(rates.refused, [1, 0]);
         for _ in 0..(MAX_REFUSALS + 5) {
-            a.refused("mqtt", "acl", Some("x"), None, 1);
+            a.refused(Transport::Mqtt, "acl", Some("x"), None, 1);
         }
         assert_eq!(a.snapshot(1, 0).2.len(), MAX_REFUSALS);
     }

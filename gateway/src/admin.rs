@@ -105,9 +105,12 @@ pub async fn serve(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            admin
-                .stats
-                .record_refusal("admin", "busy", None, Some(peer));
+            admin.stats.record_refusal(
+                crate::transport::Transport::Admin,
+                "busy",
+                None,
+                Some(peer),
+            );
             connections.spawn(refuse_busy(stream, config.max_connections));
             continue;
         };

@@ -99,7 +99,7 @@ impl Ingest {
     /// `transport` (`tcp`, `mqtt`) labels the received and acknowledged counts.
     pub async fn submit(
         &self,
-        transport: &'static str,
+        transport: crate::transport::Transport,
         events: Vec<Inbound>,
         dead_letters: Vec<DeadLetter>,
     ) -> Result<Vec<Appended>, SpoolError> {
@@ -113,7 +113,7 @@ impl Ingest {
     /// the events' only.
     pub async fn submit_from(
         &self,
-        transport: &'static str,
+        transport: crate::transport::Transport,
         events: Vec<Inbound>,
         ready: Vec<Record>,
         mut dead_letters: Vec<DeadLetter>,
@@ -155,14 +155,16 @@ impl Ingest {
         self.stats
             .instruments
             .dead_letters
-            .get_or_create(&crate::stats::TransportLabel { transport })
+            .get_or_create(&crate::stats::TransportLabel {
+                transport: transport.as_str(),
+            })
             .inc_by(dead_letters.len() as u64);
         for letter in &dead_letters {
             // A device sending garbage every 10 ms must not flood the log: one line per
             // transport every 10 s, with the number held back. Each one is counted and stored.
             let key = match transport {
-                "tcp" => "dead_letter_tcp",
-                "mqtt" => "dead_letter_mqtt",
+                crate::transport::Transport::Tcp => "dead_letter_tcp",
+                crate::transport::Transport::Mqtt => "dead_letter_mqtt",
                 _ => "dead_letter",
             };
             if let Some(suppressed) = crate::ratelog::allow(key) {

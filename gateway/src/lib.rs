@@ -28,6 +28,7 @@ pub mod rules;
 pub mod shutdown;
 pub mod spool;
 pub mod stats;
+pub mod transport;
 pub mod validate;
 
 use std::net::SocketAddr;

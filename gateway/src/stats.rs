@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 pub use crate::spool::Discarded;
+use crate::transport::Transport;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TopicCounters {
@@ -177,8 +178,10 @@ impl Stats {
     }
 
     /// Events that arrived on `transport`, and how many of them were acknowledged.
-    pub fn record_transport(&self, transport: &'static str, received: u64, acked: u64) {
-        let label = TransportLabel { transport };
+    pub fn record_transport(&self, transport: Transport, received: u64, acked: u64) {
+        let label = TransportLabel {
+            transport: transport.as_str(),
+        };
         self.instruments
             .received
             .get_or_create(&label)
@@ -187,11 +190,13 @@ impl Stats {
     }
 
     /// A connection opened on `transport`; it counts until the guard is dropped.
-    pub fn connection(&self, transport: &'static str) -> ConnectionGuard {
+    pub fn connection(&self, transport: Transport) -> ConnectionGuard {
         let gauge = self
             .instruments
             .connections
-            .get_or_create(&TransportLabel { transport })
+            .get_or_create(&TransportLabel {
+                transport: transport.as_str(),
+            })
             .clone();
         gauge.inc();
         ConnectionGuard(gauge)
@@ -255,14 +260,14 @@ impl Stats {
     /// the last refusals with the device and the peer, where known.
     pub fn record_refusal(
         &self,
-        transport: &'static str,
+        transport: Transport,
         reason: &'static str,
         device: Option<&str>,
         peer: Option<std::net::SocketAddr>,
     ) {
         {
             let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-            *refusals.entry((transport, reason)).or_default() += 1;
+            *refusals.entry((transport.as_str(), reason)).or_default() += 1;
         }
         self.activity
             .refused(transport, reason, device, peer, crate::record::now_ms());
@@ -427,7 +432,7 @@ impl crate::spool::Observer for Stats {
     }
 
     fn anomaly(&self, device_id: &str, anomaly: crate::spool::Anomaly) {
-        self.record_refusal("spool", anomaly.reason(), Some(device_id), None);
+        self.record_refusal(Transport::Spool, anomaly.reason(), Some(device_id), None);
     }
 
     fn rule_output(&self, rule: &str, emitted: u64, late: u64) {

@@ -39,7 +39,9 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
     if let Some(host) = headers.get(header::HOST) {
         let host = String::from_utf8_lossy(host.as_bytes());
         if !host_allowed(&host, &guard.hosts) {
-            guard.stats.record_refusal("admin", "host", None, peer);
+            guard
+                .stats
+                .record_refusal(crate::transport::Transport::Admin, "host", None, peer);
             return (
                 StatusCode::MISDIRECTED_REQUEST,
                 format!(
@@ -57,9 +59,12 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
             _ => false,
         };
         if !open && !authorized(headers, token) {
-            guard
-                .stats
-                .record_refusal("admin", "unauthorized", None, peer);
+            guard.stats.record_refusal(
+                crate::transport::Transport::Admin,
+                "unauthorized",
+                None,
+                peer,
+            );
             return (
                 StatusCode::UNAUTHORIZED,
                 [(

@@ -112,7 +112,11 @@ impl Bridge {
             down_for_ms = down_for.map(|d| d.as_millis() as u64),
         );
         self.backoff = Duration::from_secs(1);
-        self.connection = Some(self.ingest.stats.connection("bridge"));
+        self.connection = Some(
+            self.ingest
+                .stats
+                .connection(crate::transport::Transport::Bridge),
+        );
         let topics = self
             .config
             .topics
@@ -147,7 +151,13 @@ impl Bridge {
                 decode(&self.config, &self.ingest, &batch).await;
             let attempt = self
                 .ingest
-                .submit_from("bridge", events, Vec::new(), dead, sources)
+                .submit_from(
+                    crate::transport::Transport::Bridge,
+                    events,
+                    Vec::new(),
+                    dead,
+                    sources,
+                )
                 .await;
             match attempt {
                 Ok(_) => break duplicates,

@@ -105,7 +105,7 @@ pub struct Accepted {
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
     /// `tcp` or `mqtt`: the label refusals are counted under.
-    pub transport: &'static str,
+    pub transport: crate::transport::Transport,
     pub tls: bool,
     pub max_connections: usize,
     /// Connections one address may hold (not applied on a loopback listener).
@@ -144,7 +144,7 @@ pub async fn serve<S, SF, B, BF>(
             Ok(a) => a,
             Err(error) => {
                 // Typically EMFILE: back off briefly rather than spin.
-                tracing::warn!(message = "Accepting a connection failed.", transport = spec.transport, %error);
+                tracing::warn!(message = "Accepting a connection failed.", transport = spec.transport.as_str(), %error);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -195,7 +195,7 @@ pub async fn serve<S, SF, B, BF>(
         // once authenticated (the sessions record it).
         let span = tracing::info_span!(
             "conn",
-            transport = spec.transport,
+            transport = spec.transport.as_str(),
             peer = %addr,
             device_id = tracing::field::Empty
         );
@@ -229,7 +229,7 @@ pub async fn serve<S, SF, B, BF>(
     }
     tracing::info!(
         message = "Listener stopped accepting.",
-        transport = spec.transport,
+        transport = spec.transport.as_str(),
         tls = spec.tls
     );
 }
@@ -298,14 +298,14 @@ async fn handshake(
             let reason = handshake_reason(&error);
             stats.record_refusal(spec.transport, reason, None, Some(addr));
             if let Some(suppressed) = crate::ratelog::allow(reason) {
-                tracing::warn!(message = "TLS handshake failed.", transport = spec.transport, peer = %addr, reason, %error, suppressed);
+                tracing::warn!(message = "TLS handshake failed.", transport = spec.transport.as_str(), peer = %addr, reason, %error, suppressed);
             }
             return None;
         }
         Err(_) => {
             stats.record_refusal(spec.transport, "tls_timeout", None, Some(addr));
             if let Some(suppressed) = crate::ratelog::allow("tls_timeout") {
-                tracing::warn!(message = "TLS handshake timed out.", transport = spec.transport, peer = %addr, timeout = ?HANDSHAKE_TIMEOUT, suppressed);
+                tracing::warn!(message = "TLS handshake timed out.", transport = spec.transport.as_str(), peer = %addr, timeout = ?HANDSHAKE_TIMEOUT, suppressed);
             }
             return None;
         }

@@ -202,9 +202,12 @@ impl Tailer {
     /// Counts and logs a path not followed, once.
     fn refuse(&mut self, path: PathBuf, reason: &'static str) {
         if self.refused.len() < 10_000 && self.refused.insert(path.clone()) {
-            self.ingest
-                .stats
-                .record_refusal("files", reason, None, None);
+            self.ingest.stats.record_refusal(
+                crate::transport::Transport::Files,
+                reason,
+                None,
+                None,
+            );
             tracing::warn!(message = "A file the source names is not followed.", source = %self.source.name, path = %path.display(), reason, hint = "a symbolic link needs follow_symlinks = true; only regular, uncompressed files are read; a glob follows at most max_files");
         }
     }
@@ -311,7 +314,7 @@ impl Tailer {
         state: SourceState,
     ) -> Result<(), ()> {
         self.ingest
-            .submit_from("file", events, ready, dead, vec![state])
+            .submit_from(crate::transport::Transport::Files, events, ready, dead, vec![state])
             .await
             .map(drop)
             .map_err(|error| {

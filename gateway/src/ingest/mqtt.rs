@@ -133,7 +133,7 @@ pub async fn serve(
     scope: Scope,
 ) {
     let spec = super::conn::Spec {
-        transport: "mqtt",
+        transport: crate::transport::Transport::Mqtt,
         tls,
         max_connections: config.max_connections.get(),
         max_per_address: config.max_connections_per_address.get(),

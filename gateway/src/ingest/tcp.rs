@@ -61,7 +61,7 @@ pub async fn serve(
     scope: Scope,
 ) {
     let spec = Spec {
-        transport: "tcp",
+        transport: crate::transport::Transport::Tcp,
         tls,
         max_connections: config.max_connections.get(),
         max_per_address: config.max_connections_per_address.get(),
@@ -150,7 +150,7 @@ impl Connection {
                         Some((id, _, _)) => ("idle_timeout", Some(id.clone())),
                     };
                     self.ingest.stats.record_refusal(
-                        "tcp",
+                        crate::transport::Transport::Tcp,
                         reason,
                         device.as_deref(),
                         Some(self.peer.addr),
@@ -232,9 +232,12 @@ impl Connection {
                 ),
             ),
         };
-        self.ingest
-            .stats
-            .record_refusal("tcp", reason, None, Some(self.peer.addr));
+        self.ingest.stats.record_refusal(
+            crate::transport::Transport::Tcp,
+            reason,
+            None,
+            Some(self.peer.addr),
+        );
         if let Some(suppressed) = crate::ratelog::allow("tcp_before_hello") {
             tracing::warn!(message = "Connection closed before HELLO; nothing stored.", peer = %self.peer.addr, reason, suppressed);
         }
@@ -274,7 +277,7 @@ impl Connection {
                     self.ingest
                         .stats
                         .activity
-                        .connected(&hello.device_id, "tcp"),
+                        .connected(&hello.device_id, crate::transport::Transport::Tcp),
                 );
                 self.watch = authority.watch(&identity, &self.peer).map(Arc::new);
                 self.device = Some((hello.device_id, identity, session));
@@ -283,7 +286,7 @@ impl Connection {
             Err(refusal) => {
                 let reason = refusal.reason();
                 self.ingest.stats.record_refusal(
-                    "tcp",
+                    crate::transport::Transport::Tcp,
                     reason,
                     Some(&hello.device_id),
                     Some(self.peer.addr),
@@ -303,9 +306,12 @@ impl Connection {
     /// told why before the connection closes.
     async fn revoked(&mut self, reason: &'static str) {
         let device = self.device.as_ref().map(|d| d.0.clone());
-        self.ingest
-            .stats
-            .record_refusal("tcp", reason, device.as_deref(), Some(self.peer.addr));
+        self.ingest.stats.record_refusal(
+            crate::transport::Transport::Tcp,
+            reason,
+            device.as_deref(),
+            Some(self.peer.addr),
+        );
         tracing::warn!(message = "Session closed: its credential no longer lets it in.", device_id = ?device, peer = %self.peer.addr, reason);
         let text = format!("session ended: {}", live::describe(reason));
         let _ = self.nack(NackCode::Unauthorized, text).await;
@@ -321,7 +327,7 @@ impl Connection {
             // Every batch gets an answer, an empty one too, so a device waiting for one does
             // not hang.
             self.ingest.stats.record_refusal(
-                "tcp",
+                crate::transport::Transport::Tcp,
                 "empty_batch",
                 Some(&device),
                 Some(self.peer.addr),
@@ -363,7 +369,11 @@ impl Connection {
                 }
             }
         }
-        match self.ingest.submit("tcp", valid, dead).await {
+        match self
+            .ingest
+            .submit(crate::transport::Transport::Tcp, valid, dead)
+            .await
+        {
             Ok(outcomes) => {
                 let dups = outcomes
                     .iter()
@@ -408,9 +418,12 @@ impl Connection {
                 tributary_protocol::topic::Encoding::Json,
             );
             if !self.ingest.authority.may_publish(identity, &topic) {
-                self.ingest
-                    .stats
-                    .record_refusal("tcp", "acl", Some(id), Some(self.peer.addr));
+                self.ingest.stats.record_refusal(
+                    crate::transport::Transport::Tcp,
+                    "acl",
+                    Some(id),
+                    Some(self.peer.addr),
+                );
                 if let Some(suppressed) = crate::ratelog::allow("acl") {
                     tracing::warn!(message = "Event refused by the ACL.", device_id = %id, event_device_id = %event.device_id, seq = event.seq, peer = %self.peer.addr, suppressed);
                 }
@@ -454,7 +467,11 @@ impl Connection {
             reason.clone(),
             kept,
         );
-        if let Err(error) = self.ingest.submit("tcp", Vec::new(), vec![letter]).await {
+        if let Err(error) = self
+            .ingest
+            .submit(crate::transport::Transport::Tcp, Vec::new(), vec![letter])
+            .await
+        {
             tracing::warn!(message = "Dead letter not stored.", peer = %self.peer.addr, %error);
         }
         self.nack(NackCode::Malformed, reason).await

@@ -46,7 +46,7 @@ pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 /// Serves trackers on `listener` until `scope.stop`.
 pub async fn serve(listener: TcpListener, config: TeltonikaConfig, ingest: Ingest, scope: Scope) {
     let spec = Spec {
-        transport: "teltonika",
+        transport: crate::transport::Transport::Teltonika,
         tls: false,
         max_connections: config.max_connections.get(),
         max_per_address: config.max_connections_per_address.get(),
@@ -89,9 +89,12 @@ pub async fn session(
     let peer = a.peer.addr;
     let mut buf = BytesMut::with_capacity(conn::INITIAL_READ);
     let refuse = |reason: &'static str, device: Option<&str>| {
-        ingest
-            .stats
-            .record_refusal("teltonika", reason, device, Some(peer));
+        ingest.stats.record_refusal(
+            crate::transport::Transport::Teltonika,
+            reason,
+            device,
+            Some(peer),
+        );
     };
     // 1. The IMEI.
     let imei = loop {
@@ -149,7 +152,10 @@ pub async fn session(
                 let raw = buf.split_to(used);
                 let count = packet.records.len();
                 let (events, dead) = events(&device_id, &packet, &raw);
-                if let Err(error) = ingest.submit("teltonika", events, dead).await {
+                if let Err(error) = ingest
+                    .submit(crate::transport::Transport::Teltonika, events, dead)
+                    .await
+                {
                     tracing::warn!(message = "Teltonika records not stored; closing unanswered so the tracker resends.", %device_id, %error);
                     return;
                 }
@@ -172,7 +178,13 @@ pub async fn session(
                     format!("undecodable Codec 8 packet: {error}"),
                     kept,
                 );
-                let _ = ingest.submit("teltonika", Vec::new(), vec![letter]).await;
+                let _ = ingest
+                    .submit(
+                        crate::transport::Transport::Teltonika,
+                        Vec::new(),
+                        vec![letter],
+                    )
+                    .await;
                 return;
             }
         }

@@ -67,12 +67,17 @@ impl Session {
             Ok(identity) => {
                 tracing::Span::current().record("device_id", client_id.as_str());
                 self.identity = identity;
-                self.connected = Some(self.ingest.stats.activity.connected(&client_id, "mqtt"));
+                self.connected = Some(
+                    self.ingest
+                        .stats
+                        .activity
+                        .connected(&client_id, crate::transport::Transport::Mqtt),
+                );
             }
             Err(refusal) => {
                 let reason = refusal.reason();
                 self.ingest.stats.record_refusal(
-                    "mqtt",
+                    crate::transport::Transport::Mqtt,
                     reason,
                     Some(&client_id),
                     Some(self.peer.addr),

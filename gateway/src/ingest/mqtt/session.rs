@@ -247,7 +247,7 @@ impl Session {
         if let (Some(reason), Err(error)) = (reason, &result) {
             let device = self.identity.device_id().map(str::to_owned);
             self.ingest.stats.record_refusal(
-                "mqtt",
+                crate::transport::Transport::Mqtt,
                 reason,
                 device.as_deref(),
                 Some(self.peer.addr),
@@ -290,7 +290,7 @@ impl Session {
     async fn malformed(&mut self, reason: String) {
         let device = self.identity.device_id().map(str::to_owned);
         self.ingest.stats.record_refusal(
-            "mqtt",
+            crate::transport::Transport::Mqtt,
             "malformed",
             device.as_deref(),
             Some(self.peer.addr),
@@ -311,7 +311,11 @@ impl Session {
             format!("malformed MQTT packet: {reason}"),
             raw,
         );
-        if let Err(error) = self.ingest.submit("mqtt", Vec::new(), vec![letter]).await {
+        if let Err(error) = self
+            .ingest
+            .submit(crate::transport::Transport::Mqtt, Vec::new(), vec![letter])
+            .await
+        {
             tracing::warn!(message = "Dead letter not stored.", peer = %self.peer.addr, %error);
         }
     }

@@ -61,7 +61,11 @@ impl Session {
             let prepared = self.prepare(&publishes);
             let submitted = self
                 .ingest
-                .submit("mqtt", prepared.events, prepared.dead)
+                .submit(
+                    crate::transport::Transport::Mqtt,
+                    prepared.events,
+                    prepared.dead,
+                )
                 .await;
             match submitted {
                 Ok(_) => {
@@ -135,9 +139,12 @@ impl Session {
             _ => (AckCode::Unspecified, "spool_failed"),
         };
         let device = self.identity.device_id();
-        self.ingest
-            .stats
-            .record_refusal("mqtt", reason, device, Some(self.peer.addr));
+        self.ingest.stats.record_refusal(
+            crate::transport::Transport::Mqtt,
+            reason,
+            device,
+            Some(self.peer.addr),
+        );
         if let Some(suppressed) = crate::ratelog::allow("mqtt_not_stored") {
             tracing::warn!(message = "MQTT events not stored; answered so the device resends later.", peer = %self.peer.addr, %error, suppressed);
         }
@@ -335,9 +342,12 @@ impl Session {
     /// Counts and logs (rate-limited) a publish refused as `too_large`, `acl` or `held_back`.
     fn count_refusal(&self, reason: &'static str, topic: &str) {
         let device = self.identity.device_id();
-        self.ingest
-            .stats
-            .record_refusal("mqtt", reason, device, Some(self.peer.addr));
+        self.ingest.stats.record_refusal(
+            crate::transport::Transport::Mqtt,
+            reason,
+            device,
+            Some(self.peer.addr),
+        );
         let (key, message) = match reason {
             "acl" => ("acl", "Publish refused by the ACL."),
             "held_back" => (
