@@ -45,6 +45,8 @@ use tributary_protocol::{Body, Event, FixQuality, Position, Reading, SensorValue
 
 use path::{as_number, describe, Path, Template};
 
+use crate::route::Undecodable;
+
 pub use config::{
     presets, validate, validate_inline, MappingError, RawField, RawMapping, RawValue,
 };
@@ -114,9 +116,6 @@ struct PositionPaths {
     satellites: Option<Field>,
 }
 
-/// Why a mapped publish is refused: the device id, where known, and the reason.
-pub type Refused = (Option<String>, String);
-
 /// The validated mappings; what every connector decodes with.
 #[derive(Debug, Default)]
 pub struct Mappings {
@@ -144,9 +143,9 @@ impl Mappings {
         payload: &[u8],
         connection: Option<&str>,
         received_ms: i64,
-    ) -> Result<Vec<(Event, u64)>, Refused> {
+    ) -> Result<Vec<(Event, u64)>, Undecodable> {
         let value: Value = serde_json::from_slice(payload)
-            .map_err(|e| (None, format!("payload is not JSON: {e}")))?;
+            .map_err(|e| Undecodable::unnamed(format!("payload is not JSON: {e}")))?;
         self.decode_value(topic, &value, connection, received_ms)
     }
 
@@ -157,7 +156,7 @@ impl Mappings {
         value: &Value,
         connection: Option<&str>,
         received_ms: i64,
-    ) -> Result<Vec<(Event, u64)>, Refused> {
+    ) -> Result<Vec<(Event, u64)>, Undecodable> {
         let mut events = Vec::new();
         let mut declined = Vec::new();
         for m in self
@@ -172,7 +171,7 @@ impl Mappings {
             events.push(m.event(topic, value, connection, received_ms)?);
         }
         if events.is_empty() {
-            return Err((None, declined.join("; ")));
+            return Err(Undecodable::unnamed(declined.join("; ")));
         }
         Ok(events)
     }
@@ -196,18 +195,19 @@ impl Mapping {
         payload: &Value,
         connection: Option<&str>,
         received_ms: i64,
-    ) -> Result<(Event, u64), Refused> {
+    ) -> Result<(Event, u64), Undecodable> {
         let name = &self.name;
         let device_id = self
             .device_id
             .render(topic, payload)
-            .map_err(|e| (None, format!("mapping {name}: device id: {e}")))?;
-        let fail = |reason: String| (Some(device_id.clone()), format!("mapping {name}: {reason}"));
+            .map_err(|e| Undecodable::unnamed(format!("mapping {name}: device id: {e}")))?;
+        let fail = |reason: String| {
+            Undecodable::of(device_id.clone(), format!("mapping {name}: {reason}"))
+        };
         if let Err(e) = tributary_protocol::validate_device_id(&device_id) {
-            return Err((
-                None,
-                format!("mapping {name}: device id {device_id:?}: {e}"),
-            ));
+            return Err(Undecodable::unnamed(format!(
+                "mapping {name}: device id {device_id:?}: {e}"
+            )));
         }
         if let Some(me) = connection.filter(|me| !self.hub && *me != device_id) {
             return Err(fail(format!(

@@ -118,6 +118,32 @@ pub struct Router {
     keep_events: bool,
 }
 
+/// Why input could not become events: the device it named, where that is known, and what was
+/// wrong. What becomes a [`DeadLetter`]'s `device_id` and `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    pub device_id: Option<String>,
+    pub reason: String,
+}
+
+impl Undecodable {
+    /// Input of `device_id` refused for `reason`.
+    pub fn of(device_id: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            device_id: Some(device_id.into()),
+            reason: reason.into(),
+        }
+    }
+
+    /// Input refused for `reason` before any device could be named.
+    pub fn unnamed(reason: impl Into<String>) -> Self {
+        Self {
+            device_id: None,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Input that could not be accepted as an event, kept for inspection.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {

@@ -369,7 +369,7 @@ impl Tailer {
                 }
             };
             let decoded = value
-                .map_err(|reason| (None, reason))
+                .map_err(crate::route::Undecodable::unnamed)
                 .and_then(|v| self.mappings.decode_value(&file_name, &v, None, now));
             match decoded {
                 Ok(list) => events.extend(list.into_iter().map(|(event, session)| Inbound {
@@ -380,7 +380,7 @@ impl Tailer {
                     // A file's lines keep de-duplication state apart from the device's own.
                     writer: Some(format!("file:{file_name}")),
                 })),
-                Err((device, reason)) => dead.push(letter(*at, reason, line, device)),
+                Err(refused) => dead.push(letter(*at, refused.reason, line, refused.device_id)),
             }
         }
         (events, ready, dead)

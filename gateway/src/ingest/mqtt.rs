@@ -65,7 +65,7 @@ pub use broker::{start_broker, Republisher};
 
 use super::Ingest;
 use crate::mapping::Mappings;
-use crate::route::DeadLetter;
+use crate::route::{DeadLetter, Undecodable};
 use crate::shutdown::Scope;
 pub use config::{MqttConfig, RawMqtt};
 
@@ -182,12 +182,12 @@ pub(crate) fn decode_publish(
     } else {
         decode(topic, payload)
     };
-    decoded.map_err(|(device_id, reason)| {
+    decoded.map_err(|refused| {
         Box::new(DeadLetter::new(
             "mqtt",
             topic.to_owned(),
-            device_id,
-            reason,
+            refused.device_id,
+            refused.reason,
             payload,
         ))
     })
@@ -203,25 +203,21 @@ pub(crate) fn topic_is_known(mappings: &Mappings, topic: &str) -> bool {
     topic::parse(topic).is_ok()
 }
 
-/// Why a publish could not be decoded: the device id (where known) and the reason.
-type Undecodable = (Option<String>, String);
-
 /// Decodes one publish into events and sessions, or says why not (with the device id, where
 /// known).
 fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable> {
     let parsed = topic::parse(topic).map_err(|e| match e {
-        TopicError::Shape => (
-            None,
-            format!("topic {topic:?} {e}, and no mapping names it"),
-        ),
-        TopicError::DeviceId(_) => (None, format!("topic {topic:?}: {e}")),
-        TopicError::Kind(_) => (
-            topic.split('/').nth(1).map(str::to_owned),
-            format!("topic {topic:?}: {e}"),
-        ),
+        TopicError::Shape => {
+            Undecodable::unnamed(format!("topic {topic:?} {e}, and no mapping names it"))
+        }
+        TopicError::DeviceId(_) => Undecodable::unnamed(format!("topic {topic:?}: {e}")),
+        TopicError::Kind(_) => Undecodable {
+            device_id: topic.split('/').nth(1).map(str::to_owned),
+            reason: format!("topic {topic:?}: {e}"),
+        },
     })?;
     let (device_id, kind) = (parsed.device_id, parsed.kind);
-    let fail = |reason: String| (Some(device_id.to_owned()), reason);
+    let fail = |reason: String| Undecodable::of(device_id, reason);
     let events = if parsed.encoding == Encoding::Postcard {
         let event: Event = postcard::from_bytes(payload)
             .map_err(|e| fail(format!("payload is not a postcard event: {e}")))?;
@@ -327,7 +323,7 @@ mod tests {
             ),
         ];
         for (topic, payload, expected) in cases {
-            let (_, reason) = decode(topic, payload).unwrap_err();
+            let Undecodable { reason, .. } = decode(topic, payload).unwrap_err();
             assert!(reason.contains(expected), "{topic}: {reason}");
         }
     }

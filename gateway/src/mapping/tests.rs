@@ -97,7 +97,7 @@ fn zigbee2mqtt_device_state() {
             v("voltage", 3005.0, "mV"),
         ]
     );
-    let (_, reason) = m
+    let Undecodable { reason, .. } = m
         .decode("zigbee2mqtt/living room", payload, None, NOW)
         .unwrap_err();
     assert!(reason.contains("device id \"living room\""), "{reason}");
@@ -141,7 +141,7 @@ fn shelly_status_and_notifications() {
     assert_eq!(e.time_ms, 1_654_511_668_420, "the notification's ts");
     assert_eq!(values(e), [v("switch_0.apower", 12.3, "W")]);
     let other = br#"{"src":"x","method":"NotifyEvent","params":{"ts":1.0}}"#;
-    let (_, reason) = m
+    let Undecodable { reason, .. } = m
         .decode("shelly-1/events/rpc", other, None, NOW)
         .unwrap_err();
     assert_eq!(
@@ -178,7 +178,7 @@ fn owntracks_location_is_a_position_and_a_battery_reading() {
     );
     assert!(rd.seq > pos.seq, "each event its own seq");
     let lwt = br#"{"_type":"lwt","tst":1700000000}"#;
-    let (_, reason) = m
+    let Undecodable { reason, .. } = m
         .decode("owntracks/jane/phone", lwt, None, NOW)
         .unwrap_err();
     assert!(
@@ -231,7 +231,8 @@ fn a_payload_that_does_not_fit_names_the_path() {
         (b"\xff", "payload is not JSON"),
     ];
     for (payload, want) in cases {
-        let (_, reason) = m.decode("plant/3/boiler", payload, None, NOW).unwrap_err();
+        let Undecodable { reason, .. } =
+            m.decode("plant/3/boiler", payload, None, NOW).unwrap_err();
         assert!(reason.contains(want), "{want:?} in {reason:?}");
     }
 }
@@ -243,7 +244,10 @@ fn a_device_writes_only_as_itself_unless_the_mapping_is_a_hubs() {
     assert!(m
         .decode("tele/plug-1/SENSOR", payload, Some("plug-1"), NOW)
         .is_ok());
-    let (device, reason) = m
+    let Undecodable {
+        device_id: device,
+        reason,
+    } = m
         .decode("tele/plug-2/SENSOR", payload, Some("plug-1"), NOW)
         .unwrap_err();
     assert_eq!(device.as_deref(), Some("plug-2"));
