@@ -37,6 +37,11 @@ pub struct Device {
     pub trail: VecDeque<[f64; 2]>,
     #[serde(skip)]
     minute: (i64, u32),
+    /// Whether an event of this device was ever committed: a row that only ever was a
+    /// connection (a client id that published for other devices, or nothing) goes when its
+    /// last connection closes, rather than stay as a device never seen.
+    #[serde(skip)]
+    had_events: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -95,6 +100,7 @@ impl Activity {
             for event in events {
                 let d = device(&mut inner.devices, &event.device_id, transport);
                 d.last_seen_ms = now_ms;
+                d.had_events = true;
                 let minute = now_ms.div_euclid(60_000);
                 d.minute = match d.minute {
                     (m, n) if m == minute => (m, n + 1),
@@ -121,9 +127,14 @@ impl Activity {
         })
     }
 
-    /// A device's connection opened; it counts as connected until the guard is dropped.
-    pub fn connected(&self, device_id: &str, transport: Transport) -> Connected {
-        self.with(|inner| device(&mut inner.devices, device_id, transport).connected += 1);
+    /// A device's connection opened at `now_ms`; it counts as connected until the guard is
+    /// dropped. A device not heard from before is seen from now.
+    pub fn connected(&self, device_id: &str, transport: Transport, now_ms: i64) -> Connected {
+        self.with(|inner| {
+            let d = device(&mut inner.devices, device_id, transport);
+            d.connected += 1;
+            d.last_seen_ms = d.last_seen_ms.max(now_ms);
+        });
         Connected {
             activity: self.clone(),
             device: device_id.to_owned(),
@@ -235,6 +246,7 @@ fn device<'a>(
         position: None,
         trail: VecDeque::new(),
         minute: (0, 0),
+        had_events: false,
     });
     d.transport = transport;
     d
@@ -252,6 +264,9 @@ impl Drop for Connected {
         self.activity.with(|inner| {
             if let Some(d) = inner.devices.get_mut(&self.device) {
                 d.connected = d.connected.saturating_sub(1);
+                if d.connected == 0 && !d.had_events {
+                    inner.devices.remove(&self.device);
+                }
             }
         })
     }
@@ -286,7 +301,7 @@ mod tests {
             .map(|s| position("car-1", s, 52.0 + s as f64 * 1e-4))
             .collect();
         a.events(Transport::Tcp, &events, 50_000);
-        let guard = a.connected("car-1", Transport::Tcp);
+        let guard = a.connected("car-1", Transport::Tcp, 45_000);
         let (devices, _, _) = a.snapshot(10, 50_000);
         assert_eq!(devices[0].per_min, 40);
         assert_eq!(devices[0].trail.len(), TRAIL);
@@ -311,5 +326,26 @@ mod tests {
             a.refused(Transport::Mqtt, "acl", Some("x"), None, 1);
         }
         assert_eq!(a.snapshot(1, 0).2.len(), MAX_REFUSALS);
+    }
+
+    /// A connection that carries no event of its own (a client id that publishes for other
+    /// devices) is listed while it is open, seen since it connected, and goes when it closes:
+    /// never a row "last seen" at time zero.
+    #[test]
+    fn a_connection_without_events_is_no_phantom_device() {
+        let a = Activity::default();
+        let guard = a.connected("mosq-x1", Transport::Mqtt, 70_000);
+        a.events(Transport::Mqtt, &[position("env-1", 1, 52.0)], 71_000);
+        let (devices, _, _) = a.snapshot(10, 72_000);
+        let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["env-1", "mosq-x1"]);
+        assert_eq!(devices[1].last_seen_ms, 70_000, "seen since it connected");
+        drop(guard);
+        let (devices, _, _) = a.snapshot(10, 73_000);
+        let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["env-1"], "gone with its connection");
+        // A device that sent events stays after it disconnects.
+        drop(a.connected("env-1", Transport::Mqtt, 74_000));
+        assert_eq!(a.snapshot(10, 75_000).0.len(), 1);
     }
 }

@@ -274,13 +274,26 @@ impl Stats {
     }
 
     /// Running totals of received, acknowledged, forwarded and refused, for the rates.
+    /// Every transport devices' events arrive on counts (a tracker's or a tailed file's too),
+    /// and no label series is made for a transport that never carried one.
     pub fn totals(&self) -> [u64; 4] {
         let per_transport =
             |family: &prometheus_client::metrics::family::Family<TransportLabel, Counter>| {
-                ["tcp", "mqtt"]
-                    .into_iter()
-                    .map(|transport| family.get_or_create(&TransportLabel { transport }).get())
-                    .sum::<u64>()
+                [
+                    Transport::Tcp,
+                    Transport::Mqtt,
+                    Transport::Teltonika,
+                    Transport::Bridge,
+                    Transport::Files,
+                ]
+                .into_iter()
+                .filter_map(|t| {
+                    let label = TransportLabel {
+                        transport: t.as_str(),
+                    };
+                    family.get(&label).map(|c| c.get())
+                })
+                .sum::<u64>()
             };
         let forwarded = self
             .topics

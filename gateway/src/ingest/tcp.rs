@@ -273,12 +273,11 @@ impl Connection {
                 tracing::Span::current().record("device_id", hello.device_id.as_str());
                 tracing::debug!(message = "Device connected over TCP.", device_id = %hello.device_id, peer = %self.peer.addr, ?identity);
                 let session = hello.session.unwrap_or(0);
-                self._connected = Some(
-                    self.ingest
-                        .stats
-                        .activity
-                        .connected(&hello.device_id, crate::transport::Transport::Tcp),
-                );
+                self._connected = Some(self.ingest.stats.activity.connected(
+                    &hello.device_id,
+                    crate::transport::Transport::Tcp,
+                    crate::record::now_ms(),
+                ));
                 self.watch = authority.watch(&identity, &self.peer).map(Arc::new);
                 self.device = Some((hello.device_id, identity, session));
                 Ok(true)

@@ -67,12 +67,11 @@ impl Session {
             Ok(identity) => {
                 tracing::Span::current().record("device_id", client_id.as_str());
                 self.identity = identity;
-                self.connected = Some(
-                    self.ingest
-                        .stats
-                        .activity
-                        .connected(&client_id, crate::transport::Transport::Mqtt),
-                );
+                self.connected = Some(self.ingest.stats.activity.connected(
+                    &client_id,
+                    crate::transport::Transport::Mqtt,
+                    crate::record::now_ms(),
+                ));
             }
             Err(refusal) => {
                 let reason = refusal.reason();
