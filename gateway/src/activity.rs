@@ -27,7 +27,9 @@ pub struct Device {
     /// Open connections of this device.
     pub connected: u32,
     pub last_seen_ms: i64,
-    /// Events in the current minute so far, or in the previous one if none came yet in this one.
+    /// Events in the last whole minute; in a device's first minute, those so far. Steady for a
+    /// steady device (a count of the minute so far would start again from nothing every
+    /// minute).
     pub per_min: u32,
     /// Receive time minus event time of its latest event (positive: the device is behind).
     pub skew_ms: Option<i64>,
@@ -37,6 +39,9 @@ pub struct Device {
     pub trail: VecDeque<[f64; 2]>,
     #[serde(skip)]
     minute: (i64, u32),
+    /// The minute before `minute`, with its count, once there was one.
+    #[serde(skip)]
+    last_minute: Option<(i64, u32)>,
     /// Whether an event of this device was ever committed: a row that only ever was a
     /// connection (a client id that published for other devices, or nothing) goes when its
     /// last connection closes, rather than stay as a device never seen.
@@ -48,7 +53,11 @@ pub struct Device {
 pub struct Fix {
     pub lat: f64,
     pub lon: f64,
+    /// The fix's event time, as the device stamped it.
     pub time_ms: i64,
+    /// When the gateway committed it: what the map's freshness follows (a device's clock, or
+    /// a simulator replaying the past, may stamp hours behind).
+    pub received_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,7 +113,10 @@ impl Activity {
                 let minute = now_ms.div_euclid(60_000);
                 d.minute = match d.minute {
                     (m, n) if m == minute => (m, n + 1),
-                    _ => (minute, 1),
+                    before => {
+                        d.last_minute = Some(before).filter(|(_, n)| *n > 0);
+                        (minute, 1)
+                    }
                 };
                 let time_ms = i64::try_from(event.time_ms).unwrap_or(i64::MAX);
                 d.skew_ms = Some(now_ms.saturating_sub(time_ms));
@@ -120,6 +132,7 @@ impl Activity {
                             lat: p.lat,
                             lon: p.lon,
                             time_ms,
+                            received_ms: now_ms,
                         });
                     }
                 }
@@ -199,11 +212,7 @@ impl Activity {
                 .devices
                 .values()
                 .map(|d| Device {
-                    per_min: if d.minute.0 >= minute - 1 {
-                        d.minute.1
-                    } else {
-                        0
-                    },
+                    per_min: per_minute(d, minute),
                     ..d.clone()
                 })
                 .collect();
@@ -246,10 +255,23 @@ fn device<'a>(
         position: None,
         trail: VecDeque::new(),
         minute: (0, 0),
+        last_minute: None,
         had_events: false,
     });
     d.transport = transport;
     d
+}
+
+/// `d`'s events per minute as of `minute`: the last whole minute's count where it sent in it;
+/// else, in its first minute or back after a quiet one, the count so far; 0 when it has been
+/// quiet since before the last whole minute.
+fn per_minute(d: &Device, minute: i64) -> u32 {
+    match (d.minute, d.last_minute) {
+        ((m, n), _) if m == minute - 1 => n,
+        ((m, _), Some((before, n))) if m == minute && before == minute - 1 => n,
+        ((m, n), _) if m == minute => n,
+        _ => 0,
+    }
 }
 
 /// Counts a device as connected while it lives.
@@ -347,5 +369,33 @@ mod tests {
         // A device that sent events stays after it disconnects.
         drop(a.connected("env-1", Transport::Mqtt, 74_000));
         assert_eq!(a.snapshot(10, 75_000).0.len(), 1);
+    }
+
+    /// A steady device shows a steady rate: the last whole minute's count, not the current
+    /// minute's so far, which starts from nothing every minute.
+    #[test]
+    fn events_per_minute_are_steady_for_a_steady_device() {
+        let a = Activity::default();
+        // 6 events a second from second 0 to second 150.
+        for s in 0..150i64 {
+            let events: Vec<Event> = (0..6)
+                .map(|k| position("car-1", (s * 6 + k) as u64, 52.0))
+                .collect();
+            a.events(Transport::Tcp, &events, s * 1000);
+            if s >= 61 {
+                let (devices, _, _) = a.snapshot(10, s * 1000);
+                assert_eq!(devices[0].per_min, 360, "at second {s}");
+            }
+        }
+        // First seen in a later minute: the count so far, not 0.
+        a.events(Transport::Tcp, &[position("car-2", 1, 52.0)], 150_500);
+        let devices = a.snapshot(10, 151_000).0;
+        let car2 = devices.iter().find(|d| d.id == "car-2").unwrap();
+        assert_eq!(car2.per_min, 1);
+        // A position's freshness is its receive time, its event time kept apart.
+        let devices = a.snapshot(10, 151_000).0;
+        let car1 = devices.iter().find(|d| d.id == "car-1").unwrap();
+        let fix = car1.position.unwrap();
+        assert_eq!(fix.received_ms, 149_000);
     }
 }

@@ -66,6 +66,9 @@ function header(s) {
   forward.className = s.forward.failing_since_ms || !s.forward.running ? "bad" : "";
 }
 
+// The seconds of rates the gateway keeps (activity::RATE_SECONDS).
+const RATE_SECONDS = 300;
+
 function rates(r) {
   const canvas = $("rates");
   const ctx = canvas.getContext("2d");
@@ -88,8 +91,10 @@ function rates(r) {
     ctx.strokeStyle = colour;
     ctx.lineWidth = width;
     ctx.beginPath();
+    // One second per value, the newest at "now": the axis is always the last five minutes,
+    // however few seconds the gateway has counted so far.
     values.forEach((v, i) => {
-      const x = pad + (w - pad) * (i / Math.max(1, values.length - 1));
+      const x = pad + (w - pad) * (1 - (values.length - 1 - i) / (RATE_SECONDS - 1));
       const y = h - pad - (h - 2 * pad) * (v / max);
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
@@ -129,7 +134,9 @@ function map(devices, now) {
   ctx.beginPath(); ctx.moveTo(pad, h - 12); ctx.lineTo(pad + w / 4, h - 12); ctx.stroke();
   ctx.fillText(metres >= 1000 ? (metres / 1000).toFixed(1) + " km" : metres.toFixed(0) + " m", pad, h - 16);
   for (const d of vehicles) {
-    const age = (now - d.position.time_ms) / 1000;
+    // Freshness is when the gateway received the fix, not the device's stamp on it (a device
+    // with a wrong clock, or a simulator replaying the past, would be grey while it reports).
+    const age = (now - d.position.received_ms) / 1000;
     const colour = age < 60 ? "#10b981" : age < 600 ? "#f59e0b" : "#9ca3af";
     ctx.strokeStyle = colour;
     ctx.globalAlpha = 0.5;
