@@ -47,6 +47,7 @@ pub async fn serve(config: BridgeConfig, options: MqttOptions, ingest: Ingest, s
         down_since: None,
         backoff: Duration::from_secs(1),
         connection: None,
+        connected_before: false,
     };
     tokio::select! {
         _ = scope.stop.cancelled() => {}
@@ -64,6 +65,9 @@ struct Bridge {
     backoff: Duration,
     /// Counts the upstream connection in `tributary_connections{transport="bridge"}`.
     connection: Option<crate::stats::ConnectionGuard>,
+    /// Whether the bridge was connected before in this run: a reconnect should find its
+    /// session on the broker.
+    connected_before: bool,
 }
 
 impl Bridge {
@@ -111,6 +115,18 @@ impl Bridge {
             session_present,
             down_for_ms = down_for.map(|d| d.as_millis() as u64),
         );
+        if self.connected_before && !session_present {
+            // The broker kept no session for the bridge (restarted without persistence, or it
+            // expired): what was published meanwhile for it is gone, and the gateway cannot
+            // know how much. Only the site broker's configuration prevents it.
+            tracing::warn!(
+                message = "The upstream broker did not resume the bridge's session: messages published while the bridge was away may be lost. Give the broker persistence and a max_queued_messages that holds an outage's messages (README, \"What the site broker must keep\").",
+                bridge = %self.config.name,
+                host = %self.config.host,
+                down_for_ms = down_for.map(|d| d.as_millis() as u64),
+            );
+        }
+        self.connected_before = true;
         self.backoff = Duration::from_secs(1);
         self.connection = Some(
             self.ingest

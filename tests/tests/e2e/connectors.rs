@@ -335,7 +335,11 @@ impl SiteBroker {
 
     /// A broker with `extra` in its config (TLS files, a password file), in `dir`.
     fn start_with(dir: tempfile::TempDir, extra: &str) -> Self {
-        let port = tributary_tests::free_port();
+        Self::start_on(tributary_tests::free_port(), dir, extra)
+    }
+
+    /// [`SiteBroker::start_with`] on `port` (a broker restarted where it was).
+    fn start_on(port: u16, dir: tempfile::TempDir, extra: &str) -> Self {
         let conf = dir.path().join("mosquitto.conf");
         // `user root`: started as root, mosquitto would otherwise drop to its own user, which
         // cannot read the test's files; as anyone else the line is ignored.
@@ -470,6 +474,42 @@ async fn a_bridged_broker_s_messages_arrive_once_through_a_gateway_crash() {
         .count();
     drop(site);
     wait_for_log(&gateway, "Bridge lost its upstream broker", before);
+    drop(gateway);
+}
+
+/// A site broker restarted without persistence has forgotten the bridge's session: what was
+/// published for it meanwhile is gone, and the gateway says so when it reconnects (not at its
+/// first connection, where no session is expected).
+#[test]
+fn a_bridge_whose_session_the_site_broker_forgot_warns_on_reconnect() {
+    let site = SiteBroker::start();
+    let port = site.port;
+    let topics = Topics::unique("bridge-session");
+    let gateway = Gateway::start_with(
+        None,
+        &topics,
+        &format!(
+            "[[mappings]]\npreset = \"tasmota\"\n\
+             [[bridges]]\nname = \"site\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             client_id = \"depot-8\"\ntopics = [\"tele/+/SENSOR\"]\n"
+        ),
+    );
+    wait_for_log(&gateway, "Bridge connected", 0);
+    let warning = "did not resume the bridge's session";
+    assert!(
+        !gateway.log().contains(warning),
+        "no warning at the first connection:\n{}",
+        gateway.log()
+    );
+    drop(site);
+    wait_for_log(&gateway, "Bridge lost its upstream broker", 0);
+    let _site = SiteBroker::start_on(
+        port,
+        tempfile::tempdir().expect("temp dir"),
+        "allow_anonymous true\n",
+    );
+    wait_for_log(&gateway, "Bridge connected", 1);
+    wait_for_log(&gateway, warning, 0);
     drop(gateway);
 }
 
