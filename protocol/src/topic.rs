@@ -74,6 +74,16 @@ pub fn in_namespace(topic: &str) -> bool {
     topic.split('/').next() == Some(NAMESPACE)
 }
 
+/// The device a topic in the namespace names (`devices/{id}/...` with a valid id), whatever
+/// follows: what a refused publish on it is filed under.
+pub fn device_of(topic: &str) -> Option<&str> {
+    let mut levels = topic.split('/');
+    match (levels.next(), levels.next()) {
+        (Some(NAMESPACE), Some(id)) if validate_device_id(id).is_ok() => Some(id),
+        _ => None,
+    }
+}
+
 /// The device, kind and encoding of a device topic, or why it is not one. A topic with a valid
 /// device id but an unknown kind says which device it named ([`TopicError::Kind`]), so what
 /// it carried can be filed under that device.
@@ -142,5 +152,8 @@ mod tests {
             Err(TopicError::Kind("weather".into()))
         );
         assert!(in_namespace("devices/+/readings") && !in_namespace("devicesx/a"));
+        assert_eq!(device_of("devices/env-1/weather"), Some("env-1"));
+        assert_eq!(device_of("devices/bad id/readings"), None);
+        assert_eq!(device_of("tele/env-1/SENSOR"), None);
     }
 }

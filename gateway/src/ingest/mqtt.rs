@@ -212,7 +212,7 @@ fn decode(topic: &str, payload: &[u8]) -> Result<Vec<(Event, u64)>, Undecodable>
         }
         TopicError::DeviceId(_) => Undecodable::unnamed(format!("topic {topic:?}: {e}")),
         TopicError::Kind(_) => Undecodable {
-            device_id: topic.split('/').nth(1).map(str::to_owned),
+            device_id: topic::device_of(topic).map(str::to_owned),
             reason: format!("topic {topic:?}: {e}"),
         },
     })?;

@@ -226,6 +226,46 @@ async fn each_refused_publish_gets_the_reason_code_that_says_why_and_is_kept_as_
     );
 }
 
+/// An anonymous device (a loopback listener) names itself only in its topic: what it publishes
+/// and the gateway refuses before decoding (too many user properties, too large) is still kept
+/// under that device, not `unknown`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anonymous_device_s_refused_publishes_are_keyed_by_the_device_its_topic_names() {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("mqtt5-anon-dead");
+    create_topics(&brokers, &topics.all(), 3).await;
+    let gateway = Gateway::start_in_dir(
+        tempfile::tempdir().expect("temp dir"),
+        Some(&brokers),
+        &topics,
+        "max_payload_bytes = 2048\nmax_user_properties = 4\n",
+        "",
+    );
+    let port = gateway.mqtt.port().to_string();
+    let own = "devices/anon-7/readings";
+    let many: Vec<Value> = (0..5).map(|i| json!([format!("k{i}"), "v"])).collect();
+    let entries = json!([
+        {"topic": own, "payload": reading(1), "qos": 1, "user": many},
+        {"topic": own, "payload": "x".repeat(3000), "qos": 1},
+    ]);
+    let file = plan(gateway.dir.path(), "anon", &entries);
+    let lines = paho(&[
+        "--port",
+        &port,
+        "--client-id",
+        "some-client",
+        "--plan",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(codes(&lines), [0x83, 0x83], "{lines:?}");
+    let dead = consume(&brokers, &topics.dead_letter, 2, IDLE);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for m in &dead {
+        assert_eq!(m.key, "anon-7", "keyed by the topic's device: {m:?}");
+        assert_eq!(m.value["device_id"], "anon-7", "{m:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fast_mqtt_5_device_against_a_full_spool_is_slowed_down_not_cut_off_and_loses_nothing() {
     let kafka_port = free_port();

@@ -43,6 +43,16 @@ struct Prepared {
 }
 
 impl Session {
+    /// The device a refused publish is filed under: the connection's, or where the connection
+    /// names none (anonymous), the one its topic names (`devices/{id}/...`), so its dead letter
+    /// is keyed by that device and not `unknown`.
+    fn letter_device(&self, topic: &str) -> Option<String> {
+        self.identity
+            .device_id()
+            .or_else(|| tributary_protocol::topic::device_of(topic))
+            .map(str::to_owned)
+    }
+
     /// Stores the publishes and returns their answers, and the error that ends the session at
     /// one of them (a denial under `on_deny = "disconnect"`, an MQTT 5 packet over the
     /// Maximum Packet Size): then the answers stop before it. An error means "not stored" on
@@ -280,7 +290,7 @@ impl Session {
                 let letter = DeadLetter::new(
                     "mqtt",
                     p.topic.clone(),
-                    self.identity.device_id().map(str::to_owned),
+                    self.letter_device(&p.topic),
                     reason,
                     &p.payload,
                 );
@@ -318,7 +328,7 @@ impl Session {
         DeadLetter::new(
             "mqtt",
             topic.to_owned(),
-            self.identity.device_id().map(str::to_owned),
+            self.letter_device(topic),
             format!(
                 "payload too large: {size} bytes, limit {} (mqtt.max_payload_bytes)",
                 self.settings.max_payload
