@@ -65,7 +65,7 @@ pub struct RawValue {
     pub scale: Option<f64>,
 }
 
-/// A number's path, alone or with a factor (`{ path = "vel", scale = 0.2778 }`: km/h to m/s).
+/// A number's path, alone or with a factor (`{ path = "vel", scale = 0.2777777777777778 }`: km/h to m/s, 1 / 3.6 to the last digit an f64 keeps).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawField {

@@ -150,6 +150,25 @@ fn shelly_status_and_notifications() {
     );
 }
 
+/// A whole km/h is a whole number of m/s where it is one: 36 km/h is 10 m/s, not 10.000008
+/// (the preset's factor once had six digits).
+#[test]
+fn owntracks_speed_in_km_h_becomes_exact_metres_per_second() {
+    let m = preset("owntracks");
+    for (kmh, mps) in [(36, 10.0f32), (72, 20.0), (90, 25.0), (0, 0.0)] {
+        let payload = format!(
+            r#"{{"_type":"location","batt":80,"acc":5,"lat":52.5,"lon":13.4,"tst":1700000000,"vel":{kmh}}}"#
+        );
+        let events = m
+            .decode("owntracks/jane/phone", payload.as_bytes(), None, NOW)
+            .unwrap();
+        let Body::Position(p) = &events[0].0.body else {
+            panic!("not a position")
+        };
+        assert_eq!(p.speed_mps, Some(mps), "{kmh} km/h");
+    }
+}
+
 #[test]
 fn owntracks_location_is_a_position_and_a_battery_reading() {
     let m = preset("owntracks");
