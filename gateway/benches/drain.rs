@@ -214,9 +214,10 @@ fn main() {
 
     // A plain producer, same settings, same bytes.
     let plain_rate = runtime.block_on(async {
-        let producer: FutureProducer = kafka::client_config(&kafka_config(&brokers))
-            .create()
-            .expect("producer");
+        let producer: FutureProducer =
+            tributary_gateway::forward::config::client_config(&kafka_config(&brokers))
+                .create()
+                .expect("producer");
         let all = records(&t_plain, n);
         let start = Instant::now();
         let mut inflight = FuturesUnordered::new();

@@ -39,14 +39,9 @@ pub struct Device {
     pub trail: VecDeque<[f64; 2]>,
     #[serde(skip)]
     minute: (i64, u32),
-    /// The minute before `minute`, with its count, once there was one.
+    /// The count of the minute just before `minute.0` (0: none came in it).
     #[serde(skip)]
-    last_minute: Option<(i64, u32)>,
-    /// Whether an event of this device was ever committed: a row that only ever was a
-    /// connection (a client id that published for other devices, or nothing) goes when its
-    /// last connection closes, rather than stay as a device never seen.
-    #[serde(skip)]
-    had_events: bool,
+    minute_before: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -109,12 +104,11 @@ impl Activity {
             for event in events {
                 let d = device(&mut inner.devices, &event.device_id, transport);
                 d.last_seen_ms = now_ms;
-                d.had_events = true;
                 let minute = now_ms.div_euclid(60_000);
                 d.minute = match d.minute {
                     (m, n) if m == minute => (m, n + 1),
-                    before => {
-                        d.last_minute = Some(before).filter(|(_, n)| *n > 0);
+                    (m, n) => {
+                        d.minute_before = if m == minute - 1 { n } else { 0 };
                         (minute, 1)
                     }
                 };
@@ -255,8 +249,7 @@ fn device<'a>(
         position: None,
         trail: VecDeque::new(),
         minute: (0, 0),
-        last_minute: None,
-        had_events: false,
+        minute_before: 0,
     });
     d.transport = transport;
     d
@@ -266,10 +259,10 @@ fn device<'a>(
 /// else, in its first minute or back after a quiet one, the count so far; 0 when it has been
 /// quiet since before the last whole minute.
 fn per_minute(d: &Device, minute: i64) -> u32 {
-    match (d.minute, d.last_minute) {
-        ((m, n), _) if m == minute - 1 => n,
-        ((m, _), Some((before, n))) if m == minute && before == minute - 1 => n,
-        ((m, n), _) if m == minute => n,
+    match d.minute {
+        (m, n) if m == minute - 1 => n,
+        (m, _) if m == minute && d.minute_before > 0 => d.minute_before,
+        (m, n) if m == minute => n,
         _ => 0,
     }
 }
@@ -286,7 +279,9 @@ impl Drop for Connected {
         self.activity.with(|inner| {
             if let Some(d) = inner.devices.get_mut(&self.device) {
                 d.connected = d.connected.saturating_sub(1);
-                if d.connected == 0 && !d.had_events {
+                // A row that only ever was a connection (a client id that published for other
+                // devices, or nothing) goes with it: `skew_ms` is set by every event.
+                if d.connected == 0 && d.skew_ms.is_none() {
                     inner.devices.remove(&self.device);
                 }
             }
@@ -393,7 +388,6 @@ mod tests {
         let car2 = devices.iter().find(|d| d.id == "car-2").unwrap();
         assert_eq!(car2.per_min, 1);
         // A position's freshness is its receive time, its event time kept apart.
-        let devices = a.snapshot(10, 151_000).0;
         let car1 = devices.iter().find(|d| d.id == "car-1").unwrap();
         let fix = car1.position.unwrap();
         assert_eq!(fix.received_ms, 149_000);

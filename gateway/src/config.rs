@@ -239,9 +239,9 @@ impl Config {
         let auth = crate::identity::config::auth(raw.auth)?;
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
         crate::identity::config::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
-        let admin = crate::admin::config::admin(raw.admin, auth.anonymous == Anonymous::Network)?;
-
         let network_opt_in = auth.anonymous == Anonymous::Network;
+        let admin = crate::admin::config::admin(raw.admin, network_opt_in)?;
+
         let teltonika = crate::ingest::teltonika::config::validate(raw.teltonika, network_opt_in)?;
         let files = crate::ingest::files::config::validate(raw.files)?;
         let bridges = crate::ingest::bridge::config::validate(raw.bridges)?;

@@ -279,21 +279,15 @@ impl Stats {
     pub fn totals(&self) -> [u64; 4] {
         let per_transport =
             |family: &prometheus_client::metrics::family::Family<TransportLabel, Counter>| {
-                [
-                    Transport::Tcp,
-                    Transport::Mqtt,
-                    Transport::Teltonika,
-                    Transport::Bridge,
-                    Transport::Files,
-                ]
-                .into_iter()
-                .filter_map(|t| {
-                    let label = TransportLabel {
-                        transport: t.as_str(),
-                    };
-                    family.get(&label).map(|c| c.get())
-                })
-                .sum::<u64>()
+                Transport::DEVICES
+                    .into_iter()
+                    .filter_map(|t| {
+                        let label = TransportLabel {
+                            transport: t.as_str(),
+                        };
+                        family.get(&label).map(|c| c.get())
+                    })
+                    .sum::<u64>()
             };
         let forwarded = self
             .topics

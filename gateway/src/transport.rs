@@ -24,6 +24,15 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The transports devices' events arrive on.
+    pub const DEVICES: [Transport; 5] = [
+        Transport::Tcp,
+        Transport::Mqtt,
+        Transport::Teltonika,
+        Transport::Bridge,
+        Transport::Files,
+    ];
+
     /// The label, as metrics, logs and the status page spell it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -107,6 +107,15 @@ impl Kind {
         }
     }
 
+    /// The kind named `name` ([`Kind::as_str`]'s inverse).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "reading" => Some(Kind::Reading),
+            "position" => Some(Kind::Position),
+            _ => None,
+        }
+    }
+
     /// The last segment of the MQTT topic `devices/{id}/{segment}`.
     pub fn mqtt_segment(self) -> &'static str {
         match self {

@@ -62,8 +62,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
-pub use super::config::{check, client_config};
-use super::config::{KafkaConfig, TopicSpec};
+use super::config::{client_config, KafkaConfig, TopicSpec};
 use super::cursor::Cursor;
 use super::{Backoff, Drain, ForwardError};
 use crate::spool::{Spool, Spooled};

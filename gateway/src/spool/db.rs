@@ -534,6 +534,7 @@ fn append_in(
 ) -> Result<(Vec<Vec<Appended>>, u64), SpoolError> {
     let mut derived_bytes = 0;
     let received_ms = now_ms();
+    let hooked = hook.is_active();
     let mut insert = Inserter::new(tx)?;
     let mut outcomes = Vec::with_capacity(groups.len());
     for group in groups {
@@ -572,7 +573,7 @@ fn append_in(
                     record = &flagged;
                 }
             }
-            let (derived, replaced) = if hook.is_active() {
+            let (derived, replaced) = if hooked {
                 hook.stored(record)
             } else {
                 (Vec::new(), false)

@@ -7,9 +7,9 @@ use super::{invalid, ConfigError};
 pub fn event_kind(kind: Option<&str>) -> Result<Option<tributary_protocol::Kind>, String> {
     match kind {
         None => Ok(None),
-        Some("reading") => Ok(Some(tributary_protocol::Kind::Reading)),
-        Some("position") => Ok(Some(tributary_protocol::Kind::Position)),
-        Some(other) => Err(format!("{other:?} is not \"reading\" or \"position\"")),
+        Some(name) => tributary_protocol::Kind::from_name(name)
+            .map(Some)
+            .ok_or_else(|| format!("{name:?} is not \"reading\" or \"position\"")),
     }
 }
 

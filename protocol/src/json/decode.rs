@@ -87,9 +87,8 @@ pub fn decode_line(line: &[u8]) -> Result<(Event, u64), String> {
         .clone()
         .ok_or_else(|| "no device_id".to_owned())?;
     let kind = match item.kind.as_deref() {
-        Some("reading") => Kind::Reading,
-        Some("position") => Kind::Position,
-        Some(other) => return Err(format!("kind {other:?} is not \"reading\" or \"position\"")),
+        Some(name) => Kind::from_name(name)
+            .ok_or_else(|| format!("kind {name:?} is not \"reading\" or \"position\""))?,
         None => return Err("no kind (\"reading\" or \"position\")".to_owned()),
     };
     event(&device_id, kind, item)

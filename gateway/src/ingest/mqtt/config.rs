@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
-use crate::validate::{invalid, non_zero, optional_addr, socket_addr, ConfigError, PER_ADDRESS};
+use crate::validate::{invalid, non_zero, optional_addr, ConfigError, PER_ADDRESS};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,10 +67,11 @@ pub fn validate(raw: RawMqtt) -> Result<Option<MqttConfig>, ConfigError> {
             raw.max_connections_per_address,
             PER_ADDRESS,
         )?,
-        broker_listen: match raw.broker_listen {
-            Some(s) if s.is_empty() => None,
-            other => Some(socket_addr("mqtt.broker_listen", other, "127.0.0.1:1884")?),
-        },
+        broker_listen: optional_addr(
+            "mqtt.broker_listen",
+            raw.broker_listen,
+            Some("127.0.0.1:1884"),
+        )?,
         receive_maximum: u16_in("mqtt.receive_maximum", raw.receive_maximum, 32)?,
         max_keep_alive_s: u16_in("mqtt.max_keep_alive_s", raw.max_keep_alive_s, 65_535)?,
         max_user_properties: raw.max_user_properties.unwrap_or(16),
