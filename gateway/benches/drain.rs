@@ -20,10 +20,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tributary_gateway::forward::KafkaConfig;
 use tributary_gateway::forward::{kafka, Drain};
-use tributary_gateway::record::{EventId, Record};
-use tributary_gateway::spool::SpoolConfig;
-use tributary_gateway::spool::{Limits, Spool, SpoolDb};
 use tributary_gateway::stats::Stats;
+use tributary_spool::record::{EventId, Record};
+use tributary_spool::SpoolConfig;
+use tributary_spool::{Limits, Spool, SpoolDb};
 
 fn records(topic: &str, n: usize) -> Vec<Record> {
     (0..n)

@@ -24,10 +24,10 @@ use tributary_gateway::config::Config;
 use tributary_gateway::route::Router;
 use tributary_gateway::rules::store::RuleStates;
 use tributary_gateway::rules::RuleSet;
-use tributary_gateway::spool::SpoolConfig;
-use tributary_gateway::spool::{Limits, Spool, SpoolDb};
 use tributary_gateway::stats::Stats;
 use tributary_protocol::{Body, Event, Reading, SensorValue};
+use tributary_spool::SpoolConfig;
+use tributary_spool::{Limits, Spool, SpoolDb};
 
 const CONNECTIONS: usize = 64;
 const PER_CALL: usize = 10;

@@ -21,10 +21,10 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_gateway::record::{EventId, Record};
-use tributary_gateway::spool::SpoolConfig;
-use tributary_gateway::spool::{Limits, Spool};
 use tributary_gateway::stats::Stats;
+use tributary_spool::record::{EventId, Record};
+use tributary_spool::SpoolConfig;
+use tributary_spool::{Limits, Spool};
 
 const CONNECTIONS: usize = 64;
 const PER_CALL: usize = 10;
@@ -110,9 +110,9 @@ fn plain_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
 /// headers as it stores them for [`record`].
 fn row_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
     let mut conn = rusqlite::Connection::open(dir.join("row.db")).expect("open");
-    conn.execute_batch(tributary_gateway::spool::schema::PRAGMAS)
+    conn.execute_batch(tributary_spool::schema::PRAGMAS)
         .expect("pragmas");
-    tributary_gateway::spool::schema::migrate(&mut conn).expect("schema");
+    tributary_spool::schema::migrate(&mut conn).expect("schema");
     batched(
         conn,
         total,
@@ -122,7 +122,7 @@ fn row_run(dir: &Path, size: usize, total: usize, per_tx: usize) -> Run {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         |stmt, n| {
             let r = record(n % CONNECTIONS, n as u64, size);
-            let headers = tributary_gateway::spool::headers::encode(&r.headers, r.origin.as_ref());
+            let headers = tributary_spool::headers::encode(&r.headers, r.origin.as_ref());
             let device = r.origin.as_ref().map(|o| o.device_id.as_str());
             stmt.execute(rusqlite::params![
                 n as i64 + 1,

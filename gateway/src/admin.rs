@@ -34,9 +34,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::record::now_ms;
-use crate::spool::{Gauges, Spool};
 use crate::stats::{Stats, TransportLabel};
+use tributary_common::clock::now_ms;
+use tributary_spool::{Gauges, Spool};
 
 pub mod config;
 mod guard;

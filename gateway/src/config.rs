@@ -13,7 +13,7 @@
 //! connectors'). This module only reads the file and assembles the parts, checking what spans
 //! several of them (at least one listener; who may reach which listener). It imports downward
 //! only: no part imports it back. What the parts share ([`ConfigError`], address and count
-//! parsers, naming rules) is in [`crate::validate`], below them all.
+//! parsers, naming rules) is in [`tributary_common::validate`], below them all.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,9 +30,9 @@ use crate::ingest::mqtt::{MqttConfig, RawMqtt};
 use crate::ingest::tcp::{RawTcp, TcpConfig};
 use crate::ingest::teltonika::{RawTeltonika, TeltonikaConfig};
 use crate::route::{RawRoutes, RoutesConfig};
-use crate::spool::{RawSpool, SpoolConfig};
-pub use crate::validate::ConfigError;
-use crate::validate::{invalid, named_entries};
+pub use tributary_common::validate::ConfigError;
+use tributary_common::validate::{invalid, named_entries};
+use tributary_spool::{RawSpool, SpoolConfig};
 
 /// The documented default configuration, shipped as `config/gateway.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/gateway.toml");
@@ -256,7 +256,7 @@ impl Config {
         let rule_topics: Vec<String> = rules.iter().map(|r| r.topic.clone()).collect();
         let rules =
             crate::rules::RuleSet::new(rules).map_err(|e| ConfigError::Files(e.to_string()))?;
-        let spool = crate::spool::config::validate(raw.spool, &data_dir)?;
+        let spool = tributary_spool::config::validate(raw.spool, &data_dir)?;
 
         let routes = crate::route::config::routes(raw.routes)?;
         let sink = crate::forward::config::sink(

@@ -52,7 +52,7 @@ impl Drain {
 pub async fn supervise(
     time: TimePolicy,
     sink: SinkConfig,
-    spool: crate::spool::Spool,
+    spool: tributary_spool::Spool,
     stats: Stats,
     drain: Drain,
 ) {
@@ -82,7 +82,7 @@ pub async fn supervise(
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("the forwarder task failed: {e}"),
         };
-        stats.forward_failed(error.clone(), crate::record::now_ms());
+        stats.forward_failed(error.clone(), tributary_common::clock::now_ms());
         if drain.stop.is_cancelled() {
             tracing::error!(message = "The forwarder failed while stopping; unforwarded events stay in the spool.", %error);
             return;
@@ -130,7 +130,7 @@ pub fn record_delivery(stats: &Stats, now_ms: i64, received_ms: i64, event_ms: i
 /// Sets a record's timestamp as `policy` says and adds the time headers, as it is sent: the
 /// spool keeps the event time. Returns the event time.
 pub fn stamp(
-    record: &mut crate::record::Record,
+    record: &mut tributary_spool::record::Record,
     received_ms: i64,
     policy: TimePolicy,
     stats: &Stats,
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn stamping_keeps_the_event_time_in_a_header_when_it_is_replaced() {
-        let mut record = crate::record::Record {
+        let mut record = tributary_spool::record::Record {
             topic: "t".into(),
             key: b"d".to_vec(),
             value: Vec::new(),

@@ -44,12 +44,12 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("spool_headers", spool_headers),
 ];
 
-/// A row's `headers` blob as the spool reads it from disk ([`crate::spool::headers`]); the
+/// A row's `headers` blob as the spool reads it from disk ([`tributary_spool::headers`]); the
 /// first byte picks the row's event id (none, or one with or without a session). Whatever
 /// decodes re-encodes to bytes that decode to the same headers; nothing panics.
 pub fn spool_headers(data: &[u8]) {
-    use crate::record::EventId;
-    use crate::spool::headers::{decode, encode};
+    use tributary_spool::headers::{decode, encode};
+    use tributary_spool::record::EventId;
     let Some((&pick, bytes)) = data.split_first() else {
         return;
     };

@@ -105,7 +105,7 @@ impl Refusal {
     /// rate-limited: a busy answer at info (the device retries), the rest as a warning.
     pub fn log(&self, at: &'static str, device: &str, peer: SocketAddr) {
         let reason = self.reason();
-        let Some(suppressed) = crate::ratelog::allow(reason) else {
+        let Some(suppressed) = tributary_common::ratelog::allow(reason) else {
             return;
         };
         // What a peer claimed, cut to a bounded length before it reaches the log.
@@ -233,7 +233,9 @@ impl Authority {
         let (proof, expires) = match (by, &peer.chain) {
             (Method::Certificate, Some(chain)) => {
                 let expires = chain.first().and_then(tls::not_after).map(|t| {
-                    let left = t.saturating_sub(crate::record::now_ms() / 1000).max(0);
+                    let left = t
+                        .saturating_sub(tributary_common::clock::now_ms() / 1000)
+                        .max(0);
                     tokio::time::Instant::now()
                         + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
                 });

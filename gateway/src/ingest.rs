@@ -29,10 +29,10 @@ use tributary_protocol::Event;
 
 use crate::identity::Authority;
 use crate::mapping::{Mapping, Mappings};
-use crate::record::Record;
 use crate::route::{DeadLetter, Router};
-use crate::spool::{Appended, SourceState, Spool, SpoolError};
 use crate::stats::Stats;
+use tributary_spool::record::Record;
+use tributary_spool::{Appended, SourceState, Spool, SpoolError};
 
 /// A validated event, the device's boot session (0: none) and the MQTT topic it arrived on
 /// (`None` for TCP), for routing.
@@ -123,7 +123,7 @@ impl Ingest {
         self.stats.activity.events(
             transport,
             events.iter().map(|i| &i.event),
-            crate::record::now_ms(),
+            tributary_common::clock::now_ms(),
         );
         let mut records: Vec<Record> = Vec::with_capacity(events.len() + dead_letters.len());
         for inbound in events {
@@ -167,7 +167,7 @@ impl Ingest {
                 crate::transport::Transport::Mqtt => "dead_letter_mqtt",
                 _ => "dead_letter",
             };
-            if let Some(suppressed) = crate::ratelog::allow(key) {
+            if let Some(suppressed) = tributary_common::ratelog::allow(key) {
                 tracing::warn!(
                     message = "Refused input kept as a dead letter.",
                     source = letter.source,

@@ -20,16 +20,12 @@ pub mod ingest;
 pub mod logline;
 pub mod mapping;
 pub mod metrics;
-pub mod ratelog;
-pub mod record;
 pub mod reload;
 pub mod route;
 pub mod rules;
 pub mod shutdown;
-pub mod spool;
 pub mod stats;
 pub mod transport;
-pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,8 +38,8 @@ use crate::forward::SinkConfig;
 use crate::identity::Authority;
 use crate::ingest::Ingest;
 use crate::route::Router;
-use crate::spool::{Spool, SpoolError};
 use crate::stats::{Stats, Summary};
+use tributary_spool::{Spool, SpoolError};
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]

@@ -40,8 +40,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::spool::Gauges;
 use crate::stats::Stats;
+use tributary_spool::Gauges;
 
 /// The registry and the gauges set at each scrape.
 #[derive(Debug)]

@@ -19,9 +19,10 @@ mod tests;
 use serde::Serialize;
 use tributary_protocol::{Event, Kind};
 
-use crate::record::{now_ms, EventId, Record};
 pub use config::{RawRoutes, RoutesConfig};
 pub use format::{Encoder, Format, FormatError};
+use tributary_common::clock::now_ms;
+use tributary_spool::record::{EventId, Record};
 
 /// Header names, in one place.
 pub mod headers {

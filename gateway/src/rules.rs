@@ -50,10 +50,10 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use tributary_protocol::{Event, Kind};
 
-use crate::record::{EventId, Record};
 use crate::route::{self, headers, Encoder, Format, FormatError};
 pub use derived::Derived;
 pub use kinds::{Band, Logic, Mode, State};
+use tributary_spool::record::{EventId, Record};
 
 /// A validated rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,13 +165,13 @@ pub fn validate(raw: &[RawRule]) -> Result<Vec<Rule>, RuleError> {
         if rules.iter().any(|x| x.name == name) {
             return Err(bad("name", format!("{name:?} is used by an earlier rule")));
         }
-        let kind =
-            crate::validate::names::event_kind(r.kind.as_deref()).map_err(|p| bad("kind", p))?;
+        let kind = tributary_common::validate::names::event_kind(r.kind.as_deref())
+            .map_err(|p| bad("kind", p))?;
         if let Some(glob) = &r.device {
-            crate::validate::names::device_glob(glob).map_err(|p| bad("device", p))?;
+            tributary_common::validate::names::device_glob(glob).map_err(|p| bad("device", p))?;
         }
         let topic = r.topic.clone().unwrap_or_default();
-        if !crate::validate::names::legal_topic(&topic) {
+        if !tributary_common::validate::names::legal_topic(&topic) {
             return Err(bad(
                 "topic",
                 format!("{topic:?} is missing or not a legal Kafka topic name"),
@@ -182,7 +182,7 @@ pub fn validate(raw: &[RawRule]) -> Result<Vec<Rule>, RuleError> {
         if let Some(filter) = r
             .mqtt_topic
             .as_deref()
-            .filter(|f| !crate::validate::names::valid_filter(f))
+            .filter(|f| !tributary_common::validate::names::valid_filter(f))
         {
             return Err(bad(
                 "mqtt_topic",

@@ -20,8 +20,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-pub use crate::spool::Discarded;
 use crate::transport::Transport;
+pub use tributary_spool::Discarded;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TopicCounters {
@@ -269,8 +269,13 @@ impl Stats {
             let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
             *refusals.entry((transport.as_str(), reason)).or_default() += 1;
         }
-        self.activity
-            .refused(transport, reason, device, peer, crate::record::now_ms());
+        self.activity.refused(
+            transport,
+            reason,
+            device,
+            peer,
+            tributary_common::clock::now_ms(),
+        );
     }
 
     /// Running totals of received, acknowledged, forwarded and refused, for the rates.
@@ -423,8 +428,8 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The spool tells the gateway's counters what it did ([`crate::spool::observe`]).
-impl crate::spool::Observer for Stats {
+/// The spool tells the gateway's counters what it did ([`tributary_spool::observe`]).
+impl tributary_spool::Observer for Stats {
     fn committed(&self, seconds: f64, events: usize) {
         self.instruments.commit_seconds.observe(seconds);
         self.instruments.commit_events.observe(events as f64);
@@ -438,11 +443,11 @@ impl crate::spool::Observer for Stats {
         self.record_discarded(topic, why, n);
     }
 
-    fn anomaly(&self, device_id: &str, anomaly: crate::spool::Anomaly) {
+    fn anomaly(&self, device_id: &str, anomaly: tributary_spool::Anomaly) {
         self.record_refusal(Transport::Spool, anomaly.reason(), Some(device_id), None);
     }
 
-    fn rule_output(&self, rule: &str, emitted: u64, late: u64) {
+    fn hook_output(&self, rule: &str, emitted: u64, late: u64) {
         let label = RuleLabel {
             rule: rule.to_owned(),
         };

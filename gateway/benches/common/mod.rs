@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tributary_gateway::record::Record;
-use tributary_gateway::spool::Spool;
+use tributary_spool::record::Record;
+use tributary_spool::Spool;
 
 /// Appends from `connections` tasks at once, each `per_conn` records in calls of `per_call`
 /// (made by `make(connection, seq)`), each call waiting for its commit, as connections do.

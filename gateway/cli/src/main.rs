@@ -364,7 +364,7 @@ fn devices_tool(command: &DevicesCommand, file: &Path) -> anyhow::Result<ExitCod
 }
 
 fn spool_tool(command: &SpoolCommand, path: &Path) -> anyhow::Result<ExitCode> {
-    use tributary_gateway::spool::tools;
+    use tributary_spool::tools;
     match command {
         SpoolCommand::Quarantine { requeue, drop } => {
             let release = requeue.map(|id| (id, true)).or(drop.map(|id| (id, false)));
@@ -397,13 +397,13 @@ fn spool_tool(command: &SpoolCommand, path: &Path) -> anyhow::Result<ExitCode> {
             println!("{device}: {n} sessions forgotten");
         }
         SpoolCommand::Devices { reset: None } => {
-            let now = tributary_gateway::record::now_ms();
+            let now = tributary_common::clock::now_ms();
             println!(
                 "{:<32} {:>16} {:>20} {:>11} {:>14} {:>9} {:>7}",
                 "device", "session", "max seq", "window", "last seen s", "unvouched", "reused"
             );
             for (lane, s) in tools::devices(path)? {
-                let device = match tributary_gateway::spool::seqs::split_lane(&lane) {
+                let device = match tributary_spool::seqs::split_lane(&lane) {
                     (device, None) => device.to_owned(),
                     (device, Some(writer)) => format!("{device} [{writer}]"),
                 };
@@ -482,8 +482,8 @@ fn spool_tool(command: &SpoolCommand, path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_stats(path: &Path, stats: &tributary_gateway::spool::SpoolStats) {
-    let now = tributary_gateway::record::now_ms();
+fn print_stats(path: &Path, stats: &tributary_spool::SpoolStats) {
+    let now = tributary_common::clock::now_ms();
     let age = |ms: Option<i64>| {
         ms.map(|t| format!("{:.1}", (now - t).max(0) as f64 / 1000.0))
             .unwrap_or_else(|| "-".into())
@@ -505,9 +505,9 @@ fn print_stats(path: &Path, stats: &tributary_gateway::spool::SpoolStats) {
             t.rows,
             t.bytes,
             age(t.oldest_received_ms),
-            count(tributary_gateway::spool::DROPPED_FULL),
-            count(tributary_gateway::spool::EXPIRED),
-            count(tributary_gateway::spool::QUARANTINED),
+            count(tributary_spool::DROPPED_FULL),
+            count(tributary_spool::EXPIRED),
+            count(tributary_spool::QUARANTINED),
         );
     }
     println!(

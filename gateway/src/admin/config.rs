@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::validate::ConfigError;
+use tributary_common::validate::ConfigError;
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -60,8 +60,11 @@ const MIN_TOKEN_CHARS: usize = 16;
 /// Validates `[admin]`; `None` when disabled (`listen = ""`). `network_opt_in` is
 /// `auth.anonymous = "network"`, which also lets the listener go beyond loopback without a token.
 pub fn admin(raw: RawAdmin, network_opt_in: bool) -> Result<Option<AdminConfig>, ConfigError> {
-    let Some(listen) =
-        crate::validate::optional_addr("admin.listen", raw.listen, Some("127.0.0.1:9880"))?
+    let Some(listen) = tributary_common::validate::optional_addr(
+        "admin.listen",
+        raw.listen,
+        Some("127.0.0.1:9880"),
+    )?
     else {
         return Ok(None);
     };

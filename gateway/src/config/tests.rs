@@ -1,7 +1,7 @@
 use super::*;
 use crate::forward::TimestampSource;
 use crate::route::Format;
-use crate::spool::FullPolicy;
+use tributary_spool::FullPolicy;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("test.toml"))

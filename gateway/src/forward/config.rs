@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::route::RoutesConfig;
-use crate::validate::{invalid, non_zero, ConfigError, MAX_DURATION_MS};
+use tributary_common::validate::{invalid, non_zero, ConfigError, MAX_DURATION_MS};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,8 +18,8 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Backoff, Drain, ForwardError};
-use crate::spool::{Spool, Spooled};
 use crate::stats::Stats;
+use tributary_spool::{Spool, Spooled};
 
 const BATCH: usize = 2000;
 
@@ -103,7 +103,7 @@ pub async fn run(
                     }
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
-                let now = crate::record::now_ms();
+                let now = tributary_common::clock::now_ms();
                 for (row, event_ms) in rows.iter().zip(&event_times) {
                     stats.record_forwarded(&row.record.topic, 1);
                     super::record_delivery(&stats, now, row.received_ms, *event_ms);
@@ -111,7 +111,7 @@ pub async fn run(
                 cursor = last;
             }
             Err(error) => {
-                stats.forward_failed(error.to_string(), crate::record::now_ms());
+                stats.forward_failed(error.to_string(), tributary_common::clock::now_ms());
                 for topic in batch_topics {
                     stats
                         .instruments

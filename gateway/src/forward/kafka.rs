@@ -65,8 +65,8 @@ use tokio::time::Instant;
 use super::config::{client_config, KafkaConfig, TopicSpec};
 use super::cursor::Cursor;
 use super::{Backoff, Drain, ForwardError};
-use crate::spool::{Spool, Spooled};
 use crate::stats::Stats;
+use tributary_spool::{Spool, Spooled};
 
 const FETCH: usize = 1000;
 const ACK_BATCH: usize = 1000;
@@ -179,7 +179,7 @@ struct InFlight {
     /// Sent alone, while isolating a refusal: its outcome is its own, not its batch's.
     alone: bool,
     topic: String,
-    /// Bytes it counts against `max_in_flight_bytes` ([`crate::record::Record::size`]).
+    /// Bytes it counts against `max_in_flight_bytes` ([`tributary_spool::record::Record::size`]).
     size: usize,
     /// When the row was committed to the spool, and the record's event time (ms).
     received_ms: i64,
@@ -244,9 +244,10 @@ impl ClientContext for Reports {
         let text = format!("{text} ({reason})");
         if kind == "AllBrokersDown" {
             self.stats
-                .forward_failed_vaguely(text, crate::record::now_ms());
+                .forward_failed_vaguely(text, tributary_common::clock::now_ms());
         } else {
-            self.stats.forward_failed(text, crate::record::now_ms());
+            self.stats
+                .forward_failed(text, tributary_common::clock::now_ms());
         }
     }
 }
@@ -414,7 +415,7 @@ pub async fn run(
                 last_report = Instant::now();
                 sent_topics.clear();
                 let mut next = Some(first);
-                let now = crate::record::now_ms();
+                let now = tributary_common::clock::now_ms();
                 while let Some(Outcome { record: o, error, kind }) = next {
                     inflight = inflight.saturating_sub(1);
                     inflight_bytes = inflight_bytes.saturating_sub(o.size);
@@ -488,7 +489,7 @@ pub async fn run(
                     tracing::warn!(message = "Kafka confirms nothing.", reason = %text, kind);
                     count_client_error(&stats, kind);
                     // Failing since the last report, not since this check.
-                    let since = crate::record::now_ms()
+                    let since = tributary_common::clock::now_ms()
                         .saturating_sub(last_report.elapsed().as_millis() as i64);
                     if kind == "Stalled" {
                         stats.forward_failed_vaguely(text, since);
@@ -554,7 +555,7 @@ async fn create_topics(
                                  --replication-factor {replication}"
                             );
                             tracing::error!(message = "Cannot create topic.", %topic, error = %code, reason = %text);
-                            stats.forward_failed(text, crate::record::now_ms());
+                            stats.forward_failed(text, tributary_common::clock::now_ms());
                         }
                     }
                 }
@@ -624,7 +625,7 @@ async fn refill(
     spool: &Spool,
     cursor: &mut Cursor,
     room: usize,
-) -> Result<Vec<Spooled>, crate::spool::SpoolError> {
+) -> Result<Vec<Spooled>, tributary_spool::SpoolError> {
     if cursor.watches_for_backlog() {
         cursor.observe_last_id(spool.last_id().await?);
     }
@@ -688,7 +689,7 @@ struct Acks {
     running: Option<BoxFuture<'static, AckDone>>,
 }
 
-type AckDone = (Vec<(i64, String)>, Result<(), crate::spool::SpoolError>);
+type AckDone = (Vec<(i64, String)>, Result<(), tributary_spool::SpoolError>);
 
 impl Acks {
     /// Starts deleting what is confirmed, unless a delete is running or nothing is confirmed.

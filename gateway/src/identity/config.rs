@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::acl::{Acl, Filter, Rule};
-use crate::validate::names::device_glob;
-use crate::validate::{invalid, ConfigError};
+use tributary_common::validate::names::device_glob;
+use tributary_common::validate::{invalid, ConfigError};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -31,7 +31,7 @@ pub use config::{options, BridgeConfig, BridgeError, RawBridge};
 use super::{Inbound, Ingest};
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
-use crate::spool::SourceState;
+use tributary_spool::SourceState;
 
 /// Messages committed together, at most.
 const MAX_BATCH: usize = 500;
@@ -178,7 +178,8 @@ impl Bridge {
             match attempt {
                 Ok(_) => break duplicates,
                 Err(error) => {
-                    if let Some(suppressed) = crate::ratelog::allow("bridge_not_stored") {
+                    if let Some(suppressed) = tributary_common::ratelog::allow("bridge_not_stored")
+                    {
                         tracing::warn!(message = "Bridged messages not stored; retrying before acknowledging them upstream.", bridge = %self.config.name, %error, suppressed);
                     }
                     tokio::time::sleep(wait).await;

@@ -297,14 +297,14 @@ async fn handshake(
         Ok(Err(error)) => {
             let reason = handshake_reason(&error);
             stats.record_refusal(spec.transport, reason, None, Some(addr));
-            if let Some(suppressed) = crate::ratelog::allow(reason) {
+            if let Some(suppressed) = tributary_common::ratelog::allow(reason) {
                 tracing::warn!(message = "TLS handshake failed.", transport = spec.transport.as_str(), peer = %addr, reason, %error, suppressed);
             }
             return None;
         }
         Err(_) => {
             stats.record_refusal(spec.transport, "tls_timeout", None, Some(addr));
-            if let Some(suppressed) = crate::ratelog::allow("tls_timeout") {
+            if let Some(suppressed) = tributary_common::ratelog::allow("tls_timeout") {
                 tracing::warn!(message = "TLS handshake timed out.", transport = spec.transport.as_str(), peer = %addr, timeout = ?HANDSHAKE_TIMEOUT, suppressed);
             }
             return None;

@@ -8,7 +8,7 @@
 //!
 //! # Invariants
 //! - **Neither lost nor repeated.** How far each file has been read is committed in the same
-//!   spool transaction as the lines read up to there ([`crate::spool::SourceState`]), so after a
+//!   spool transaction as the lines read up to there ([`tributary_spool::SourceState`]), so after a
 //!   crash reading resumes exactly after the last committed line. (Fluent Bit advances its
 //!   offset before delivery and loses lines; here a line is in the spool before its offset.)
 //! - **Rotation.** A file is known by device, inode and its first line's fingerprint
@@ -40,10 +40,10 @@ pub use self::config::{FileSource, LineFormat, RawFiles};
 use self::tail::FileId;
 use super::{Inbound, Ingest};
 use crate::mapping::Mappings;
-use crate::record::Record;
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
-use crate::spool::SourceState;
+use tributary_spool::record::Record;
+use tributary_spool::SourceState;
 
 /// Lines committed per spool append, at most.
 const MAX_LINES: usize = 1000;
@@ -318,7 +318,7 @@ impl Tailer {
             .await
             .map(drop)
             .map_err(|error| {
-                if let Some(suppressed) = crate::ratelog::allow("file_source_refused") {
+                if let Some(suppressed) = tributary_common::ratelog::allow("file_source_refused") {
                     tracing::warn!(message = "File lines not stored; reading them again later.", source = %self.source.name, %error, suppressed);
                 }
             })
@@ -333,7 +333,7 @@ impl Tailer {
             .and_then(|n| n.to_str())
             .unwrap_or("file")
             .to_owned();
-        let now = crate::record::now_ms();
+        let now = tributary_common::clock::now_ms();
         let (mut events, mut ready, mut dead) = (Vec::new(), Vec::new(), Vec::new());
         let letter = |at: u64, reason: String, bytes: &[u8], device: Option<String>| {
             DeadLetter::new(

@@ -8,14 +8,14 @@ use std::sync::{Arc, OnceLock};
 use super::Ingest;
 use crate::identity::{Authority, RawAuth, Sources};
 use crate::route::{RawRoutes, Router};
-use crate::spool::{RawSpool, Spool};
 use crate::stats::Stats;
+use tributary_spool::{RawSpool, Spool};
 
 /// A gateway's ingest path in this process, on a fresh spool in `dir`, for devices on loopback
 /// (anonymous): what the session harness and the in-process session tests run against.
 pub(crate) fn local_ingest(dir: &Path) -> (Ingest, Spool) {
     // The parts' defaults, as an empty config file gives them, with the spool in `dir`.
-    let spool = crate::spool::config::validate(
+    let spool = tributary_spool::config::validate(
         RawSpool {
             group_commit_wait_ms: Some(0),
             ..RawSpool::default()

@@ -178,7 +178,12 @@ pub(crate) fn decode_publish(
     connection: Option<&str>,
 ) -> Result<Vec<(Event, u64)>, Box<DeadLetter>> {
     let decoded = if !topic::in_namespace(topic) && mappings.covers(topic) {
-        mappings.decode(topic, payload, connection, crate::record::now_ms())
+        mappings.decode(
+            topic,
+            payload,
+            connection,
+            tributary_common::clock::now_ms(),
+        )
     } else {
         decode(topic, payload)
     };

@@ -46,8 +46,8 @@ use crate::identity::live::{self, Watch};
 use crate::identity::{Claim, Identity, Peer};
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
-use crate::spool::Appended;
 pub use config::{RawTcp, TcpConfig};
+use tributary_spool::Appended;
 
 /// How long a new connection has to send HELLO.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -238,7 +238,7 @@ impl Connection {
             None,
             Some(self.peer.addr),
         );
-        if let Some(suppressed) = crate::ratelog::allow("tcp_before_hello") {
+        if let Some(suppressed) = tributary_common::ratelog::allow("tcp_before_hello") {
             tracing::warn!(message = "Connection closed before HELLO; nothing stored.", peer = %self.peer.addr, reason, suppressed);
         }
         self.nack(code, text).await
@@ -276,7 +276,7 @@ impl Connection {
                 self._connected = Some(self.ingest.stats.activity.connected(
                     &hello.device_id,
                     crate::transport::Transport::Tcp,
-                    crate::record::now_ms(),
+                    tributary_common::clock::now_ms(),
                 ));
                 self.watch = authority.watch(&identity, &self.peer).map(Arc::new);
                 self.device = Some((hello.device_id, identity, session));
@@ -423,7 +423,7 @@ impl Connection {
                     Some(id),
                     Some(self.peer.addr),
                 );
-                if let Some(suppressed) = crate::ratelog::allow("acl") {
+                if let Some(suppressed) = tributary_common::ratelog::allow("acl") {
                     tracing::warn!(message = "Event refused by the ACL.", device_id = %id, event_device_id = %event.device_id, seq = event.seq, peer = %self.peer.addr, suppressed);
                 }
                 return Some((

@@ -126,7 +126,7 @@ pub async fn session(
         Ok(id) => id,
         Err(reason @ ("unknown_imei_limit" | "unknown_imei_rate")) => {
             refuse(reason, None);
-            if let Some(suppressed) = crate::ratelog::allow(reason) {
+            if let Some(suppressed) = tributary_common::ratelog::allow(reason) {
                 tracing::warn!(message = "Teltonika tracker with a new IMEI refused: teltonika.accept_unknown_max or accept_unknown_per_minute reached.", %imei, %peer, reason, suppressed);
             }
             let _ = conn::write_answer(&mut a.stream, &[0]).await;
@@ -134,7 +134,7 @@ pub async fn session(
         }
         Err(_) => {
             refuse("unknown_imei", None);
-            if let Some(suppressed) = crate::ratelog::allow("teltonika_unknown_imei") {
+            if let Some(suppressed) = tributary_common::ratelog::allow("teltonika_unknown_imei") {
                 tracing::warn!(message = "Teltonika tracker with an IMEI not in teltonika.names refused.", %imei, %peer, suppressed);
             }
             let _ = conn::write_answer(&mut a.stream, &[0]).await;

@@ -175,7 +175,7 @@ fn checked(m: RawMapping, key: &str) -> Result<Mapping, Bad> {
     let topic = m
         .topic
         .ok_or(("topic", "a mapping needs an MQTT topic filter".to_owned()))?;
-    if !crate::validate::names::valid_filter(&topic) {
+    if !tributary_common::validate::names::valid_filter(&topic) {
         return Err((
             "topic",
             format!("{topic:?} is not an MQTT filter (+ for one level, # last)"),
@@ -249,7 +249,7 @@ fn checked(m: RawMapping, key: &str) -> Result<Mapping, Bad> {
         })
         .transpose()
     };
-    let kind = crate::validate::names::event_kind(m.kind.as_deref())
+    let kind = tributary_common::validate::names::event_kind(m.kind.as_deref())
         .map_err(|e| ("kind", e))?
         .ok_or((
             "kind",

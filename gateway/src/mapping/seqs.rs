@@ -22,16 +22,14 @@ impl AssignedSeqs {
     /// A fresh one; outside tests, [`AssignedSeqs::global`] is the one to use.
     pub(super) fn new() -> Self {
         Self {
-            session: (crate::record::now_ms().max(1)) as u64,
+            session: (tributary_common::clock::now_ms().max(1)) as u64,
             last: AtomicU64::new(0),
         }
     }
 
     /// The next seq, with the session it belongs to.
     pub fn next(&self) -> (u64, u64) {
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let now_us = tributary_common::clock::now_us().max(0) as u64;
         let after = |prev: u64| now_us.max(prev.saturating_add(1));
         // The closure always returns `Some`, so this is always `Ok(previous)`.
         let prev = self

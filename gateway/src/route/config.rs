@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use super::{Format, Rule};
-use crate::validate::names::{device_glob, event_kind, topic, valid_filter};
-use crate::validate::ConfigError;
+use tributary_common::validate::names::{device_glob, event_kind, topic, valid_filter};
+use tributary_common::validate::ConfigError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

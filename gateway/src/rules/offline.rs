@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
 use super::{RuleSet, State};
-use crate::record::EventId;
 use crate::route::Router;
 use crate::route::RoutesConfig;
+use tributary_spool::record::EventId;
 
 /// What a run saw.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The rules' side of a group commit: their state per device (`device_rule_state`), the
 //! derived rows they emit, and both in the spool writer's transaction ([`crate::rules`] says why
 //! that makes them exactly once). [`RuleStates`] is the spool's commit hook
-//! ([`crate::spool::hook`]): the spool calls it at each step of a group and knows nothing of
+//! ([`tributary_spool::hook`]): the spool calls it at each step of a group and knows nothing of
 //! what it keeps.
 //!
 //! A device's states for every rule are one row: postcard bytes of `(rule, version, state)`
@@ -25,14 +25,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{params, Connection, OptionalExtension};
-
-use crate::record::Record;
 use crate::rules::{RuleSet, State};
-use crate::spool::hook::{CommitHook, Counts};
-use crate::spool::SpoolError;
+use tributary_spool::hook::{CommitHook, Counts, Store};
+use tributary_spool::{Record, SpoolError};
 
 pub(crate) mod row;
+
+#[cfg(test)]
+mod tests;
 
 /// A device's states, by rule index (`None`: the rule has none for it yet).
 type DeviceStates = Vec<Option<State>>;
@@ -105,7 +105,7 @@ impl RuleStates {
     /// Loads the states of `set`'s rules. Entries of rules no longer configured, or of another
     /// version of a rule (it was changed), are dropped, and that is logged: a changed rule
     /// starts afresh. Schema v5's per-rule rows are moved into per-device rows.
-    fn read(conn: &Connection, set: RuleSet) -> Result<Self, SpoolError> {
+    fn read(store: &Store, set: RuleSet) -> Result<Self, SpoolError> {
         let mut committed: HashMap<String, DeviceStates> = HashMap::new();
         let mut reset = Resets::new();
         let mut rewrite: Vec<String> = Vec::new();
@@ -129,14 +129,7 @@ impl RuleStates {
                 }
             }
         };
-        let rows: Vec<(String, Vec<u8>)> = conn
-            .prepare("SELECT device_id, states FROM device_rule_state")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
-            })
-            .map_err(SpoolError::sqlite("load rule state"))?;
-        for (device, bytes) in rows {
+        for (device, bytes) in store.all()? {
             let entries = match row::decode(&bytes) {
                 Ok(e) => e,
                 Err(error) => {
@@ -154,22 +147,15 @@ impl RuleStates {
             }
         }
         // Schema v5's rows, one per rule and device: moved into per-device rows.
-        let old: Vec<(String, String, String, Vec<u8>)> = conn
-            .prepare("SELECT rule, device_id, version, state FROM rule_state")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                    .collect()
-            })
-            .map_err(SpoolError::sqlite("load rule state"))?;
-        for (rule, device, version, bytes) in old {
+        for old in store.v5_rows()? {
             keep(
-                &device,
-                &rule,
-                &version,
-                row::decode_v5(&bytes).ok(),
+                &old.device_id,
+                &old.name,
+                &old.version,
+                row::decode_v5(&old.bytes).ok(),
                 &mut committed,
             );
-            rewrite.push(device);
+            rewrite.push(old.device_id);
         }
         log_resets(&set, &reset);
         let states = Self {
@@ -183,10 +169,9 @@ impl RuleStates {
         for device in &rewrite {
             let empty = Vec::new();
             let row = states.committed.get(device).unwrap_or(&empty);
-            write_row(conn, &states.set, device, row, &mut Vec::new())?;
+            write_row(store, &states.set, device, row, &mut Vec::new())?;
         }
-        conn.execute("DELETE FROM rule_state", [])
-            .map_err(SpoolError::sqlite("move rule state"))?;
+        store.clear_v5()?;
         Ok(states)
     }
 
@@ -226,18 +211,12 @@ impl RuleStates {
     /// Reads the committed states of the devices a failed group took, if any. The writer calls
     /// it before running rules; until it succeeds no rule runs, so none runs on a device whose
     /// state is missing from memory.
-    fn recover(&mut self, conn: &Connection) -> Result<(), SpoolError> {
+    fn recover(&mut self, store: &Store) -> Result<(), SpoolError> {
         if self.lost.is_empty() {
             return Ok(());
         }
-        let mut stmt = conn
-            .prepare_cached("SELECT states FROM device_rule_state WHERE device_id = ?1")
-            .map_err(SpoolError::sqlite("read rule state"))?;
         for device in &self.lost {
-            let bytes: Option<Vec<u8>> = stmt
-                .query_row([device], |r| r.get(0))
-                .optional()
-                .map_err(SpoolError::sqlite("read rule state"))?;
+            let bytes = store.get(device)?;
             let entries = match bytes.map(|b| row::decode(&b)) {
                 None => Vec::new(),
                 Some(Ok(entries)) => entries,
@@ -262,8 +241,8 @@ impl RuleStates {
 }
 
 impl CommitHook for RuleStates {
-    fn load(&mut self, conn: &Connection) -> Result<(), SpoolError> {
-        *self = Self::read(conn, std::mem::take(&mut self.set))?;
+    fn load(&mut self, store: &Store) -> Result<(), SpoolError> {
+        *self = Self::read(store, std::mem::take(&mut self.set))?;
         Ok(())
     }
 
@@ -271,8 +250,8 @@ impl CommitHook for RuleStates {
         !self.set.is_empty()
     }
 
-    fn prepare(&mut self, conn: &Connection) -> Result<(), SpoolError> {
-        self.recover(conn)
+    fn prepare(&mut self, store: &Store) -> Result<(), SpoolError> {
+        self.recover(store)
     }
 
     fn stored(&mut self, record: &Record) -> (Vec<Record>, bool) {
@@ -280,7 +259,7 @@ impl CommitHook for RuleStates {
     }
 
     /// A row per device the group touched.
-    fn save(&mut self, tx: &Connection) -> Result<(), SpoolError> {
+    fn save(&mut self, tx: &Store) -> Result<(), SpoolError> {
         let mut buf = Vec::with_capacity(1024);
         for (device, states) in &self.pending.devices {
             write_row(tx, &self.set, device, states, &mut buf)?;
@@ -296,11 +275,11 @@ impl CommitHook for RuleStates {
 
     /// The states the group took are dropped; their devices' committed states are read again
     /// now, or by [`CommitHook::prepare`] before the rules run next.
-    fn rolled_back(&mut self, conn: &Connection) {
+    fn rolled_back(&mut self, store: &Store) {
         let pending = std::mem::take(&mut self.pending);
         self.lost
             .extend(pending.devices.into_iter().map(|(device, _)| device));
-        if let Err(again) = self.recover(conn) {
+        if let Err(again) = self.recover(store) {
             tracing::warn!(message = "Reading rule states after a failed commit failed; retried before the next rules run.", error = %again);
         }
     }
@@ -324,7 +303,7 @@ fn place(states: &mut DeviceStates, i: usize, state: State) {
 
 /// Writes (or, with no states, deletes) one device's row.
 fn write_row(
-    conn: &Connection,
+    store: &Store,
     set: &RuleSet,
     device: &str,
     states: &[Option<State>],
@@ -337,22 +316,13 @@ fn write_row(
         .filter_map(|(rule, s)| Some((rule.name.as_str(), rule.version.as_str(), s.as_ref()?)))
         .collect();
     if entries.is_empty() {
-        conn.prepare_cached("DELETE FROM device_rule_state WHERE device_id = ?1")
-            .and_then(|mut stmt| stmt.execute([device]))
-            .map_err(SpoolError::sqlite("save rule state"))?;
-        return Ok(());
+        return store.delete(device);
     }
     row::encode(&entries, buf).map_err(|e| SpoolError::BadRow {
         id: 0,
         reason: format!("rule state of {device}: {e}"),
     })?;
-    conn.prepare_cached(
-        "INSERT INTO device_rule_state (device_id, states) VALUES (?1, ?2)
-         ON CONFLICT(device_id) DO UPDATE SET states = excluded.states",
-    )
-    .and_then(|mut stmt| stmt.execute(params![device, buf.as_slice()]))
-    .map_err(SpoolError::sqlite("save rule state"))?;
-    Ok(())
+    store.put(device, buf)
 }
 
 fn log_resets(set: &RuleSet, reset: &Resets) {

@@ -17,14 +17,14 @@ use crate::forward::Drain;
 use crate::forward::KafkaConfig;
 use crate::route::Router;
 use crate::route::RoutesConfig;
-use crate::spool::SpoolConfig;
-use crate::spool::{Limits, Spool};
 use crate::stats::Stats;
+use tributary_spool::SpoolConfig;
+use tributary_spool::{Limits, Spool};
 
 const TOPIC: &str = "faults";
 const DEVICES: u64 = 12;
 
-fn events(device: u64, seqs: std::ops::Range<u64>) -> Vec<crate::record::Record> {
+fn events(device: u64, seqs: std::ops::Range<u64>) -> Vec<tributary_spool::record::Record> {
     let router = Router::new(RoutesConfig {
         readings: TOPIC.into(),
         positions: TOPIC.into(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rumqttc::{MqttOptions, Transport};
 use serde::Deserialize;
 
-use crate::validate::names::valid_filter;
-use crate::validate::ConfigError;
+use tributary_common::validate::names::valid_filter;
+use tributary_common::validate::ConfigError;
 
 /// One `[[bridges]]` entry, validated.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::mapping::{Mapping, RawMapping};
-use crate::validate::names::legal_topic;
-use crate::validate::ConfigError;
+use tributary_common::validate::names::legal_topic;
+use tributary_common::validate::ConfigError;
 
 /// What each line is.
 #[derive(Debug, Clone, PartialEq)]

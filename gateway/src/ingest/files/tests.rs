@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::spool::Spool;
+use tributary_spool::Spool;
 
 fn source(dir: &Path, format: LineFormat) -> FileSource {
     FileSource {

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
-use crate::validate::{invalid, non_zero, optional_addr, ConfigError, PER_ADDRESS};
+use tributary_common::validate::{invalid, non_zero, optional_addr, ConfigError, PER_ADDRESS};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -70,7 +70,7 @@ impl Session {
                 self.connected = Some(self.ingest.stats.activity.connected(
                     &client_id,
                     crate::transport::Transport::Mqtt,
-                    crate::record::now_ms(),
+                    tributary_common::clock::now_ms(),
                 ));
             }
             Err(refusal) => {
@@ -161,7 +161,7 @@ impl Session {
             Some(user) if !user.is_empty() => user.to_owned(),
             _ => format!(
                 "tributary-{}-{}",
-                crate::record::now_ms(),
+                tributary_common::clock::now_ms(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             ),
         }

@@ -252,7 +252,7 @@ impl Session {
                 device.as_deref(),
                 Some(self.peer.addr),
             );
-            if let Some(suppressed) = crate::ratelog::allow(reason) {
+            if let Some(suppressed) = tributary_common::ratelog::allow(reason) {
                 tracing::info!(message = "MQTT session closed.", peer = %self.peer.addr, reason, %error, suppressed);
             }
         }
@@ -295,7 +295,7 @@ impl Session {
             device.as_deref(),
             Some(self.peer.addr),
         );
-        if let Some(suppressed) = crate::ratelog::allow("mqtt_malformed") {
+        if let Some(suppressed) = tributary_common::ratelog::allow("mqtt_malformed") {
             tracing::warn!(message = "Malformed MQTT packet; connection closed.", peer = %self.peer.addr, %reason, suppressed);
         }
         if self.connected.is_none() {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::validate::{invalid, non_zero, optional_addr, timeout_ms, ConfigError, PER_ADDRESS};
+use tributary_common::validate::{
+    invalid, non_zero, optional_addr, timeout_ms, ConfigError, PER_ADDRESS,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

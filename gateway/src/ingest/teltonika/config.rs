@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::validate::{invalid, non_zero, socket_addr, timeout_ms, ConfigError, PER_ADDRESS};
+use tributary_common::validate::{
+    invalid, non_zero, socket_addr, timeout_ms, ConfigError, PER_ADDRESS,
+};
 
 /// `[teltonika]`, validated.
 #[derive(Debug, Clone, PartialEq)]

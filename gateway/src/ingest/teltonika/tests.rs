@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::codec::tests::{codec8, CODEC8_EXAMPLE};
 use super::{serve, TeltonikaConfig};
 use crate::shutdown::Scope;
-use crate::spool::Spool;
+use tributary_spool::Spool;
 
 const IMEI: &str = "356307042441013";
 

@@ -22,7 +22,7 @@ use crate::identity::OnDeny;
 use crate::ingest::mqtt::codec::{AckCode, Publish, Reply, Version};
 use crate::ingest::Inbound;
 use crate::route::DeadLetter;
-use crate::spool::SpoolError;
+use tributary_spool::SpoolError;
 
 /// The most seqs a session holds back after answering "not stored".
 pub const MAX_HELD: usize = 4096;
@@ -155,7 +155,7 @@ impl Session {
             device,
             Some(self.peer.addr),
         );
-        if let Some(suppressed) = crate::ratelog::allow("mqtt_not_stored") {
+        if let Some(suppressed) = tributary_common::ratelog::allow("mqtt_not_stored") {
             tracing::warn!(message = "MQTT events not stored; answered so the device resends later.", peer = %self.peer.addr, %error, suppressed);
         }
         let why = format!("not stored ({error}); resend later");
@@ -366,7 +366,7 @@ impl Session {
             ),
             _ => ("mqtt_too_large", "MQTT payload over the limit."),
         };
-        if let Some(suppressed) = crate::ratelog::allow(key) {
+        if let Some(suppressed) = tributary_common::ratelog::allow(key) {
             tracing::warn!(message, device_id = device.unwrap_or("unknown"), %topic, peer = %self.peer.addr, suppressed);
         }
     }

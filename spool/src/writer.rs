@@ -22,7 +22,8 @@ use super::sources::SourceState;
 use super::sync::{Deliver, Durable, Syncer};
 use super::worker::{Reply, Worker};
 use super::{Appended, SpoolDb, SpoolError, SpoolStats};
-use crate::record::{now_ms, Record};
+use crate::record::Record;
+use tributary_common::clock::now_ms;
 
 pub(super) enum Command {
     Append {
@@ -352,7 +353,7 @@ impl Writer {
             };
             let reason = anomaly.reason();
             self.observer.anomaly(&r.device_id, anomaly);
-            if let Some(suppressed) = crate::ratelog::allow(reason) {
+            if let Some(suppressed) = tributary_common::ratelog::allow(reason) {
                 let writer = r.writer.as_deref().unwrap_or("");
                 if r.unvouched {
                     tracing::warn!(
@@ -369,8 +370,8 @@ impl Writer {
                 }
             }
         }
-        for (rule, (emitted, late)) in &outcome.rule_counts {
-            self.observer.rule_output(rule, *emitted, *late);
+        for (name, (emitted, late)) in &outcome.hook_counts {
+            self.observer.hook_output(name, *emitted, *late);
         }
         for (topic, n) in &outcome.dropped {
             tracing::warn!(message = "Spool full: oldest unforwarded events dropped (policy drop_oldest).", %topic, count = n);

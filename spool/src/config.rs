@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::limits::{FullPolicy, Limits};
-use crate::validate::{invalid, non_zero, timeout_ms, ConfigError, MAX_DURATION_MS};
+use tributary_common::validate::{invalid, non_zero, timeout_ms, ConfigError, MAX_DURATION_MS};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

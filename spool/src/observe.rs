@@ -50,8 +50,9 @@ pub trait Observer: Send + Sync + 'static {
     fn discarded(&self, _topic: &str, _why: Discarded, _n: u64) {}
     /// An event of `device_id` was stored with a sequence anomaly.
     fn anomaly(&self, _device_id: &str, _anomaly: Anomaly) {}
-    /// A rule emitted `emitted` records in a commit, and saw `late` events too late to count.
-    fn rule_output(&self, _rule: &str, _emitted: u64, _late: u64) {}
+    /// What the commit hook counted under `name` (a rule, today) in one commit: records it
+    /// emitted, and events it saw too late to count.
+    fn hook_output(&self, _name: &str, _emitted: u64, _late: u64) {}
     /// The spool became full (appends refused) or has room again.
     fn full(&self, _full: bool) {}
 }

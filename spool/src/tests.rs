@@ -2,10 +2,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::record::EventId;
+use crate::testing::Tmpfs;
 
 mod full;
 mod migrate;
-mod rules;
 
 pub(super) fn record(device: &str, seq: u64) -> Record {
     Record {
@@ -107,8 +107,8 @@ pub(super) fn spool_config(
     dir: &tempfile::TempDir,
     max_events: usize,
     wait: std::time::Duration,
-) -> crate::spool::SpoolConfig {
-    crate::spool::SpoolConfig {
+) -> crate::SpoolConfig {
+    crate::SpoolConfig {
         path: dir.path().join("spool.db"),
         group_commit_max_events: std::num::NonZeroUsize::new(max_events).unwrap(),
         group_commit_wait: wait,
@@ -121,7 +121,7 @@ pub(super) fn spool_config(
 async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
     let dir = tempfile::tempdir().unwrap();
     let config = spool_config(&dir, 100, std::time::Duration::from_millis(2));
-    let (spool, recovery) = Spool::open(&config, crate::stats::Stats::default()).unwrap();
+    let (spool, recovery) = Spool::open(&config, ()).unwrap();
     assert!(recovery.is_none());
     let mut tasks = Vec::new();
     for d in 0..20 {
@@ -156,7 +156,7 @@ async fn the_writer_thread_commits_concurrent_appends_and_answers_each() {
 async fn checkpoints_keep_the_wal_bounded_while_the_writer_commits() {
     let dir = tempfile::tempdir().unwrap();
     let config = spool_config(&dir, 1000, std::time::Duration::ZERO);
-    let (spool, _) = Spool::open(&config, crate::stats::Stats::default()).unwrap();
+    let (spool, _) = Spool::open(&config, ()).unwrap();
     let wal = dir.path().join("spool.db-wal");
     let mut largest_wal = 0;
     // 60 MiB written in all, in 600 groups; about half of it acknowledged as it goes.
@@ -197,36 +197,6 @@ fn limited(dir: &tempfile::TempDir, max_bytes: u64, policy: FullPolicy) -> Spool
         ..Limits::unlimited()
     };
     SpoolDb::open_with(&dir.path().join("spool.db"), limits).unwrap()
-}
-
-/// A tmpfs of `bytes` mounted on a temporary directory, unmounted on drop. Needs root, as the
-/// end-to-end full-disk tests do (`tests/run` runs as root on CI).
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(mounted, "mounting a tmpfs failed: this test needs root");
-        Self(dir)
-    }
-
-    /// Free bytes, as statvfs says.
-    fn free(&self) -> u64 {
-        limits::free_on_disk(&self.0.path().join("spool.db"))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
 }
 
 /// A record with a 1 KiB value.
@@ -403,4 +373,23 @@ fn a_source_offset_commits_with_its_records_or_not_at_all() {
     };
     db.commit_group(&[vec![]], &[], &[forget]).unwrap();
     assert!(db.sources("file:").unwrap().is_empty());
+}
+
+#[test]
+fn a_row_is_stamped_with_the_clock_at_commit_and_ages_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let t0 = 1_800_000_000_000;
+    let _frozen = tributary_common::clock::freeze(t0);
+    db.append(vec![record("a", 1)]).unwrap();
+    tributary_common::clock::advance(90_000);
+    db.append(vec![record("a", 2)]).unwrap();
+    let rows = db.fetch(0, 10).unwrap();
+    let received: Vec<i64> = rows.iter().map(|r| r.received_ms).collect();
+    assert_eq!(received, vec![t0, t0 + 90_000]);
+    assert_eq!(db.stats().unwrap().oldest_received_ms, Some(t0));
+    // Older than a minute at the frozen now: only the first row goes.
+    let expired = db.expire(t0 + 90_000 - 60_000).unwrap();
+    assert_eq!(expired.values().sum::<u64>(), 1);
+    assert_eq!(db.fetch(0, 10).unwrap().len(), 1);
 }

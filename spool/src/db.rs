@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
-use super::hook::{CommitHook, Counts, Inert};
+use super::hook::{self, CommitHook, Counts, Inert};
 use super::limits::{self, FullPolicy, Limits};
 use super::report::{stats, SpoolStats};
 use super::rows::{
@@ -18,7 +18,8 @@ use super::seqs::{Changes, Regression, Seqs, Session, Verdict, Window};
 use super::sessions::{load_sessions, upsert_session};
 use super::sources::{save_sources, SourceState};
 use super::{schema, Appended, SpoolError, Spooled};
-use crate::record::{now_ms, Record};
+use crate::record::Record;
+use tributary_common::clock::now_ms;
 
 /// Counter reasons, as stored in `counters.reason`.
 pub const DROPPED_FULL: &str = "dropped_full";
@@ -42,8 +43,8 @@ pub struct GroupOutcome {
     pub dropped: BTreeMap<String, u64>,
     /// Sequence regressions among the stored events (see [`super::seqs`]).
     pub regressions: Vec<Regression>,
-    /// What the commit hook counted (per rule: derived events emitted and late events seen).
-    pub rule_counts: Counts,
+    /// What the commit hook counted (per name: records derived, late events seen).
+    pub hook_counts: Counts,
 }
 
 /// Begins a group's transaction and, when the group `appends` `incoming` bytes, measures the
@@ -148,7 +149,7 @@ impl SpoolDb {
     /// Runs `hook` in the transaction of every group stored from now on ([`super::hook`]),
     /// after it loaded its committed state.
     pub fn set_hook(&mut self, mut hook: Box<dyn CommitHook>) -> Result<(), SpoolError> {
-        hook.load(&self.conn)?;
+        hook.load(&hook::Store::new(&self.conn))?;
         self.hook = hook;
         Ok(())
     }
@@ -236,7 +237,7 @@ impl SpoolDb {
     ) -> Result<GroupOutcome, SpoolError> {
         let incoming: u64 = groups.iter().flatten().map(payload_size).sum();
         if !groups.is_empty() {
-            self.hook.prepare(&self.conn)?;
+            self.hook.prepare(&hook::Store::new(&self.conn))?;
         }
         let mut changes = Changes::default();
         let done = self.transact(groups, acks, sources, incoming, &mut changes);
@@ -248,19 +249,19 @@ impl SpoolDb {
             Ok(done) => done,
             Err(error) => {
                 // Rolled back: what the hook took for this group is stale.
-                self.hook.rolled_back(&self.conn);
+                self.hook.rolled_back(&hook::Store::new(&self.conn));
                 return Err(error);
             }
         };
         self.bytes = bytes;
         let regressions = std::mem::take(&mut changes.regressions);
         self.seqs.apply(changes);
-        let rule_counts = self.hook.committed();
+        let hook_counts = self.hook.committed();
         Ok(GroupOutcome {
             appended,
             dropped,
             regressions,
-            rule_counts,
+            hook_counts,
         })
     }
 
@@ -309,7 +310,7 @@ impl SpoolDb {
                         changes,
                         &mut *self.hook,
                     )?;
-                    self.hook.save(&tx)?;
+                    self.hook.save(&hook::Store::new(&tx))?;
                     save_sources(&tx, sources)?;
                     bytes += stored_size(groups, &out) + derived;
                     Ok(out)

@@ -20,7 +20,8 @@ use super::rows::{record_columns, row_to_spooled};
 use super::seqs::Session;
 use super::sessions::load_sessions;
 use super::SpoolError;
-use crate::record::{now_ms, Record};
+use crate::record::Record;
+use tributary_common::clock::now_ms;
 
 /// What a recovery did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

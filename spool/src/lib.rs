@@ -26,8 +26,8 @@
 //! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
 //!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
-//! - `device_rule_state(device_id, states)`: the rules' states per device, written and read
-//!   by their commit hook (`crate::rules::store`).
+//! - `device_rule_state(device_id, states)`: the commit hook's state, one blob per device
+//!   ([`hook::Store`]; the gateway's rules keep their states there).
 //!
 //! # Invariants
 //! - An [`Appended::Stored`] reply means the row's transaction committed and an fdatasync of
@@ -71,6 +71,7 @@ pub mod hook;
 pub mod limits;
 pub mod observe;
 mod reader;
+pub mod record;
 pub mod recover;
 mod report;
 mod rows;
@@ -79,6 +80,8 @@ pub mod seqs;
 mod sessions;
 mod sources;
 mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tools;
 mod worker;
 mod writer;
@@ -95,9 +98,9 @@ pub use report::{SpoolStats, TopicStats};
 pub use rows::payload_size;
 pub use sources::SourceState;
 
-use crate::record::Record;
 pub use config::{RawSpool, SpoolConfig};
 pub use observe::{Anomaly, Discarded, Observer};
+pub use record::{EventId, Record};
 
 /// What happened to one appended record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +110,7 @@ pub enum Appended {
     /// A retransmission of an event already stored (or already forwarded).
     Duplicate,
     /// Committed durably, but not queued itself: a rule with `replace_raw` stored what it
-    /// derived instead ([`crate::rules`]).
+    /// derived instead (the gateway's rules, through the commit hook).
     Replaced,
 }
 

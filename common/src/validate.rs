@@ -3,13 +3,13 @@
 //! share; [`names`] holds the naming rules (device ids and globs, event kinds, Kafka topics, MQTT
 //! filters).
 //!
-//! Each subsystem owns its configuration next to its code (`spool/config.rs`,
-//! `ingest/tcp/config.rs`, `identity/config.rs`, `forward/config.rs`, ...): the serde type as the
-//! file spells it, the validated type, and the function between them. `config.rs` reads the TOML
-//! and assembles the parts. This module sits below all of them.
+//! Each subsystem owns its configuration next to its code (the spool crate's `config.rs`, the
+//! gateway's `ingest/tcp/config.rs`, `identity/config.rs`, `forward/config.rs`, ...): the serde
+//! type as the file spells it, the validated type, and the function between them. The gateway's
+//! `config.rs` reads the TOML and assembles the parts. This module sits below all of them.
 //!
-//! Invariant: it imports nothing of the gateway, so any part may use it without an import
-//! running back up.
+//! Invariant: it lives in `tributary-common`, below the spool and the gateway, so any part may
+//! use it without an import running back up.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;

@@ -15,7 +15,7 @@ pub struct EventId {
     pub seq: u64,
     /// The identity that wrote the event when that is not the device itself (an ACL rule, a
     /// mapping with `identity = "mapped"`, the bridge, a tailed file): its de-duplication state
-    /// is kept apart ([`crate::spool::seqs`]). Not part of the `event-id`, never stored.
+    /// is kept apart ([`crate::seqs`]). Not part of the `event-id`, never stored.
     pub writer: Option<String>,
 }
 
@@ -81,12 +81,4 @@ impl Record {
             "value": value,
         })
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -106,7 +106,7 @@ fn rows_older_than_the_cutoff_expire_and_are_counted() {
         db.expire(0).unwrap().is_empty(),
         "nothing is older than the epoch"
     );
-    let expired = db.expire(crate::record::now_ms() + 1).unwrap();
+    let expired = db.expire(tributary_common::clock::now_ms() + 1).unwrap();
     assert_eq!(expired.values().sum::<u64>(), 2);
     assert!(db.fetch(0, 10).unwrap().is_empty());
     assert_eq!(db.bytes(), 0);

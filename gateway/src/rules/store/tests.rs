@@ -1,6 +1,12 @@
 //! Rule state in the spool: saved with the group that changed it, reset when a rule changes.
 
 use super::*;
+use tributary_spool::testing::Tmpfs;
+use tributary_spool::{payload_size, GroupOutcome, Limits, SpoolDb};
+
+fn open(dir: &tempfile::TempDir) -> SpoolDb {
+    SpoolDb::open(&dir.path().join("spool.db")).unwrap()
+}
 
 fn rule_set(toml_text: &str) -> crate::rules::RuleSet {
     crate::config::Config::parse(toml_text, std::path::Path::new("t.toml"))
