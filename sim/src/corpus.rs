@@ -61,8 +61,8 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<usize> {
             )?;
         }
         for (n, event) in events.iter().take(3).enumerate() {
-            let topic = crate::mqtt::topic(event);
-            let payload = crate::mqtt::payload(event, Some(7));
+            let topic = tributary_client::publish::topic(event);
+            let payload = tributary_client::publish::payload(event, Some(7));
             seeds.write(
                 "mqtt_publish",
                 &format!("{device}-{n}"),
@@ -78,13 +78,15 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<usize> {
         }
         let array: Vec<serde_json::Value> = events
             .iter()
-            .filter_map(|e| serde_json::from_slice(&crate::mqtt::payload(e, None)).ok())
+            .filter_map(|e| {
+                serde_json::from_slice(&tributary_client::publish::payload(e, None)).ok()
+            })
             .collect();
         let array = serde_json::to_vec(&array).map_err(std::io::Error::other)?;
         seeds.write(
             "mqtt_publish",
             &format!("{device}-array"),
-            &publish(&crate::mqtt::topic(&events[0]), &array),
+            &publish(&tributary_client::publish::topic(&events[0]), &array),
         )?;
     }
     // Sessions that go wrong in the ways devices do.
@@ -237,7 +239,7 @@ fn mqtt_sessions(events: &[Event]) -> Vec<(&'static str, Vec<u8>)> {
     use rumqttc::v5::mqttbytes::{v5, QoS as QoS5};
     let device = events[0].device_id.clone();
     let topic = format!("devices/{device}/readings");
-    let payload = |e: &Event| Bytes::from(crate::mqtt::payload(e, None));
+    let payload = |e: &Event| Bytes::from(tributary_client::publish::payload(e, None));
     let mut v5s = BytesMut::new();
     let mut connect = v5::Connect {
         keep_alive: 30,

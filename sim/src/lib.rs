@@ -21,7 +21,6 @@ pub mod device;
 pub mod generate;
 pub mod manifest;
 pub mod model;
-pub mod mqtt;
 pub mod murmur2;
 pub mod progress;
 pub mod run;

@@ -13,8 +13,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+use tributary_client::tcp::{hello, reply, Reply};
 use tributary_protocol::codec::MessageCodec;
-use tributary_protocol::{Event, Hello, Message, Nack, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use tributary_protocol::{Event, Message, Nack, DEFAULT_MAX_FRAME_BYTES};
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -89,14 +90,7 @@ impl TcpDevice {
             }
         };
         let mut framed = Framed::new(stream, MessageCodec::new(DEFAULT_MAX_FRAME_BYTES));
-        framed
-            .send(&Message::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                device_id: device_id.to_owned(),
-                password,
-                session,
-            }))
-            .await?;
+        framed.send(&hello(device_id, password, session)).await?;
         Ok(Self {
             framed,
             nacks: Vec::new(),
@@ -112,38 +106,29 @@ impl TcpDevice {
             let next = tokio::time::timeout(wait, self.framed.next())
                 .await
                 .map_err(|_| ClientError::Timeout(wait))?;
-            match next {
+            let message = match next {
                 None => return Err(ClientError::Closed),
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(Err(bad))) => return Err(ClientError::BadFrame(bad.error.to_string())),
-                Some(Ok(Ok(Message::Answer(answer)))) => {
-                    self.nacks.extend(answer.refused.into_iter().map(|r| Nack {
+                Some(Ok(Ok(message))) => message,
+            };
+            match reply(message, self.framed.codec().peer_version()) {
+                Reply::Settled { up_to_seq, refused } => {
+                    self.nacks.extend(refused.into_iter().map(|r| Nack {
                         code: r.code,
                         text: r.text,
                     }));
-                    return Ok(answer.up_to_seq);
+                    return Ok(up_to_seq);
                 }
                 // An older gateway: a NACK per refused event, then the ACK.
-                Some(Ok(Ok(Message::Ack(ack)))) => return Ok(ack.up_to_seq),
-                Some(Ok(Ok(Message::Nack(nack)))) if self.framed.codec().peer_version() < 3 => {
-                    if nack.code == tributary_protocol::NackCode::Busy {
-                        return Err(ClientError::Refused {
-                            code: nack.code.to_string(),
-                            text: nack.text,
-                        });
-                    }
-                    self.nacks.push(nack);
-                }
-                // The batch's one answer: nothing of it was settled.
-                Some(Ok(Ok(Message::Nack(nack)))) => {
+                Reply::Refusal(nack) => self.nacks.push(nack),
+                Reply::NotStored(nack) => {
                     return Err(ClientError::Refused {
                         code: nack.code.to_string(),
                         text: nack.text,
-                    });
+                    })
                 }
-                Some(Ok(Ok(other))) => {
-                    return Err(ClientError::BadFrame(format!("unexpected {other:?}")))
-                }
+                Reply::Unexpected(what) => return Err(ClientError::BadFrame(what)),
             }
         }
     }

@@ -12,12 +12,14 @@
 //!   never help, so it counts as answered: logged with the gateway's reason, counted
 //!   ([`MqttTransport::refused`]), and the node moves on.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Connection, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
-use tributary_protocol::json::JsonEvent;
+use rumqttc::{Client, Connection};
+use tributary_client::answer::{self, Answer, Polled};
+use tributary_client::inflight::Inflight;
+use tributary_client::options::{self, Auth};
+use tributary_client::publish;
 use tributary_protocol::Event;
 
 use super::link::Credentials;
@@ -25,28 +27,10 @@ use crate::device::Transport;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the gateway said to one publish.
-pub enum Answer {
-    Stored,
-    Busy(String),
-    Refused(String),
-}
-
-/// What one turn of a connection brought.
-pub enum Polled {
-    ConnAck,
-    /// A publish went out with this packet id.
-    Published(u16),
-    Answered(u16, Answer),
-    /// The gateway closed the session, saying why.
-    Closed(String),
-    Other,
-}
-
 /// What a protocol version's client does for the transport.
 pub trait Version: Sized {
     /// A connecting client (`host`: the name TLS checks), with clean session.
-    fn connect(host: String, port: u16, device_id: &str, credentials: &Credentials) -> Self;
+    fn connect(host: String, port: u16, device_id: &str, auth: &Auth) -> Self;
     /// Queues a QoS 1 publish.
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> std::io::Result<()>;
     /// The next event within `wait`; `Err(TimedOut)` when none came.
@@ -79,31 +63,23 @@ impl<V: Version> MqttTransport<V> {
             .session
             .as_mut()
             .ok_or(std::io::ErrorKind::NotConnected)?;
-        let mut sent: VecDeque<u64> = VecDeque::new();
+        let mut inflight = Inflight::default();
         for e in events {
-            let topic = tributary_protocol::topic::device_topic(
-                &e.device_id,
-                e.kind(),
-                tributary_protocol::topic::Encoding::Json,
-            );
-            let mut json = JsonEvent::from(e.clone());
-            json.session = self.credentials.boot;
-            let payload = serde_json::to_vec(&json).map_err(std::io::Error::other)?;
-            client.publish(topic, payload)?;
-            sent.push_back(e.seq);
+            client.publish(
+                publish::topic(e),
+                publish::payload(e, self.credentials.boot),
+            )?;
+            inflight.requested(e.seq);
         }
-        let mut by_pkid: HashMap<u16, u64> = HashMap::new();
         let (mut answered, mut busy) = (0, None);
         let deadline = Instant::now() + TIMEOUT;
         while answered < events.len() {
             match client.next(deadline.saturating_duration_since(Instant::now()))? {
                 Polled::Published(pkid) => {
-                    if let Some(seq) = sent.pop_front() {
-                        by_pkid.insert(pkid, seq);
-                    }
+                    inflight.published(pkid, true);
                 }
                 Polled::Answered(pkid, answer) => {
-                    let Some(seq) = by_pkid.remove(&pkid) else {
+                    let Some(seq) = inflight.answered(pkid) else {
                         continue;
                     };
                     answered += 1;
@@ -141,7 +117,11 @@ impl<V: Version> Transport for MqttTransport<V> {
             Some(tls) => tls.server_name.to_str().into_owned(),
             None => self.addr.ip().to_string(),
         };
-        let mut client = V::connect(host, self.addr.port(), &self.device_id, &self.credentials);
+        let auth = Auth {
+            password: self.credentials.password.clone(),
+            tls: self.credentials.tls.as_ref().map(|t| t.config.clone()),
+        };
+        let mut client = V::connect(host, self.addr.port(), &self.device_id, &auth);
         let deadline = Instant::now() + TIMEOUT;
         loop {
             match client.next(deadline.saturating_duration_since(Instant::now()))? {
@@ -167,36 +147,20 @@ impl<V: Version> Transport for MqttTransport<V> {
 pub struct V311(Client, Connection);
 
 impl Version for V311 {
-    fn connect(host: String, port: u16, device_id: &str, credentials: &Credentials) -> Self {
-        let mut options = MqttOptions::new(device_id, host, port);
-        if let Some(tls) = &credentials.tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls.config.clone()),
-            ));
-        }
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_clean_session(true);
-        if let Some(password) = &credentials.password {
-            options.set_credentials(device_id, password.clone());
-        }
-        let (client, connection) = Client::new(options, 256);
+    fn connect(host: String, port: u16, device_id: &str, auth: &Auth) -> Self {
+        let (client, connection) = Client::new(options::v311(device_id, host, port, auth), 256);
         Self(client, connection)
     }
 
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> std::io::Result<()> {
         self.0
-            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
             .map_err(std::io::Error::other)
     }
 
     fn next(&mut self, wait: Duration) -> std::io::Result<Polled> {
         match self.1.recv_timeout(wait) {
-            Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => Ok(Polled::ConnAck),
-            Ok(Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid)))) => Ok(Polled::Published(pkid)),
-            Ok(Ok(MqttEvent::Incoming(Packet::PubAck(ack)))) => {
-                Ok(Polled::Answered(ack.pkid, Answer::Stored))
-            }
-            Ok(Ok(_)) => Ok(Polled::Other),
+            Ok(Ok(event)) => Ok(answer::v311(&event)),
             Ok(Err(e)) => Err(std::io::Error::other(e)),
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }

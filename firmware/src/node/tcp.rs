@@ -4,9 +4,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use tributary_client::tcp::{hello, reply, Reply};
 use tributary_protocol::{
-    decode_frame, encode_frame, Event, FrameHeader, Hello, Message, NackCode,
-    DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    decode_frame_versioned, encode_frame, Event, FrameHeader, Message, DEFAULT_MAX_FRAME_BYTES,
+    FRAME_HEADER_LEN,
 };
 
 use super::link::Credentials;
@@ -44,7 +45,8 @@ impl TcpTransport {
         stream.write_all(&bytes)
     }
 
-    fn read(&mut self) -> std::io::Result<Message> {
+    /// The next message, with the protocol version of its frame.
+    fn read(&mut self) -> std::io::Result<(Message, u8)> {
         let stream = self
             .stream
             .as_mut()
@@ -56,8 +58,8 @@ impl TcpTransport {
             .ok_or(std::io::ErrorKind::UnexpectedEof)?;
         frame.resize(header.frame_len(), 0);
         stream.read_exact(&mut frame[FRAME_HEADER_LEN..])?;
-        decode_frame(&frame, DEFAULT_MAX_FRAME_BYTES)
-            .map(|(m, _)| m)
+        decode_frame_versioned(&frame, DEFAULT_MAX_FRAME_BYTES)
+            .map(|(m, _, version)| (m, version))
             .map_err(std::io::Error::other)
     }
 }
@@ -79,12 +81,11 @@ impl Transport for TcpTransport {
                 Box::new(rustls::StreamOwned::new(conn, stream))
             }
         });
-        let hello = Message::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            device_id: self.device_id.clone(),
-            password: self.credentials.password.clone(),
-            session: self.credentials.boot,
-        });
+        let hello = hello(
+            &self.device_id,
+            self.credentials.password.clone(),
+            self.credentials.boot,
+        );
         self.write(&hello).inspect_err(|_| self.stream = None)
     }
 
@@ -101,26 +102,24 @@ impl TcpTransport {
     fn exchange(&mut self, events: &[Event]) -> std::io::Result<u64> {
         self.write(&Message::Events(events.to_vec()))?;
         loop {
-            match self.read()? {
-                Message::Answer(answer) => {
-                    for refused in &answer.refused {
-                        tracing::warn!(message = "The gateway refused an event.", seq = refused.seq, code = %refused.code, text = %refused.text);
+            let (message, version) = self.read()?;
+            match reply(message, version) {
+                Reply::Settled { up_to_seq, refused } => {
+                    for r in &refused {
+                        tracing::warn!(message = "The gateway refused an event.", seq = r.seq, code = %r.code, text = %r.text);
                     }
-                    return Ok(answer.up_to_seq);
+                    return Ok(up_to_seq);
                 }
-                Message::Ack(ack) => return Ok(ack.up_to_seq),
-                Message::Nack(nack) if nack.code == NackCode::Busy => {
-                    return Err(std::io::Error::other(format!(
-                        "gateway busy: {}",
-                        nack.text
-                    )))
-                }
-                Message::Nack(nack) => {
+                Reply::Refusal(nack) => {
                     tracing::warn!(message = "The gateway refused an event.", code = %nack.code, text = %nack.text);
                 }
-                other => {
-                    return Err(std::io::Error::other(format!("unexpected {other:?}")));
+                Reply::NotStored(nack) => {
+                    return Err(std::io::Error::other(format!(
+                        "the gateway stored nothing of the batch: {}: {}",
+                        nack.code, nack.text
+                    )))
                 }
+                Reply::Unexpected(what) => return Err(std::io::Error::other(what)),
             }
         }
     }

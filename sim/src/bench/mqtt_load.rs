@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::schedule::{DeviceResult, Start};
 use super::BenchSpec;
-use crate::mqtt::{payload, topic};
 use crate::stream::DeviceStream;
+use tributary_client::publish::{payload, topic};
 
 /// Publishes that may be written and not yet acknowledged: far more than an open-loop device
 /// has, so the load never waits on rumqttc's window.

@@ -13,36 +13,18 @@
 //! in flight is answered, waits its backoff, then resends from the lowest busy seq, in order.
 //! Told refused, it drops the event, logs the reason and counts it, and moves on.
 
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tokio::time::Instant;
+use tributary_client::answer::{self, Answer, Polled};
+use tributary_client::inflight::Inflight;
+use tributary_client::options::{self, Auth};
+use tributary_client::publish::{payload, topic};
 
 use super::Device;
-use crate::mqtt::{payload, topic};
-
-/// What the gateway said to one publish.
-pub enum Answer {
-    Stored,
-    /// Not stored; resend later.
-    Busy,
-    /// Never stored; the reason.
-    Refused(String),
-}
-
-/// What one turn of a client's event loop brought.
-pub enum Polled {
-    ConnAck,
-    /// A publish went out with this packet id.
-    Published(u16),
-    Answered(u16, Answer),
-    /// The gateway closed the session, saying why.
-    Closed(String),
-    Other,
-}
 
 /// One connection of one protocol version.
 pub trait Client: Sized {
@@ -59,10 +41,8 @@ pub trait Client: Sized {
 struct Conn<C> {
     client: C,
     connected: bool,
-    /// Seqs requested from rumqttc and not yet written.
-    requested: VecDeque<u64>,
-    /// Written QoS 1 publishes awaiting their answer.
-    awaiting: HashMap<u16, u64>,
+    /// Publishes requested from rumqttc, written or not, and not yet answered.
+    inflight: Inflight,
     /// The highest seq handed to this connection.
     last_seq: Option<u64>,
     /// When the oldest outstanding publish was written, for the ack timeout.
@@ -94,8 +74,7 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
             None => conn.insert(Conn {
                 client: C::connect(device, addr, window),
                 connected: false,
-                requested: VecDeque::new(),
-                awaiting: HashMap::new(),
+                inflight: Inflight::default(),
                 last_seq: None,
                 oldest: None,
                 busy: None,
@@ -103,7 +82,7 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
         };
         // Told busy and everything answered: back off, then resend from the lowest busy seq.
         if let Some(lowest) = c.busy {
-            if c.requested.is_empty() && c.awaiting.is_empty() {
+            if c.inflight.is_empty() {
                 if device
                     .sleep(super::backoff(device.pace.backoff, 1))
                     .await
@@ -116,7 +95,7 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
             }
         }
         // Hand rumqttc what fits the window.
-        while c.connected && c.busy.is_none() && c.requested.len() + c.awaiting.len() < window {
+        while c.connected && c.busy.is_none() && c.inflight.len() < window {
             let Some(e) = device
                 .outbox
                 .iter()
@@ -128,13 +107,13 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
             if !c.client.publish(t, qos1, p) {
                 break;
             }
-            c.requested.push_back(seq);
+            c.inflight.requested(seq);
             c.last_seq = Some(seq);
             device.on_send(seq);
         }
         // Wake for the next event only when connected with nothing in flight: dropping a
         // `poll` future in the middle of connecting would start the connection over.
-        let idle = c.connected && c.requested.is_empty() && c.awaiting.is_empty();
+        let idle = c.connected && c.inflight.is_empty();
         let wake = if idle {
             device
                 .next_due()
@@ -166,9 +145,8 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
                 None
             }
             Some(Ok(Polled::Published(pkid))) => {
-                if let Some(seq) = c.requested.pop_front() {
+                if let Some(seq) = c.inflight.published(pkid, qos1) {
                     if qos1 {
-                        c.awaiting.insert(pkid, seq);
                         c.oldest.get_or_insert_with(Instant::now);
                     } else {
                         device.forget(seq);
@@ -177,13 +155,13 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
                 None
             }
             Some(Ok(Polled::Answered(pkid, answer))) => {
-                if let Some(seq) = c.awaiting.remove(&pkid) {
+                if let Some(seq) = c.inflight.answered(pkid) {
                     match answer {
                         Answer::Stored => device.ack_one(seq),
-                        Answer::Busy => c.busy = Some(c.busy.map_or(seq, |b| b.min(seq))),
+                        Answer::Busy(_) => c.busy = Some(c.busy.map_or(seq, |b| b.min(seq))),
                         Answer::Refused(why) => device.refused(seq, &why),
                     }
-                    c.oldest = (!c.awaiting.is_empty()).then(Instant::now);
+                    c.oldest = (c.inflight.awaiting() > 0).then(Instant::now);
                 }
                 None
             }
@@ -197,6 +175,15 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
     }
 }
 
+/// How a simulated device connects: as itself, with its password and TLS where the run has
+/// them.
+pub(super) fn auth(device: &Device) -> Auth {
+    Auth {
+        password: device.pace.credentials.password_for(&device.outcome.id),
+        tls: device.pace.credentials.tls.clone(),
+    }
+}
+
 /// MQTT 3.1.1: every PUBACK means stored.
 pub struct V311 {
     client: AsyncClient,
@@ -205,20 +192,10 @@ pub struct V311 {
 
 impl Client for V311 {
     fn connect(device: &Device, addr: SocketAddr, window: usize) -> Self {
-        let mut options = MqttOptions::new(&device.outcome.id, addr.ip().to_string(), addr.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_clean_session(true);
+        let host = addr.ip().to_string();
+        let mut options = options::v311(&device.outcome.id, host, addr.port(), &auth(device));
         options.set_inflight(window as u16);
         options.set_max_packet_size(1 << 20, 1 << 20);
-        let id = &device.outcome.id;
-        if let Some(password) = device.pace.credentials.password_for(id) {
-            options.set_credentials(id.clone(), password);
-        }
-        if let Some(tls) = &device.pace.credentials.tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls.clone()),
-            ));
-        }
         let (client, eventloop) = AsyncClient::new(options, window + 4);
         Self { client, eventloop }
     }
@@ -233,16 +210,8 @@ impl Client for V311 {
     }
 
     async fn poll(&mut self) -> Result<Polled, String> {
-        Ok(
-            match self.eventloop.poll().await.map_err(|e| e.to_string())? {
-                MqttEvent::Incoming(Packet::ConnAck(_)) => Polled::ConnAck,
-                MqttEvent::Outgoing(Outgoing::Publish(pkid)) => Polled::Published(pkid),
-                MqttEvent::Incoming(Packet::PubAck(ack)) => {
-                    Polled::Answered(ack.pkid, Answer::Stored)
-                }
-                _ => Polled::Other,
-            },
-        )
+        let event = self.eventloop.poll().await.map_err(|e| e.to_string())?;
+        Ok(answer::v311(&event))
     }
 
     async fn disconnect(mut self) {

@@ -1,12 +1,8 @@
 //! MQTT 5 through rumqttc's v5 client, for the loop in [`super::mqtt`]: the same publishes,
 //! with each answer's reason code read.
 //!
-//! - 0x00 "success" (and 0x10): stored.
-//! - 0x97 "quota exceeded" and 0x80 "unspecified error": busy, resend later (the gateway keeps a
-//!   device's later events waiting for the ones it said "busy" to, so resending in order is
-//!   what it expects).
-//! - any other failure: refused for good (invalid payload, not authorized, ...), with the
-//!   gateway's reason string.
+//! Which reason code means stored, busy or refused is `tributary_client::answer`'s to say: the
+//! node agent reads them the same way.
 //!
 //! rumqttc keeps to the gateway's Receive Maximum by itself; the window is the device's own
 //! limit besides.
@@ -14,13 +10,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, EventLoop, MqttOptions};
-use rumqttc::Outgoing;
+use rumqttc::v5::{AsyncClient, EventLoop};
 use tokio::time::Instant;
+use tributary_client::answer::{self, Polled};
+use tributary_client::options;
 
-use super::mqtt::{Answer, Client, Polled};
+use super::mqtt::{auth, Client};
 use super::Device;
 
 pub struct V5 {
@@ -28,33 +24,11 @@ pub struct V5 {
     eventloop: EventLoop,
 }
 
-fn answer(ack: PubAck) -> Answer {
-    match ack.reason {
-        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Answer::Stored,
-        PubAckReason::QuotaExceeded | PubAckReason::UnspecifiedError => Answer::Busy,
-        reason => Answer::Refused(
-            ack.properties
-                .and_then(|p| p.reason_string)
-                .unwrap_or_else(|| format!("{reason:?}")),
-        ),
-    }
-}
-
 impl Client for V5 {
     fn connect(device: &Device, addr: SocketAddr, window: usize) -> Self {
-        let mut options = MqttOptions::new(&device.outcome.id, addr.ip().to_string(), addr.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_clean_start(true);
+        let host = addr.ip().to_string();
+        let mut options = options::v5(&device.outcome.id, host, addr.port(), &auth(device));
         options.set_max_packet_size(Some(1 << 20));
-        let id = &device.outcome.id;
-        if let Some(password) = device.pace.credentials.password_for(id) {
-            options.set_credentials(id.clone(), password);
-        }
-        if let Some(tls) = &device.pace.credentials.tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls.clone()),
-            ));
-        }
         let (client, eventloop) = AsyncClient::new(options, window + 4);
         Self { client, eventloop }
     }
@@ -69,17 +43,8 @@ impl Client for V5 {
     }
 
     async fn poll(&mut self) -> Result<Polled, String> {
-        Ok(
-            match self.eventloop.poll().await.map_err(|e| e.to_string())? {
-                MqttEvent::Incoming(Packet::ConnAck(_)) => Polled::ConnAck,
-                MqttEvent::Outgoing(Outgoing::Publish(pkid)) => Polled::Published(pkid),
-                MqttEvent::Incoming(Packet::PubAck(ack)) => Polled::Answered(ack.pkid, answer(ack)),
-                MqttEvent::Incoming(Packet::Disconnect(d)) => {
-                    Polled::Closed(format!("the gateway disconnected: {:?}", d.reason_code))
-                }
-                _ => Polled::Other,
-            },
-        )
+        let event = self.eventloop.poll().await.map_err(|e| e.to_string())?;
+        Ok(answer::v5(event))
     }
 
     async fn disconnect(mut self) {

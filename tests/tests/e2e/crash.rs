@@ -88,13 +88,13 @@ async fn mqtt_device(port: u16, mut d: Device) -> Device {
     loop {
         while sent.len() + by_pkid.len() < 20 {
             let e = resend.pop_front().unwrap_or_else(|| d.new_event());
-            let topic = tributary_sim::mqtt::topic(&e);
+            let topic = tributary_client::publish::topic(&e);
             if client
                 .try_publish(
                     topic,
                     QoS::AtLeastOnce,
                     false,
-                    tributary_sim::mqtt::payload(&e, None),
+                    tributary_client::publish::payload(&e, None),
                 )
                 .is_err()
             {
@@ -133,8 +133,8 @@ async fn mqtt5_device(port: u16, mut d: Device) -> Device {
     loop {
         while sent.len() + by_pkid.len() < 20 {
             let e = resend.pop_front().unwrap_or_else(|| d.new_event());
-            let topic = tributary_sim::mqtt::topic(&e);
-            let payload = tributary_sim::mqtt::payload(&e, None);
+            let topic = tributary_client::publish::topic(&e);
+            let payload = tributary_client::publish::payload(&e, None);
             if client
                 .try_publish(
                     topic,
