@@ -351,12 +351,9 @@ fn window_spec(r: &RawRule) -> Result<window::Spec, (&'static str, String)> {
             ));
         }
         let unit = match name.as_str() {
-            "lat" | "lon" | "heading_deg" => "deg",
-            "alt_m" => "m",
-            "speed_mps" => "m/s",
-            "hdop" | "satellites" | "seq" => "1",
+            "seq" => "1",
             "time_ms" => "ms",
-            _ => "",
+            other => tributary_protocol::PositionField::from_name(other).map_or("", |f| f.unit()),
         };
         fields.push((name, number, unit.to_owned()));
     }

@@ -35,6 +35,8 @@ pub mod json;
 #[cfg(feature = "alloc")]
 pub mod message;
 #[cfg(feature = "alloc")]
+pub mod position;
+#[cfg(feature = "alloc")]
 pub mod topic;
 
 pub use device_id::{validate_device_id, DeviceIdError, MAX_DEVICE_ID_LEN};
@@ -50,3 +52,5 @@ pub use message::{
     decode_frame, decode_frame_versioned, encode_frame, encode_frame_version, Ack, Answer, Hello,
     Message, Nack, NackCode, Refused,
 };
+#[cfg(feature = "alloc")]
+pub use position::{FieldValue, PositionField};

@@ -13,7 +13,7 @@
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use tributary_protocol::json::JsonOf;
-use tributary_protocol::{Body, Event};
+use tributary_protocol::{Body, Event, FieldValue, PositionField};
 
 /// The Avro schema of events, shipped as `config/event.avsc`.
 pub const AVRO_SCHEMA: &str = include_str!("../../../config/event.avsc");
@@ -111,7 +111,6 @@ impl Encoder {
 }
 
 fn csv_line(event: &Event) -> Result<Vec<u8>, FormatError> {
-    let opt = |v: Option<f32>| v.map(|v| v.to_string()).unwrap_or_default();
     let mut fields: Vec<String> = vec![
         event.device_id.clone(),
         event.seq.to_string(),
@@ -130,16 +129,12 @@ fn csv_line(event: &Event) -> Result<Vec<u8>, FormatError> {
         }
         Body::Position(p) => {
             fields.push(String::new());
-            fields.extend([
-                p.lat.to_string(),
-                p.lon.to_string(),
-                opt(p.alt_m),
-                opt(p.speed_mps),
-                opt(p.heading_deg),
-                opt(p.hdop),
-                p.satellites.map(|s| s.to_string()).unwrap_or_default(),
-                fix_name(p.fix).to_owned(),
-            ]);
+            fields.extend(
+                PositionField::ALL
+                    .iter()
+                    .map(|f| f.get(p).map(|v| v.to_string()).unwrap_or_default()),
+            );
+            fields.push(p.fix.name().to_owned());
         }
     }
     let mut w = csv::WriterBuilder::new()
@@ -158,22 +153,19 @@ fn csv_line(event: &Event) -> Result<Vec<u8>, FormatError> {
     Ok(line)
 }
 
-fn fix_name(fix: tributary_protocol::FixQuality) -> &'static str {
-    use tributary_protocol::FixQuality as F;
-    match fix {
-        F::None => "none",
-        F::Gps => "gps",
-        F::Dgps => "dgps",
-        F::RtkFixed => "rtk_fixed",
-        F::RtkFloat => "rtk_float",
-        F::Estimated => "estimated",
-    }
-}
-
 fn avro_value(event: &Event) -> Avro {
-    let opt_f = |v: Option<f32>| match v {
-        Some(v) => Avro::Union(1, Box::new(Avro::Float(v))),
-        None => Avro::Union(0, Box::new(Avro::Null)),
+    let field = |f: PositionField, p: &tributary_protocol::Position| {
+        let value = f.get(p).map(|v| match v {
+            FieldValue::F64(v) => Avro::Double(v),
+            FieldValue::F32(v) => Avro::Float(v),
+            FieldValue::U8(v) => Avro::Int(i32::from(v)),
+        });
+        let value = match (f.required(), value) {
+            (true, Some(v)) => v,
+            (false, Some(v)) => Avro::Union(1, Box::new(v)),
+            (_, None) => Avro::Union(0, Box::new(Avro::Null)),
+        };
+        (f.name().to_owned(), value)
     };
     let (kind, values, position) = match &event.body {
         Body::Reading(r) => (
@@ -195,22 +187,13 @@ fn avro_value(event: &Event) -> Avro {
             Vec::new(),
             Avro::Union(
                 1,
-                Box::new(Avro::Record(vec![
-                    ("lat".into(), Avro::Double(p.lat)),
-                    ("lon".into(), Avro::Double(p.lon)),
-                    ("alt_m".into(), opt_f(p.alt_m)),
-                    ("speed_mps".into(), opt_f(p.speed_mps)),
-                    ("heading_deg".into(), opt_f(p.heading_deg)),
-                    ("hdop".into(), opt_f(p.hdop)),
-                    (
-                        "satellites".into(),
-                        match p.satellites {
-                            Some(s) => Avro::Union(1, Box::new(Avro::Int(i32::from(s)))),
-                            None => Avro::Union(0, Box::new(Avro::Null)),
-                        },
-                    ),
-                    ("fix".into(), Avro::String(fix_name(p.fix).into())),
-                ])),
+                Box::new(Avro::Record(
+                    PositionField::ALL
+                        .into_iter()
+                        .map(|f| field(f, p))
+                        .chain([("fix".into(), Avro::String(p.fix.name().into()))])
+                        .collect(),
+                )),
             ),
         ),
     };

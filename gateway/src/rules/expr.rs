@@ -21,7 +21,7 @@
 //! temperature. Evaluation never panics: division by zero gives infinity or NaN as IEEE says, and
 //! NaN compares false.
 
-use tributary_protocol::{Body, Event};
+use tributary_protocol::{Body, Event, PositionField};
 
 /// A parsed, type-checked condition.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,13 +94,7 @@ enum Field {
     Value(String),
     Seq,
     TimeMs,
-    Lat,
-    Lon,
-    AltM,
-    SpeedMps,
-    HeadingDeg,
-    Hdop,
-    Satellites,
+    Position(PositionField),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,13 +136,7 @@ fn field(event: &Event, f: &Field) -> Value {
         (Body::Reading(r), Field::Value(name)) => {
             num(r.values.iter().find(|v| &v.name == name).map(|v| v.value))
         }
-        (Body::Position(p), Field::Lat) => Value::Num(p.lat),
-        (Body::Position(p), Field::Lon) => Value::Num(p.lon),
-        (Body::Position(p), Field::AltM) => num(p.alt_m.map(f64::from)),
-        (Body::Position(p), Field::SpeedMps) => num(p.speed_mps.map(f64::from)),
-        (Body::Position(p), Field::HeadingDeg) => num(p.heading_deg.map(f64::from)),
-        (Body::Position(p), Field::Hdop) => num(p.hdop.map(f64::from)),
-        (Body::Position(p), Field::Satellites) => num(p.satellites.map(f64::from)),
+        (Body::Position(p), Field::Position(f)) => num(f.get(p).map(|v| v.as_f64())),
         _ => Value::Missing,
     }
 }

@@ -2,6 +2,8 @@
 //! type check that runs before any event is seen. Every error names the byte offset where the
 //! text went wrong.
 
+use tributary_protocol::PositionField;
+
 use super::{Arith, Cmp, ExprError, Field, Node, Type};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -308,23 +310,21 @@ impl Parser {
             "false" => return Ok(Node::Bool(false)),
             "seq" => Field::Seq,
             "time_ms" => Field::TimeMs,
-            "lat" => Field::Lat,
-            "lon" => Field::Lon,
-            "alt_m" => Field::AltM,
-            "speed_mps" => Field::SpeedMps,
-            "heading_deg" => Field::HeadingDeg,
-            "hdop" => Field::Hdop,
-            "satellites" => Field::Satellites,
-            other => match other.strip_prefix("values.") {
-                Some(value) if !value.is_empty() => Field::Value(value.to_owned()),
+            other => match (
+                PositionField::from_name(other),
+                other.strip_prefix("values."),
+            ) {
+                (Some(f), _) => Field::Position(f),
+                (None, Some(value)) if !value.is_empty() => Field::Value(value.to_owned()),
                 _ => {
+                    let position: Vec<&str> = PositionField::ALL.iter().map(|f| f.name()).collect();
                     return Err(ExprError {
                         at: self.tokens.get(self.pos - 1).map_or(0, |(a, _)| *a),
                         message: format!(
-                            "unknown field {other:?} (fields: values.<name>, seq, time_ms, lat, \
-                             lon, alt_m, speed_mps, heading_deg, hdop, satellites)"
+                            "unknown field {other:?} (fields: values.<name>, seq, time_ms, {})",
+                            position.join(", ")
                         ),
-                    })
+                    });
                 }
             },
         };
