@@ -20,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tributary_gateway::forward::KafkaConfig;
 use tributary_gateway::forward::{kafka, Drain};
-use tributary_gateway::stats::Stats;
+use tributary_gateway::observe::stats::Stats;
 use tributary_spool::record::{EventId, Record};
 use tributary_spool::SpoolConfig;
 use tributary_spool::{Limits, Spool, SpoolDb};

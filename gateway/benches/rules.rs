@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use tributary_gateway::config::Config;
+use tributary_gateway::observe::stats::Stats;
+use tributary_gateway::route::rules::store::RuleStates;
+use tributary_gateway::route::rules::RuleSet;
 use tributary_gateway::route::Router;
-use tributary_gateway::rules::store::RuleStates;
-use tributary_gateway::rules::RuleSet;
-use tributary_gateway::stats::Stats;
 use tributary_protocol::{Body, Event, Reading, SensorValue};
 use tributary_spool::SpoolConfig;
 use tributary_spool::{Limits, Spool, SpoolDb};

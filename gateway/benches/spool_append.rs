@@ -21,7 +21,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_gateway::stats::Stats;
+use tributary_gateway::observe::stats::Stats;
 use tributary_spool::record::{EventId, Record};
 use tributary_spool::SpoolConfig;
 use tributary_spool::{Limits, Spool};

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::admin::{AdminConfig, RawAdmin};
 use crate::forward::{RawFileSink, RawKafka, RawTime, SinkConfig, TimePolicy};
 use crate::identity::{Anonymous, AuthConfig, RawAuth, RawTls, TlsConfig};
 use crate::ingest::bridge::{BridgeConfig, RawBridge};
@@ -29,6 +28,7 @@ use crate::ingest::files::{FileSource, RawFiles};
 use crate::ingest::mqtt::{MqttConfig, RawMqtt};
 use crate::ingest::tcp::{RawTcp, TcpConfig};
 use crate::ingest::teltonika::{RawTeltonika, TeltonikaConfig};
+use crate::observe::admin::{AdminConfig, RawAdmin};
 use crate::route::{RawRoutes, RoutesConfig};
 pub use tributary_common::validate::ConfigError;
 use tributary_common::validate::{invalid, named_entries};
@@ -60,13 +60,13 @@ pub(crate) fn shipped_examples(from: &str, until: Option<&str>) -> String {
 
 fn rule_entries<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<Vec<crate::rules::RawRule>, D::Error> {
+) -> Result<Vec<crate::route::rules::RawRule>, D::Error> {
     named_entries(d, "rules")
 }
 
 fn mapping_entries<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<Vec<crate::mapping::RawMapping>, D::Error> {
+) -> Result<Vec<crate::route::mapping::RawMapping>, D::Error> {
     named_entries(d, "mappings")
 }
 
@@ -96,13 +96,13 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub auth: RawAuth,
-    /// `[[rules]]`: stream processing at the edge ([`crate::rules`]).
+    /// `[[rules]]`: stream processing at the edge ([`crate::route::rules`]).
     #[serde(default, deserialize_with = "rule_entries")]
-    pub rules: Vec<crate::rules::RawRule>,
+    pub rules: Vec<crate::route::rules::RawRule>,
     /// `[[mappings]]`: payloads of devices that do not speak Tributary's formats
-    /// ([`crate::mapping`]).
+    /// ([`crate::route::mapping`]).
     #[serde(default, deserialize_with = "mapping_entries")]
-    pub mappings: Vec<crate::mapping::RawMapping>,
+    pub mappings: Vec<crate::route::mapping::RawMapping>,
     /// `[teltonika]`: Codec 8 trackers over TCP.
     #[serde(default)]
     pub teltonika: RawTeltonika,
@@ -163,8 +163,8 @@ pub struct Config {
     pub tcp: Option<TcpConfig>,
     pub mqtt: Option<MqttConfig>,
     pub spool: SpoolConfig,
-    /// `[[rules]]`: run by the spool's writer as it stores events ([`crate::rules::store`]).
-    pub rules: crate::rules::RuleSet,
+    /// `[[rules]]`: run by the spool's writer as it stores events ([`crate::route::rules::store`]).
+    pub rules: crate::route::rules::RuleSet,
     pub sink: SinkConfig,
     pub routes: RoutesConfig,
     /// The admin listener (metrics, health, status); `None` when disabled.
@@ -175,7 +175,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
     /// How payloads on other topics than `devices/...` become events.
-    pub mappings: Vec<crate::mapping::Mapping>,
+    pub mappings: Vec<crate::route::mapping::Mapping>,
     /// The Teltonika tracker listener; `None` when off (the default).
     pub teltonika: Option<TeltonikaConfig>,
     /// The file-tail sources.
@@ -240,22 +240,23 @@ impl Config {
         let broker = mqtt.as_ref().and_then(|m| m.broker_listen);
         crate::identity::config::check_exposure(&listeners, broker, &auth, tls.as_ref())?;
         let network_opt_in = auth.anonymous == Anonymous::Network;
-        let admin = crate::admin::config::admin(raw.admin, network_opt_in)?;
+        let admin = crate::observe::admin::config::admin(raw.admin, network_opt_in)?;
 
         let teltonika = crate::ingest::teltonika::config::validate(raw.teltonika, network_opt_in)?;
         let files = crate::ingest::files::config::validate(raw.files)?;
         let bridges = crate::ingest::bridge::config::validate(raw.bridges)?;
-        let mappings = crate::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
-            key: e.key,
-            problem: e.problem,
-        })?;
-        let rules = crate::rules::validate(&raw.rules).map_err(|e| ConfigError::Rule {
+        let mappings =
+            crate::route::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
+                key: e.key,
+                problem: e.problem,
+            })?;
+        let rules = crate::route::rules::validate(&raw.rules).map_err(|e| ConfigError::Rule {
             key: e.key,
             problem: e.problem,
         })?;
         let rule_topics: Vec<String> = rules.iter().map(|r| r.topic.clone()).collect();
-        let rules =
-            crate::rules::RuleSet::new(rules).map_err(|e| ConfigError::Files(e.to_string()))?;
+        let rules = crate::route::rules::RuleSet::new(rules)
+            .map_err(|e| ConfigError::Files(e.to_string()))?;
         let spool = tributary_spool::config::validate(raw.spool, &data_dir)?;
 
         let routes = crate::route::config::routes(raw.routes)?;

@@ -19,7 +19,7 @@ pub use config::{
     KafkaConfig, RawFileSink, RawKafka, RawTime, SinkConfig, TimePolicy, TimestampSource, TopicSpec,
 };
 
-use crate::stats::Stats;
+use crate::observe::stats::Stats;
 
 /// How long a forwarder that new rows woke from idle waits for more before it reads: at a
 /// steady trickle one read then takes many commits' rows instead of one read per commit, which

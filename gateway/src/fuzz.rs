@@ -114,8 +114,10 @@ pub fn mqtt_publish(data: &[u8]) {
     let topic = String::from_utf8_lossy(topic);
     // Every shipped preset too, so mapped topics (tele/+/SENSOR, owntracks/+/+, ...) are
     // reached; the seeds include their documented payloads.
-    static PRESETS: std::sync::OnceLock<crate::mapping::Mappings> = std::sync::OnceLock::new();
-    let mappings = PRESETS.get_or_init(|| crate::mapping::Mappings::new(crate::mapping::presets()));
+    static PRESETS: std::sync::OnceLock<crate::route::mapping::Mappings> =
+        std::sync::OnceLock::new();
+    let mappings = PRESETS
+        .get_or_init(|| crate::route::mapping::Mappings::new(crate::route::mapping::presets()));
     match crate::ingest::mqtt::decode_publish(mappings, &topic, payload, None) {
         Ok(events) => {
             let native = topic.starts_with("devices/");
@@ -177,7 +179,7 @@ pub fn config(data: &[u8]) {
 /// or is refused at a position inside the text; what parses evaluates on a reading and a
 /// position without panicking, and a condition never both holds and is false.
 pub fn rule_expr(data: &[u8]) {
-    use crate::rules::expr::{Condition, Number};
+    use crate::route::rules::expr::{Condition, Number};
     let text = String::from_utf8_lossy(data);
     let reading = tributary_protocol::Event {
         device_id: "d".into(),

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use tributary_protocol::Event;
 
 use crate::identity::Authority;
-use crate::mapping::{Mapping, Mappings};
+use crate::observe::stats::Stats;
+use crate::route::mapping::{Mapping, Mappings};
 use crate::route::{DeadLetter, Router};
-use crate::stats::Stats;
 use tributary_spool::record::Record;
 use tributary_spool::{Appended, SourceState, Spool, SpoolError};
 
@@ -88,7 +88,7 @@ impl Ingest {
         }
     }
 
-    /// Decodes publishes on the topics `mappings` name ([`crate::mapping`]).
+    /// Decodes publishes on the topics `mappings` name ([`crate::route::mapping`]).
     pub fn with_mappings(mut self, mappings: Vec<Mapping>) -> Self {
         self.mappings = Arc::new(Mappings::new(mappings));
         self
@@ -155,7 +155,7 @@ impl Ingest {
         self.stats
             .instruments
             .dead_letters
-            .get_or_create(&crate::stats::TransportLabel {
+            .get_or_create(&crate::observe::stats::TransportLabel {
                 transport: transport.as_str(),
             })
             .inc_by(dead_letters.len() as u64);

@@ -1,14 +1,17 @@
 //! Tributary's gateway: devices in (MQTT, TCP), a durable spool, Kafka out.
 //!
-//! Data flows one way: [`ingest`] validates and routes events ([`route`]) into [`record`]s,
-//! appends them to the [`spool`] and acknowledges devices after the commit; [`forward`] reads
-//! the spool in order, delivers to Kafka (or the file sink) and deletes rows once delivery is
-//! confirmed. [`config`] is read and validated once; [`shutdown`] orders the stop; [`stats`]
-//! counts what happened. [`run`] wires it together; the `tributary` binary only parses the
-//! command line and calls it.
+//! Data flows one way: [`ingest`] validates and routes events ([`route`]) into records,
+//! appends them to the spool (`tributary_spool`) and acknowledges devices after the commit;
+//! [`forward`] reads the spool in order, delivers to Kafka (or the file sink) and deletes rows
+//! once delivery is confirmed. [`config`] is read and validated once; [`shutdown`] orders the
+//! stop; [`observe`] counts what happened and shows it (metrics, the status page, the admin
+//! listener). [`run`] wires it together; the `tributary` binary only parses the command line
+//! and calls it.
+//!
+//! The wings, bottom up: the shared vocabulary ([`transport`], [`hash`], [`logline`],
+//! [`shutdown`]); [`route`] with its mappings and rules (what events become); [`observe`];
+//! [`identity`]; [`ingest`]; [`forward`]; and at the top [`config`] and [`reload`].
 
-pub mod activity;
-pub mod admin;
 pub mod config;
 pub mod forward;
 #[cfg(any(test, feature = "fuzz"))]
@@ -18,13 +21,10 @@ pub mod hash;
 pub mod identity;
 pub mod ingest;
 pub mod logline;
-pub mod mapping;
-pub mod metrics;
+pub mod observe;
 pub mod reload;
 pub mod route;
-pub mod rules;
 pub mod shutdown;
-pub mod stats;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -37,8 +37,9 @@ use crate::forward::Drain;
 use crate::forward::SinkConfig;
 use crate::identity::Authority;
 use crate::ingest::Ingest;
+use crate::observe::stats::{Stats, Summary};
+use crate::observe::{admin, metrics};
 use crate::route::Router;
-use crate::stats::{Stats, Summary};
 use tributary_spool::{Spool, SpoolError};
 
 /// Why the gateway could not start or run.
@@ -84,7 +85,9 @@ pub async fn run_with(
     let stats = Stats::default();
     let spool_config = config.spool.clone();
     let spool_stats = stats.clone();
-    let rules = Box::new(crate::rules::store::RuleStates::new(config.rules.clone()));
+    let rules = Box::new(crate::route::rules::store::RuleStates::new(
+        config.rules.clone(),
+    ));
     let (spool, recovery) =
         tokio::task::spawn_blocking(move || Spool::open_with(&spool_config, spool_stats, rules))
             .await

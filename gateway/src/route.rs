@@ -9,9 +9,14 @@
 //! Every message has: timestamp = event time; headers `event-id` (`{device_id}:{seq}`, the
 //! de-duplication key for consumers), `kind` and `content-type`. Dead letters go to the
 //! dead-letter topic with a JSON value that says what was refused and why.
+//!
+//! The route wing also holds what else decides what events become: [`mapping`] (payloads of
+//! other shapes into events) and [`rules`] (edge rules, whose state commits with the events).
 
 pub mod config;
 pub mod format;
+pub mod mapping;
+pub mod rules;
 
 #[cfg(test)]
 mod tests;

@@ -560,7 +560,12 @@ fn rules_test(config: &std::path::Path, input: &std::path::Path) -> ExitCode {
         }
     };
     let stdout = std::io::stdout().lock();
-    match tributary_gateway::rules::offline::run(&config.rules, config.routes, reader, stdout) {
+    match tributary_gateway::route::rules::offline::run(
+        &config.rules,
+        config.routes,
+        reader,
+        stdout,
+    ) {
         Ok(summary) => {
             for (line, why) in &summary.bad_lines {
                 eprintln!("{}:{line}: not an event: {why}", input.display());

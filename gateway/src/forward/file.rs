@@ -18,7 +18,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Backoff, Drain, ForwardError};
-use crate::stats::Stats;
+use crate::observe::stats::Stats;
 use tributary_spool::{Spool, Spooled};
 
 const BATCH: usize = 2000;
@@ -116,7 +116,7 @@ pub async fn run(
                     stats
                         .instruments
                         .forward_errors
-                        .get_or_create(&crate::stats::ForwardErrorLabel {
+                        .get_or_create(&crate::observe::stats::ForwardErrorLabel {
                             topic,
                             error: "io".to_owned(),
                         })

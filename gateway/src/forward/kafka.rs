@@ -65,7 +65,7 @@ use tokio::time::Instant;
 use super::config::{client_config, KafkaConfig, TopicSpec};
 use super::cursor::Cursor;
 use super::{Backoff, Drain, ForwardError};
-use crate::stats::Stats;
+use crate::observe::stats::Stats;
 use tributary_spool::{Spool, Spooled};
 
 const FETCH: usize = 1000;
@@ -165,7 +165,7 @@ fn count_client_error(stats: &Stats, kind: &str) {
     stats
         .instruments
         .forward_errors
-        .get_or_create(&crate::stats::ForwardErrorLabel {
+        .get_or_create(&crate::observe::stats::ForwardErrorLabel {
             topic: String::new(),
             error: kind.to_owned(),
         })
@@ -435,7 +435,7 @@ pub async fn run(
                             stats
                                 .instruments
                                 .forward_errors
-                                .get_or_create(&crate::stats::ForwardErrorLabel {
+                                .get_or_create(&crate::observe::stats::ForwardErrorLabel {
                                     topic: o.topic.clone(),
                                     error: kind.to_owned(),
                                 })
@@ -665,7 +665,11 @@ async fn quarantine(
                 refused.remove(&id);
                 if let Some(topic) = topic {
                     tracing::error!(message = "Record quarantined: Kafka refuses it for good; the stream goes on without it.", id, %topic, %reason);
-                    stats.record_discarded(&topic, crate::stats::Discarded::Quarantined, 1);
+                    stats.record_discarded(
+                        &topic,
+                        crate::observe::stats::Discarded::Quarantined,
+                        1,
+                    );
                     moved = true;
                 }
             }

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use tributary_protocol::{Body, Event, FixQuality, Position, Reading, SensorValue};
 
-use crate::rules::store::row;
-use crate::rules::{kinds, RuleSet};
+use crate::route::rules::store::row;
+use crate::route::rules::{kinds, RuleSet};
 
 /// One rule of each kind, a window with a percentile among them.
 fn rules() -> &'static RuleSet {

@@ -3,7 +3,7 @@
 //! Each `[[bridges]]` entry connects to one upstream broker with a persistent session (clean
 //! session off, a fixed client id), subscribes to its topic filters, and decodes what arrives
 //! the way the MQTT listener does: `devices/...` as Tributary's own format, other topics through
-//! the mappings ([`crate::mapping`]). The upstream is trusted as the operator configured it: no
+//! the mappings ([`crate::route::mapping`]). The upstream is trusted as the operator configured it: no
 //! per-device identity applies to what it delivers.
 //!
 //! # Invariants
@@ -64,7 +64,7 @@ struct Bridge {
     down_since: Option<Instant>,
     backoff: Duration,
     /// Counts the upstream connection in `tributary_connections{transport="bridge"}`.
-    connection: Option<crate::stats::ConnectionGuard>,
+    connection: Option<crate::observe::stats::ConnectionGuard>,
     /// Whether the bridge was connected before in this run: a reconnect should find its
     /// session on the broker.
     connected_before: bool,

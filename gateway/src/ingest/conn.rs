@@ -31,8 +31,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::identity::{Authority, Peer};
+use crate::observe::stats::Stats;
 use crate::shutdown::Scope;
-use crate::stats::Stats;
 
 /// How long a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -39,7 +39,7 @@ use serde_json::Value;
 pub use self::config::{FileSource, LineFormat, RawFiles};
 use self::tail::FileId;
 use super::{Inbound, Ingest};
-use crate::mapping::Mappings;
+use crate::route::mapping::Mappings;
 use crate::route::DeadLetter;
 use crate::shutdown::Scope;
 use tributary_spool::record::Record;

@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use super::Ingest;
 use crate::identity::{Authority, RawAuth, Sources};
+use crate::observe::stats::Stats;
 use crate::route::{RawRoutes, Router};
-use crate::stats::Stats;
 use tributary_spool::{RawSpool, Spool};
 
 /// A gateway's ingest path in this process, on a fresh spool in `dir`, for devices on loopback

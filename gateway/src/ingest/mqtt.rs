@@ -64,7 +64,7 @@ use tributary_protocol::Event;
 pub use broker::{start_broker, Republisher};
 
 use super::Ingest;
-use crate::mapping::Mappings;
+use crate::route::mapping::Mappings;
 use crate::route::{DeadLetter, Undecodable};
 use crate::shutdown::Scope;
 pub use config::{MqttConfig, RawMqtt};
@@ -299,11 +299,11 @@ mod tests {
 
     #[test]
     fn devices_topics_stay_native_whatever_a_mapping_filter_covers() {
-        let raw: crate::mapping::RawMapping = toml::from_str(
+        let raw: crate::route::mapping::RawMapping = toml::from_str(
             "topic = \"+/+/+\"\ndevice_id = \"{topic.1}\"\nkind = \"reading\"\nnumeric = true\n",
         )
         .unwrap();
-        let mappings = Mappings::new(crate::mapping::validate(&[raw]).unwrap());
+        let mappings = Mappings::new(crate::route::mapping::validate(&[raw]).unwrap());
         let payload = br#"{"seq":4,"time_ms":5,"values":[{"name":"t","value":1.5,"unit":"Cel"}]}"#;
         let events = decode_publish(&mappings, "devices/env-1/readings", payload, None).unwrap();
         assert_eq!(events[0].0.seq, 4, "the device's own seq: decoded natively");

@@ -105,7 +105,7 @@ struct Connection {
     /// Set by a successful HELLO: the device id, its identity and its boot session.
     device: Option<(String, Identity, u64)>,
     /// Counts the device as connected on the status page while the session lives.
-    _connected: Option<crate::activity::Connected>,
+    _connected: Option<crate::observe::activity::Connected>,
     /// Fires when a reload revokes the device's credential or its certificate expires.
     watch: Option<Arc<Watch>>,
     /// `tcp.idle_timeout_ms`: silence after HELLO that closes the session.

@@ -18,7 +18,7 @@
 //!    it on its next connection. A spool failure closes it unanswered too.
 //!
 //! Records carry no sequence number, so their events get gateway-assigned seqs
-//! ([`crate::mapping::AssignedSeqs`]): a packet resent after a lost answer is stored again.
+//! ([`crate::route::mapping::AssignedSeqs`]): a packet resent after a lost answer is stored again.
 //! Duplicates are recognisable by device and timestamp (the Kafka timestamp is the record's).
 
 pub mod codec;
@@ -286,7 +286,7 @@ fn events(device_id: &str, packet: &codec::Packet, raw: &[u8]) -> (Vec<Inbound>,
             ));
         }
         for body in bodies {
-            let (seq, session) = crate::mapping::AssignedSeqs::global().next();
+            let (seq, session) = crate::route::mapping::AssignedSeqs::global().next();
             let event = Event {
                 device_id: device_id.to_owned(),
                 seq,

@@ -7,7 +7,7 @@
 //! with no leader. When records have been in flight for [`STALL_AFTER`] with no delivery report,
 //! the forwarder asks the cluster's metadata (and the topics' `min.insync.replicas`) about the
 //! topics of the records in flight, and says what it found: in the log, in `/readyz?verbose` and
-//! on the status page (through [`crate::stats::Stats::forward_failed`]), and in
+//! on the status page (through [`crate::observe::stats::Stats::forward_failed`]), and in
 //! `tributary_forward_errors_total{error="NotEnoughReplicas"|"NoLeader"|"Stalled"}`.
 //!
 //! The records stay where they are: this only explains, it never changes what is sent.

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::run;
 use crate::forward::Drain;
 use crate::forward::KafkaConfig;
+use crate::observe::stats::Stats;
 use crate::route::Router;
 use crate::route::RoutesConfig;
-use crate::stats::Stats;
 use tributary_spool::SpoolConfig;
 use tributary_spool::{Limits, Spool};
 

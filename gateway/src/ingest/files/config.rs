@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::mapping::{Mapping, RawMapping};
+use crate::route::mapping::{Mapping, RawMapping};
 use tributary_common::validate::names::legal_topic;
 use tributary_common::validate::ConfigError;
 
@@ -104,7 +104,7 @@ pub fn validate(raw: Vec<RawFiles>) -> Result<Vec<FileSource>, ConfigError> {
                     "json and csv lines need a mapping (device_id, kind, values...)".into(),
                 )
             })?;
-            crate::mapping::validate_inline(&raw, &format!("files[{i}].mapping"))
+            crate::route::mapping::validate_inline(&raw, &format!("files[{i}].mapping"))
                 .map(Box::new)
                 .map_err(|e| ConfigError::Rule {
                     key: e.key,

@@ -141,7 +141,7 @@ async fn csv_rows_become_events_through_the_mapping_and_bad_rows_dead_letters() 
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let (ingest, spool) = crate::ingest::local::local_ingest(data.path());
-    let raw: crate::mapping::RawMapping = toml::from_str(
+    let raw: crate::route::mapping::RawMapping = toml::from_str(
         r#"
         device_id = "{payload.meter}"
         kind = "reading"
@@ -151,7 +151,7 @@ async fn csv_rows_become_events_through_the_mapping_and_bad_rows_dead_letters() 
         "#,
     )
     .unwrap();
-    let mapping = crate::mapping::validate_inline(&raw, "files[0].mapping").unwrap();
+    let mapping = crate::route::mapping::validate_inline(&raw, "files[0].mapping").unwrap();
     let mut src = source(dir.path(), LineFormat::Csv(Box::new(mapping.clone())));
     src.path = dir.path().join("meters.log");
     append(

@@ -116,7 +116,7 @@ pub struct Session {
     pub(super) identity: Identity,
     pub(super) settings: Arc<Settings>,
     /// Counts the device as connected on the status page while the session lives.
-    pub(super) connected: Option<crate::activity::Connected>,
+    pub(super) connected: Option<crate::observe::activity::Connected>,
     pub(super) ingest: Ingest,
     republish: Option<Republisher>,
     read: BytesMut,

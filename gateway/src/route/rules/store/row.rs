@@ -17,8 +17,8 @@
 
 use serde::Deserialize;
 
-use crate::rules::kinds::{Interval, State};
-use crate::rules::{geofence, threshold, window};
+use crate::route::rules::kinds::{Interval, State};
+use crate::route::rules::{geofence, threshold, window};
 
 /// The lead of a format 2 row.
 const FORMAT_2: [u8; 2] = [0x00, 0x02];

@@ -2,7 +2,7 @@ use super::*;
 use tributary_protocol::Position;
 
 fn reading(values: &[(&str, f64)]) -> Event {
-    crate::rules::test_reading("d", 7, 1_000, values)
+    crate::route::rules::test_reading("d", 7, 1_000, values)
 }
 
 fn holds(text: &str, event: &Event) -> bool {

@@ -75,7 +75,7 @@ pub fn step(spec: &Spec, alert: &mut Alert, event: &Event) -> Option<Derived> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::test_reading;
+    use crate::route::rules::test_reading;
 
     fn run(spec: &Spec, events: &[(u64, Option<f64>)]) -> Vec<(u64, String)> {
         let mut alert = Alert::default();

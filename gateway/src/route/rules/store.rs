@@ -1,5 +1,5 @@
 //! The rules' side of a group commit: their state per device (`device_rule_state`), the
-//! derived rows they emit, and both in the spool writer's transaction ([`crate::rules`] says why
+//! derived rows they emit, and both in the spool writer's transaction ([`crate::route::rules`] says why
 //! that makes them exactly once). [`RuleStates`] is the spool's commit hook
 //! ([`tributary_spool::hook`]): the spool calls it at each step of a group and knows nothing of
 //! what it keeps.
@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::rules::{RuleSet, State};
+use crate::route::rules::{RuleSet, State};
 use tributary_spool::hook::{CommitHook, Counts, Store};
 use tributary_spool::{Record, SpoolError};
 
@@ -56,7 +56,7 @@ struct Overlay<'a> {
     last: Option<usize>,
 }
 
-impl crate::rules::States for Overlay<'_> {
+impl crate::route::rules::States for Overlay<'_> {
     fn state(&mut self, rule: usize, device: &str) -> &mut State {
         let p = &mut *self.pending;
         let cached = self

@@ -4,7 +4,7 @@ use tributary_protocol::Event;
 use super::*;
 
 fn reading(seq: u64, time_ms: u64, values: &[(&str, f64)]) -> Event {
-    crate::rules::test_reading("d", seq, time_ms, values)
+    crate::route::rules::test_reading("d", seq, time_ms, values)
 }
 
 /// Runs `logic` over `events` from an empty state; returns the derived events' (seq, values).
@@ -25,12 +25,12 @@ fn seqs(derived: &[Derived]) -> Vec<u64> {
 }
 
 fn value(d: &Derived, name: &str) -> f64 {
-    crate::rules::test_value(d, name)
+    crate::route::rules::test_value(d, name)
 }
 
 fn deadband(band: Band, heartbeat_ms: Option<u64>) -> Logic {
     Logic::Deadband {
-        field: crate::rules::expr::Number::parse("values.t").unwrap(),
+        field: crate::route::rules::expr::Number::parse("values.t").unwrap(),
         band,
         heartbeat_ms,
     }
@@ -39,7 +39,7 @@ fn deadband(band: Band, heartbeat_ms: Option<u64>) -> Logic {
 #[test]
 fn filter_keeps_what_holds() {
     let logic = Logic::Filter {
-        condition: crate::rules::expr::Condition::parse("values.t > 30").unwrap(),
+        condition: crate::route::rules::expr::Condition::parse("values.t > 30").unwrap(),
     };
     let events = [
         reading(1, 0, &[("t", 29.0)]),

@@ -281,7 +281,7 @@ fn emit(spec: &Spec, w: &Open, device: &str, size: u64) -> Derived {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::test_reading;
+    use crate::route::rules::test_reading;
 
     fn spec(size_ms: u64, hop_ms: u64, lateness_ms: u64) -> Spec {
         Spec {
@@ -314,7 +314,7 @@ mod tests {
     }
 
     fn agg(d: &Derived, name: &str) -> f64 {
-        crate::rules::test_value(d, name)
+        crate::route::rules::test_value(d, name)
     }
 
     #[test]
@@ -433,7 +433,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::rules::test_reading;
+    use crate::route::rules::test_reading;
 
     /// Windows computed the obvious way: every event into every window that holds it, unless
     /// it arrives after the device's watermark passed all of them; a window is emitted once the
@@ -502,9 +502,9 @@ mod properties {
                 for w in d {
                     got.push((
                         w.event.time_ms,
-                        crate::rules::test_value(&w, "t.count") as u64,
-                        crate::rules::test_value(&w, "t.sum"),
-                        crate::rules::test_value(&w, "t.p90"),
+                        crate::route::rules::test_value(&w, "t.count") as u64,
+                        crate::route::rules::test_value(&w, "t.sum"),
+                        crate::route::rules::test_value(&w, "t.p90"),
                     ));
                 }
             }

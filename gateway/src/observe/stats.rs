@@ -43,7 +43,7 @@ pub struct TransportLabel {
     pub transport: &'static str,
 }
 
-/// Live instruments for `/metrics` (see [`crate::metrics`] for names and meanings). Clones
+/// Live instruments for `/metrics` (see [`crate::observe::metrics`] for names and meanings). Clones
 /// share the same values.
 #[derive(Debug, Clone)]
 pub struct Instruments {
@@ -125,7 +125,7 @@ pub struct Stats {
     refusals: Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
     pub instruments: Instruments,
     /// Per-device activity, rates and the last refusals, for the status page.
-    pub activity: crate::activity::Activity,
+    pub activity: crate::observe::activity::Activity,
     forward: Arc<Mutex<ForwardState>>,
     /// The last append was refused for lack of room (cleared by the next stored one).
     spool_full: Arc<AtomicBool>,

@@ -40,7 +40,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::stats::Stats;
+use crate::observe::stats::Stats;
 use tributary_spool::Gauges;
 
 /// The registry and the gauges set at each scrape.
@@ -215,7 +215,7 @@ impl Collector for Counts {
         let per_topic = |encoder: &mut DescriptorEncoder,
                          name: &str,
                          help: &str,
-                         value: &dyn Fn(&crate::stats::TopicCounters) -> u64|
+                         value: &dyn Fn(&crate::observe::stats::TopicCounters) -> u64|
          -> Result<(), std::fmt::Error> {
             let counter = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;

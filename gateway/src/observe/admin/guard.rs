@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use crate::stats::Stats;
+use crate::observe::stats::Stats;
 
 /// The peer of the connection a request came on, set by the accept loop.
 #[derive(Clone, Copy)]

@@ -6,14 +6,14 @@
 //! headers must arrive within `admin.header_timeout_ms` (an idle keep-alive connection is closed
 //! after it too): slow clients cannot hold the descriptors the devices need.
 //!
-//! - `GET /metrics`: Prometheus text format ([`crate::metrics`]).
+//! - `GET /metrics`: Prometheus text format ([`crate::observe::metrics`]).
 //! - `GET /livez`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 when the spool answers, the device listeners are bound, and the spool is
 //!   not refusing events for lack of room; 503 otherwise. **Kafka is not part of it**: buffering
 //!   through an outage is the job. `?verbose` lists every check, the forwarder's state included
 //!   ("kafka: no delivery for 12 min, buffering").
 //! - `GET /api/status`: the same state as JSON, plus what the status page draws: per-device
-//!   activity, rates over the last 5 minutes, the last refusals ([`crate::activity`]).
+//!   activity, rates over the last 5 minutes, the last refusals ([`crate::observe::activity`]).
 //! - `GET /`: the status page, from files embedded in the binary (`assets/status/`). It makes no
 //!   request beyond this gateway (Content-Security-Policy `default-src 'self'`): no CDN, no
 //!   map tiles; the map is a canvas with a projection fitted to the vehicles.
@@ -33,8 +33,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
-use crate::stats::{Stats, TransportLabel};
+use crate::observe::metrics::Metrics;
+use crate::observe::stats::{Stats, TransportLabel};
 use tributary_common::clock::now_ms;
 use tributary_spool::{Gauges, Spool};
 
@@ -161,9 +161,9 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream, cap: usize) {
     .await;
 }
 
-const PAGE_HTML: &str = include_str!("../assets/status/index.html");
-const PAGE_JS: &str = include_str!("../assets/status/status.js");
-const PAGE_CSS: &str = include_str!("../assets/status/status.css");
+const PAGE_HTML: &str = include_str!("../../assets/status/index.html");
+const PAGE_JS: &str = include_str!("../../assets/status/status.js");
+const PAGE_CSS: &str = include_str!("../../assets/status/status.css");
 /// Devices listed on the page (the most recently seen).
 const PAGE_DEVICES: usize = 500;
 /// 2024-01-01: a clock before this was never set (a Pi without a real-time clock, before NTP).

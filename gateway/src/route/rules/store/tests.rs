@@ -8,7 +8,7 @@ fn open(dir: &tempfile::TempDir) -> SpoolDb {
     SpoolDb::open(&dir.path().join("spool.db")).unwrap()
 }
 
-fn rule_set(toml_text: &str) -> crate::rules::RuleSet {
+fn rule_set(toml_text: &str) -> crate::route::rules::RuleSet {
     crate::config::Config::parse(toml_text, std::path::Path::new("t.toml"))
         .unwrap()
         .rules
@@ -16,12 +16,12 @@ fn rule_set(toml_text: &str) -> crate::rules::RuleSet {
 
 /// Rules run in a spool as its commit hook, as the gateway runs them.
 trait WithRules {
-    fn set_rules(&mut self, set: crate::rules::RuleSet) -> Result<(), SpoolError>;
+    fn set_rules(&mut self, set: crate::route::rules::RuleSet) -> Result<(), SpoolError>;
 }
 
 impl WithRules for SpoolDb {
-    fn set_rules(&mut self, set: crate::rules::RuleSet) -> Result<(), SpoolError> {
-        self.set_hook(Box::new(crate::rules::store::RuleStates::new(set)))
+    fn set_rules(&mut self, set: crate::route::rules::RuleSet) -> Result<(), SpoolError> {
+        self.set_hook(Box::new(crate::route::rules::store::RuleStates::new(set)))
     }
 }
 
@@ -110,7 +110,7 @@ fn schema_v5_rule_state_rows_move_into_device_rows() {
         .unwrap();
     // A format 2 row: its two-byte lead, then the entries. A deadband's state has the same
     // bytes in format 1, which schema v5 wrote.
-    let entries: Vec<(String, String, crate::rules::State)> =
+    let entries: Vec<(String, String, crate::route::rules::State)> =
         postcard::from_bytes(&bytes[2..]).unwrap();
     let state = postcard::to_allocvec(&entries[0].2).unwrap();
     conn.execute(

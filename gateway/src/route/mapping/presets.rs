@@ -9,19 +9,19 @@ use super::RawMapping;
 pub const PRESETS: [(&str, &str); 4] = [
     (
         "tasmota",
-        include_str!("../../../config/presets/tasmota.toml"),
+        include_str!("../../../../config/presets/tasmota.toml"),
     ),
     (
         "zigbee2mqtt",
-        include_str!("../../../config/presets/zigbee2mqtt.toml"),
+        include_str!("../../../../config/presets/zigbee2mqtt.toml"),
     ),
     (
         "shelly",
-        include_str!("../../../config/presets/shelly.toml"),
+        include_str!("../../../../config/presets/shelly.toml"),
     ),
     (
         "owntracks",
-        include_str!("../../../config/presets/owntracks.toml"),
+        include_str!("../../../../config/presets/owntracks.toml"),
     ),
 ];
 
