@@ -9,10 +9,12 @@
 //!   [`Answer::Refused`], for good, with the gateway's reason string. Sending it again would
 //!   never help: a device counts it, logs the reason and moves on.
 //!
-//! 0x00 "success" and 0x10 "no matching subscribers" are both stored.
+//! 0x00 "success" and 0x10 "no matching subscribers" are both stored. Which code means what is
+//! the protocol crate's (`tributary_protocol::refusal`), the table the gateway answers from.
 
 use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAck, PubAckReason};
 use rumqttc::{Event, Outgoing, Packet};
+use tributary_protocol::refusal::{self, Meaning};
 
 /// What the gateway said to one publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,17 +63,33 @@ pub fn v5(event: rumqttc::v5::Event) -> Polled {
     }
 }
 
-/// What an MQTT 5 PUBACK says, with the gateway's reason string (else the code's name).
+/// What an MQTT 5 PUBACK says, with the gateway's reason string (else the code's name). The
+/// code's meaning is the protocol crate's ([`refusal::publish_meaning`]).
 pub fn answer(ack: PubAck) -> Answer {
     let why = |ack: PubAck| {
         ack.properties
             .and_then(|p| p.reason_string)
             .unwrap_or_else(|| format!("{:?}", ack.reason))
     };
-    match ack.reason {
-        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Answer::Stored,
-        PubAckReason::QuotaExceeded | PubAckReason::UnspecifiedError => Answer::Busy(why(ack)),
-        _ => Answer::Refused(why(ack)),
+    match refusal::publish_meaning(code(ack.reason)) {
+        Meaning::Stored => Answer::Stored,
+        Meaning::Retry => Answer::Busy(why(ack)),
+        Meaning::Never | Meaning::Session => Answer::Refused(why(ack)),
+    }
+}
+
+/// rumqttc's reason as the number on the wire (MQTT 5, 3.4.2.1).
+fn code(reason: PubAckReason) -> u8 {
+    match reason {
+        PubAckReason::Success => 0x00,
+        PubAckReason::NoMatchingSubscribers => 0x10,
+        PubAckReason::UnspecifiedError => 0x80,
+        PubAckReason::ImplementationSpecificError => 0x83,
+        PubAckReason::NotAuthorized => 0x87,
+        PubAckReason::TopicNameInvalid => 0x90,
+        PubAckReason::PacketIdentifierInUse => 0x91,
+        PubAckReason::QuotaExceeded => 0x97,
+        PubAckReason::PayloadFormatInvalid => 0x99,
     }
 }
 

@@ -10,7 +10,8 @@
 //!
 //! Anything else is a protocol error: the device drops the connection.
 
-use tributary_protocol::{Hello, Message, Nack, NackCode, Refused, PROTOCOL_VERSION};
+use tributary_protocol::refusal::Meaning;
+use tributary_protocol::{Hello, Message, Nack, Refused, PROTOCOL_VERSION};
 
 /// The first frame of a session.
 pub fn hello(device_id: &str, password: Option<String>, session: Option<u64>) -> Message {
@@ -50,7 +51,7 @@ pub fn reply(message: Message, peer_version: u8) -> Reply {
             up_to_seq: ack.up_to_seq,
             refused: Vec::new(),
         },
-        Message::Nack(nack) if nack.code != NackCode::Busy && peer_version < 3 => {
+        Message::Nack(nack) if nack.code.meaning() == Meaning::Never && peer_version < 3 => {
             Reply::Refusal(nack)
         }
         Message::Nack(nack) => Reply::NotStored(nack),

@@ -37,6 +37,8 @@ pub mod message;
 #[cfg(feature = "alloc")]
 pub mod position;
 #[cfg(feature = "alloc")]
+pub mod refusal;
+#[cfg(feature = "alloc")]
 pub mod topic;
 
 pub use device_id::{validate_device_id, DeviceIdError, MAX_DEVICE_ID_LEN};

@@ -188,25 +188,10 @@ pub struct Grant {
 }
 
 /// The answer to a publish (QoS 1 or 2): its reason code in MQTT 5; in 3.1.1 every answer is
-/// the same PUBACK or PUBREC, and "not stored" is said by closing the connection instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckCode {
-    /// Stored (committed to the spool).
-    Success,
-    /// Refused, kept as a dead letter: the payload could not be decoded or validated, or
-    /// contradicts its content type or format indicator.
-    PayloadFormatInvalid,
-    /// Refused, kept as a dead letter: no topic Tributary decodes, no mapping names it.
-    TopicNameInvalid,
-    /// Refused, kept as a dead letter: the ACL denies this device the topic.
-    NotAuthorized,
-    /// Refused, kept as a dead letter: over a limit (`mqtt.max_payload_bytes`, user properties).
-    ImplementationSpecific,
-    /// Not stored: the spool is full. Resend later.
-    QuotaExceeded,
-    /// Not stored: the spool failed. Resend later.
-    Unspecified,
-}
+/// the same PUBACK or PUBREC, and "not stored" is said by closing the connection instead. The
+/// codes and what each means to a device are the protocol crate's (`refusal`), which the
+/// device-side client reads them back with.
+pub use tributary_protocol::refusal::PublishCode as AckCode;
 
 /// Why the server closes an MQTT 5 connection (DISCONNECT's reason code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
