@@ -96,6 +96,20 @@ impl PositionField {
         matches!(self, PositionField::Lat | PositionField::Lon)
     }
 
+    /// Sets the field in `p` from a number, narrowed to the type the event carries it in (a
+    /// satellite count is clamped to 0..=255).
+    pub fn set(self, p: &mut Position, v: f64) {
+        match self {
+            PositionField::Lat => p.lat = v,
+            PositionField::Lon => p.lon = v,
+            PositionField::AltM => p.alt_m = Some(v as f32),
+            PositionField::SpeedMps => p.speed_mps = Some(v as f32),
+            PositionField::HeadingDeg => p.heading_deg = Some(v as f32),
+            PositionField::Hdop => p.hdop = Some(v as f32),
+            PositionField::Satellites => p.satellites = Some(v.clamp(0.0, 255.0) as u8),
+        }
+    }
+
     /// The field's value in `p`, if it has one.
     pub fn get(self, p: &Position) -> Option<FieldValue> {
         match self {
@@ -106,6 +120,22 @@ impl PositionField {
             PositionField::HeadingDeg => p.heading_deg.map(FieldValue::F32),
             PositionField::Hdop => p.hdop.map(FieldValue::F32),
             PositionField::Satellites => p.satellites.map(FieldValue::U8),
+        }
+    }
+}
+
+impl Position {
+    /// A position at `lat`, `lon` with `fix` and none of the optional fields.
+    pub fn at(lat: f64, lon: f64, fix: FixQuality) -> Self {
+        Position {
+            lat,
+            lon,
+            alt_m: None,
+            speed_mps: None,
+            heading_deg: None,
+            hdop: None,
+            satellites: None,
+            fix,
         }
     }
 }
@@ -135,6 +165,21 @@ mod tests {
         }
         assert_eq!(PositionField::from_name("fix"), None);
         assert_eq!(PositionField::from_name("speed"), None);
+    }
+
+    #[test]
+    fn a_set_field_reads_back_in_the_type_the_event_carries() {
+        use crate::{FixQuality, Position};
+        let mut p = Position::at(0.0, 0.0, FixQuality::Gps);
+        for (i, f) in PositionField::ALL.into_iter().enumerate() {
+            f.set(&mut p, i as f64 + 0.5);
+        }
+        PositionField::Satellites.set(&mut p, 300.0);
+        let got: alloc::vec::Vec<f64> = PositionField::ALL
+            .iter()
+            .filter_map(|f| f.get(&p).map(|v| v.as_f64()))
+            .collect();
+        assert_eq!(got, [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 255.0]);
     }
 
     /// The JSON form's keys (serde's) are these names, with these values.

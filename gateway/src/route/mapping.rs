@@ -41,7 +41,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use tributary_protocol::{Body, Event, FixQuality, Position, Reading, SensorValue};
+use tributary_protocol::{Body, Event, FixQuality, Position, PositionField, Reading, SensorValue};
 
 use path::{as_number, describe, Path, Template};
 
@@ -83,11 +83,10 @@ impl Field {
         Ok(self.path.number(payload)? * self.scale)
     }
 
-    fn optional(field: &Option<Field>, payload: &Value) -> Result<Option<f64>, String> {
-        match field {
-            Some(f) if f.path.get(payload).is_some_and(|v| !v.is_null()) => {
-                f.number(payload).map(Some)
-            }
+    /// The number, where the payload has the path (and not `null`) at all.
+    fn present(&self, payload: &Value) -> Result<Option<f64>, String> {
+        match self.path.get(payload) {
+            Some(v) if !v.is_null() => self.number(payload).map(Some),
             _ => Ok(None),
         }
     }
@@ -105,15 +104,11 @@ enum Shape {
     Position(Box<PositionPaths>),
 }
 
+/// Where each position field is read: `lat` and `lon` always (validated), the others where
+/// configured.
 #[derive(Debug, Clone, PartialEq)]
 struct PositionPaths {
-    lat: Field,
-    lon: Field,
-    alt_m: Option<Field>,
-    speed_mps: Option<Field>,
-    heading_deg: Option<Field>,
-    hdop: Option<Field>,
-    satellites: Option<Field>,
+    fields: Vec<(PositionField, Field)>,
 }
 
 /// The validated mappings; what every connector decodes with.
@@ -286,26 +281,18 @@ impl Mapping {
                 Body::Reading(Reading { values })
             }
             Shape::Position(paths) => {
-                let PositionPaths {
-                    lat,
-                    lon,
-                    alt_m,
-                    speed_mps,
-                    heading_deg,
-                    hdop,
-                    satellites,
-                } = paths.as_ref();
-                Body::Position(Position {
-                    lat: lat.number(payload)?,
-                    lon: lon.number(payload)?,
-                    alt_m: Field::optional(alt_m, payload)?.map(|v| v as f32),
-                    speed_mps: Field::optional(speed_mps, payload)?.map(|v| v as f32),
-                    heading_deg: Field::optional(heading_deg, payload)?.map(|v| v as f32),
-                    hdop: Field::optional(hdop, payload)?.map(|v| v as f32),
-                    satellites: Field::optional(satellites, payload)?
-                        .map(|v| v.clamp(0.0, 255.0) as u8),
-                    fix: FixQuality::Gps,
-                })
+                let mut position = Position::at(0.0, 0.0, FixQuality::Gps);
+                for (f, path) in &paths.fields {
+                    let value = if f.required() {
+                        Some(path.number(payload)?)
+                    } else {
+                        path.present(payload)?
+                    };
+                    if let Some(v) = value {
+                        f.set(&mut position, v);
+                    }
+                }
+                Body::Position(position)
             }
         })
     }

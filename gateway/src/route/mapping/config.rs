@@ -257,18 +257,28 @@ fn checked(m: RawMapping, key: &str) -> Result<Mapping, Bad> {
         ))?;
     let shape = match kind {
         Kind::Position => {
-            let need = |k: &'static str, f: Option<Field>| {
-                f.ok_or((k, "a position mapping needs lat and lon paths".to_owned()))
-            };
-            Shape::Position(Box::new(PositionPaths {
-                lat: need("lat", field("lat", m.lat)?)?,
-                lon: need("lon", field("lon", m.lon)?)?,
-                alt_m: field("alt_m", m.alt_m)?,
-                speed_mps: field("speed_mps", m.speed_mps)?,
-                heading_deg: field("heading_deg", m.heading_deg)?,
-                hdop: field("hdop", m.hdop)?,
-                satellites: field("satellites", m.satellites)?,
-            }))
+            use tributary_protocol::PositionField as P;
+            let raw = [
+                (P::Lat, m.lat),
+                (P::Lon, m.lon),
+                (P::AltM, m.alt_m),
+                (P::SpeedMps, m.speed_mps),
+                (P::HeadingDeg, m.heading_deg),
+                (P::Hdop, m.hdop),
+                (P::Satellites, m.satellites),
+            ];
+            let mut fields = Vec::new();
+            for (f, raw) in raw {
+                match field(f.name(), raw)? {
+                    Some(path) => fields.push((f, path)),
+                    None if f.required() => {
+                        let need = "a position mapping needs lat and lon paths".to_owned();
+                        return Err((f.name(), need));
+                    }
+                    None => {}
+                }
+            }
+            Shape::Position(Box::new(PositionPaths { fields }))
         }
         Kind::Reading => match (m.values, m.numeric.unwrap_or(false)) {
             (Some(_), true) => {
