@@ -146,6 +146,11 @@ impl SpoolDb {
         })
     }
 
+    /// This spool file's instance number (`spool_meta.instance`).
+    pub fn instance(&self) -> Result<i64, SpoolError> {
+        schema::instance(&self.conn)
+    }
+
     /// Runs `hook` in the transaction of every group stored from now on ([`super::hook`]),
     /// after it loaded its committed state.
     pub fn set_hook(&mut self, mut hook: Box<dyn CommitHook>) -> Result<(), SpoolError> {
@@ -312,6 +317,7 @@ impl SpoolDb {
                     )?;
                     self.hook.save(&hook::Store::new(&tx))?;
                     save_sources(&tx, sources)?;
+                    super::rows::raise_floor(&tx, self.next_id.saturating_sub(1))?;
                     bytes += stored_size(groups, &out) + derived;
                     Ok(out)
                 }

@@ -26,6 +26,8 @@
 //! - `sessions(device_id, session, max_seq, max_time_ms, last_seen_ms, regressions)`: the
 //!   sequence state per device boot ([`seqs`]).
 //! - `counters(topic, reason, count)`: rows the spool deleted unforwarded, and why.
+//! - `spool_meta(key, value)`: the file's `instance` number and `id_floor`, the highest row id
+//!   ever committed: ids never repeat in one instance ([`rows`]).
 //! - `device_rule_state(device_id, states)`: the commit hook's state, one blob per device
 //!   ([`hook::Store`]; the gateway's rules keep their states there).
 //!
@@ -223,6 +225,8 @@ pub struct Spool {
     reader: worker::Worker<reader::Query>,
     /// Held while any handle lives: one gateway per spool.
     _lock: Arc<std::fs::File>,
+    /// This spool file's instance number ([`schema`], v10).
+    instance: i64,
 }
 
 impl Spool {
@@ -253,6 +257,7 @@ impl Spool {
     ) -> Result<(Self, Option<Recovery>), SpoolError> {
         let lock = lock(&config.path)?;
         let (db, recovery) = recover::open_checked(&config.path, config.limits)?;
+        let instance = db.instance()?;
         let inner = writer::start(db, config, Arc::new(observer), hook, sync)?;
         let reader = reader::start(&config.path)?;
         Ok((
@@ -260,9 +265,17 @@ impl Spool {
                 inner,
                 reader,
                 _lock: Arc::new(lock),
+                instance,
             },
             recovery,
         ))
+    }
+
+    /// The number naming this spool file, random when it was made: a marker of progress kept
+    /// elsewhere (the exactly-once forwarder's, in Kafka) says which spool its row ids count
+    /// in. Row ids never repeat within one instance ([`rows`]).
+    pub fn instance(&self) -> i64 {
+        self.instance
     }
 
     /// Stores records durably; one outcome per record, in order.

@@ -2,10 +2,12 @@
 //! id runs, and the bytes a row counts against `max_bytes`.
 //!
 //! Ids are assigned by the writer ([`next_id`] at open, then counting up), not by SQLite, so
-//! they never repeat while the gateway runs, even after the queue empties: an acknowledgement
-//! of an old id can never delete a new row. (Acknowledgements live in memory only, so a restart
-//! needs no more.) They start above every id `records` and `quarantine` hold, so a row moved to
-//! quarantine never meets an id already there. (Schema 1 to 7 got the same from
+//! they never repeat, even after the queue empties: an acknowledgement of an old id can never
+//! delete a new row. They start above every id `records` and `quarantine` hold, so a row moved
+//! to quarantine never meets an id already there, and above every id ever committed
+//! (`spool_meta.id_floor`, raised in each transaction that appends, [`raise_floor`]), so they
+//! never repeat across restarts either: a forwarder's marker "delivered through id N" in Kafka
+//! stays true for this spool. (Schema 1 to 7 got the same from
 //! `AUTOINCREMENT`, at the cost of a `sqlite_sequence` update per row; [`super::schema`] drops
 //! it when it can.)
 //!
@@ -26,6 +28,15 @@ macro_rules! record_columns {
     };
 }
 pub(super) use record_columns;
+
+/// Records that ids through `highest` were committed (`spool_meta.id_floor`), in the
+/// transaction that appends them.
+pub(super) fn raise_floor(tx: &Transaction<'_>, highest: i64) -> Result<(), SpoolError> {
+    tx.prepare_cached("UPDATE spool_meta SET value = max(value, ?1) WHERE key = 'id_floor'")
+        .and_then(|mut stmt| stmt.execute([highest]))
+        .map(drop)
+        .map_err(SpoolError::sqlite("raise id floor"))
+}
 
 /// Keys plus values: what `max_bytes` counts.
 pub fn payload_size(record: &Record) -> u64 {
@@ -95,8 +106,9 @@ impl<'t> Inserter<'t> {
     }
 }
 
-/// The first id to assign: above every id `records` and `quarantine` hold and every id
-/// `AUTOINCREMENT` handed out (schema 1 to 7), so none repeats.
+/// The first id to assign: above every id `records` and `quarantine` hold, every id ever
+/// committed (`spool_meta.id_floor`, schema 10) and every id `AUTOINCREMENT` handed out (schema
+/// 1 to 7), so none repeats.
 pub(crate) fn next_id(conn: &Connection) -> Result<i64, SpoolError> {
     // Every spool starts as schema 1, whose `records` had `AUTOINCREMENT`, so
     // `sqlite_sequence` exists; it outlives the rebuild that drops it (only the row goes).
@@ -105,7 +117,8 @@ pub(crate) fn next_id(conn: &Connection) -> Result<i64, SpoolError> {
             "SELECT max(
                  coalesce((SELECT max(seq) FROM sqlite_sequence WHERE name = 'records'), 0),
                  coalesce((SELECT max(id) FROM records), 0),
-                 coalesce((SELECT max(id) FROM quarantine), 0))",
+                 coalesce((SELECT max(id) FROM quarantine), 0),
+                 coalesce((SELECT value FROM spool_meta WHERE key = 'id_floor'), 0))",
             [],
             |r| r.get(0),
         )

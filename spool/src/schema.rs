@@ -26,6 +26,11 @@
 //!   at the default width, from its events still queued (known to be stored); what was
 //!   forwarded before is not known, so its retransmission is stored again. A lane written by
 //!   another identity is the row `device\0writer`.
+//! - v10: `spool_meta(key, value)`: `instance`, a random number naming this spool file (a
+//!   forwarder's progress marker in Kafka says which spool it counts in), and `id_floor`, the
+//!   highest row id ever committed, written in every transaction that appends, so row ids
+//!   never repeat over the spool's life, not just while the gateway runs (a marker "forwarded
+//!   through id N" stays true across restarts that found the queue empty).
 //!
 //! A database with a newer version than this code is refused, never rewritten.
 
@@ -34,7 +39,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -167,6 +172,16 @@ ALTER TABLE sessions ADD COLUMN window BLOB;
 ALTER TABLE sessions ADD COLUMN unvouched INTEGER NOT NULL DEFAULT 0;
 ";
 
+const V9_TO_V10: &str = "
+CREATE TABLE spool_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO spool_meta (key, value) VALUES
+    ('instance', (random() & 0x7fffffffffffffff) | 1),
+    ('id_floor', 0);
+";
+
 pub fn configure(conn: &Connection) -> Result<(), SpoolError> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -227,10 +242,27 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
             .map_err(SpoolError::sqlite("migrate to schema v9"))?;
         fill_windows(&tx).map_err(SpoolError::sqlite("migrate to schema v9: windows"))?;
     }
+    if found < 10 {
+        tx.execute_batch(V9_TO_V10)
+            .map_err(SpoolError::sqlite("migrate to schema v10"))?;
+    }
     narrow_records(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(SpoolError::sqlite("write schema version"))?;
     tx.commit().map_err(SpoolError::sqlite("commit migration"))
+}
+
+/// This spool file's instance number (`spool_meta.instance`).
+pub fn instance(conn: &Connection) -> Result<i64, SpoolError> {
+    meta(conn, "instance")
+}
+
+/// A `spool_meta` value.
+pub(crate) fn meta(conn: &Connection, key: &str) -> Result<i64, SpoolError> {
+    conn.query_row("SELECT value FROM spool_meta WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .map_err(SpoolError::sqlite("read spool_meta"))
 }
 
 /// v9: each session's window from its events still in `records`, at the default width.

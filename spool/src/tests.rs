@@ -393,3 +393,29 @@ fn a_row_is_stamped_with_the_clock_at_commit_and_ages_by_it() {
     assert_eq!(expired.values().sum::<u64>(), 1);
     assert_eq!(db.fetch(0, 10).unwrap().len(), 1);
 }
+
+#[test]
+fn row_ids_never_repeat_across_reopens_even_when_the_queue_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    let instance = db.instance().unwrap();
+    assert!(instance > 0);
+    db.append(vec![record("a", 1), record("a", 2)]).unwrap();
+    let ids: Vec<i64> = db.fetch(0, 10).unwrap().iter().map(|r| r.id).collect();
+    db.ack(&ids).unwrap();
+    drop(db);
+    let mut db = open(&dir);
+    assert_eq!(
+        db.instance().unwrap(),
+        instance,
+        "the same file, the same instance"
+    );
+    db.append(vec![record("a", 3)]).unwrap();
+    let next = db.fetch(0, 10).unwrap()[0].id;
+    assert!(
+        next > *ids.iter().max().unwrap(),
+        "id {next} after {ids:?} were forwarded and the spool reopened"
+    );
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(open(&other).instance().unwrap(), instance);
+}
