@@ -4,6 +4,10 @@
 //!
 //! `cargo bench -p tributary-gateway --bench drain`
 //!
+//! The spool is drained twice, from two spools filled alike: at least once (the default) and
+//! exactly once (`delivery = "exactly-once"`: one transaction per batch with its progress
+//! marker). Each line says events/s and the gateway process's CPU seconds for the drain.
+//!
 //! The broker is `TRIBUTARY_BENCH_KAFKA` (host:port) if set; otherwise the bench starts a
 //! one-node Apache Kafka on free loopback ports (`tests/kafka/node`), for both sides.
 //! `BENCH_EVENTS` changes the count.
@@ -141,7 +145,71 @@ fn kafka_config(brokers: &str) -> KafkaConfig {
         live_share: 0.0,
         properties: Default::default(),
         create_topics: None,
+        exactly_once: None,
     }
+}
+
+/// This process's CPU time (user + system), in seconds, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Fills a spool at `path` with `n` events for `topic`.
+fn fill(path: &std::path::Path, topic: &str, n: usize) {
+    let start = Instant::now();
+    let mut db = SpoolDb::open(path).expect("spool");
+    let all = records(topic, n);
+    for chunk in all.chunks(10_000) {
+        db.append(chunk.to_vec()).expect("append");
+    }
+    eprintln!(
+        "pre-filled {n} events in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// Drains the spool at `path` with the forwarder as `kafka` configures it: events/s and CPU
+/// seconds.
+async fn drain(path: &std::path::Path, kafka: KafkaConfig, n: usize) -> (f64, f64) {
+    let config = SpoolConfig {
+        path: path.to_owned(),
+        group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
+        group_commit_wait: Duration::from_millis(2),
+        limits: Limits::unlimited(),
+        forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
+    };
+    let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
+    let stop = CancellationToken::new();
+    let (start, cpu) = (Instant::now(), cpu_seconds());
+    let forwarder = tokio::spawn(kafka::run(
+        kafka,
+        tributary_gateway::forward::TimePolicy::default(),
+        spool.clone(),
+        Stats::default(),
+        Drain {
+            stop: stop.clone(),
+            deadline: tributary_gateway::shutdown::Deadline::new(Duration::from_secs(30)),
+        },
+    ));
+    while !spool.fetch(0, 1).await.expect("fetch").is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (elapsed, cpu) = (start.elapsed(), cpu_seconds() - cpu);
+    stop.cancel();
+    let _ = forwarder.await;
+    spool.close().await;
+    (n as f64 / elapsed.as_secs_f64(), cpu)
 }
 
 fn main() {
@@ -159,20 +227,8 @@ fn main() {
     );
     runtime.block_on(create(&brokers, &[&t_spool, &t_plain]));
 
-    // Pre-fill the spool.
     let path = dir.path().join("spool.db");
-    let fill = Instant::now();
-    {
-        let mut db = SpoolDb::open(&path).expect("spool");
-        let all = records(&t_spool, n);
-        for chunk in all.chunks(10_000) {
-            db.append(chunk.to_vec()).expect("append");
-        }
-    }
-    eprintln!(
-        "pre-filled {n} events in {:.1} s",
-        fill.elapsed().as_secs_f64()
-    );
+    fill(&path, &t_spool, n);
     let bytes: usize = records(&t_spool, n.min(1000))
         .iter()
         .map(Record::size)
@@ -180,37 +236,20 @@ fn main() {
         * n
         / n.min(1000);
 
-    // Tributary: drain the spool.
-    let spool_rate = runtime.block_on(async {
-        let config = SpoolConfig {
-            path: path.clone(),
-            group_commit_max_events: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
-            group_commit_wait: Duration::from_millis(2),
-            limits: Limits::unlimited(),
-            forget_devices_after: std::time::Duration::from_secs(30 * 24 * 3600),
-        };
-        let (spool, _) = Spool::open(&config, Stats::default()).expect("open spool");
-        let stop = CancellationToken::new();
-        let start = Instant::now();
-        let forwarder = tokio::spawn(kafka::run(
-            kafka_config(&brokers),
-            tributary_gateway::forward::TimePolicy::default(),
-            spool.clone(),
-            Stats::default(),
-            Drain {
-                stop: stop.clone(),
-                deadline: tributary_gateway::shutdown::Deadline::new(Duration::from_secs(30)),
-            },
-        ));
-        while !spool.fetch(0, 1).await.expect("fetch").is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let elapsed = start.elapsed();
-        stop.cancel();
-        let _ = forwarder.await;
-        spool.close().await;
-        n as f64 / elapsed.as_secs_f64()
+    // Tributary: drain the spool, at least once.
+    let (spool_rate, spool_cpu) = runtime.block_on(drain(&path, kafka_config(&brokers), n));
+
+    // And exactly once, from a spool filled alike.
+    let eos_path = dir.path().join("spool-eos.db");
+    fill(&eos_path, &t_spool, n);
+    let mut eos_config = kafka_config(&brokers);
+    eos_config.exactly_once = Some(tributary_gateway::forward::config::ExactlyOnce {
+        gateway_id: format!("drain-bench-{stamp}"),
+        progress_topic: format!("drain-progress-{stamp}"),
+        transaction_timeout: Duration::from_secs(60),
+        replication: 1,
     });
+    let (eos_rate, eos_cpu) = runtime.block_on(drain(&eos_path, eos_config, n));
 
     // A plain producer, same settings, same bytes.
     let plain_rate = runtime.block_on(async {
@@ -254,12 +293,28 @@ fn main() {
         "broker: {brokers}  events: {n}  payload: {:.0} MB",
         bytes as f64 / 1e6
     );
-    println!("{:>24} {:>12}", "", "events/s");
-    println!("{:>24} {:>12.0}", "tributary spool drain", spool_rate);
-    println!("{:>24} {:>12.0}", "plain rdkafka producer", plain_rate);
-    println!("{:>24} {:>12.2}", "ratio", spool_rate / plain_rate);
+    println!("{:>28} {:>12} {:>8}", "", "events/s", "CPU s");
     println!(
-        "{{\"bench\":\"drain\",\"events\":{n},\"spool_eps\":{spool_rate:.0},\"plain_eps\":{plain_rate:.0}}}"
+        "{:>28} {:>12.0} {:>8.1}",
+        "drain, at least once", spool_rate, spool_cpu
+    );
+    println!(
+        "{:>28} {:>12.0} {:>8.1}",
+        "drain, exactly once", eos_rate, eos_cpu
+    );
+    println!("{:>28} {:>12.0}", "plain rdkafka producer", plain_rate);
+    println!(
+        "{:>28} {:>12.2}",
+        "at least once / plain",
+        spool_rate / plain_rate
+    );
+    println!(
+        "{:>28} {:>12.2}",
+        "exactly / at least once",
+        eos_rate / spool_rate
+    );
+    println!(
+        "{{\"bench\":\"drain\",\"events\":{n},\"spool_eps\":{spool_rate:.0},\"eos_eps\":{eos_rate:.0},\"plain_eps\":{plain_rate:.0},\"spool_cpu_s\":{spool_cpu:.1},\"eos_cpu_s\":{eos_cpu:.1}}}"
     );
     if let Some(mut child) = kafka {
         let _ = child.kill();

@@ -79,6 +79,13 @@ pub async fn supervise(
         stats.set_forwarder_running(false);
         let error = match result {
             Ok(Ok(())) => return,
+            Ok(Err(e @ ForwardError::Fenced(_))) => {
+                let error = e.to_string();
+                stats.forward_failed(error.clone(), tributary_common::clock::now_ms());
+                tracing::error!(message = "Forwarding stopped for good.", %error);
+                drain.stop.cancelled().await;
+                return;
+            }
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("the forwarder task failed: {e}"),
         };
@@ -106,6 +113,11 @@ pub enum ForwardError {
     /// for example by the cluster's ACLs) and can send nothing more: a new one is made.
     #[error("the Kafka producer failed for good and is made again: {0}")]
     Fatal(String),
+    /// Exactly-once: the transactional producer was fenced, because another gateway runs with
+    /// the same `kafka.gateway_id`. Forwarding stops until the configuration is fixed and the
+    /// gateway restarted: restarting the producer would fence the other gateway in turn.
+    #[error("fenced: another gateway runs with the same kafka.gateway_id; forwarding stopped, events stay in the spool ({0})")]
+    Fenced(String),
     #[error("file sink: cannot write {path}: {source}")]
     File {
         path: std::path::PathBuf,

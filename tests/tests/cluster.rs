@@ -325,3 +325,105 @@ fn gauge(metrics: &str, name: &str) -> u64 {
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// How the gateway delivers in [`killed_ten_times_with_three_leader_kills`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// 200 devices stream for 100 s into a gateway forwarding to the three-node cluster. The
+/// gateway is SIGKILLed ten times (restarted a second later each time, with the backlog of
+/// the second it was down), and between those the leader of the readings' partition 0 is
+/// SIGKILLed three times. Then the backlog drains and kafka-python reads the topics, read
+/// committed.
+async fn killed_ten_times_with_three_leader_kills(delivery: Delivery) -> PythonCheck {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let stem = match delivery {
+        Delivery::AtLeastOnce => "alo",
+        Delivery::ExactlyOnce => "eos",
+    };
+    let cluster = tokio::task::spawn_blocking(|| {
+        KafkaCluster::start_with(3, tributary_tests::broker::Extra::default())
+    })
+    .await
+    .expect("the cluster starts");
+    let brokers = cluster.brokers();
+    let topics = Topics::unique(stem);
+    create_replicated_topics(&brokers, &topics.all(), 3, 3).await;
+    let kafka = match delivery {
+        Delivery::AtLeastOnce => String::new(),
+        Delivery::ExactlyOnce => format!(
+            "delivery = \"exactly-once\"\ngateway_id = \"{}\"\ntopic_replication = 3\n",
+            topics.readings
+        ),
+    };
+    let gateway = Gateway::start_with(Some(&brokers), &topics, &kafka);
+    let load = tokio::spawn(run(fleet(&gateway, stem, Duration::from_secs(100))));
+    let readings = topics.readings.clone();
+    let (cluster, mut gateway) = tokio::task::spawn_blocking(move || {
+        let (mut cluster, mut gateway) = (cluster, gateway);
+        for round in 0..10 {
+            std::thread::sleep(Duration::from_secs(6));
+            gateway.kill();
+            std::thread::sleep(Duration::from_secs(1));
+            gateway.restart();
+            if round % 3 == 1 {
+                std::thread::sleep(Duration::from_secs(2));
+                let leader = cluster
+                    .leader_of(&readings, 0)
+                    .expect("the partition has a leader before each kill");
+                cluster.kill_node(leader);
+                std::thread::sleep(Duration::from_secs(2));
+                cluster.start_node(leader);
+                eprintln!("{delivery:?}: leader {leader} SIGKILLed after gateway kill {round}");
+            }
+        }
+        (cluster, gateway)
+    })
+    .await
+    .expect("the faults ran");
+    let report = load.await.expect("the load ran");
+    assert_eq!(report.unacknowledged(), 0, "{}", report.table());
+    gateway.wait_drained(Duration::from_secs(180));
+    let found = check_with_kafka_python(
+        &cluster.brokers(),
+        &[&topics.readings, &topics.positions],
+        &report.manifest(),
+        true,
+    );
+    eprintln!(
+        "{delivery:?}, 10 gateway and 3 leader SIGKILLs: acknowledged {}, found {}, missing {}, \
+         duplicates {}, out of order {}, records {}",
+        found.acknowledged,
+        found.found,
+        found.missing,
+        found.duplicates,
+        found.out_of_order,
+        found.records
+    );
+    assert!(found.holds(), "{delivery:?}: {found:?}\n{}", report.table());
+    assert!(
+        found.acknowledged > 20_000,
+        "the fleet streamed through the faults: {found:?}"
+    );
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_every_acknowledged_event_is_read_committed_once_through_gateway_and_leader_kills(
+) {
+    let found = killed_ten_times_with_three_leader_kills(Delivery::ExactlyOnce).await;
+    assert_eq!(found.duplicates, 0, "{found:?}");
+    assert_eq!(found.records, found.acknowledged, "{found:?}");
+}
+
+/// The same run at least once: the kills leave duplicates (what the test above rules out).
+#[tokio::test(flavor = "multi_thread")]
+async fn at_least_once_the_same_kills_leave_duplicates_a_consumer_must_drop() {
+    let found = killed_ten_times_with_three_leader_kills(Delivery::AtLeastOnce).await;
+    assert!(found.duplicates > 0, "{found:?}");
+}

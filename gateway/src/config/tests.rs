@@ -330,3 +330,51 @@ fn a_key_a_rule_or_mapping_does_not_know_names_the_entry() {
         assert!(e.contains(says), "{e}");
     }
 }
+
+#[test]
+fn exactly_once_needs_brokers_and_a_gateway_id_and_names_what_is_wrong() {
+    let eos = |extra: &str| {
+        parse(&format!(
+            "[kafka]\nbrokers = \"k:9092\"\ndelivery = \"exactly-once\"\n{extra}"
+        ))
+    };
+    let config = eos("gateway_id = \"depot-7\"\n").unwrap();
+    let SinkConfig::Kafka(kafka) = &config.sink else {
+        panic!("a Kafka sink");
+    };
+    let once = kafka.exactly_once.as_ref().unwrap();
+    assert_eq!(once.gateway_id, "depot-7");
+    assert_eq!(once.progress_topic, "tributary.progress");
+    assert_eq!(once.transaction_timeout, Duration::from_secs(60));
+    let props = crate::forward::config::client_config(kafka);
+    assert_eq!(props.get("transactional.id"), Some("tributary-depot-7"));
+    assert_eq!(props.get("message.timeout.ms"), Some("60000"));
+    let named = |r: Result<Config, ConfigError>, key: &str| {
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    };
+    named(eos(""), "kafka.gateway_id");
+    named(eos("gateway_id = \"depot 7\"\n"), "kafka.gateway_id");
+    named(
+        eos("gateway_id = \"d\"\ntransaction_timeout_ms = 10\n"),
+        "kafka.transaction_timeout_ms",
+    );
+    named(
+        eos("gateway_id = \"d\"\nprogress_topic = \"a/b\"\n"),
+        "kafka.progress_topic",
+    );
+    named(
+        eos("gateway_id = \"d\"\n[kafka.properties]\n\"transactional.id\" = \"x\"\n"),
+        "kafka.properties",
+    );
+    named(
+        parse("[kafka]\ndelivery = \"exactly-once\"\ngateway_id = \"d\"\n"),
+        "kafka.delivery",
+    );
+    named(
+        parse("[kafka]\nbrokers = \"k:9092\"\ndelivery = \"twice\"\n"),
+        "kafka.delivery",
+    );
+    let default = parse("[kafka]\nbrokers = \"k:9092\"\n").unwrap();
+    assert!(matches!(&default.sink, SinkConfig::Kafka(k) if k.exactly_once.is_none()));
+}

@@ -23,6 +23,12 @@ pub struct RawKafka {
     pub live_share: Option<f64>,
     pub topic_partitions: Option<i32>,
     pub topic_replication: Option<i32>,
+    /// `"at-least-once"` (the default) or `"exactly-once"` (transactions).
+    pub delivery: Option<String>,
+    /// This gateway's stable id: its transactional id and its progress marker's key.
+    pub gateway_id: Option<String>,
+    pub progress_topic: Option<String>,
+    pub transaction_timeout_ms: Option<u64>,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -57,6 +63,57 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// Topics to create through the Admin API if missing (`auto_create`), else `None`.
     pub create_topics: Option<TopicSpec>,
+    /// `delivery = "exactly-once"`: transactions, and what they need; `None` at least once.
+    pub exactly_once: Option<ExactlyOnce>,
+}
+
+/// What the exactly-once forwarder needs ([`super::kafka::transactional`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactlyOnce {
+    /// The gateway's stable id (`kafka.gateway_id`): `transactional.id` is
+    /// `tributary-{gateway_id}`, and the progress marker's key is the id itself.
+    pub gateway_id: String,
+    /// The compacted topic of progress markers (`kafka.progress_topic`).
+    pub progress_topic: String,
+    /// `transaction.timeout.ms`: how long a transaction may stay open before the cluster aborts
+    /// it; also each record's delivery timeout.
+    pub transaction_timeout: Duration,
+    /// The progress topic's replication factor (`kafka.topic_replication`).
+    pub replication: i32,
+}
+
+/// The default `kafka.progress_topic`.
+pub const PROGRESS_TOPIC: &str = "tributary.progress";
+/// The default `kafka.transaction_timeout_ms`: one minute. A transaction holds one batch of at
+/// most `max_in_flight` rows; it stays open only while Kafka is slow to take them. During an
+/// outage it times out, is aborted, and the same rows go again in a new one once Kafka is back
+/// (they never leave the spool meanwhile), so the timeout bounds how long read-committed
+/// consumers wait behind an open transaction, not how long an outage may last. Brokers refuse
+/// more than their `transaction.max.timeout.ms` (15 minutes by default).
+pub const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+
+/// Checks `kafka.gateway_id`: 1 to 200 of `A-Z a-z 0-9 . _ -`, so it is a valid Kafka key and
+/// transactional id as it stands.
+fn gateway_id(id: Option<String>) -> Result<String, ConfigError> {
+    let id = id.unwrap_or_default();
+    let ok = !id.is_empty()
+        && id.len() <= 200
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(id)
+    } else if id.is_empty() {
+        Err(invalid(
+            "kafka.gateway_id",
+            "delivery = \"exactly-once\" needs a stable id for this gateway (its transactional id)",
+        ))
+    } else {
+        Err(invalid(
+            "kafka.gateway_id",
+            format!("{id:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
+        ))
+    }
 }
 
 /// Topics the forwarder creates if they are missing: `(name, partitions, replication)`.
@@ -80,6 +137,12 @@ pub fn sink(
         kafka.topic_replication.unwrap_or(1),
     );
     let sink = if brokers.trim().is_empty() {
+        if kafka.delivery.as_deref() == Some("exactly-once") {
+            return Err(invalid(
+                "kafka.delivery",
+                "\"exactly-once\" needs kafka.brokers: the file sink is at least once",
+            ));
+        }
         SinkConfig::File {
             dir: file.dir.unwrap_or_else(|| data_dir.join("sink")),
         }
@@ -112,6 +175,49 @@ pub fn sink(
         if replication < 1 {
             return Err(invalid("kafka.topic_replication", "must be at least 1"));
         }
+        let exactly_once = match kafka.delivery.as_deref().unwrap_or("at-least-once") {
+            "at-least-once" => None,
+            "exactly-once" => {
+                for key in [
+                    "transactional.id",
+                    "transaction.timeout.ms",
+                    "message.timeout.ms",
+                ] {
+                    if kafka.properties.contains_key(key) {
+                        return Err(invalid(
+                            "kafka.properties",
+                            format!("{key:?} is set by delivery = \"exactly-once\"; use kafka.gateway_id and kafka.transaction_timeout_ms"),
+                        ));
+                    }
+                }
+                let progress_topic = tributary_common::validate::names::topic(
+                    "kafka.progress_topic",
+                    kafka.progress_topic,
+                    PROGRESS_TOPIC,
+                )?;
+                let timeout_ms = kafka
+                    .transaction_timeout_ms
+                    .unwrap_or(TRANSACTION_TIMEOUT_MS);
+                if !(1_000..=900_000).contains(&timeout_ms) {
+                    return Err(invalid(
+                        "kafka.transaction_timeout_ms",
+                        format!("{timeout_ms} is outside 1000 to 900000 (brokers allow at most their transaction.max.timeout.ms, 15 minutes by default)"),
+                    ));
+                }
+                Some(ExactlyOnce {
+                    gateway_id: gateway_id(kafka.gateway_id)?,
+                    progress_topic,
+                    transaction_timeout: Duration::from_millis(timeout_ms),
+                    replication,
+                })
+            }
+            other => {
+                return Err(invalid(
+                    "kafka.delivery",
+                    format!("{other:?} is not \"at-least-once\" or \"exactly-once\""),
+                ))
+            }
+        };
         SinkConfig::Kafka(KafkaConfig {
             brokers: brokers.trim().to_owned(),
             max_in_flight: non_zero("kafka.max_in_flight", kafka.max_in_flight, 10_000)?,
@@ -134,6 +240,7 @@ pub fn sink(
                 .auto_create
                 .unwrap_or(false)
                 .then(|| TopicSpec { topics: Vec::new() }),
+            exactly_once,
         })
     };
 
@@ -251,6 +358,12 @@ pub fn client_config(config: &KafkaConfig) -> rdkafka::ClientConfig {
         .set("linger.ms", "50")
         .set("compression.type", "lz4")
         .set("client.id", "tributary");
+    if let Some(eos) = &config.exactly_once {
+        let timeout = eos.transaction_timeout.as_millis().to_string();
+        c.set("transactional.id", format!("tributary-{}", eos.gateway_id))
+            .set("transaction.timeout.ms", &timeout)
+            .set("message.timeout.ms", &timeout);
+    }
     for (k, v) in &config.properties {
         c.set(k, v);
     }

@@ -49,6 +49,7 @@
 mod stall;
 #[cfg(test)]
 mod tests;
+pub mod transactional;
 
 use std::time::Duration;
 
@@ -273,6 +274,9 @@ pub async fn run(
     stats: Stats,
     drain: Drain,
 ) -> Result<(), ForwardError> {
+    if let Some(eos) = config.exactly_once.clone() {
+        return transactional::run(config, eos, time, spool, stats, drain).await;
+    }
     let (reports, mut outcomes) = unbounded_channel();
     let producer: ThreadedProducer<Reports> = client_config(&config)
         .create_with_context(Reports {

@@ -273,6 +273,16 @@ fn forward_detail(admin: &Admin) -> String {
         }
     };
     match (f.running, f.failing_since_ms, f.last_delivery_ms) {
+        (false, _, _)
+            if f.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("fenced")) =>
+        {
+            format!(
+                "forwarder stopped, buffering in the spool: {}",
+                f.last_error.unwrap_or_default()
+            )
+        }
         (false, _, _) => format!(
             "forwarder not running (restarting after: {})",
             f.last_error.unwrap_or_default()

@@ -232,3 +232,57 @@ for topic in sys.argv[3:]:
     );
     assert_eq!(first[2], "Cel", "{csv_reading}");
 }
+
+/// Two gateways configured with one `kafka.gateway_id` (a copied config): the second one's
+/// transactional producer fences the first, which stops forwarding, keeps its events in its
+/// spool and says why in `/readyz?verbose`; the second forwards on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_gateway_with_the_same_gateway_id_fences_the_first_which_stops_forwarding_and_says_why(
+) {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("fenced");
+    create_topics(&brokers, &topics.all(), 3).await;
+    let eos = format!(
+        "delivery = \"exactly-once\"\ngateway_id = \"{}\"\n",
+        topics.readings
+    );
+    let first = Gateway::start_with(Some(&brokers), &topics, &eos);
+    assert_eq!(run(spec(&first, "fa", 2, 10)).await.acked(), 20);
+    assert_eq!(consume(&brokers, &topics.readings, 20, IDLE).len(), 20);
+
+    let second = Gateway::start_with(Some(&brokers), &topics, &eos);
+    assert_eq!(run(spec(&second, "fb", 2, 10)).await.acked(), 20);
+    assert_eq!(consume(&brokers, &topics.readings, 40, IDLE).len(), 40);
+
+    // The first gateway still accepts, but its next transaction finds it fenced.
+    assert_eq!(run(spec(&first, "fc", 2, 10)).await.acked(), 20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (_, body) = tributary_tests::http_get(first.admin, "/readyz?verbose");
+        if body.contains("same kafka.gateway_id") || std::time::Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("fenced"), "{body}");
+    assert!(
+        first
+            .log()
+            .contains("another gateway runs with the same kafka.gateway_id"),
+        "{}",
+        first.log()
+    );
+    // Its events wait in its spool; none of them reached Kafka.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, metrics) = tributary_tests::http_get(first.admin, "/metrics");
+    assert!(
+        metrics.contains("tributary_spool_rows 20"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tributary_spool_rows"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(consume(&brokers, &topics.readings, 41, IDLE).len(), 40);
+}

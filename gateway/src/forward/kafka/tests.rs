@@ -118,6 +118,7 @@ fn kafka_config(
         create_topics: None,
         max_in_flight_bytes: NonZeroUsize::new(32 << 20).unwrap(),
         live_share,
+        exactly_once: None,
     }
 }
 
