@@ -8,7 +8,7 @@
 //!   after a crash fences its own zombie, and the transaction that zombie left open is aborted
 //!   before this one reads anything. A second live gateway with the same id is fenced in turn,
 //!   and a fenced forwarder stops for good, loudly ([`super::super::ForwardError::Fenced`]).
-//! - A batch is up to `max_in_flight` rows (and about `max_in_flight_bytes`), read in strict
+//! - A batch is up to `transaction_max_events` rows (and about `max_in_flight_bytes`), read in strict
 //!   id order (`live_share` does not apply). Its records and one marker go in one
 //!   transaction. The marker is a record in the progress topic (compacted, one partition, made
 //!   if missing) keyed by the gateway id, whose value names the spool file (its instance
@@ -127,7 +127,7 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut refused: std::collections::HashMap<i64, (u32, String)> = Default::default();
     let mut isolate_through = i64::MIN;
-    let max = config.max_in_flight.get();
+    let max = eos.max_events.get();
     let max_bytes = config.max_in_flight_bytes.get();
     let mut deadline = None;
     let mut prefetched: Option<Vec<Spooled>> = None;
@@ -632,7 +632,7 @@ fn last_marker(config: &KafkaConfig, eos: &ExactlyOnce) -> Result<Option<Marker>
         if std::time::Instant::now() > deadline {
             return Err("no end of the progress topic within 60 s".into());
         }
-        match consumer.poll(Duration::from_millis(500)) {
+        match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
             Some(Err(e)) => return Err(e.to_string()),

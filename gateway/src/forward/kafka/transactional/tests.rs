@@ -53,6 +53,7 @@ fn config(brokers: &str) -> KafkaConfig {
             progress_topic: PROGRESS.into(),
             transaction_timeout: Duration::from_secs(10),
             replication: 1,
+            max_events: NonZeroUsize::new(100).unwrap(),
         }),
     }
 }
