@@ -2,7 +2,10 @@
 //!
 //! Every bench event carries its batch's due time (wall clock ms) as its timestamp, which the gateway
 //! forwards as the Kafka timestamp. The consumer records `its clock - timestamp` for each
-//! record whose key starts with the bench's prefix. Millisecond resolution.
+//! record whose key starts with the bench's prefix. Millisecond resolution. The consumer reads
+//! committed, as a data team's consumer of an exactly-once gateway does: the latency is until
+//! the transaction holding the event committed (for at-least-once records, until they are
+//! replicated, as for any consumer).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +37,7 @@ impl E2e {
                 format!("tributary-sim-bench-{}", std::process::id()),
             )
             .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| format!("consumer for {brokers}: {e}"))?;

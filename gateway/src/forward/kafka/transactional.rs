@@ -331,6 +331,11 @@ async fn transact(
     ) {
         let _ = reports.send(Outcome::of(refused.delivery_opaque, Some(&error)));
     }
+    // Every record's delivery report first: then the commit's own flush finds the queue empty
+    // and returns at once. (rdkafka's flush polls in steps of 100 ms, which the producer's own
+    // thread leaves nothing to serve: every commit took 100 ms more than the cluster did.)
+    let mut results = collect(outcomes, expected).await;
+    let committing = std::time::Instant::now();
     let committed = loop {
         let p = producer.clone();
         let result = match tokio::task::spawn_blocking(move || p.commit_transaction(CALL)).await {
@@ -345,9 +350,14 @@ async fn transact(
             other => break other,
         }
     };
+    tracing::debug!(
+        message = "Transaction ended.",
+        rows = expected - 1,
+        commit_ms = committing.elapsed().as_millis() as u64,
+        ok = committed.is_ok()
+    );
     let error = match committed {
         Ok(()) => {
-            let results = collect(outcomes, expected).await;
             let mut delivered = Vec::with_capacity(results.len());
             for o in results {
                 if o.error.is_some() {
@@ -383,8 +393,9 @@ async fn transact(
             Err(e) => return Batch::Over(ForwardError::Fatal(e.to_string())),
         }
     }
-    // Aborted: every record in it reports now (as purged, or with its own refusal).
-    let results = collect(outcomes, expected).await;
+    // Aborted: every record in it has reported now (as purged, or with its own refusal).
+    let missing = expected.saturating_sub(results.len());
+    results.extend(collect(outcomes, missing).await);
     count_client_error(stats, kind_of(&error));
     Batch::Aborted(explain(&error, ""), results)
 }
