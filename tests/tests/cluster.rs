@@ -333,7 +333,7 @@ enum Delivery {
     ExactlyOnce,
 }
 
-/// 200 devices stream for 100 s into a gateway forwarding to the three-node cluster. The
+/// 200 devices stream for 80 s into a gateway forwarding to the three-node cluster. The
 /// gateway is SIGKILLed ten times (restarted a second later each time, with the backlog of
 /// the second it was down), and between those the leader of the readings' partition 0 is
 /// SIGKILLed three times. Then the backlog drains and kafka-python reads the topics, read
@@ -360,12 +360,12 @@ async fn killed_ten_times_with_three_leader_kills(delivery: Delivery) -> PythonC
         ),
     };
     let gateway = Gateway::start_with(Some(&brokers), &topics, &kafka);
-    let load = tokio::spawn(run(fleet(&gateway, stem, Duration::from_secs(100))));
+    let load = tokio::spawn(run(fleet(&gateway, stem, Duration::from_secs(80))));
     let readings = topics.readings.clone();
     let (cluster, mut gateway) = tokio::task::spawn_blocking(move || {
         let (mut cluster, mut gateway) = (cluster, gateway);
         for round in 0..10 {
-            std::thread::sleep(Duration::from_secs(6));
+            std::thread::sleep(Duration::from_secs(5));
             gateway.kill();
             std::thread::sleep(Duration::from_secs(1));
             gateway.restart();

@@ -334,7 +334,29 @@ async fn transact(
     // Every record's delivery report first: then the commit's own flush finds the queue empty
     // and returns at once. (rdkafka's flush polls in steps of 100 ms, which the producer's own
     // thread leaves nothing to serve: every commit took 100 ms more than the cluster did.)
-    let mut results = collect(outcomes, expected).await;
+    // Records time out at the transaction timeout (`message.timeout.ms`), so all report by then.
+    let mut results = collect(outcomes, expected, eos.transaction_timeout + CALL).await;
+    // A record refused before it reached the cluster (too large for the producer, say) leaves
+    // the transaction committable without it; its row would then sit below a marker that
+    // claims it. So any refusal, or a report missing, aborts the batch.
+    let refused = results
+        .iter()
+        .find_map(|o| o.error.as_ref().map(|(e, _)| e.clone()))
+        .or_else(|| {
+            (results.len() < expected)
+                .then(|| format!("{} of {expected} records unconfirmed", results.len()))
+        });
+    if let Some(why) = refused {
+        return match abort(producer).await {
+            Some(end) => Batch::Over(end),
+            None => {
+                let missing = expected.saturating_sub(results.len());
+                results.extend(collect(outcomes, missing, CALL).await);
+                count_client_error(stats, "RecordRefused");
+                Batch::Aborted(why, results)
+            }
+        };
+    }
     let committing = std::time::Instant::now();
     let committed = loop {
         let p = producer.clone();
@@ -358,19 +380,12 @@ async fn transact(
     );
     let error = match committed {
         Ok(()) => {
-            let mut delivered = Vec::with_capacity(results.len());
-            for o in results {
-                if o.error.is_some() {
-                    // Kafka committed the transaction, so every record in it is delivered.
-                    tracing::warn!(
-                        message = "A record's report says failed in a committed transaction.",
-                        id = o.record.id
-                    );
-                }
-                if o.record.id > 0 {
-                    delivered.push(*o.record);
-                }
-            }
+            // Every record reported delivered before the commit (checked above).
+            let delivered = results
+                .into_iter()
+                .filter(|o| o.record.id > 0)
+                .map(|o| *o.record)
+                .collect();
             return Batch::Committed(delivered);
         }
         Err(error) => error,
@@ -378,26 +393,33 @@ async fn transact(
     if let Some(end) = over(&error, fatal_code(producer)) {
         return Batch::Over(end);
     }
-    // Abort, retrying while the cluster is away: a new transaction cannot begin before.
+    if let Some(end) = abort(producer).await {
+        return Batch::Over(end);
+    }
+    // Aborted: every record in it has reported now (as purged, or with its own refusal).
+    let missing = expected.saturating_sub(results.len());
+    results.extend(collect(outcomes, missing, CALL).await);
+    count_client_error(stats, kind_of(&error));
+    Batch::Aborted(explain(&error, ""), results)
+}
+
+/// Aborts the open transaction, retrying while the cluster is away (a new transaction cannot
+/// begin before); `Some` when the producer is over instead.
+async fn abort(producer: &Shared) -> Option<ForwardError> {
     loop {
         let p = producer.clone();
         match tokio::task::spawn_blocking(move || p.abort_transaction(CALL)).await {
-            Ok(Ok(())) => break,
+            Ok(Ok(())) => return None,
             Ok(Err(e)) => {
                 if let Some(end) = over(&e, fatal_code(producer)) {
-                    return Batch::Over(end);
+                    return Some(end);
                 }
                 tracing::warn!(message = "Aborting a transaction failed; retrying.", error = %e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Batch::Over(ForwardError::Fatal(e.to_string())),
+            Err(e) => return Some(ForwardError::Fatal(e.to_string())),
         }
     }
-    // Aborted: every record in it has reported now (as purged, or with its own refusal).
-    let missing = expected.saturating_sub(results.len());
-    results.extend(collect(outcomes, missing).await);
-    count_client_error(stats, kind_of(&error));
-    Batch::Aborted(explain(&error, ""), results)
 }
 
 /// Whether an error ends this producer's transactions: fenced (another gateway has this
@@ -432,9 +454,13 @@ fn fatal_code(producer: &Shared) -> Option<RDKafkaErrorCode> {
 }
 
 /// Waits for `n` outcomes: every record librdkafka accepted reports once, committed or aborted.
-async fn collect(outcomes: &mut UnboundedReceiver<Outcome>, n: usize) -> Vec<Outcome> {
+async fn collect(
+    outcomes: &mut UnboundedReceiver<Outcome>,
+    n: usize,
+    within: Duration,
+) -> Vec<Outcome> {
     let mut out = Vec::with_capacity(n);
-    let deadline = tokio::time::Instant::now() + CALL;
+    let deadline = tokio::time::Instant::now() + within;
     while out.len() < n {
         match tokio::time::timeout_at(deadline, outcomes.recv()).await {
             Ok(Some(o)) => out.push(o),
