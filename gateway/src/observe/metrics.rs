@@ -27,7 +27,7 @@
 //! | `tributary_dead_letters_total` | counter | transport | inputs kept on the dead-letter topic (undecodable, invalid, denied) |
 //! | `tributary_rule_emitted_total` | counter | rule | derived events the rules emitted |
 //! | `tributary_rule_late_total` | counter | rule | events older than what the rule had processed for that device: left out of its output |
-//! | `tributary_forward_errors_total` | counter | topic, error | failed deliveries; `error` is librdkafka's error code name, or `io` |
+//! | `tributary_forward_errors_total` | counter | topic, error | failed deliveries; `error` is librdkafka's error code name, or `io`; exactly once adds `RecordRefused`, `Fenced`, `Fatal` (topic `""`) |
 //! | `tributary_forwarder_restarts_total` | counter | | times the supervised forwarder failed and was restarted |
 //! | `tributary_forwarder_up` | gauge | | 1 while the forwarder runs |
 //! | `tributary_timestamps_clamped_total` | counter | | Kafka timestamps clamped: the event time was more than `time.max_future_ms` ahead |

@@ -284,5 +284,14 @@ async fn a_second_gateway_with_the_same_gateway_id_fences_the_first_which_stops_
             .collect::<Vec<_>>()
             .join("\n")
     );
+    assert!(
+        metrics.contains("tributary_forward_errors_total{topic=\"\",error=\"Fenced\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tributary_forward_errors_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(consume(&brokers, &topics.readings, 41, IDLE).len(), 40);
 }

@@ -265,6 +265,11 @@ pub async fn run(
                 }
             }
             Batch::Over(error) => {
+                let kind = match error {
+                    ForwardError::Fenced(_) => "Fenced",
+                    _ => "Fatal",
+                };
+                count_client_error(&stats, kind);
                 stats.forward_failed(error.to_string(), tributary_common::clock::now_ms());
                 return Err(error);
             }
