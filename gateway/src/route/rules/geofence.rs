@@ -84,6 +84,10 @@ pub fn parse(text: &str) -> Result<Vec<Zone>, String> {
         let geometry = f
             .get("geometry")
             .ok_or(format!("zone {name:?} has no geometry"))?;
+        let polar = f
+            .pointer("/properties/polar")
+            .and_then(|p| p.as_bool())
+            .unwrap_or(false);
         let coordinates = geometry.get("coordinates");
         let polygons = match (geometry.get("type").and_then(|t| t.as_str()), coordinates) {
             (Some("Polygon"), Some(c)) => vec![polygon(c, name)?],
@@ -98,6 +102,9 @@ pub fn parse(text: &str) -> Result<Vec<Zone>, String> {
                 ))
             }
         };
+        if !polar {
+            check_not_swapped(&polygons).map_err(|problem| format!("zone {name:?}: {problem}"))?;
+        }
         zones.push(Zone {
             name: name.to_owned(),
             polygons,
@@ -195,6 +202,30 @@ fn check_ring(points: &[(f64, f64)]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Beyond this latitude (the polar circles) a zone is unusual enough to check for the usual
+/// mistake: `[lat, lon]` written for `[lon, lat]`.
+const POLAR_CIRCLE: f64 = 66.56;
+
+/// Refuses a zone all of whose positions lie beyond a polar circle when, read the other way
+/// round, they would all lie outside them: almost always `[latitude, longitude]` written for
+/// GeoJSON's `[longitude, latitude]` (New York as `[40.7, -74.0]` gives a latitude of -74, in
+/// Antarctica, which the range check alone accepts). A zone that really is polar says so
+/// with `"polar": true` in its properties.
+fn check_not_swapped(polygons: &[Vec<Vec<(f64, f64)>>]) -> Result<(), String> {
+    let points = || polygons.iter().flatten().flatten();
+    let polar = points().all(|&(_, lat)| lat.abs() > POLAR_CIRCLE);
+    let swapped_fits = points().all(|&(lon, _)| lon.abs() <= POLAR_CIRCLE);
+    match (polar, points().next()) {
+        (true, Some(&(lon, lat))) if swapped_fits => Err(format!(
+            "every position lies beyond a polar circle (the first, [{lon}, {lat}], at latitude \
+             {lat}): longitude and latitude look swapped; GeoJSON positions are [longitude, \
+             latitude], so this one would be [{lat}, {lon}]. A zone that really is polar: add \
+             \"polar\": true to its properties"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Whether segments `ab` and `cd` cross or touch.
@@ -390,9 +421,23 @@ mod tests {
                 r#"{"type": "Feature", "properties": {"name": "a"}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}}"#,
                 "crosses itself",
             ),
+            (
+                // New York as [lat, lon]: a latitude of -74, in range but in Antarctica.
+                r#"{"type": "Feature", "properties": {"name": "nyc"}, "geometry": {"type": "Polygon", "coordinates": [[[40.70, -74.02], [40.70, -73.97], [40.75, -73.97], [40.75, -74.02], [40.70, -74.02]]]}}"#,
+                "look swapped; GeoJSON positions are [longitude, latitude], so this one would be [-74.02, 40.7]",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
         }
+        // A depot that really is polar (Longyearbyen, Svalbard, at 78 N) is asked to say so, and
+        // accepted when it does.
+        let lyr = |polar: &str| {
+            parse(&format!(
+                r#"{{"type": "Feature", "properties": {{"name": "lyr"{polar}}}, "geometry": {{"type": "Polygon", "coordinates": [[[15.5, 78.2], [15.7, 78.2], [15.7, 78.3], [15.5, 78.2]]]}}}}"#
+            ))
+        };
+        assert!(lyr("").unwrap_err().contains("add \"polar\": true"));
+        lyr(r#", "polar": true"#).unwrap();
     }
 }
