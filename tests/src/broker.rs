@@ -399,8 +399,19 @@ impl Drop for KafkaCluster {
 }
 
 /// A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, as
-/// `kafka-storage random-uuid` prints.
+/// `kafka-storage random-uuid` prints; like Kafka's `Uuid.randomUuid`, never one that starts
+/// with `-`, which `kafka-storage format -t` would read as an option (1 start in 64 failed so:
+/// "argument --cluster-id/-t: expected one argument").
 fn random_cluster_id() -> String {
+    loop {
+        let id = random_base64_id();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn random_base64_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes: [u8; 16] = rand::random();
     let mut bits: u32 = 0;
