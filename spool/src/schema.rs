@@ -197,6 +197,20 @@ pub fn version(conn: &Connection) -> Result<i64, SpoolError> {
         .map_err(SpoolError::sqlite("read schema version"))
 }
 
+/// Each step: the version it brings a spool to, its SQL, and what a failure says. (v8 changed
+/// what rows hold, not the tables: it has no step.)
+const STEPS: [(i64, &str, &str); 9] = [
+    (1, SCHEMA_V1, "create schema v1"),
+    (2, V1_TO_V2, "migrate to schema v2"),
+    (3, V2_TO_V3, "migrate to schema v3"),
+    (4, V3_TO_V4, "migrate to schema v4"),
+    (5, V4_TO_V5, "migrate to schema v5"),
+    (6, V5_TO_V6, "migrate to schema v6"),
+    (7, V6_TO_V7, "migrate to schema v7"),
+    (9, V8_TO_V9, "migrate to schema v9"),
+    (10, V9_TO_V10, "migrate to schema v10"),
+];
+
 /// Brings the schema up to [`SCHEMA_VERSION`] in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     let tx = conn
@@ -209,42 +223,13 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
             supported: SCHEMA_VERSION,
         });
     }
-    if found < 1 {
-        tx.execute_batch(SCHEMA_V1)
-            .map_err(SpoolError::sqlite("create schema v1"))?;
-    }
-    if found < 2 {
-        tx.execute_batch(V1_TO_V2)
-            .map_err(SpoolError::sqlite("migrate to schema v2"))?;
-    }
-    if found < 3 {
-        tx.execute_batch(V2_TO_V3)
-            .map_err(SpoolError::sqlite("migrate to schema v3"))?;
-    }
-    if found < 4 {
-        tx.execute_batch(V3_TO_V4)
-            .map_err(SpoolError::sqlite("migrate to schema v4"))?;
-    }
-    if found < 5 {
-        tx.execute_batch(V4_TO_V5)
-            .map_err(SpoolError::sqlite("migrate to schema v5"))?;
-    }
-    if found < 6 {
-        tx.execute_batch(V5_TO_V6)
-            .map_err(SpoolError::sqlite("migrate to schema v6"))?;
-    }
-    if found < 7 {
-        tx.execute_batch(V6_TO_V7)
-            .map_err(SpoolError::sqlite("migrate to schema v7"))?;
-    }
-    if found < 9 {
-        tx.execute_batch(V8_TO_V9)
-            .map_err(SpoolError::sqlite("migrate to schema v9"))?;
-        fill_windows(&tx).map_err(SpoolError::sqlite("migrate to schema v9: windows"))?;
-    }
-    if found < 10 {
-        tx.execute_batch(V9_TO_V10)
-            .map_err(SpoolError::sqlite("migrate to schema v10"))?;
+    for (version, sql, what) in STEPS {
+        if found < version {
+            tx.execute_batch(sql).map_err(SpoolError::sqlite(what))?;
+            if version == 9 {
+                fill_windows(&tx).map_err(SpoolError::sqlite("migrate to schema v9: windows"))?;
+            }
+        }
     }
     narrow_records(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -102,16 +102,12 @@ pub const PROGRESS_TOPIC: &str = "tributary.progress";
 /// more than their `transaction.max.timeout.ms` (15 minutes by default).
 pub const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
 
-/// Checks `kafka.gateway_id`: 1 to 200 of `A-Z a-z 0-9 . _ -`, so it is a valid Kafka key and
-/// transactional id as it stands.
+/// Checks `kafka.gateway_id`: 1 to 200 of `A-Z a-z 0-9 . _ -` (not `.` or `..`), so it is a
+/// valid Kafka key and transactional id as it stands.
 fn gateway_id(id: Option<String>) -> Result<String, ConfigError> {
     let id = id.unwrap_or_default();
-    let ok = !id.is_empty()
-        && id.len() <= 200
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    // The characters of a topic name: a valid record key and transactional id as it stands.
+    if id.len() <= 200 && tributary_common::validate::names::legal_topic(&id) {
         Ok(id)
     } else if id.is_empty() {
         Err(invalid(
@@ -121,7 +117,7 @@ fn gateway_id(id: Option<String>) -> Result<String, ConfigError> {
     } else {
         Err(invalid(
             "kafka.gateway_id",
-            format!("{id:?}: use 1 to 200 of A-Z a-z 0-9 . _ -"),
+            format!("{id:?}: use 1 to 200 of A-Z a-z 0-9 . _ - (not . or ..)"),
         ))
     }
 }

@@ -160,17 +160,32 @@ pub fn explain(error: &rdkafka::error::KafkaError, topic: &str) -> String {
     format!("{error}: {fix}")
 }
 
-/// Counts an error of the whole client, not of one topic's record, in
-/// `tributary_forward_errors_total{topic=""}`.
-fn count_client_error(stats: &Stats, kind: &str) {
+/// Counts an error in `tributary_forward_errors_total{topic, error}`.
+fn count_error(stats: &Stats, topic: &str, kind: &str) {
     stats
         .instruments
         .forward_errors
         .get_or_create(&crate::observe::stats::ForwardErrorLabel {
-            topic: String::new(),
+            topic: topic.to_owned(),
             error: kind.to_owned(),
         })
         .inc();
+}
+
+/// Counts an error of the whole client, not of one topic's record, in
+/// `tributary_forward_errors_total{topic=""}`.
+fn count_client_error(stats: &Stats, kind: &str) {
+    count_error(stats, "", kind);
+}
+
+/// Rows that failed with a permanent error while sent alone: how often, and the last error.
+type Refused = std::collections::HashMap<i64, (u32, String)>;
+
+/// Notes that row `id` was refused for good while sent alone, towards [`QUARANTINE_AFTER`].
+fn refused_alone(refused: &mut Refused, id: i64, error: String) {
+    let entry = refused.entry(id).or_insert((0, String::new()));
+    entry.0 += 1;
+    entry.1 = error;
 }
 
 /// A record while librdkafka holds it: its delivery report's opaque, which [`Reports`] turns
@@ -312,8 +327,7 @@ pub async fn run(
     let mut rewind: Option<i64> = None;
     let mut acks = Acks::default();
     let mut backoff = Backoff::default();
-    // Rows that failed with a permanent error: how often, and the last error.
-    let mut refused: std::collections::HashMap<i64, (u32, String)> = Default::default();
+    let mut refused = Refused::default();
     let mut idle = false;
     // Kafka refuses a whole produce batch for one bad record (an invalid timestamp, say), so a
     // refusal does not say which record is at fault. After one, rows are sent one at a time
@@ -436,19 +450,10 @@ pub async fn run(
                         }
                         Some((error, permanent)) => {
                             fatal |= kind == "Fatal";
-                            stats
-                                .instruments
-                                .forward_errors
-                                .get_or_create(&crate::observe::stats::ForwardErrorLabel {
-                                    topic: o.topic.clone(),
-                                    error: kind.to_owned(),
-                                })
-                                .inc();
+                            count_error(&stats, &o.topic, kind);
                             stats.forward_failed(format!("{}: {error}", o.topic), now);
                             if permanent && o.alone {
-                                let entry = refused.entry(o.id).or_insert((0, String::new()));
-                                entry.0 += 1;
-                                entry.1 = error;
+                                refused_alone(&mut refused, o.id, error);
                             }
                             if permanent {
                                 isolate = true;
@@ -651,11 +656,7 @@ async fn refill(
 
 /// Moves rows that failed [`QUARANTINE_AFTER`] times with a permanent error to the spool's
 /// quarantine; returns whether any moved.
-async fn quarantine(
-    spool: &Spool,
-    stats: &Stats,
-    refused: &mut std::collections::HashMap<i64, (u32, String)>,
-) -> bool {
+async fn quarantine(spool: &Spool, stats: &Stats, refused: &mut Refused) -> bool {
     let due: Vec<(i64, String)> = refused
         .iter()
         .filter(|(_, (n, _))| *n >= QUARANTINE_AFTER)

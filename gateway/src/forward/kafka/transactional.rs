@@ -56,7 +56,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::{count_client_error, explain, kind_of, quarantine, send, InFlight, Outcome, Reports};
+use super::{
+    count_client_error, count_error, explain, kind_of, quarantine, refused_alone, send, InFlight,
+    Outcome, Refused, Reports,
+};
 use crate::forward::config::{client_config, ExactlyOnce, KafkaConfig};
 use crate::forward::{Backoff, Drain, ForwardError, TimePolicy};
 use crate::observe::stats::Stats;
@@ -73,7 +76,8 @@ pub struct Marker {
     pub spool: i64,
     /// Every row of that spool at or below this id is committed to Kafka.
     pub through: i64,
-    /// When the transaction was committed (gateway clock, ms since the Unix epoch).
+    /// When the gateway began the transaction that committed this marker (gateway clock, ms
+    /// since the Unix epoch).
     pub committed_ms: i64,
 }
 
@@ -125,7 +129,7 @@ pub async fn run(
     tracing::info!(message = "Forwarding exactly once.", gateway_id = %eos.gateway_id, progress_topic = %eos.progress_topic, after);
 
     let mut backoff = Backoff::default();
-    let mut refused: std::collections::HashMap<i64, (u32, String)> = Default::default();
+    let mut refused = Refused::default();
     let mut isolate_through = i64::MIN;
     let max = eos.max_events.get();
     let max_bytes = config.max_in_flight_bytes.get();
@@ -239,13 +243,11 @@ pub async fn run(
                     let Some((error, permanent)) = error else {
                         continue;
                     };
-                    count_record_error(&stats, &o.topic, kind);
+                    count_error(&stats, &o.topic, kind);
                     if permanent {
                         isolate_through = isolate_through.max(o.id);
                         if o.alone {
-                            let entry = refused.entry(o.id).or_insert((0, String::new()));
-                            entry.0 += 1;
-                            entry.1 = error;
+                            refused_alone(&mut refused, o.id, error);
                         }
                     }
                 }
@@ -270,7 +272,7 @@ pub async fn run(
                     _ => "Fatal",
                 };
                 count_client_error(&stats, kind);
-                stats.forward_failed(error.to_string(), tributary_common::clock::now_ms());
+                // The supervisor shows it (`forward_failed`) and decides whether to restart.
                 return Err(error);
             }
         }
@@ -280,17 +282,6 @@ pub async fn run(
     }
     let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
     Ok(())
-}
-
-fn count_record_error(stats: &Stats, topic: &str, kind: &str) {
-    stats
-        .instruments
-        .forward_errors
-        .get_or_create(&crate::observe::stats::ForwardErrorLabel {
-            topic: topic.to_owned(),
-            error: kind.to_owned(),
-        })
-        .inc();
 }
 
 /// One batch in one transaction: begin, the records, the marker, commit. Waits for every
@@ -431,22 +422,25 @@ async fn abort(producer: &Shared) -> Option<ForwardError> {
 /// `transactional.id`: stop for good) or fatal (a new producer is made).
 fn over(error: &KafkaError, fatal_code: Option<RDKafkaErrorCode>) -> Option<ForwardError> {
     let why = explain(error, "");
-    if matches!(
+    let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
+    // Fenced shows as the call's error, or as the producer's fatal error (`_FENCED`).
+    let fenced = matches!(
         error.rdkafka_error_code(),
         Some(
             RDKafkaErrorCode::Fenced
                 | RDKafkaErrorCode::ProducerFenced
                 | RDKafkaErrorCode::InvalidProducerEpoch
         )
-    ) {
+    ) || (fatal
+        && matches!(
+            fatal_code,
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+        ));
+    if fenced {
         tracing::error!(message = "This gateway's transactional producer was fenced: another gateway runs with the same kafka.gateway_id. Forwarding stops; events stay in the spool.", error = %why);
         return Some(ForwardError::Fenced(why));
     }
-    if matches!(error, KafkaError::Transaction(e) if e.is_fatal()) {
-        if let Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) = fatal_code {
-            tracing::error!(message = "This gateway's transactional producer was fenced: another gateway runs with the same kafka.gateway_id. Forwarding stops; events stay in the spool.", error = %why);
-            return Some(ForwardError::Fenced(why));
-        }
+    if fatal {
         tracing::error!(message = "The transactional producer failed for good; a new one is made.", error = %why);
         return Some(ForwardError::Fatal(why));
     }
@@ -555,10 +549,7 @@ async fn init(producer: &Shared, stats: &Stats, drain: &Drain) -> Result<Option<
             Err(error) => error,
         };
         let why = explain(&error, "");
-        let retriable = match &error {
-            KafkaError::Transaction(e) => e.is_retriable() || !e.is_fatal(),
-            _ => true,
-        };
+        let retriable = !matches!(&error, KafkaError::Transaction(e) if e.is_fatal());
         if !retriable {
             return Err(ForwardError::Fatal(why));
         }

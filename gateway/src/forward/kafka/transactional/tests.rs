@@ -109,6 +109,20 @@ fn committed_values(brokers: &str, expected: usize) -> Vec<String> {
     out
 }
 
+/// A mock cluster with the records' topic and the progress topic, its bootstrap servers, and a
+/// directory for the spool.
+fn cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    tempfile::TempDir,
+) {
+    let mock = MockCluster::new(3).unwrap();
+    mock.create_topic(TOPIC, 3, 3).unwrap();
+    mock.create_topic(PROGRESS, 1, 3).unwrap();
+    let brokers = mock.bootstrap_servers();
+    (mock, brokers, tempfile::tempdir().unwrap())
+}
+
 /// A spool of 4 devices x 50 events; the ids of its rows in order.
 async fn filled(dir: &tempfile::TempDir) -> (Spool, Vec<i64>) {
     let config = SpoolConfig {
@@ -177,11 +191,7 @@ fn counts(values: &[String]) -> BTreeMap<&str, usize> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_a_committed_marker_of_this_spool_covers_are_deleted_not_sent_again() {
-    let mock = MockCluster::new(3).unwrap();
-    mock.create_topic(TOPIC, 3, 3).unwrap();
-    mock.create_topic(PROGRESS, 1, 3).unwrap();
-    let brokers = mock.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
+    let (_mock, brokers, dir) = cluster();
     let (spool, ids) = filled(&dir).await;
     // An earlier run committed the first 80 rows, then died before deleting them.
     commit_marker(
@@ -208,11 +218,7 @@ async fn rows_a_committed_marker_of_this_spool_covers_are_deleted_not_sent_again
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_marker_of_another_spool_file_deletes_nothing() {
-    let mock = MockCluster::new(3).unwrap();
-    mock.create_topic(TOPIC, 3, 3).unwrap();
-    mock.create_topic(PROGRESS, 1, 3).unwrap();
-    let brokers = mock.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
+    let (_mock, brokers, dir) = cluster();
     let (spool, ids) = filled(&dir).await;
     commit_marker(
         &brokers,
@@ -235,11 +241,7 @@ async fn a_marker_of_another_spool_file_deletes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_kafka_refuses_for_good_is_quarantined_and_the_rest_arrive_once() {
-    let mock = MockCluster::new(3).unwrap();
-    mock.create_topic(TOPIC, 3, 3).unwrap();
-    mock.create_topic(PROGRESS, 1, 3).unwrap();
-    let brokers = mock.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
+    let (_mock, brokers, dir) = cluster();
     let (spool, _) = filled(&dir).await;
     // One record larger than the producer takes, among 200.
     let mut big = record(9, 1);
