@@ -2,8 +2,9 @@
 //! unforwarded, the sequence anomalies it stored, the rules' output, whether it is full.
 //!
 //! The spool calls an [`Observer`] and knows nothing of how the gateway counts, names metrics or
-//! shows a status page: `crate::stats` implements the trait. So the storage layer can be read,
-//! tested and reused without the rest (a test passes `()`, which hears nothing).
+//! shows a status page: the gateway's `observe::stats` implements the trait. So the storage
+//! layer can be read, tested and reused without the rest (a test passes `()`, which hears
+//! nothing).
 //!
 //! Invariant: an observer only counts. It is called on the writer and syncer threads, inside
 //! the commit path, so it must not block or call back into the spool.

@@ -39,8 +39,8 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
     /// `Some` for device events (de-duplicated by it), `None` for dead letters.
     pub origin: Option<EventId>,
-    /// The decoded device event, for the rules the spool runs as it commits ([`crate::rules`]);
-    /// `None` for dead letters, derived events and rows read back from the spool.
+    /// The decoded device event, for what runs in the spool's commit (the gateway's rules, as its
+    /// commit hook); `None` for dead letters, derived events and rows read back from the spool.
     pub event: Option<std::sync::Arc<tributary_protocol::Event>>,
     /// The MQTT topic the event arrived on, for rules that select by it; like `event`, only
     /// while rules are configured, and `None` for TCP.

@@ -10,7 +10,7 @@
 //! - v4: `quarantine`: records Kafka refused for good (too large, invalid timestamp, topic not
 //!   authorised), moved out of the queue with the reason, for the operator to requeue or drop.
 //! - v5: `rule_state(rule, device_id, version, state)`: each rule's state per device (postcard),
-//!   written in the transaction that stores the events it saw ([`crate::rules`]).
+//!   written in the transaction that stores the events it saw (the gateway's rules).
 //! - v6: `source_offsets(source, state)`: how far a source (a tailed file) has been read,
 //!   written in the transaction that stores what was read up to there.
 //! - v7: `device_rule_state(device_id, states)`: every rule's state of a device in one row
