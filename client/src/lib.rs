@@ -17,6 +17,7 @@
 //! tests the gateway and the agent that runs in the field cannot drift apart.
 
 pub mod answer;
+pub mod command;
 pub mod inflight;
 pub mod options;
 pub mod publish;

@@ -112,6 +112,9 @@ pub struct RawConfig {
     /// `[[bridges]]`: upstream MQTT brokers Tributary subscribes to.
     #[serde(default)]
     pub bridges: Vec<RawBridge>,
+    /// `[commands]`: commands from a Kafka topic to devices.
+    #[serde(default)]
+    pub commands: crate::commands::RawCommands,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +185,8 @@ pub struct Config {
     pub files: Vec<FileSource>,
     /// The upstream brokers bridged in.
     pub bridges: Vec<BridgeConfig>,
+    /// Commands from Kafka to devices; `None` when off (the default).
+    pub commands: Option<crate::commands::CommandsConfig>,
 }
 
 impl Config {
@@ -254,7 +259,11 @@ impl Config {
             key: e.key,
             problem: e.problem,
         })?;
-        let rule_topics: Vec<String> = rules.iter().map(|r| r.topic.clone()).collect();
+        let mut rule_topics: Vec<String> = rules.iter().map(|r| r.topic.clone()).collect();
+        let gateway_id = raw.kafka.gateway_id.clone().filter(|g| !g.is_empty());
+        let commands = crate::commands::config::validate(raw.commands, gateway_id.as_deref())?;
+        // Outcomes are records like any other: the topic is created with the rules' topics.
+        rule_topics.extend(commands.as_ref().map(|c| c.responses_topic.clone()));
         let rules = crate::route::rules::RuleSet::new(rules)
             .map_err(|e| ConfigError::Files(e.to_string()))?;
         let spool = tributary_spool::config::validate(raw.spool, &data_dir)?;
@@ -267,6 +276,12 @@ impl Config {
             &routes,
             &rule_topics,
         )?;
+        if commands.is_some() && !matches!(sink, SinkConfig::Kafka(_)) {
+            return Err(invalid(
+                "commands.topic",
+                "commands are read from Kafka: set kafka.brokers (the file sink has no commands)",
+            ));
+        }
         Ok(Config {
             data_dir,
             shutdown_grace,
@@ -284,6 +299,7 @@ impl Config {
             teltonika,
             files,
             bridges,
+            commands,
         })
     }
 }

@@ -361,15 +361,22 @@ pub fn mqtt_packets(data: &[u8]) {
                     pkid,
                     found: n.is_multiple_of(2),
                 },
-                Incoming::Subscribe { pkid, filters } => Reply::SubAck { pkid, filters },
-                Incoming::Unsubscribe { pkid, filters } => Reply::UnsubAck { pkid, filters },
+                Incoming::Subscribe { pkid, filters } => Reply::SubAck {
+                    pkid,
+                    granted: filters.iter().map(|(_, q)| Some(*q)).collect(),
+                },
+                Incoming::Unsubscribe { pkid, filters } => Reply::UnsubAck {
+                    pkid,
+                    existed: vec![false; filters.len()],
+                },
                 Incoming::PingReq => Reply::PingResp,
-                Incoming::Disconnect { .. } | Incoming::Ignored | Incoming::Unexpected(_) => {
-                    Reply::Disconnect {
-                        reason: Closing::ProtocolError,
-                        detail: Some("bye".into()),
-                    }
-                }
+                Incoming::Disconnect { .. }
+                | Incoming::Ignored
+                | Incoming::PubAck(_)
+                | Incoming::Unexpected(_) => Reply::Disconnect {
+                    reason: Closing::ProtocolError,
+                    detail: Some("bye".into()),
+                },
             };
             let mut out = BytesMut::new();
             if let Err(e) = codec.write(&reply, &mut out) {

@@ -75,6 +75,8 @@ pub struct Ingest {
     pub(crate) stats: Stats,
     pub(crate) authority: Arc<Authority>,
     pub(crate) mappings: Arc<Mappings>,
+    /// Commands to deliver to devices that subscribe for them; `None` without `[commands]`.
+    pub(crate) commands: Option<Arc<crate::commands::Commands>>,
 }
 
 impl Ingest {
@@ -85,7 +87,14 @@ impl Ingest {
             stats,
             authority,
             mappings: Arc::new(Mappings::default()),
+            commands: None,
         }
+    }
+
+    /// Delivers commands to the devices of its sessions ([`crate::commands`]).
+    pub fn with_commands(mut self, commands: Option<Arc<crate::commands::Commands>>) -> Self {
+        self.commands = commands;
+        self
     }
 
     /// Decodes publishes on the topics `mappings` name ([`crate::route::mapping`]).

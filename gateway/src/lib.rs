@@ -12,6 +12,7 @@
 //! [`shutdown`]); [`route`] with its mappings and rules (what events become); [`observe`];
 //! [`identity`]; [`ingest`]; [`forward`]; and at the top [`config`] and [`reload`].
 
+pub mod commands;
 pub mod config;
 pub mod forward;
 #[cfg(any(test, feature = "fuzz"))]
@@ -102,13 +103,22 @@ pub async fn run_with(
         );
     }
     tracing::info!(message = "Spool open.", path = %config.spool.path.display());
+    let commands = match (&config.commands, &config.sink) {
+        (Some(c), SinkConfig::Kafka(_)) => Some(commands::Commands::new(
+            c.clone(),
+            spool.clone(),
+            stats.clone(),
+        )),
+        _ => None,
+    };
     let ingest = Ingest::new(
         spool.clone(),
         Router::new(config.routes.clone())?.keeping_events(!config.rules.is_empty()),
         stats.clone(),
         authority,
     )
-    .with_mappings(config.mappings.clone());
+    .with_mappings(config.mappings.clone())
+    .with_commands(commands.clone());
 
     let admin_stop = CancellationToken::new();
     let admin = Arc::new(admin::Admin {
@@ -252,6 +262,23 @@ pub async fn run_with(
         ));
     }
 
+    // Commands: read from Kafka into the spool, and expired there, until ingest stops.
+    let mut command_tasks = Vec::new();
+    if let (Some(hub), SinkConfig::Kafka(kafka)) = (&commands, &config.sink) {
+        tracing::info!(message = "Taking commands for devices from Kafka.", topic = %hub.config.topic, responses_topic = %hub.config.responses_topic);
+        command_tasks.push(tokio::spawn(commands::consume::run(
+            hub.clone(),
+            kafka.clone(),
+            spool.clone(),
+            stats.clone(),
+            scope.stop.clone(),
+        )));
+        command_tasks.push(tokio::spawn(commands::expire::run(
+            hub.clone(),
+            scope.stop.clone(),
+        )));
+    }
+
     // The forwarder drains after ingest has stopped, so it gets its own token.
     let forward_stop = CancellationToken::new();
     let drain = Drain {
@@ -294,7 +321,11 @@ pub async fn run_with(
         scope.abort.cancel();
         scope.tasks.wait().await;
     }
+    for task in command_tasks {
+        let _ = task.await;
+    }
     drop(ingest);
+    drop(commands);
     forward_stop.cancel();
     if let Err(e) = forwarder.await {
         tracing::error!(message = "The forwarder's supervisor failed.", error = %e);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
+use super::commands::{self, Done};
 use super::hook::{self, CommitHook, Counts, Inert};
 use super::limits::{self, FullPolicy, Limits};
 use super::report::{stats, SpoolStats};
@@ -30,6 +31,7 @@ pub const QUARANTINED: &str = "quarantined";
 /// topic), and the spool's bytes after it.
 struct Transacted {
     appended: Result<Vec<Vec<Appended>>, SpoolError>,
+    queued: Vec<Vec<Done>>,
     dropped: BTreeMap<String, u64>,
     bytes: u64,
 }
@@ -39,6 +41,9 @@ struct Transacted {
 pub struct GroupOutcome {
     /// One outcome list per appended group, or why the appends were refused.
     pub appended: Result<Vec<Vec<Appended>>, SpoolError>,
+    /// What each list of command-queue ops did (empty when the appends were refused: the ops
+    /// share their fate).
+    pub queued: Vec<Vec<Done>>,
     /// Rows deleted unforwarded to make room, per topic.
     pub dropped: BTreeMap<String, u64>,
     /// Sequence regressions among the stored events (see [`super::seqs`]).
@@ -224,9 +229,22 @@ impl SpoolDb {
         acks: &[i64],
         sources: &[SourceState],
     ) -> Result<GroupOutcome, SpoolError> {
-        match self.commit_once(groups, acks, sources) {
-            Err(error) if !groups.is_empty() => {
-                let mut outcome = self.commit_once(&[], acks, &[])?;
+        self.commit_group_with(groups, acks, sources, &[])
+    }
+
+    /// [`Self::commit_group`] with changes to the command queue ([`commands`]), which commit
+    /// with the appends (their outcome records count as appended rows) or not at all.
+    pub fn commit_group_with(
+        &mut self,
+        groups: &[Vec<Record>],
+        acks: &[i64],
+        sources: &[SourceState],
+        ops: &[Vec<commands::Op>],
+    ) -> Result<GroupOutcome, SpoolError> {
+        let groups_or_ops = !groups.is_empty() || !ops.is_empty();
+        match self.commit_once(groups, acks, sources, ops) {
+            Err(error) if groups_or_ops => {
+                let mut outcome = self.commit_once(&[], acks, &[], &[])?;
                 outcome.appended = Err(error);
                 Ok(outcome)
             }
@@ -239,15 +257,18 @@ impl SpoolDb {
         groups: &[Vec<Record>],
         acks: &[i64],
         sources: &[SourceState],
+        ops: &[Vec<commands::Op>],
     ) -> Result<GroupOutcome, SpoolError> {
-        let incoming: u64 = groups.iter().flatten().map(payload_size).sum();
+        let incoming: u64 = groups.iter().flatten().map(payload_size).sum::<u64>()
+            + ops.iter().flatten().map(commands::Op::size).sum::<u64>();
         if !groups.is_empty() {
             self.hook.prepare(&hook::Store::new(&self.conn))?;
         }
         let mut changes = Changes::default();
-        let done = self.transact(groups, acks, sources, incoming, &mut changes);
+        let done = self.transact(groups, acks, (sources, ops), incoming, &mut changes);
         let Transacted {
             appended,
+            queued,
             dropped,
             bytes,
         } = match done {
@@ -264,6 +285,7 @@ impl SpoolDb {
         let hook_counts = self.hook.committed();
         Ok(GroupOutcome {
             appended,
+            queued,
             dropped,
             regressions,
             hook_counts,
@@ -275,11 +297,11 @@ impl SpoolDb {
         &mut self,
         groups: &[Vec<Record>],
         acks: &[i64],
-        sources: &[SourceState],
+        (sources, ops): (&[SourceState], &[Vec<commands::Op>]),
         incoming: u64,
         changes: &mut Changes,
     ) -> Result<Transacted, SpoolError> {
-        let appends = !groups.is_empty();
+        let appends = !groups.is_empty() || !ops.is_empty();
         let (tx, free) = begin(
             &self.conn,
             &self.path,
@@ -290,7 +312,8 @@ impl SpoolDb {
         )?;
         let mut bytes = self.bytes.saturating_sub(delete_in(&tx, acks)?);
         let mut dropped = BTreeMap::new();
-        let appended = if groups.is_empty() {
+        let mut queued = Vec::new();
+        let appended = if !appends {
             Ok(Vec::new())
         } else {
             let room = match limits::check(&self.limits, bytes, incoming, free) {
@@ -317,6 +340,17 @@ impl SpoolDb {
                     )?;
                     self.hook.save(&hook::Store::new(&tx))?;
                     save_sources(&tx, sources)?;
+                    let received_ms = now_ms();
+                    let mut insert = Inserter::new(&tx)?;
+                    for list in ops {
+                        let next_id = &mut self.next_id;
+                        queued.push(commands::apply(&tx, list, |record| {
+                            insert.insert(take_id(next_id), record, received_ms)?;
+                            bytes += payload_size(record);
+                            Ok(())
+                        })?);
+                    }
+                    drop(insert);
                     super::rows::raise_floor(&tx, self.next_id.saturating_sub(1))?;
                     bytes += stored_size(groups, &out) + derived;
                     Ok(out)
@@ -328,6 +362,7 @@ impl SpoolDb {
         tx.commit().map_err(SpoolError::sqlite("commit"))?;
         Ok(Transacted {
             appended,
+            queued,
             dropped,
             bytes,
         })
@@ -623,5 +658,31 @@ impl SpoolDb {
     /// Every saved source offset whose name starts with `prefix`.
     pub fn sources(&self, prefix: &str) -> Result<Vec<SourceState>, SpoolError> {
         super::sources::read(&self.conn, prefix)
+    }
+}
+
+impl SpoolDb {
+    /// Up to `limit` commands queued for `device`, in queue order ([`commands::pending`]).
+    pub fn commands(
+        &self,
+        device: &str,
+        undelivered_only: bool,
+        limit: usize,
+    ) -> Result<Vec<commands::Queued>, SpoolError> {
+        commands::pending(&self.conn, device, undelivered_only, limit)
+    }
+
+    /// Up to `limit` commands whose expiry is at or before `now_ms`.
+    pub fn due_commands(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<commands::Queued>, SpoolError> {
+        commands::due(&self.conn, now_ms, limit)
+    }
+
+    /// Per device with queued commands: how many, and how many were delivered.
+    pub fn command_counts(&self) -> Result<Vec<(String, u64, u64)>, SpoolError> {
+        commands::counts(&self.conn)
     }
 }

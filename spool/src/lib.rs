@@ -66,6 +66,7 @@
 //! exits or crash-loops on a full disk.
 
 mod checkpoint;
+pub mod commands;
 pub mod config;
 mod db;
 pub mod headers;
@@ -307,6 +308,64 @@ impl Spool {
             })
             .await
             .map(writer::Stored::into_outcomes)
+    }
+
+    /// Changes the command queue ([`commands`]) and saves `sources` with it, in one group
+    /// commit: all commit, or nothing does. Returns what each op did, once synced.
+    pub async fn queue(
+        &self,
+        ops: Vec<commands::Op>,
+        sources: Vec<SourceState>,
+    ) -> Result<Vec<commands::Done>, SpoolError> {
+        self.inner
+            .worker
+            .request(|reply| writer::Command::Queue {
+                ops,
+                sources,
+                reply,
+            })
+            .await
+    }
+
+    /// Up to `limit` commands queued for `device`, in queue order; with `undelivered_only`,
+    /// only those no device acknowledged yet.
+    pub async fn commands(
+        &self,
+        device: &str,
+        undelivered_only: bool,
+        limit: usize,
+    ) -> Result<Vec<commands::Queued>, SpoolError> {
+        let device = device.to_owned();
+        self.reader
+            .request(|reply| reader::Query::Commands {
+                device,
+                undelivered_only,
+                limit,
+                reply,
+            })
+            .await
+    }
+
+    /// Up to `limit` queued commands whose expiry is at or before `now_ms`.
+    pub async fn due_commands(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<commands::Queued>, SpoolError> {
+        self.reader
+            .request(|reply| reader::Query::DueCommands {
+                now_ms,
+                limit,
+                reply,
+            })
+            .await
+    }
+
+    /// Per device with queued commands: how many, and how many of them were delivered.
+    pub async fn command_counts(&self) -> Result<Vec<(String, u64, u64)>, SpoolError> {
+        self.reader
+            .request(|reply| reader::Query::CommandCounts { reply })
+            .await
     }
 
     /// The saved states of the sources whose names start with `prefix`.

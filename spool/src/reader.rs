@@ -26,6 +26,23 @@ pub(super) enum Query {
     LastId {
         reply: Reply<i64>,
     },
+    /// A device's queued commands ([`super::commands::pending`]).
+    Commands {
+        device: String,
+        undelivered_only: bool,
+        limit: usize,
+        reply: Reply<Vec<super::commands::Queued>>,
+    },
+    /// Commands past their expiry.
+    DueCommands {
+        now_ms: i64,
+        limit: usize,
+        reply: Reply<Vec<super::commands::Queued>>,
+    },
+    /// Queued and delivered commands per device.
+    CommandCounts {
+        reply: Reply<Vec<(String, u64, u64)>>,
+    },
 }
 
 /// Opens the read-only connection to the spool at `path` (which the writer has created) and
@@ -48,6 +65,29 @@ fn serve(conn: &Connection, rx: &mpsc::Receiver<Query>) {
             }
             Query::LastId { reply } => {
                 let _ = reply.send(super::rows::last_id(conn));
+            }
+            Query::Commands {
+                device,
+                undelivered_only,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(super::commands::pending(
+                    conn,
+                    &device,
+                    undelivered_only,
+                    limit,
+                ));
+            }
+            Query::DueCommands {
+                now_ms,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(super::commands::due(conn, now_ms, limit));
+            }
+            Query::CommandCounts { reply } => {
+                let _ = reply.send(super::commands::counts(conn));
             }
         }
     }

@@ -39,7 +39,7 @@ use rusqlite::Connection;
 use super::SpoolError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// The first schema, frozen: migrations start from it.
 pub const SCHEMA_V1: &str = "
@@ -182,6 +182,23 @@ INSERT INTO spool_meta (key, value) VALUES
     ('id_floor', 0);
 ";
 
+/// v11: the command queue ([`crate::commands`]).
+const V10_TO_V11: &str = "
+CREATE TABLE commands (
+    id           INTEGER PRIMARY KEY,
+    device       TEXT NOT NULL,
+    command_id   TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE UNIQUE INDEX commands_by_device ON commands (device, command_id);
+CREATE INDEX commands_queue ON commands (device, id);
+CREATE INDEX commands_expiry ON commands (expires_ms);
+";
+
 pub fn configure(conn: &Connection) -> Result<(), SpoolError> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -199,7 +216,7 @@ pub fn version(conn: &Connection) -> Result<i64, SpoolError> {
 
 /// Each step: the version it brings a spool to, its SQL, and what a failure says. (v8 changed
 /// what rows hold, not the tables: it has no step.)
-const STEPS: [(i64, &str, &str); 9] = [
+const STEPS: [(i64, &str, &str); 10] = [
     (1, SCHEMA_V1, "create schema v1"),
     (2, V1_TO_V2, "migrate to schema v2"),
     (3, V2_TO_V3, "migrate to schema v3"),
@@ -209,6 +226,7 @@ const STEPS: [(i64, &str, &str); 9] = [
     (7, V6_TO_V7, "migrate to schema v7"),
     (9, V8_TO_V9, "migrate to schema v9"),
     (10, V9_TO_V10, "migrate to schema v10"),
+    (11, V10_TO_V11, "migrate to schema v11"),
 ];
 
 /// Brings the schema up to [`SCHEMA_VERSION`] in one transaction.

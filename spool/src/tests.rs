@@ -4,6 +4,7 @@ use super::*;
 use crate::record::EventId;
 use crate::testing::Tmpfs;
 
+mod commands;
 mod full;
 mod migrate;
 

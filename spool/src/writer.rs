@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::checkpoint::Checkpointer;
+use super::commands::{Done, Op};
 use super::config::SpoolConfig;
 use super::observe::{Anomaly, Discarded, Shared};
 use super::sources::SourceState;
@@ -35,6 +36,12 @@ pub(super) enum Command {
     Ack {
         ids: Vec<i64>,
         reply: Reply<()>,
+    },
+    /// Changes to the command queue, with the sources' states they commit with.
+    Queue {
+        ops: Vec<Op>,
+        sources: Vec<SourceState>,
+        reply: Reply<Vec<Done>>,
     },
     /// Rare: a record the destination refused for good; its own transaction.
     Quarantine {
@@ -176,6 +183,7 @@ struct Group {
     appends: Vec<(Vec<Record>, Reply<Stored>)>,
     sources: Vec<SourceState>,
     acks: Vec<(Vec<i64>, Reply<()>)>,
+    queues: Vec<(Vec<Op>, Reply<Vec<Done>>)>,
     reads: Vec<Read>,
     quarantines: Vec<(i64, String, Reply<Option<String>>)>,
     events: usize,
@@ -197,13 +205,22 @@ impl Group {
                 self.events += ids.len();
                 self.acks.push((ids, reply));
             }
+            Command::Queue {
+                ops,
+                sources,
+                reply,
+            } => {
+                self.events += ops.len();
+                self.sources.extend(sources);
+                self.queues.push((ops, reply));
+            }
             Command::Read(read) => self.reads.push(read),
             Command::Quarantine { id, reason, reply } => self.quarantines.push((id, reason, reply)),
         }
     }
 
     fn has_writes(&self) -> bool {
-        !self.appends.is_empty() || !self.acks.is_empty()
+        !self.appends.is_empty() || !self.acks.is_empty() || !self.queues.is_empty()
     }
 }
 
@@ -319,10 +336,12 @@ impl Writer {
         let acks = std::mem::take(&mut group.acks);
         let (batches, append_replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
         let (ack_ids, ack_replies): (Vec<_>, Vec<_>) = acks.into_iter().unzip();
+        let (ops, queue_replies): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut group.queues).into_iter().unzip();
         let ids: Vec<i64> = ack_ids.into_iter().flatten().collect();
         let started = Instant::now();
         let sources = std::mem::take(&mut group.sources);
-        let committed = self.db.commit_group(&batches, &ids, &sources);
+        let committed = self.db.commit_group_with(&batches, &ids, &sources, &ops);
         self.observer
             .committed(started.elapsed().as_secs_f64(), group.events);
         let outcome = match committed {
@@ -333,6 +352,9 @@ impl Writer {
                     let _ = reply.send(Err(e.clone()));
                 }
                 for reply in ack_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for reply in queue_replies {
                     let _ = reply.send(Err(e.clone()));
                 }
                 return;
@@ -390,9 +412,9 @@ impl Writer {
             }
         }
         let deliver = deliver(
-            outcome.appended,
+            (outcome.appended, outcome.queued),
             (append_replies, batches),
-            ack_replies,
+            (ack_replies, queue_replies),
             self.appended.clone(),
         );
         let inline = self.nothing_queued();
@@ -417,10 +439,13 @@ impl Writer {
 
 /// The replies of one commit, sent once it is synced (or with the sync's error). The forwarder
 /// is woken only then, for rows it may now read.
+/// A commit's appends' outcomes (or why they were refused), and what its queue ops did.
+type Committed = (Result<Vec<Vec<Appended>>, SpoolError>, Vec<Vec<Done>>);
+
 fn deliver(
-    appended: Result<Vec<Vec<Appended>>, SpoolError>,
+    (appended, queued): Committed,
     (append_replies, batches): (Vec<Reply<Stored>>, Vec<Vec<Record>>),
-    ack_replies: Vec<Reply<()>>,
+    (ack_replies, queue_replies): (Vec<Reply<()>>, Vec<Reply<Vec<Done>>>),
     wake: Arc<Notify>,
 ) -> Deliver {
     Box::new(move |synced| {
@@ -431,11 +456,18 @@ fn deliver(
         match appended {
             Ok(outcomes) => {
                 // A replaced event stored what its rule derived, if anything: wake the
-                // forwarder for it too.
+                // forwarder for it too. So does a command's outcome.
                 let stored = outcomes
                     .iter()
                     .flatten()
-                    .any(|o| !matches!(o, Appended::Duplicate));
+                    .any(|o| !matches!(o, Appended::Duplicate))
+                    || queued
+                        .iter()
+                        .flatten()
+                        .any(|d| matches!(d, Done::Applied | Done::Overflowed));
+                for (reply, done) in queue_replies.into_iter().zip(queued) {
+                    let _ = reply.send(Ok(done));
+                }
                 for ((reply, out), records) in append_replies.into_iter().zip(outcomes).zip(batches)
                 {
                     let _ = reply.send(Ok(Stored {
@@ -449,6 +481,9 @@ fn deliver(
             }
             Err(e) => {
                 for reply in append_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for reply in queue_replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }

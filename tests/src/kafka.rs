@@ -278,3 +278,34 @@ pub fn check_with_kafka_python(
         )
     })
 }
+
+/// A record to produce: key, value, headers.
+pub type Produced = (String, String, Vec<(String, String)>);
+
+/// Writes `records` to `topic`, in order, and waits for each delivery.
+pub async fn produce(brokers: &str, topic: &str, records: &[Produced]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (key, value, headers) in records {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(value).headers(h),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce a command");
+    }
+}

@@ -3,6 +3,7 @@
 
 mod e2e {
     pub mod admin;
+    pub mod commands;
     pub mod connectors;
     pub mod crash;
     pub mod dedup;

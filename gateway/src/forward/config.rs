@@ -388,6 +388,38 @@ pub fn client_config(config: &KafkaConfig) -> rdkafka::ClientConfig {
     c
 }
 
+/// Whether `name` is a librdkafka property only a producer reads: the commands consumer, which
+/// takes `[kafka.properties]` for the connection (security, timeouts), leaves these out.
+pub fn producer_only(name: &str) -> bool {
+    matches!(
+        name,
+        "acks"
+            | "request.required.acks"
+            | "enable.idempotence"
+            | "partitioner"
+            | "message.timeout.ms"
+            | "delivery.timeout.ms"
+            | "request.timeout.ms"
+            | "linger.ms"
+            | "queue.buffering.max.ms"
+            | "queue.buffering.max.messages"
+            | "queue.buffering.max.kbytes"
+            | "batch.size"
+            | "batch.num.messages"
+            | "compression.type"
+            | "compression.codec"
+            | "compression.level"
+            | "retries"
+            | "message.send.max.retries"
+            | "retry.backoff.ms"
+            | "sticky.partitioning.linger.ms"
+            | "transactional.id"
+            | "transaction.timeout.ms"
+            | "max.in.flight"
+            | "max.in.flight.requests.per.connection"
+    )
+}
+
 /// Creates the producer Tributary would run, and drops it before it sends anything, so that
 /// what librdkafka refuses is found at start and by `check-config`: an unknown property or an
 /// invalid value (checked one by one), and properties it accepts one by one but refuses

@@ -27,6 +27,7 @@
 //! | `tributary_dead_letters_total` | counter | transport | inputs kept on the dead-letter topic (undecodable, invalid, denied) |
 //! | `tributary_rule_emitted_total` | counter | rule | derived events the rules emitted |
 //! | `tributary_rule_late_total` | counter | rule | events older than what the rule had processed for that device: left out of its output |
+//! | `tributary_commands_total` | counter | outcome | commands from Kafka by step: `queued`, `delivered`, `answered`, `expired`, `refused_*` (device, invalid, too_large, queue_full), `skipped` (another gateway's), `duplicate`, `answer_unmatched` |
 //! | `tributary_forward_errors_total` | counter | topic, error | failed deliveries; `error` is librdkafka's error code name, or `io`; exactly once adds `RecordRefused`, `Fenced`, `Fatal` (topic `""`) |
 //! | `tributary_forwarder_restarts_total` | counter | | times the supervised forwarder failed and was restarted |
 //! | `tributary_forwarder_up` | gauge | | 1 while the forwarder runs |
@@ -117,6 +118,11 @@ impl Metrics {
             "forward_errors",
             "Failed deliveries, by topic and error",
             i.forward_errors.clone(),
+        );
+        r.register(
+            "commands",
+            "Commands from Kafka by what became of them",
+            i.commands.clone(),
         );
         r.register(
             "rule_emitted",

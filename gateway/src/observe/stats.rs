@@ -63,6 +63,13 @@ pub struct Instruments {
     pub forward_errors: Family<ForwardErrorLabel, Counter>,
     pub rule_emitted: Family<RuleLabel, Counter>,
     pub rule_late: Family<RuleLabel, Counter>,
+    pub commands: Family<CommandLabel, Counter>,
+}
+
+/// What became of a command from Kafka (a fixed set of outcomes).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabel {
+    pub outcome: &'static str,
 }
 
 /// A configured rule, by name (a bounded set: the config's).
@@ -101,6 +108,7 @@ impl Default for Instruments {
             forward_errors: Family::default(),
             rule_emitted: Family::default(),
             rule_late: Family::default(),
+            commands: Family::default(),
         }
     }
 }
@@ -258,6 +266,15 @@ impl Stats {
 
     /// Counts one refusal on `transport` (`tcp`, `mqtt`, ...) for `reason`, and keeps it among
     /// the last refusals with the device and the peer, where known.
+    /// Counts a command's step (`queued`, `delivered`, `answered`, `expired`, `refused_*`,
+    /// `skipped`, `duplicate`, `answer_unmatched`).
+    pub fn count_command(&self, outcome: &'static str) {
+        self.instruments
+            .commands
+            .get_or_create(&CommandLabel { outcome })
+            .inc();
+    }
+
     pub fn record_refusal(
         &self,
         transport: Transport,

@@ -144,14 +144,17 @@ pub enum Incoming {
     Publish(Publish),
     PubRel(u16),
     PingReq,
+    /// The filters and the QoS asked for each.
     Subscribe {
         pkid: u16,
-        filters: usize,
+        filters: Vec<(String, QoS)>,
     },
     Unsubscribe {
         pkid: u16,
-        filters: usize,
+        filters: Vec<String>,
     },
+    /// A device acknowledged a QoS 1 publish the gateway sent it (a command).
+    PubAck(u16),
     /// A DISCONNECT: MQTT 5's new Session Expiry Interval, if it sets one, and whether its
     /// reason is 0x04 "disconnect with Will Message".
     Disconnect {
@@ -208,6 +211,21 @@ pub enum Closing {
     Unspecified,
 }
 
+/// A PUBLISH from the gateway to a device (a command).
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// 0 at QoS 0.
+    pub pkid: u16,
+    /// At most once or at least once: what the subscription granted.
+    pub qos: QoS,
+    pub topic: String,
+    pub payload: Bytes,
+    pub dup: bool,
+    /// MQTT 5: where the device answers, and what it sends back to say which command.
+    pub response_topic: Option<String>,
+    pub correlation: Option<Bytes>,
+}
+
 /// An answer to a device.
 #[derive(Debug, Clone)]
 pub enum Reply {
@@ -234,14 +252,18 @@ pub enum Reply {
         found: bool,
     },
     PingResp,
+    /// Per filter: the QoS granted, or `None`: refused (not the device's own commands).
     SubAck {
         pkid: u16,
-        filters: usize,
+        granted: Vec<Option<QoS>>,
     },
+    /// Per filter: whether a subscription existed.
     UnsubAck {
         pkid: u16,
-        filters: usize,
+        existed: Vec<bool>,
     },
+    /// A command to the device, QoS 1.
+    Publish(Box<Outbound>),
     /// MQTT 5 only; nothing is written on a 3.1.1 connection.
     Disconnect {
         reason: Closing,
@@ -308,10 +330,12 @@ impl Codec {
             | Some(Incoming::Unsubscribe { pkid: 0, .. }) => {
                 Err(ReadError::Malformed("packet identifier 0".into()))
             }
-            Some(Incoming::Subscribe { filters: 0, .. })
-            | Some(Incoming::Unsubscribe { filters: 0, .. }) => Err(ReadError::Malformed(
-                "SUBSCRIBE or UNSUBSCRIBE without a topic filter".into(),
-            )),
+            Some(Incoming::Subscribe { filters, .. }) if filters.is_empty() => Err(
+                ReadError::Malformed("SUBSCRIBE without a topic filter".into()),
+            ),
+            Some(Incoming::Unsubscribe { filters, .. }) if filters.is_empty() => Err(
+                ReadError::Malformed("UNSUBSCRIBE without a topic filter".into()),
+            ),
             _ => Ok(packet),
         }
     }
@@ -388,19 +412,18 @@ impl Codec {
             v4::Packet::PingReq => Incoming::PingReq,
             v4::Packet::Subscribe(s) => Incoming::Subscribe {
                 pkid: s.pkid,
-                filters: s.filters.len(),
+                filters: s.filters.into_iter().map(|f| (f.path, f.qos)).collect(),
             },
             v4::Packet::Unsubscribe(u) => Incoming::Unsubscribe {
                 pkid: u.pkid,
-                filters: u.topics.len(),
+                filters: u.topics,
             },
             v4::Packet::Disconnect => Incoming::Disconnect {
                 session_expiry: None,
                 with_will: false,
             },
-            v4::Packet::PubAck(_) | v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => {
-                Incoming::Ignored
-            }
+            v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
+            v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => Incoming::Ignored,
             v4::Packet::ConnAck(_)
             | v4::Packet::SubAck(_)
             | v4::Packet::UnsubAck(_)
@@ -455,19 +478,22 @@ impl Codec {
             v5p::Packet::PingReq(_) => Incoming::PingReq,
             v5p::Packet::Subscribe(s) => Incoming::Subscribe {
                 pkid: s.pkid,
-                filters: s.filters.len(),
+                filters: s
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.path, qos_of(f.qos)))
+                    .collect(),
             },
             v5p::Packet::Unsubscribe(u) => Incoming::Unsubscribe {
                 pkid: u.pkid,
-                filters: u.filters.len(),
+                filters: u.filters,
             },
             v5p::Packet::Disconnect(d) => Incoming::Disconnect {
                 session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
                 with_will: d.reason_code == v5p::DisconnectReasonCode::DisconnectWithWillMessage,
             },
-            v5p::Packet::PubAck(_) | v5p::Packet::PubRec(_) | v5p::Packet::PubComp(_) => {
-                Incoming::Ignored
-            }
+            v5p::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
+            v5p::Packet::PubRec(_) | v5p::Packet::PubComp(_) => Incoming::Ignored,
             v5p::Packet::Auth(_) => {
                 Incoming::Unexpected("AUTH: enhanced authentication is not offered")
             }

@@ -38,6 +38,7 @@ use crate::route::DeadLetter;
 pub use crate::route::DEAD_LETTER_BYTES;
 
 mod commit;
+mod inbox;
 mod will;
 
 /// How long a new connection has to send CONNECT.
@@ -131,7 +132,7 @@ pub struct Session {
     pub(super) grant: u16,
     /// QoS 2 publishes answered with PUBREC whose PUBREL has not come yet: they count against
     /// the grant until then.
-    awaiting_rel: usize,
+    pub(super) awaiting_rel: usize,
     /// MQTT 5: packet ids of the last QoS 2 publishes a PUBREC refused (at most
     /// [`REFUSED_REL`]): a PUBREL for one is answered "packet identifier not found", so a
     /// client that ignores PUBREC's reason code still does not hear "complete".
@@ -144,6 +145,8 @@ pub struct Session {
     /// Which connection of this client id this is ([`super::sessions::Sessions::connected`]):
     /// a delayed Will is not stored once a newer one exists.
     pub(super) generation: u64,
+    /// The device's command subscription on this connection ([`inbox`]); `None` without one.
+    inbox: Option<Box<inbox::Inbox>>,
 }
 
 /// How many refused QoS 2 packet ids a session remembers.
@@ -163,6 +166,8 @@ struct Round {
     unanswered: usize,
     /// Answers that do not wait for the spool, written after the acks.
     replies: Vec<Reply>,
+    /// Packet ids of commands the device acknowledged.
+    acked: Vec<u16>,
     disconnect: bool,
 }
 
@@ -202,6 +207,7 @@ impl Session {
             held: std::collections::HashMap::new(),
             will: None,
             generation: 0,
+            inbox: None,
         }
     }
 
@@ -340,8 +346,13 @@ impl Session {
         let idle = self.connect(*connect).await?;
         let watch = self.ingest.authority.watch(&self.identity, &self.peer);
         loop {
+            let wake = self.inbox.as_ref().map(|i| i.wake.clone());
             let round = tokio::select! {
                 _ = stop.cancelled() => return Ok(Ended::Stopped),
+                _ = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => {
+                    self.deliver().await?;
+                    continue;
+                }
                 reason = crate::identity::live::ended(watch.as_ref()) => {
                     return Err(SessionError::Revoked(reason))
                 }
@@ -352,18 +363,32 @@ impl Session {
                     Ok(Err(e)) => return Err(e),
                 },
             };
+            let Round {
+                mut publishes,
+                replies,
+                acked,
+                disconnect,
+                ..
+            } = round;
+            // Acknowledged deliveries first: a device's PUBACK of a command and its answer often
+            // share a read, and the answer settles the command.
+            if !acked.is_empty() {
+                self.acknowledged(acked).await;
+            }
+            let answered = self.answers(&mut publishes).await?;
             // Boxed: the commit's state lives on the heap only while it runs, so an idle
             // session's task stays small.
-            let (mut out, cut) = Box::pin(self.commit(round.publishes, &stop)).await?;
+            let (out, cut) = Box::pin(self.commit(publishes, &stop)).await?;
+            let mut out = [answered, out].concat();
             if let Some(error) = cut {
                 // Answer what came before the publish that ends the session (in order, as
                 // MQTT wants), then close without answering it.
                 self.send(&out).await?;
                 return Err(error);
             }
-            out.extend(round.replies);
+            out.extend(replies);
             self.send(&out).await?;
-            if round.disconnect {
+            if disconnect {
                 return Ok(Ended::Device);
             }
         }
@@ -396,11 +421,14 @@ impl Session {
                     }
                     Incoming::PingReq => round.replies.push(Reply::PingResp),
                     Incoming::Subscribe { pkid, filters } => {
-                        round.replies.push(Reply::SubAck { pkid, filters })
+                        let granted = self.subscribe(&filters);
+                        round.replies.push(Reply::SubAck { pkid, granted })
                     }
                     Incoming::Unsubscribe { pkid, filters } => {
-                        round.replies.push(Reply::UnsubAck { pkid, filters })
+                        let existed = self.unsubscribe(&filters);
+                        round.replies.push(Reply::UnsubAck { pkid, existed })
                     }
+                    Incoming::PubAck(pkid) => round.acked.push(pkid),
                     Incoming::Disconnect {
                         session_expiry,
                         with_will,
@@ -414,7 +442,7 @@ impl Session {
                     Incoming::Unexpected(what) => return Err(SessionError::Protocol(what)),
                 }
             }
-            if !round.publishes.is_empty() || !round.replies.is_empty() {
+            if !round.publishes.is_empty() || !round.replies.is_empty() || !round.acked.is_empty() {
                 return Ok(Some(round));
             }
             if conn::read_more(&mut self.stream, &mut self.read).await? == 0 {

@@ -4,6 +4,9 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5 as v5p;
 
+use rumqttc::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::QoS as V5QoS;
+
 use super::{AckCode, Closing, Codec, ConnectCode, Reply, Version};
 
 impl Codec {
@@ -127,19 +130,63 @@ impl Codec {
                 properties: None,
             }),
             Reply::PingResp => v5p::Packet::PingResp(v5p::PingResp),
-            Reply::SubAck { pkid, filters } => v5p::Packet::SubAck(v5p::SubAck {
+            Reply::SubAck { pkid, granted } => v5p::Packet::SubAck(v5p::SubAck {
                 pkid: *pkid,
-                return_codes: vec![v5p::SubscribeReasonCode::NotAuthorized; *filters],
-                properties: problem.then(|| v5p::SubAckProperties {
-                    reason_string: Some(SUBSCRIBE_ELSEWHERE.to_owned()),
-                    user_properties: Vec::new(),
+                return_codes: granted
+                    .iter()
+                    .map(|g| match g {
+                        Some(QoS::AtMostOnce) => {
+                            v5p::SubscribeReasonCode::Success(V5QoS::AtMostOnce)
+                        }
+                        Some(_) => v5p::SubscribeReasonCode::Success(V5QoS::AtLeastOnce),
+                        None => v5p::SubscribeReasonCode::NotAuthorized,
+                    })
+                    .collect(),
+                properties: (problem && granted.iter().any(Option::is_none)).then(|| {
+                    v5p::SubAckProperties {
+                        reason_string: Some(SUBSCRIBE_ELSEWHERE.to_owned()),
+                        user_properties: Vec::new(),
+                    }
                 }),
             }),
-            Reply::UnsubAck { pkid, filters } => v5p::Packet::UnsubAck(v5p::UnsubAck {
+            Reply::UnsubAck { pkid, existed } => v5p::Packet::UnsubAck(v5p::UnsubAck {
                 pkid: *pkid,
-                reasons: vec![v5p::UnsubAckReason::NoSubscriptionExisted; *filters],
+                reasons: existed
+                    .iter()
+                    .map(|e| {
+                        if *e {
+                            v5p::UnsubAckReason::Success
+                        } else {
+                            v5p::UnsubAckReason::NoSubscriptionExisted
+                        }
+                    })
+                    .collect(),
                 properties: None,
             }),
+            Reply::Publish(o) => {
+                let mut p = v5p::Publish::new(
+                    o.topic.clone(),
+                    if o.qos == QoS::AtMostOnce {
+                        V5QoS::AtMostOnce
+                    } else {
+                        V5QoS::AtLeastOnce
+                    },
+                    o.payload.clone(),
+                    None,
+                );
+                p.pkid = o.pkid;
+                p.dup = o.dup;
+                if o.response_topic.is_some() || o.correlation.is_some() {
+                    p.properties = Some(v5p::PublishProperties {
+                        response_topic: o.response_topic.clone(),
+                        correlation_data: o.correlation.clone(),
+                        payload_format_indicator: Some(1),
+                        content_type: Some("application/json".to_owned()),
+                        ..Default::default()
+                    });
+                }
+                v5p::Packet::Publish(p)
+            }
             Reply::Disconnect { reason, detail } => {
                 let mut d = v5p::Disconnect::new(disconnect_reason(*reason));
                 d.properties = why(detail, reasons).map(|r| v5p::DisconnectProperties {
@@ -154,9 +201,9 @@ impl Codec {
     }
 }
 
-/// Why SUBSCRIBE is refused on the device listener (MQTT 5's SUBACK reason string).
+/// Why a SUBSCRIBE's filter is refused on the device listener (MQTT 5's SUBACK reason string).
 const SUBSCRIBE_ELSEWHERE: &str =
-    "the device listener takes publishes only; subscribe on the gateway's broker (mqtt.broker_listen)";
+    "a device subscribes here only to its own commands (devices/{id}/commands/#); other subscribers use the gateway's broker (mqtt.broker_listen)";
 
 fn empty_connack_properties() -> v5p::ConnAckProperties {
     v5p::ConnAckProperties {
@@ -245,10 +292,23 @@ fn write_v4(reply: &Reply, out: &mut BytesMut) -> Result<(), String> {
         Reply::PubRec { pkid, .. } => v4::Packet::PubRec(v4::PubRec::new(*pkid)),
         Reply::PubComp { pkid, .. } => v4::Packet::PubComp(v4::PubComp::new(*pkid)),
         Reply::PingResp => v4::Packet::PingResp,
-        Reply::SubAck { pkid, filters } => v4::Packet::SubAck(v4::SubAck::new(
+        Reply::SubAck { pkid, granted } => v4::Packet::SubAck(v4::SubAck::new(
             *pkid,
-            vec![v4::SubscribeReasonCode::Failure; *filters],
+            granted
+                .iter()
+                .map(|g| match g {
+                    Some(QoS::AtMostOnce) => v4::SubscribeReasonCode::Success(QoS::AtMostOnce),
+                    Some(_) => v4::SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                    None => v4::SubscribeReasonCode::Failure,
+                })
+                .collect(),
         )),
+        Reply::Publish(o) => {
+            let mut p = v4::Publish::new(o.topic.clone(), o.qos, o.payload.clone());
+            p.pkid = o.pkid;
+            p.dup = o.dup;
+            v4::Packet::Publish(p)
+        }
         Reply::UnsubAck { pkid, .. } => v4::Packet::UnsubAck(v4::UnsubAck::new(*pkid)),
         Reply::Disconnect { .. } => return Ok(()),
     };

@@ -1,0 +1,302 @@
+//! Commands from Kafka to devices, and their outcomes back into Kafka: real MQTT clients
+//! (mosquitto_sub and mosquitto_pub with credentials over 3.1.1, paho-mqtt over MQTT 5 with
+//! Response Topic and Correlation Data), Apache Kafka for both topics.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tributary_tests::gateway::{Gateway, Topics};
+use tributary_tests::kafka::{consume, create_topics, produce, Msg};
+use tributary_tests::{env, import_passwords, mosquitto_pub_with, unique_topic};
+
+/// A gateway taking commands from a topic of its own, and the two topics.
+struct Site {
+    gateway: Gateway,
+    commands: String,
+    responses: String,
+    brokers: String,
+}
+
+async fn site(stem: &str, extra: &str) -> Site {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique(stem);
+    let commands = unique_topic(&format!("{stem}.commands"));
+    let responses = unique_topic(&format!("{stem}.responses"));
+    create_topics(&brokers, &[&commands], 3).await;
+    let gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        &format!("{extra}\n[commands]\ntopic = {commands:?}\nresponses_topic = {responses:?}\n"),
+    );
+    Site {
+        gateway,
+        commands,
+        responses,
+        brokers,
+    }
+}
+
+fn command(device: &str, value: Value) -> (String, String, Vec<(String, String)>) {
+    (device.to_owned(), value.to_string(), Vec::new())
+}
+
+/// The outcomes on the responses topic, by command id, in the order they were written.
+fn outcomes(site: &Site, expected: usize) -> BTreeMap<String, Vec<Value>> {
+    let msgs: Vec<Msg> = consume(
+        &site.brokers,
+        &site.responses,
+        expected,
+        Duration::from_secs(30),
+    );
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for m in msgs {
+        assert_eq!(
+            m.value["device_id"].as_str(),
+            Some(m.key.as_str()),
+            "an outcome is keyed by its device: {m:?}"
+        );
+        assert_eq!(
+            m.headers.get("outcome"),
+            m.value["outcome"].as_str().map(str::to_owned).as_ref()
+        );
+        let id = m.value["command_id"].as_str().unwrap_or("").to_owned();
+        out.entry(id).or_default().push(m.value);
+    }
+    out
+}
+
+fn kinds(outcomes: &BTreeMap<String, Vec<Value>>, id: &str) -> Vec<String> {
+    outcomes
+        .get(id)
+        .map(|v| {
+            v.iter()
+                .map(|o| o["outcome"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for the gateway's log to say the consumer is reading.
+fn wait_reading(site: &Site) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !site.gateway.log().contains("Reading commands.") {
+        assert!(
+            Instant::now() < deadline,
+            "the commands consumer never started: {}",
+            site.gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn paho_commands(port: u16, device: &str, count: usize, v311: bool) -> Child {
+    let mut cmd = Command::new(env("TRIBUTARY_TEST_PYTHON"));
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/paho_commands.py"
+    ))
+    .args(["--port", &port.to_string(), "--device", device])
+    .args(["--count", &count.to_string(), "--timeout", "60"]);
+    if v311 {
+        cmd.arg("--v311");
+    }
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("paho_commands.py")
+}
+
+fn lines(child: Child) -> Vec<Value> {
+    let out = child.wait_with_output().expect("client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let parsed: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !parsed.is_empty(),
+        "the client printed nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parsed
+}
+
+fn received(lines: &[Value]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l.get("command").is_some())
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_receive_only_their_own_commands_and_every_outcome_reaches_kafka() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passwd = dir.path().join("devices.passwd");
+    import_passwords(&passwd, "cmd-1 pw-one\n");
+    let site = site("cmds", &format!("[auth]\ncredentials = {passwd:?}\n")).await;
+    wait_reading(&site);
+    let port = site.gateway.mqtt.port().to_string();
+    // mosquitto_sub with cmd-1's credentials: its own commands are granted, another device's
+    // refused ("All subscription requests were denied").
+    let denied = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-q", "1"])
+        .args(["-i", "cmd-1", "-u", "cmd-1", "-P", "pw-one"])
+        .args(["-t", "devices/cmd-2/commands/#", "-C", "1", "-W", "10"])
+        .output()
+        .expect("mosquitto_sub");
+    let said = format!(
+        "{:?}: {}{}",
+        denied.status,
+        String::from_utf8_lossy(&denied.stdout),
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    assert!(said.contains("denied"), "{said}");
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-q", "1"])
+        .args(["-i", "cmd-1", "-u", "cmd-1", "-P", "pw-one"])
+        .args([
+            "-t",
+            "devices/cmd-1/commands/#",
+            "-C",
+            "2",
+            "-W",
+            "60",
+            "-v",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    // cmd-2 on paho over MQTT 5 (anonymous, on loopback).
+    let paho = paho_commands(site.gateway.mqtt.port(), "cmd-2", 2, false);
+    std::thread::sleep(Duration::from_secs(2));
+    let past = tributary_common_now_ms() - 1_000;
+    produce(
+        &site.brokers,
+        &site.commands,
+        &[
+            command(
+                "cmd-1",
+                json!({"id": "c1", "name": "set_interval", "args": {"interval_ms": 500}}),
+            ),
+            command("cmd-2", json!({"id": "c3", "name": "get_state"})),
+            command("cmd-1", json!({"id": "c2", "name": "get_state"})),
+            command(
+                "cmd-2",
+                json!({"id": "c4", "name": "set_interval", "args": {"interval_ms": 2000}}),
+            ),
+            command(
+                "cmd-1",
+                json!({"id": "old", "name": "reboot", "expires_ms": past}),
+            ),
+            ("cmd-1".into(), "reboot now!".into(), Vec::new()),
+        ],
+    )
+    .await;
+    let out = sub.wait_with_output().expect("mosquitto_sub");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let got: Vec<(&str, Value)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(t, p)| (t, serde_json::from_str(p).expect("a command is JSON")))
+        .collect();
+    assert_eq!(got.len(), 2, "mosquitto_sub got: {text}");
+    assert_eq!(got[0].0, "devices/cmd-1/commands/set_interval");
+    assert_eq!(got[0].1["id"], "c1");
+    assert_eq!(got[0].1["args"]["interval_ms"], 500);
+    assert_eq!(got[1].0, "devices/cmd-1/commands/get_state");
+    assert_eq!(got[1].1["id"], "c2");
+    // cmd-1 answers c1 the 3.1.1 way, with its credentials.
+    assert!(mosquitto_pub_with(
+        site.gateway.mqtt.port(),
+        1,
+        "devices/cmd-1/results/c1",
+        r#"{"ok":true,"interval_ms":500}"#,
+        &["-u", "cmd-1", "-P", "pw-one", "-i", "cmd-1"],
+    ));
+    let paho = lines(paho);
+    let cmds = received(&paho);
+    assert_eq!(cmds.len(), 2, "{paho:?}");
+    assert_eq!(cmds[0]["command"]["id"], "c3");
+    assert_eq!(cmds[0]["response_topic"], "devices/cmd-2/results/c3");
+    assert_eq!(cmds[0]["correlation"], "c3");
+    assert_eq!(cmds[1]["command"]["id"], "c4");
+    // delivered ×4, answered ×3 (c1, c3, c4), expired (old), refused (the text).
+    let outcomes = outcomes(&site, 9);
+    assert_eq!(kinds(&outcomes, "c1"), ["delivered", "answered"]);
+    assert_eq!(kinds(&outcomes, "c2"), ["delivered"]);
+    assert_eq!(kinds(&outcomes, "c3"), ["delivered", "answered"]);
+    assert_eq!(kinds(&outcomes, "c4"), ["delivered", "answered"]);
+    assert_eq!(kinds(&outcomes, "old"), ["expired"]);
+    let answered = &outcomes["c1"][1];
+    assert_eq!(answered["result"]["interval_ms"], 500);
+    assert_eq!(answered["device_id"], "cmd-1");
+    assert!(answered["delivered_ms"].as_i64() <= answered["at_ms"].as_i64());
+    assert_eq!(outcomes["c4"][1]["result"]["name"], "set_interval");
+    let refused: Vec<&Value> = outcomes
+        .values()
+        .flatten()
+        .filter(|o| o["outcome"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{outcomes:?}");
+    assert!(refused[0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("not a command"));
+    assert_eq!(refused[0]["device_id"], "cmd-1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offline_device_gets_its_queued_commands_in_order_after_a_crash_and_never_an_expired_one(
+) {
+    let mut site = site("cmds-offline", "").await;
+    wait_reading(&site);
+    let mut batch = Vec::new();
+    for i in 1..=6 {
+        let ttl = if i == 3 { 1_500 } else { 120_000 };
+        batch.push(command(
+            "off-1",
+            json!({"id": format!("q{i}"), "name": "set_interval", "args": {"interval_ms": i * 100}, "ttl_ms": ttl}),
+        ));
+    }
+    produce(&site.brokers, &site.commands, &batch).await;
+    // q3 expires while the device is away; the others wait in the spool through a SIGKILL.
+    let expired = outcomes(&site, 1);
+    assert_eq!(kinds(&expired, "q3"), ["expired"], "{expired:?}");
+    site.gateway.kill();
+    site.gateway.restart();
+    wait_reading(&site);
+    let device = paho_commands(site.gateway.mqtt.port(), "off-1", 5, true);
+    let got = received(&lines(device));
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|c| c["command"]["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["q1", "q2", "q4", "q5", "q6"]);
+    assert!(got
+        .iter()
+        .all(|c| c["topic"] == "devices/off-1/commands/set_interval"));
+    let outcomes = outcomes(&site, 11);
+    for id in ["q1", "q2", "q4", "q5", "q6"] {
+        assert_eq!(
+            kinds(&outcomes, id),
+            ["delivered", "answered"],
+            "{id}: {outcomes:?}"
+        );
+    }
+    assert_eq!(kinds(&outcomes, "q3"), ["expired"]);
+    assert!(outcomes["q3"][0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("not delivered"));
+}
+
+fn tributary_common_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
