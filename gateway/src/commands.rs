@@ -89,9 +89,14 @@ impl Commands {
         }
     }
 
-    /// The commands of `device` no device acknowledged yet, in queue order, at most [`BATCH`].
-    pub async fn undelivered(&self, device: &str) -> Result<Vec<Queued>, SpoolError> {
-        self.spool.commands(device, true, BATCH).await
+    /// The commands of `device` to send a connection that has sent those up to queue row
+    /// `after`, in queue order, at most [`BATCH`]: every unanswered one, or with
+    /// `redeliver = "until-delivered"` only those never acknowledged.
+    pub async fn to_send(&self, device: &str, after: i64) -> Result<Vec<Queued>, SpoolError> {
+        let undelivered_only = self.config.redeliver == config::Redeliver::UntilDelivered;
+        self.spool
+            .commands(device, after, undelivered_only, BATCH)
+            .await
     }
 
     /// `device` acknowledged receiving `command`: stores "delivered" (once).
@@ -131,7 +136,7 @@ impl Commands {
         // longer queued changes nothing.
         let queued = self
             .spool
-            .commands(device, false, self.config.max_queued_per_device)
+            .commands(device, 0, false, self.config.max_queued_per_device)
             .await?;
         let Some(command) = queued.into_iter().find(|c| c.command_id == id) else {
             self.stats.count_command("answer_unmatched");

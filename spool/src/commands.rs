@@ -16,7 +16,8 @@
 //!   in silence.
 //! - An outcome is stored only if its change happened: a second answer to a command already
 //!   settled changes nothing and stores nothing ([`Done::Gone`]).
-//! - Row ids only grow, so a device's queue order is the order its commands were queued.
+//! - Row ids only grow and are never used again (`AUTOINCREMENT`), so a device's queue order
+//!   is the order its commands were queued, and "rows after N" never misses a newer one.
 
 use rusqlite::{params, Connection, Transaction};
 
@@ -40,6 +41,8 @@ pub struct NewCommand {
 /// A queued command, read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
+    /// Its place in the queue: later commands have higher rows.
+    pub row: i64,
     pub device: String,
     pub command_id: String,
     pub name: String,
@@ -206,29 +209,31 @@ fn err() -> impl FnOnce(rusqlite::Error) -> SpoolError {
     SpoolError::sqlite("update the command queue")
 }
 
-/// The commands queued for `device`, in queue order (delivered ones too: a session resends
-/// those the device has not answered only if `undelivered_only` is false).
+/// Up to `limit` commands queued for `device` after queue row `after`, in queue order; with
+/// `undelivered_only`, only those no device acknowledged.
 pub(super) fn pending(
     conn: &Connection,
     device: &str,
+    after: i64,
     undelivered_only: bool,
     limit: usize,
 ) -> Result<Vec<Queued>, SpoolError> {
     let sql = if undelivered_only {
-        "SELECT device, command_id, name, body, received_ms, expires_ms, delivered_ms
-         FROM commands WHERE device = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT ?2"
+        "SELECT id, device, command_id, name, body, received_ms, expires_ms, delivered_ms
+         FROM commands WHERE device = ?1 AND id > ?2 AND delivered_ms IS NULL
+         ORDER BY id LIMIT ?3"
     } else {
-        "SELECT device, command_id, name, body, received_ms, expires_ms, delivered_ms
-         FROM commands WHERE device = ?1 ORDER BY id LIMIT ?2"
+        "SELECT id, device, command_id, name, body, received_ms, expires_ms, delivered_ms
+         FROM commands WHERE device = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
     };
-    query(conn, sql, params![device, limit as i64])
+    query(conn, sql, params![device, after, limit as i64])
 }
 
 /// Up to `limit` commands whose expiry is at or before `now_ms`, oldest expiry first.
 pub(super) fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Queued>, SpoolError> {
     query(
         conn,
-        "SELECT device, command_id, name, body, received_ms, expires_ms, delivered_ms
+        "SELECT id, device, command_id, name, body, received_ms, expires_ms, delivered_ms
          FROM commands WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2",
         params![now_ms, limit as i64],
     )
@@ -265,13 +270,14 @@ fn query(
     let rows = stmt
         .query_map(params, |r| {
             Ok(Queued {
-                device: r.get(0)?,
-                command_id: r.get(1)?,
-                name: r.get(2)?,
-                body: r.get(3)?,
-                received_ms: r.get(4)?,
-                expires_ms: r.get(5)?,
-                delivered_ms: r.get(6)?,
+                row: r.get(0)?,
+                device: r.get(1)?,
+                command_id: r.get(2)?,
+                name: r.get(3)?,
+                body: r.get(4)?,
+                received_ms: r.get(5)?,
+                expires_ms: r.get(6)?,
+                delivered_ms: r.get(7)?,
             })
         })
         .map_err(SpoolError::sqlite("read the command queue"))?;

@@ -662,14 +662,16 @@ impl SpoolDb {
 }
 
 impl SpoolDb {
-    /// Up to `limit` commands queued for `device`, in queue order ([`commands::pending`]).
+    /// Up to `limit` commands queued for `device` after row `after`, in queue order
+    /// ([`commands::pending`]).
     pub fn commands(
         &self,
         device: &str,
+        after: i64,
         undelivered_only: bool,
         limit: usize,
     ) -> Result<Vec<commands::Queued>, SpoolError> {
-        commands::pending(&self.conn, device, undelivered_only, limit)
+        commands::pending(&self.conn, device, after, undelivered_only, limit)
     }
 
     /// Up to `limit` commands whose expiry is at or before `now_ms`.

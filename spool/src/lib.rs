@@ -327,11 +327,12 @@ impl Spool {
             .await
     }
 
-    /// Up to `limit` commands queued for `device`, in queue order; with `undelivered_only`,
-    /// only those no device acknowledged yet.
+    /// Up to `limit` commands queued for `device` after queue row `after`, in queue order;
+    /// with `undelivered_only`, only those no device acknowledged yet.
     pub async fn commands(
         &self,
         device: &str,
+        after: i64,
         undelivered_only: bool,
         limit: usize,
     ) -> Result<Vec<commands::Queued>, SpoolError> {
@@ -339,6 +340,7 @@ impl Spool {
         self.reader
             .request(|reply| reader::Query::Commands {
                 device,
+                after,
                 undelivered_only,
                 limit,
                 reply,

@@ -29,6 +29,7 @@ pub(super) enum Query {
     /// A device's queued commands ([`super::commands::pending`]).
     Commands {
         device: String,
+        after: i64,
         undelivered_only: bool,
         limit: usize,
         reply: Reply<Vec<super::commands::Queued>>,
@@ -68,6 +69,7 @@ fn serve(conn: &Connection, rx: &mpsc::Receiver<Query>) {
             }
             Query::Commands {
                 device,
+                after,
                 undelivered_only,
                 limit,
                 reply,
@@ -75,6 +77,7 @@ fn serve(conn: &Connection, rx: &mpsc::Receiver<Query>) {
                 let _ = reply.send(super::commands::pending(
                     conn,
                     &device,
+                    after,
                     undelivered_only,
                     limit,
                 ));

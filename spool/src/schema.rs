@@ -182,10 +182,12 @@ INSERT INTO spool_meta (key, value) VALUES
     ('id_floor', 0);
 ";
 
-/// v11: the command queue ([`crate::commands`]).
+/// v11: the command queue ([`crate::commands`]). `AUTOINCREMENT`: a row id is never used
+/// again, even after the newest row was settled, so "rows after N" is a cursor a session
+/// can keep.
 const V10_TO_V11: &str = "
 CREATE TABLE commands (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     device       TEXT NOT NULL,
     command_id   TEXT NOT NULL,
     name         TEXT NOT NULL,

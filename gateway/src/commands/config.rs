@@ -26,6 +26,19 @@ pub struct CommandsConfig {
     /// A command with a `tributary-gateway` header naming another gateway is skipped; `None`:
     /// no such filter (the topic is this gateway's own).
     pub gateway_id: Option<String>,
+    /// Whether a new connection of a device gets again the commands it acknowledged but did not
+    /// answer (the default), or only those never acknowledged.
+    pub redeliver: Redeliver,
+}
+
+/// `commands.redeliver`: what a device's new connection is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeliver {
+    /// Every queued command until the device answers it (or it expires): an answer lost with
+    /// a connection is given again, and a device drops the repeated command by its id.
+    UntilAnswered,
+    /// Only commands the device never acknowledged (devices that never answer).
+    UntilDelivered,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +50,7 @@ pub struct RawCommands {
     pub max_queued_per_device: Option<usize>,
     pub max_bytes: Option<usize>,
     pub group_id: Option<String>,
+    pub redeliver: Option<String>,
 }
 
 /// The defaults, as `config/gateway.toml` documents them.
@@ -92,6 +106,16 @@ pub fn validate(
         Some(g) => g,
         None => format!("tributary-commands-{}", gateway_id.unwrap_or("gateway")),
     };
+    let redeliver = match raw.redeliver.as_deref().unwrap_or("until-answered") {
+        "until-answered" => Redeliver::UntilAnswered,
+        "until-delivered" => Redeliver::UntilDelivered,
+        other => {
+            return Err(invalid(
+                "commands.redeliver",
+                format!("{other:?} is not \"until-answered\" or \"until-delivered\""),
+            ))
+        }
+    };
     Ok(Some(CommandsConfig {
         topic: commands,
         responses_topic: responses,
@@ -100,6 +124,7 @@ pub fn validate(
         max_bytes,
         group_id,
         gateway_id: gateway_id.map(str::to_owned),
+        redeliver,
     }))
 }
 

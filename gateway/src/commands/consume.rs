@@ -355,7 +355,14 @@ async fn queue(
                 }
             }
             (Done::Duplicate, _) => stats.count_command("duplicate"),
-            (Done::Overflowed, _) => stats.count_command("refused_queue_full"),
+            (Done::Overflowed, _) => {
+                stats.count_command("refused_queue_full");
+                if let Some(suppressed) = tributary_common::ratelog::allow("commands_queue_full") {
+                    if let Op::Enqueue { command, limit, .. } = op {
+                        tracing::warn!(message = "A device's command queue is full: the command was refused (commands.max_queued_per_device).", device_id = %command.device, command_id = %command.command_id, limit, suppressed);
+                    }
+                }
+            }
             (_, Some(label)) => {
                 stats.count_command(label);
                 if let Some(suppressed) = tributary_common::ratelog::allow(label) {

@@ -70,7 +70,7 @@ fn a_device_queue_keeps_order_refuses_overflow_and_ignores_a_repeat() {
         ]
     );
     let ids: Vec<_> = db
-        .commands("a", false, 10)
+        .commands("a", 0, false, 10)
         .unwrap()
         .into_iter()
         .map(|c| c.command_id)
@@ -108,9 +108,10 @@ fn delivered_and_settled_store_their_outcome_once() {
             r#"{"command_id":"1","outcome":"answered"}"#
         ]
     );
-    let left = db.commands("a", true, 10).unwrap();
+    let left = db.commands("a", 0, true, 10).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].command_id, "2");
+    assert!(db.commands("a", left[0].row, false, 10).unwrap().is_empty());
     assert_eq!(db.command_counts().unwrap(), [("a".to_owned(), 1, 0)]);
     assert_eq!(db.due_commands(999, 10).unwrap().len(), 0);
     assert_eq!(db.due_commands(1_000, 10).unwrap().len(), 1);
@@ -136,6 +137,26 @@ fn a_refused_group_queues_nothing_and_saves_no_offset() {
         .unwrap();
     assert!(matches!(out.appended, Err(SpoolError::Full { .. })));
     assert!(out.queued.is_empty());
-    assert!(db.commands("a", false, 10).unwrap().is_empty());
+    assert!(db.commands("a", 0, false, 10).unwrap().is_empty());
     assert!(db.sources("commands:").unwrap().is_empty());
+}
+
+#[test]
+fn a_row_is_never_used_again_so_a_cursor_misses_no_newer_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir);
+    queue(&mut db, vec![enqueue("a", "1", 10), enqueue("a", "2", 10)]);
+    let newest = db.commands("a", 0, false, 10).unwrap()[1].row;
+    queue(
+        &mut db,
+        vec![Op::Settle {
+            device: "a".into(),
+            command_id: "2".into(),
+            outcome: outcome("a", "2", "answered"),
+        }],
+    );
+    queue(&mut db, vec![enqueue("a", "3", 10)]);
+    let after = db.commands("a", newest, false, 10).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].command_id, "3");
 }

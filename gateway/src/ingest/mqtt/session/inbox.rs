@@ -8,8 +8,10 @@
 //! lets anyone in) one device's. Once subscribed, the session sends the device's undelivered
 //! commands in queue order, QoS 1, at most [`crate::commands::BATCH`] unacknowledged at once,
 //! and again whenever a command is queued for it. A PUBACK marks the command delivered (its
-//! outcome stored); a command sent but not acknowledged when the connection ends is sent again
-//! on the next. MQTT 5 commands carry the answer's topic (Response Topic) and the command id
+//! outcome stored). Each command is sent once per connection ([`Inbox`]'s cursor); a new
+//! connection gets again every command not yet answered (`commands.redeliver =
+//! "until-answered"`, the default: an answer lost with a connection is given again), or only
+//! those never acknowledged (`"until-delivered"`). MQTT 5 commands carry the answer's topic (Response Topic) and the command id
 //! (Correlation Data). A publish to `devices/{id}/results/{command id}` is the device's answer:
 //! it settles the command (outcome "answered") and is acknowledged after that commit, like an
 //! event.
@@ -39,6 +41,9 @@ pub(in crate::ingest::mqtt) struct Inbox {
     pub(super) wake: Arc<Notify>,
     /// Sent and not yet acknowledged, by packet id.
     in_flight: HashMap<u16, Queued>,
+    /// The queue row of the last command sent on this connection: each is sent once per
+    /// connection, in queue order.
+    cursor: i64,
     next_pkid: u16,
 }
 
@@ -75,6 +80,7 @@ impl Session {
                     filters: Vec::new(),
                     qos: QoS::AtMostOnce,
                     in_flight: HashMap::new(),
+                    cursor: 0,
                     next_pkid: 1,
                 })
             });
@@ -124,7 +130,7 @@ impl Session {
         if inbox.filters.is_empty() || inbox.in_flight.len() >= crate::commands::BATCH {
             return Ok(());
         }
-        let queued = match inbox.commands.undelivered(&inbox.device).await {
+        let queued = match inbox.commands.to_send(&inbox.device, inbox.cursor).await {
             Ok(q) => q,
             Err(error) => {
                 tracing::warn!(message = "Reading the device's commands failed; trying at its next wake.", device_id = %inbox.device, %error);
@@ -139,11 +145,8 @@ impl Session {
             if inbox.in_flight.len() >= crate::commands::BATCH {
                 break;
             }
+            inbox.cursor = command.row;
             if command.expires_ms <= now
-                || inbox
-                    .in_flight
-                    .values()
-                    .any(|c| c.command_id == command.command_id)
                 || !inbox
                     .filters
                     .iter()
