@@ -27,7 +27,7 @@ pub enum Answer {
 }
 
 /// What one turn of a client's event loop brought.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Polled {
     ConnAck,
     /// A publish went out with this packet id (rumqttc reports them in the order requested).
@@ -36,6 +36,8 @@ pub enum Polled {
     Answered(u16, Answer),
     /// The gateway closed the session, saying why (MQTT 5's DISCONNECT).
     Closed(String),
+    /// A command from the gateway ([`crate::command`]).
+    Command(crate::command::Command),
     Other,
 }
 
@@ -45,6 +47,7 @@ pub fn v311(event: &Event) -> Polled {
         Event::Incoming(Packet::ConnAck(_)) => Polled::ConnAck,
         Event::Outgoing(Outgoing::Publish(pkid)) => Polled::Published(*pkid),
         Event::Incoming(Packet::PubAck(ack)) => Polled::Answered(ack.pkid, Answer::Stored),
+        Event::Incoming(Packet::Publish(p)) => command(&p.payload),
         _ => Polled::Other,
     }
 }
@@ -59,8 +62,14 @@ pub fn v5(event: rumqttc::v5::Event) -> Polled {
         Event5::Incoming(Packet5::Disconnect(d)) => {
             Polled::Closed(format!("the gateway disconnected: {:?}", d.reason_code))
         }
+        Event5::Incoming(Packet5::Publish(p)) => command(&p.payload),
         _ => Polled::Other,
     }
+}
+
+/// A publish from the gateway: a command, or nothing this contract knows.
+fn command(payload: &[u8]) -> Polled {
+    crate::command::Command::parse(payload).map_or(Polled::Other, Polled::Command)
 }
 
 /// What an MQTT 5 PUBACK says, with the gateway's reason string (else the code's name). The

@@ -36,6 +36,50 @@ impl Command {
     }
 }
 
+/// The commands every Tributary device understands (the simulator's and the node agent's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `set_interval {"interval_ms": N}`: report every N ms from now on.
+    SetInterval(u64),
+    /// `get_state`: answer with what the device is doing.
+    GetState,
+}
+
+/// The shortest and longest `set_interval` a device takes.
+pub const MIN_INTERVAL_MS: u64 = 100;
+pub const MAX_INTERVAL_MS: u64 = 86_400_000;
+
+impl Command {
+    /// What the command asks, or why the device cannot do it (its answer then says so).
+    pub fn request(&self) -> Result<Request, String> {
+        match self.name.as_str() {
+            "set_interval" => match self.args.get("interval_ms").and_then(|v| v.as_u64()) {
+                Some(ms) if (MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&ms) => {
+                    Ok(Request::SetInterval(ms))
+                }
+                _ => Err(format!(
+                    "set_interval needs \"interval_ms\" from {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS}"
+                )),
+            },
+            "get_state" => Ok(Request::GetState),
+            other => Err(format!("unknown command {other:?}")),
+        }
+    }
+}
+
+/// A device's answer: `{"ok": true, ...fields}`, or `{"ok": false, "error": why}`.
+pub fn answer(result: Result<serde_json::Value, String>) -> Vec<u8> {
+    let value = match result {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.insert("ok".into(), true.into());
+            serde_json::Value::Object(fields)
+        }
+        Ok(other) => serde_json::json!({"ok": true, "result": other}),
+        Err(error) => serde_json::json!({"ok": false, "error": error}),
+    };
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
 /// The longest command id and name: each is one MQTT topic level.
 pub const MAX_ID_LEN: usize = 128;
 pub const MAX_NAME_LEN: usize = 64;

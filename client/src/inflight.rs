@@ -10,20 +10,27 @@ use std::collections::{HashMap, VecDeque};
 /// Publishes requested and not yet written, and written ones awaiting their answer.
 #[derive(Debug, Default)]
 pub struct Inflight {
-    requested: VecDeque<u64>,
+    /// `None`: a publish that is not an event (an answer to a command).
+    requested: VecDeque<Option<u64>>,
     awaiting: HashMap<u16, u64>,
 }
 
 impl Inflight {
     /// The publish of `seq` was handed to the client.
     pub fn requested(&mut self, seq: u64) {
-        self.requested.push_back(seq);
+        self.requested.push_back(Some(seq));
+    }
+
+    /// A publish that is not an event (a command's answer) was requested: it takes its place
+    /// in the order of writes, and its acknowledgement stands for no event.
+    pub fn requested_other(&mut self) {
+        self.requested.push_back(None);
     }
 
     /// The client wrote a publish with `pkid`: the seq it carries (the oldest requested), now
     /// awaiting its answer when `answered` (QoS 1), else done with (QoS 0).
     pub fn published(&mut self, pkid: u16, answered: bool) -> Option<u64> {
-        let seq = self.requested.pop_front()?;
+        let seq = self.requested.pop_front()??;
         if answered {
             self.awaiting.insert(pkid, seq);
         }
@@ -73,6 +80,12 @@ mod tests {
             "QoS 0: written, nothing awaited"
         );
         assert_eq!(f.published(13, true), None, "nothing was requested for it");
+        f.requested_other();
+        f.requested(8);
+        assert_eq!(f.published(14, true), None, "a command's answer");
+        assert_eq!(f.published(15, true), Some(8));
+        assert_eq!(f.answered(14), None);
+        assert_eq!(f.answered(15), Some(8));
         assert_eq!((f.len(), f.awaiting(), f.unwritten()), (2, 2, 0));
         assert_eq!(f.answered(11), Some(6));
         assert_eq!(f.answered(11), None, "answered once");

@@ -74,6 +74,8 @@ pub struct Outcome {
     /// Events the gateway refused for good (MQTT 5 reason codes other than "busy"): dropped
     /// from the outbox and logged, as a device dead-letters them locally.
     pub refused: u64,
+    /// Commands from the gateway obeyed (or answered as not understood), repeats included.
+    pub commands: u64,
     pub faults: Injected,
     /// Why the device stopped early, if it did.
     pub error: Option<String>,
@@ -98,6 +100,8 @@ pub struct Pace {
     pub backoff: Backoff,
     /// TLS, password and whether to send a boot session.
     pub credentials: crate::security::Credentials,
+    /// Subscribe to the device's commands and obey them (`--commands`).
+    pub commands: bool,
 }
 
 /// A device's state between connections.
@@ -148,6 +152,7 @@ impl Device {
             resent: 0,
             reconnects: 0,
             refused: 0,
+            commands: 0,
             faults: Injected::default(),
             error: None,
         };
@@ -235,6 +240,30 @@ impl Device {
     /// True when everything produced has left the outbox and nothing more will come.
     pub fn finished(&mut self) -> bool {
         self.outbox.is_empty() && self.next_due().is_none()
+    }
+
+    /// Does what a command asks, and returns the answer to send: `set_interval` changes the
+    /// stream's reporting interval from the next event on (visible in the events' times);
+    /// `get_state` tells the interval, the next seq and the model.
+    pub fn obey(&mut self, command: &tributary_client::command::Command) -> Vec<u8> {
+        use tributary_client::command::{answer, Request};
+        self.outcome.commands += 1;
+        let result = command.request().and_then(|request| match request {
+            Request::SetInterval(ms) => {
+                if self.stream.set_interval_ms(ms) {
+                    Ok(serde_json::json!({ "interval_ms": ms }))
+                } else {
+                    Err("a vehicle reports by distance and heading, not by interval".into())
+                }
+            }
+            Request::GetState => Ok(serde_json::json!({
+                "interval_ms": self.stream.interval_ms(),
+                "next_seq": self.stream.next_seq,
+                "model": format!("{:?}", self.stream.model_kind),
+                "outbox": self.outbox.len(),
+            })),
+        });
+        answer(result)
     }
 
     /// True when the run was cancelled (Ctrl-C): stop at once.

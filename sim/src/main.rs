@@ -122,6 +122,10 @@ struct RunArgs {
     /// Send a random boot session per device (event ids become device:session:seq).
     #[arg(long)]
     sessions: bool,
+    /// Devices subscribe to their commands (devices/{id}/commands/#, MQTT links) and obey
+    /// them: set_interval changes their reporting interval, get_state answers with it.
+    #[arg(long)]
+    commands: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -315,6 +319,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         scenario.scale_to(n);
     }
+    scenario.commands = args.commands;
     scenario.credentials = tributary_sim::security::Credentials {
         tls: match &args.tls_ca {
             Some(ca) => Some(tributary_sim::security::tls_client(ca).map_err(|what| {

@@ -55,6 +55,26 @@ impl Model {
     }
 
     /// Faults injected so far (spikes, stuck runs, dropouts).
+    /// How often the model reports, for stations and machines; `None` for vehicles, which
+    /// report by their own policy (`scenario.report`).
+    pub fn interval_ms(&self) -> Option<u64> {
+        match self {
+            Model::Environment(m) => Some(m.interval_ms),
+            Model::Machine(m) => Some(m.interval_ms),
+            Model::Vehicle(_) => None,
+        }
+    }
+
+    /// Sets the reporting interval (a `set_interval` command); `false` for a vehicle.
+    pub fn set_interval_ms(&mut self, ms: u64) -> bool {
+        match self {
+            Model::Environment(m) => m.interval_ms = ms.max(1),
+            Model::Machine(m) => m.interval_ms = ms.max(1),
+            Model::Vehicle(_) => return false,
+        }
+        true
+    }
+
     pub fn faults(&self) -> faults::Injected {
         match self {
             Model::Environment(m) => m.faults.injected,

@@ -187,6 +187,7 @@ pub async fn run(
             give_up: scenario.give_up,
             backoff: scenario.backoff,
             credentials: scenario.credentials.clone(),
+            commands: scenario.commands,
         };
         let link = scenario.groups[group].link;
         let device = Device::new(stream, link, pace, Arc::clone(&live));

@@ -221,6 +221,8 @@ pub struct Scenario {
     pub groups: Vec<Group>,
     /// TLS, passwords and boot sessions (flags only).
     pub credentials: crate::security::Credentials,
+    /// Devices subscribe to their commands and obey them (`--commands`; MQTT links).
+    pub commands: bool,
 }
 
 impl Raw {
@@ -425,6 +427,7 @@ impl Raw {
             report: self.report,
             groups,
             credentials: Default::default(),
+            commands: false,
         })
     }
 }
@@ -537,6 +540,7 @@ impl Scenario {
             },
             faults: FaultRates::NONE,
             credentials: Default::default(),
+            commands: false,
             area: Area::Grid {
                 centre: (52.52, 13.405),
                 half_size_m: 3000.0,

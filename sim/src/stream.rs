@@ -104,6 +104,17 @@ impl DeviceStream {
         }
     }
 
+    /// The reporting interval, where the model has one (stations, machines).
+    pub fn interval_ms(&self) -> Option<u64> {
+        self.model.interval_ms()
+    }
+
+    /// Changes the reporting interval from the next event on; `false` for a vehicle. The
+    /// stream is then no longer a function of the seed alone but of the commands too.
+    pub fn set_interval_ms(&mut self, ms: u64) -> bool {
+        self.model.set_interval_ms(ms)
+    }
+
     pub fn faults(&self) -> crate::model::faults::Injected {
         self.model.faults()
     }

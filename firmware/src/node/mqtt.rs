@@ -95,6 +95,10 @@ impl<V: Version> MqttTransport<V> {
                     }
                 }
                 Polled::Closed(why) => return Err(std::io::Error::other(why)),
+                // The node does not subscribe to commands (yet): none should come.
+                Polled::Command(c) => {
+                    tracing::warn!(message = "A command arrived, but the node agent takes none yet; not answered.", device_id = %self.device_id, command_id = %c.id, name = %c.name);
+                }
                 Polled::ConnAck | Polled::Other => {}
             }
         }

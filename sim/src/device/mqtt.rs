@@ -20,6 +20,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, QoS};
 use tokio::time::Instant;
 use tributary_client::answer::{self, Answer, Polled};
+use tributary_client::command::{command_filter, result_topic};
 use tributary_client::inflight::Inflight;
 use tributary_client::options::{self, Auth};
 use tributary_client::publish::{payload, topic};
@@ -32,6 +33,8 @@ pub trait Client: Sized {
     fn connect(device: &Device, addr: SocketAddr, window: usize) -> Self;
     /// Queues a publish without waiting; `false` if the client's queue is full.
     fn publish(&self, topic: String, qos1: bool, payload: Vec<u8>) -> bool;
+    /// Queues a SUBSCRIBE (QoS 1) without waiting; `false` if the client's queue is full.
+    fn subscribe(&self, filter: String) -> bool;
     fn poll(&mut self) -> impl Future<Output = Result<Polled, String>> + Send;
     /// Sends DISCONNECT and lets it, and what was queued before it, go out.
     fn disconnect(self) -> impl Future<Output = ()> + Send;
@@ -142,6 +145,17 @@ pub async fn run<C: Client>(device: &mut Device, addr: SocketAddr, qos: u8) -> R
                 c.connected = true;
                 c.oldest = None;
                 device.on_connect();
+                if device.pace.commands {
+                    c.client.subscribe(command_filter(&device.outcome.id));
+                }
+                None
+            }
+            Some(Ok(Polled::Command(command))) => {
+                let answer = device.obey(&command);
+                let topic = result_topic(&device.outcome.id, &command.id);
+                if c.client.publish(topic, true, answer) {
+                    c.inflight.requested_other();
+                }
                 None
             }
             Some(Ok(Polled::Published(pkid))) => {
@@ -207,6 +221,10 @@ impl Client for V311 {
             QoS::AtMostOnce
         };
         self.client.try_publish(topic, qos, false, payload).is_ok()
+    }
+
+    fn subscribe(&self, filter: String) -> bool {
+        self.client.try_subscribe(filter, QoS::AtLeastOnce).is_ok()
     }
 
     async fn poll(&mut self) -> Result<Polled, String> {

@@ -42,6 +42,10 @@ impl Client for V5 {
         self.client.try_publish(topic, qos, false, payload).is_ok()
     }
 
+    fn subscribe(&self, filter: String) -> bool {
+        self.client.try_subscribe(filter, QoS::AtLeastOnce).is_ok()
+    }
+
     async fn poll(&mut self) -> Result<Polled, String> {
         let event = self.eventloop.poll().await.map_err(|e| e.to_string())?;
         Ok(answer::v5(event))

@@ -23,7 +23,7 @@ const DAY_MS: f64 = 86_400_000.0;
 
 #[derive(Debug, Clone)]
 pub struct Environment {
-    interval_ms: u64,
+    pub(crate) interval_ms: u64,
     longitude: f64,
     indoor: bool,
     mean_c: f64,

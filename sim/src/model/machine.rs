@@ -15,7 +15,7 @@ use super::{normal, Step};
 
 #[derive(Debug, Clone)]
 pub struct Machine {
-    interval_ms: u64,
+    pub(crate) interval_ms: u64,
     rated_a: f64,
     base_vibration: f64,
     wear_per_hour: f64,
