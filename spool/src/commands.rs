@@ -229,6 +229,20 @@ pub(super) fn pending(
     query(conn, sql, params![device, after, limit as i64])
 }
 
+/// Up to `limit` queued commands, of `device` or of every device, in queue order.
+pub(super) fn list(
+    conn: &Connection,
+    device: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Queued>, SpoolError> {
+    query(
+        conn,
+        "SELECT id, device, command_id, name, body, received_ms, expires_ms, delivered_ms
+         FROM commands WHERE ?1 IS NULL OR device = ?1 ORDER BY id LIMIT ?2",
+        params![device, limit as i64],
+    )
+}
+
 /// Up to `limit` commands whose expiry is at or before `now_ms`, oldest expiry first.
 pub(super) fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Queued>, SpoolError> {
     query(

@@ -146,6 +146,16 @@ pub fn salvage(path: &Path) -> Result<Option<Recovery>, SpoolError> {
     }
 }
 
+/// Up to `limit` queued commands (of `device`, or all), in queue order, read-only: safe while
+/// the gateway runs.
+pub fn commands(
+    path: &Path,
+    device: Option<&str>,
+    limit: usize,
+) -> Result<Vec<super::commands::Queued>, SpoolError> {
+    super::commands::list(&SpoolDb::open_read_only(path)?, device, limit)
+}
+
 /// Every device session the spool remembers (device, session state), read-only.
 pub fn devices(path: &Path) -> Result<Vec<(String, Session)>, SpoolError> {
     load_sessions(&SpoolDb::open_read_only(path)?, 0)

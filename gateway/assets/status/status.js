@@ -184,6 +184,8 @@ function devices(s) {
     cell(tr, duration((s.now_ms - d.last_seen_ms) / 1000) + " ago");
     cell(tr, d.per_min, true);
     cell(tr, d.skew_ms == null ? "–" : duration(Math.abs(d.skew_ms) / 1000) + (d.skew_ms < 0 ? " ahead" : " behind"));
+    const c = (s.commands || {})[d.id];
+    cell(tr, c ? c.queued + (c.delivered ? " (" + c.delivered + " delivered)" : "") : "", true);
     const refusal = cell(tr, d.last_refusal || "");
     if (d.last_refusal) refusal.className = "bad";
     return tr;

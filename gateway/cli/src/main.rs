@@ -162,6 +162,15 @@ enum SpoolCommand {
     },
     /// Print every queued event as a JSON line.
     Export,
+    /// Commands from Kafka waiting for their device (or its answer), as JSON lines in queue
+    /// order: device, command id, name, when queued, delivered and due to expire, and the
+    /// command as the device gets it. Safe while the gateway runs.
+    Commands {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// Run SQLite's integrity check; exit 0 if healthy, 65 if corrupt.
     Verify,
     /// Move a corrupt spool aside and salvage its readable rows (gateway stopped).
@@ -443,6 +452,22 @@ fn spool_tool(command: &SpoolCommand, path: &Path) -> anyhow::Result<ExitCode> {
             };
             for row in tools::inspect(path, &filter)? {
                 println!("{}", tools::json_line(&row));
+            }
+        }
+        SpoolCommand::Commands { device, limit } => {
+            for c in tools::commands(path, device.as_deref(), *limit)? {
+                let command = serde_json::from_slice::<serde_json::Value>(&c.body)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&c.body).into_owned().into());
+                let line = serde_json::json!({
+                    "device_id": c.device,
+                    "command_id": c.command_id,
+                    "name": c.name,
+                    "queued_ms": c.received_ms,
+                    "delivered_ms": c.delivered_ms,
+                    "expires_ms": c.expires_ms,
+                    "command": command,
+                });
+                println!("{line}");
             }
         }
         SpoolCommand::Export => {

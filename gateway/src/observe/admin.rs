@@ -13,7 +13,9 @@
 //!   through an outage is the job. `?verbose` lists every check, the forwarder's state included
 //!   ("kafka: no delivery for 12 min, buffering").
 //! - `GET /api/status`: the same state as JSON, plus what the status page draws: per-device
-//!   activity, rates over the last 5 minutes, the last refusals ([`crate::observe::activity`]).
+//!   activity, rates over the last 5 minutes, the last refusals ([`crate::observe::activity`]),
+//!   and per device the commands waiting (`commands`: queued, and of them delivered but not
+//!   answered).
 //! - `GET /`: the status page, from files embedded in the binary (`assets/status/`). It makes no
 //!   request beyond this gateway (Content-Security-Policy `default-src 'self'`): no CDN, no
 //!   map tiles; the map is a canvas with a projection fitted to the vehicles.
@@ -337,6 +339,20 @@ async fn status(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
         .collect();
     let now = now_ms();
     let (devices, rates, recent_refusals) = admin.stats.activity.snapshot(PAGE_DEVICES, now);
+    // Commands waiting per device (queued, of which delivered and not yet answered).
+    let commands: serde_json::Map<String, serde_json::Value> = admin
+        .spool
+        .command_counts()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(device, queued, delivered)| {
+            (
+                device,
+                serde_json::json!({ "queued": queued, "delivered": delivered }),
+            )
+        })
+        .collect();
     axum::Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": admin.started.elapsed().as_secs(),
@@ -345,6 +361,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
         "devices": devices,
         "rates": rates,
         "recent_refusals": recent_refusals,
+        "commands": commands,
         "ready": checks.iter().all(|c| c.ok),
         "checks": checks.iter().map(|c| serde_json::json!({
             "name": c.name, "ok": c.ok, "detail": c.detail,

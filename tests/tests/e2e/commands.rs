@@ -270,6 +270,27 @@ async fn an_offline_device_gets_its_queued_commands_in_order_after_a_crash_and_n
     site.gateway.kill();
     site.gateway.restart();
     wait_reading(&site);
+    // What waits, as the operator sees it.
+    let (code, listed) = site.gateway.spool_tool(&["commands", "--device", "off-1"]);
+    assert_eq!(code, Some(0), "{listed}");
+    let waiting: Vec<Value> = listed
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ids: Vec<&str> = waiting
+        .iter()
+        .filter_map(|c| c["command_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["q1", "q2", "q4", "q5", "q6"], "{listed}");
+    assert!(waiting.iter().all(|c| c["delivered_ms"].is_null()));
+    assert_eq!(waiting[0]["command"]["args"]["interval_ms"], 100);
+    let (code, body) = tributary_tests::http_get(site.gateway.admin, "/api/status");
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).expect("status JSON");
+    assert_eq!(
+        status["commands"]["off-1"],
+        json!({"queued": 5, "delivered": 0})
+    );
     let device = paho_commands(site.gateway.mqtt.port(), "off-1", 5, true);
     let got = received(&lines(device));
     let ids: Vec<&str> = got
