@@ -378,3 +378,23 @@ fn exactly_once_needs_brokers_and_a_gateway_id_and_names_what_is_wrong() {
     let default = parse("[kafka]\nbrokers = \"k:9092\"\n").unwrap();
     assert!(matches!(&default.sink, SinkConfig::Kafka(k) if k.exactly_once.is_none()));
 }
+
+#[test]
+fn the_commands_example_in_the_shipped_config_is_valid_and_needs_kafka() {
+    let block = shipped_examples("# [commands]", Some("[time]"));
+    let kafka = "[kafka]\nbrokers = \"k1:9092\"\ngateway_id = \"depot-7\"\n";
+    let config = parse(&format!("{block}{kafka}")).unwrap();
+    let c = config.commands.expect("commands on");
+    assert_eq!(c.topic, "site-a.commands");
+    assert_eq!(c.group_id, "tributary-commands-depot-7");
+    assert_eq!(c.gateway_id.as_deref(), Some("depot-7"));
+    // The responses topic is created with the others when auto_create is on.
+    let auto = parse(&format!("{block}{kafka}auto_create = true\n")).unwrap();
+    let SinkConfig::Kafka(k) = auto.sink else {
+        panic!("kafka sink");
+    };
+    let topics = k.create_topics.expect("topics to create").topics;
+    assert!(topics.iter().any(|t| t.0 == "tributary.command-responses"));
+    let err = parse(&block).unwrap_err().to_string();
+    assert!(err.contains("commands.topic"), "{err}");
+}
