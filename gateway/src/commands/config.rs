@@ -10,7 +10,7 @@ use tributary_common::validate::{invalid, timeout_ms, ConfigError};
 /// `[commands]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandsConfig {
-    /// The topic commands are read from (key: device id; value: JSON, see [`super::wire`]).
+    /// The topic commands are read from (key: device id; value: JSON, see [`super::consume`]).
     pub topic: String,
     /// The topic outcomes are written to (key: device id).
     pub responses_topic: String,

@@ -1,4 +1,5 @@
-//! Teltonika vehicle trackers: Codec 8 and Codec 8 Extended over TCP ([`codec`]).
+//! Teltonika vehicle trackers: Codec 8 and Codec 8 Extended over TCP, Codec 12 commands
+//! ([`codec`]).
 //!
 //! One task per connection, through the shared connection layer ([`super::conn`]). The session:
 //! 1. The IMEI handshake, within [`IMEI_TIMEOUT`]. The device id is the IMEI's name in
@@ -16,6 +17,11 @@
 //!    the protocol asks. A packet that cannot be decoded (CRC, length, truncation) is kept as a
 //!    dead letter and the connection closes unanswered: framing is lost, and the device resends
 //!    it on its next connection. A spool failure closes it unanswered too.
+//!
+//! 4. Commands ([`crate::commands`]), when on: one Codec 12 command at a time, written between
+//!    packets ([`Gprs`]); the tracker's Codec 12 response answers it. No response within
+//!    [`RESPONSE_TIMEOUT`]: the next goes, and the unanswered one comes again on the next
+//!    connection.
 //!
 //! Records carry no sequence number, so their events get gateway-assigned seqs
 //! ([`crate::route::mapping::AssignedSeqs`]): a packet resent after a lost answer is stored again.
@@ -145,9 +151,25 @@ pub async fn session(
         return;
     }
     tracing::debug!(message = "Teltonika tracker connected.", %imei, %device_id, %peer);
+    // Commands for the tracker, one at a time (Codec 12), when [commands] is on.
+    let mut gprs = ingest
+        .commands
+        .clone()
+        .map(|commands| Gprs::new(commands, &device_id));
     // 2. Packets.
     loop {
         match codec::packet(&buf, MAX_PACKET_BYTES) {
+            Ok(Some((packet, used))) if packet.response.is_some() => {
+                buf.advance(used);
+                let text = packet.response.unwrap_or_default();
+                match gprs.as_mut() {
+                    Some(g) => g.responded(&device_id, &text).await,
+                    None => {
+                        tracing::info!(message = "A Codec 12 response with no command outstanding; ignored.", %device_id, response = %text)
+                    }
+                }
+                continue;
+            }
             Ok(Some((packet, used))) => {
                 let raw = buf.split_to(used);
                 let count = packet.records.len();
@@ -188,10 +210,118 @@ pub async fn session(
                 return;
             }
         }
-        match read(&mut a, &mut buf, config.idle_timeout, &stop).await {
-            Some(n) if n > 0 => {}
-            Some(_) => return,
-            None => return refuse("idle_timeout", Some(&device_id)),
+        let wake = match gprs.as_mut() {
+            Some(g) => {
+                if g.send_next(&mut a, &device_id).await.is_err() {
+                    return;
+                }
+                g.waiting().then(|| g.wake.clone())
+            }
+            None => None,
+        };
+        let woken = async {
+            match &wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = woken => continue,
+            r = read(&mut a, &mut buf, config.idle_timeout, &stop) => match r {
+                Some(n) if n > 0 => {}
+                Some(_) => return,
+                None => return refuse("idle_timeout", Some(&device_id)),
+            },
+        }
+    }
+}
+
+/// How long a tracker has to respond to a Codec 12 command before the next is sent (the
+/// unanswered one comes again on its next connection).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A tracker's commands on one connection: Codec 12 allows one outstanding command, whose
+/// response (text) answers it.
+struct Gprs {
+    commands: std::sync::Arc<crate::commands::Commands>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The last queue row sent on this connection.
+    cursor: i64,
+    outstanding: Option<(tributary_spool::commands::Queued, tokio::time::Instant)>,
+}
+
+impl Gprs {
+    fn new(commands: std::sync::Arc<crate::commands::Commands>, device_id: &str) -> Self {
+        Self {
+            wake: commands.watch(device_id),
+            commands,
+            cursor: 0,
+            outstanding: None,
+        }
+    }
+
+    /// Whether a new command may go out (none is outstanding).
+    fn waiting(&self) -> bool {
+        self.outstanding.is_none()
+    }
+
+    /// Sends the next queued command as Codec 12 text when none is outstanding: the command's
+    /// `args.text`, else its name. `Err`: the connection failed.
+    async fn send_next(&mut self, a: &mut Accepted, device_id: &str) -> Result<(), ()> {
+        if let Some((command, sent)) = &self.outstanding {
+            if sent.elapsed() < RESPONSE_TIMEOUT {
+                return Ok(());
+            }
+            tracing::warn!(message = "A Teltonika tracker did not respond to a command in time; it is sent again on its next connection.", %device_id, command_id = %command.command_id);
+            self.outstanding = None;
+        }
+        let queued = match self.commands.to_send(device_id, self.cursor).await {
+            Ok(q) => q,
+            Err(error) => {
+                tracing::warn!(message = "Reading the tracker's commands failed.", %device_id, %error);
+                return Ok(());
+            }
+        };
+        let now = tributary_common::clock::now_ms();
+        for command in queued {
+            self.cursor = command.row;
+            if command.expires_ms <= now {
+                continue;
+            }
+            let text = tributary_client::command::Command::parse(&command.body)
+                .and_then(|c| {
+                    c.args
+                        .get("text")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| command.name.clone());
+            if conn::write_answer(&mut a.stream, &codec::command(&text))
+                .await
+                .is_err()
+            {
+                return Err(());
+            }
+            tracing::debug!(message = "Codec 12 command sent.", %device_id, command_id = %command.command_id, %text);
+            self.outstanding = Some((command, tokio::time::Instant::now()));
+            break;
+        }
+        Ok(())
+    }
+
+    /// The tracker's response: it answers the outstanding command.
+    async fn responded(&mut self, device_id: &str, text: &str) {
+        let Some((command, _)) = self.outstanding.take() else {
+            tracing::info!(message = "A Codec 12 response with no command outstanding; ignored.", %device_id, response = %text);
+            return;
+        };
+        let answer = serde_json::Value::String(text.to_owned()).to_string();
+        if let Err(error) = self
+            .commands
+            .answered(device_id, &command.command_id, answer.as_bytes())
+            .await
+        {
+            tracing::warn!(message = "A tracker's response was not stored; the command comes again on its next connection.", %device_id, command_id = %command.command_id, %error);
         }
     }
 }

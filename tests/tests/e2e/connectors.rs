@@ -154,7 +154,7 @@ const CODEC8E_EXAMPLE: &str = "000000000000004A8E010000016B412CEE000100000000000
 
 /// A small tracker: CRC-16/ARC as Teltonika's documentation gives it, written here again so the
 /// test does not lean on the gateway's own.
-fn crc16(data: &[u8]) -> u16 {
+pub(crate) fn crc16(data: &[u8]) -> u16 {
     data.iter().fold(0u16, |mut crc, b| {
         crc ^= u16::from(*b);
         for _ in 0..8 {
@@ -170,7 +170,7 @@ fn crc16(data: &[u8]) -> u16 {
 
 /// A Codec 8 packet with one record per `(timestamp ms, lat, lon, km/h)`: 7 satellites and
 /// IO 239 (ignition) = 1.
-fn codec8(records: &[(u64, f64, f64, u16)]) -> Vec<u8> {
+pub(crate) fn codec8(records: &[(u64, f64, f64, u16)]) -> Vec<u8> {
     let mut d = vec![0x08, records.len() as u8];
     for (ts, lat, lon, kmh) in records {
         d.extend_from_slice(&ts.to_be_bytes());

@@ -13,12 +13,23 @@
 //!   8-byte values, each `count | (id, value)*`; Codec 8 uses 1-byte ids and counts, Codec 8E
 //!   2-byte ones and adds a group of variable-length values (`id | len: u16 | bytes`).
 //!
+//! - Codec 12 (GPRS commands): the same framing, with data `0x0C | n1: u8 | type: u8 |
+//!   size: u32 BE | text | n2: u8`; type `0x05` is a command to the tracker ([`command`]),
+//!   `0x06` the tracker's response, which [`packet`] returns as [`Packet::response`].
+//!
 //! Every length is checked before it is used; nothing here panics on input.
 
 /// Codec 8's id.
 pub const CODEC_8: u8 = 0x08;
 /// Codec 8 Extended's id.
 pub const CODEC_8E: u8 = 0x8E;
+/// Codec 12's id (GPRS commands and responses).
+pub const CODEC_12: u8 = 0x0C;
+/// Codec 12's message types.
+pub const COMMAND: u8 = 0x05;
+pub const RESPONSE: u8 = 0x06;
+/// The longest Codec 12 command text sent (trackers take a few hundred bytes).
+pub const MAX_COMMAND_BYTES: usize = 1024;
 
 /// Why bytes are not a Teltonika handshake or packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +48,8 @@ pub enum CodecError {
     Codec(u8),
     #[error("record counts differ: {first} at the start, {last} at the end")]
     Counts { first: u8, last: u8 },
+    #[error("Codec 12 message type {0:#04x} from a tracker; it sends responses (0x06)")]
+    Codec12Type(u8),
     #[error("the data ends inside {0}")]
     Truncated(&'static str),
     #[error("{0} bytes left over after the last record")]
@@ -73,6 +86,8 @@ pub struct Record {
 pub struct Packet {
     pub codec: u8,
     pub records: Vec<Record>,
+    /// Codec 12: the tracker's response to a command (no records then).
+    pub response: Option<String>,
 }
 
 /// The IMEI of a complete handshake at the start of `buf`, and the bytes it took; `Ok(None)`
@@ -133,6 +148,7 @@ fn parse_data(data: &[u8]) -> Result<Packet, CodecError> {
     let extended = match codec {
         CODEC_8 => false,
         CODEC_8E => true,
+        CODEC_12 => return response(&mut r, data.len()),
         other => return Err(CodecError::Codec(other)),
     };
     let first = r.u8("the record count")?;
@@ -147,7 +163,51 @@ fn parse_data(data: &[u8]) -> Result<Packet, CodecError> {
     if r.at != data.len() {
         return Err(CodecError::Trailing(data.len() - r.at));
     }
-    Ok(Packet { codec, records })
+    Ok(Packet {
+        codec,
+        records,
+        response: None,
+    })
+}
+
+/// A Codec 12 response, after its codec id.
+fn response(r: &mut Reader, len: usize) -> Result<Packet, CodecError> {
+    let first = r.u8("the response count")?;
+    let kind = r.u8("the message type")?;
+    if kind != RESPONSE {
+        return Err(CodecError::Codec12Type(kind));
+    }
+    let size = r.uint(4, "the response size")? as usize;
+    let text = String::from_utf8_lossy(r.bytes(size, "the response text")?).into_owned();
+    let last = r.u8("the closing response count")?;
+    if first != last {
+        return Err(CodecError::Counts { first, last });
+    }
+    if r.at != len {
+        return Err(CodecError::Trailing(len - r.at));
+    }
+    Ok(Packet {
+        codec: CODEC_12,
+        records: Vec::new(),
+        response: Some(text),
+    })
+}
+
+/// A Codec 12 command packet carrying `text`, as the server sends it (at most
+/// [`MAX_COMMAND_BYTES`] of it).
+pub fn command(text: &str) -> Vec<u8> {
+    let text = &text.as_bytes()[..text.len().min(MAX_COMMAND_BYTES)];
+    let mut data = Vec::with_capacity(text.len() + 8);
+    data.extend_from_slice(&[CODEC_12, 1, COMMAND]);
+    data.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    data.extend_from_slice(text);
+    data.push(1);
+    let mut out = Vec::with_capacity(data.len() + 12);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(&data);
+    out.extend_from_slice(&u32::from(crc16(&data)).to_be_bytes());
+    out
 }
 
 fn record(r: &mut Reader, extended: bool) -> Result<Record, CodecError> {
@@ -346,8 +406,8 @@ pub mod tests {
             Err(CodecError::Truncated("a record's timestamp"))
         );
         let mut data = good[8..good.len() - 4].to_vec();
-        data[0] = 0x0C;
-        assert_eq!(packet(&frame(&data), 1 << 16), Err(CodecError::Codec(0x0C)));
+        data[0] = 0x0D;
+        assert_eq!(packet(&frame(&data), 1 << 16), Err(CodecError::Codec(0x0D)));
     }
 
     /// Wraps codec-id-to-count bytes in preamble, length and CRC.
@@ -382,6 +442,36 @@ pub mod tests {
         }
         d.push(records.len() as u8);
         frame(&d)
+    }
+
+    #[test]
+    fn codec_12_matches_the_documented_example_and_reads_a_response() {
+        // Teltonika's documentation: "getinfo" as a Codec 12 command.
+        let expected = "000000000000000F0C010500000007676574696E666F0100004312";
+        let hex: String = command("getinfo")
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(hex, expected);
+        let mut data = vec![CODEC_12, 1, RESPONSE];
+        data.extend_from_slice(&7u32.to_be_bytes());
+        data.extend_from_slice(b"DOUT1:1");
+        data.push(1);
+        let (p, used) = packet(&frame(&data), 1 << 16).unwrap().unwrap();
+        assert_eq!(used, data.len() + 12);
+        assert_eq!(p.response.as_deref(), Some("DOUT1:1"));
+        assert!(p.records.is_empty());
+        data[2] = COMMAND;
+        assert_eq!(
+            packet(&frame(&data), 1 << 16),
+            Err(CodecError::Codec12Type(COMMAND))
+        );
+        data[2] = RESPONSE;
+        data[6] = 200;
+        assert!(matches!(
+            packet(&frame(&data), 1 << 16),
+            Err(CodecError::Truncated(_))
+        ));
     }
 
     #[test]
