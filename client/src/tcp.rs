@@ -13,10 +13,26 @@
 use tributary_protocol::refusal::Meaning;
 use tributary_protocol::{Hello, Message, Nack, Refused, PROTOCOL_VERSION};
 
-/// The first frame of a session.
+/// The first frame of a session, for a device that takes no commands (protocol 3: the gateway
+/// sends it none).
 pub fn hello(device_id: &str, password: Option<String>, session: Option<u64>) -> Message {
+    hello_v(device_id, password, session, false)
+}
+
+/// The first frame of a session; `commands`: the device takes commands (protocol 4), and must
+/// then read [`Reply::Command`] between its replies and answer each with [`command_result`].
+pub fn hello_v(
+    device_id: &str,
+    password: Option<String>,
+    session: Option<u64>,
+    commands: bool,
+) -> Message {
     Message::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: if commands {
+            PROTOCOL_VERSION
+        } else {
+            PROTOCOL_VERSION - 1
+        },
         device_id: device_id.to_owned(),
         password,
         session,
@@ -35,6 +51,9 @@ pub enum Reply {
     Refusal(Nack),
     /// Nothing of the batch is settled: `busy` (send it again later) or refused as a whole.
     NotStored(Nack),
+    /// Protocol 4: a command from the gateway, which may come between any two replies; the
+    /// device reads on for the batch's reply.
+    Command(crate::command::Command),
     /// A frame that has no place here.
     Unexpected(String),
 }
@@ -55,8 +74,27 @@ pub fn reply(message: Message, peer_version: u8) -> Reply {
             Reply::Refusal(nack)
         }
         Message::Nack(nack) => Reply::NotStored(nack),
+        Message::Command(c) => Reply::Command(command(c)),
         other => Reply::Unexpected(format!("unexpected {other:?}")),
     }
+}
+
+/// A COMMAND frame as the JSON form every device reads ([`crate::command::Command`]).
+pub fn command(frame: tributary_protocol::CommandFrame) -> crate::command::Command {
+    crate::command::Command {
+        id: frame.id,
+        name: frame.name,
+        args: serde_json::from_str(&frame.args).unwrap_or(serde_json::Value::Null),
+        expires_ms: Some(frame.expires_ms),
+    }
+}
+
+/// The COMMAND_RESULT answering command `id` with `result` (JSON or text).
+pub fn command_result(id: &str, result: &[u8]) -> Message {
+    Message::CommandResult(tributary_protocol::CommandResult {
+        id: id.to_owned(),
+        result: String::from_utf8_lossy(result).into_owned(),
+    })
 }
 
 #[cfg(test)]

@@ -99,6 +99,12 @@ impl Commands {
             .await
     }
 
+    /// Every command of `device` queued after row `after`, delivered or not, at most [`BATCH`]:
+    /// for links where only an answer settles a command (the TCP protocol).
+    pub async fn to_send_all(&self, device: &str, after: i64) -> Result<Vec<Queued>, SpoolError> {
+        self.spool.commands(device, after, false, BATCH).await
+    }
+
     /// `device` acknowledged receiving `command`: stores "delivered" (once).
     pub async fn delivered(&self, command: &Queued) -> Result<(), SpoolError> {
         let at_ms = tributary_common::clock::now_ms();

@@ -15,7 +15,11 @@ use core::fmt;
 /// - 3: every EVENTS batch gets exactly one answer, [`ANSWER`](crate::message::Answer), which
 ///   says what was stored and what was refused, and why. Version 1 and 2 devices keep their
 ///   answers (a NACK per refused event, then the ACK).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// - 4: commands. The gateway may send a v4 device [`COMMAND`](crate::message::CommandFrame)
+///   frames at any time after HELLO; the device answers each with a
+///   [`COMMAND_RESULT`](crate::message::CommandResult), which is not answered. Older devices
+///   get no commands, and nothing else changed.
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The oldest version this crate still reads.
 pub const OLDEST_VERSION: u8 = 1;
 /// Bytes before the body: length and CRC.

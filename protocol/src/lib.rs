@@ -51,8 +51,8 @@ pub use frame::{
 pub use event::{Body, Event, EventError, FixQuality, Kind, Position, Reading, SensorValue};
 #[cfg(feature = "alloc")]
 pub use message::{
-    decode_frame, decode_frame_versioned, encode_frame, encode_frame_version, Ack, Answer, Hello,
-    Message, Nack, NackCode, Refused,
+    decode_frame, decode_frame_versioned, encode_frame, encode_frame_version, Ack, Answer,
+    CommandFrame, CommandResult, Hello, Message, Nack, NackCode, Refused,
 };
 #[cfg(feature = "alloc")]
 pub use position::{FieldValue, PositionField};

@@ -11,6 +11,10 @@
 //!   later), `invalid_event` for an empty batch, `protocol_violation` before HELLO, `malformed`
 //!   for a frame that could not be read.
 //!
+//! From protocol 4 the gateway may also send a device that said 4 in its HELLO a
+//! [`Message::Command`] at any time after HELLO, between answers; the device answers it with a
+//! [`Message::CommandResult`], which the gateway does not answer.
+//!
 //! Version 1 and 2 devices get what they always got instead of ANSWER: one NACK per refused event,
 //! then [`Message::Ack`]. Retransmitting a stored event is safe: the gateway recognises
 //! `(device_id, session, seq)` and answers for it again without storing it twice.
@@ -33,6 +37,32 @@ pub enum Message {
     Nack(Nack),
     /// Version 3: the one answer to a settled EVENTS batch.
     Answer(Answer),
+    /// Version 4, gateway to device: a command for the device.
+    Command(CommandFrame),
+    /// Version 4, device to gateway: what became of a command. Not answered.
+    CommandResult(CommandResult),
+}
+
+/// A command from Kafka, for the device (protocol 4). The same fields as the JSON form MQTT
+/// devices get (`tributary_client::command`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandFrame {
+    /// The author's id: a device that sees an id again answers again without acting again.
+    pub id: String,
+    pub name: String,
+    /// The arguments, JSON text (`{}` for none).
+    pub args: String,
+    /// When it stops being worth doing (ms since the Unix epoch).
+    pub expires_ms: i64,
+}
+
+/// A device's answer to a command (protocol 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's id.
+    pub id: String,
+    /// The result: JSON text, or any text.
+    pub result: String,
 }
 
 /// The gateway's answer to an EVENTS batch it settled (protocol version 3).
@@ -184,6 +214,9 @@ pub fn encode_frame_version(message: &Message, version: u8) -> Result<Vec<u8>, F
         Message::Answer(_) if version < 3 => {
             return Err(FrameError::UnknownVersion { version });
         }
+        Message::Command(_) | Message::CommandResult(_) if version < 4 => {
+            return Err(FrameError::UnknownVersion { version });
+        }
         m => m,
     };
     let payload = postcard::to_allocvec(message).map_err(|e| FrameError::Malformed {
@@ -222,7 +255,11 @@ pub fn decode_frame_versioned(
         Message::Events(events) => events
             .iter()
             .find_map(|e| crate::validate_device_id(&e.device_id).err()),
-        Message::Ack(_) | Message::Nack(_) | Message::Answer(_) => None,
+        Message::Ack(_)
+        | Message::Nack(_)
+        | Message::Answer(_)
+        | Message::Command(_)
+        | Message::CommandResult(_) => None,
     };
     match invalid {
         Some(e) => Err(FrameError::InvalidDeviceId(e)),
@@ -260,6 +297,28 @@ mod tests {
         let (back, used) = decode_frame(&bytes, DEFAULT_MAX_FRAME_BYTES).unwrap();
         assert_eq!(&back, m);
         assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn commands_round_trip_from_protocol_4_and_are_never_written_to_an_older_peer() {
+        let command = Message::Command(CommandFrame {
+            id: "c-17".to_string(),
+            name: "set_interval".to_string(),
+            args: "{\"interval_ms\":5000}".to_string(),
+            expires_ms: 1_796_673_000_000,
+        });
+        let result = Message::CommandResult(CommandResult {
+            id: "c-17".to_string(),
+            result: "{\"ok\":true}".to_string(),
+        });
+        roundtrip(&command);
+        roundtrip(&result);
+        for m in [&command, &result] {
+            assert!(matches!(
+                encode_frame_version(m, 3),
+                Err(FrameError::UnknownVersion { version: 3 })
+            ));
+        }
     }
 
     #[test]

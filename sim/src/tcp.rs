@@ -13,7 +13,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
-use tributary_client::tcp::{hello, reply, Reply};
+use tributary_client::command::Command;
+use tributary_client::tcp::{command_result, hello_v, reply, Reply};
 use tributary_protocol::codec::MessageCodec;
 use tributary_protocol::{Event, Message, Nack, DEFAULT_MAX_FRAME_BYTES};
 
@@ -52,6 +53,8 @@ pub struct TcpDevice {
     /// Events the gateway refused (from ANSWERs, or NACKs from an older gateway), kept for the
     /// caller to inspect.
     pub nacks: Vec<Nack>,
+    /// Commands the gateway sent (protocol 4), for the caller to obey and answer.
+    pub commands: Vec<Command>,
 }
 
 impl TcpDevice {
@@ -62,7 +65,7 @@ impl TcpDevice {
         password: Option<String>,
         session: Option<u64>,
     ) -> Result<Self, ClientError> {
-        Self::connect_tls(addr, None, device_id, password, session).await
+        Self::connect_tls(addr, None, device_id, password, session, false).await
     }
 
     /// [`TcpDevice::connect`], over TLS when `tls` is given (the gateway's certificate is
@@ -73,6 +76,7 @@ impl TcpDevice {
         device_id: &str,
         password: Option<String>,
         session: Option<u64>,
+        commands: bool,
     ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
@@ -90,10 +94,13 @@ impl TcpDevice {
             }
         };
         let mut framed = Framed::new(stream, MessageCodec::new(DEFAULT_MAX_FRAME_BYTES));
-        framed.send(&hello(device_id, password, session)).await?;
+        framed
+            .send(&hello_v(device_id, password, session, commands))
+            .await?;
         Ok(Self {
             framed,
             nacks: Vec::new(),
+            commands: Vec::new(),
         })
     }
 
@@ -128,9 +135,16 @@ impl TcpDevice {
                         text: nack.text,
                     })
                 }
+                Reply::Command(c) => self.commands.push(c),
                 Reply::Unexpected(what) => return Err(ClientError::BadFrame(what)),
             }
         }
+    }
+
+    /// Answers command `id` with `result` (protocol 4; the gateway does not reply).
+    pub async fn answer(&mut self, id: &str, result: &[u8]) -> Result<(), ClientError> {
+        self.framed.send(&command_result(id, result)).await?;
+        Ok(())
     }
 
     /// The framed connection, for a caller that pipelines batches itself (the bench).

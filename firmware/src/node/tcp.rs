@@ -119,6 +119,10 @@ impl TcpTransport {
                         nack.code, nack.text
                     )))
                 }
+                // The node takes no commands yet; its HELLO still says protocol 4.
+                Reply::Command(c) => {
+                    tracing::warn!(message = "A command arrived, but the node agent takes none yet; not answered.", command_id = %c.id, name = %c.name);
+                }
                 Reply::Unexpected(what) => return Err(std::io::Error::other(what)),
             }
         }

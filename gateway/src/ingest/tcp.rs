@@ -28,6 +28,8 @@
 //!   password); after a bad length or CRC the connection is closed, since frame boundaries are
 //!   lost. A spool failure gets a NACK (`busy`) and no ACK: the device keeps the events and
 //!   resends.
+//! - **Commands** (protocol 4, with `[commands]` on): COMMAND frames to the device between the
+//!   answers, and its COMMAND_RESULTs settle them ([`commands`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +115,8 @@ struct Connection {
     /// When HELLO must have arrived by: [`HELLO_TIMEOUT`] after the connection was accepted.
     hello_by: tokio::time::Instant,
     ingest: Ingest,
+    /// A protocol 4 device's commands ([`commands`]), once HELLO said so and `[commands]` is on.
+    inbox: Option<commands::Inbox>,
 }
 
 impl Connection {
@@ -126,14 +130,20 @@ impl Connection {
             idle,
             hello_by: tokio::time::Instant::now() + HELLO_TIMEOUT,
             ingest,
+            inbox: None,
         }
     }
 
     async fn run(mut self, stop: CancellationToken) -> std::io::Result<()> {
         loop {
             let watch = self.watch.clone();
+            let wake = self.inbox.as_ref().map(|i| i.wake.clone());
             let inbound = tokio::select! {
                 _ = stop.cancelled() => break,
+                _ = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => {
+                    self.send_commands().await?;
+                    continue;
+                }
                 reason = live::ended(watch.as_deref()) => {
                     self.revoked(reason).await;
                     break;
@@ -173,10 +183,19 @@ impl Connection {
                     }
                 }
                 Ok(Message::Events(events)) => Box::pin(self.events(events)).await?,
-                Ok(Message::Ack(_) | Message::Nack(_) | Message::Answer(_)) => {
+                Ok(Message::CommandResult(result)) if self.inbox.is_some() => {
+                    Box::pin(self.command_result(result)).await;
+                }
+                Ok(
+                    Message::Ack(_)
+                    | Message::Nack(_)
+                    | Message::Answer(_)
+                    | Message::Command(_)
+                    | Message::CommandResult(_),
+                ) => {
                     self.nack(
                         NackCode::ProtocolViolation,
-                        "devices send HELLO and EVENTS only".into(),
+                        "devices send HELLO and EVENTS (and, from protocol 4 where the gateway takes commands, COMMAND_RESULT) only".into(),
                     )
                     .await?;
                 }
@@ -279,6 +298,13 @@ impl Connection {
                     tributary_common::clock::now_ms(),
                 ));
                 self.watch = authority.watch(&identity, &self.peer).map(Arc::new);
+                if hello.protocol_version >= 4 {
+                    self.inbox = self
+                        .ingest
+                        .commands
+                        .clone()
+                        .map(|c| commands::Inbox::new(c, &hello.device_id));
+                }
                 self.device = Some((hello.device_id, identity, session));
                 Ok(true)
             }
@@ -485,6 +511,7 @@ fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+mod commands;
 pub mod config;
 mod wire;
 

@@ -33,6 +33,7 @@ pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
                 &device.outcome.id,
                 device.pace.credentials.password_for(&device.outcome.id),
                 device.session,
+                device.pace.commands,
             )
             .await
             {
@@ -54,6 +55,15 @@ pub async fn run(device: &mut Device, addr: SocketAddr) -> Result<(), String> {
         match sent {
             Ok(Ok(up_to)) => {
                 device.ack_up_to(up_to);
+                // Commands that came with the answer: obeyed, then answered.
+                for command in std::mem::take(&mut link.commands) {
+                    let answer = device.obey(&command);
+                    if let Err(e) = link.answer(&command.id, &answer).await {
+                        conn = None;
+                        device.after_failure(&e.to_string()).await?;
+                        break;
+                    }
+                }
             }
             Ok(Err(e)) => {
                 conn = None;

@@ -472,7 +472,8 @@ async fn five_sigkills_while_a_thousand_commands_flow_lose_none_and_keep_each_de
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_simulated_fleet_of_200_changes_its_reporting_interval_on_command_visibly_in_kafka() {
+async fn a_simulated_fleet_of_200_on_mqtt_3_5_and_tcp_changes_its_reporting_interval_on_command_visibly_in_kafka(
+) {
     use tributary_sim::scenario::{Group, Link, Scenario};
     let topics = Topics::unique("cmd-fleet");
     let brokers = env("TRIBUTARY_TEST_KAFKA");
@@ -492,8 +493,8 @@ async fn a_simulated_fleet_of_200_changes_its_reporting_interval_on_command_visi
         brokers,
     };
     wait_reading(&site);
-    // 200 stations, half on MQTT 3.1.1 and half on MQTT 5, reporting every 10 s of simulated
-    // time at 20 times real speed (2 readings a second each).
+    // 200 stations on MQTT 3.1.1, MQTT 5 and the TCP protocol (4), reporting every 10 s of
+    // simulated time at 20 times real speed (2 readings a second each).
     let mut s = Scenario::plain(
         site.gateway.tcp,
         site.gateway.mqtt,
@@ -512,13 +513,19 @@ async fn a_simulated_fleet_of_200_changes_its_reporting_interval_on_command_visi
     s.groups = vec![
         Group {
             name: "v3".into(),
-            count: 100,
+            count: 70,
             ..base.clone()
         },
         Group {
             name: "v5".into(),
-            count: 100,
+            count: 70,
             link: Link::Mqtt5 { qos: 1 },
+            ..base.clone()
+        },
+        Group {
+            name: "tcp".into(),
+            count: 60,
+            link: Link::Tcp,
             ..base
         },
     ];
