@@ -45,6 +45,7 @@ pub struct Commands {
     pub config: CommandsConfig,
     spool: Spool,
     stats: Stats,
+    authority: Arc<crate::identity::Authority>,
     waiting: Mutex<HashMap<String, Vec<Weak<Notify>>>>,
 }
 
@@ -52,11 +53,17 @@ pub struct Commands {
 pub const BATCH: usize = 32;
 
 impl Commands {
-    pub fn new(config: CommandsConfig, spool: Spool, stats: Stats) -> Arc<Self> {
+    pub fn new(
+        config: CommandsConfig,
+        spool: Spool,
+        stats: Stats,
+        authority: Arc<crate::identity::Authority>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             spool,
             stats,
+            authority,
             waiting: Mutex::new(HashMap::new()),
         })
     }
@@ -87,6 +94,12 @@ impl Commands {
                 waiting.remove(device);
             }
         }
+    }
+
+    /// Whether the gateway can name `device`: the credentials file or `teltonika.names` does,
+    /// or it sent events here. A spool that cannot say counts as known (the command waits).
+    pub async fn knows(&self, device: &str) -> bool {
+        self.authority.names(device) || self.spool.device_seen(device).await.unwrap_or(true)
     }
 
     /// The commands of `device` to send a connection that has sent those up to queue row

@@ -224,6 +224,18 @@ impl Authority {
             .sweep(|device, proof| next.still_lets_in(device, proof)))
     }
 
+    /// Whether the identity configuration names `device`: the credentials file lists it, or a
+    /// Teltonika tracker is mapped to it. (A device with a certificate is not named anywhere
+    /// until it connects.)
+    pub fn names(&self, device: &str) -> bool {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        state.tracker_ids.contains(device)
+            || state
+                .credentials
+                .as_ref()
+                .is_some_and(|c| c.contains(device))
+    }
+
     /// Registers an authenticated session, so that a reload revoking its credential, or its
     /// certificate's expiry, ends it; `None` for an anonymous one (nothing to revoke).
     pub fn watch(&self, identity: &Identity, peer: &Peer) -> Option<live::Watch> {

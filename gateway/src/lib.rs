@@ -108,6 +108,7 @@ pub async fn run_with(
             c.clone(),
             spool.clone(),
             stats.clone(),
+            authority.clone(),
         )),
         _ => None,
     };

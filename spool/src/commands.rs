@@ -229,6 +229,17 @@ pub(super) fn pending(
     query(conn, sql, params![device, after, limit as i64])
 }
 
+/// Whether the spool keeps sequence state for `device` (its own lane or one written for it):
+/// the device sent events here and was not forgotten since.
+pub(super) fn seen(conn: &Connection, device: &str) -> Result<bool, SpoolError> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM sessions
+           WHERE device_id = ?1 OR substr(device_id, 1, length(?1) + 1) = ?1 || char(0))",
+    )
+    .and_then(|mut s| s.query_row([device], |r| r.get(0)))
+    .map_err(SpoolError::sqlite("look a device up"))
+}
+
 /// Up to `limit` queued commands, of `device` or of every device, in queue order.
 pub(super) fn list(
     conn: &Connection,

@@ -363,6 +363,14 @@ impl Spool {
             .await
     }
 
+    /// Whether `device` sent events here (the spool keeps its sequence state).
+    pub async fn device_seen(&self, device: &str) -> Result<bool, SpoolError> {
+        let device = device.to_owned();
+        self.reader
+            .request(|reply| reader::Query::Seen { device, reply })
+            .await
+    }
+
     /// Per device with queued commands: how many, and how many of them were delivered.
     pub async fn command_counts(&self) -> Result<Vec<(String, u64, u64)>, SpoolError> {
         self.reader

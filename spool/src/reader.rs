@@ -40,6 +40,11 @@ pub(super) enum Query {
         limit: usize,
         reply: Reply<Vec<super::commands::Queued>>,
     },
+    /// Whether the spool has sequence state for a device.
+    Seen {
+        device: String,
+        reply: Reply<bool>,
+    },
     /// Queued and delivered commands per device.
     CommandCounts {
         reply: Reply<Vec<(String, u64, u64)>>,
@@ -88,6 +93,9 @@ fn serve(conn: &Connection, rx: &mpsc::Receiver<Query>) {
                 reply,
             } => {
                 let _ = reply.send(super::commands::due(conn, now_ms, limit));
+            }
+            Query::Seen { device, reply } => {
+                let _ = reply.send(super::commands::seen(conn, &device));
             }
             Query::CommandCounts { reply } => {
                 let _ = reply.send(super::commands::counts(conn));

@@ -29,6 +29,8 @@ pub struct CommandsConfig {
     /// Whether a new connection of a device gets again the commands it acknowledged but did not
     /// answer (the default), or only those never acknowledged.
     pub redeliver: Redeliver,
+    /// Refuse commands for devices the gateway cannot name (`unknown_devices = "refuse"`).
+    pub refuse_unknown: bool,
 }
 
 /// `commands.redeliver`: what a device's new connection is sent again.
@@ -51,6 +53,7 @@ pub struct RawCommands {
     pub max_bytes: Option<usize>,
     pub group_id: Option<String>,
     pub redeliver: Option<String>,
+    pub unknown_devices: Option<String>,
 }
 
 /// The defaults, as `config/gateway.toml` documents them.
@@ -116,6 +119,16 @@ pub fn validate(
             ))
         }
     };
+    let refuse_unknown = match raw.unknown_devices.as_deref().unwrap_or("queue") {
+        "queue" => false,
+        "refuse" => true,
+        other => {
+            return Err(invalid(
+                "commands.unknown_devices",
+                format!("{other:?} is not \"queue\" or \"refuse\""),
+            ))
+        }
+    };
     Ok(Some(CommandsConfig {
         topic: commands,
         responses_topic: responses,
@@ -125,6 +138,7 @@ pub fn validate(
         group_id,
         gateway_id: gateway_id.map(str::to_owned),
         redeliver,
+        refuse_unknown,
     }))
 }
 
@@ -173,5 +187,15 @@ mod tests {
             ..raw("c")
         };
         assert_eq!(key(none), "commands.max_queued_per_device");
+        let odd = RawCommands {
+            unknown_devices: Some("ignore".into()),
+            ..raw("c")
+        };
+        assert_eq!(key(odd), "commands.unknown_devices");
+        let odd = RawCommands {
+            redeliver: Some("always".into()),
+            ..raw("c")
+        };
+        assert_eq!(key(odd), "commands.redeliver");
     }
 }

@@ -315,6 +315,21 @@ async fn queue(
     for t in batch {
         next.insert(t.partition, t.offset + 1);
         match t.decision {
+            Decision::Queue(Op::Enqueue { command, .. })
+                if commands.config.refuse_unknown && !commands.knows(&command.device).await =>
+            {
+                let outcome = Outcome::new(
+                    &command.device,
+                    &command.command_id,
+                    &command.name,
+                    Kind::Refused,
+                    now_ms(),
+                )
+                .reason("unknown device: not in the credentials file or teltonika.names, and it never sent events here (commands.unknown_devices = \"refuse\")")
+                .record(&commands.config.responses_topic);
+                labels.push(Some("refused_unknown_device"));
+                ops.push(Op::Outcome(outcome));
+            }
             Decision::Queue(op) => {
                 labels.push(None);
                 ops.push(op);

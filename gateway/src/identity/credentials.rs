@@ -201,6 +201,11 @@ impl Credentials {
     }
 
     /// Device ids, sorted.
+    /// Whether the file names `device_id`.
+    pub fn contains(&self, device_id: &str) -> bool {
+        self.entries.contains_key(device_id)
+    }
+
     pub fn devices(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }

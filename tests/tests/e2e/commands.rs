@@ -715,3 +715,53 @@ async fn a_teltonika_tracker_takes_codec_12_commands_between_its_records_and_its
         .unwrap_or("")
         .starts_with("RTC:"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_unknown_devices_refused_a_command_for_a_device_nobody_named_is_answered_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passwd = dir.path().join("devices.passwd");
+    import_passwords(&passwd, "known-1 pw-one\n");
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("cmds-unknown");
+    let commands = unique_topic("cmds-unknown.commands");
+    let responses = unique_topic("cmds-unknown.responses");
+    create_topics(&brokers, &[&commands], 1).await;
+    let gateway = Gateway::start_with(
+        Some(&brokers),
+        &topics,
+        &format!(
+            "[auth]\ncredentials = {passwd:?}\n[commands]\ntopic = {commands:?}\nresponses_topic = {responses:?}\nunknown_devices = \"refuse\"\n"
+        ),
+    );
+    let site = Site {
+        gateway,
+        commands,
+        responses,
+        brokers,
+    };
+    wait_reading(&site);
+    produce(
+        &site.brokers,
+        &site.commands,
+        &[
+            command("ghost-9", json!({"id": "g1", "name": "reboot"})),
+            command("known-1", json!({"id": "k1", "name": "reboot"})),
+        ],
+    )
+    .await;
+    let outcomes = outcomes(&site, 1);
+    assert_eq!(kinds(&outcomes, "g1"), ["refused"], "{outcomes:?}");
+    assert!(outcomes["g1"][0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("unknown device"));
+    assert!(
+        !outcomes.contains_key("k1"),
+        "known-1's command waits: {outcomes:?}"
+    );
+    let (_, listed) = site.gateway.spool_tool(&["commands"]);
+    assert!(
+        listed.contains("\"k1\"") && !listed.contains("\"g1\""),
+        "{listed}"
+    );
+}
