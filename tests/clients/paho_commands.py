@@ -7,6 +7,9 @@ Connects over MQTT 5 (or 3.1.1 with --v311), subscribes to its own commands
 then answers it: on the command's Response Topic with its Correlation Data (MQTT 5), or on
 devices/{id}/results/{command id} (3.1.1), with {"ok": true, "name": ..., "seen": N}.
 It ends after --count commands (printing {"done": N}) or --timeout seconds.
+With --keep-session (MQTT 5) it connects with Clean Start 0 and a Session Expiry Interval of
+300 s, and when the gateway says the session is present it does not subscribe again (the
+subscription is the session's), printing {"session_present": true}.
 """
 
 import argparse
@@ -32,6 +35,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=30)
     ap.add_argument("--v311", action="store_true")
     ap.add_argument("--filter", default=None)
+    ap.add_argument("--keep-session", action="store_true")
     args = ap.parse_args()
 
     version = mqtt.MQTTv311 if args.v311 else mqtt.MQTTv5
@@ -43,6 +47,9 @@ def main():
     lock = threading.Lock()
 
     def on_connect(c, userdata, flags, rc, props=None):
+        if args.keep_session and flags.session_present:
+            say({"session_present": True})
+            return
         c.subscribe(args.filter or f"devices/{args.device}/commands/#", qos=1)
 
     def on_subscribe(c, userdata, mid, codes, props=None):
@@ -83,7 +90,12 @@ def main():
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    client.connect("127.0.0.1", args.port, keepalive=30)
+    if args.keep_session:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300
+        client.connect("127.0.0.1", args.port, keepalive=30, clean_start=False, properties=props)
+    else:
+        client.connect("127.0.0.1", args.port, keepalive=30)
     client.loop_start()
     done.wait(args.timeout)
     time.sleep(1.0)  # let the last answers be acknowledged

@@ -93,16 +93,18 @@ fn wait_reading(site: &Site) {
 }
 
 fn paho_commands(port: u16, device: &str, count: usize, v311: bool) -> Child {
+    paho_commands_with(port, device, count, if v311 { &["--v311"] } else { &[] })
+}
+
+fn paho_commands_with(port: u16, device: &str, count: usize, extra: &[&str]) -> Child {
     let mut cmd = Command::new(env("TRIBUTARY_TEST_PYTHON"));
     cmd.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/clients/paho_commands.py"
     ))
     .args(["--port", &port.to_string(), "--device", device])
-    .args(["--count", &count.to_string(), "--timeout", "60"]);
-    if v311 {
-        cmd.arg("--v311");
-    }
+    .args(["--count", &count.to_string(), "--timeout", "60"])
+    .args(extra);
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -764,4 +766,37 @@ async fn with_unknown_devices_refused_a_command_for_a_device_nobody_named_is_ans
         listed.contains("\"k1\"") && !listed.contains("\"g1\""),
         "{listed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mqtt_5_session_resumed_keeps_its_command_subscription() {
+    let site = site("cmds-session", "").await;
+    wait_reading(&site);
+    let port = site.gateway.mqtt.port();
+    produce(
+        &site.brokers,
+        &site.commands,
+        &[command("sess-1", json!({"id": "s1", "name": "get_state"}))],
+    )
+    .await;
+    let first = received(&lines(paho_commands_with(
+        port,
+        "sess-1",
+        1,
+        &["--keep-session"],
+    )));
+    assert_eq!(first.len(), 1);
+    produce(
+        &site.brokers,
+        &site.commands,
+        &[command("sess-1", json!({"id": "s2", "name": "get_state"}))],
+    )
+    .await;
+    // Clean Start 0 within the expiry: the session is present, and the device does not
+    // subscribe again; its command comes all the same.
+    let out = lines(paho_commands_with(port, "sess-1", 1, &["--keep-session"]));
+    assert!(out.iter().any(|l| l["session_present"] == true), "{out:?}");
+    let second = received(&out);
+    assert_eq!(second.len(), 1, "{out:?}");
+    assert_eq!(second[0]["command"]["id"], "s2");
 }

@@ -103,7 +103,9 @@ impl Session {
         let (session_present, grant) = if v5 {
             self.grant = receive_maximum(self.settings.receive_maximum, self.ingest.spool.fill());
             self.session_expiry = c.session_expiry;
-            let present = self.settings.sessions.resume(&client_id, c.clean_start);
+            let resumed = self.settings.sessions.resume(&client_id, c.clean_start);
+            let present = resumed.is_some();
+            self.resumed = resumed.unwrap_or_default();
             let max_packet = u32::try_from(self.settings.max_packet() + 5).unwrap_or(u32::MAX);
             let grant = Grant {
                 receive_max: self.grant,
@@ -123,7 +125,9 @@ impl Session {
             } else {
                 u32::MAX
             };
-            let present = self.settings.sessions.resume(&client_id, c.clean_start);
+            let resumed = self.settings.sessions.resume(&client_id, c.clean_start);
+            let present = resumed.is_some();
+            self.resumed = resumed.unwrap_or_default();
             (present, None)
         };
         self.client_id = client_id;

@@ -147,6 +147,8 @@ pub struct Session {
     pub(super) generation: u64,
     /// The device's command subscription on this connection ([`inbox`]); `None` without one.
     inbox: Option<Box<inbox::Inbox>>,
+    /// The subscription filters of the session this connection resumed (Session Present).
+    pub(super) resumed: Vec<(String, QoS)>,
 }
 
 /// How many refused QoS 2 packet ids a session remembers.
@@ -208,6 +210,7 @@ impl Session {
             will: None,
             generation: 0,
             inbox: None,
+            resumed: Vec::new(),
         }
     }
 
@@ -278,9 +281,10 @@ impl Session {
             conn::close_gracefully(&mut self.stream).await;
         }
         if self.connected.is_some() {
+            let filters = self.inbox.as_ref().map(|i| i.filters()).unwrap_or_default();
             self.settings
                 .sessions
-                .end(&self.client_id, self.session_expiry);
+                .end(&self.client_id, self.session_expiry, filters);
         }
         // A Will is the device's last word when it dropped off: not when it said goodbye (no
         // Will left), not when the gateway stops or revoked it.
@@ -344,6 +348,11 @@ impl Session {
             Ok(Err(e)) => return Err(e),
         };
         let idle = self.connect(*connect).await?;
+        // A resumed session's subscription holds without a new SUBSCRIBE.
+        let resumed = std::mem::take(&mut self.resumed);
+        if !resumed.is_empty() {
+            self.subscribe(&resumed);
+        }
         let watch = self.ingest.authority.watch(&self.identity, &self.peer);
         loop {
             let wake = self.inbox.as_ref().map(|i| i.wake.clone());

@@ -260,6 +260,11 @@ impl Session {
 }
 
 impl Inbox {
+    /// The filters granted, with the QoS this connection sends at: kept with the session.
+    pub(in crate::ingest::mqtt) fn filters(&self) -> Vec<(String, QoS)> {
+        self.filters.iter().map(|f| (f.clone(), self.qos)).collect()
+    }
+
     async fn record_delivery(&self, command: &Queued) {
         if let Err(error) = self.commands.delivered(command).await {
             // Not recorded: it stays undelivered and is sent again on the next connection.
