@@ -12,6 +12,8 @@
 //! - An answer's payload is the device's result, JSON or text, kept as it is.
 
 use serde::{Deserialize, Serialize};
+/// An answer's fields are JSON: devices build them with this, without a JSON crate of their own.
+pub use serde_json::{json, Value};
 
 /// A command as a device receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,12 @@ pub trait Transport {
 pub trait Source {
     /// How often to sample, in milliseconds.
     fn interval_ms(&self) -> u64;
+    /// Samples every `ms` from now on (a `set_interval` command); `false` if the source
+    /// keeps its own pace.
+    fn set_interval_ms(&mut self, ms: u64) -> bool {
+        let _ = ms;
+        false
+    }
     /// Takes one sample; `None` when there is nothing to report (no GNSS fix yet, a failed
     /// read). Sources report their own errors (logs, counters).
     fn sample(&mut self) -> Option<Body>;

@@ -6,6 +6,7 @@
 //! resend, or over MQTT QoS 1 (`transport = "mqtt"`). A bus named `sim` is a simulated chip behind the same driver code, for trying the
 //! agent (and testing it) without hardware.
 
+pub mod commands;
 pub mod config;
 pub mod link;
 pub mod mqtt;

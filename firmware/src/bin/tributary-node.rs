@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         password: config.password.clone(),
         boot: boot_session(),
         tls,
+        commands: config.commands,
     };
     let transport = match config.transport {
         TransportKind::Tcp => AnyTransport::Tcp(TcpTransport::new(
@@ -112,7 +113,14 @@ fn main() -> ExitCode {
         // Sampling goes on during an outage; the buffer keeps the events for resending.
         device.sample_due(&mut sources, now_ms);
         if Instant::now() >= retry_at {
-            match device.flush() {
+            let flushed = device.flush();
+            let pending = device.pending();
+            for command in device.transport().take_commands() {
+                let answer =
+                    tributary_firmware::node::commands::obey(&command, &mut sources, pending);
+                device.transport().answer(&command.id, &answer);
+            }
+            match flushed {
                 Ok(()) => backoff = Duration::from_millis(200),
                 Err(error) => {
                     tracing::warn!(message = "Gateway unreachable; events kept for resending.", %error, pending = device.pending());

@@ -36,6 +36,10 @@ pub struct NodeConfig {
     /// Events per TCP batch.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Take commands from the gateway (`set_interval`, `get_state`): over TCP, HELLO says
+    /// protocol 4; over MQTT, the node subscribes to `devices/{id}/commands/#`.
+    #[serde(default)]
+    pub commands: bool,
     #[serde(default, rename = "sensor")]
     pub sensors: Vec<SensorConfig>,
 }

@@ -25,6 +25,8 @@ pub struct Credentials {
     /// This boot's session id, sent with every event.
     pub boot: Option<u64>,
     pub tls: Option<Tls>,
+    /// Take commands from the gateway.
+    pub commands: bool,
 }
 
 /// A TLS client configuration trusting the CA certificates in `ca` (PEM), checking `name`.

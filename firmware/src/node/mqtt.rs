@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Connection};
 use tributary_client::answer::{self, Answer, Polled};
+use tributary_client::command::{command_filter, result_topic, Command};
 use tributary_client::inflight::Inflight;
 use tributary_client::options::{self, Auth};
 use tributary_client::publish;
@@ -33,6 +34,8 @@ pub trait Version: Sized {
     fn connect(host: String, port: u16, device_id: &str, auth: &Auth) -> Self;
     /// Queues a QoS 1 publish.
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> std::io::Result<()>;
+    /// Queues a QoS 1 SUBSCRIBE.
+    fn subscribe(&mut self, filter: String) -> std::io::Result<()>;
     /// The next event within `wait`; `Err(TimedOut)` when none came.
     fn next(&mut self, wait: Duration) -> std::io::Result<Polled>;
 }
@@ -45,6 +48,10 @@ pub struct MqttTransport<V> {
     session: Option<V>,
     /// Events the gateway refused for good since start (MQTT 5).
     pub refused: u64,
+    /// Commands the gateway sent, for the node to obey and answer.
+    pub commands: Vec<Command>,
+    /// Answers to send with the next batch: (topic, payload).
+    answers: Vec<(String, Vec<u8>)>,
 }
 
 impl<V: Version> MqttTransport<V> {
@@ -55,6 +62,8 @@ impl<V: Version> MqttTransport<V> {
             credentials,
             session: None,
             refused: 0,
+            commands: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
@@ -64,6 +73,11 @@ impl<V: Version> MqttTransport<V> {
             .as_mut()
             .ok_or(std::io::ErrorKind::NotConnected)?;
         let mut inflight = Inflight::default();
+        // Answers to commands go first; their acknowledgements stand for no event.
+        for (topic, payload) in std::mem::take(&mut self.answers) {
+            client.publish(topic, payload)?;
+            inflight.requested_other();
+        }
         for e in events {
             client.publish(
                 publish::topic(e),
@@ -95,10 +109,7 @@ impl<V: Version> MqttTransport<V> {
                     }
                 }
                 Polled::Closed(why) => return Err(std::io::Error::other(why)),
-                // The node does not subscribe to commands (yet): none should come.
-                Polled::Command(c) => {
-                    tracing::warn!(message = "A command arrived, but the node agent takes none yet; not answered.", device_id = %self.device_id, command_id = %c.id, name = %c.name);
-                }
+                Polled::Command(c) => self.commands.push(c),
                 Polled::ConnAck | Polled::Other => {}
             }
         }
@@ -129,7 +140,12 @@ impl<V: Version> Transport for MqttTransport<V> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             match client.next(deadline.saturating_duration_since(Instant::now()))? {
-                Polled::ConnAck => break,
+                Polled::ConnAck => {
+                    if self.credentials.commands {
+                        client.subscribe(command_filter(&self.device_id))?;
+                    }
+                    break;
+                }
                 Polled::Closed(why) => return Err(std::io::Error::other(why)),
                 _ => {}
             }
@@ -147,6 +163,14 @@ impl<V: Version> Transport for MqttTransport<V> {
     }
 }
 
+impl<V: Version> MqttTransport<V> {
+    /// Answers command `id` with the next batch (on `devices/{id}/results/{command}`).
+    pub fn answer(&mut self, id: &str, result: &[u8]) {
+        self.answers
+            .push((result_topic(&self.device_id, id), result.to_vec()));
+    }
+}
+
 /// MQTT 3.1.1: every PUBACK means stored.
 pub struct V311(Client, Connection);
 
@@ -159,6 +183,12 @@ impl Version for V311 {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> std::io::Result<()> {
         self.0
             .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .map_err(std::io::Error::other)
+    }
+
+    fn subscribe(&mut self, filter: String) -> std::io::Result<()> {
+        self.0
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
             .map_err(std::io::Error::other)
     }
 

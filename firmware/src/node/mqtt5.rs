@@ -25,6 +25,12 @@ impl Version for V5 {
             .map_err(std::io::Error::other)
     }
 
+    fn subscribe(&mut self, filter: String) -> std::io::Result<()> {
+        self.0
+            .subscribe(filter, QoS::AtLeastOnce)
+            .map_err(std::io::Error::other)
+    }
+
     fn next(&mut self, wait: Duration) -> std::io::Result<Polled> {
         match self.1.recv_timeout(wait) {
             Ok(Ok(event)) => Ok(answer::v5(event)),

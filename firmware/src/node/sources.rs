@@ -192,6 +192,11 @@ where
         self.interval_ms
     }
 
+    fn set_interval_ms(&mut self, ms: u64) -> bool {
+        self.interval_ms = ms.max(1);
+        true
+    }
+
     fn sample(&mut self) -> Option<Body> {
         match self.sensor.measure_forced(&mut self.delay) {
             Ok(m) => Some(Body::Reading(Reading {
@@ -231,6 +236,11 @@ where
         self.interval_ms
     }
 
+    fn set_interval_ms(&mut self, ms: u64) -> bool {
+        self.interval_ms = ms.max(1);
+        true
+    }
+
     fn sample(&mut self) -> Option<Body> {
         match self.adc.read_microvolts(self.channel, &mut Delay) {
             Ok(uv) => Some(Body::Reading(Reading {
@@ -259,6 +269,11 @@ where
 {
     fn interval_ms(&self) -> u64 {
         self.interval_ms
+    }
+
+    fn set_interval_ms(&mut self, ms: u64) -> bool {
+        self.interval_ms = ms.max(1);
+        true
     }
 
     fn sample(&mut self) -> Option<Body> {

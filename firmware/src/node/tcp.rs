@@ -4,7 +4,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use tributary_client::tcp::{hello, reply, Reply};
+use tributary_client::command::Command;
+use tributary_client::tcp::{hello_v, reply, Reply};
 use tributary_protocol::{
     decode_frame_versioned, encode_frame, Event, FrameHeader, Message, DEFAULT_MAX_FRAME_BYTES,
     FRAME_HEADER_LEN,
@@ -20,6 +21,8 @@ pub struct TcpTransport {
     device_id: String,
     credentials: Credentials,
     stream: Option<Box<dyn ReadWrite>>,
+    /// Commands the gateway sent (protocol 4), for the node to obey and answer.
+    pub commands: Vec<Command>,
 }
 
 /// A blocking byte stream to the gateway: plain TCP or TLS.
@@ -33,6 +36,7 @@ impl TcpTransport {
             device_id,
             credentials,
             stream: None,
+            commands: Vec::new(),
         }
     }
 
@@ -81,10 +85,11 @@ impl Transport for TcpTransport {
                 Box::new(rustls::StreamOwned::new(conn, stream))
             }
         });
-        let hello = hello(
+        let hello = hello_v(
             &self.device_id,
             self.credentials.password.clone(),
             self.credentials.boot,
+            self.credentials.commands,
         );
         self.write(&hello).inspect_err(|_| self.stream = None)
     }
@@ -119,10 +124,7 @@ impl TcpTransport {
                         nack.code, nack.text
                     )))
                 }
-                // The node takes no commands yet; its HELLO still says protocol 4.
-                Reply::Command(c) => {
-                    tracing::warn!(message = "A command arrived, but the node agent takes none yet; not answered.", command_id = %c.id, name = %c.name);
-                }
+                Reply::Command(c) => self.commands.push(c),
                 Reply::Unexpected(what) => return Err(std::io::Error::other(what)),
             }
         }
@@ -152,6 +154,41 @@ impl Transport for AnyTransport {
             AnyTransport::Tcp(t) => t.send(events),
             AnyTransport::Mqtt(t) => t.send(events),
             AnyTransport::Mqtt5(t) => t.send(events),
+        }
+    }
+}
+
+impl TcpTransport {
+    /// Answers command `id` (protocol 4; the gateway does not reply).
+    pub fn answer(&mut self, id: &str, result: &[u8]) -> std::io::Result<()> {
+        if self.stream.is_none() {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        }
+        self.write(&tributary_client::tcp::command_result(id, result))
+    }
+}
+
+impl AnyTransport {
+    /// The commands that came with the last exchanges.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        match self {
+            AnyTransport::Tcp(t) => std::mem::take(&mut t.commands),
+            AnyTransport::Mqtt(t) => std::mem::take(&mut t.commands),
+            AnyTransport::Mqtt5(t) => std::mem::take(&mut t.commands),
+        }
+    }
+
+    /// Answers command `id`: over TCP at once, over MQTT with the next batch. An answer that
+    /// cannot go is logged; the gateway sends the command again on the next connection.
+    pub fn answer(&mut self, id: &str, result: &[u8]) {
+        match self {
+            AnyTransport::Tcp(t) => {
+                if let Err(error) = t.answer(id, result) {
+                    tracing::warn!(message = "A command's answer could not be sent; the gateway sends the command again.", command_id = %id, %error);
+                }
+            }
+            AnyTransport::Mqtt(t) => t.answer(id, result),
+            AnyTransport::Mqtt5(t) => t.answer(id, result),
         }
     }
 }

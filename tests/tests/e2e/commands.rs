@@ -15,6 +15,7 @@ use tributary_tests::{env, import_passwords, mosquitto_pub_with, unique_topic};
 mod crash;
 mod fleet;
 mod mqtt;
+mod node;
 mod teltonika;
 
 /// A gateway taking commands from a topic of its own, and the two topics.
