@@ -26,6 +26,7 @@
 pub mod config;
 pub mod consume;
 pub mod expire;
+pub mod outbox;
 pub mod outcome;
 
 use std::collections::HashMap;
@@ -102,22 +103,6 @@ impl Commands {
         self.authority.names(device) || self.spool.device_seen(device).await.unwrap_or(true)
     }
 
-    /// The commands of `device` to send a connection that has sent those up to queue row
-    /// `after`, in queue order, at most [`BATCH`]: every unanswered one, or with
-    /// `redeliver = "until-delivered"` only those never acknowledged.
-    pub async fn to_send(&self, device: &str, after: i64) -> Result<Vec<Queued>, SpoolError> {
-        let undelivered_only = self.config.redeliver == config::Redeliver::UntilDelivered;
-        self.spool
-            .commands(device, after, undelivered_only, BATCH)
-            .await
-    }
-
-    /// Every command of `device` queued after row `after`, delivered or not, at most [`BATCH`]:
-    /// for links where only an answer settles a command (the TCP protocol).
-    pub async fn to_send_all(&self, device: &str, after: i64) -> Result<Vec<Queued>, SpoolError> {
-        self.spool.commands(device, after, false, BATCH).await
-    }
-
     /// `device` acknowledged receiving `command`: stores "delivered" (once).
     pub async fn delivered(&self, command: &Queued) -> Result<(), SpoolError> {
         let at_ms = tributary_common::clock::now_ms();
@@ -142,14 +127,10 @@ impl Commands {
         Ok(())
     }
 
-    /// `device` answered command `id` with `result`: settles it as "answered". `Ok(false)`: no
-    /// such command is queued (answered before, expired, or never sent), and nothing is stored.
-    pub async fn answered(
-        &self,
-        device: &str,
-        id: &str,
-        result: &[u8],
-    ) -> Result<bool, SpoolError> {
+    /// `device` answered command `id` with `result`: settles it as "answered". An answer to no
+    /// command queued (answered before, expired, or never sent) stores nothing and is counted
+    /// (`answer_unmatched`).
+    pub async fn answered(&self, device: &str, id: &str, result: &[u8]) -> Result<(), SpoolError> {
         let at_ms = tributary_common::clock::now_ms();
         // What the queue knows of it, for the outcome's times; an answer to a command no
         // longer queued changes nothing.
@@ -159,7 +140,7 @@ impl Commands {
             .await?;
         let Some(command) = queued.into_iter().find(|c| c.command_id == id) else {
             self.stats.count_command("answer_unmatched");
-            return Ok(false);
+            return Ok(());
         };
         let mut ops = Vec::with_capacity(2);
         let mut answered = outcome::Outcome::of(&command, outcome::Kind::Answered, at_ms);
@@ -185,10 +166,9 @@ impl Commands {
         if done.len() == 2 && done[0] == Done::Applied {
             self.stats.count_command("delivered");
         }
-        let applied = done.last() == Some(&Done::Applied);
-        if applied {
+        if done.last() == Some(&Done::Applied) {
             self.stats.count_command("answered");
         }
-        Ok(applied)
+        Ok(())
     }
 }

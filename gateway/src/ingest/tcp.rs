@@ -116,7 +116,7 @@ struct Connection {
     hello_by: tokio::time::Instant,
     ingest: Ingest,
     /// A protocol 4 device's commands ([`commands`]), once HELLO said so and `[commands]` is on.
-    inbox: Option<commands::Inbox>,
+    inbox: Option<crate::commands::outbox::Outbox>,
 }
 
 impl Connection {
@@ -303,7 +303,7 @@ impl Connection {
                         .ingest
                         .commands
                         .clone()
-                        .map(|c| commands::Inbox::new(c, &hello.device_id));
+                        .map(|c| commands::inbox(c, &hello.device_id));
                 }
                 self.device = Some((hello.device_id, identity, session));
                 Ok(true)

@@ -215,7 +215,7 @@ pub async fn session(
                 if g.send_next(&mut a, &device_id).await.is_err() {
                     return;
                 }
-                g.waiting().then(|| g.wake.clone())
+                g.waiting().then(|| g.outbox.wake.clone())
             }
             None => None,
         };
@@ -243,19 +243,14 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A tracker's commands on one connection: Codec 12 allows one outstanding command, whose
 /// response (text) answers it.
 struct Gprs {
-    commands: std::sync::Arc<crate::commands::Commands>,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    /// The last queue row sent on this connection.
-    cursor: i64,
+    outbox: crate::commands::outbox::Outbox,
     outstanding: Option<(tributary_spool::commands::Queued, tokio::time::Instant)>,
 }
 
 impl Gprs {
     fn new(commands: std::sync::Arc<crate::commands::Commands>, device_id: &str) -> Self {
         Self {
-            wake: commands.watch(device_id),
-            commands,
-            cursor: 0,
+            outbox: crate::commands::outbox::Outbox::new(commands, device_id, true),
             outstanding: None,
         }
     }
@@ -275,19 +270,14 @@ impl Gprs {
             tracing::warn!(message = "A Teltonika tracker did not respond to a command in time; it is sent again on its next connection.", %device_id, command_id = %command.command_id);
             self.outstanding = None;
         }
-        let queued = match self.commands.to_send(device_id, self.cursor).await {
+        let queued = match self.outbox.next(1, |_| true).await {
             Ok(q) => q,
             Err(error) => {
                 tracing::warn!(message = "Reading the tracker's commands failed.", %device_id, %error);
                 return Ok(());
             }
         };
-        let now = tributary_common::clock::now_ms();
-        for command in queued {
-            self.cursor = command.row;
-            if command.expires_ms <= now {
-                continue;
-            }
+        if let Some(command) = queued.into_iter().next() {
             let text = tributary_client::command::Command::parse(&command.body)
                 .and_then(|c| {
                     c.args
@@ -304,7 +294,6 @@ impl Gprs {
             }
             tracing::debug!(message = "Codec 12 command sent.", %device_id, command_id = %command.command_id, %text);
             self.outstanding = Some((command, tokio::time::Instant::now()));
-            break;
         }
         Ok(())
     }
@@ -317,7 +306,8 @@ impl Gprs {
         };
         let answer = serde_json::Value::String(text.to_owned()).to_string();
         if let Err(error) = self
-            .commands
+            .outbox
+            .commands()
             .answered(device_id, &command.command_id, answer.as_bytes())
             .await
         {

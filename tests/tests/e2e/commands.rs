@@ -139,10 +139,3 @@ pub(super) fn received(lines: &[Value]) -> Vec<Value> {
         .cloned()
         .collect()
 }
-
-pub(super) fn tributary_common_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

@@ -355,7 +355,7 @@ impl Session {
         }
         let watch = self.ingest.authority.watch(&self.identity, &self.peer);
         loop {
-            let wake = self.inbox.as_ref().map(|i| i.wake.clone());
+            let wake = self.inbox.as_ref().map(|i| i.outbox.wake.clone());
             let round = tokio::select! {
                 _ = stop.cancelled() => return Ok(Ended::Stopped),
                 _ = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => {

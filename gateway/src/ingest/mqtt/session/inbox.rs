@@ -17,33 +17,26 @@
 //! event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use rumqttc::mqttbytes::QoS;
-use tokio::sync::Notify;
 
 use super::{Session, SessionError};
-use crate::commands::Commands;
+use crate::commands::outbox::Outbox;
 use crate::ingest::mqtt::codec::{AckCode, Outbound, Publish, Reply, Version};
+use bytes::Bytes;
+use rumqttc::mqttbytes::QoS;
 use tributary_client::command as contract;
 use tributary_spool::commands::Queued;
 
 /// The connection's command subscription.
 pub(in crate::ingest::mqtt) struct Inbox {
-    commands: Arc<Commands>,
-    device: String,
+    /// The device's queue, read once per connection in order.
+    pub(super) outbox: Outbox,
     /// The filters granted (a command is sent if any matches its name).
     filters: Vec<String>,
     /// QoS 0 when every filter asked for at most once: commands are then sent at QoS 0 and
     /// count as delivered once written (no PUBACK will come).
     qos: QoS,
-    pub(super) wake: Arc<Notify>,
     /// Sent and not yet acknowledged, by packet id.
     in_flight: HashMap<u16, Queued>,
-    /// The queue row of the last command sent on this connection: each is sent once per
-    /// connection, in queue order.
-    cursor: i64,
     next_pkid: u16,
 }
 
@@ -60,7 +53,7 @@ impl Session {
                     Some(id) => id == *d,
                     None => tributary_protocol::device_id::validate_device_id(d).is_ok(),
                 };
-                own && self.inbox.as_ref().is_none_or(|i| i.device == *d)
+                own && self.inbox.as_ref().is_none_or(|i| i.outbox.device() == *d)
             });
             let Some(device) = device else {
                 self.ingest.stats.record_refusal(
@@ -74,13 +67,10 @@ impl Session {
             };
             let inbox = self.inbox.get_or_insert_with(|| {
                 Box::new(Inbox {
-                    wake: commands.watch(device),
-                    commands: commands.clone(),
-                    device: device.to_owned(),
+                    outbox: Outbox::new(commands.clone(), device, false),
                     filters: Vec::new(),
                     qos: QoS::AtMostOnce,
                     in_flight: HashMap::new(),
-                    cursor: 0,
                     next_pkid: 1,
                 })
             });
@@ -91,7 +81,7 @@ impl Session {
                 inbox.qos = QoS::AtLeastOnce;
             }
             // Queued for delivery on the next pass.
-            inbox.wake.notify_one();
+            inbox.outbox.wake.notify_one();
             granted.push(Some(if *qos == QoS::AtMostOnce {
                 QoS::AtMostOnce
             } else {
@@ -127,33 +117,27 @@ impl Session {
         let Some(inbox) = self.inbox.as_mut() else {
             return Ok(());
         };
-        if inbox.filters.is_empty() || inbox.in_flight.len() >= crate::commands::BATCH {
+        let room = crate::commands::BATCH.saturating_sub(inbox.in_flight.len());
+        if inbox.filters.is_empty() || room == 0 {
             return Ok(());
         }
-        let queued = match inbox.commands.to_send(&inbox.device, inbox.cursor).await {
+        let (filters, device) = (&inbox.filters, inbox.outbox.device().to_owned());
+        let wanted = |c: &Queued| {
+            filters
+                .iter()
+                .any(|f| contract::matches(f, &device, &c.name))
+        };
+        let queued = match inbox.outbox.next(room, wanted).await {
             Ok(q) => q,
             Err(error) => {
-                tracing::warn!(message = "Reading the device's commands failed; trying at its next wake.", device_id = %inbox.device, %error);
+                tracing::warn!(message = "Reading the device's commands failed; trying at its next wake.", device_id = %device, %error);
                 return Ok(());
             }
         };
-        let now = tributary_common::clock::now_ms();
         let qos = inbox.qos;
         let mut out = Vec::new();
         let mut written = Vec::new();
         for command in queued {
-            if inbox.in_flight.len() >= crate::commands::BATCH {
-                break;
-            }
-            inbox.cursor = command.row;
-            if command.expires_ms <= now
-                || !inbox
-                    .filters
-                    .iter()
-                    .any(|f| contract::matches(f, &inbox.device, &command.name))
-            {
-                continue;
-            }
             let pkid = match qos {
                 QoS::AtMostOnce => 0,
                 _ => inbox.take_pkid(),
@@ -161,11 +145,10 @@ impl Session {
             out.push(Reply::Publish(Box::new(Outbound {
                 pkid,
                 qos,
-                topic: contract::command_topic(&inbox.device, &command.name),
+                topic: contract::command_topic(&device, &command.name),
                 payload: Bytes::from(command.body.clone()),
                 dup: false,
-                response_topic: v5
-                    .then(|| contract::result_topic(&inbox.device, &command.command_id)),
+                response_topic: v5.then(|| contract::result_topic(&device, &command.command_id)),
                 correlation: v5.then(|| Bytes::from(command.command_id.clone().into_bytes())),
             })));
             match qos {
@@ -196,7 +179,7 @@ impl Session {
             };
             inbox.record_delivery(&command).await;
         }
-        inbox.wake.notify_one();
+        inbox.outbox.wake.notify_one();
     }
 
     /// Takes the publishes that answer commands out of `publishes`, settles them, and returns
@@ -266,9 +249,9 @@ impl Inbox {
     }
 
     async fn record_delivery(&self, command: &Queued) {
-        if let Err(error) = self.commands.delivered(command).await {
+        if let Err(error) = self.outbox.commands().delivered(command).await {
             // Not recorded: it stays undelivered and is sent again on the next connection.
-            tracing::warn!(message = "A command's delivery could not be recorded; it will be sent again.", device_id = %self.device, command_id = %command.command_id, %error);
+            tracing::warn!(message = "A command's delivery could not be recorded; it will be sent again.", device_id = %self.outbox.device(), command_id = %command.command_id, %error);
         }
     }
 
