@@ -404,9 +404,16 @@ async fn exactly_once_every_acknowledged_event_is_read_committed_once_through_ga
     assert_eq!(found.records, found.acknowledged, "{found:?}");
 }
 
-/// The same run at least once: the kills leave duplicates (what the test above rules out).
+/// The same run at least once: nothing acknowledged is lost and each device's order holds
+/// (asserted in `check`). The kills usually leave duplicates, which a consumer must drop, but
+/// not always: a gateway killed between a produce and its acknowledgement leaves one, a gateway
+/// killed elsewhere none (0 were seen in one run of three), so their count is printed, not
+/// asserted; the test above is the one that rules them out.
 #[tokio::test(flavor = "multi_thread")]
-async fn at_least_once_the_same_kills_leave_duplicates_a_consumer_must_drop() {
+async fn at_least_once_the_same_kills_lose_nothing_and_keep_order() {
     let found = killed_ten_times_with_three_leader_kills(Delivery::AtLeastOnce).await;
-    assert!(found.duplicates > 0, "{found:?}");
+    eprintln!(
+        "at least once: {} duplicates a consumer must drop",
+        found.duplicates
+    );
 }
