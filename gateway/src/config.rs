@@ -112,6 +112,9 @@ pub struct RawConfig {
     /// `[[bridges]]`: upstream MQTT brokers Tributary subscribes to.
     #[serde(default)]
     pub bridges: Vec<RawBridge>,
+    /// `[[modbus]]`: Modbus TCP and RTU devices the gateway polls.
+    #[serde(default)]
+    pub modbus: Vec<crate::ingest::modbus::RawModbus>,
     /// `[commands]`: commands from a Kafka topic to devices.
     #[serde(default)]
     pub commands: crate::commands::RawCommands,
@@ -185,6 +188,8 @@ pub struct Config {
     pub files: Vec<FileSource>,
     /// The upstream brokers bridged in.
     pub bridges: Vec<BridgeConfig>,
+    /// The Modbus links polled.
+    pub modbus: Vec<crate::ingest::modbus::ModbusLink>,
     /// Commands from Kafka to devices; `None` when off (the default).
     pub commands: Option<crate::commands::CommandsConfig>,
 }
@@ -250,6 +255,7 @@ impl Config {
         let teltonika = crate::ingest::teltonika::config::validate(raw.teltonika, network_opt_in)?;
         let files = crate::ingest::files::config::validate(raw.files)?;
         let bridges = crate::ingest::bridge::config::validate(raw.bridges)?;
+        let modbus = crate::ingest::modbus::config::validate(raw.modbus)?;
         let mappings =
             crate::route::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
                 key: e.key,
@@ -299,6 +305,7 @@ impl Config {
             teltonika,
             files,
             bridges,
+            modbus,
             commands,
         })
     }

@@ -19,6 +19,7 @@ pub mod files;
 pub mod listen;
 #[cfg(any(test, feature = "fuzz"))]
 pub(crate) mod local;
+pub mod modbus;
 pub mod mqtt;
 pub mod tcp;
 pub mod teltonika;

@@ -262,6 +262,14 @@ pub async fn run_with(
             scope.clone(),
         ));
     }
+    for link in &config.modbus {
+        tracing::info!(message = "Polling Modbus devices.", link = %link.name, devices = link.devices.len());
+        scope.tasks.spawn(ingest::modbus::serve(
+            link.clone(),
+            ingest.clone(),
+            scope.clone(),
+        ));
+    }
 
     // Commands: read from Kafka into the spool, and expired there, until ingest stops.
     let mut command_tasks = Vec::new();

@@ -17,6 +17,8 @@ pub enum Transport {
     Bridge,
     /// Tailed files.
     Files,
+    /// Modbus devices the gateway polls.
+    Modbus,
     /// The admin listener (refusals only).
     Admin,
     /// The spool (sequence anomalies it stored and marked).
@@ -25,12 +27,13 @@ pub enum Transport {
 
 impl Transport {
     /// The transports devices' events arrive on.
-    pub const DEVICES: [Transport; 5] = [
+    pub const DEVICES: [Transport; 6] = [
         Transport::Tcp,
         Transport::Mqtt,
         Transport::Teltonika,
         Transport::Bridge,
         Transport::Files,
+        Transport::Modbus,
     ];
 
     /// The label, as metrics, logs and the status page spell it.
@@ -41,6 +44,7 @@ impl Transport {
             Transport::Teltonika => "teltonika",
             Transport::Bridge => "bridge",
             Transport::Files => "files",
+            Transport::Modbus => "modbus",
             Transport::Admin => "admin",
             Transport::Spool => "spool",
         }
@@ -65,6 +69,7 @@ mod tests {
             Transport::Teltonika,
             Transport::Bridge,
             Transport::Files,
+            Transport::Modbus,
             Transport::Admin,
             Transport::Spool,
         ] {

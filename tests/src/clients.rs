@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::env;
 
-fn clients() -> PathBuf {
+pub fn clients() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
 }
 

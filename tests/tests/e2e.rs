@@ -11,6 +11,7 @@ mod e2e {
     pub mod full_disk;
     pub mod kafka;
     pub mod limits;
+    pub mod modbus;
     pub mod mqtt5;
     pub mod node;
     pub mod rules;

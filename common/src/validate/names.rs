@@ -58,3 +58,22 @@ pub fn valid_filter(filter: &str) -> bool {
             (*l == "#" && i == levels.len() - 1) || *l == "+" || !l.contains(['+', '#'])
         })
 }
+
+/// A configured source's name (a file source, a Modbus link): present, 1 to 64 of
+/// `A-Z a-z 0-9 _ . -`, and not one `taken` already. `what` says what it names ("file source")
+/// and `why` what the name is for, in the message when it is missing.
+pub fn source_name(
+    name: Option<String>,
+    what: &str,
+    why: &str,
+    taken: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let name = name.ok_or_else(|| format!("a {what} needs a name ({why})"))?;
+    if tributary_protocol::validate_device_id(&name).is_err() {
+        return Err(format!("{name:?} is not 1 to 64 of A-Z a-z 0-9 _ . -"));
+    }
+    if taken(&name) {
+        return Err(format!("{name:?} names two {what}s"));
+    }
+    Ok(name)
+}

@@ -257,10 +257,23 @@ fn the_timestamp_policy_is_read_and_checked() {
 
 #[test]
 fn the_file_source_examples_in_the_shipped_config_are_valid() {
-    let block = shipped_examples("# [[files]]", Some("# Rules:"));
+    let block = shipped_examples("# [[files]]", Some("# Modbus:"));
     let config = parse(&block).unwrap();
     let names: Vec<&str> = config.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["app", "meters"]);
+}
+
+#[test]
+fn the_modbus_examples_in_the_shipped_config_are_valid() {
+    let block = shipped_examples("# [[modbus]]", Some("# Rules:"));
+    let config = parse(&block).unwrap();
+    let devices: Vec<&str> = config
+        .modbus
+        .iter()
+        .flat_map(|l| &l.devices)
+        .map(|d| d.device_id.as_str())
+        .collect();
+    assert_eq!(devices, ["press-7", "meter-12"]);
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //!
 //! `prometheus-client` with an explicit registry and fixed-bucket histograms, so memory stays
 //! bounded on an edge box nobody scrapes. Names follow Prometheus conventions (and Vector's and
-//! Fluent Bit's where they fit); counters end in `_total`. No label holds a device id: topics,
-//! transports and reasons are bounded sets.
+//! Fluent Bit's where they fit); counters end in `_total`. No label holds a device id a device
+//! chose: topics, transports and reasons are bounded sets, and the one per-device metric,
+//! Modbus polls, names the devices the config lists.
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
@@ -28,6 +29,7 @@
 //! | `tributary_rule_emitted_total` | counter | rule | derived events the rules emitted |
 //! | `tributary_rule_late_total` | counter | rule | events older than what the rule had processed for that device: left out of its output |
 //! | `tributary_commands_total` | counter | outcome | commands from Kafka by step: `queued`, `delivered`, `answered`, `expired`, `refused_*` (device, invalid, too_large, queue_full), `skipped` (another gateway's), `duplicate`, `answer_unmatched` |
+//! | `tributary_modbus_polls_total` | counter | device, outcome | Modbus polls by configured device: `ok`, or the gap's reason: `timeout`, `exception`, `disconnected` (no connection: waiting to reconnect), `connect_failed`, `protocol`, `spool` |
 //! | `tributary_forward_errors_total` | counter | topic, error | failed deliveries; `error` is librdkafka's error code name, or `io`; exactly once adds `RecordRefused`, `Fenced`, `Fatal` (topic `""`) |
 //! | `tributary_forwarder_restarts_total` | counter | | times the supervised forwarder failed and was restarted |
 //! | `tributary_forwarder_up` | gauge | | 1 while the forwarder runs |
@@ -123,6 +125,11 @@ impl Metrics {
             "commands",
             "Commands from Kafka by what became of them",
             i.commands.clone(),
+        );
+        r.register(
+            "modbus_polls",
+            "Modbus polls by configured device and outcome",
+            i.modbus_polls.clone(),
         );
         r.register(
             "rule_emitted",

@@ -64,6 +64,14 @@ pub struct Instruments {
     pub rule_emitted: Family<RuleLabel, Counter>,
     pub rule_late: Family<RuleLabel, Counter>,
     pub commands: Family<CommandLabel, Counter>,
+    pub modbus_polls: Family<ModbusLabel, Counter>,
+}
+
+/// A Modbus poll's outcome, by the configured device it polled (a bounded set: the config's).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModbusLabel {
+    pub device: String,
+    pub outcome: &'static str,
 }
 
 /// What became of a command from Kafka (a fixed set of outcomes).
@@ -109,6 +117,7 @@ impl Default for Instruments {
             rule_emitted: Family::default(),
             rule_late: Family::default(),
             commands: Family::default(),
+            modbus_polls: Family::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use tributary_tests::gateway::{Gateway, Topics};
 use tributary_tests::{binary, env, http_get};
 
 /// `/metrics` parsed by `prometheus_client.parser` (Python): `name{labels}` to value.
-fn scrape(gateway: &Gateway) -> BTreeMap<String, f64> {
+pub(crate) fn scrape(gateway: &Gateway) -> BTreeMap<String, f64> {
     let (code, text) = http_get(gateway.admin, "/metrics");
     assert_eq!(code, 200, "{text}");
     let script = r#"

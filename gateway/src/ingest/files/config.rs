@@ -66,21 +66,13 @@ pub fn validate(raw: Vec<RawFiles>) -> Result<Vec<FileSource>, ConfigError> {
             key: format!("files[{i}].{key}"),
             problem,
         };
-        let name = f.name.ok_or_else(|| {
-            bad(
-                "name",
-                "a file source needs a name (it keys the saved offsets)".into(),
-            )
-        })?;
-        if tributary_protocol::validate_device_id(&name).is_err() {
-            return Err(bad(
-                "name",
-                format!("{name:?} is not 1 to 64 of A-Z a-z 0-9 _ . -"),
-            ));
-        }
-        if out.iter().any(|o| o.name == name) {
-            return Err(bad("name", format!("{name:?} names two file sources")));
-        }
+        let name = tributary_common::validate::names::source_name(
+            f.name,
+            "file source",
+            "it keys the saved offsets",
+            |n| out.iter().any(|o| o.name == n),
+        )
+        .map_err(|problem| bad("name", problem))?;
         let path = f
             .path
             .ok_or_else(|| bad("path", "a file source needs a path or glob".into()))?;
