@@ -115,6 +115,9 @@ pub struct RawConfig {
     /// `[[modbus]]`: Modbus TCP and RTU devices the gateway polls.
     #[serde(default)]
     pub modbus: Vec<crate::ingest::modbus::RawModbus>,
+    /// `[sparkplug]`: Sparkplug B edge nodes on the MQTT listener and the bridges.
+    #[serde(default)]
+    pub sparkplug: crate::ingest::sparkplug::RawSparkplug,
     /// `[commands]`: commands from a Kafka topic to devices.
     #[serde(default)]
     pub commands: crate::commands::RawCommands,
@@ -190,6 +193,8 @@ pub struct Config {
     pub bridges: Vec<BridgeConfig>,
     /// The Modbus links polled.
     pub modbus: Vec<crate::ingest::modbus::ModbusLink>,
+    /// Sparkplug B decoding; `None` when off (the default).
+    pub sparkplug: Option<crate::ingest::sparkplug::SparkplugConfig>,
     /// Commands from Kafka to devices; `None` when off (the default).
     pub commands: Option<crate::commands::CommandsConfig>,
 }
@@ -256,6 +261,7 @@ impl Config {
         let files = crate::ingest::files::config::validate(raw.files)?;
         let bridges = crate::ingest::bridge::config::validate(raw.bridges)?;
         let modbus = crate::ingest::modbus::config::validate(raw.modbus)?;
+        let sparkplug = crate::ingest::sparkplug::config::validate(raw.sparkplug)?;
         let mappings =
             crate::route::mapping::validate(&raw.mappings).map_err(|e| ConfigError::Rule {
                 key: e.key,
@@ -306,6 +312,7 @@ impl Config {
             files,
             bridges,
             modbus,
+            sparkplug,
             commands,
         })
     }

@@ -118,11 +118,20 @@ pub fn mqtt_publish(data: &[u8]) {
         std::sync::OnceLock::new();
     let mappings = PRESETS
         .get_or_init(|| crate::route::mapping::Mappings::new(crate::route::mapping::presets()));
-    match crate::ingest::mqtt::decode_publish(mappings, &topic, payload, None) {
+    // Sparkplug B too, with births remembered across inputs as a gateway remembers them.
+    static SPARKPLUG: std::sync::OnceLock<crate::ingest::sparkplug::Sparkplug> =
+        std::sync::OnceLock::new();
+    let sparkplug = SPARKPLUG.get_or_init(|| {
+        crate::ingest::sparkplug::Sparkplug::new(
+            crate::ingest::sparkplug::SparkplugConfig::default(),
+            crate::observe::stats::Stats::default(),
+        )
+    });
+    match crate::ingest::mqtt::decode_publish(mappings, Some(sparkplug), &topic, payload, None) {
         Ok(events) => {
             let native = topic.starts_with("devices/");
             let device = topic.split('/').nth(1).unwrap_or_default();
-            for (event, _session) in events {
+            for crate::ingest::mqtt::Decoded { event, .. } in events {
                 if native {
                     assert_eq!(event.device_id, device, "an event is its topic's device's");
                 }

@@ -21,6 +21,7 @@ pub mod listen;
 pub(crate) mod local;
 pub mod modbus;
 pub mod mqtt;
+pub mod sparkplug;
 pub mod tcp;
 pub mod teltonika;
 
@@ -78,6 +79,8 @@ pub struct Ingest {
     pub(crate) mappings: Arc<Mappings>,
     /// Commands to deliver to devices that subscribe for them; `None` without `[commands]`.
     pub(crate) commands: Option<Arc<crate::commands::Commands>>,
+    /// The Sparkplug B decoder and its edge nodes' state; `None` without `[sparkplug]`.
+    pub(crate) sparkplug: Option<Arc<sparkplug::Sparkplug>>,
 }
 
 impl Ingest {
@@ -89,12 +92,19 @@ impl Ingest {
             authority,
             mappings: Arc::new(Mappings::default()),
             commands: None,
+            sparkplug: None,
         }
     }
 
     /// Delivers commands to the devices of its sessions ([`crate::commands`]).
     pub fn with_commands(mut self, commands: Option<Arc<crate::commands::Commands>>) -> Self {
         self.commands = commands;
+        self
+    }
+
+    /// Decodes Sparkplug B publishes (`spBv1.0/...`) where `config` is set.
+    pub fn with_sparkplug(mut self, config: Option<sparkplug::SparkplugConfig>) -> Self {
+        self.sparkplug = config.map(|c| Arc::new(sparkplug::Sparkplug::new(c, self.stats.clone())));
         self
     }
 

@@ -119,6 +119,7 @@ pub async fn run_with(
         authority,
     )
     .with_mappings(config.mappings.clone())
+    .with_sparkplug(config.sparkplug.clone())
     .with_commands(commands.clone());
 
     let admin_stop = CancellationToken::new();

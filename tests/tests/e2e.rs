@@ -17,6 +17,7 @@ mod e2e {
     pub mod rules;
     pub mod security;
     pub mod sim;
+    pub mod sparkplug;
     pub mod spool;
     pub mod status_page;
 }

@@ -277,6 +277,15 @@ fn the_modbus_examples_in_the_shipped_config_are_valid() {
 }
 
 #[test]
+fn the_sparkplug_example_in_the_shipped_config_is_valid() {
+    let block = shipped_examples("# [sparkplug]", Some("# MQTT bridges:"))
+        .replace("enabled = false", "enabled = true");
+    let config = parse(&block).unwrap();
+    let sparkplug = config.sparkplug.expect("on");
+    assert_eq!(sparkplug.devices["Plant 1/Line 3/Press 7"], "press-7");
+}
+
+#[test]
 fn bad_file_sources_name_the_key() {
     let cases = [
         ("[[files]]\npath = \"/x/*.log\"\ntopic = \"t\"\n", "files[0].name"),

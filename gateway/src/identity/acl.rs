@@ -1,7 +1,9 @@
 //! The ACL: which topics an authenticated device may publish on.
 //!
-//! Deny by default. One rule is built in: a device may publish under its own id,
-//! `devices/{device}/#`. Configured rules (`[[auth.acl]]`) add to it or take from it; each names
+//! Deny by default. Two rules are built in: a device may publish under its own id,
+//! `devices/{device}/#`, and a Sparkplug B edge node under its own edge node id in any group,
+//! `spBv1.0/+/+/{device}/#` (its node and device messages; commands it might publish there are
+//! refused by the decoder, not stored). Configured rules (`[[auth.acl]]`) add to it or take from it; each names
 //! the devices it applies to (a glob over authenticated ids) and lists `allow` and `deny` topic
 //! filters. Filters are MQTT filters (`+` one level, `#` the rest) in which `{device}` stands for
 //! the publishing device's id; like Mosquitto's `%c` and EMQX's `${clientid}`, it must be a whole
@@ -90,7 +92,7 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acl {
     rules: Vec<Rule>,
-    own: Filter,
+    own: Vec<Filter>,
 }
 
 impl Default for Acl {
@@ -103,9 +105,20 @@ impl Acl {
     pub fn new(rules: Vec<Rule>) -> Self {
         Self {
             rules,
-            own: Filter {
-                levels: vec![Level::Literal("devices".into()), Level::Device, Level::Rest],
-            },
+            own: vec![
+                Filter {
+                    levels: vec![Level::Literal("devices".into()), Level::Device, Level::Rest],
+                },
+                Filter {
+                    levels: vec![
+                        Level::Literal("spBv1.0".into()),
+                        Level::One,
+                        Level::One,
+                        Level::Device,
+                        Level::Rest,
+                    ],
+                },
+            ],
         }
     }
 
@@ -119,7 +132,7 @@ impl Acl {
         if applicable().any(|r| r.deny.iter().any(|f| f.matches(topic, device))) {
             return false;
         }
-        self.own.matches(topic, device)
+        self.own.iter().any(|f| f.matches(topic, device))
             || applicable().any(|r| r.allow.iter().any(|f| f.matches(topic, device)))
     }
 }
@@ -144,6 +157,10 @@ mod tests {
         assert!(!acl.may_publish("env-1", "devices/env-2/readings"));
         assert!(!acl.may_publish("env-1", "devices/env-10/readings"));
         assert!(!acl.may_publish("env-1", "other/env-1/readings"));
+        assert!(acl.may_publish("Line3", "spBv1.0/Plant1/NDATA/Line3"));
+        assert!(acl.may_publish("Line3", "spBv1.0/Plant1/DDATA/Line3/Press7"));
+        assert!(!acl.may_publish("Line3", "spBv1.0/Plant1/NDATA/Line4"));
+        assert!(!acl.may_publish("Line3", "spBv1.0/Plant1/DDATA/Line4/Line3"));
     }
 
     #[test]

@@ -234,12 +234,13 @@ async fn decode(
             ));
             continue;
         }
-        match super::mqtt::decode_publish(&ingest.mappings, &p.topic, &p.payload, None) {
-            Ok(list) => events.extend(list.into_iter().map(|(event, session)| Inbound {
-                event,
-                session,
+        let sparkplug = ingest.sparkplug.as_deref();
+        match super::mqtt::decode_publish(&ingest.mappings, sparkplug, &p.topic, &p.payload, None) {
+            Ok(list) => events.extend(list.into_iter().map(|d| Inbound {
+                event: d.event,
+                session: d.session,
                 mqtt_topic: Some(p.topic.clone()),
-                headers: Vec::new(),
+                headers: d.headers,
                 // What a site broker relays keeps de-duplication state apart from what the
                 // device sends the gateway itself.
                 writer: Some(format!("bridge:{}", config.name)),

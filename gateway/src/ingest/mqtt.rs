@@ -57,6 +57,8 @@ mod sessions;
 
 use std::net::SocketAddr;
 
+pub(crate) use crate::ingest::sparkplug::Decoded;
+use crate::ingest::sparkplug::Sparkplug;
 use tokio::net::TcpListener;
 use tributary_protocol::topic::{self, Encoding, TopicError};
 use tributary_protocol::Event;
@@ -167,25 +169,34 @@ pub async fn serve(
     super::conn::serve(listener, spec, authority, stats, scope, session, busy).await;
 }
 
-/// Decodes one publish into events with their boot session (0: none), or a dead letter
-/// saying why not: `devices/...` always as Tributary's own format (a broad mapping filter such
-/// as `+/+/+` never takes it over), other topics through a mapping that names them.
+/// Decodes one publish into events with their boot session (0: none) and headers, or a dead
+/// letter saying why not: `devices/...` always as Tributary's own format (a broad mapping
+/// filter such as `+/+/+` never takes it over), `spBv1.0/...` as Sparkplug B where it is on
+/// ([`crate::ingest::sparkplug`]), other topics through a mapping that names them.
 /// `connection` is the authenticated device id of the publishing connection.
 pub(crate) fn decode_publish(
     mappings: &Mappings,
+    sparkplug: Option<&Sparkplug>,
     topic: &str,
     payload: &[u8],
     connection: Option<&str>,
-) -> Result<Vec<(Event, u64)>, Box<DeadLetter>> {
-    let decoded = if !topic::in_namespace(topic) && mappings.covers(topic) {
-        mappings.decode(
-            topic,
-            payload,
-            connection,
-            tributary_common::clock::now_ms(),
-        )
-    } else {
-        decode(topic, payload)
+) -> Result<Vec<Decoded>, Box<DeadLetter>> {
+    let plain = |list: Vec<(Event, u64)>| {
+        list.into_iter()
+            .map(|(event, session)| Decoded {
+                event,
+                session,
+                headers: Vec::new(),
+            })
+            .collect()
+    };
+    let now = tributary_common::clock::now_ms();
+    let decoded = match sparkplug {
+        Some(sp) if Sparkplug::covers(topic) => sp.decode(topic, payload, now),
+        _ if !topic::in_namespace(topic) && mappings.covers(topic) => {
+            mappings.decode(topic, payload, connection, now).map(plain)
+        }
+        _ => decode(topic, payload).map(plain),
     };
     decoded.map_err(|refused| {
         Box::new(DeadLetter::new(
@@ -201,7 +212,10 @@ pub(crate) fn decode_publish(
 /// Whether a topic is one the gateway decodes: `devices/{device_id}/{readings|position}`
 /// (optionally `/pc`), or one a mapping names. A publish elsewhere is refused for its topic;
 /// one here that does not decode, for its payload.
-pub(crate) fn topic_is_known(mappings: &Mappings, topic: &str) -> bool {
+pub(crate) fn topic_is_known(mappings: &Mappings, sparkplug: bool, topic: &str) -> bool {
+    if sparkplug && Sparkplug::covers(topic) {
+        return true;
+    }
     if !topic::in_namespace(topic) {
         return mappings.covers(topic);
     }
@@ -305,8 +319,12 @@ mod tests {
         .unwrap();
         let mappings = Mappings::new(crate::route::mapping::validate(&[raw]).unwrap());
         let payload = br#"{"seq":4,"time_ms":5,"values":[{"name":"t","value":1.5,"unit":"Cel"}]}"#;
-        let events = decode_publish(&mappings, "devices/env-1/readings", payload, None).unwrap();
-        assert_eq!(events[0].0.seq, 4, "the device's own seq: decoded natively");
+        let events =
+            decode_publish(&mappings, None, "devices/env-1/readings", payload, None).unwrap();
+        assert_eq!(
+            events[0].event.seq, 4,
+            "the device's own seq: decoded natively"
+        );
         assert!(mappings.covers("plant/env-1/temp"));
     }
 

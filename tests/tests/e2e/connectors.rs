@@ -319,14 +319,14 @@ async fn lines_appended_to_a_file_arrive_once_through_a_crash_and_a_rotation() {
 }
 
 /// Debian's `mosquitto` on a free loopback port, as a site's existing broker; killed on drop.
-struct SiteBroker {
+pub(crate) struct SiteBroker {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl SiteBroker {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(
             tempfile::tempdir().expect("temp dir"),
             "allow_anonymous true\n",
@@ -382,7 +382,7 @@ impl Drop for SiteBroker {
 }
 
 /// Waits until the gateway's log says `what`.
-fn wait_for_log(gateway: &Gateway, what: &str, after: usize) {
+pub(crate) fn wait_for_log(gateway: &Gateway, what: &str, after: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while gateway.log().matches(what).count() <= after {
         assert!(

@@ -338,7 +338,7 @@ fn every_preset_parses_and_keys_override_it() {
 
 #[test]
 fn the_examples_in_config_gateway_toml_are_valid_mappings() {
-    let block = crate::config::shipped_examples("# [[mappings]]", Some("# MQTT bridges:"));
+    let block = crate::config::shipped_examples("# [[mappings]]", Some("# Sparkplug B"));
     #[derive(Deserialize)]
     struct F {
         mappings: Vec<RawMapping>,

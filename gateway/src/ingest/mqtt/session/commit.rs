@@ -298,20 +298,22 @@ impl Session {
             })?,
         };
         let mappings = &self.ingest.mappings;
+        let sparkplug = self.ingest.sparkplug.as_deref();
         let connection = self.identity.device_id();
-        match super::super::decode_publish(mappings, &p.topic, &p.payload, connection) {
+        match super::super::decode_publish(mappings, sparkplug, &p.topic, &p.payload, connection) {
             Ok(events) => Ok(events
                 .into_iter()
-                .map(|(event, session)| Inbound {
-                    writer: Inbound::writer_of(&event.device_id, connection),
-                    event,
-                    session,
+                .map(|d| Inbound {
+                    writer: Inbound::writer_of(&d.event.device_id, connection),
+                    event: d.event,
+                    session: d.session,
                     mqtt_topic: Some(p.topic.clone()),
-                    headers: headers.clone(),
+                    headers: headers.iter().cloned().chain(d.headers).collect(),
                 })
                 .collect()),
             Err(letter) => {
-                let code = if super::super::topic_is_known(mappings, &p.topic) {
+                let code = if super::super::topic_is_known(mappings, sparkplug.is_some(), &p.topic)
+                {
                     AckCode::PayloadFormatInvalid
                 } else {
                     AckCode::TopicNameInvalid
