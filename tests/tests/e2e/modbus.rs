@@ -1,8 +1,9 @@
 //! Modbus against an independent implementation: pymodbus's server (`tests/clients/
 //! modbus_server.py`), over TCP and over RTU through a pseudo-terminal pair (socat), with
 //! registers that change while the gateway polls them. Every type, byte and word order and
-//! scale must land in Kafka as the value the device held; the server stopped mid-test makes
-//! counted gaps and no values; polling resumes when it is back; a gateway SIGKILLed and started
+//! scale must land in Kafka as the value the device held; a register the server lacks is a
+//! Modbus exception, counted, never a value; the server stopped mid-test makes counted gaps and
+//! no values; polling resumes when it is back; a gateway SIGKILLed and started
 //! again neither repeats nor skips a seq.
 
 use std::collections::BTreeMap;
@@ -157,6 +158,7 @@ async fn polled_through_an_outage_and_a_crash(
     stem: &str,
     device: &str,
     line: &str,
+    missing: Option<&str>,
     start_server: impl Fn() -> Server,
 ) {
     let brokers = env("TRIBUTARY_TEST_KAFKA");
@@ -167,8 +169,35 @@ async fn polled_through_an_outage_and_a_crash(
         "[[modbus]]\nname = \"{stem}\"\n{line}timeout_ms = 300\nbackoff_max_ms = 400\n[[modbus.devices]]\ndevice_id = \"{device}\"\npoll_ms = 150\n{}",
         registers()
     );
+    // A second device on the link asks for a register the server does not have: the server
+    // answers each poll with a Modbus exception.
+    let config = match missing {
+        Some(missing) => format!(
+            "{config}[[modbus.devices]]\ndevice_id = \"{missing}\"\npoll_ms = 150\n\
+             [[modbus.devices.registers]]\nname = \"nowhere\"\naddress = 500\n"
+        ),
+        None => config,
+    };
     let mut gateway = Gateway::start_with(Some(&brokers), &topics, &config);
     let (ok, _) = wait_polls(&gateway, device, 0.0, 10.0);
+    if let Some(missing) = missing {
+        let metrics = scrape(&gateway);
+        let exceptions = metrics
+            .get(&format!(
+                "tributary_modbus_polls_total{{device=\"{missing}\",outcome=\"exception\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        assert!(
+            exceptions >= 3.0,
+            "Modbus exceptions are counted gaps: {metrics:#?}"
+        );
+        assert_eq!(
+            polls(&gateway, missing).0,
+            0.0,
+            "no poll of {missing} succeeded"
+        );
+    }
 
     // The device goes away for two seconds: gaps, counted, and no event made up meanwhile.
     drop(server);
@@ -287,6 +316,7 @@ async fn modbus_tcp_every_type_and_order_arrives_as_held_and_an_outage_is_a_coun
         "modbus-tcp",
         "plc-1",
         &format!("tcp = \"127.0.0.1:{port}\"\n"),
+        Some("plc-1-missing"),
         || Server::tcp(port),
     )
     .await;
@@ -304,6 +334,7 @@ async fn modbus_rtu_over_a_serial_line_the_same() {
             "serial = \"{}\"\nbaud = 19200\nparity = \"none\"\n",
             dir.path().join("gateway").display()
         ),
+        None,
         move || Server::rtu(&path, 1),
     )
     .await;
