@@ -69,7 +69,16 @@ function header(s) {
 // The seconds of rates the gateway keeps (activity::RATE_SECONDS).
 const RATE_SECONDS = 300;
 
+// The mean of a rate series' last `n` seconds, as the chart's right end shows it.
+function recent(values, n) {
+  const tail = values.slice(-n);
+  return tail.length ? tail.reduce((a, v) => a + v, 0) / tail.length : 0;
+}
+
 function rates(r) {
+  // What the chart's right end shows, as numbers (for tests and for anyone reading the DOM).
+  document.body.dataset.receivedPerS = recent(r.received, 10).toFixed(2);
+  document.body.dataset.ackedPerS = recent(r.acked, 10).toFixed(2);
   const canvas = $("rates");
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 24;
@@ -178,6 +187,8 @@ function devices(s) {
   fillTable("devices", s.devices.map((d) => {
     const tr = document.createElement("tr");
     tr.dataset.device = d.id;
+    tr.dataset.perMin = String(d.per_min);
+    tr.dataset.lastSeenMs = String(d.last_seen_ms);
     cell(tr, d.id);
     cell(tr, d.transport);
     cell(tr, d.connected ? "yes" : "no");
