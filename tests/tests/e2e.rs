@@ -6,6 +6,7 @@ mod e2e {
     pub mod commands;
     pub mod connectors;
     pub mod crash;
+    pub mod data_team;
     pub mod dedup;
     pub mod front_door;
     pub mod full_disk;

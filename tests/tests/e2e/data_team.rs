@@ -1,0 +1,146 @@
+//! The data team's side: the examples in `examples/`, run as their READMEs say, on what a
+//! simulated fleet sent through the gateway. Kafka's console consumer prints each event with its
+//! device id as key, its event time as the record timestamp and its headers; Kafka Connect's
+//! FileStreamSink writes every acknowledged event to a file. Both read committed records only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tributary_sim::scenario::Link;
+use tributary_tests::gateway::{Gateway, Topics};
+use tributary_tests::kafka::create_topics;
+use tributary_tests::{env, free_port, run};
+
+/// The repository's root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_owned()
+}
+
+/// A small mixed fleet through a gateway into a fresh set of topics: the topics, and the
+/// readings each device sent (every one acknowledged).
+async fn fleet(stem: &str) -> (String, Topics, BTreeMap<String, Vec<u64>>) {
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique(stem);
+    create_topics(&brokers, &topics.all(), 3).await;
+    let mut gateway = Gateway::start(Some(&brokers), &topics);
+    let report = run(crate::spec(&gateway, Link::Tcp, stem, 6, 40)).await;
+    crate::assert_all_acked(&report);
+    gateway.wait_drained(Duration::from_secs(60));
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let (readings, _) = crate::expected(&report);
+    (brokers, topics, readings)
+}
+
+/// `(device, seq)` of every event a list names.
+fn pairs(expected: &BTreeMap<String, Vec<u64>>) -> BTreeSet<(String, u64)> {
+    expected
+        .iter()
+        .flat_map(|(d, seqs)| seqs.iter().map(move |s| (d.clone(), *s)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_s_console_consumer_prints_device_keys_event_times_and_event_ids() {
+    let (brokers, topics, readings) = fleet("console").await;
+    let out = Command::new(root().join("examples/console-consumer/run"))
+        .args([&brokers, &topics.readings])
+        .env("TIMEOUT_MS", "5000")
+        .output()
+        .expect("examples/console-consumer/run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut seen = BTreeSet::new();
+    for line in stdout.lines() {
+        // print.timestamp, print.headers, print.key, then the value, tab-separated.
+        let fields: Vec<&str> = line.splitn(4, '\t').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        let time: i64 = fields[0]
+            .strip_prefix("CreateTime:")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("a CreateTime timestamp: {line}"));
+        let headers: BTreeMap<&str, &str> = fields[1]
+            .split(',')
+            .filter_map(|h| h.split_once(':'))
+            .collect();
+        let value: Value = serde_json::from_str(fields[3]).expect("the event as JSON");
+        let device = value["device_id"].as_str().expect("device_id");
+        let seq = value["seq"].as_u64().expect("seq");
+        assert_eq!(fields[2], device, "the key is the device id: {line}");
+        assert_eq!(
+            Some(time),
+            value["time_ms"].as_i64(),
+            "timestamp = event time: {line}"
+        );
+        assert_eq!(headers.get("kind"), Some(&"reading"), "{line}");
+        let id = headers.get("event-id").expect("an event-id header");
+        assert!(
+            id.starts_with(&format!("{device}:")) && id.ends_with(&format!(":{seq}")),
+            "event-id {id} names {device} and {seq}"
+        );
+        assert!(
+            seen.insert((device.to_owned(), seq)),
+            "printed twice: {line}"
+        );
+    }
+    assert_eq!(
+        seen,
+        pairs(&readings),
+        "every acknowledged reading, once\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_connect_s_file_stream_sink_writes_every_acknowledged_event() {
+    let (brokers, topics, readings) = fleet("connect-sink").await;
+    let want = pairs(&readings);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("readings.txt");
+    let mut connect = Command::new(root().join("examples/connect-file-sink/run"))
+        .args([&brokers, &topics.readings, &file.display().to_string()])
+        .env("CONNECT_PORT", free_port().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("examples/connect-file-sink/run");
+    let read = || -> Vec<String> {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read().len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A little longer: a record written twice would show now.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = connect.kill();
+    let out = connect.wait_with_output().expect("connect");
+    let lines = read();
+    let got: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("an event per line");
+            (
+                v["device_id"].as_str().expect("device").to_owned(),
+                v["seq"].as_u64().expect("seq"),
+            )
+        })
+        .collect();
+    let distinct: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(
+        distinct,
+        want,
+        "every acknowledged event in the file\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(got.len(), want.len(), "each once");
+}
