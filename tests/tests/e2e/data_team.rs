@@ -3,7 +3,8 @@
 //! device id as key, its event time as the record timestamp and its headers; Kafka Connect's
 //! FileStreamSink writes every acknowledged event to a file; both read committed records only.
 //! And the other direction: Connect's FileStreamSource beside Tributary's own `[[files]]`
-//! source, both SIGKILLed just after a rotation.
+//! source, both SIGKILLed just after a rotation. And a Kafka Streams application joining each
+//! vehicle's positions with its latest reading, and counting them per minute of event time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -265,4 +266,129 @@ async fn file_stream_source_and_the_file_tail_killed_during_rotation() {
     );
     let stopped = gateway.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
+/// The Kafka Streams example (Java, `examples/kafka-streams`) on a simulated fleet's positions
+/// and a reading per truck: every position is joined with its truck's reading, and the
+/// per-minute counts add up to each truck's positions.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_streams_joins_positions_with_the_latest_reading_and_counts_per_minute() {
+    use tributary_sim::scenario::{Group, ModelKind, Scenario};
+    const TRUCKS: usize = 3;
+    const FIXES: u64 = 20;
+    let brokers = env("TRIBUTARY_TEST_KAFKA");
+    let topics = Topics::unique("streams");
+    let (enriched, per_minute) = (
+        tributary_tests::unique_topic("streams.enriched"),
+        tributary_tests::unique_topic("streams.per-minute"),
+    );
+    // Co-partitioned inputs (same partition count, the gateway's murmur2 keys): no repartition.
+    create_topics(&brokers, &topics.all(), 3).await;
+    create_topics(&brokers, &[&enriched, &per_minute], 3).await;
+    let mut gateway = Gateway::start(Some(&brokers), &topics);
+    let day_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        - 86_400_000;
+    for i in 0..TRUCKS {
+        let reading = format!(
+            r#"{{"seq":1,"time_ms":{day_ago},"values":[{{"name":"fuel","value":{},"unit":"%"}}]}}"#,
+            50 + i
+        );
+        assert!(tributary_tests::mosquitto_pub(
+            gateway.mqtt.port(),
+            1,
+            &format!("devices/streams-truck-{i}/readings"),
+            &reading,
+        ));
+    }
+    let mut s = Scenario::plain(gateway.tcp, gateway.mqtt, Link::Tcp, "streams", 0, FIXES);
+    s.groups = vec![Group {
+        name: "truck".into(),
+        model: ModelKind::Truck,
+        count: TRUCKS,
+        ..s.groups[0].clone()
+    }];
+    let report = run(s).await;
+    crate::assert_all_acked(&report);
+    gateway.wait_drained(Duration::from_secs(60));
+
+    let mut app = Command::new(root().join("examples/kafka-streams/run"))
+        .args([
+            brokers.as_str(),
+            &topics.readings,
+            &topics.positions,
+            &enriched,
+            &per_minute,
+            &tributary_tests::unique_topic("streams-app"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("examples/kafka-streams/run");
+    let want = TRUCKS * FIXES as usize;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut joined = Vec::new();
+    while joined.len() < want && Instant::now() < deadline {
+        joined = tributary_tests::kafka::consume(&brokers, &enriched, want, Duration::from_secs(5));
+    }
+    // The last count of each (truck, minute), summed per truck, once the app has committed
+    // them all (counts are emitted as its cache is flushed, every commit).
+    let per_truck = || {
+        let counts = tributary_tests::kafka::consume(
+            &brokers,
+            &per_minute,
+            usize::MAX,
+            Duration::from_secs(2),
+        );
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        for m in &counts {
+            last.insert(m.key.clone(), m.text.parse().expect("a count"));
+        }
+        let mut per_truck: BTreeMap<String, u64> = BTreeMap::new();
+        for (key, n) in last {
+            let truck = key.split('@').next().expect("truck@minute").to_owned();
+            *per_truck.entry(truck).or_default() += n;
+        }
+        per_truck
+    };
+    let mut counted = per_truck();
+    while counted.values().sum::<u64>() < want as u64 && Instant::now() < deadline {
+        counted = per_truck();
+    }
+    let _ = app.kill();
+    let out = app.wait_with_output().expect("the streams app");
+    let stopped = gateway.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    let mut seen = BTreeSet::new();
+    for m in &joined {
+        let position = &m.value["position"];
+        let reading = &m.value["reading"];
+        assert_eq!(position["device_id"], m.key.as_str(), "{}", m.text);
+        assert_eq!(
+            reading["device_id"],
+            m.key.as_str(),
+            "the truck's own reading: {}",
+            m.text
+        );
+        assert_eq!(reading["values"][0]["name"], "fuel", "{}", m.text);
+        assert!(
+            seen.insert((m.key.clone(), position["seq"].as_u64().expect("seq"))),
+            "joined twice: {}",
+            m.text
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        want,
+        "every position joined\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(counted.len(), TRUCKS, "{counted:?}");
+    assert!(
+        counted.values().all(|n| *n == FIXES),
+        "every position counted once: {counted:?}"
+    );
 }
