@@ -246,8 +246,13 @@ impl Sparkplug {
                 match t.kind {
                     Kind::DBirth => {
                         if let Some(d) = t.device {
-                            node.devices
-                                .insert(d.to_owned(), Birth::of(&payload.metrics));
+                            let remembered = node.device_born(d, Birth::of(&payload.metrics));
+                            if let (false, Some(suppressed)) = (
+                                remembered,
+                                tributary_common::ratelog::allow("sparkplug_devices"),
+                            ) {
+                                tracing::warn!(message = "A Sparkplug edge node has more devices than are remembered; this one's data by alias is unresolved (flagged unknown-alias).", group = t.group, node = t.node, device = d, limit = state::MAX_DEVICES_PER_NODE, suppressed);
+                            }
                         }
                         online = Some(1.0);
                     }

@@ -11,6 +11,10 @@ use super::proto::Metric;
 pub const MAX_EDGE_NODES: usize = 10_000;
 /// How many metric definitions one birth may leave remembered.
 pub const MAX_METRICS_PER_BIRTH: usize = 10_000;
+/// How many devices' births one edge node may leave remembered; a DBIRTH for one more is
+/// stored as an event but not remembered (its data by alias is then flagged `unknown-alias`),
+/// so a node inventing device ids cannot grow memory.
+pub const MAX_DEVICES_PER_NODE: usize = 1_000;
 
 /// A metric as a birth defined it.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +119,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// Remembers a device's birth, if there is room for it ([`MAX_DEVICES_PER_NODE`]).
+    pub fn device_born(&mut self, device: &str, birth: Birth) -> bool {
+        if !self.devices.contains_key(device) && self.devices.len() >= MAX_DEVICES_PER_NODE {
+            return false;
+        }
+        self.devices.insert(device.to_owned(), birth);
+        true
+    }
+
     /// Checks a message's seq against the one expected and moves it on; `false` on a gap.
     pub fn take_seq(&mut self, seq: Option<u64>) -> bool {
         let got = seq.and_then(|s| u8::try_from(s).ok());
@@ -152,6 +165,20 @@ impl Nodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_remembers_a_bounded_number_of_device_births() {
+        let mut node = Node::default();
+        for i in 0..MAX_DEVICES_PER_NODE {
+            assert!(node.device_born(&format!("d{i}"), Birth::default()));
+        }
+        assert!(!node.device_born("one-more", Birth::default()));
+        assert!(
+            node.device_born("d0", Birth::default()),
+            "a rebirth of a known one"
+        );
+        assert_eq!(node.devices.len(), MAX_DEVICES_PER_NODE);
+    }
 
     #[test]
     fn seqs_wrap_at_256_and_a_skipped_one_is_a_gap() {
