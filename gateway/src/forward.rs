@@ -187,31 +187,8 @@ pub fn time_headers(event_ms: i64, received_ms: i64, replaced: bool) -> Vec<(Str
     h
 }
 
-/// Exponential backoff for transient failures: 100 ms doubling to 30 s.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: Duration::from_millis(100),
-        }
-    }
-}
-
-impl Backoff {
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(30));
-        d
-    }
-
-    pub fn reset(&mut self) {
-        *self = Self::default();
-    }
-}
+/// Exponential backoff for transient failures: 100 ms doubling to 30 s (the default).
+pub use tributary_common::backoff::Backoff;
 
 #[cfg(test)]
 mod tests {

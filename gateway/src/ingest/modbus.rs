@@ -12,8 +12,9 @@
 //!   fewest requests ([`map::plan`]); all of them answered, it becomes one reading event with a
 //!   value per configured register ([`map::decode`]). Any request that times out, answers a
 //!   Modbus exception, or loses the connection makes the whole poll a gap: no event, never a
-//!   made-up value; counted in `tributary_modbus_polls_total{device, outcome}`, shown as the
-//!   device's last refusal and in the status page's refusals, logged rate-limited. While the
+//!   made-up value; counted in `tributary_modbus_polls_total{device, outcome}`, listed in the
+//!   status page's refusals (and as the device's last refusal once it has a row), logged
+//!   rate-limited. While the
 //!   link is down every due poll is a counted `disconnected` gap, so the count says how many
 //!   readings are missing.
 //! - **Durable seq.** The gateway assigns each device's seq: the next one is kept in the spool
@@ -41,11 +42,12 @@ use super::{Inbound, Ingest};
 use crate::observe::stats::ModbusLabel;
 use crate::shutdown::Scope;
 use crate::transport::Transport;
+use tributary_common::backoff::Backoff;
 use tributary_protocol::{Body, Event, Reading, SensorValue};
 use tributary_spool::SourceState;
 
 /// The first wait before reconnecting; it doubles up to the link's `backoff_max`.
-const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 
 /// Why a poll is a gap: the label it is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +91,22 @@ struct Polled {
 struct Connection {
     context: Option<Context>,
     retry_at: Instant,
-    backoff: Duration,
+    backoff: Backoff,
+}
+
+impl Connection {
+    /// Gives the link up after a failure (closing it, best effort, if it was open) and says how
+    /// long until it is tried again.
+    async fn give_up(&mut self, timeout: Duration) -> Duration {
+        if let Some(mut context) = self.context.take() {
+            use tokio_modbus::client::Client as _;
+            // Best effort: the link is being given up on anyway.
+            let _ = tokio::time::timeout(timeout, context.disconnect()).await;
+        }
+        let wait = self.backoff.next_delay();
+        self.retry_at = Instant::now() + wait;
+        wait
+    }
 }
 
 /// Polls `link`'s devices until `scope.stop`.
@@ -121,7 +138,7 @@ pub async fn serve(link: ModbusLink, ingest: Ingest, scope: Scope) {
     let mut connection = Connection {
         context: None,
         retry_at: start,
-        backoff: BACKOFF_START,
+        backoff: Backoff::new(BACKOFF_FIRST, link.backoff_max),
     };
     loop {
         let Some(next) = devices.iter_mut().min_by_key(|d| d.due) else {
@@ -140,15 +157,6 @@ pub async fn serve(link: ModbusLink, ingest: Ingest, scope: Scope) {
             next.due = polled_at + next.device.poll;
         }
         count(&next.device, outcome, &ingest);
-        if let Err(gap) = outcome {
-            if gap.closes() {
-                if let Some(mut context) = connection.context.take() {
-                    use tokio_modbus::client::Client as _;
-                    // Best effort: the link is being given up on anyway.
-                    let _ = tokio::time::timeout(link.timeout, context.disconnect()).await;
-                }
-            }
-        }
     }
     if let Some(mut context) = connection.context.take() {
         use tokio_modbus::client::Client as _;
@@ -169,14 +177,13 @@ async fn poll(
         None => match open(link).await {
             Ok(c) => {
                 tracing::info!(message = "Modbus link open.", link = %link.name);
-                connection.backoff = BACKOFF_START;
+                connection.backoff.reset();
                 connection.context.insert(c)
             }
             Err(error) => {
-                connection.retry_at = Instant::now() + connection.backoff;
-                connection.backoff = (connection.backoff * 2).min(link.backoff_max);
+                let wait = connection.give_up(link.timeout).await;
                 if let Some(suppressed) = tributary_common::ratelog::allow("modbus_connect") {
-                    tracing::warn!(message = "Cannot open a Modbus link; polls are gaps until it opens.", link = %link.name, %error, retry_in_ms = connection.backoff.as_millis() as u64, suppressed);
+                    tracing::warn!(message = "Cannot open a Modbus link; polls are gaps until it opens.", link = %link.name, %error, retry_in_ms = wait.as_millis() as u64, suppressed);
                 }
                 return Err(Gap::ConnectFailed);
             }
@@ -190,11 +197,10 @@ async fn poll(
         match answer {
             Ok(a) => answers.push(a),
             Err((gap, detail)) => {
-                if gap.closes() {
-                    connection.retry_at = Instant::now() + connection.backoff;
-                    connection.backoff = (connection.backoff * 2).min(link.backoff_max);
-                }
                 log_gap(link, &device.device, gap, read, &detail);
+                if gap.closes() {
+                    connection.give_up(link.timeout).await;
+                }
                 return Err(gap);
             }
         }
@@ -209,6 +215,7 @@ async fn poll(
                 &device.reads[0],
                 &error.to_string(),
             );
+            connection.give_up(link.timeout).await;
             return Err(Gap::Protocol);
         }
     };

@@ -289,7 +289,7 @@ impl Sparkplug {
             Kind::NDeath => stale,
             _ => stale.or(flag.map(Flag::label)),
         };
-        values.into_events(&device_id, t.kind, &payload, online, stale, now_ms)
+        values.into_events(&device_id, t.kind, &payload, online, stale)
     }
 }
 
@@ -307,6 +307,9 @@ fn bd_seq(metrics: &[Metric]) -> Option<u64> {
 
 /// A message's metrics, sorted into what events can carry.
 struct Values {
+    /// When the message was sent (the payload's timestamp, else when it arrived): the time of
+    /// its current values.
+    sent: i64,
     /// By (timestamp, historical): the numbers.
     numbers: BTreeMap<(i64, bool), Vec<SensorValue>>,
     strings: Vec<(String, String)>,
@@ -322,6 +325,7 @@ impl Values {
             .and_then(|t| i64::try_from(t).ok())
             .unwrap_or(now_ms);
         let mut out = Values {
+            sent,
             numbers: BTreeMap::new(),
             strings: Vec::new(),
             nulls: Vec::new(),
@@ -389,14 +393,9 @@ impl Values {
         payload: &Payload,
         online: Option<f64>,
         stale: Option<&str>,
-        now_ms: i64,
     ) -> Result<Vec<Decoded>, Undecodable> {
-        let sent = payload
-            .timestamp
-            .and_then(|t| i64::try_from(t).ok())
-            .unwrap_or(now_ms);
         if let Some(online) = online {
-            let values = self.numbers.entry((sent, false)).or_default();
+            let values = self.numbers.entry((self.sent, false)).or_default();
             values.insert(
                 0,
                 SensorValue {

@@ -286,11 +286,7 @@ async fn kafka_streams_joins_positions_with_the_latest_reading_and_counts_per_mi
     create_topics(&brokers, &topics.all(), 3).await;
     create_topics(&brokers, &[&enriched, &per_minute], 3).await;
     let mut gateway = Gateway::start(Some(&brokers), &topics);
-    let day_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-        - 86_400_000;
+    let day_ago = tributary_sim::generate::now_ms() - 86_400_000;
     for i in 0..TRUCKS {
         let reading = format!(
             r#"{{"seq":1,"time_ms":{day_ago},"values":[{{"name":"fuel","value":{},"unit":"%"}}]}}"#,

@@ -145,13 +145,6 @@ fn wait_polls(gateway: &Gateway, device: &str, from: f64, n: f64) -> (f64, f64) 
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
-
 /// The run both tests make: polled, the server killed for two seconds and started again, the
 /// gateway SIGKILLed and started again; then what Kafka holds is checked.
 async fn polled_through_an_outage_and_a_crash(
@@ -201,9 +194,9 @@ async fn polled_through_an_outage_and_a_crash(
 
     // The device goes away for two seconds: gaps, counted, and no event made up meanwhile.
     drop(server);
-    let gone_ms = now_ms();
+    let gone_ms = tributary_sim::generate::now_ms();
     std::thread::sleep(Duration::from_secs(2));
-    let back_ms = now_ms();
+    let back_ms = tributary_sim::generate::now_ms();
     let (_, gaps) = polls(&gateway, device);
     assert!(
         gaps >= 3.0,
@@ -249,9 +242,9 @@ async fn polled_through_an_outage_and_a_crash(
         seqs, expected,
         "one seq per stored poll, none repeated or skipped, in order"
     );
-    let during: Vec<i64> = events
+    let during: Vec<u64> = events
         .iter()
-        .filter_map(|m| m.value["time_ms"].as_i64())
+        .filter_map(|m| m.value["time_ms"].as_u64())
         .filter(|t| (gone_ms..back_ms).contains(t))
         .collect();
     assert!(
@@ -261,7 +254,7 @@ async fn polled_through_an_outage_and_a_crash(
     assert!(
         events
             .iter()
-            .any(|m| m.value["time_ms"].as_i64() > Some(back_ms)),
+            .any(|m| m.value["time_ms"].as_u64() > Some(back_ms)),
         "polling resumed"
     );
     let temp = &events[0].value["values"]

@@ -59,11 +59,8 @@ fn values(m: &Msg) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
 
 /// What the node published in both phases, against `port` (the gateway's MQTT listener or a
 /// site broker it bridges), and when it began.
-fn publish_both_phases(port: u16) -> (Vec<Value>, i64) {
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
+fn publish_both_phases(port: u16) -> (Vec<Value>, u64) {
+    let started_ms = tributary_sim::generate::now_ms();
     let mut expected = node(port, "a");
     // The will is published when the broker sees the connection end.
     std::thread::sleep(Duration::from_millis(500));
@@ -72,7 +69,7 @@ fn publish_both_phases(port: u16) -> (Vec<Value>, i64) {
 }
 
 /// Kafka's readings topic against what the node says it published, event by event.
-fn check(brokers: &str, topics: &Topics, expected: &[Value], started_ms: i64) {
+fn check(brokers: &str, topics: &Topics, expected: &[Value], started_ms: u64) {
     let got = consume(
         brokers,
         &topics.readings,
@@ -127,7 +124,7 @@ fn check(brokers: &str, topics: &Topics, expected: &[Value], started_ms: i64) {
         for (k, v) in e["headers"].as_object().expect("headers") {
             assert_eq!(m.headers.get(k).map(String::as_str), v.as_str(), "{at}");
         }
-        let time = m.value["time_ms"].as_i64().expect("time");
+        let time = m.value["time_ms"].as_u64().expect("time");
         if e["historical"] == true {
             assert!(
                 time < started_ms - 50_000,
@@ -137,7 +134,7 @@ fn check(brokers: &str, topics: &Topics, expected: &[Value], started_ms: i64) {
             assert!(time >= started_ms - 1000, "{at}");
         }
         assert_eq!(
-            m.timestamp_ms,
+            m.timestamp_ms.and_then(|t| u64::try_from(t).ok()),
             Some(time),
             "the Kafka timestamp is the metric's: {at}"
         );
@@ -196,10 +193,7 @@ async fn an_authenticated_edge_node_publishes_only_under_its_own_id() {
             "[sparkplug]\nenabled = true\n[auth]\ncredentials = {passwd:?}\nanonymous = \"never\"\n"
         ),
     );
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
+    let started_ms = tributary_sim::generate::now_ms();
     let expected = node_with(gateway.mqtt.port(), "intruder", Some("pw-line3"));
     check(&brokers, &topics, &expected, started_ms);
     let dead = consume(&brokers, &topics.dead_letter, 1, Duration::from_secs(20));

@@ -63,13 +63,6 @@ fn device_rows(dom: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
-
 /// A device sending a steady 5 events a second through more than a whole minute of the clock:
 /// the chart's right end reads 5/s, the device's events/min is the count of the last whole
 /// minute (300, give or take one at each edge), and a connection that published under no
@@ -91,7 +84,7 @@ async fn the_status_page_shows_a_known_load_as_it_is() {
         r#"{"seq":1,"time_ms":1700000000000,"values":[{"name":"t","value":1,"unit":"Cel"}]}"#,
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    let sent: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let sent: Arc<Mutex<Vec<u64>>> = Arc::default();
     let sender = {
         let (stop, sent) = (stop.clone(), sent.clone());
         std::thread::spawn(move || {
@@ -106,7 +99,7 @@ async fn the_status_page_shows_a_known_load_as_it_is() {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 seq += 1;
-                let at = now_ms();
+                let at = tributary_sim::generate::now_ms();
                 writeln!(
                     stdin,
                     r#"{{"seq":{seq},"time_ms":{at},"values":[{{"name":"t","value":1,"unit":"Cel"}}]}}"#
@@ -123,9 +116,9 @@ async fn the_status_page_shows_a_known_load_as_it_is() {
         })
     };
     // Until a whole minute of the clock has passed with the device sending all through it.
-    let first = now_ms();
+    let first = tributary_sim::generate::now_ms();
     let minute = (first / 60_000 + 1) * 60_000;
-    while now_ms() < minute + 61_500 {
+    while tributary_sim::generate::now_ms() < minute + 61_500 {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     let url = format!("http://{}/", gateway.admin);
@@ -160,7 +153,7 @@ async fn the_status_page_shows_a_known_load_as_it_is() {
     );
     assert!(rows.contains_key("once-1"), "{rows:?}");
     for (id, tag) in &rows {
-        let seen: i64 = attr(tag, "last-seen-ms")
+        let seen: u64 = attr(tag, "last-seen-ms")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         assert!(
